@@ -1,0 +1,26 @@
+/* Raw memory on a device. The CPU side is plain aligned malloc; the CUDA side
+ * (core/cuda/memory.cu) is cudaMalloc, never managed memory. Builds without
+ * CUDA answer T2S_ERR_UNSUPPORTED for the CUDA device (core/cuda_absent.c). */
+#pragma once
+#include <stddef.h>
+
+#include "core/tensor.h"
+
+#define T2S_ALIGN 256
+
+void *t2s_device_malloc(t2s_device dev, size_t bytes, t2s_error *err);
+void t2s_device_free(t2s_device dev, void *ptr);
+t2s_status t2s_device_zero(t2s_device dev, void *ptr, size_t bytes, t2s_error *err);
+/* Copies between any two devices (host<->device, device<->device). */
+t2s_status t2s_device_copy(t2s_device dst_dev, void *dst, t2s_device src_dev, const void *src,
+                           size_t bytes, t2s_error *err);
+/* Number of visible CUDA devices (0 when none or when CUDA is not built). */
+int t2s_cuda_device_count(void);
+int t2s_cuda_built(void);
+
+/* Implemented by the CUDA backend (or its absent stub). */
+void *t2s_cuda_malloc(size_t bytes, t2s_error *err);
+void t2s_cuda_free(void *ptr);
+t2s_status t2s_cuda_zero(void *ptr, size_t bytes, t2s_error *err);
+t2s_status t2s_cuda_copy(void *dst, int dst_on_device, const void *src, int src_on_device,
+                         size_t bytes, t2s_error *err);

@@ -1,0 +1,141 @@
+/* The execution context, op descriptors and the tape.
+ *
+ * Every op is a forward/backward pair with one slot per backend, held in one
+ * descriptor table (t2s_ops, core/ops/registry.c fills the CPU slots, the CUDA
+ * backend fills its own). An op call goes through t2s_op_apply(): it runs the
+ * backend's forward and, while gradients are enabled and an input wants one,
+ * records the call (a node) on the tape. t2s_backward() walks the tape in
+ * reverse. Networks are plain forward code; nobody writes a network's backward.
+ *
+ * Errors are sticky: the first failing op stores its message in ctx->err and
+ * returns NULL; every later op given a NULL input returns NULL at once, so
+ * forward code checks t2s_ctx_ok() once at the end instead of after every line.
+ *
+ * Gradient contract for backward functions: for input i with requires_grad,
+ * in[i]->grad is allocated and beta[i] is 0 (write: grad = dL/dx) or 1
+ * (accumulate: grad += dL/dx). Parameters always get beta 1; an activation gets
+ * beta 1 only at a fan-out point (a second consumer already wrote its grad). */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+
+#define T2S_MAX_INPUTS 8
+
+/* The op table. Add an op here, implement t2s_<name>_cpu_forward/_backward in
+ * core/ops/, and (optionally) t2s_<name>_cuda_forward/_backward in core/cuda/. */
+#define T2S_OP_LIST(X) \
+  X(conv2d)            \
+  X(batch_norm)        \
+  X(relu)              \
+  X(gelu)              \
+  X(max_pool2d)        \
+  X(avg_pool2d)        \
+  X(add)               \
+  X(scale)             \
+  X(mul)               \
+  X(concat)            \
+  X(resize_bilinear)   \
+  X(resize_nearest)    \
+  X(linear)            \
+  X(matmul)            \
+  X(layer_norm)        \
+  X(softmax)           \
+  X(dropout)           \
+  X(l2_normalize)      \
+  X(cross_entropy)     \
+  X(weighted_sum)
+
+typedef enum t2s_op_id {
+#define T2S_OP_ENUM(name) T2S_OP_##name,
+  T2S_OP_LIST(T2S_OP_ENUM)
+#undef T2S_OP_ENUM
+  T2S_OP_COUNT
+} t2s_op_id;
+
+typedef struct t2s_ctx t2s_ctx;
+typedef struct t2s_node t2s_node;
+
+typedef t2s_status (*t2s_forward_fn)(t2s_ctx *ctx, t2s_node *node);
+typedef t2s_status (*t2s_backward_fn)(t2s_ctx *ctx, t2s_node *node, const float *beta);
+
+typedef struct t2s_op {
+  const char *name;
+  t2s_forward_fn forward[T2S_DEV_COUNT];
+  t2s_backward_fn backward[T2S_DEV_COUNT];
+} t2s_op;
+
+extern t2s_op t2s_ops[T2S_OP_COUNT];
+
+struct t2s_node {
+  t2s_op_id op;
+  int n_in;
+  t2s_tensor *in[T2S_MAX_INPUTS];  /* NULL entries allowed for optional inputs (e.g. bias) */
+  t2s_tensor *out;
+  void *args;        /* the op's argument struct, copied into the pass arena */
+  void *saved;       /* what forward keeps for backward (pass arena), op-specific */
+  int recording;     /* forward knows whether backward will run (whether to save) */
+};
+
+typedef void (*t2s_node_hook)(void *user, const t2s_node *node);
+
+struct t2s_ctx {
+  t2s_device device;
+  t2s_arena *pass;        /* activations, saved tensors, activation grads of one pass */
+  t2s_arena *iter;        /* what outlives a pass within one iteration */
+  int grad_enabled;
+  int training;           /* dropout active, batch norm in training mode where allowed */
+  int deterministic;
+  t2s_error err;          /* sticky: the first failure */
+  t2s_node **tape;
+  int tape_len, tape_cap;
+  double flops;           /* forward FLOPs of GEMM-shaped ops since the last reset */
+  uint64_t seed;          /* global seed, for ops that draw random numbers */
+  uint64_t step;          /* iteration counter, part of every RNG key */
+  uint64_t rng_calls;     /* per-pass counter that separates RNG draws of successive ops */
+  /* Cross-rank sum of per-batch statistics (SyncBN sums, class statistics). NULL on
+   * one process: the local values are already global. Set by dist/. */
+  t2s_status (*stat_allreduce)(void *user, double *buf, size_t n, t2s_error *err);
+  void *stat_user;
+  int sync_bn;            /* batch norm in training mode reduces its statistics over ranks */
+  t2s_node_hook after_backward_node;  /* called after each node's backward (dist buckets) */
+  void *hook_user;
+  void *backend;          /* backend handles (cuDNN, cuBLAS, streams) */
+};
+
+t2s_ctx *t2s_ctx_create(t2s_device device, size_t pass_block_bytes, t2s_error *err);
+void t2s_ctx_destroy(t2s_ctx *ctx);
+static inline int t2s_ctx_ok(const t2s_ctx *ctx) { return ctx->err.status == T2S_OK; }
+/* Clears the tape and rewinds the pass arena: every activation of the pass is gone. */
+void t2s_ctx_end_pass(t2s_ctx *ctx);
+/* Returns the previous setting. */
+int t2s_set_grad_enabled(t2s_ctx *ctx, int enabled);
+
+/* A fresh tensor in the pass arena, stored in the context's device layout. */
+t2s_tensor *t2s_tensor_new(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int64_t *shape);
+t2s_tensor *t2s_tensor_new4(t2s_ctx *ctx, t2s_dtype dtype, int64_t n, int64_t c, int64_t h,
+                            int64_t w);
+/* Raw scratch memory in the pass arena. */
+void *t2s_scratch(t2s_ctx *ctx, size_t bytes);
+/* Records an error in ctx (first wins) and returns NULL, for op wrappers. */
+void *t2s_ctx_fail(t2s_ctx *ctx, t2s_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Runs op `id` on inputs in[0..n_in) producing `out` (already allocated by the
+ * caller with the right shape). args (args_size bytes) are copied. Returns out, or
+ * NULL on error. */
+t2s_tensor *t2s_op_apply(t2s_ctx *ctx, t2s_op_id id, t2s_tensor **in, int n_in, t2s_tensor *out,
+                         const void *args, size_t args_size);
+
+/* Backward from a scalar f32 loss: dloss/dloss = scale. Walks the tape in reverse
+ * and clears it. Parameter grads accumulate; call again for another loss term
+ * only after a new forward. */
+t2s_status t2s_backward(t2s_ctx *ctx, t2s_tensor *loss, float scale);
+
+/* Helpers for op implementations. */
+static inline int t2s_wants_grad(const t2s_tensor *t) { return t != NULL && t->requires_grad; }
+/* Next RNG key for an op in this pass: (seed, step, call index, purpose). */
+t2s_rng_key t2s_ctx_rng_key(t2s_ctx *ctx, uint64_t purpose);

@@ -1,0 +1,207 @@
+/* Element-wise ops on the CPU: relu, gelu, add, mul, scale, dropout, and the
+ * weighted sum that turns a tensor into a scalar (loss probes, gradient tests). */
+#include <math.h>
+#include <string.h>
+
+#include "core/ops.h"
+
+typedef struct scale_args { float s; } scale_args;
+typedef struct dropout_args {
+  float p;
+  t2s_rng_key key;
+} dropout_args;
+
+/* out = beta * out + v, so backward honours the write/accumulate contract. */
+static inline void put(float *out, int64_t i, float v, float beta) {
+  out[i] = beta != 0.0f ? out[i] + v : v;
+}
+
+static t2s_tensor *like(t2s_ctx *ctx, const t2s_tensor *x) {
+  if (x == NULL) return NULL;
+  return t2s_tensor_new(ctx, T2S_F32, x->ndim, x->shape);
+}
+
+static int check_same(t2s_ctx *ctx, const char *op, const t2s_tensor *a, const t2s_tensor *b) {
+  if (a == NULL || b == NULL) return 0;
+  if (!t2s_same_shape(a, b)) {
+    char sa[96], sb[96];
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID, "%s: shapes %s and %s differ", op,
+                 t2s_shape_str(a, sa, sizeof sa), t2s_shape_str(b, sb, sizeof sb));
+    return 0;
+  }
+  return 1;
+}
+
+/* ---- relu ---- */
+t2s_tensor *t2s_relu(t2s_ctx *ctx, t2s_tensor *x) {
+  t2s_tensor *in[1] = {x};
+  return t2s_op_apply(ctx, T2S_OP_relu, in, 1, like(ctx, x), NULL, 0);
+}
+t2s_status t2s_relu_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
+  const float *x = t2s_f32(node->in[0]);
+  float *y = t2s_f32(node->out);
+  int64_t n = t2s_numel(node->out);
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+  return T2S_OK;
+}
+t2s_status t2s_relu_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  const float *y = t2s_f32(node->out), *dy = node->out->grad;
+  float *dx = node->in[0]->grad;
+  int64_t n = t2s_numel(node->out);
+  for (int64_t i = 0; i < n; i++) put(dx, i, y[i] > 0.0f ? dy[i] : 0.0f, beta[0]);
+  return T2S_OK;
+}
+
+/* ---- gelu: x * Phi(x), Phi the standard normal CDF ---- */
+t2s_tensor *t2s_gelu(t2s_ctx *ctx, t2s_tensor *x) {
+  t2s_tensor *in[1] = {x};
+  return t2s_op_apply(ctx, T2S_OP_gelu, in, 1, like(ctx, x), NULL, 0);
+}
+t2s_status t2s_gelu_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
+  const float *x = t2s_f32(node->in[0]);
+  float *y = t2s_f32(node->out);
+  int64_t n = t2s_numel(node->out);
+  for (int64_t i = 0; i < n; i++) y[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * M_SQRT1_2)));
+  return T2S_OK;
+}
+t2s_status t2s_gelu_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  const float *x = t2s_f32(node->in[0]), *dy = node->out->grad;
+  float *dx = node->in[0]->grad;
+  int64_t n = t2s_numel(node->out);
+  /* d/dx x Phi(x) = Phi(x) + x phi(x) */
+  for (int64_t i = 0; i < n; i++) {
+    double v = x[i];
+    double cdf = 0.5 * (1.0 + erf(v * M_SQRT1_2));
+    double pdf = exp(-0.5 * v * v) * 0.3989422804014327;
+    put(dx, i, (float)(dy[i] * (cdf + v * pdf)), beta[0]);
+  }
+  return T2S_OK;
+}
+
+/* ---- add ---- */
+t2s_tensor *t2s_add(t2s_ctx *ctx, t2s_tensor *a, t2s_tensor *b) {
+  if (!check_same(ctx, "add", a, b)) return NULL;
+  t2s_tensor *in[2] = {a, b};
+  return t2s_op_apply(ctx, T2S_OP_add, in, 2, like(ctx, a), NULL, 0);
+}
+t2s_status t2s_add_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
+  const float *a = t2s_f32(node->in[0]), *b = t2s_f32(node->in[1]);
+  float *y = t2s_f32(node->out);
+  int64_t n = t2s_numel(node->out);
+  for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+  return T2S_OK;
+}
+t2s_status t2s_add_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  const float *dy = node->out->grad;
+  int64_t n = t2s_numel(node->out);
+  for (int k = 0; k < 2; k++) {
+    if (!t2s_wants_grad(node->in[k])) continue;
+    float *dx = node->in[k]->grad;
+    for (int64_t i = 0; i < n; i++) put(dx, i, dy[i], beta[k]);
+  }
+  return T2S_OK;
+}
+
+/* ---- mul ---- */
+t2s_tensor *t2s_mul(t2s_ctx *ctx, t2s_tensor *a, t2s_tensor *b) {
+  if (!check_same(ctx, "mul", a, b)) return NULL;
+  t2s_tensor *in[2] = {a, b};
+  return t2s_op_apply(ctx, T2S_OP_mul, in, 2, like(ctx, a), NULL, 0);
+}
+t2s_status t2s_mul_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
+  const float *a = t2s_f32(node->in[0]), *b = t2s_f32(node->in[1]);
+  float *y = t2s_f32(node->out);
+  int64_t n = t2s_numel(node->out);
+  for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+  return T2S_OK;
+}
+t2s_status t2s_mul_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  const float *dy = node->out->grad;
+  int64_t n = t2s_numel(node->out);
+  for (int k = 0; k < 2; k++) {
+    if (!t2s_wants_grad(node->in[k])) continue;
+    const float *other = t2s_f32(node->in[1 - k]);
+    float *dx = node->in[k]->grad;
+    for (int64_t i = 0; i < n; i++) put(dx, i, dy[i] * other[i], beta[k]);
+  }
+  return T2S_OK;
+}
+
+/* ---- scale ---- */
+t2s_tensor *t2s_scale(t2s_ctx *ctx, t2s_tensor *x, float s) {
+  t2s_tensor *in[1] = {x};
+  scale_args a = {s};
+  return t2s_op_apply(ctx, T2S_OP_scale, in, 1, like(ctx, x), &a, sizeof a);
+}
+t2s_status t2s_scale_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
+  float s = ((const scale_args *)node->args)->s;
+  const float *x = t2s_f32(node->in[0]);
+  float *y = t2s_f32(node->out);
+  int64_t n = t2s_numel(node->out);
+  for (int64_t i = 0; i < n; i++) y[i] = s * x[i];
+  return T2S_OK;
+}
+t2s_status t2s_scale_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  float s = ((const scale_args *)node->args)->s;
+  const float *dy = node->out->grad;
+  float *dx = node->in[0]->grad;
+  int64_t n = t2s_numel(node->out);
+  for (int64_t i = 0; i < n; i++) put(dx, i, s * dy[i], beta[0]);
+  return T2S_OK;
+}
+
+/* ---- weighted sum: y = sum_i x_i r_i (accumulated in double) ---- */
+t2s_tensor *t2s_weighted_sum(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *r) {
+  if (!check_same(ctx, "weighted_sum", x, r)) return NULL;
+  if (r->requires_grad)
+    return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "weighted_sum: the weights must be a constant");
+  t2s_tensor *in[2] = {x, r};
+  int64_t one = 1;
+  return t2s_op_apply(ctx, T2S_OP_weighted_sum, in, 2, t2s_tensor_new(ctx, T2S_F32, 1, &one), NULL, 0);
+}
+t2s_status t2s_weighted_sum_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
+  const float *x = t2s_f32(node->in[0]), *r = t2s_f32(node->in[1]);
+  int64_t n = t2s_numel(node->in[0]);
+  double acc = 0.0;
+  for (int64_t i = 0; i < n; i++) acc += (double)x[i] * r[i];
+  t2s_f32(node->out)[0] = (float)acc;
+  return T2S_OK;
+}
+t2s_status t2s_weighted_sum_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  const float *r = t2s_f32(node->in[1]);
+  float g = node->out->grad[0];
+  float *dx = node->in[0]->grad;
+  int64_t n = t2s_numel(node->in[0]);
+  for (int64_t i = 0; i < n; i++) put(dx, i, g * r[i], beta[0]);
+  return T2S_OK;
+}
+
+/* ---- dropout ---- */
+t2s_tensor *t2s_dropout(t2s_ctx *ctx, t2s_tensor *x, float p, t2s_rng_key key) {
+  if (x == NULL) return NULL;
+  if (!(p >= 0.0f && p < 1.0f))
+    return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "dropout: probability %g is outside [0, 1)", p);
+  if (!ctx->training || p == 0.0f) return x;
+  t2s_tensor *in[1] = {x};
+  dropout_args a = {p, key};
+  return t2s_op_apply(ctx, T2S_OP_dropout, in, 1, like(ctx, x), &a, sizeof a);
+}
+static inline float dropout_factor(const dropout_args *a, int64_t i) {
+  return t2s_rng_uniform(a->key, (uint64_t)i) < a->p ? 0.0f : 1.0f / (1.0f - a->p);
+}
+t2s_status t2s_dropout_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
+  const dropout_args *a = node->args;
+  const float *x = t2s_f32(node->in[0]);
+  float *y = t2s_f32(node->out);
+  int64_t n = t2s_numel(node->out);
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] * dropout_factor(a, i);
+  return T2S_OK;
+}
+t2s_status t2s_dropout_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  const dropout_args *a = node->args;
+  const float *dy = node->out->grad;
+  float *dx = node->in[0]->grad;
+  int64_t n = t2s_numel(node->out);
+  for (int64_t i = 0; i < n; i++) put(dx, i, dy[i] * dropout_factor(a, i), beta[0]);
+  return T2S_OK;
+}

@@ -1,0 +1,58 @@
+/* Test helpers: checks that print what failed, host tensors, and the
+ * finite-difference gradient check that every op's backward goes through.
+ * Each test file is its own executable (one process per test, ctest timeout);
+ * its labels come from a line `// ctest-labels: unit grad` near the top. */
+#pragma once
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/engine.h"
+#include "core/ops.h"
+
+extern int t2s_test_failures;
+
+#define CHECK(cond)                                                                  \
+  do {                                                                               \
+    if (!(cond)) {                                                                   \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);        \
+      t2s_test_failures++;                                                           \
+    }                                                                                \
+  } while (0)
+
+#define CHECK_MSG(cond, ...)                                                         \
+  do {                                                                               \
+    if (!(cond)) {                                                                   \
+      fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);        \
+      fprintf(stderr, __VA_ARGS__);                                                  \
+      fputc('\n', stderr);                                                           \
+      t2s_test_failures++;                                                           \
+    }                                                                                \
+  } while (0)
+
+/* Prints "N passed, M failed" style summary and returns the exit code. */
+int t2s_test_finish(const char *name);
+
+/* A CPU tensor in malloc'd memory (outlives any pass), filled with
+ * uniform(lo, hi) from seed. Free with t2s_test_tensor_free. */
+t2s_tensor *t2s_test_tensor(int ndim, const int64_t *shape, float lo, float hi, uint64_t seed,
+                            int requires_grad);
+t2s_tensor *t2s_test_tensor_u8(int ndim, const int64_t *shape, const uint8_t *values);
+void t2s_test_tensor_free(t2s_tensor *t);
+
+/* Builds the op's output from the inputs (runs in a fresh pass each call). */
+typedef t2s_tensor *(*t2s_gc_build)(t2s_ctx *ctx, t2s_tensor **inputs, void *user);
+
+typedef struct t2s_gc_opts {
+  double eps;       /* finite-difference step (default 1e-2) */
+  double rtol;      /* default 2e-2 */
+  double atol;      /* default 2e-3 */
+  int max_points;   /* elements checked per input (default 64, spread over the tensor) */
+} t2s_gc_opts;
+
+/* Checks d(sum(out * R))/d(input) for every input with requires_grad against
+ * central differences (loss evaluated in double on the host), in both backward
+ * modes: write (grad starts absent) and accumulate (grad starts at 0.5 and must
+ * end at 0.5 + analytic). Returns the number of mismatches (also added to
+ * t2s_test_failures). */
+int t2s_gradcheck(const char *label, t2s_gc_build build, void *user, t2s_tensor **inputs, int n,
+                  const t2s_gc_opts *opts);

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages t2sda needs. Idempotent: when every package is
+# already present it does nothing (no apt-get update, no root needed).
+#   tools/setup.sh            build + runtime dependencies
+#   tools/setup.sh --python   also the Python helpers for fixtures and PyTorch
+#                             comparisons (python3-torch, numpy, h5py)
+set -euo pipefail
+
+pkgs=(cmake pkg-config libopenblas-dev libhdf5-dev hdf5-tools libyaml-dev
+      libopenmpi-dev openmpi-bin libfftw3-dev libpng-dev python3-h5py python3-numpy)
+if [[ "${1:-}" == "--python" ]]; then
+  pkgs+=(python3-torch)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}"
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null; then sudo_cmd=(sudo); else
+    echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done"
