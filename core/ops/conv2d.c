@@ -1,0 +1,261 @@
+/* 2-d convolution on the CPU (NCHW, float32): im2col + OpenBLAS sgemm.
+ *
+ * For image n and group g (Cin_g = Cin / groups input channels, Cout_g output
+ * channels, K = Cin_g kh kw, P = Hout Wout):
+ *   col_g (K x P)   col[(c, i, j), (oh, ow)] = x[n, c, oh sh - ph + i dh, ow sw - pw + j dw]
+ *                   (zero outside the input)
+ *   y_g  (Cout_g x P) = W_g (Cout_g x K) col_g  (+ bias)
+ * Backward:
+ *   dW_g += dy_g col_g^T                   (col recomputed: saving it costs K/Cin times x)
+ *   dcol_g = W_g^T dy_g, dx = col2im(dcol) (the transpose of im2col: scatter-add)
+ *   dbias += sum over n, p of dy
+ * A 1x1 stride-1 unpadded convolution needs no im2col: x_n already is col (Cin x P). */
+#include <cblas.h>
+#include <string.h>
+
+#include "core/ops.h"
+
+typedef struct conv_geom {
+  int64_t n, cin, h, w;      /* input */
+  int64_t cout, kh, kw;      /* weight (cout, cin / groups, kh, kw) */
+  int64_t hout, wout;
+  int64_t groups, cin_g, cout_g;
+  int64_t k;                 /* rows of one group's column matrix: cin_g kh kw */
+  int64_t p;                 /* columns: hout wout */
+  t2s_conv2d_args a;
+  int direct;                /* 1x1, stride 1, no padding: x is the column matrix */
+} conv_geom;
+
+t2s_conv2d_args t2s_conv_args(int stride, int pad, int dil) {
+  t2s_conv2d_args a = {stride, stride, pad, pad, dil, dil, 1};
+  return a;
+}
+
+static void conv_geom_make(conv_geom *g, const t2s_tensor *x, const t2s_tensor *w,
+                           const t2s_conv2d_args *a) {
+  g->n = x->shape[0], g->cin = x->shape[1], g->h = x->shape[2], g->w = x->shape[3];
+  g->cout = w->shape[0], g->kh = w->shape[2], g->kw = w->shape[3];
+  g->a = *a;
+  g->groups = a->groups;
+  g->cin_g = g->cin / a->groups;
+  g->cout_g = g->cout / a->groups;
+  g->hout = (g->h + 2 * a->pad_h - a->dil_h * (g->kh - 1) - 1) / a->stride_h + 1;
+  g->wout = (g->w + 2 * a->pad_w - a->dil_w * (g->kw - 1) - 1) / a->stride_w + 1;
+  g->k = g->cin_g * g->kh * g->kw;
+  g->p = g->hout * g->wout;
+  g->direct = g->kh == 1 && g->kw == 1 && a->stride_h == 1 && a->stride_w == 1 && a->pad_h == 0 &&
+              a->pad_w == 0;
+}
+
+/* Checks shapes and arguments; on error fills ctx->err and returns 0. */
+static int conv_validate(t2s_ctx *ctx, const t2s_tensor *x, const t2s_tensor *w,
+                         const t2s_tensor *bias, const t2s_conv2d_args *a) {
+  char sx[96], sw[96], sb[96];
+  if (x->dtype != T2S_F32 || w->dtype != T2S_F32 || (bias && bias->dtype != T2S_F32)) {
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID, "conv2d: x, weight and bias must be float32 (x is %s, weight %s)",
+                 t2s_dtype_name(x->dtype), t2s_dtype_name(w->dtype));
+    return 0;
+  }
+  t2s_shape_str(x, sx, sizeof sx);
+  t2s_shape_str(w, sw, sizeof sw);
+  if (x->ndim != 4 || w->ndim != 4) {
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID,
+                 "conv2d: x %s must be (N, Cin, H, W) and weight %s (Cout, Cin/groups, kh, kw)", sx, sw);
+    return 0;
+  }
+  if (a->stride_h < 1 || a->stride_w < 1 || a->dil_h < 1 || a->dil_w < 1 || a->pad_h < 0 ||
+      a->pad_w < 0 || a->groups < 1) {
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID,
+                 "conv2d: stride (%d, %d) and dilation (%d, %d) must be >= 1, padding (%d, %d) >= 0, "
+                 "groups %d >= 1 (x %s, weight %s)",
+                 a->stride_h, a->stride_w, a->dil_h, a->dil_w, a->pad_h, a->pad_w, a->groups, sx, sw);
+    return 0;
+  }
+  if (x->shape[1] % a->groups != 0 || w->shape[0] % a->groups != 0 ||
+      w->shape[1] * a->groups != x->shape[1]) {
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID,
+                 "conv2d: with groups %d, x %s and weight %s need Cin and Cout divisible by groups "
+                 "and weight dim 1 = Cin / groups",
+                 a->groups, sx, sw);
+    return 0;
+  }
+  if (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0])) {
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID, "conv2d: bias %s must be (Cout) = (%lld) for weight %s",
+                 t2s_shape_str(bias, sb, sizeof sb), (long long)w->shape[0], sw);
+    return 0;
+  }
+  int64_t eh = x->shape[2] + 2 * a->pad_h - a->dil_h * (w->shape[2] - 1) - 1;
+  int64_t ew = x->shape[3] + 2 * a->pad_w - a->dil_w * (w->shape[3] - 1) - 1;
+  if (eh < 0 || ew < 0) {
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID,
+                 "conv2d: the dilated kernel of weight %s (dilation %d, %d) does not fit in x %s "
+                 "padded by (%d, %d)",
+                 sw, a->dil_h, a->dil_w, sx, a->pad_h, a->pad_w);
+    return 0;
+  }
+  return 1;
+}
+
+t2s_tensor *t2s_conv2d(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *w, t2s_tensor *bias,
+                       const t2s_conv2d_args *a) {
+  if (!t2s_ctx_ok(ctx) || x == NULL || w == NULL) return NULL;
+  if (a == NULL) return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "conv2d: no arguments given");
+  if (!conv_validate(ctx, x, w, bias, a)) return NULL;
+  conv_geom g;
+  conv_geom_make(&g, x, w, a);
+  t2s_tensor *out = t2s_tensor_new4(ctx, T2S_F32, g.n, g.cout, g.hout, g.wout);
+  t2s_tensor *in[3] = {x, w, bias};
+  return t2s_op_apply(ctx, T2S_OP_conv2d, in, 3, out, a, sizeof *a);
+}
+
+/* Output positions o in [lo, hi) whose input coordinate o*stride + off lies in [0, n_in). */
+static void valid_range(int64_t off, int64_t stride, int64_t n_out, int64_t n_in, int64_t *lo,
+                        int64_t *hi) {
+  int64_t l = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  int64_t last = n_in - 1 - off; /* o*stride <= last */
+  int64_t h = last < 0 ? 0 : last / stride + 1;
+  if (h > n_out) h = n_out;
+  if (l > h) l = h;
+  *lo = l;
+  *hi = h;
+}
+
+/* col (cin kh kw x hout wout) from one image x (cin x h x w). */
+static void im2col(const conv_geom *g, const float *x, float *col) {
+  const t2s_conv2d_args *a = &g->a;
+  for (int64_t c = 0; c < g->cin; c++) {
+    const float *xc = x + c * g->h * g->w;
+    for (int64_t i = 0; i < g->kh; i++) {
+      for (int64_t j = 0; j < g->kw; j++) {
+        float *row = col + ((c * g->kh + i) * g->kw + j) * g->p;
+        int64_t offw = j * a->dil_w - a->pad_w, ow0, ow1;
+        valid_range(offw, a->stride_w, g->wout, g->w, &ow0, &ow1);
+        for (int64_t oh = 0; oh < g->hout; oh++) {
+          float *dst = row + oh * g->wout;
+          int64_t ih = oh * a->stride_h - a->pad_h + i * a->dil_h;
+          if (ih < 0 || ih >= g->h) {
+            memset(dst, 0, (size_t)g->wout * sizeof(float));
+            continue;
+          }
+          const float *src = xc + ih * g->w; /* input column ow * stride + offw */
+          memset(dst, 0, (size_t)ow0 * sizeof(float));
+          if (a->stride_w == 1) {
+            if (ow1 > ow0) memcpy(dst + ow0, src + ow0 + offw, (size_t)(ow1 - ow0) * sizeof(float));
+          } else {
+            for (int64_t ow = ow0; ow < ow1; ow++) dst[ow] = src[ow * a->stride_w + offw];
+          }
+          memset(dst + ow1, 0, (size_t)(g->wout - ow1) * sizeof(float));
+        }
+      }
+    }
+  }
+}
+
+/* dx (cin x h x w) += col2im(dcol): every column entry adds into the pixel it was copied from. */
+static void col2im_add(const conv_geom *g, const float *dcol, float *dx) {
+  const t2s_conv2d_args *a = &g->a;
+  for (int64_t c = 0; c < g->cin; c++) {
+    float *dxc = dx + c * g->h * g->w;
+    for (int64_t i = 0; i < g->kh; i++) {
+      int64_t offh = i * a->dil_h - a->pad_h, oh0, oh1;
+      valid_range(offh, a->stride_h, g->hout, g->h, &oh0, &oh1);
+      for (int64_t j = 0; j < g->kw; j++) {
+        const float *row = dcol + ((c * g->kh + i) * g->kw + j) * g->p;
+        int64_t offw = j * a->dil_w - a->pad_w, ow0, ow1;
+        valid_range(offw, a->stride_w, g->wout, g->w, &ow0, &ow1);
+        for (int64_t oh = oh0; oh < oh1; oh++) {
+          const float *src = row + oh * g->wout;
+          float *dst = dxc + (oh * a->stride_h + offh) * g->w; /* column ow * stride + offw */
+          if (a->stride_w == 1) {
+            for (int64_t ow = ow0; ow < ow1; ow++) dst[ow + offw] += src[ow];
+          } else {
+            for (int64_t ow = ow0; ow < ow1; ow++) dst[ow * a->stride_w + offw] += src[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+/* The column matrix of image n: x itself on the direct path, else im2col into buf. */
+static const float *columns(const conv_geom *g, const float *xn, float *buf) {
+  if (g->direct) return xn;
+  im2col(g, xn, buf);
+  return buf;
+}
+
+t2s_status t2s_conv2d_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
+  const t2s_tensor *xt = node->in[0], *wt = node->in[1], *bt = node->in[2];
+  conv_geom g;
+  conv_geom_make(&g, xt, wt, node->args);
+  const float *x = t2s_f32(xt), *w = t2s_f32(wt), *b = bt ? t2s_f32(bt) : NULL;
+  float *y = t2s_f32(node->out);
+  float *buf = NULL;
+  if (!g.direct && (buf = t2s_scratch(ctx, (size_t)(g.groups * g.k * g.p) * sizeof(float))) == NULL)
+    return ctx->err.status;
+  for (int64_t n = 0; n < g.n; n++) {
+    const float *col = columns(&g, x + n * g.cin * g.h * g.w, buf);
+    float *yn = y + n * g.cout * g.p;
+    /* the bias goes in as the initial C of the GEMM (beta = 1) */
+    if (b)
+      for (int64_t co = 0; co < g.cout; co++)
+        for (int64_t q = 0; q < g.p; q++) yn[co * g.p + q] = b[co];
+    for (int64_t gr = 0; gr < g.groups; gr++)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.cout_g, (int)g.p, (int)g.k,
+                  1.0f, w + gr * g.cout_g * g.k, (int)g.k, col + gr * g.k * g.p, (int)g.p,
+                  b ? 1.0f : 0.0f, yn + gr * g.cout_g * g.p, (int)g.p);
+  }
+  ctx->flops += 2.0 * (double)g.n * (double)g.cout * (double)g.p * (double)g.k;
+  return T2S_OK;
+}
+
+static void bias_backward(const conv_geom *g, const float *dy, float *db, float beta) {
+  for (int64_t co = 0; co < g->cout; co++) {
+    double s = 0.0;
+    for (int64_t n = 0; n < g->n; n++) {
+      const float *d = dy + (n * g->cout + co) * g->p;
+      for (int64_t q = 0; q < g->p; q++) s += d[q];
+    }
+    db[co] = beta != 0.0f ? db[co] + (float)s : (float)s;
+  }
+}
+
+t2s_status t2s_conv2d_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  t2s_tensor *xt = node->in[0], *wt = node->in[1], *bt = node->in[2];
+  conv_geom g;
+  conv_geom_make(&g, xt, wt, node->args);
+  const float *x = t2s_f32(xt), *w = t2s_f32(wt), *dy = node->out->grad;
+  int want_x = t2s_wants_grad(xt), want_w = t2s_wants_grad(wt);
+  if (t2s_wants_grad(bt)) bias_backward(&g, dy, bt->grad, beta[2]);
+  if (!want_x && !want_w) return T2S_OK;
+  float *buf = NULL;
+  if (!g.direct && (buf = t2s_scratch(ctx, (size_t)(g.groups * g.k * g.p) * sizeof(float))) == NULL)
+    return ctx->err.status;
+  int64_t xsz = g.cin * g.h * g.w;
+  for (int64_t n = 0; n < g.n; n++) {
+    const float *dyn = dy + n * g.cout * g.p;
+    if (want_w) {
+      const float *col = columns(&g, x + n * xsz, buf);
+      float bw = n == 0 ? beta[1] : 1.0f;
+      for (int64_t gr = 0; gr < g.groups; gr++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.cout_g, (int)g.k, (int)g.p, 1.0f,
+                    dyn + gr * g.cout_g * g.p, (int)g.p, col + gr * g.k * g.p, (int)g.p, bw,
+                    wt->grad + gr * g.cout_g * g.k, (int)g.k);
+    }
+    if (!want_x) continue;
+    float *dxn = xt->grad + n * xsz;
+    /* direct path: dx_n = W^T dy_n straight into dx, honouring beta; otherwise
+     * dcol = W^T dy_n, then scatter-add into a zeroed (beta 0) or kept (beta 1) dx */
+    float *dcol = g.direct ? dxn : buf;
+    float bx = g.direct ? beta[0] : 0.0f;
+    for (int64_t gr = 0; gr < g.groups; gr++)
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.k, (int)g.p, (int)g.cout_g, 1.0f,
+                  w + gr * g.cout_g * g.k, (int)g.k, dyn + gr * g.cout_g * g.p, (int)g.p, bx,
+                  dcol + gr * g.k * g.p, (int)g.p);
+    if (!g.direct) {
+      if (beta[0] == 0.0f) memset(dxn, 0, (size_t)xsz * sizeof(float));
+      col2im_add(&g, dcol, dxn);
+    }
+  }
+  return T2S_OK;
+}

@@ -1,0 +1,153 @@
+// ctest-labels: unit grad
+/* conv2d: forward against a direct 7-loop convolution written here, backward
+ * against finite differences, over stride, padding, dilation, groups, bias,
+ * the 1x1 fast path and non-square kernels; plus shape errors and FLOP count. */
+#include <math.h>
+#include <string.h>
+
+#include "tests/harness.h"
+
+typedef struct conv_case {
+  const char *name;
+  int64_t n, cin, h, w, cout, kh, kw;
+  t2s_conv2d_args a;
+  int bias;
+} conv_case;
+
+static t2s_tensor *build_conv(t2s_ctx *c, t2s_tensor **in, void *u) {
+  const conv_case *cc = u;
+  return t2s_conv2d(c, in[0], in[1], in[2], &cc->a);
+}
+
+/* y[n, co, oh, ow] = b[co] + sum_{ci in group, i, j} w[co, ci, i, j] x[n, g cin_g + ci, ...] */
+static double naive_at(const conv_case *cc, const float *x, const float *w, const float *b,
+                       int64_t n, int64_t co, int64_t oh, int64_t ow) {
+  const t2s_conv2d_args *a = &cc->a;
+  int64_t cin_g = cc->cin / a->groups, cout_g = cc->cout / a->groups, g = co / cout_g;
+  double s = b ? b[co] : 0.0;
+  for (int64_t ci = 0; ci < cin_g; ci++)
+    for (int64_t i = 0; i < cc->kh; i++)
+      for (int64_t j = 0; j < cc->kw; j++) {
+        int64_t ih = oh * a->stride_h - a->pad_h + i * a->dil_h;
+        int64_t iw = ow * a->stride_w - a->pad_w + j * a->dil_w;
+        if (ih < 0 || ih >= cc->h || iw < 0 || iw >= cc->w) continue;
+        double xv = x[((n * cc->cin + g * cin_g + ci) * cc->h + ih) * cc->w + iw];
+        s += xv * w[((co * cin_g + ci) * cc->kh + i) * cc->kw + j];
+      }
+  return s;
+}
+
+static void check_forward(const conv_case *cc, t2s_tensor *x, t2s_tensor *w, t2s_tensor *b,
+                          int64_t hout, int64_t wout) {
+  t2s_error err = {0};
+  t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 1 << 20, &err);
+  t2s_tensor *y = t2s_conv2d(ctx, x, w, b, &cc->a);
+  CHECK_MSG(y != NULL, "%s: %s", cc->name, ctx->err.msg);
+  if (y == NULL) {
+    t2s_ctx_destroy(ctx);
+    return;
+  }
+  CHECK_MSG(y->shape[0] == cc->n && y->shape[1] == cc->cout && y->shape[2] == hout &&
+                y->shape[3] == wout,
+            "%s: output shape [%lld, %lld, %lld, %lld], expected [%lld, %lld, %lld, %lld]", cc->name,
+            (long long)y->shape[0], (long long)y->shape[1], (long long)y->shape[2],
+            (long long)y->shape[3], (long long)cc->n, (long long)cc->cout, (long long)hout,
+            (long long)wout);
+  double flops = 2.0 * cc->n * cc->cout * hout * wout * (cc->cin / cc->a.groups) * cc->kh * cc->kw;
+  CHECK_MSG(fabs(ctx->flops - flops) < 0.5, "%s: flops %g, expected %g", cc->name, ctx->flops, flops);
+  int bad = 0;
+  const float *yv = t2s_f32(y);
+  for (int64_t n = 0; n < cc->n; n++)
+    for (int64_t co = 0; co < cc->cout; co++)
+      for (int64_t oh = 0; oh < hout; oh++)
+        for (int64_t ow = 0; ow < wout; ow++) {
+          double want = naive_at(cc, t2s_f32(x), t2s_f32(w), b ? t2s_f32(b) : NULL, n, co, oh, ow);
+          double got = yv[((n * cc->cout + co) * hout + oh) * wout + ow];
+          if (fabs(got - want) > 1e-5 * (1.0 + fabs(want)) && bad++ < 3)
+            fprintf(stderr, "%s: y[%lld, %lld, %lld, %lld] = %g, direct convolution gives %g\n",
+                    cc->name, (long long)n, (long long)co, (long long)oh, (long long)ow, got, want);
+        }
+  CHECK_MSG(bad == 0, "%s: %d forward values differ from the direct convolution", cc->name, bad);
+  t2s_ctx_destroy(ctx);
+}
+
+static void run_case(const conv_case *cc, int64_t hout, int64_t wout, uint64_t seed) {
+  int64_t xs[4] = {cc->n, cc->cin, cc->h, cc->w};
+  int64_t ws[4] = {cc->cout, cc->cin / cc->a.groups, cc->kh, cc->kw};
+  int64_t bs[1] = {cc->cout};
+  t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, seed, 1);
+  t2s_tensor *w = t2s_test_tensor(4, ws, -1.0f, 1.0f, seed + 1, 1);
+  t2s_tensor *b = cc->bias ? t2s_test_tensor(1, bs, -1.0f, 1.0f, seed + 2, 1) : NULL;
+  check_forward(cc, x, w, b, hout, wout);
+  t2s_tensor *in[3] = {x, w, b};
+  t2s_gradcheck(cc->name, build_conv, (void *)cc, in, 3, NULL);
+  t2s_test_tensor_free(x);
+  t2s_test_tensor_free(w);
+  t2s_test_tensor_free(b);
+}
+
+/* Only one of x and w wants a gradient (frozen backbone; input image). */
+static void run_partial(void) {
+  conv_case cc = {"3x3 stride 2, grad to x only / w only", 2, 3, 7, 6, 4, 3, 3,
+                  {2, 2, 1, 1, 1, 1, 1}, 1};
+  int64_t xs[4] = {2, 3, 7, 6}, ws[4] = {4, 3, 3, 3}, bs[1] = {4};
+  t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 50, 1);
+  t2s_tensor *w = t2s_test_tensor(4, ws, -1.0f, 1.0f, 51, 0);
+  t2s_tensor *b = t2s_test_tensor(1, bs, -1.0f, 1.0f, 52, 0);
+  t2s_tensor *in[3] = {x, w, b};
+  t2s_gradcheck("conv2d x only", build_conv, &cc, in, 3, NULL);
+  x->requires_grad = 0;
+  w->requires_grad = 1;
+  t2s_gradcheck("conv2d w only", build_conv, &cc, in, 3, NULL);
+  t2s_test_tensor_free(x);
+  t2s_test_tensor_free(w);
+  t2s_test_tensor_free(b);
+}
+
+static void check_errors(void) {
+  t2s_error err = {0};
+  t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 1 << 20, &err);
+  int64_t xs[4] = {1, 6, 5, 5}, ws[4] = {4, 4, 3, 3};
+  t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 60, 0);
+  t2s_tensor *w = t2s_test_tensor(4, ws, -1.0f, 1.0f, 61, 0);
+  t2s_conv2d_args a = t2s_conv_args(1, 1, 1);
+  CHECK(t2s_conv2d(ctx, x, w, NULL, &a) == NULL);
+  CHECK_MSG(strstr(ctx->err.msg, "conv2d") && strstr(ctx->err.msg, "[1, 6, 5, 5]") &&
+                strstr(ctx->err.msg, "[4, 4, 3, 3]"),
+            "message does not name the op and shapes: %s", ctx->err.msg);
+  t2s_error_clear(&ctx->err);
+  a = t2s_conv_args(1, 0, 3); /* dilated extent 7 > 5 */
+  w->shape[1] = 6;
+  CHECK(t2s_conv2d(ctx, x, w, NULL, &a) == NULL);
+  CHECK_MSG(strstr(ctx->err.msg, "does not fit"), "unexpected message: %s", ctx->err.msg);
+  t2s_ctx_destroy(ctx);
+  t2s_test_tensor_free(x);
+  t2s_test_tensor_free(w);
+}
+
+int main(void) {
+  /* name, n, cin, h, w, cout, kh, kw, {sh, sw, ph, pw, dh, dw, groups}, bias; Hout, Wout */
+  static const struct {
+    conv_case c;
+    int64_t hout, wout;
+  } cases[] = {
+      {{"3x3 pad 1 bias", 2, 3, 6, 5, 4, 3, 3, {1, 1, 1, 1, 1, 1, 1}, 1}, 6, 5},
+      {{"3x3 stride 2 pad 1 no bias", 2, 3, 7, 8, 5, 3, 3, {2, 2, 1, 1, 1, 1, 1}, 0}, 4, 4},
+      {{"3x3 dilation 2 pad 2", 1, 4, 7, 6, 3, 3, 3, {1, 1, 2, 2, 2, 2, 1}, 1}, 7, 6},
+      {{"3x3 dilation 2 no pad", 2, 2, 8, 7, 3, 3, 3, {1, 1, 0, 0, 2, 2, 1}, 0}, 4, 3},
+      {{"groups 2", 2, 4, 5, 5, 6, 3, 3, {1, 1, 1, 1, 1, 1, 2}, 1}, 5, 5},
+      {{"depthwise groups=C", 2, 5, 6, 6, 5, 3, 3, {1, 1, 1, 1, 1, 1, 5}, 1}, 6, 6},
+      {{"depthwise x2 stride 2", 1, 3, 7, 7, 6, 3, 3, {2, 2, 1, 1, 1, 1, 3}, 0}, 4, 4},
+      {{"1x1 fast path bias", 2, 6, 4, 5, 3, 1, 1, {1, 1, 0, 0, 1, 1, 1}, 1}, 4, 5},
+      {{"1x1 fast path groups 2", 2, 4, 3, 3, 6, 1, 1, {1, 1, 0, 0, 1, 1, 2}, 0}, 3, 3},
+      {{"1x1 stride 2 (im2col)", 2, 4, 7, 6, 3, 1, 1, {2, 2, 0, 0, 1, 1, 1}, 1}, 4, 3},
+      {{"non-square 3x2 stride (2,1) pad (1,0)", 2, 3, 7, 6, 4, 3, 2, {2, 1, 1, 0, 1, 1, 1}, 1}, 4, 5},
+      {{"non-square 1x3 dilation (1,2) pad (0,2)", 1, 3, 5, 6, 2, 1, 3, {1, 1, 0, 2, 1, 2, 1}, 1}, 5, 6},
+      {{"7x7 stride 2 pad 3 (stem)", 1, 3, 9, 10, 4, 7, 7, {2, 2, 3, 3, 1, 1, 1}, 0}, 5, 5},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    run_case(&cases[i].c, cases[i].hout, cases[i].wout, 10 + 7 * i);
+  run_partial();
+  check_errors();
+  return t2s_test_finish("test_grad_conv");
+}
