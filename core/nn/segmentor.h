@@ -1,0 +1,39 @@
+/* An encoder-decoder segmentation network: backbone + decode head, with its own
+ * parameter set. The student, the EMA teacher and the frozen ImageNet copy are
+ * three segmentors built from one model config. */
+#pragma once
+#include "core/nn/dlv2_head.h"
+#include "core/nn/resnet.h"
+
+typedef enum t2s_backbone_type { T2S_BACKBONE_RESNET_V1C = 0 } t2s_backbone_type;
+typedef enum t2s_head_type { T2S_HEAD_DLV2 = 0 } t2s_head_type;
+
+typedef struct t2s_model_cfg {
+  int num_classes;
+  t2s_backbone_type backbone;
+  t2s_resnet_cfg resnet;
+  t2s_head_type head;
+  int head_dilations[T2S_DLV2_MAX_BRANCHES];
+  int n_head_dilations;
+} t2s_model_cfg;
+
+typedef struct t2s_segmentor {
+  t2s_model_cfg cfg;
+  t2s_params params;
+  t2s_resnet resnet;
+  t2s_dlv2_head dlv2;
+  double flops_per_image;  /* forward FLOPs at the size of the last t2s_segmentor_count_flops */
+} t2s_segmentor;
+
+typedef struct t2s_seg_out {
+  t2s_tensor *logits;    /* (N, classes, H/8, W/8) before any resize */
+  t2s_tensor *features;  /* the decoder's input feature (layer4 for DeepLab-V2) */
+} t2s_seg_out;
+
+t2s_model_cfg t2s_model_default_cfg(void);
+/* Registers and initialises every tensor on `device` from `seed`. */
+t2s_status t2s_segmentor_build(t2s_segmentor *m, const t2s_model_cfg *cfg, t2s_device device,
+                               uint64_t seed, t2s_error *err);
+void t2s_segmentor_free(t2s_segmentor *m);
+t2s_status t2s_segmentor_forward(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *image,
+                                 t2s_seg_out *out);
