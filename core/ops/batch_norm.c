@@ -1,0 +1,255 @@
+/* Batch normalisation on the CPU (x (N, C, *) contiguous, float32; statistics in double).
+ *
+ * Per channel c over the M = N * (H W ...) values of x:
+ *   mean = sum(x) / M,  var = sum(x^2) / M - mean^2 (biased, used to normalise)
+ *   xhat = (x - mean) invstd,  invstd = 1 / sqrt(var + eps),  y = gamma xhat + beta
+ * TRAIN uses the batch statistics and updates the running ones as PyTorch does:
+ *   running_mean = (1 - m) running_mean + m mean
+ *   running_var  = (1 - m) running_var  + m var M / (M - 1)   (unbiased)
+ * EVAL and FROZEN use the running statistics (mean, invstd are constants).
+ * Backward, with dgamma = sum(dy xhat) and dbeta = sum(dy) per channel:
+ *   TRAIN:        dx = gamma invstd (dy - sum(dy) / M - xhat sum(dy xhat) / M)
+ *   EVAL, FROZEN: dx = gamma invstd dy
+ * SyncBN (ctx->sync_bn with ctx->stat_allreduce): forward sums [sum x, sum x^2, M]
+ * and backward sums [sum dy, sum dy xhat] over ranks, so the ranks normalise with the
+ * statistics of the concatenated batch. dgamma and dbeta stay local: they are
+ * parameter gradients, reduced over ranks with all the others. */
+#include <math.h>
+#include <string.h>
+
+#include "core/ops.h"
+
+typedef struct bn_args {
+  t2s_bn_mode mode;
+  float momentum, eps;
+} bn_args;
+
+/* What backward needs: per-channel mean and invstd, and the (global) count M. */
+typedef struct bn_saved {
+  double *mean, *invstd;
+  double count;
+} bn_saved;
+
+typedef struct bn_geom {
+  int64_t n, c, inner; /* x viewed as (n, c, inner) */
+} bn_geom;
+
+static bn_geom bn_geom_of(const t2s_tensor *x) {
+  bn_geom g = {x->shape[0], x->shape[1], 1};
+  for (int i = 2; i < x->ndim; i++) g.inner *= x->shape[i];
+  return g;
+}
+
+static const char *bn_mode_name(t2s_bn_mode m) {
+  return m == T2S_BN_TRAIN ? "train" : m == T2S_BN_EVAL ? "eval" : "frozen";
+}
+
+/* A (C) float32 vector or NULL where optional. */
+static int bn_check_vec(t2s_ctx *ctx, const t2s_tensor *v, const char *what, const t2s_tensor *x,
+                        t2s_bn_mode mode, int required) {
+  char sx[96], sv[96];
+  if (v == NULL) {
+    if (required)
+      t2s_ctx_fail(ctx, T2S_ERR_INVALID, "batch_norm: %s mode needs %s (x %s)", bn_mode_name(mode),
+                   what, t2s_shape_str(x, sx, sizeof sx));
+    return !required;
+  }
+  if (v->dtype != T2S_F32 || v->ndim != 1 || v->shape[0] != x->shape[1]) {
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID, "batch_norm: %s %s (%s) must be float32 (C) = (%lld) for x %s",
+                 what, t2s_shape_str(v, sv, sizeof sv), t2s_dtype_name(v->dtype),
+                 (long long)x->shape[1], t2s_shape_str(x, sx, sizeof sx));
+    return 0;
+  }
+  return 1;
+}
+
+t2s_tensor *t2s_batch_norm(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *gamma, t2s_tensor *beta,
+                           t2s_tensor *running_mean, t2s_tensor *running_var, t2s_bn_mode mode,
+                           float momentum, float eps) {
+  if (!t2s_ctx_ok(ctx) || x == NULL) return NULL;
+  char sx[96];
+  if (x->dtype != T2S_F32 || x->ndim < 2)
+    return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "batch_norm: x %s (%s) must be float32 (N, C, ...)",
+                        t2s_shape_str(x, sx, sizeof sx), t2s_dtype_name(x->dtype));
+  if (mode != T2S_BN_TRAIN && mode != T2S_BN_EVAL && mode != T2S_BN_FROZEN)
+    return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "batch_norm: unknown mode %d", (int)mode);
+  if (!(eps > 0.0f) || !(momentum >= 0.0f && momentum <= 1.0f))
+    return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
+                        "batch_norm: eps %g must be > 0 and momentum %g in [0, 1]", eps, momentum);
+  int needs_running = mode != T2S_BN_TRAIN;
+  if (!bn_check_vec(ctx, gamma, "gamma", x, mode, 0) || !bn_check_vec(ctx, beta, "beta", x, mode, 0) ||
+      !bn_check_vec(ctx, running_mean, "running_mean", x, mode, needs_running) ||
+      !bn_check_vec(ctx, running_var, "running_var", x, mode, needs_running))
+    return NULL;
+  if ((running_mean == NULL) != (running_var == NULL))
+    return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
+                        "batch_norm: give both running_mean and running_var or neither (x %s)",
+                        t2s_shape_str(x, sx, sizeof sx));
+  /* Frozen: gamma and beta enter as constants, so the tape never allocates or
+   * touches their gradients even when they require one. */
+  if (mode == T2S_BN_FROZEN) {
+    t2s_tensor *g2 = gamma ? t2s_scratch(ctx, sizeof *g2) : NULL;
+    t2s_tensor *b2 = beta ? t2s_scratch(ctx, sizeof *b2) : NULL;
+    if ((gamma && !g2) || (beta && !b2)) return NULL;
+    if (g2) *g2 = *gamma, g2->requires_grad = 0, g2->grad = NULL;
+    if (b2) *b2 = *beta, b2->requires_grad = 0, b2->grad = NULL;
+    gamma = g2, beta = b2;
+  }
+  bn_args a = {mode, momentum, eps};
+  t2s_tensor *in[5] = {x, gamma, beta, running_mean, running_var};
+  return t2s_op_apply(ctx, T2S_OP_batch_norm, in, 5, t2s_tensor_new(ctx, T2S_F32, x->ndim, x->shape),
+                      &a, sizeof a);
+}
+
+/* stats[0..c) = per-channel sum of x, stats[c..2c) = sum of x^2, stats[2c] = count. */
+static void bn_moments(const bn_geom *g, const float *x, double *stats) {
+  for (int64_t c = 0; c < g->c; c++) {
+    double s = 0.0, ss = 0.0;
+    for (int64_t n = 0; n < g->n; n++) {
+      const float *p = x + (n * g->c + c) * g->inner;
+      for (int64_t i = 0; i < g->inner; i++) {
+        double v = p[i];
+        s += v;
+        ss += v * v;
+      }
+    }
+    stats[c] = s;
+    stats[g->c + c] = ss;
+  }
+  stats[2 * g->c] = (double)(g->n * g->inner);
+}
+
+static int bn_sync(const t2s_ctx *ctx) { return ctx->sync_bn && ctx->stat_allreduce != NULL; }
+
+static t2s_status bn_sync_failed(t2s_ctx *ctx, const char *pass, const t2s_tensor *x) {
+  char sx[96];
+  if (t2s_ctx_ok(ctx))
+    t2s_ctx_fail(ctx, T2S_ERR_COMM, "batch_norm %s: the SyncBN statistic all-reduce failed (x %s)",
+                 pass, t2s_shape_str(x, sx, sizeof sx));
+  return ctx->err.status;
+}
+
+/* Batch statistics (reduced over ranks under SyncBN) into s; updates the running stats. */
+static t2s_status bn_batch_stats(t2s_ctx *ctx, const t2s_node *node, const bn_geom *g, bn_saved *s) {
+  const bn_args *a = node->args;
+  double *stats = t2s_scratch(ctx, (size_t)(2 * g->c + 1) * sizeof(double));
+  if (stats == NULL) return ctx->err.status;
+  bn_moments(g, t2s_f32(node->in[0]), stats);
+  if (bn_sync(ctx) &&
+      ctx->stat_allreduce(ctx->stat_user, stats, (size_t)(2 * g->c + 1), &ctx->err) != T2S_OK)
+    return bn_sync_failed(ctx, "forward", node->in[0]);
+  double m = stats[2 * g->c];
+  if (m <= 1.0) {
+    char sx[96];
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID,
+                 "batch_norm: training mode needs more than one value per channel, x %s gives %g "
+                 "(use a larger batch or crop, or frozen batch norm)",
+                 t2s_shape_str(node->in[0], sx, sizeof sx), m);
+    return T2S_ERR_INVALID;
+  }
+  float *rm = node->in[3] ? t2s_f32(node->in[3]) : NULL, *rv = node->in[4] ? t2s_f32(node->in[4]) : NULL;
+  for (int64_t c = 0; c < g->c; c++) {
+    double mean = stats[c] / m;
+    double var = stats[g->c + c] / m - mean * mean;
+    if (var < 0.0) var = 0.0; /* rounding when all values are (nearly) equal */
+    s->mean[c] = mean;
+    s->invstd[c] = 1.0 / sqrt(var + a->eps);
+    if (rm) {
+      rm[c] = (float)((1.0 - a->momentum) * rm[c] + a->momentum * mean);
+      rv[c] = (float)((1.0 - a->momentum) * rv[c] + a->momentum * var * m / (m - 1.0));
+    }
+  }
+  s->count = m;
+  return T2S_OK;
+}
+
+t2s_status t2s_batch_norm_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
+  const bn_args *a = node->args;
+  bn_geom g = bn_geom_of(node->in[0]);
+  bn_saved *s = t2s_scratch(ctx, sizeof *s);
+  if (s == NULL) return ctx->err.status;
+  s->mean = t2s_scratch(ctx, (size_t)g.c * sizeof(double));
+  s->invstd = t2s_scratch(ctx, (size_t)g.c * sizeof(double));
+  if (s->mean == NULL || s->invstd == NULL) return ctx->err.status;
+  if (a->mode == T2S_BN_TRAIN) {
+    t2s_status st = bn_batch_stats(ctx, node, &g, s);
+    if (st != T2S_OK) return st;
+  } else {
+    const float *rm = t2s_f32(node->in[3]), *rv = t2s_f32(node->in[4]);
+    for (int64_t c = 0; c < g.c; c++) {
+      s->mean[c] = rm[c];
+      s->invstd[c] = 1.0 / sqrt((double)rv[c] + a->eps);
+    }
+    s->count = (double)(g.n * g.inner);
+  }
+  const float *x = t2s_f32(node->in[0]);
+  const float *gamma = node->in[1] ? t2s_f32(node->in[1]) : NULL;
+  const float *beta = node->in[2] ? t2s_f32(node->in[2]) : NULL;
+  float *y = t2s_f32(node->out);
+  for (int64_t c = 0; c < g.c; c++) {
+    /* y = (x - mean) scale + beta, scale = gamma invstd (centred first: a large mean
+     * would cancel in x scale + (beta - mean scale)) */
+    float sc = (float)((gamma ? gamma[c] : 1.0) * s->invstd[c]);
+    float mu = (float)s->mean[c], sh = beta ? beta[c] : 0.0f;
+    for (int64_t n = 0; n < g.n; n++) {
+      int64_t off = (n * g.c + c) * g.inner;
+      for (int64_t i = 0; i < g.inner; i++) y[off + i] = (x[off + i] - mu) * sc + sh;
+    }
+  }
+  node->saved = node->recording ? s : NULL;
+  return T2S_OK;
+}
+
+static inline void bn_put(float *out, int64_t i, float v, float beta) {
+  out[i] = beta != 0.0f ? out[i] + v : v;
+}
+
+t2s_status t2s_batch_norm_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  const bn_args *a = node->args;
+  const bn_saved *s = node->saved;
+  bn_geom g = bn_geom_of(node->in[0]);
+  t2s_tensor *xt = node->in[0], *gt = node->in[1], *bt = node->in[2];
+  const float *x = t2s_f32(xt), *dy = node->out->grad;
+  /* sums[0..c) = sum(dy), sums[c..2c) = sum(dy xhat), per channel, local */
+  double *sums = t2s_scratch(ctx, (size_t)(2 * g.c) * sizeof(double));
+  if (sums == NULL) return ctx->err.status;
+  for (int64_t c = 0; c < g.c; c++) {
+    double sd = 0.0, sdx = 0.0, mean = s->mean[c], invstd = s->invstd[c];
+    for (int64_t n = 0; n < g.n; n++) {
+      int64_t off = (n * g.c + c) * g.inner;
+      for (int64_t i = 0; i < g.inner; i++) {
+        sd += dy[off + i];
+        sdx += dy[off + i] * ((x[off + i] - mean) * invstd);
+      }
+    }
+    sums[c] = sd;
+    sums[g.c + c] = sdx;
+  }
+  for (int64_t c = 0; c < g.c; c++) {
+    if (t2s_wants_grad(gt)) bn_put(gt->grad, c, (float)sums[g.c + c], beta[1]);
+    if (t2s_wants_grad(bt)) bn_put(bt->grad, c, (float)sums[c], beta[2]);
+  }
+  if (!t2s_wants_grad(xt)) return T2S_OK;
+  int train = a->mode == T2S_BN_TRAIN;
+  if (train && bn_sync(ctx) &&
+      ctx->stat_allreduce(ctx->stat_user, sums, (size_t)(2 * g.c), &ctx->err) != T2S_OK)
+    return bn_sync_failed(ctx, "backward", xt);
+  const float *gamma = gt ? t2s_f32(gt) : NULL;
+  for (int64_t c = 0; c < g.c; c++) {
+    double k = (gamma ? gamma[c] : 1.0) * s->invstd[c];
+    /* dx = k dy - k sum(dy)/M - k invstd sum(dy xhat)/M (x - mean) = ca dy + cb (x - mean) + cd */
+    double mdy = train ? sums[c] / s->count : 0.0;
+    double mdyx = train ? sums[g.c + c] / s->count : 0.0;
+    float ca = (float)k, cb = (float)(-k * mdyx * s->invstd[c]), cd = (float)(-k * mdy);
+    float mu = (float)s->mean[c];
+    float *dx = xt->grad;
+    for (int64_t n = 0; n < g.n; n++) {
+      int64_t off = (n * g.c + c) * g.inner;
+      if (beta[0] != 0.0f)
+        for (int64_t i = 0; i < g.inner; i++) dx[off + i] += ca * dy[off + i] + cb * (x[off + i] - mu) + cd;
+      else
+        for (int64_t i = 0; i < g.inner; i++) dx[off + i] = ca * dy[off + i] + cb * (x[off + i] - mu) + cd;
+    }
+  }
+  return T2S_OK;
+}
