@@ -3,6 +3,7 @@
  * against finite differences, over stride, padding, dilation, groups, bias,
  * the 1x1 fast path and non-square kernels; plus shape errors and FLOP count. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tests/harness.h"
@@ -71,6 +72,40 @@ static void check_forward(const conv_case *cc, t2s_tensor *x, t2s_tensor *w, t2s
   t2s_ctx_destroy(ctx);
 }
 
+/* Write mode (beta 0) must not read the grad memory: dx and dw from a context whose
+ * pass arena first held NaNs must equal those from a clean one. */
+static void check_stale_memory(const conv_case *cc, t2s_tensor **in) {
+  int64_t nx = t2s_numel(in[0]), nw = t2s_numel(in[1]);
+  float *ref = malloc((size_t)(nx + nw) * sizeof(float));
+  for (int poison = 0; poison < 2; poison++) {
+    t2s_error err = {0};
+    t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 1 << 20, &err);
+    if (poison) {
+      float *p = t2s_scratch(ctx, 1 << 19);
+      for (size_t i = 0; i < (1 << 19) / sizeof(float); i++) p[i] = NAN;
+      t2s_ctx_end_pass(ctx);
+    }
+    t2s_tensor *y = build_conv(ctx, in, (void *)cc);
+    t2s_tensor *r = y ? t2s_test_tensor(4, y->shape, -1.0f, 1.0f, 9, 0) : NULL;
+    t2s_tensor *loss = y ? t2s_weighted_sum(ctx, y, r) : NULL;
+    int ok = loss && t2s_backward(ctx, loss, 1.0f) == T2S_OK;
+    CHECK_MSG(ok, "%s: %s", cc->name, ctx->err.msg);
+    if (ok && !poison) {
+      memcpy(ref, in[0]->grad, (size_t)nx * sizeof(float));
+      memcpy(ref + nx, in[1]->grad, (size_t)nw * sizeof(float));
+    }
+    if (ok && poison)
+      CHECK_MSG(memcmp(ref, in[0]->grad, (size_t)nx * sizeof(float)) == 0 &&
+                    memcmp(ref + nx, in[1]->grad, (size_t)nw * sizeof(float)) == 0,
+                "%s: gradients depend on stale memory", cc->name);
+    for (int k = 0; k < 3; k++)
+      if (in[k]) in[k]->grad = NULL;
+    t2s_test_tensor_free(r);
+    t2s_ctx_destroy(ctx);
+  }
+  free(ref);
+}
+
 static void run_case(const conv_case *cc, int64_t hout, int64_t wout, uint64_t seed) {
   int64_t xs[4] = {cc->n, cc->cin, cc->h, cc->w};
   int64_t ws[4] = {cc->cout, cc->cin / cc->a.groups, cc->kh, cc->kw};
@@ -81,6 +116,7 @@ static void run_case(const conv_case *cc, int64_t hout, int64_t wout, uint64_t s
   check_forward(cc, x, w, b, hout, wout);
   t2s_tensor *in[3] = {x, w, b};
   t2s_gradcheck(cc->name, build_conv, (void *)cc, in, 3, NULL);
+  check_stale_memory(cc, in);
   t2s_test_tensor_free(x);
   t2s_test_tensor_free(w);
   t2s_test_tensor_free(b);
