@@ -1,0 +1,103 @@
+/* Private header of the CUDA backend: included only by the .cu files of core/cuda (C++ under
+ * nvcc). CPU code never sees it, so no CUDA header leaks into the engine.
+ *
+ * Holds the per-context backend state (stream, library handles, workspace, the
+ * cache of convolution plans), the checked-call macro and the launch helpers that
+ * every op family shares. */
+#pragma once
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+extern "C" {
+#include "core/device.h"
+#include "core/engine.h"
+#include "core/ops.h"
+}
+
+/* Argument structs that core/ops/elementwise.c keeps private. The layouts must stay
+ * identical to those (test_cuda_ops feeds the CPU node's args to the CUDA slot, so a
+ * divergence shows up as a mismatch there). */
+typedef struct t2s_cuda_scale_args { float s; } t2s_cuda_scale_args;
+typedef struct t2s_cuda_dropout_args {
+  float p;
+  t2s_rng_key key;
+} t2s_cuda_dropout_args;
+
+typedef struct t2s_conv_plan t2s_conv_plan;  /* core/cuda/conv2d.cu */
+
+typedef struct t2s_cuda_backend {
+  int device;                  /* cudaGetDevice() at creation */
+  cudaStream_t stream;         /* every op of the context runs on it, in order */
+  cublasHandle_t cublas;
+  cublasLtHandle_t cublaslt;
+  cudnnHandle_t cudnn;
+  void *workspace;             /* cuDNN / cuBLASLt scratch, grown at plan time only */
+  size_t workspace_bytes;
+  double *reduce;              /* partial sums of the deterministic reductions */
+  t2s_conv_plan *conv_plans;   /* one per distinct convolution shape (a list) */
+} t2s_cuda_backend;
+
+/* Fixed reduction geometry: a deterministic sum never depends on the GPU model. */
+#define T2S_CUDA_REDUCE_BLOCKS 256
+#define T2S_CUDA_REDUCE_THREADS 256
+/* The most a convolution algorithm may ask for as workspace. */
+#define T2S_CUDA_WORKSPACE_LIMIT ((size_t)1 << 30)
+
+static inline t2s_cuda_backend *t2s_cuda_be(t2s_ctx *ctx) { return (t2s_cuda_backend *)ctx->backend; }
+
+/* Uniform answers for the three status types (overloads). */
+static inline int t2s_cuda_ok(cudaError_t s) { return s == cudaSuccess; }
+static inline int t2s_cuda_ok(cudnnStatus_t s) { return s == CUDNN_STATUS_SUCCESS; }
+static inline int t2s_cuda_ok(cublasStatus_t s) { return s == CUBLAS_STATUS_SUCCESS; }
+static inline const char *t2s_cuda_errstr(cudaError_t s) { return cudaGetErrorString(s); }
+static inline const char *t2s_cuda_errstr(cudnnStatus_t s) { return cudnnGetErrorString(s); }
+static inline const char *t2s_cuda_errstr(cublasStatus_t s) { return cublasGetStatusString(s); }
+
+/* Records "op 'conv2d': cudnnConvolutionForward(...) failed (CUDNN_STATUS_...) with
+ * inputs [..] output [..] at core/cuda/conv2d.cu:123" in ctx->err and returns
+ * T2S_ERR_BACKEND. node may be NULL (then only `what` names the place). */
+t2s_status t2s_cuda_fail(t2s_ctx *ctx, const t2s_node *node, const char *call, const char *why,
+                         const char *file, int line);
+
+/* Checks a CUDA runtime / cuDNN / cuBLAS call inside an op (node known). */
+#define T2S_CU(ctx, node, call)                                                        \
+  do {                                                                                 \
+    auto t2s_st_ = (call);                                                             \
+    if (!t2s_cuda_ok(t2s_st_))                                                         \
+      return t2s_cuda_fail((ctx), (node), #call, t2s_cuda_errstr(t2s_st_), __FILE__,   \
+                           __LINE__);                                                  \
+  } while (0)
+
+/* Checks a kernel launch (bad configuration shows up at once; faults inside the
+ * kernel surface at the next synchronising call, which is checked too). */
+#define T2S_CU_LAUNCHED(ctx, node, kernel_name)                                        \
+  do {                                                                                 \
+    cudaError_t t2s_st_ = cudaGetLastError();                                          \
+    if (t2s_st_ != cudaSuccess)                                                        \
+      return t2s_cuda_fail((ctx), (node), "launch of " kernel_name,                    \
+                           cudaGetErrorString(t2s_st_), __FILE__, __LINE__);           \
+  } while (0)
+
+/* Grid for a grid-stride loop over n items with 256 threads per block. */
+static inline unsigned t2s_cuda_blocks(int64_t n) {
+  int64_t b = (n + 255) / 256;
+  if (b < 1) b = 1;
+  if (b > 65535 * 8) b = 65535 * 8;
+  return (unsigned)b;
+}
+
+/* Grows the backend workspace to at least `bytes` (synchronises the device; only
+ * called while planning a new shape, never in the steady state). */
+t2s_status t2s_cuda_workspace_reserve(t2s_ctx *ctx, const t2s_node *node, size_t bytes);
+
+/* Op families install their slots in t2s_ops (core/cuda/context.cu calls these). */
+void t2s_cuda_install_elementwise(void);
+void t2s_cuda_install_conv2d(void);
+/* Frees the convolution plan cache (context destruction). */
+void t2s_cuda_conv_plans_free(t2s_cuda_backend *be);

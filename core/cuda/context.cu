@@ -1,0 +1,109 @@
+/* Backend state of one execution context: the stream all ops run on, the cuBLAS,
+ * cuBLASLt and cuDNN handles bound to it, a workspace and the reduction buffer.
+ * t2s_cuda_ctx_init also installs the CUDA slots of the op table. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cuda/backend.h"
+
+t2s_status t2s_cuda_fail(t2s_ctx *ctx, const t2s_node *node, const char *call, const char *why,
+                         const char *file, int line) {
+  char shapes[512] = "";
+  if (node != NULL) {
+    size_t used = 0;
+    for (int i = 0; i < node->n_in && used < sizeof shapes; i++) {
+      char s[96] = "none";
+      if (node->in[i] != NULL) t2s_shape_str(node->in[i], s, sizeof s);
+      used += (size_t)snprintf(shapes + used, sizeof shapes - used, "%s%s", i ? ", " : "", s);
+    }
+    if (node->out != NULL && used < sizeof shapes) {
+      char s[96];
+      snprintf(shapes + used, sizeof shapes - used, " -> %s", t2s_shape_str(node->out, s, sizeof s));
+    }
+  }
+  t2s_ctx_fail(ctx, T2S_ERR_BACKEND, "op '%s' on cuda: %s failed (%s) with inputs %s at %s:%d",
+               node ? t2s_ops[node->op].name : "(backend)", call, why, shapes, file, line);
+  return T2S_ERR_BACKEND;
+}
+
+t2s_status t2s_cuda_workspace_reserve(t2s_ctx *ctx, const t2s_node *node, size_t bytes) {
+  t2s_cuda_backend *be = t2s_cuda_be(ctx);
+  if (bytes <= be->workspace_bytes) return T2S_OK;
+  /* Earlier ops may still be using the old workspace on the stream. */
+  T2S_CU(ctx, node, cudaStreamSynchronize(be->stream));
+  T2S_CU(ctx, node, cudaFree(be->workspace));
+  be->workspace = NULL;
+  be->workspace_bytes = 0;
+  T2S_CU(ctx, node, cudaMalloc(&be->workspace, bytes));
+  be->workspace_bytes = bytes;
+  return T2S_OK;
+}
+
+static void install_ops(void) {
+  /* Idempotent: assigning the same pointers again is harmless, so no "installed"
+   * flag (global state) is needed. */
+  t2s_cuda_install_elementwise();
+  t2s_cuda_install_conv2d();
+}
+
+static void backend_free(t2s_cuda_backend *be) {
+  if (be == NULL) return;
+  t2s_cuda_conv_plans_free(be);
+  /* Teardown: statuses are not actionable, the handles are gone either way. */
+  if (be->stream) (void)cudaStreamSynchronize(be->stream);
+  if (be->cudnn) (void)cudnnDestroy(be->cudnn);
+  if (be->cublaslt) (void)cublasLtDestroy(be->cublaslt);
+  if (be->cublas) (void)cublasDestroy(be->cublas);
+  if (be->workspace) (void)cudaFree(be->workspace);
+  if (be->reduce) (void)cudaFree(be->reduce);
+  if (be->stream) (void)cudaStreamDestroy(be->stream);
+  free(be);
+}
+
+/* Checked call during initialisation: no node yet, the message goes to err. */
+#define INIT_CHECK(call)                                                                    \
+  do {                                                                                      \
+    auto st_ = (call);                                                                      \
+    if (!t2s_cuda_ok(st_)) {                                                                \
+      t2s_error_set(err, T2S_ERR_BACKEND,                                                   \
+                    "creating the CUDA context on device %d: %s failed (%s); check that the " \
+                    "driver matches the CUDA %d toolkit this build used",                   \
+                    be->device, #call, t2s_cuda_errstr(st_), CUDART_VERSION / 1000);        \
+      backend_free(be);                                                                     \
+      return T2S_ERR_BACKEND;                                                               \
+    }                                                                                       \
+  } while (0)
+
+extern "C" t2s_status t2s_cuda_ctx_init(t2s_ctx *ctx, t2s_error *err) {
+  if (t2s_cuda_device_count() == 0)
+    return t2s_error_set(err, T2S_ERR_UNSUPPORTED,
+                         "no CUDA device is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES), "
+                         "or run with device: cpu");
+  t2s_cuda_backend *be = (t2s_cuda_backend *)calloc(1, sizeof *be);
+  if (be == NULL)
+    return t2s_error_set(err, T2S_ERR_NOMEM, "out of host memory creating the CUDA backend");
+  INIT_CHECK(cudaGetDevice(&be->device));
+  /* A blocking stream: it stays ordered with the legacy default stream, on which
+   * t2s_cuda_copy runs, so host copies see every finished op. */
+  INIT_CHECK(cudaStreamCreateWithFlags(&be->stream, cudaStreamDefault));
+  INIT_CHECK(cublasCreate(&be->cublas));
+  INIT_CHECK(cublasSetStream(be->cublas, be->stream));
+  /* fp32 GEMMs stay fp32 (no TF32): the CUDA ops are checked against the CPU at 1e-5. */
+  INIT_CHECK(cublasSetMathMode(be->cublas, CUBLAS_PEDANTIC_MATH));
+  INIT_CHECK(cublasLtCreate(&be->cublaslt));
+  INIT_CHECK(cudnnCreate(&be->cudnn));
+  INIT_CHECK(cudnnSetStream(be->cudnn, be->stream));
+  INIT_CHECK(cudaMalloc((void **)&be->reduce, T2S_CUDA_REDUCE_BLOCKS * sizeof(double)));
+  be->workspace_bytes = (size_t)32 << 20;
+  INIT_CHECK(cudaMalloc(&be->workspace, be->workspace_bytes));
+  ctx->backend = be;
+  install_ops();
+  return T2S_OK;
+}
+
+extern "C" void t2s_cuda_ctx_destroy(t2s_ctx *ctx) {
+  if (ctx == NULL) return;
+  backend_free(t2s_cuda_be(ctx));
+  ctx->backend = NULL;
+}

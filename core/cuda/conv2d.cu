@@ -1,0 +1,363 @@
+/* 2-d convolution on CUDA through cuDNN, activations NHWC, float32 without TF32.
+ *
+ * x (N, Cin, H, W) and y (N, Cout, Ho, Wo) are NHWC in memory. The weight keeps
+ * PyTorch's (Cout, Cin/g, kh, kw) = KCRS buffer (checkpoints, optimizers and the
+ * gradient all-reduce see one layout on every backend). cuDNN's well-trodden fp32
+ * NHWC path wants the filter NHWC too (KRSC), so each forward transposes the weight
+ * into the pass arena (weights are small next to activations and change every
+ * step, so a copy cached across steps would be stale) and keeps it for backward;
+ * the filter gradient comes back KRSC and is transposed into dW with the
+ * accumulate flag. Where KCRS and KRSC coincide (1x1 kernels, one channel per
+ * group) cuDNN reads and writes the weight buffers directly.
+ *
+ * A plan (descriptors and the three algorithms) is made once per shape and kept in
+ * the backend's list. Algorithms come from cuDNN's heuristics (no timing runs, so
+ * the choice is the same every run); with ctx->deterministic only algorithms that
+ * cuDNN reports as deterministic are taken. The math type is CUDNN_FMA_MATH: no
+ * TF32, so the results stay within 1e-4 of the CPU reference.
+ *
+ * The bias add and the bias gradient are own kernels; the bias gradient is a
+ * fixed-geometry two-pass reduction (no float atomics): deterministic. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cuda/backend.h"
+
+enum { KEY_LEN = 15 };
+
+struct t2s_conv_plan {
+  t2s_conv_plan *next;
+  int key[KEY_LEN];
+  int n, cin, h, w, cout, kh, kw, groups, ho, wo;
+  int filter_is_krsc;  /* KCRS == KRSC in memory: no transposes */
+  cudnnTensorDescriptor_t xd, yd;
+  cudnnFilterDescriptor_t wd;
+  cudnnConvolutionDescriptor_t cd;
+  cudnnConvolutionFwdAlgo_t fwd;
+  cudnnConvolutionBwdDataAlgo_t bwd_data;
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+  size_t fwd_ws, data_ws, filter_ws;
+};
+
+/* Rows of the bias-gradient partial sums: fixed, so the sum order never changes. */
+#define BIAS_ROW_BLOCKS 64
+
+namespace {
+
+/* ---- kernels --------------------------------------------------------------- */
+
+/* Between PyTorch's KCRS and cuDNN's NHWC filter KRSC (C = channels per group,
+ * RS = kh kw). Index i runs over dst; acc adds into dst (filter gradient). */
+__global__ void filter_layout_kernel(int64_t n, int c_per_group, int rs, const float *src,
+                                     float *dst, bool to_krsc, bool acc) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t j;
+    if (to_krsc) { /* i = (k RS + rs) C + c  <-  (k C + c) RS + rs */
+      int64_t c = i % c_per_group, t = i / c_per_group, r = t % rs, k = t / rs;
+      j = (k * c_per_group + c) * rs + r;
+    } else {       /* i = (k C + c) RS + rs  <-  (k RS + rs) C + c */
+      int64_t r = i % rs, t = i / rs, c = t % c_per_group, k = t / c_per_group;
+      j = (k * rs + r) * c_per_group + c;
+    }
+    dst[i] = acc ? dst[i] + src[j] : src[j];
+  }
+}
+
+/* y[p, c] += b[c] over NHWC rows p: the channel is the fastest index. */
+__global__ void bias_add_kernel(int64_t n, int cout, const float *b, float *y) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    y[i] += b[i % cout];
+}
+
+/* db[c] = sum over rows p of dy[p, c]. Pass 1: block (cx, rb) with 32 x 8 threads;
+ * thread (tx, ty) sums channel cx*32 + tx over rows rb*8 + ty + k*8*BIAS_ROW_BLOCKS
+ * (coalesced over channels), then folds its 8 ty rows in order. Pass 2 folds the
+ * BIAS_ROW_BLOCKS partials per channel in order. */
+__global__ void bias_grad_partial_kernel(int64_t rows, int cout, const float *dy, double *partial) {
+  __shared__ double s[8][32];
+  int c = blockIdx.x * 32 + threadIdx.x;
+  double acc = 0.0;
+  if (c < cout)
+    for (int64_t p = (int64_t)blockIdx.y * 8 + threadIdx.y; p < rows; p += 8 * BIAS_ROW_BLOCKS)
+      acc += (double)dy[p * cout + c];
+  s[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cout) {
+    double t = 0.0;
+    for (int k = 0; k < 8; k++) t += s[k][threadIdx.x];
+    partial[(int64_t)blockIdx.y * cout + c] = t;
+  }
+}
+__global__ void bias_grad_final_kernel(int cout, const double *partial, float *db, bool acc) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= cout) return;
+  double t = 0.0;
+  for (int rb = 0; rb < BIAS_ROW_BLOCKS; rb++) t += partial[(int64_t)rb * cout + c];
+  db[c] = acc ? db[c] + (float)t : (float)t;
+}
+
+/* ---- plans ----------------------------------------------------------------- */
+
+void plan_key(const t2s_node *node, int deterministic, int key[KEY_LEN]) {
+  const t2s_tensor *x = node->in[0], *w = node->in[1];
+  const t2s_conv2d_args *a = (const t2s_conv2d_args *)node->args;
+  int k[KEY_LEN] = {(int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
+                    (int)w->shape[0], (int)w->shape[2], (int)w->shape[3], a->stride_h,
+                    a->stride_w, a->pad_h, a->pad_w, a->dil_h, a->dil_w, a->groups,
+                    deterministic};
+  memcpy(key, k, sizeof k);
+}
+
+void plan_free(t2s_conv_plan *p) {
+  /* Teardown: statuses are not actionable. */
+  if (p->xd) (void)cudnnDestroyTensorDescriptor(p->xd);
+  if (p->yd) (void)cudnnDestroyTensorDescriptor(p->yd);
+  if (p->wd) (void)cudnnDestroyFilterDescriptor(p->wd);
+  if (p->cd) (void)cudnnDestroyConvolutionDescriptor(p->cd);
+  free(p);
+}
+
+/* The first heuristic candidate that runs here, fits the workspace limit, is not a
+ * tensor-core (TF32) kernel and, when asked, is deterministic. */
+template <class Perf>
+int pick_algo(const Perf *perf, int count, bool deterministic) {
+  for (int i = 0; i < count; i++) {
+    if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+    if (deterministic && perf[i].determinism != CUDNN_DETERMINISTIC) continue;
+    if (perf[i].memory > T2S_CUDA_WORKSPACE_LIMIT) continue;
+    if (perf[i].mathType == CUDNN_TENSOR_OP_MATH ||
+        perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+      continue;
+    return i;
+  }
+  return -1;
+}
+
+t2s_status no_algo(t2s_ctx *ctx, const t2s_node *node, const char *direction, bool det) {
+  char sx[96], sw[96];
+  const t2s_conv2d_args *a = (const t2s_conv2d_args *)node->args;
+  t2s_ctx_fail(ctx, T2S_ERR_UNSUPPORTED,
+               "op 'conv2d' on cuda: cuDNN offers no %s%s fp32 NHWC algorithm for x %s, weight %s, "
+               "stride (%d, %d), padding (%d, %d), dilation (%d, %d), groups %d%s",
+               det ? "deterministic " : "", direction, t2s_shape_str(node->in[0], sx, sizeof sx),
+               t2s_shape_str(node->in[1], sw, sizeof sw), a->stride_h, a->stride_w, a->pad_h,
+               a->pad_w, a->dil_h, a->dil_w, a->groups,
+               det ? " (try deterministic: false)" : "");
+  return T2S_ERR_UNSUPPORTED;
+}
+
+t2s_status plan_descriptors(t2s_ctx *ctx, const t2s_node *node, t2s_conv_plan *p) {
+  const t2s_conv2d_args *a = (const t2s_conv2d_args *)node->args;
+  T2S_CU(ctx, node, cudnnCreateTensorDescriptor(&p->xd));
+  T2S_CU(ctx, node, cudnnCreateTensorDescriptor(&p->yd));
+  T2S_CU(ctx, node, cudnnCreateFilterDescriptor(&p->wd));
+  T2S_CU(ctx, node, cudnnCreateConvolutionDescriptor(&p->cd));
+  T2S_CU(ctx, node, cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, p->n,
+                                               p->cin, p->h, p->w));
+  T2S_CU(ctx, node, cudnnSetFilter4dDescriptor(p->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, p->cout,
+                                               p->cin / p->groups, p->kh, p->kw));
+  T2S_CU(ctx, node, cudnnSetConvolution2dDescriptor(p->cd, a->pad_h, a->pad_w, a->stride_h,
+                                                    a->stride_w, a->dil_h, a->dil_w,
+                                                    CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  T2S_CU(ctx, node, cudnnSetConvolutionGroupCount(p->cd, p->groups));
+  T2S_CU(ctx, node, cudnnSetConvolutionMathType(p->cd, CUDNN_FMA_MATH));
+  int on, oc, oh, ow;
+  T2S_CU(ctx, node, cudnnGetConvolution2dForwardOutputDim(p->cd, p->xd, p->wd, &on, &oc, &oh, &ow));
+  const t2s_tensor *y = node->out;
+  if (y->ndim != 4 || on != y->shape[0] || oc != y->shape[1] || oh != y->shape[2] ||
+      ow != y->shape[3]) {
+    char sy[96];
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID,
+                 "op 'conv2d' on cuda: output %s, but cuDNN computes (%d, %d, %d, %d)",
+                 t2s_shape_str(y, sy, sizeof sy), on, oc, oh, ow);
+    return T2S_ERR_INVALID;
+  }
+  p->ho = oh;
+  p->wo = ow;
+  T2S_CU(ctx, node, cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, p->n,
+                                               p->cout, oh, ow));
+  return T2S_OK;
+}
+
+t2s_status plan_algorithms(t2s_ctx *ctx, const t2s_node *node, t2s_conv_plan *p, bool det) {
+  cudnnHandle_t h = t2s_cuda_be(ctx)->cudnn;
+  int got = 0, i;
+  cudnnConvolutionFwdAlgoPerf_t fperf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+  T2S_CU(ctx, node, cudnnGetConvolutionForwardAlgorithm_v7(h, p->xd, p->wd, p->cd, p->yd,
+                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got,
+                                                           fperf));
+  if ((i = pick_algo(fperf, got, det)) < 0) return no_algo(ctx, node, "forward", det);
+  p->fwd = fperf[i].algo;
+  cudnnConvolutionBwdDataAlgoPerf_t dperf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+  T2S_CU(ctx, node, cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                        h, p->wd, p->yd, p->cd, p->xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got,
+                        dperf));
+  if ((i = pick_algo(dperf, got, det)) < 0) return no_algo(ctx, node, "backward-data", det);
+  p->bwd_data = dperf[i].algo;
+  cudnnConvolutionBwdFilterAlgoPerf_t wperf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+  T2S_CU(ctx, node, cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                        h, p->xd, p->yd, p->cd, p->wd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                        &got, wperf));
+  if ((i = pick_algo(wperf, got, det)) < 0) return no_algo(ctx, node, "backward-filter", det);
+  p->bwd_filter = wperf[i].algo;
+  /* Heuristic results may carry another math type; keep fp32 FMA regardless. */
+  T2S_CU(ctx, node, cudnnSetConvolutionMathType(p->cd, CUDNN_FMA_MATH));
+  T2S_CU(ctx, node, cudnnGetConvolutionForwardWorkspaceSize(h, p->xd, p->wd, p->cd, p->yd, p->fwd,
+                                                            &p->fwd_ws));
+  T2S_CU(ctx, node, cudnnGetConvolutionBackwardDataWorkspaceSize(h, p->wd, p->yd, p->cd, p->xd,
+                                                                 p->bwd_data, &p->data_ws));
+  T2S_CU(ctx, node, cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p->xd, p->yd, p->cd, p->wd,
+                                                                   p->bwd_filter, &p->filter_ws));
+  size_t need = p->fwd_ws;
+  if (p->data_ws > need) need = p->data_ws;
+  if (p->filter_ws > need) need = p->filter_ws;
+  return t2s_cuda_workspace_reserve(ctx, node, need);
+}
+
+/* The cached plan for this node's shapes, made on first use; NULL on error. */
+t2s_conv_plan *get_plan(t2s_ctx *ctx, const t2s_node *node) {
+  t2s_cuda_backend *be = t2s_cuda_be(ctx);
+  int key[KEY_LEN];
+  plan_key(node, ctx->deterministic != 0, key);
+  for (t2s_conv_plan *p = be->conv_plans; p != NULL; p = p->next)
+    if (memcmp(p->key, key, sizeof key) == 0) return p;
+  t2s_conv_plan *p = (t2s_conv_plan *)calloc(1, sizeof *p);
+  if (p == NULL) {
+    t2s_ctx_fail(ctx, T2S_ERR_NOMEM, "op 'conv2d' on cuda: out of host memory for a plan");
+    return NULL;
+  }
+  memcpy(p->key, key, sizeof key);
+  p->n = key[0], p->cin = key[1], p->h = key[2], p->w = key[3];
+  p->cout = key[4], p->kh = key[5], p->kw = key[6], p->groups = key[13];
+  p->filter_is_krsc = (p->kh * p->kw == 1) || (p->cin / p->groups == 1);
+  if (plan_descriptors(ctx, node, p) != T2S_OK ||
+      plan_algorithms(ctx, node, p, ctx->deterministic != 0) != T2S_OK) {
+    plan_free(p);
+    return NULL;
+  }
+  p->next = be->conv_plans;
+  be->conv_plans = p;
+  return p;
+}
+
+/* ---- op slots ---------------------------------------------------------------- */
+
+t2s_status filter_relayout(t2s_ctx *ctx, const t2s_node *node, const t2s_conv_plan *p,
+                           const float *src, float *dst, bool to_krsc, bool acc) {
+  int64_t n = (int64_t)p->cout * (p->cin / p->groups) * p->kh * p->kw;
+  filter_layout_kernel<<<t2s_cuda_blocks(n), 256, 0, t2s_cuda_be(ctx)->stream>>>(
+      n, p->cin / p->groups, p->kh * p->kw, src, dst, to_krsc, acc);
+  T2S_CU_LAUNCHED(ctx, node, "filter_layout_kernel");
+  return T2S_OK;
+}
+
+size_t filter_bytes(const t2s_conv_plan *p) {
+  return (size_t)p->cout * (size_t)(p->cin / p->groups) * (size_t)(p->kh * p->kw) * sizeof(float);
+}
+
+t2s_status conv2d_forward(t2s_ctx *ctx, t2s_node *node) {
+  t2s_cuda_backend *be = t2s_cuda_be(ctx);
+  if (node->in[0]->layout != T2S_LAYOUT_NHWC || node->out->layout != T2S_LAYOUT_NHWC) {
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID,
+                 "op 'conv2d' on cuda: x and y must be NHWC activations (convert NCHW data at "
+                 "the edge, e.g. when uploading a batch)");
+    return T2S_ERR_INVALID;
+  }
+  const t2s_conv_plan *p = get_plan(ctx, node);
+  if (p == NULL) return ctx->err.status;
+  const t2s_tensor *x = node->in[0], *w = node->in[1];
+  const t2s_tensor *b = node->n_in > 2 ? node->in[2] : NULL;
+  const float *wk = t2s_f32(w);
+  if (!p->filter_is_krsc) {
+    float *wt = (float *)t2s_scratch(ctx, filter_bytes(p));
+    if (wt == NULL) return ctx->err.status;
+    t2s_status st = filter_relayout(ctx, node, p, t2s_f32(w), wt, true, false);
+    if (st != T2S_OK) return st;
+    wk = wt;
+  }
+  node->saved = (void *)wk;  /* the KRSC filter, for backward data */
+  const float one = 1.0f, zero = 0.0f;
+  T2S_CU(ctx, node, cudnnConvolutionForward(be->cudnn, &one, p->xd, t2s_f32(x), p->wd, wk, p->cd,
+                                            p->fwd, be->workspace, p->fwd_ws, &zero, p->yd,
+                                            t2s_f32(node->out)));
+  if (b != NULL) {
+    int64_t n = t2s_numel(node->out);
+    bias_add_kernel<<<t2s_cuda_blocks(n), 256, 0, be->stream>>>(n, p->cout, t2s_f32(b),
+                                                                 t2s_f32(node->out));
+    T2S_CU_LAUNCHED(ctx, node, "bias_add_kernel");
+  }
+  ctx->flops += 2.0 * (double)p->n * p->cout * p->ho * p->wo * (double)(p->cin / p->groups) *
+                p->kh * p->kw;
+  return T2S_OK;
+}
+
+t2s_status bias_backward(t2s_ctx *ctx, const t2s_node *node, const t2s_conv_plan *p, float *db,
+                         bool acc) {
+  cudaStream_t s = t2s_cuda_be(ctx)->stream;
+  double *partial = (double *)t2s_scratch(ctx, (size_t)BIAS_ROW_BLOCKS * p->cout * sizeof(double));
+  if (partial == NULL) return ctx->err.status;
+  int64_t rows = (int64_t)p->n * p->ho * p->wo;
+  dim3 grid((unsigned)((p->cout + 31) / 32), BIAS_ROW_BLOCKS), block(32, 8);
+  bias_grad_partial_kernel<<<grid, block, 0, s>>>(rows, p->cout, node->out->grad, partial);
+  T2S_CU_LAUNCHED(ctx, node, "bias_grad_partial_kernel");
+  bias_grad_final_kernel<<<(unsigned)((p->cout + 255) / 256), 256, 0, s>>>(p->cout, partial, db, acc);
+  T2S_CU_LAUNCHED(ctx, node, "bias_grad_final_kernel");
+  return T2S_OK;
+}
+
+t2s_status conv2d_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  t2s_cuda_backend *be = t2s_cuda_be(ctx);
+  const t2s_conv_plan *p = get_plan(ctx, node);
+  if (p == NULL) return ctx->err.status;
+  t2s_tensor *x = node->in[0], *w = node->in[1];
+  t2s_tensor *b = node->n_in > 2 ? node->in[2] : NULL;
+  const float *dy = node->out->grad;
+  const float one = 1.0f, zero = 0.0f;
+  if (t2s_wants_grad(b)) {
+    t2s_status st = bias_backward(ctx, node, p, b->grad, beta[2] != 0.0f);
+    if (st != T2S_OK) return st;
+  }
+  if (t2s_wants_grad(x)) {
+    /* saved by forward; a node replayed without it (forward not recording) is a bug */
+    const float *wk = node->saved ? (const float *)node->saved : t2s_f32(w);
+    if (!p->filter_is_krsc && node->saved == NULL) {
+      t2s_ctx_fail(ctx, T2S_ERR_INVALID, "op 'conv2d' on cuda: backward without the forward's filter");
+      return T2S_ERR_INVALID;
+    }
+    /* cuDNN blends dx = alpha * result + beta * dx and never reads dx when beta is 0 */
+    T2S_CU(ctx, node, cudnnConvolutionBackwardData(be->cudnn, &one, p->wd, wk, p->yd, dy, p->cd,
+                                                   p->bwd_data, be->workspace, p->data_ws,
+                                                   &beta[0], p->xd, x->grad));
+  }
+  if (t2s_wants_grad(w)) {
+    bool acc = beta[1] != 0.0f;
+    float *dwk = w->grad;
+    if (!p->filter_is_krsc && (dwk = (float *)t2s_scratch(ctx, filter_bytes(p))) == NULL)
+      return ctx->err.status;
+    const float *blend = p->filter_is_krsc ? &beta[1] : &zero;
+    T2S_CU(ctx, node, cudnnConvolutionBackwardFilter(be->cudnn, &one, p->xd, t2s_f32(x), p->yd, dy,
+                                                     p->cd, p->bwd_filter, be->workspace,
+                                                     p->filter_ws, blend, p->wd, dwk));
+    if (!p->filter_is_krsc) return filter_relayout(ctx, node, p, dwk, w->grad, false, acc);
+  }
+  return T2S_OK;
+}
+
+}  // namespace
+
+void t2s_cuda_conv_plans_free(t2s_cuda_backend *be) {
+  for (t2s_conv_plan *p = be->conv_plans; p != NULL;) {
+    t2s_conv_plan *next = p->next;
+    plan_free(p);
+    p = next;
+  }
+  be->conv_plans = NULL;
+}
+
+void t2s_cuda_install_conv2d(void) {
+  t2s_ops[T2S_OP_conv2d].forward[T2S_DEV_CUDA] = conv2d_forward;
+  t2s_ops[T2S_OP_conv2d].backward[T2S_DEV_CUDA] = conv2d_backward;
+}

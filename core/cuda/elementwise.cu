@@ -1,0 +1,277 @@
+/* Element-wise ops on CUDA: relu, gelu, add, mul, scale, dropout, and the
+ * deterministic weighted sum. The semantics are core/ops/elementwise.c's, element
+ * for element: products that feed an accumulation use __fmul_rn so that no FMA
+ * contraction changes the rounding (the CPU reference builds with
+ * -ffp-contract=off), and dropout draws the identical Philox mask.
+ *
+ * Backward honours the write/accumulate contract of core/engine.h: with beta 0 the
+ * old gradient is never read (it may hold garbage or NaN), with beta 1 it is added to. */
+#include "core/cuda/backend.h"
+
+namespace {
+
+/* One thread per item, grid-stride; f(i) does the work for item i. */
+template <class F>
+__global__ void each_kernel(int64_t n, F f) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    f(i);
+}
+
+template <class F>
+t2s_status launch_each(t2s_ctx *ctx, const t2s_node *node, int64_t n, F f) {
+  if (n <= 0) return T2S_OK;
+  each_kernel<<<t2s_cuda_blocks(n), 256, 0, t2s_cuda_be(ctx)->stream>>>(n, f);
+  T2S_CU_LAUNCHED(ctx, node, "each_kernel");
+  return T2S_OK;
+}
+
+/* out = beta * out + v without reading out when beta is 0. */
+__device__ __forceinline__ void put(float *out, int64_t i, float v, bool acc) {
+  out[i] = acc ? out[i] + v : v;
+}
+
+constexpr double kSqrtHalf = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.3989422804014327;
+
+/* ---- functors ------------------------------------------------------------ */
+struct relu_fwd {
+  const float *x; float *y;
+  __device__ void operator()(int64_t i) const { y[i] = x[i] > 0.0f ? x[i] : 0.0f; }
+};
+struct relu_bwd {
+  const float *y, *dy; float *dx; bool acc;
+  __device__ void operator()(int64_t i) const { put(dx, i, y[i] > 0.0f ? dy[i] : 0.0f, acc); }
+};
+/* GELU in double, as the CPU reference: y = x Phi(x), dy/dx = Phi(x) + x phi(x). */
+struct gelu_fwd {
+  const float *x; float *y;
+  __device__ void operator()(int64_t i) const {
+    double v = x[i];
+    y[i] = (float)(0.5 * v * (1.0 + erf(v * kSqrtHalf)));
+  }
+};
+struct gelu_bwd {
+  const float *x, *dy; float *dx; bool acc;
+  __device__ void operator()(int64_t i) const {
+    double v = x[i];
+    double cdf = 0.5 * (1.0 + erf(v * kSqrtHalf));
+    double pdf = exp(-0.5 * v * v) * kInvSqrt2Pi;
+    put(dx, i, (float)__dmul_rn((double)dy[i], __dadd_rn(cdf, __dmul_rn(v, pdf))), acc);
+  }
+};
+struct add_fwd {
+  const float *a, *b; float *y;
+  __device__ void operator()(int64_t i) const { y[i] = a[i] + b[i]; }
+};
+/* dx = dy * s (mul: s is the other factor, per element; scale: one constant). */
+struct mul_fwd {
+  const float *a, *b; float *y;
+  __device__ void operator()(int64_t i) const { y[i] = __fmul_rn(a[i], b[i]); }
+};
+struct times_bwd {
+  const float *dy, *other; float s; float *dx; bool acc;
+  __device__ void operator()(int64_t i) const {
+    put(dx, i, __fmul_rn(other ? other[i] : s, dy[i]), acc);
+  }
+};
+struct scale_fwd {
+  const float *x; float s; float *y;
+  __device__ void operator()(int64_t i) const { y[i] = __fmul_rn(s, x[i]); }
+};
+/* weighted_sum backward: dx = g r with the scalar g read on the device (no sync). */
+struct wsum_bwd {
+  const float *g, *r; float *dx; bool acc;
+  __device__ void operator()(int64_t i) const { put(dx, i, __fmul_rn(g[0], r[i]), acc); }
+};
+
+/* ---- Philox-4x32-10, identical to core/rng.c ------------------------------ */
+__device__ void philox4x32(t2s_rng_key key, uint64_t ctr, uint32_t out[4]) {
+  uint32_t c0 = (uint32_t)ctr, c1 = (uint32_t)(ctr >> 32), c2 = 0, c3 = 0;
+  uint32_t k0 = key.k[0], k1 = key.k[1];
+  for (int r = 0; r < 10; r++) {
+    uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+    c1 = (uint32_t)p1;
+    c3 = (uint32_t)p0;
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+/* Inverted dropout. The mask bit of element j (the LOGICAL row-major index, NCHW
+ * for activations) is t2s_rng_uniform(key, j) = (word j%4 of Philox(key, j/4)) >> 8
+ * / 2^24 < p, exactly as on the CPU, so both backends drop the same elements
+ * whatever the memory layout. Forward: src = x, dst = y; backward: src = dy, dst = dx. */
+__device__ __forceinline__ float uniform_of(uint32_t word) {
+  return (float)(word >> 8) * (1.0f / 16777216.0f);
+}
+struct dropout_mask {
+  const float *src; float *dst; int64_t n; t2s_rng_key key; float p, keep_scale; bool acc;
+  __device__ void apply(int64_t i, uint32_t word) const {
+    float factor = uniform_of(word) < p ? 0.0f : keep_scale;
+    put(dst, i, __fmul_rn(src[i], factor), acc);
+  }
+};
+/* Memory order = logical order: item g covers elements 4g..4g+3, one Philox call. */
+struct dropout_linear {
+  dropout_mask m;
+  __device__ void operator()(int64_t g) const {
+    uint32_t w[4];
+    philox4x32(m.key, (uint64_t)g, w);
+    for (int j = 0; j < 4 && 4 * g + j < m.n; j++) m.apply(4 * g + j, w[j]);
+  }
+};
+/* NHWC activation: memory index i = ((b HW) + s) C + c holds logical element
+ * j = (b C + c) HW + s; one Philox call per element. */
+struct dropout_nhwc {
+  dropout_mask m; int64_t c, hw;
+  __device__ void operator()(int64_t i) const {
+    int64_t ch = i % c, t = i / c, s = t % hw, b = t / hw;
+    uint64_t j = (uint64_t)((b * c + ch) * hw + s);
+    uint32_t w[4];
+    philox4x32(m.key, j >> 2, w);
+    m.apply(i, w[j & 3]);
+  }
+};
+
+/* ---- deterministic dot product: fixed-geometry two-pass tree -------------- */
+/* Pass 1: block b sums x_i r_i (in double) over i = b*T + t + k*B*T in a fixed
+ * order per thread, then a shared-memory tree; pass 2 folds the B partials with the
+ * same tree. B and T are constants, so the result is bitwise the same on every run
+ * and every GPU. */
+__device__ void block_tree(double *s) {
+  for (int stride = T2S_CUDA_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
+    __syncthreads();
+    if ((int)threadIdx.x < stride) s[threadIdx.x] += s[threadIdx.x + stride];
+  }
+  __syncthreads();
+}
+__global__ void dot_partial_kernel(int64_t n, const float *x, const float *r, double *partial) {
+  __shared__ double s[T2S_CUDA_REDUCE_THREADS];
+  double acc = 0.0;
+  const int64_t step = (int64_t)T2S_CUDA_REDUCE_BLOCKS * T2S_CUDA_REDUCE_THREADS;
+  for (int64_t i = (int64_t)blockIdx.x * T2S_CUDA_REDUCE_THREADS + threadIdx.x; i < n; i += step)
+    acc = __dadd_rn(acc, (double)x[i] * (double)r[i]);  /* the product is exact in double */
+  s[threadIdx.x] = acc;
+  block_tree(s);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s[0];
+}
+__global__ void dot_final_kernel(const double *partial, float *out) {
+  __shared__ double s[T2S_CUDA_REDUCE_THREADS];
+  s[threadIdx.x] = threadIdx.x < T2S_CUDA_REDUCE_BLOCKS ? partial[threadIdx.x] : 0.0;
+  block_tree(s);
+  if (threadIdx.x == 0) out[0] = (float)s[0];
+}
+static_assert(T2S_CUDA_REDUCE_BLOCKS <= T2S_CUDA_REDUCE_THREADS,
+              "the final pass folds every partial in one block");
+
+/* ---- op slots ------------------------------------------------------------- */
+inline const float *in_f32(const t2s_node *node, int k) { return t2s_f32(node->in[k]); }
+inline int64_t out_numel(const t2s_node *node) { return t2s_numel(node->out); }
+inline bool acc_of(const float *beta, int k) { return beta[k] != 0.0f; }
+
+t2s_status relu_forward(t2s_ctx *ctx, t2s_node *node) {
+  return launch_each(ctx, node, out_numel(node), relu_fwd{in_f32(node, 0), t2s_f32(node->out)});
+}
+t2s_status relu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  return launch_each(ctx, node, out_numel(node),
+                     relu_bwd{t2s_f32(node->out), node->out->grad, node->in[0]->grad,
+                              acc_of(beta, 0)});
+}
+t2s_status gelu_forward(t2s_ctx *ctx, t2s_node *node) {
+  return launch_each(ctx, node, out_numel(node), gelu_fwd{in_f32(node, 0), t2s_f32(node->out)});
+}
+t2s_status gelu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  return launch_each(ctx, node, out_numel(node),
+                     gelu_bwd{in_f32(node, 0), node->out->grad, node->in[0]->grad,
+                              acc_of(beta, 0)});
+}
+t2s_status add_forward(t2s_ctx *ctx, t2s_node *node) {
+  return launch_each(ctx, node, out_numel(node),
+                     add_fwd{in_f32(node, 0), in_f32(node, 1), t2s_f32(node->out)});
+}
+/* add: dx_k = dy; mul: dx_k = dy * x_{1-k}. The same tensor in both slots gets
+ * beta[1] = 1 from the engine, so the two launches (in order on one stream) add up. */
+t2s_status binary_backward(t2s_ctx *ctx, t2s_node *node, const float *beta, bool is_mul) {
+  for (int k = 0; k < 2; k++) {
+    if (!t2s_wants_grad(node->in[k])) continue;
+    const float *other = is_mul ? in_f32(node, 1 - k) : NULL;
+    t2s_status st = launch_each(ctx, node, out_numel(node),
+                                times_bwd{node->out->grad, other, 1.0f, node->in[k]->grad,
+                                          acc_of(beta, k)});
+    if (st != T2S_OK) return st;
+  }
+  return T2S_OK;
+}
+t2s_status add_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  return binary_backward(ctx, node, beta, false);
+}
+t2s_status mul_forward(t2s_ctx *ctx, t2s_node *node) {
+  return launch_each(ctx, node, out_numel(node),
+                     mul_fwd{in_f32(node, 0), in_f32(node, 1), t2s_f32(node->out)});
+}
+t2s_status mul_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  return binary_backward(ctx, node, beta, true);
+}
+t2s_status scale_forward(t2s_ctx *ctx, t2s_node *node) {
+  float s = ((const t2s_cuda_scale_args *)node->args)->s;
+  return launch_each(ctx, node, out_numel(node), scale_fwd{in_f32(node, 0), s, t2s_f32(node->out)});
+}
+t2s_status scale_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  float s = ((const t2s_cuda_scale_args *)node->args)->s;
+  return launch_each(ctx, node, out_numel(node),
+                     times_bwd{node->out->grad, NULL, s, node->in[0]->grad, acc_of(beta, 0)});
+}
+
+t2s_status weighted_sum_forward(t2s_ctx *ctx, t2s_node *node) {
+  t2s_cuda_backend *be = t2s_cuda_be(ctx);
+  int64_t n = t2s_numel(node->in[0]);
+  dot_partial_kernel<<<T2S_CUDA_REDUCE_BLOCKS, T2S_CUDA_REDUCE_THREADS, 0, be->stream>>>(
+      n, in_f32(node, 0), in_f32(node, 1), be->reduce);
+  T2S_CU_LAUNCHED(ctx, node, "dot_partial_kernel");
+  dot_final_kernel<<<1, T2S_CUDA_REDUCE_THREADS, 0, be->stream>>>(be->reduce, t2s_f32(node->out));
+  T2S_CU_LAUNCHED(ctx, node, "dot_final_kernel");
+  return T2S_OK;
+}
+t2s_status weighted_sum_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  return launch_each(ctx, node, t2s_numel(node->in[0]),
+                     wsum_bwd{node->out->grad, in_f32(node, 1), node->in[0]->grad,
+                              acc_of(beta, 0)});
+}
+
+t2s_status dropout_run(t2s_ctx *ctx, t2s_node *node, const float *src, float *dst, bool acc) {
+  const t2s_cuda_dropout_args *a = (const t2s_cuda_dropout_args *)node->args;
+  const t2s_tensor *y = node->out;
+  int64_t n = t2s_numel(y);
+  float keep_scale = 1.0f / (1.0f - a->p);  /* the CPU's float expression */
+  dropout_mask m{src, dst, n, a->key, a->p, keep_scale, acc};
+  if (y->ndim == 4 && y->layout == T2S_LAYOUT_NHWC)
+    return launch_each(ctx, node, n, dropout_nhwc{m, y->shape[1], y->shape[2] * y->shape[3]});
+  return launch_each(ctx, node, (n + 3) / 4, dropout_linear{m});
+}
+t2s_status dropout_forward(t2s_ctx *ctx, t2s_node *node) {
+  return dropout_run(ctx, node, in_f32(node, 0), t2s_f32(node->out), false);
+}
+t2s_status dropout_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  return dropout_run(ctx, node, node->out->grad, node->in[0]->grad, acc_of(beta, 0));
+}
+
+}  // namespace
+
+void t2s_cuda_install_elementwise(void) {
+#define T2S_CUDA_SLOT(name)                                  \
+  t2s_ops[T2S_OP_##name].forward[T2S_DEV_CUDA] = name##_forward; \
+  t2s_ops[T2S_OP_##name].backward[T2S_DEV_CUDA] = name##_backward;
+  T2S_CUDA_SLOT(relu)
+  T2S_CUDA_SLOT(gelu)
+  T2S_CUDA_SLOT(add)
+  T2S_CUDA_SLOT(mul)
+  T2S_CUDA_SLOT(scale)
+  T2S_CUDA_SLOT(weighted_sum)
+  T2S_CUDA_SLOT(dropout)
+#undef T2S_CUDA_SLOT
+}

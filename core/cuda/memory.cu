@@ -1,0 +1,61 @@
+/* Raw device memory for core/device.h: plain cudaMalloc (never managed memory, so
+ * a stray host access faults at once instead of migrating pages silently). */
+#include "core/cuda/backend.h"
+
+extern "C" int t2s_cuda_built(void) { return 1; }
+
+extern "C" int t2s_cuda_device_count(void) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    /* No driver or no device: not an error for a caller that only asks. Clear the
+     * runtime's last-error slot so that the next checked call does not report it. */
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+extern "C" void *t2s_cuda_malloc(size_t bytes, t2s_error *err) {
+  void *p = NULL;
+  cudaError_t st = cudaMalloc(&p, bytes);
+  if (st != cudaSuccess) {
+    (void)cudaGetLastError();
+    t2s_error_set(err, T2S_ERR_NOMEM,
+                  "cudaMalloc of %zu bytes failed (%s): reduce data.samples_per_gpu or the crop "
+                  "size, or use a GPU with more memory",
+                  bytes, cudaGetErrorString(st));
+    return NULL;
+  }
+  return p;
+}
+
+extern "C" void t2s_cuda_free(void *ptr) {
+  /* cudaFree's status is not actionable at teardown (the context may be gone). */
+  if (ptr != NULL) (void)cudaFree(ptr);
+}
+
+extern "C" t2s_status t2s_cuda_zero(void *ptr, size_t bytes, t2s_error *err) {
+  cudaError_t st = cudaMemset(ptr, 0, bytes);
+  if (st != cudaSuccess)
+    return t2s_error_set(err, T2S_ERR_BACKEND, "cudaMemset(%p, 0, %zu) failed: %s", ptr, bytes,
+                         cudaGetErrorString(st));
+  return T2S_OK;
+}
+
+/* cudaMemcpy on the legacy default stream: it waits for the work already queued on
+ * every blocking stream (the backend's stream is one), so a copy back to the host
+ * sees the results of all ops before it without an explicit synchronisation. */
+extern "C" t2s_status t2s_cuda_copy(void *dst, int dst_on_device, const void *src,
+                                    int src_on_device, size_t bytes, t2s_error *err) {
+  if (bytes == 0) return T2S_OK;
+  cudaMemcpyKind kind = dst_on_device ? (src_on_device ? cudaMemcpyDeviceToDevice
+                                                       : cudaMemcpyHostToDevice)
+                                      : (src_on_device ? cudaMemcpyDeviceToHost
+                                                       : cudaMemcpyHostToHost);
+  cudaError_t st = cudaMemcpy(dst, src, bytes, kind);
+  if (st != cudaSuccess)
+    return t2s_error_set(err, T2S_ERR_BACKEND, "cudaMemcpy of %zu bytes (%s to %s) failed: %s",
+                         bytes, src_on_device ? "cuda" : "cpu", dst_on_device ? "cuda" : "cpu",
+                         cudaGetErrorString(st));
+  return T2S_OK;
+}
