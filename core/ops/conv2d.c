@@ -9,7 +9,10 @@
  *   dW_g += dy_g col_g^T                   (col recomputed: saving it costs K/Cin times x)
  *   dcol_g = W_g^T dy_g, dx = col2im(dcol) (the transpose of im2col: scatter-add)
  *   dbias += sum over n, p of dy
- * A 1x1 stride-1 unpadded convolution needs no im2col: x_n already is col (Cin x P). */
+ * A 1x1 stride-1 unpadded convolution needs no im2col: x_n already is col (Cin x P).
+ * Depthwise convolutions (groups = Cin = Cout) skip the GEMM: with one input channel
+ * per group it would be a 1 x kh kw times kh kw x P product, bound by writing col;
+ * they run as kh kw shifted multiply-adds over each plane instead. */
 #include <cblas.h>
 #include <string.h>
 
@@ -24,6 +27,7 @@ typedef struct conv_geom {
   int64_t p;                 /* columns: hout wout */
   t2s_conv2d_args a;
   int direct;                /* 1x1, stride 1, no padding: x is the column matrix */
+  int depthwise;             /* groups = cin = cout: per-plane shifted multiply-adds */
 } conv_geom;
 
 t2s_conv2d_args t2s_conv_args(int stride, int pad, int dil) {
@@ -45,6 +49,7 @@ static void conv_geom_make(conv_geom *g, const t2s_tensor *x, const t2s_tensor *
   g->p = g->hout * g->wout;
   g->direct = g->kh == 1 && g->kw == 1 && a->stride_h == 1 && a->stride_w == 1 && a->pad_h == 0 &&
               a->pad_w == 0;
+  g->depthwise = g->cin_g == 1 && g->cout_g == 1 && !g->direct;
 }
 
 /* Checks shapes and arguments; on error fills ctx->err and returns 0. */
@@ -184,12 +189,116 @@ static const float *columns(const conv_geom *g, const float *xn, float *buf) {
   return buf;
 }
 
+/* ---- depthwise path ----
+ * For one channel plane and tap (i, j) with weight v, output (oh, ow) meets input
+ * (oh sh + i dh - ph, ow sw + j dw - pw). Forward adds v x into y, backward-data
+ * adds v dy into dx, backward-weight sums dy x into dw(i, j); each walks only the
+ * valid output range of the tap, so no bounds test sits in the inner loop. */
+typedef enum dw_pass { DW_FORWARD, DW_BACKWARD_DATA, DW_BACKWARD_WEIGHT } dw_pass;
+
+/* sum_k a[k] b[k stride] with eight partial sums, so that the compiler may vectorise
+ * without -ffast-math reordering one float accumulator. */
+static double dot_strided(const float *a, const float *b, int64_t stride, int64_t n) {
+  float part[8] = {0};
+  int64_t k = 0;
+  if (stride == 1)
+    for (; k + 8 <= n; k += 8)
+      for (int l = 0; l < 8; l++) part[l] += a[k + l] * b[k + l];
+  double s = 0.0;
+  for (; k < n; k++) s += a[k] * b[k * stride];
+  for (int l = 0; l < 8; l++) s += part[l];
+  return s;
+}
+
+/* One channel plane: x (h x w) and dy (hout x wout) are read, out is y (forward) or
+ * dx (backward data), dw gets the kh kw tap sums (backward weight). */
+static void depthwise_plane(const conv_geom *g, dw_pass pass, const float *w, const float *x,
+                            const float *dy, float *out, double *dw) {
+  const t2s_conv2d_args *a = &g->a;
+  int64_t sw = a->stride_w;
+  for (int64_t i = 0; i < g->kh; i++) {
+    int64_t offh = i * a->dil_h - a->pad_h, oh0, oh1;
+    valid_range(offh, a->stride_h, g->hout, g->h, &oh0, &oh1);
+    for (int64_t j = 0; j < g->kw; j++) {
+      int64_t offw = j * a->dil_w - a->pad_w, ow0, ow1;
+      valid_range(offw, sw, g->wout, g->w, &ow0, &ow1);
+      float v = w[i * g->kw + j];
+      double acc = 0.0;
+      int64_t len = ow1 - ow0;
+      for (int64_t oh = oh0; oh < oh1; oh++) {
+        /* input index of output column ow0: ow0 sw + offw >= 0 */
+        int64_t in0 = (oh * a->stride_h + offh) * g->w + ow0 * sw + offw, out0 = oh * g->wout + ow0;
+        if (pass == DW_FORWARD) {
+          const float *xr = x + in0;
+          float *yr = out + out0;
+          if (sw == 1)
+            for (int64_t k = 0; k < len; k++) yr[k] += v * xr[k];
+          else
+            for (int64_t k = 0; k < len; k++) yr[k] += v * xr[k * sw];
+        } else if (pass == DW_BACKWARD_DATA) {
+          const float *dyr = dy + out0;
+          float *dxr = out + in0;
+          if (sw == 1)
+            for (int64_t k = 0; k < len; k++) dxr[k] += v * dyr[k];
+          else
+            for (int64_t k = 0; k < len; k++) dxr[k * sw] += v * dyr[k];
+        } else {
+          acc += dot_strided(dy + out0, x + in0, sw, len);
+        }
+      }
+      if (pass == DW_BACKWARD_WEIGHT) dw[i * g->kw + j] += acc;
+    }
+  }
+}
+
+static void depthwise_forward(const conv_geom *g, const float *x, const float *w, const float *b,
+                              float *y) {
+  int64_t taps = g->kh * g->kw;
+  for (int64_t n = 0; n < g->n; n++)
+    for (int64_t c = 0; c < g->cin; c++) {
+      float *yp = y + (n * g->cout + c) * g->p;
+      float b0 = b ? b[c] : 0.0f;
+      for (int64_t q = 0; q < g->p; q++) yp[q] = b0;
+      depthwise_plane(g, DW_FORWARD, w + c * taps, x + (n * g->cin + c) * g->h * g->w, NULL, yp,
+                      NULL);
+    }
+}
+
+static t2s_status depthwise_backward(t2s_ctx *ctx, const conv_geom *g, t2s_tensor *xt,
+                                     t2s_tensor *wt, const float *dy, const float *beta) {
+  int64_t taps = g->kh * g->kw, plane = g->h * g->w;
+  const float *x = t2s_f32(xt), *w = t2s_f32(wt);
+  if (t2s_wants_grad(xt)) {
+    if (beta[0] == 0.0f) memset(xt->grad, 0, (size_t)(g->n * g->cin * plane) * sizeof(float));
+    for (int64_t n = 0; n < g->n; n++)
+      for (int64_t c = 0; c < g->cin; c++)
+        depthwise_plane(g, DW_BACKWARD_DATA, w + c * taps, NULL, dy + (n * g->cout + c) * g->p,
+                        xt->grad + (n * g->cin + c) * plane, NULL);
+  }
+  if (!t2s_wants_grad(wt)) return T2S_OK;
+  double *dw = t2s_scratch(ctx, (size_t)(g->cout * taps) * sizeof(double));
+  if (dw == NULL) return ctx->err.status;
+  memset(dw, 0, (size_t)(g->cout * taps) * sizeof(double));
+  for (int64_t n = 0; n < g->n; n++)
+    for (int64_t c = 0; c < g->cin; c++)
+      depthwise_plane(g, DW_BACKWARD_WEIGHT, w + c * taps, x + (n * g->cin + c) * plane,
+                      dy + (n * g->cout + c) * g->p, NULL, dw + c * taps);
+  for (int64_t k = 0; k < g->cout * taps; k++)
+    wt->grad[k] = beta[1] != 0.0f ? wt->grad[k] + (float)dw[k] : (float)dw[k];
+  return T2S_OK;
+}
+
 t2s_status t2s_conv2d_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const t2s_tensor *xt = node->in[0], *wt = node->in[1], *bt = node->in[2];
   conv_geom g;
   conv_geom_make(&g, xt, wt, node->args);
   const float *x = t2s_f32(xt), *w = t2s_f32(wt), *b = bt ? t2s_f32(bt) : NULL;
   float *y = t2s_f32(node->out);
+  ctx->flops += 2.0 * (double)g.n * (double)g.cout * (double)g.p * (double)g.k;
+  if (g.depthwise) {
+    depthwise_forward(&g, x, w, b, y);
+    return T2S_OK;
+  }
   float *buf = NULL;
   if (!g.direct && (buf = t2s_scratch(ctx, (size_t)(g.groups * g.k * g.p) * sizeof(float))) == NULL)
     return ctx->err.status;
@@ -205,7 +314,6 @@ t2s_status t2s_conv2d_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
                   1.0f, w + gr * g.cout_g * g.k, (int)g.k, col + gr * g.k * g.p, (int)g.p,
                   b ? 1.0f : 0.0f, yn + gr * g.cout_g * g.p, (int)g.p);
   }
-  ctx->flops += 2.0 * (double)g.n * (double)g.cout * (double)g.p * (double)g.k;
   return T2S_OK;
 }
 
@@ -228,6 +336,7 @@ t2s_status t2s_conv2d_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *be
   int want_x = t2s_wants_grad(xt), want_w = t2s_wants_grad(wt);
   if (t2s_wants_grad(bt)) bias_backward(&g, dy, bt->grad, beta[2]);
   if (!want_x && !want_w) return T2S_OK;
+  if (g.depthwise) return depthwise_backward(ctx, &g, xt, wt, dy, beta);
   float *buf = NULL;
   if (!g.direct && (buf = t2s_scratch(ctx, (size_t)(g.groups * g.k * g.p) * sizeof(float))) == NULL)
     return ctx->err.status;
