@@ -8,7 +8,8 @@
  * Backward: dz_ic = g w_i (softmax(z_i)_c - [c == y_i]) / D, 0 at ignored pixels.
  * Forward keeps only lse_i (one float per pixel); the probabilities are recomputed
  * in backward as exp(z - lse), never stored. The loss sums in double. With no
- * valid pixel (or D == 0) the loss is 0 and the gradient 0. */
+ * valid pixel every term is 0; with D == 0 the loss and gradient are set to 0
+ * rather than 0/0. */
 #include <math.h>
 #include <string.h>
 
@@ -129,7 +130,6 @@ t2s_status t2s_cross_entropy_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
                  : a->reduction == T2S_CE_MEAN_WEIGHT ? wsum
                                                       : 1.0;
   if (a->normaliser > 0.0) denom = a->normaliser;
-  if (count == 0.0 || denom == 0.0) denom = 0.0;
   t2s_f32(node->out)[0] = denom != 0.0 ? (float)(loss / denom) : 0.0f;
   sv->lse = lse;
   sv->denom = denom;
