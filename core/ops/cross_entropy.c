@@ -40,7 +40,8 @@ static int ce_check(t2s_ctx *ctx, const t2s_tensor *z, const t2s_tensor *lab, co
   const t2s_tensor *bad = NULL;
   if (z->dtype != T2S_F32 || z->ndim != 4) what = "logits must be float32 (N, C, H, W)", bad = z;
   else if (!is_pixel_map(lab, z, T2S_U8)) what = "labels must be uint8 (N, H, W)", bad = lab;
-  else if (pw && !is_pixel_map(pw, z, T2S_F32)) what = "pixel_weight must be float32 (N, H, W)", bad = pw;
+  else if (pw && !is_pixel_map(pw, z, T2S_F32))
+    what = "pixel_weight must be float32 (N, H, W)", bad = pw;
   else if (cw && (cw->dtype != T2S_F32 || cw->ndim != 1 || cw->shape[0] != z->shape[1]))
     what = "class_weight must be float32 (C)", bad = cw;
   else if (lab->requires_grad) what = "labels must be a constant", bad = lab;

@@ -214,7 +214,8 @@ t2s_tensor *t2s_l2_normalize(t2s_ctx *ctx, t2s_tensor *x, int dim, float eps) {
   l2_args a = {0, eps};
   if (!dim_check(ctx, "l2_normalize", x, dim, &a.dim)) return NULL;
   if (!(eps > 0.0f))
-    return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "l2_normalize: eps %g must be > 0 (F.normalize uses 1e-12)", eps);
+    return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
+                        "l2_normalize: eps %g must be > 0 (F.normalize uses 1e-12)", eps);
   t2s_tensor *in[1] = {x};
   return t2s_op_apply(ctx, T2S_OP_l2_normalize, in, 1, like(ctx, x), &a, sizeof a);
 }

@@ -75,7 +75,8 @@ t2s_tensor *t2s_resize_bilinear(t2s_ctx *ctx, t2s_tensor *x, int out_h, int out_
   if (!resize_check(ctx, "resize_bilinear", x, out_h, out_w)) return NULL;
   if (x->ndim != 4 || x->dtype != T2S_F32) {
     char s[96];
-    return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "resize_bilinear: input is %s %s, expected float32 (N, C, H, W)",
+    return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
+                        "resize_bilinear: input is %s %s, expected float32 (N, C, H, W)",
                         t2s_dtype_name(x->dtype), t2s_shape_str(x, s, sizeof s));
   }
   resize_args a = {out_h, out_w, align_corners != 0};
