@@ -1,0 +1,280 @@
+/* The t2sda experiment schema: one row per YAML key (see train_config.h),
+ * plus the checks that involve more than one key. */
+#include "launch/train_config.h"
+
+#include <float.h>
+#include <stdarg.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef t2s_train_config C;
+
+/* Enum fields are stored as int-sized C enums (the schema checks the size). */
+_Static_assert(sizeof(t2s_cfg_backbone) == sizeof(int), "enum fields must be int-sized");
+
+#define AT(f) T2S_CFG_AT(C, f)
+#define ARRAY(f) T2S_CFG_ARRAY_AT(C, f)
+#define COUNT(n) T2S_CFG_COUNT_AT(C, n)
+#define INT_T T2S_CFG_TYPE_INT
+#define FLOAT_T T2S_CFG_TYPE_FLOAT
+#define BOOL_T T2S_CFG_TYPE_BOOL
+#define STR_T T2S_CFG_TYPE_STRING
+#define ENUM_T T2S_CFG_TYPE_ENUM
+#define INTS_T T2S_CFG_TYPE_INT_LIST
+#define FLOATS_T T2S_CFG_TYPE_FLOAT_LIST
+#define STRS_T T2S_CFG_TYPE_STRING_LIST
+#define NO_MAX_I INT_MAX
+#define NO_MAX_F DBL_MAX
+
+static const char *const device_names[] = {"cpu", "cuda", "auto", NULL};
+static const char *const precision_names[] = {"fp32", "tf32", "bf16", NULL};
+static const char *const backbone_names[] = {"resnet_v1c", "mit_b0", "mit_b1", "mit_b2",
+                                             "mit_b3", "mit_b4", "mit_b5", NULL};
+static const char *const depth_values[] = {"18", "34", "50", "101", "152", NULL};
+static const char *const norm_names[] = {"bn", "syncbn", "frozen_bn", NULL};
+static const char *const head_names[] = {"dlv2", "daformer_sepaspp", "daformer_conv1",
+                                         "segformer_mlp", NULL};
+static const char *const uda_names[] = {"source_only", "dacs", "t2sda", NULL};
+static const char *const optimizer_names[] = {"sgd", "adamw", NULL};
+static const char *const policy_names[] = {"poly", "constant", NULL};
+static const char *const warmup_names[] = {"none", "linear", NULL};
+
+#define SHARDS(k, f, n, what)                                                               \
+  {k, STRS_T, ARRAY(f), COUNT(n), .min_len = 0, .max_len = T2S_CFG_MAX_SHARDS, .def = "[]", \
+   .help = what " shard files: a glob or a list of globs/paths (HDF5 shards)"}
+
+static const t2s_cfg_row schema[] = {
+    {"name", STR_T, AT(name), .required = true,
+     .help = "experiment name; names the work_dir, logs and checkpoints"},
+    {"seed", INT_T, AT(seed), .min = 0, .max = NO_MAX_I, .def = "0",
+     .help = "global seed of the counter-based RNG (same seed, same run)"},
+    {"work_dir", STR_T, AT(work_dir), .def = "\"\"",
+     .help = "output folder for checkpoints, metrics and logs; empty = work_dirs/<name>"},
+    {"device", ENUM_T, AT(device), .choices = device_names, .def = "auto",
+     .help = "backend: cpu, cuda, or auto (cuda when a GPU is visible)"},
+    {"deterministic", BOOL_T, AT(deterministic), .def = "false",
+     .help = "bit-reproducible kernels (slower on GPU)"},
+    {"precision", ENUM_T, AT(precision), .choices = precision_names, .def = "fp32",
+     .help = "activation precision: fp32, tf32 or bf16 (tf32/bf16 are CUDA settings)"},
+
+    SHARDS("data.source.shards", data.source_shards, data.n_source_shards, "labelled source"),
+    SHARDS("data.target.shards", data.target_shards, data.n_target_shards, "unlabelled target"),
+    SHARDS("data.val.shards", data.val_shards, data.n_val_shards, "labelled validation"),
+    {"data.samples_per_gpu", INT_T, AT(data.samples_per_gpu), .min = 1, .max = 64, .def = "2",
+     .help = "images per rank per domain per iteration"},
+    {"data.workers_per_gpu", INT_T, AT(data.workers_per_gpu), .min = 0, .max = 16, .def = "2",
+     .help = "prefetch threads per rank (0 = load in the training thread)"},
+    {"data.crop", INTS_T, ARRAY(data.crop), .min_len = 2, .max_len = 2, .min = 8, .max = 8192,
+     .def = "[512, 512]", .help = "training crop [W, H] in pixels"},
+    {"data.ignore_index", INT_T, AT(data.ignore_index), .min = 0, .max = 255, .def = "255",
+     .help = "label value that is not trained or evaluated"},
+
+    {"model.num_classes", INT_T, AT(model.num_classes), .min = 2, .max = 255, .def = "19",
+     .help = "number of semantic classes"},
+    {"model.pretrained", STR_T, AT(model.pretrained), .def = "\"\"",
+     .help = "initial backbone weights (safetensors/HDF5); empty = random init"},
+    {"model.backbone.type", ENUM_T, AT(model.backbone.type), .choices = backbone_names,
+     .def = "resnet_v1c", .help = "encoder: ResNet V1c (deep stem) or MiT-B0..B5"},
+    {"model.backbone.depth", INT_T, AT(model.backbone.depth), .choices = depth_values,
+     .min = 18, .max = 152, .def = "101", .help = "ResNet depth"},
+    {"model.backbone.base_channels", INT_T, AT(model.backbone.base_channels), .min = 4,
+     .max = 256, .def = "64", .help = "ResNet width of the first stage (64 = standard)"},
+    {"model.backbone.stem_channels", INT_T, AT(model.backbone.stem_channels), .min = 4,
+     .max = 256, .def = "64", .help = "ResNet V1c deep-stem width (64 = standard)"},
+    {"model.backbone.strides", INTS_T, ARRAY(model.backbone.strides), .min_len = 4,
+     .max_len = 4, .min = 1, .max = 2, .def = "[1, 2, 1, 1]",
+     .help = "ResNet stride of each of the 4 stages"},
+    {"model.backbone.dilations", INTS_T, ARRAY(model.backbone.dilations), .min_len = 4,
+     .max_len = 4, .min = 1, .max = 16, .def = "[1, 1, 2, 4]",
+     .help = "ResNet dilation of each of the 4 stages (DeepLab: output stride 8)"},
+    {"model.backbone.contract_dilation", BOOL_T, AT(model.backbone.contract_dilation),
+     .def = "true", .help = "first block of a dilated stage uses half the dilation (mmseg)"},
+    {"model.backbone.norm", ENUM_T, AT(model.backbone.norm), .choices = norm_names, .def = "bn",
+     .help = "bn (per rank; breaks rank equivalence), syncbn, or frozen_bn"},
+    {"model.backbone.norm_eval", BOOL_T, AT(model.backbone.norm_eval), .def = "false",
+     .help = "keep BN layers in eval mode (running statistics) while training"},
+    {"model.decode_head.type", ENUM_T, AT(model.decode_head.type), .choices = head_names,
+     .def = "dlv2", .help = "decoder: DeepLab-V2 ASPP sum, DAFormer, or SegFormer MLP"},
+    {"model.decode_head.dilations", INTS_T, ARRAY(model.decode_head.dilations),
+     COUNT(model.decode_head.n_dilations), .min_len = 1,
+     .max_len = T2S_CFG_MAX_HEAD_DILATIONS, .min = 1, .max = 64, .def = "[6, 12]",
+     .help = "dilations of the head's parallel 3x3 convolutions"},
+    {"model.decode_head.channels", INT_T, AT(model.decode_head.channels), .min = 1,
+     .max = 4096, .def = "256", .help = "decoder channels (DAFormer embedding/fusion width)"},
+    {"model.decode_head.dropout", FLOAT_T, AT(model.decode_head.dropout), .min = 0, .max = 1,
+     .def = "0.1", .help = "dropout before the classifier"},
+
+    {"uda.type", ENUM_T, AT(uda.type), .choices = uda_names, .def = "t2sda",
+     .help = "source_only, dacs (self-training base) or t2sda (base + pulling target to source)"},
+    {"uda.alpha", FLOAT_T, AT(uda.alpha), .min = 0, .max = 1, .def = "0.999",
+     .help = "EMA teacher momentum"},
+    {"uda.pseudo_threshold", FLOAT_T, AT(uda.pseudo_threshold), .min = 0, .max = 1,
+     .def = "0.968", .help = "confidence above which a pseudo-label counts for the weight q"},
+
+    {"optimizer.type", ENUM_T, AT(optimizer.type), .choices = optimizer_names, .def = "sgd",
+     .help = "sgd (momentum) or adamw"},
+    {"optimizer.lr", FLOAT_T, AT(optimizer.lr), .min = 0, .min_open = true, .max = 10,
+     .def = "2.5e-3", .help = "base learning rate"},
+    {"optimizer.momentum", FLOAT_T, AT(optimizer.momentum), .min = 0, .max = 1, .def = "0.9",
+     .help = "SGD momentum"},
+    {"optimizer.weight_decay", FLOAT_T, AT(optimizer.weight_decay), .min = 0, .max = 1,
+     .def = "5e-4", .help = "weight decay (decoupled for adamw)"},
+    {"optimizer.betas", FLOATS_T, ARRAY(optimizer.betas), .min_len = 2, .max_len = 2, .min = 0,
+     .max = 1, .def = "[0.9, 0.999]", .help = "AdamW betas [beta1, beta2]"},
+    {"optimizer.eps", FLOAT_T, AT(optimizer.eps), .min = 1e-12, .max = 1, .def = "1e-8",
+     .help = "AdamW epsilon"},
+    {"optimizer.head_lr_mult", FLOAT_T, AT(optimizer.head_lr_mult), .min = 0, .max = 1000,
+     .def = "10", .help = "learning-rate multiplier of the decode head"},
+    {"optimizer.grad_clip", FLOAT_T, AT(optimizer.grad_clip), .min = 0, .max = NO_MAX_F,
+     .def = "0", .help = "clip the global gradient norm to this value; 0 = off"},
+
+    {"lr_config.policy", ENUM_T, AT(lr_config.policy), .choices = policy_names, .def = "poly",
+     .help = "poly: lr = (lr - min_lr) (1 - t/T)^power + min_lr; constant"},
+    {"lr_config.power", FLOAT_T, AT(lr_config.power), .min = 0, .max = 10, .def = "1.0",
+     .help = "poly exponent"},
+    {"lr_config.min_lr", FLOAT_T, AT(lr_config.min_lr), .min = 0, .max = NO_MAX_F, .def = "0",
+     .help = "learning rate at the end of the poly schedule"},
+    {"lr_config.warmup", ENUM_T, AT(lr_config.warmup), .choices = warmup_names,
+     .def = "linear", .help = "none or linear warm-up"},
+    {"lr_config.warmup_iters", INT_T, AT(lr_config.warmup_iters), .min = 0, .max = NO_MAX_I,
+     .def = "1500", .help = "warm-up length in iterations"},
+    {"lr_config.warmup_ratio", FLOAT_T, AT(lr_config.warmup_ratio), .min = 0, .max = 1,
+     .def = "1e-6", .help = "warm-up starts at warmup_ratio x lr"},
+
+    {"runner.max_iters", INT_T, AT(runner.max_iters), .min = 1, .max = 100000000,
+     .def = "40000", .help = "training length in iterations"},
+    {"evaluation.interval", INT_T, AT(evaluation.interval), .min = 0, .max = NO_MAX_I,
+     .def = "4000", .help = "evaluate on data.val.shards every N iterations; 0 = off"},
+    {"log.interval", INT_T, AT(log.interval), .min = 1, .max = NO_MAX_I, .def = "50",
+     .help = "print and log metrics every N iterations"},
+    {"checkpoint.interval", INT_T, AT(checkpoint.interval), .min = 0, .max = NO_MAX_I,
+     .def = "4000", .help = "write a checkpoint every N iterations; 0 = only at the end"},
+    {"checkpoint.max_keep", INT_T, AT(checkpoint.max_keep), .min = 1, .max = 1000, .def = "1",
+     .help = "number of periodic checkpoints kept on disk"},
+};
+
+#define N_ROWS ((int)(sizeof schema / sizeof schema[0]))
+
+const t2s_cfg_row *t2s_train_config_schema(int *n_rows) {
+  *n_rows = N_ROWS;
+  return schema;
+}
+
+t2s_status t2s_train_config_defaults(t2s_train_config *cfg, t2s_error *err) {
+  memset(cfg, 0, sizeof *cfg);
+  return t2s_config_apply_defaults(schema, N_ROWS, cfg, err);
+}
+
+/* Where key got its value: as a message prefix ("config f.yaml:12:3",
+ * "command line override 'k=v'", "config f.yaml (default of 'k')") or as a
+ * predicate for the second key ("is set at f.yaml:4:5", "has its default value"). */
+static void origin_of(const char *key, const t2s_cfg_origin *origins, const char *file,
+                      char **overrides, bool lead, char *buf, size_t size) {
+  int i = t2s_config_find(schema, N_ROWS, key);
+  char at[600];
+  t2s_config_origin_text(&origins[i], file, (const char *const *)overrides, at, sizeof at);
+  if (origins[i].kind == T2S_CFG_FROM_FILE)
+    snprintf(buf, size, "%s%s", lead ? "config " : "is set at ", at);
+  else if (origins[i].kind == T2S_CFG_FROM_OVERRIDE)
+    snprintf(buf, size, "%s%s", lead ? "" : "is set by ", at);
+  else if (lead)
+    snprintf(buf, size, "config %s (default of '%s')", file ? file : "(no file)", key);
+  else
+    snprintf(buf, size, "has its default value");
+}
+
+/* "<where key_a>: <body> ('key_b' is set at <where key_b>)": the message
+ * starts where the first key was set and names where the second one was. */
+static t2s_status fail_pair(const char *key_a, const char *key_b, const t2s_cfg_origin *origins,
+                            const char *file, char **overrides, t2s_error *err,
+                            const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static t2s_status fail_pair(const char *key_a, const char *key_b, const t2s_cfg_origin *origins,
+                            const char *file, char **overrides, t2s_error *err,
+                            const char *fmt, ...) {
+  char at_a[700], at_b[700], body[T2S_ERROR_MAX];
+  origin_of(key_a, origins, file, overrides, true, at_a, sizeof at_a);
+  origin_of(key_b, origins, file, overrides, false, at_b, sizeof at_b);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(body, sizeof body, fmt, ap);
+  va_end(ap);
+  return t2s_error_set(err, T2S_ERR_INVALID, "%s: %s ('%s' %s)", at_a, body, key_b, at_b);
+}
+
+/* Rules that involve two keys; each message names both and where they were set. */
+static t2s_status check_cross_fields(const t2s_train_config *cfg, const t2s_cfg_origin *origins,
+                                     const char *file, char **overrides, t2s_error *err) {
+  bool resnet = cfg->model.backbone.type == T2S_CFG_BACKBONE_RESNET_V1C;
+  if (cfg->model.decode_head.type == T2S_CFG_HEAD_DLV2 && !resnet)
+    return fail_pair("model.decode_head.type", "model.backbone.type", origins, file, overrides,
+                     err,
+                     "model.decode_head.type 'dlv2' needs model.backbone.type 'resnet_v1c', got "
+                     "'%s'; change one of them",
+                     backbone_names[cfg->model.backbone.type]);
+  if (cfg->data.ignore_index < cfg->model.num_classes)
+    return fail_pair("data.ignore_index", "model.num_classes", origins, file, overrides, err,
+                     "data.ignore_index %d is a class id (model.num_classes is %d); use an "
+                     "ignore_index >= num_classes, e.g. 255",
+                     cfg->data.ignore_index, cfg->model.num_classes);
+  if (cfg->lr_config.min_lr > cfg->optimizer.lr)
+    return fail_pair("lr_config.min_lr", "optimizer.lr", origins, file, overrides, err,
+                     "lr_config.min_lr %g is above optimizer.lr %g; the schedule decays "
+                     "towards min_lr, so lower it",
+                     cfg->lr_config.min_lr, cfg->optimizer.lr);
+  if (cfg->device == T2S_CFG_DEVICE_CPU && cfg->precision != T2S_CFG_PRECISION_FP32)
+    return fail_pair("precision", "device", origins, file, overrides, err,
+                     "precision '%s' is a CUDA setting but device is 'cpu'; use precision fp32 "
+                     "or device cuda/auto",
+                     precision_names[cfg->precision]);
+  return T2S_OK;
+}
+
+/* Empty work_dir means work_dirs/<name>. */
+static t2s_status resolve_work_dir(t2s_train_config *cfg, t2s_error *err) {
+  if (cfg->work_dir[0] != '\0') return T2S_OK;
+  int w = snprintf(cfg->work_dir, sizeof cfg->work_dir, "work_dirs/%s", cfg->name);
+  if (w < 0 || (size_t)w >= sizeof cfg->work_dir)
+    return t2s_error_set(err, T2S_ERR_INVALID,
+                         "config: work_dir 'work_dirs/%s' would be too long; set work_dir",
+                         cfg->name);
+  return T2S_OK;
+}
+
+static t2s_status finish_load(t2s_train_config *cfg, t2s_status st,
+                              const t2s_cfg_origin *origins, const char *file, char **overrides,
+                              t2s_error *err) {
+  if (st == T2S_OK) st = check_cross_fields(cfg, origins, file, overrides, err);
+  if (st == T2S_OK) st = resolve_work_dir(cfg, err);
+  return st;
+}
+
+t2s_status t2s_train_config_load(t2s_train_config *cfg, const char *path, char **overrides,
+                                 int n_overrides, t2s_error *err) {
+  t2s_cfg_origin origins[N_ROWS];
+  memset(cfg, 0, sizeof *cfg);
+  t2s_status st = t2s_config_load_traced(schema, N_ROWS, cfg, path,
+                                         (const char *const *)overrides, n_overrides, origins,
+                                         err);
+  return finish_load(cfg, st, origins, path, overrides, err);
+}
+
+t2s_status t2s_train_config_load_text(t2s_train_config *cfg, const char *text, const char *name,
+                                      char **overrides, int n_overrides, t2s_error *err) {
+  t2s_cfg_origin origins[N_ROWS];
+  memset(cfg, 0, sizeof *cfg);
+  t2s_status st = t2s_config_load_text(schema, N_ROWS, cfg, text, text ? strlen(text) : 0, name,
+                                       (const char *const *)overrides, n_overrides, origins,
+                                       err);
+  return finish_load(cfg, st, origins, name, overrides, err);
+}
+
+t2s_status t2s_train_config_dump(const t2s_train_config *cfg, FILE *out, t2s_error *err) {
+  return t2s_config_dump(schema, N_ROWS, cfg, out, err);
+}
+
+t2s_status t2s_train_config_dump_string(const t2s_train_config *cfg, char **text,
+                                        t2s_error *err) {
+  return t2s_config_dump_string(schema, N_ROWS, cfg, text, err);
+}

@@ -1,0 +1,150 @@
+/* The t2sda experiment configuration: the C struct the training loop reads and
+ * the schema rows (launch/train_config.c) that map YAML keys onto it. Key
+ * names follow mmseg/DAFormer (see DESIGN.md "Config (YAML)"); every key with
+ * its meaning is in configs/synthetic_t2sda.yaml.
+ *
+ * To add a key: add the field here, one row in train_config.c, and the key
+ * (with a comment) to both example configs. */
+#pragma once
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "core/config.h"
+#include "core/status.h"
+
+#define T2S_CFG_NAME_MAX 128
+#define T2S_CFG_PATH_MAX 512
+#define T2S_CFG_MAX_SHARDS 64
+#define T2S_CFG_MAX_HEAD_DILATIONS 8
+
+/* Enum values are the index of the YAML spelling in the schema's choice list. */
+typedef enum t2s_cfg_device {
+  T2S_CFG_DEVICE_CPU, T2S_CFG_DEVICE_CUDA, T2S_CFG_DEVICE_AUTO,
+} t2s_cfg_device;
+typedef enum t2s_cfg_precision {
+  T2S_CFG_PRECISION_FP32, T2S_CFG_PRECISION_TF32, T2S_CFG_PRECISION_BF16,
+} t2s_cfg_precision;
+typedef enum t2s_cfg_backbone {
+  T2S_CFG_BACKBONE_RESNET_V1C,
+  T2S_CFG_BACKBONE_MIT_B0, T2S_CFG_BACKBONE_MIT_B1, T2S_CFG_BACKBONE_MIT_B2,
+  T2S_CFG_BACKBONE_MIT_B3, T2S_CFG_BACKBONE_MIT_B4, T2S_CFG_BACKBONE_MIT_B5,
+} t2s_cfg_backbone;
+typedef enum t2s_cfg_norm {
+  T2S_CFG_NORM_BN, T2S_CFG_NORM_SYNCBN, T2S_CFG_NORM_FROZEN_BN,
+} t2s_cfg_norm;
+typedef enum t2s_cfg_head {
+  T2S_CFG_HEAD_DLV2, T2S_CFG_HEAD_DAFORMER_SEPASPP, T2S_CFG_HEAD_DAFORMER_CONV1,
+  T2S_CFG_HEAD_SEGFORMER_MLP,
+} t2s_cfg_head;
+typedef enum t2s_cfg_uda {
+  T2S_CFG_UDA_SOURCE_ONLY, T2S_CFG_UDA_DACS, T2S_CFG_UDA_T2SDA,
+} t2s_cfg_uda;
+typedef enum t2s_cfg_optimizer {
+  T2S_CFG_OPTIM_SGD, T2S_CFG_OPTIM_ADAMW,
+} t2s_cfg_optimizer;
+typedef enum t2s_cfg_lr_policy {
+  T2S_CFG_LR_POLY, T2S_CFG_LR_CONSTANT,
+} t2s_cfg_lr_policy;
+typedef enum t2s_cfg_warmup {
+  T2S_CFG_WARMUP_NONE, T2S_CFG_WARMUP_LINEAR,
+} t2s_cfg_warmup;
+
+typedef struct t2s_train_config {
+  char name[T2S_CFG_NAME_MAX];
+  int seed;
+  char work_dir[T2S_CFG_PATH_MAX];   /* "work_dirs/<name>" when left empty */
+  t2s_cfg_device device;
+  bool deterministic;
+  t2s_cfg_precision precision;
+
+  struct {
+    char source_shards[T2S_CFG_MAX_SHARDS][T2S_CFG_PATH_MAX];
+    int n_source_shards;
+    char target_shards[T2S_CFG_MAX_SHARDS][T2S_CFG_PATH_MAX];
+    int n_target_shards;
+    char val_shards[T2S_CFG_MAX_SHARDS][T2S_CFG_PATH_MAX];
+    int n_val_shards;
+    int samples_per_gpu;
+    int workers_per_gpu;
+    int crop[2];                     /* [W, H] */
+    int ignore_index;
+  } data;
+
+  struct {
+    int num_classes;
+    char pretrained[T2S_CFG_PATH_MAX];
+    struct {
+      t2s_cfg_backbone type;
+      int depth;
+      int base_channels;
+      int stem_channels;
+      int strides[4];
+      int dilations[4];
+      bool contract_dilation;
+      t2s_cfg_norm norm;
+      bool norm_eval;
+    } backbone;
+    struct {
+      t2s_cfg_head type;
+      int dilations[T2S_CFG_MAX_HEAD_DILATIONS];
+      int n_dilations;
+      int channels;
+      double dropout;
+    } decode_head;
+  } model;
+
+  struct {
+    t2s_cfg_uda type;
+    double alpha;
+    double pseudo_threshold;
+  } uda;
+
+  struct {
+    t2s_cfg_optimizer type;
+    double lr;
+    double momentum;
+    double weight_decay;
+    double betas[2];
+    double eps;
+    double head_lr_mult;
+    double grad_clip;                /* max global gradient norm; 0 = off */
+  } optimizer;
+
+  struct {
+    t2s_cfg_lr_policy policy;
+    double power;
+    double min_lr;
+    t2s_cfg_warmup warmup;
+    int warmup_iters;
+    double warmup_ratio;
+  } lr_config;
+
+  struct { int max_iters; } runner;
+  struct { int interval; } evaluation;   /* 0 = off */
+  struct { int interval; } log;
+  struct {
+    int interval;                    /* 0 = only at the end */
+    int max_keep;
+  } checkpoint;
+} t2s_train_config;
+
+/* The schema rows (for --help-config and generic tools). */
+const t2s_cfg_row *t2s_train_config_schema(int *n_rows);
+
+/* Every key at its default (name empty, work_dir empty). */
+t2s_status t2s_train_config_defaults(t2s_train_config *cfg, t2s_error *err);
+
+/* Defaults, the YAML file, then "key.path=value" overrides; then cross-field
+ * checks and work_dir resolution. The struct is large (about 100 KB): keep it
+ * off small stacks. */
+t2s_status t2s_train_config_load(t2s_train_config *cfg, const char *path, char **overrides,
+                                 int n_overrides, t2s_error *err);
+
+/* As load, from YAML text (the config stored in a checkpoint); `name` stands
+ * for the file in messages. */
+t2s_status t2s_train_config_load_text(t2s_train_config *cfg, const char *text, const char *name,
+                                      char **overrides, int n_overrides, t2s_error *err);
+
+/* The resolved config as nested YAML, every key included. */
+t2s_status t2s_train_config_dump(const t2s_train_config *cfg, FILE *out, t2s_error *err);
+t2s_status t2s_train_config_dump_string(const t2s_train_config *cfg, char **text, t2s_error *err);

@@ -1,0 +1,396 @@
+// ctest-labels: unit
+/* The strict YAML config: the example experiments load, dump -> re-parse gives
+ * the identical struct, overrides work and are validated, and every kind of
+ * mistake gives a message with "file:line:column", the key path and a hint.
+ * Inputs: the .yaml files in tests/configs and configs under $T2S_SOURCE_DIR. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "launch/train_config.h"
+#include "tests/harness.h"
+
+static char source_dir[1024] = ".";
+
+static void path_of(char *buf, size_t size, const char *dir, const char *name) {
+  snprintf(buf, size, "%s/%s/%s", source_dir, dir, name);
+}
+
+/* Loads tests/configs/<name> (plus overrides) and checks that it fails with a
+ * message containing every string in `subs` (NULL-terminated). */
+static void expect_bad(const char *name, char **overrides, int n_overrides,
+                       const char *const *subs) {
+  char path[2048];
+  path_of(path, sizeof path, "tests/configs", name);
+  t2s_train_config *cfg = calloc(1, sizeof *cfg);
+  t2s_error err = {0};
+  t2s_status st = t2s_train_config_load(cfg, path, overrides, n_overrides, &err);
+  CHECK_MSG(st != T2S_OK, "%s: loaded although it is wrong", name);
+  if (getenv("T2S_TEST_VERBOSE")) fprintf(stderr, "%s\n", err.msg);
+  for (int i = 0; st != T2S_OK && subs[i] != NULL; i++)
+    CHECK_MSG(strstr(err.msg, subs[i]) != NULL, "%s: message lacks \"%s\":\n  %s", name, subs[i],
+              err.msg);
+  CHECK_MSG(strncmp(err.msg, "config ", 7) == 0 || strncmp(err.msg, "command line", 12) == 0,
+            "%s: message does not start with its source: %s", name, err.msg);
+  free(cfg);
+}
+#define BAD(name, ...) expect_bad(name, NULL, 0, (const char *const[]){__VA_ARGS__, NULL})
+#define BAD_OVERRIDE(ov, ...)                                                          \
+  do {                                                                                 \
+    char *ovs_[1] = {(char *)(ov)};                                                    \
+    expect_bad("good_minimal.yaml", ovs_, 1, (const char *const[]){__VA_ARGS__, NULL}); \
+  } while (0)
+
+static void test_malformed_files(void) {
+  BAD("bad_unknown_top.yaml", "bad_unknown_top.yaml:2:1:", "unknown key 'sed'",
+      "(did you mean 'seed'?)");
+  BAD("bad_unknown_no_suggestion.yaml", "bad_unknown_no_suggestion.yaml:2:1:",
+      "unknown key 'frobnicate'", "allowed at the top level", "name, seed, work_dir");
+  BAD("bad_unknown_nested.yaml", "bad_unknown_nested.yaml:4:3: unknown key 'uda.alhpa' "
+      "(did you mean 'uda.alpha'?)");
+  BAD("bad_misplaced_key.yaml", "bad_misplaced_key.yaml:2:1:", "unknown key 'lr'",
+      "did you mean 'optimizer.lr'?");
+  BAD("bad_string_for_int.yaml", "bad_string_for_int.yaml:2:7:", "'seed'", "expects an integer",
+      "'abc'");
+  BAD("bad_quoted_int.yaml", "bad_quoted_int.yaml:2:7:", "'seed'", "the string '3'");
+  BAD("bad_list_for_scalar.yaml", "bad_list_for_scalar.yaml:3:10:", "'uda.alpha'",
+      "expects a number", "got a list");
+  BAD("bad_mapping_for_scalar.yaml", "bad_mapping_for_scalar.yaml:4:5:", "'runner.max_iters'",
+      "got a mapping");
+  BAD("bad_scalar_for_section.yaml", "bad_scalar_for_section.yaml:2:7:", "'data' is a section");
+  BAD("bad_negative_lr.yaml", "bad_negative_lr.yaml:3:7:", "'optimizer.lr'", "-0.01",
+      "must be > 0 and <= 10");
+  BAD("bad_alpha_range.yaml", "bad_alpha_range.yaml:2:10:", "'uda.alpha' is 1.5",
+      "between 0 and 1");
+  BAD("bad_enum.yaml", "bad_enum.yaml:3:9:", "'uda.type' is 'dcas'",
+      "one of: source_only, dacs, t2sda", "(did you mean 'dacs'?)");
+  BAD("bad_depth.yaml", "bad_depth.yaml:4:12:", "'model.backbone.depth'",
+      "one of: 18, 34, 50, 101, 152");
+  BAD("bad_bool.yaml", "bad_bool.yaml:2:16:", "'deterministic'", "true or false");
+  BAD("bad_missing_name.yaml", "bad_missing_name.yaml:2:1:", "required key 'name' is missing");
+  BAD("bad_duplicate.yaml", "bad_duplicate.yaml:3:1:", "duplicate key 'seed'", "line 2");
+  BAD("bad_duplicate_dotted.yaml", "bad_duplicate_dotted.yaml:4:1:", "duplicate key 'uda.alpha'",
+      "line 3, column 3");
+  BAD("bad_crop_length.yaml", "bad_crop_length.yaml:3:9:", "'data.crop'", "exactly 2 values",
+      "got 3");
+  BAD("bad_list_element.yaml", "bad_list_element.yaml:3:15:", "'data.crop[1]'",
+      "expects an integer", "'big'");
+  BAD("bad_empty_list.yaml", "bad_empty_list.yaml:4:16:", "'model.decode_head.dilations'",
+      "1 to 8 values", "got 0");
+  BAD("bad_unclosed_bracket.yaml", "bad_unclosed_bracket.yaml:4:5:", "malformed YAML",
+      "flow sequence", "line 3, column 9");
+  BAD("bad_indentation.yaml", "bad_indentation.yaml:4:9:", "malformed YAML",
+      "mapping values are not allowed");
+  BAD("bad_tab.yaml", "bad_tab.yaml:3:1:", "malformed YAML", "tab", "indent with spaces");
+  BAD("bad_empty.yaml", "bad_empty.yaml:1:1:", "the file is empty", "'name'");
+  BAD("bad_only_comment.yaml", "bad_only_comment.yaml:1:1:", "the file is empty");
+  BAD("bad_top_list.yaml", "bad_top_list.yaml:1:1:", "the top level must be a mapping",
+      "got a list");
+  BAD("bad_two_documents.yaml", "bad_two_documents.yaml:3:1:", "second YAML document");
+  BAD("bad_head_backbone.yaml",
+      "bad_head_backbone.yaml:6:5: model.decode_head.type 'dlv2' needs model.backbone.type "
+      "'resnet_v1c', got 'mit_b5'",
+      "'model.backbone.type' is set at", "bad_head_backbone.yaml:4:5");
+  BAD("bad_precision_device.yaml", "bad_precision_device.yaml:3:1: precision 'bf16'",
+      "device is 'cpu'", "'device' is set at", "bad_precision_device.yaml:2:1");
+  BAD("no_such_file.yaml", "no_such_file.yaml", "cannot open", "check the path");
+}
+
+static void test_bad_overrides(void) {
+  BAD_OVERRIDE("uda.alhpa=0.9", "command line override 'uda.alhpa=0.9'",
+               "unknown key 'uda.alhpa'", "did you mean 'uda.alpha'?");
+  BAD_OVERRIDE("uda.alpha=2", "command line override 'uda.alpha=2'", "'uda.alpha' is 2",
+               "between 0 and 1");
+  BAD_OVERRIDE("data.crop=[256]", "command line override 'data.crop=[256]'", "exactly 2 values");
+  BAD_OVERRIDE("data.crop=[256, 2.5]", "'data.crop[1]'", "expects an integer");
+  BAD_OVERRIDE("optimizer.type=adam", "'optimizer.type' is 'adam'", "sgd, adamw",
+               "did you mean 'adamw'?");
+  BAD_OVERRIDE("seed", "command line override 'seed'", "key.path=value");
+  BAD_OVERRIDE("data=1", "'data' is a section");
+  BAD_OVERRIDE("seed=", "'seed' has no value");
+  BAD_OVERRIDE("data.crop=[1,2", "command line override 'data.crop=[1,2'", "malformed YAML");
+  BAD_OVERRIDE("runner.max_iters=1e9", "'runner.max_iters'", "expects an integer");
+  BAD_OVERRIDE("name=", "'name' must not be empty");
+  /* cross-field rules see overrides too, and say where each key came from */
+  BAD_OVERRIDE("data.ignore_index=3", "command line override 'data.ignore_index=3'",
+               "is a class id", "('model.num_classes' has its default value)");
+  BAD_OVERRIDE("model.backbone.type=mit_b0",
+               "good_minimal.yaml (default of 'model.decode_head.type'): "
+               "model.decode_head.type 'dlv2' needs model.backbone.type",
+               "is set by command line override 'model.backbone.type=mit_b0'");
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  CHECK_MSG(f != NULL, "cannot write %s", path);
+  if (f == NULL) return;
+  fputs(text, f);
+  fclose(f);
+}
+
+/* Cases written to a temporary directory: a too-long string (the file would be
+ * unreadable in the tree) and a too-long shard path inside a list. */
+static void test_generated_files(void) {
+  char dir[] = "/tmp/t2s_test_config_XXXXXX", path[256];
+  CHECK(mkdtemp(dir) != NULL);
+  snprintf(path, sizeof path, "%s/long_name.yaml", dir);
+  char text[2048] = "name: ";
+  memset(text + 6, 'n', 200);
+  strcpy(text + 206, "\nseed: 1\n");
+  write_file(path, text);
+  const char *subs[] = {"long_name.yaml:1:7:", "'name' is 200 characters long", "at most 127",
+                        "shorten it", NULL};
+  t2s_train_config *cfg = calloc(1, sizeof *cfg);
+  t2s_error err = {0};
+  CHECK(t2s_train_config_load(cfg, path, NULL, 0, &err) != T2S_OK);
+  for (int i = 0; subs[i]; i++) CHECK_MSG(strstr(err.msg, subs[i]), "lacks %s: %s", subs[i], err.msg);
+  remove(path);
+
+  snprintf(path, sizeof path, "%s/long_shard.yaml", dir);
+  char *big = malloc(4096);
+  int w = snprintf(big, 4096, "name: x\ndata:\n  val:\n    shards:\n      - a.h5\n      - ");
+  memset(big + w, 's', 600);
+  strcpy(big + w + 600, "\n");
+  write_file(path, big);
+  t2s_error_clear(&err);
+  CHECK(t2s_train_config_load(cfg, path, NULL, 0, &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "long_shard.yaml:6:9:") && strstr(err.msg, "'data.val.shards[1]'") &&
+                strstr(err.msg, "at most 511"),
+            "%s", err.msg);
+  remove(path);
+  rmdir(dir);
+  free(big);
+  free(cfg);
+}
+
+static void check_gta2cs_values(const t2s_train_config *c) {
+  CHECK(!strcmp(c->name, "gta2cs_t2sda_deeplabv2"));
+  CHECK(!strcmp(c->work_dir, "work_dirs/gta2cs_t2sda_deeplabv2"));
+  CHECK(c->device == T2S_CFG_DEVICE_AUTO && c->precision == T2S_CFG_PRECISION_FP32);
+  CHECK(c->data.n_source_shards == 1 && !strcmp(c->data.source_shards[0], "data/gta5/train-*.h5"));
+  CHECK(c->data.n_val_shards == 1 && !strcmp(c->data.val_shards[0], "data/cityscapes/val-*.h5"));
+  CHECK(c->data.crop[0] == 512 && c->data.crop[1] == 512 && c->data.samples_per_gpu == 2);
+  CHECK(c->model.num_classes == 19 && c->model.backbone.depth == 101);
+  CHECK(c->model.backbone.type == T2S_CFG_BACKBONE_RESNET_V1C);
+  CHECK(c->model.backbone.dilations[2] == 2 && c->model.backbone.dilations[3] == 4);
+  CHECK(c->model.backbone.strides[1] == 2 && c->model.backbone.contract_dilation);
+  CHECK(c->model.backbone.norm == T2S_CFG_NORM_SYNCBN);
+  CHECK(c->model.decode_head.type == T2S_CFG_HEAD_DLV2 && c->model.decode_head.n_dilations == 2);
+  CHECK(c->model.decode_head.dilations[0] == 6 && c->model.decode_head.dilations[1] == 12);
+  CHECK(c->uda.type == T2S_CFG_UDA_T2SDA && c->uda.alpha == 0.999 && c->uda.pseudo_threshold == 0.968);
+  CHECK(c->optimizer.type == T2S_CFG_OPTIM_SGD && c->optimizer.lr == 2.5e-3);
+  CHECK(c->optimizer.weight_decay == 5e-4 && c->optimizer.betas[1] == 0.999);
+  CHECK(c->lr_config.warmup == T2S_CFG_WARMUP_LINEAR && c->lr_config.warmup_iters == 1500);
+  CHECK(c->lr_config.warmup_ratio == 1e-6 && c->runner.max_iters == 40000);
+  CHECK(c->evaluation.interval == 4000 && c->log.interval == 50 && c->checkpoint.max_keep == 1);
+}
+
+/* dump -> parse must give back the identical struct, and dumping that again
+ * the identical text. */
+static void check_round_trip(const char *label, const t2s_train_config *cfg) {
+  int n_rows = 0;
+  const t2s_cfg_row *schema = t2s_train_config_schema(&n_rows);
+  char *text = NULL, *again = NULL;
+  t2s_error err = {0};
+  CHECK(t2s_train_config_dump_string(cfg, &text, &err) == T2S_OK);
+  t2s_train_config *back = calloc(1, sizeof *back);
+  t2s_status st = t2s_train_config_load_text(back, text, "dump", NULL, 0, &err);
+  CHECK_MSG(st == T2S_OK, "%s: re-parsing the dump failed: %s\n%s", label, err.msg, text);
+  int diff = t2s_config_first_difference(schema, n_rows, cfg, back);
+  CHECK_MSG(diff < 0, "%s: key '%s' differs after the round trip", label,
+            diff >= 0 ? schema[diff].key : "");
+  CHECK_MSG(memcmp(cfg, back, sizeof *cfg) == 0, "%s: struct bytes differ after the round trip",
+            label);
+  CHECK(t2s_train_config_dump_string(back, &again, &err) == T2S_OK);
+  CHECK_MSG(text && again && !strcmp(text, again), "%s: second dump differs", label);
+  free(text);
+  free(again);
+  free(back);
+}
+
+static void test_examples_and_round_trip(void) {
+  t2s_train_config *cfg = calloc(1, sizeof *cfg);
+  char path[2048];
+  t2s_error err = {0};
+  path_of(path, sizeof path, "configs", "gta2cs_t2sda_deeplabv2.yaml");
+  CHECK_MSG(t2s_train_config_load(cfg, path, NULL, 0, &err) == T2S_OK, "%s", err.msg);
+  check_gta2cs_values(cfg);
+  check_round_trip("gta2cs", cfg);
+
+  /* the dump is nested YAML with every key, readable without our parser */
+  char *text = NULL;
+  CHECK(t2s_train_config_dump_string(cfg, &text, &err) == T2S_OK);
+  CHECK(text && strstr(text, "name: \"gta2cs_t2sda_deeplabv2\"\nseed: 0\n"));
+  CHECK(text && strstr(text, "\nuda:\n  type: t2sda\n  alpha: 0.999\n  pseudo_threshold: 0.968\n"));
+  CHECK(text && strstr(text, "\ndata:\n  source:\n    shards:\n      - \"data/gta5/train-*.h5\"\n"
+                             "  target:\n"));
+  CHECK(text && strstr(text, "\n    dilations: [6, 12]\n"));
+  CHECK(text && strstr(text, "\n  betas: [0.9, 0.999]\n") && strstr(text, "\n  lr: 0.0025\n"));
+  CHECK(text && strstr(text, "\n  warmup_ratio: 1.0e-06\n"));
+  int n_rows = 0;
+  const t2s_cfg_row *schema = t2s_train_config_schema(&n_rows);
+  for (int i = 0; text && i < n_rows; i++) {
+    char nested[128], top[128];
+    const char *dot = strrchr(schema[i].key, '.');
+    snprintf(nested, sizeof nested, "  %s:", dot ? dot + 1 : schema[i].key);
+    snprintf(top, sizeof top, "\n%s:", schema[i].key);
+    CHECK_MSG(dot ? strstr(text, nested) != NULL : (strstr(text, top) || i == 0),
+              "dump lacks key %s", schema[i].key);
+  }
+  free(text);
+
+  path_of(path, sizeof path, "configs", "synthetic_t2sda.yaml");
+  t2s_error_clear(&err);
+  CHECK_MSG(t2s_train_config_load(cfg, path, NULL, 0, &err) == T2S_OK, "%s", err.msg);
+  CHECK(cfg->model.backbone.depth == 18 && cfg->data.crop[0] == 64 && cfg->deterministic);
+  check_round_trip("synthetic", cfg);
+
+  /* awkward values: quotes, backslashes, ':' and '#', UTF-8, a tab; floats
+   * that need 17 digits; lists at their capacity */
+  CHECK(t2s_train_config_defaults(cfg, &err) == T2S_OK);
+  strcpy(cfg->name, "odd \"name\" \\ with: colon # hash\tand \xc3\xa9");
+  cfg->optimizer.lr = 0.1 + 0.2;
+  cfg->uda.alpha = 1.0 / 3.0;
+  cfg->optimizer.grad_clip = 1e300;
+  cfg->lr_config.min_lr = 5e-324;
+  cfg->data.n_source_shards = T2S_CFG_MAX_SHARDS;
+  for (int i = 0; i < T2S_CFG_MAX_SHARDS; i++)
+    snprintf(cfg->data.source_shards[i], T2S_CFG_PATH_MAX, "/data/gta 5/part-%05d.h5", i);
+  cfg->model.decode_head.n_dilations = T2S_CFG_MAX_HEAD_DILATIONS;
+  for (int i = 0; i < T2S_CFG_MAX_HEAD_DILATIONS; i++) cfg->model.decode_head.dilations[i] = i + 1;
+  strcpy(cfg->work_dir, "out");
+  check_round_trip("awkward values", cfg);
+  free(cfg);
+}
+
+static void test_defaults_and_overrides(void) {
+  t2s_train_config *cfg = calloc(1, sizeof *cfg);
+  t2s_error err = {0};
+  CHECK(t2s_train_config_defaults(cfg, &err) == T2S_OK);
+  CHECK(cfg->seed == 0 && cfg->device == T2S_CFG_DEVICE_AUTO && !cfg->deterministic);
+  CHECK(cfg->data.samples_per_gpu == 2 && cfg->data.workers_per_gpu == 2);
+  CHECK(cfg->data.crop[0] == 512 && cfg->data.crop[1] == 512 && cfg->data.ignore_index == 255);
+  CHECK(cfg->data.n_source_shards == 0 && cfg->model.pretrained[0] == '\0');
+  CHECK(cfg->model.num_classes == 19 && cfg->model.backbone.depth == 101);
+  CHECK(cfg->model.backbone.base_channels == 64 && cfg->model.backbone.norm == T2S_CFG_NORM_BN);
+  CHECK(cfg->model.backbone.contract_dilation && !cfg->model.backbone.norm_eval);
+  CHECK(cfg->model.decode_head.channels == 256 && cfg->model.decode_head.dropout == 0.1);
+  CHECK(cfg->optimizer.lr == 2.5e-3 && cfg->optimizer.momentum == 0.9);
+  CHECK(cfg->optimizer.eps == 1e-8 && cfg->optimizer.head_lr_mult == 10.0);
+  CHECK(cfg->optimizer.grad_clip == 0.0 && cfg->optimizer.betas[0] == 0.9);
+  CHECK(cfg->lr_config.policy == T2S_CFG_LR_POLY && cfg->lr_config.power == 1.0);
+  CHECK(cfg->checkpoint.interval == 4000 && cfg->checkpoint.max_keep == 1);
+
+  char path[2048];
+  path_of(path, sizeof path, "tests/configs", "good_minimal.yaml");
+  char *ovs[] = {"data.crop=[256,256]", "optimizer.lr=1e-2", "data.source.shards=a/*.h5",
+                 "data.val.shards=[v1.h5, 'v 2.h5']", "model.decode_head.dilations=[1,2,3]",
+                 "uda.type=dacs", "deterministic=true", "name=from_cli", "seed=7",
+                 "optimizer.betas=[0.5, 0.75]", "seed=8"};
+  int n = (int)(sizeof ovs / sizeof ovs[0]);
+  CHECK_MSG(t2s_train_config_load(cfg, path, ovs, n, &err) == T2S_OK, "%s", err.msg);
+  CHECK(cfg->data.crop[0] == 256 && cfg->data.crop[1] == 256 && cfg->optimizer.lr == 1e-2);
+  CHECK(cfg->data.n_source_shards == 1 && !strcmp(cfg->data.source_shards[0], "a/*.h5"));
+  CHECK(cfg->data.n_val_shards == 2 && !strcmp(cfg->data.val_shards[1], "v 2.h5"));
+  CHECK(cfg->model.decode_head.n_dilations == 3 && cfg->model.decode_head.dilations[2] == 3);
+  CHECK(cfg->uda.type == T2S_CFG_UDA_DACS && cfg->deterministic);
+  CHECK(!strcmp(cfg->name, "from_cli") && !strcmp(cfg->work_dir, "work_dirs/from_cli"));
+  CHECK(cfg->seed == 8 && cfg->optimizer.betas[1] == 0.75);
+  CHECK(cfg->runner.max_iters == 100);  /* from the file, not overridden */
+
+  /* no file at all: defaults plus overrides; `name` is still required */
+  char *only[] = {"name=cli_only"};
+  CHECK_MSG(t2s_train_config_load(cfg, NULL, only, 1, &err) == T2S_OK, "%s", err.msg);
+  CHECK(!strcmp(cfg->name, "cli_only"));
+  CHECK(t2s_train_config_load(cfg, NULL, NULL, 0, &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "required key 'name' is missing"), "%s", err.msg);
+  free(cfg);
+}
+
+/* The generic machinery on a small struct of its own, independent of t2sda. */
+typedef struct mini {
+  int k;
+  double x;
+  char s[8];
+  int v[3];
+  int n_v;
+} mini;
+static const char *const mini_choices[] = {"2", "4", NULL};
+
+static void test_generic_schema(void) {
+  const t2s_cfg_row rows[] = {
+      {"a.k", T2S_CFG_TYPE_INT, T2S_CFG_AT(mini, k), .choices = mini_choices, .min = 0,
+       .max = 10, .def = "4"},
+      {"a.b.x", T2S_CFG_TYPE_FLOAT, T2S_CFG_AT(mini, x), .min = -1, .max = 1, .def = "-0.5"},
+      {"s", T2S_CFG_TYPE_STRING, T2S_CFG_AT(mini, s), .def = "abc"},
+      {"v", T2S_CFG_TYPE_INT_LIST, T2S_CFG_ARRAY_AT(mini, v), T2S_CFG_COUNT_AT(mini, n_v),
+       .min_len = 0, .max_len = 3, .min = -5, .max = 5, .def = "[1]"},
+  };
+  mini m;
+  memset(&m, 0xff, sizeof m);
+  t2s_error err = {0};
+  CHECK(t2s_config_apply_defaults(rows, 4, &m, &err) == T2S_OK);
+  CHECK(m.k == 4 && m.x == -0.5 && !strcmp(m.s, "abc") && m.n_v == 1 && m.v[0] == 1 && m.v[1] == 0);
+  CHECK(t2s_config_set(rows, 4, &m, "a.k=2", &err) == T2S_OK && m.k == 2);
+  CHECK(t2s_config_set(rows, 4, &m, "a.k=3", &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "'a.k' is 3 but must be one of: 2, 4"), "%s", err.msg);
+  t2s_error_clear(&err);
+  CHECK(t2s_config_set(rows, 4, &m, "s=abcdefgh", &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "8 characters long but at most 7"), "%s", err.msg);
+  t2s_error_clear(&err);
+  CHECK(t2s_config_set(rows, 4, &m, "v=[]", &err) == T2S_OK && m.n_v == 0);
+  CHECK(t2s_config_set(rows, 4, &m, "v=[5,-5,0]", &err) == T2S_OK && m.n_v == 3 && m.v[1] == -5);
+  CHECK(t2s_config_set(rows, 4, &m, "v=[1,2,3,4]", &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "0 to 3 values"), "%s", err.msg);
+  t2s_error_clear(&err);
+  CHECK(t2s_config_set(rows, 4, &m, "a.b.y=0", &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "did you mean 'a.b.x'?"), "%s", err.msg);
+  t2s_error_clear(&err);
+
+  char *text = NULL;
+  m.x = 0.25;
+  CHECK(t2s_config_dump_string(rows, 4, &m, &text, &err) == T2S_OK);
+  CHECK_MSG(text && !strcmp(text, "a:\n  k: 2\n  b:\n    x: 0.25\ns: \"abc\"\nv: [5, -5, 0]\n"),
+            "dump:\n%s", text ? text : "(null)");
+  free(text);
+
+  /* tables that are wrong are refused with the row named */
+  t2s_cfg_row bad[2] = {rows[0], rows[1]};
+  bad[1].key = "a.k";
+  CHECK(t2s_config_check_schema(bad, 2, &err) != T2S_OK && strstr(err.msg, "'a.k' appears twice"));
+  t2s_error_clear(&err);
+  bad[1].key = "a.k.z";
+  CHECK(t2s_config_check_schema(bad, 2, &err) != T2S_OK && strstr(err.msg, "both a key and"));
+  t2s_error_clear(&err);
+  bad[1] = rows[1];
+  bad[1].size = sizeof(float);
+  CHECK(t2s_config_check_schema(bad, 2, &err) != T2S_OK && strstr(err.msg, "must be a double"));
+  t2s_error_clear(&err);
+  bad[1] = rows[1];
+  bad[1].def = "2";  /* out of its own range */
+  CHECK(t2s_config_apply_defaults(bad, 2, &m, &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "default of 'a.b.x'"), "%s", err.msg);
+
+  int n_rows = 0;
+  const t2s_cfg_row *schema = t2s_train_config_schema(&n_rows);
+  t2s_error_clear(&err);
+  CHECK_MSG(t2s_config_check_schema(schema, n_rows, &err) == T2S_OK, "%s", err.msg);
+  FILE *devnull = fopen("/dev/null", "w");
+  if (devnull) {
+    CHECK(t2s_config_describe(schema, n_rows, devnull, &err) == T2S_OK);
+    fclose(devnull);
+  }
+}
+
+int main(void) {
+  const char *dir = getenv("T2S_SOURCE_DIR");
+  if (dir != NULL) snprintf(source_dir, sizeof source_dir, "%s", dir);
+  test_generic_schema();
+  test_defaults_and_overrides();
+  test_examples_and_round_trip();
+  test_malformed_files();
+  test_bad_overrides();
+  test_generated_files();
+  return t2s_test_finish("test_config");
+}
