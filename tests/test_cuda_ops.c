@@ -1,0 +1,651 @@
+// ctest-labels: cuda
+// ctest-timeout: 300
+/* The CUDA backend against the CPU reference, op by op (ggml's test-backend-ops).
+ *
+ * For each case the op runs on the CPU through its public function (so the node,
+ * its args and saved state are the CPU's own), then the same node is replayed on
+ * the CUDA slot with device copies of the inputs: 4-d activations transposed to
+ * NHWC at the edge, parameters in their PyTorch layout. Forward outputs and every
+ * input gradient are compared in both backward modes of core/engine.h: write
+ * (beta 0, the gradient buffer pre-filled with NaN, which must never be read) and
+ * accumulate (beta 1, pre-filled with random values that must be added to). Every
+ * device buffer carries canary words before and after it, checked after each op.
+ *
+ * Skipped (exit 77) when the build has no CUDA backend or no GPU is visible. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/device.h"
+#include "tests/harness.h"
+
+#define GUARD 64                 /* canary floats on each side of a device buffer */
+#define CANARY 0xDEADBEEFu
+#define MAX_CASE_INPUTS 3
+
+/* ---- host helpers ---------------------------------------------------------- */
+
+static float *host_random(int64_t n, float lo, float hi, uint64_t seed) {
+  float *v = malloc((size_t)(n ? n : 1) * sizeof(float));
+  t2s_rng_key key = t2s_rng_key_make(seed, 31, 0, 0);
+  for (int64_t i = 0; i < n; i++) v[i] = lo + (hi - lo) * t2s_rng_uniform(key, (uint64_t)i);
+  return v;
+}
+
+/* (N, C, H, W) <-> (N, H, W, C). to_nhwc = 0 goes back. */
+static void transpose4(const float *src, float *dst, const int64_t *s, int to_nhwc) {
+  int64_t n = s[0], c = s[1], hw = s[2] * s[3];
+  for (int64_t b = 0; b < n; b++)
+    for (int64_t ch = 0; ch < c; ch++)
+      for (int64_t p = 0; p < hw; p++) {
+        int64_t nchw = (b * c + ch) * hw + p, nhwc = (b * hw + p) * c + ch;
+        if (to_nhwc) dst[nhwc] = src[nchw];
+        else dst[nchw] = src[nhwc];
+      }
+}
+
+/* Relative error, measured against max(|ref|, rms(ref)) so that elements near zero
+ * (cancellation in a sum) are judged on the tensor's own scale. Returns the worst. */
+static double worst_rel_error(const float *got, const float *ref, int64_t n, int64_t *at) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; i++) ss += (double)ref[i] * ref[i];
+  double rms = n ? sqrt(ss / (double)n) : 0.0;
+  if (rms == 0.0) rms = 1e-30;
+  double worst = 0.0;
+  *at = -1;
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs((double)got[i] - ref[i]) / fmax(fabs(ref[i]), rms);
+    if (!(d <= worst)) { /* NaN counts as the worst */
+      worst = isnan(d) ? INFINITY : d;
+      *at = i;
+    }
+  }
+  return worst;
+}
+
+static void expect_close(const char *label, const char *what, const float *got, const float *ref,
+                         int64_t n, double tol) {
+  int64_t at;
+  double e = worst_rel_error(got, ref, n, &at);
+  CHECK_MSG(e <= tol, "%s: %s: relative error %.3g at element %lld (cuda %.9g, cpu %.9g), "
+            "tolerance %.1g", label, what, e, (long long)at, at >= 0 ? got[at] : 0.0,
+            at >= 0 ? ref[at] : 0.0, tol);
+}
+
+/* ---- guarded device buffers -------------------------------------------------- */
+
+typedef struct dbuf {
+  float *base;   /* GUARD + n + GUARD floats on the device */
+  int64_t n;
+} dbuf;
+
+static float *dbuf_data(const dbuf *b) { return b->base + GUARD; }
+
+/* Uploads n values (or NaN when values is NULL) between canaries. */
+static int dbuf_make(dbuf *b, const float *values, int64_t n) {
+  t2s_error err = {0};
+  size_t total = (size_t)(n + 2 * GUARD);
+  float *host = malloc(total * sizeof(float));
+  uint32_t canary = CANARY;
+  for (size_t i = 0; i < total; i++) memcpy(&host[i], &canary, sizeof canary);
+  for (int64_t i = 0; i < n; i++) host[GUARD + i] = values ? values[i] : NAN;
+  b->n = n;
+  b->base = t2s_device_malloc(T2S_DEV_CUDA, total * sizeof(float), &err);
+  int ok = b->base != NULL &&
+           t2s_device_copy(T2S_DEV_CUDA, b->base, T2S_DEV_CPU, host, total * sizeof(float), &err) ==
+               T2S_OK;
+  free(host);
+  CHECK_MSG(ok, "device buffer of %lld floats: %s", (long long)n, err.msg);
+  return ok;
+}
+
+/* Downloads the values into out (n floats) and checks both canary regions. */
+static int dbuf_read(const dbuf *b, float *out, const char *label, const char *what) {
+  t2s_error err = {0};
+  size_t total = (size_t)(b->n + 2 * GUARD);
+  float *host = malloc(total * sizeof(float));
+  int ok = t2s_device_copy(T2S_DEV_CPU, host, T2S_DEV_CUDA, b->base, total * sizeof(float), &err) ==
+           T2S_OK;
+  CHECK_MSG(ok, "%s: reading %s back: %s", label, what, err.msg);
+  if (ok) {
+    int bad = 0;
+    for (size_t i = 0; i < total; i++) {
+      if (i == GUARD) i += (size_t)b->n;
+      if (i >= total) break;
+      uint32_t v;
+      memcpy(&v, &host[i], sizeof v);
+      bad += v != CANARY;
+    }
+    CHECK_MSG(bad == 0, "%s: %s: %d canary word(s) around the device buffer were overwritten",
+              label, what, bad);
+    memcpy(out, host + GUARD, (size_t)b->n * sizeof(float));
+    ok = bad == 0;
+  }
+  free(host);
+  return ok;
+}
+
+static void dbuf_free(dbuf *b) {
+  t2s_device_free(T2S_DEV_CUDA, b->base);
+  b->base = NULL;
+}
+
+/* ---- one op case: CPU node replayed on the CUDA slot --------------------------- */
+
+typedef t2s_tensor *(*case_build)(t2s_ctx *ctx, t2s_tensor **in, const void *user);
+
+typedef struct op_case {
+  const char *label;
+  case_build build;
+  const void *user;
+  int n_in;
+  t2s_tensor *in[MAX_CASE_INPUTS];  /* host tensors (NULL allowed: optional input) */
+  unsigned param_mask;               /* inputs kept in PyTorch layout (conv weight, bias) */
+  double tol;
+} op_case;
+
+/* A 4-d activation is stored NHWC on the device; everything else as on the host. */
+static int is_activation(const op_case *c, int k, const t2s_tensor *t) {
+  return t->ndim == 4 && !(k >= 0 && (c->param_mask >> k) & 1u);
+}
+
+/* Host values in device order (a fresh array). */
+static float *to_device_order(const float *v, const t2s_tensor *t, int act) {
+  int64_t n = t2s_numel(t);
+  float *d = malloc((size_t)(n ? n : 1) * sizeof(float));
+  if (act) transpose4(v, d, t->shape, 1);
+  else memcpy(d, v, (size_t)n * sizeof(float));
+  return d;
+}
+static void from_device_order(const float *d, float *v, const t2s_tensor *t, int act) {
+  if (act) transpose4(d, v, t->shape, 0);
+  else memcpy(v, d, (size_t)t2s_numel(t) * sizeof(float));
+}
+
+/* A device tensor header like t, whose data lives in buf. */
+static void device_tensor(t2s_tensor *dt, const t2s_tensor *t, const dbuf *buf) {
+  t2s_tensor_init(dt, t->dtype, T2S_DEV_CUDA, t->ndim, t->shape, dbuf_data(buf));
+  dt->layout = t->ndim == 4 ? T2S_LAYOUT_NHWC : T2S_LAYOUT_NCHW;
+  dt->requires_grad = t->requires_grad;
+  dt->name = t->name;
+}
+
+typedef struct replay {
+  t2s_node node;                         /* the CUDA copy of the CPU node */
+  t2s_tensor din[MAX_CASE_INPUTS], dout;
+  dbuf xin[MAX_CASE_INPUTS], yout, dy, dgrad[MAX_CASE_INPUTS];
+  float *ref_grad[MAX_CASE_INPUTS];      /* CPU gradients, write mode (logical order) */
+  float *init[MAX_CASE_INPUTS];          /* accumulate-mode starting values */
+} replay;
+
+/* The CPU reference: forward through the public op, backward through the CPU slot
+ * (write mode). Returns the CPU node, or NULL. */
+static t2s_node *cpu_reference(t2s_ctx *cpu, op_case *c, const float *dy, replay *r) {
+  t2s_ctx_end_pass(cpu);
+  t2s_tensor *out = c->build(cpu, c->in, c->user);
+  if (out == NULL || cpu->tape_len == 0 || cpu->tape[cpu->tape_len - 1]->out != out) {
+    CHECK_MSG(0, "%s: CPU reference did not run/record: %s", c->label, cpu->err.msg);
+    return NULL;
+  }
+  t2s_node *node = cpu->tape[cpu->tape_len - 1];
+  out->grad = (float *)dy;
+  float beta[T2S_MAX_INPUTS] = {0};
+  for (int k = 0; k < c->n_in; k++)
+    if (t2s_wants_grad(c->in[k])) {
+      int64_t n = t2s_numel(c->in[k]);
+      r->ref_grad[k] = malloc((size_t)n * sizeof(float));
+      r->init[k] = host_random(n, -1.0f, 1.0f, 900 + (uint64_t)k);
+      c->in[k]->grad = r->ref_grad[k];
+    }
+  t2s_status st = t2s_ops[node->op].backward[T2S_DEV_CPU](cpu, node, beta);
+  CHECK_MSG(st == T2S_OK, "%s: CPU backward: %s", c->label, cpu->err.msg);
+  for (int k = 0; k < c->n_in; k++)
+    if (c->in[k]) c->in[k]->grad = NULL;
+  return st == T2S_OK ? node : NULL;
+}
+
+/* Runs the CUDA backward in one mode and compares every input gradient. */
+static void cuda_backward_mode(t2s_ctx *gpu, op_case *c, replay *r, int accumulate) {
+  const char *mode = accumulate ? "backward (accumulate)" : "backward (write)";
+  float beta[T2S_MAX_INPUTS] = {0};
+  for (int k = 0; k < c->n_in; k++) {
+    if (!r->ref_grad[k]) continue;
+    float *start = accumulate ? to_device_order(r->init[k], c->in[k], is_activation(c, k, c->in[k]))
+                              : NULL; /* NaN: write mode must not read it */
+    dbuf_make(&r->dgrad[k], start, t2s_numel(c->in[k]));
+    free(start);
+    r->din[k].grad = dbuf_data(&r->dgrad[k]);
+    beta[k] = accumulate ? 1.0f : 0.0f;
+  }
+  t2s_status st = t2s_ops[r->node.op].backward[T2S_DEV_CUDA](gpu, &r->node, beta);
+  CHECK_MSG(st == T2S_OK, "%s: cuda %s: %s", c->label, mode, gpu->err.msg);
+  for (int k = 0; k < c->n_in && st == T2S_OK; k++) {
+    if (!r->ref_grad[k]) continue;
+    int64_t n = t2s_numel(c->in[k]);
+    float *dev = malloc((size_t)n * sizeof(float)), *got = malloc((size_t)n * sizeof(float));
+    float *want = malloc((size_t)n * sizeof(float));
+    char what[64];
+    snprintf(what, sizeof what, "%s of input %d", mode, k);
+    if (dbuf_read(&r->dgrad[k], dev, c->label, what)) {
+      from_device_order(dev, got, c->in[k], is_activation(c, k, c->in[k]));
+      for (int64_t i = 0; i < n; i++) want[i] = accumulate ? r->init[k][i] + r->ref_grad[k][i] : r->ref_grad[k][i];
+      expect_close(c->label, what, got, want, n, c->tol);
+    }
+    free(dev), free(got), free(want);
+  }
+  for (int k = 0; k < c->n_in; k++)
+    if (r->dgrad[k].base) dbuf_free(&r->dgrad[k]);
+  gpu->err.status = T2S_OK; /* a failure is reported above; let later cases run */
+}
+
+/* Inputs and dy must come back untouched (an op that writes its input corrupts a
+ * saved activation of another op). */
+static void check_inputs_intact(op_case *c, replay *r, const float *dy_dev) {
+  for (int k = 0; k < c->n_in; k++) {
+    if (!c->in[k]) continue;
+    int64_t n = t2s_numel(c->in[k]);
+    float *dev = malloc((size_t)n * sizeof(float));
+    float *want = to_device_order(t2s_f32(c->in[k]), c->in[k], is_activation(c, k, c->in[k]));
+    char what[32];
+    snprintf(what, sizeof what, "input %d", k);
+    if (dbuf_read(&r->xin[k], dev, c->label, what))
+      CHECK_MSG(memcmp(dev, want, (size_t)n * sizeof(float)) == 0, "%s: the op modified input %d",
+                c->label, k);
+    free(dev), free(want);
+  }
+  int64_t n = r->dy.n;
+  float *dev = malloc((size_t)(n ? n : 1) * sizeof(float));
+  if (dbuf_read(&r->dy, dev, c->label, "output gradient"))
+    CHECK_MSG(memcmp(dev, dy_dev, (size_t)n * sizeof(float)) == 0,
+              "%s: backward modified the output gradient", c->label);
+  free(dev);
+}
+
+static void run_case(t2s_ctx *cpu, t2s_ctx *gpu, op_case *c) {
+  replay r;
+  memset(&r, 0, sizeof r);
+  /* the output shape is known only after a CPU forward: make dy after it */
+  t2s_ctx_end_pass(cpu);
+  int prev = t2s_set_grad_enabled(cpu, 0);
+  t2s_tensor *probe = c->build(cpu, c->in, c->user);
+  t2s_set_grad_enabled(cpu, prev);
+  if (probe == NULL) {
+    CHECK_MSG(0, "%s: CPU forward failed: %s", c->label, cpu->err.msg);
+    cpu->err.status = T2S_OK;
+    return;
+  }
+  int64_t out_n = t2s_numel(probe);
+  float *dy = host_random(out_n, -1.0f, 1.0f, 4242);
+  t2s_node *node = cpu_reference(cpu, c, dy, &r);
+  if (node == NULL) {
+    cpu->err.status = T2S_OK;
+    free(dy);
+    return;
+  }
+  const t2s_tensor *out = node->out;
+  int out_act = is_activation(c, -1, out);
+
+  r.node = *node;
+  r.node.saved = NULL;
+  r.node.recording = 1;
+  for (int k = 0; k < c->n_in; k++) {
+    r.node.in[k] = NULL;
+    if (!c->in[k]) continue;
+    float *v = to_device_order(t2s_f32(c->in[k]), c->in[k], is_activation(c, k, c->in[k]));
+    dbuf_make(&r.xin[k], v, t2s_numel(c->in[k]));
+    free(v);
+    device_tensor(&r.din[k], c->in[k], &r.xin[k]);
+    if (!is_activation(c, k, c->in[k])) r.din[k].layout = T2S_LAYOUT_NCHW;
+    r.node.in[k] = &r.din[k];
+  }
+  dbuf_make(&r.yout, NULL, out_n);
+  device_tensor(&r.dout, out, &r.yout);
+  r.node.out = &r.dout;
+
+  /* forward */
+  t2s_status st = t2s_ops[node->op].forward[T2S_DEV_CUDA](gpu, &r.node);
+  CHECK_MSG(st == T2S_OK, "%s: cuda forward: %s", c->label, gpu->err.msg);
+  float *dev = malloc((size_t)out_n * sizeof(float)), *got = malloc((size_t)out_n * sizeof(float));
+  if (st == T2S_OK && dbuf_read(&r.yout, dev, c->label, "forward output")) {
+    from_device_order(dev, got, out, out_act);
+    expect_close(c->label, "forward", got, t2s_f32(out), out_n, c->tol);
+  }
+  gpu->err.status = T2S_OK;
+
+  /* backward, both modes */
+  float *dy_dev = to_device_order(dy, out, out_act);
+  dbuf_make(&r.dy, dy_dev, out_n);
+  r.dout.grad = dbuf_data(&r.dy);
+  if (st == T2S_OK) {
+    cuda_backward_mode(gpu, c, &r, 0);
+    cuda_backward_mode(gpu, c, &r, 1);
+  }
+  check_inputs_intact(c, &r, dy_dev);
+
+  for (int k = 0; k < c->n_in; k++) {
+    if (r.xin[k].base) dbuf_free(&r.xin[k]);
+    free(r.ref_grad[k]);
+    free(r.init[k]);
+  }
+  dbuf_free(&r.yout);
+  dbuf_free(&r.dy);
+  free(dy), free(dy_dev), free(dev), free(got);
+  t2s_ctx_end_pass(cpu);
+  t2s_ctx_end_pass(gpu);
+  printf("done %s\n", c->label);
+}
+
+/* ---- the op builders ----------------------------------------------------------- */
+
+static t2s_tensor *b_relu(t2s_ctx *x, t2s_tensor **in, const void *u) { return t2s_relu(x, in[0]); }
+static t2s_tensor *b_gelu(t2s_ctx *x, t2s_tensor **in, const void *u) { return t2s_gelu(x, in[0]); }
+static t2s_tensor *b_add(t2s_ctx *x, t2s_tensor **in, const void *u) { return t2s_add(x, in[0], in[1]); }
+static t2s_tensor *b_mul(t2s_ctx *x, t2s_tensor **in, const void *u) { return t2s_mul(x, in[0], in[1]); }
+static t2s_tensor *b_scale(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_scale(x, in[0], *(const float *)u);
+}
+static t2s_tensor *b_wsum(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_weighted_sum(x, in[0], in[1]);
+}
+static t2s_tensor *b_dropout(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_dropout(x, in[0], *(const float *)u, t2s_rng_key_make(11, 22, 33, 44));
+}
+static t2s_tensor *b_conv(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_conv2d(x, in[0], in[1], in[2], (const t2s_conv2d_args *)u);
+}
+
+/* ---- element-wise cases ---------------------------------------------------------- */
+
+static void elementwise_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  /* 4-d (transposed at the edge), 3-d tokens, and a long 1-d tensor whose length is
+   * not a multiple of 4 or of the block size (grid-stride loops, dropout groups) */
+  int64_t shapes[3][4] = {{2, 3, 5, 7}, {3, 17, 11, 0}, {(1 << 20) + 3, 0, 0, 0}};
+  int ndims[3] = {4, 3, 1};
+  for (int s = 0; s < 3; s++) {
+    t2s_tensor *a = t2s_test_tensor(ndims[s], shapes[s], -2.0f, 2.0f, 10 + (uint64_t)s, 1);
+    t2s_tensor *b = t2s_test_tensor(ndims[s], shapes[s], -2.0f, 2.0f, 20 + (uint64_t)s, 1);
+    t2s_tensor *r = t2s_test_tensor(ndims[s], shapes[s], -1.0f, 1.0f, 30 + (uint64_t)s, 0);
+    t2s_tensor *bc = t2s_test_tensor(ndims[s], shapes[s], -2.0f, 2.0f, 40 + (uint64_t)s, 0);
+    t2s_f32(a)[0] = 0.0f; /* relu's kink: both backends take dy = 0 there */
+    float sc = -1.75f, p = 0.3f;
+    char lab[16][96];
+    const char *names[] = {"relu", "gelu", "add", "mul", "mul (b constant)", "scale",
+                           "weighted_sum", "dropout"};
+    for (int i = 0; i < 8; i++) snprintf(lab[i], sizeof lab[i], "%s %dd", names[i], ndims[s]);
+    op_case cases[] = {
+        {lab[0], b_relu, NULL, 1, {a}, 0, 1e-5},
+        {lab[1], b_gelu, NULL, 1, {a}, 0, 1e-5},
+        {lab[2], b_add, NULL, 2, {a, b}, 0, 1e-5},
+        {lab[3], b_mul, NULL, 2, {a, b}, 0, 1e-5},
+        {lab[4], b_mul, NULL, 2, {a, bc}, 0, 1e-5},
+        {lab[5], b_scale, &sc, 1, {a}, 0, 1e-5},
+        {lab[6], b_wsum, NULL, 2, {a, r}, 0, 1e-5},
+        {lab[7], b_dropout, &p, 1, {a}, 0, 1e-5},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(cpu, gpu, &cases[i]);
+    t2s_test_tensor_free(a), t2s_test_tensor_free(b), t2s_test_tensor_free(r);
+    t2s_test_tensor_free(bc);
+  }
+}
+
+/* ---- convolution cases -------------------------------------------------------------- */
+
+typedef struct conv_shape {
+  const char *what;
+  int64_t n, cin, h, w, cout, kh, kw;
+  t2s_conv2d_args a;
+  int bias;
+} conv_shape;
+
+static void conv_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  /* t2s_conv2d_args: stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups */
+  const conv_shape shapes[] = {
+      {"3x3 pad 1", 2, 3, 9, 9, 4, 3, 3, {1, 1, 1, 1, 1, 1, 1}, 1},
+      {"1x1 no bias", 2, 8, 6, 5, 5, 1, 1, {1, 1, 0, 0, 1, 1, 1}, 0},
+      {"1x1 stride 2", 1, 6, 7, 9, 3, 1, 1, {2, 2, 0, 0, 1, 1, 1}, 1},
+      {"3x3 stride 2 non-square", 2, 4, 10, 7, 6, 3, 3, {2, 2, 1, 1, 1, 1, 1}, 1},
+      {"3x3 dilation 2", 1, 4, 12, 12, 6, 3, 3, {1, 1, 2, 2, 2, 2, 1}, 1},
+      {"3x3 groups 2", 2, 4, 8, 8, 6, 3, 3, {1, 1, 1, 1, 1, 1, 2}, 1},
+      {"3x3 depthwise", 2, 4, 8, 8, 4, 3, 3, {1, 1, 1, 1, 1, 1, 4}, 1},
+      {"7x7 stride 2 stem", 1, 3, 16, 16, 8, 7, 7, {2, 2, 3, 3, 1, 1, 1}, 0},
+      {"3x2 mixed stride/pad/dilation", 2, 3, 9, 8, 5, 3, 2, {2, 1, 0, 1, 1, 2, 1}, 1},
+      {"3x3 64->32 channels", 2, 64, 17, 17, 32, 3, 3, {1, 1, 1, 1, 1, 1, 1}, 1},
+  };
+  for (int det = 0; det < 2; det++) {
+    gpu->deterministic = det;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+      const conv_shape *s = &shapes[i];
+      int64_t xs[4] = {s->n, s->cin, s->h, s->w};
+      int64_t ws[4] = {s->cout, s->cin / s->a.groups, s->kh, s->kw};
+      int64_t bs[1] = {s->cout};
+      t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 50 + i, 1);
+      t2s_tensor *w = t2s_test_tensor(4, ws, -0.5f, 0.5f, 60 + i, 1);
+      t2s_tensor *b = s->bias ? t2s_test_tensor(1, bs, -0.5f, 0.5f, 70 + i, 1) : NULL;
+      char label[128];
+      snprintf(label, sizeof label, "conv2d %s%s", s->what, det ? " (deterministic)" : "");
+      op_case c = {label, b_conv, &s->a, 3, {x, w, b}, (1u << 1) | (1u << 2), 1e-4};
+      run_case(cpu, gpu, &c);
+      t2s_test_tensor_free(x), t2s_test_tensor_free(w), t2s_test_tensor_free(b);
+    }
+  }
+  gpu->deterministic = 0;
+}
+
+/* ---- bitwise reproducibility: the deterministic paths give identical bits ------------ */
+
+/* Runs weighted_sum forward and conv2d backward (deterministic algorithms) twice on
+ * the same device data and compares the bits. */
+static void determinism_case(t2s_ctx *cpu, t2s_ctx *gpu) {
+  gpu->deterministic = 1;
+  int64_t xs[4] = {2, 16, 13, 13}, ws[4] = {8, 16, 3, 3}, bs[1] = {8};
+  t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 81, 1);
+  t2s_tensor *w = t2s_test_tensor(4, ws, -0.5f, 0.5f, 82, 1);
+  t2s_tensor *b = t2s_test_tensor(1, bs, -0.5f, 0.5f, 83, 1);
+  t2s_conv2d_args a = t2s_conv_args(1, 1, 1);
+  replay r;
+  memset(&r, 0, sizeof r);
+  t2s_ctx_end_pass(cpu);
+  t2s_tensor *in[3] = {x, w, b};
+  t2s_tensor *out = t2s_conv2d(cpu, in[0], in[1], in[2], &a);
+  if (out == NULL) {
+    CHECK_MSG(0, "determinism: CPU conv2d: %s", cpu->err.msg);
+    return;
+  }
+  t2s_node node = *cpu->tape[cpu->tape_len - 1];
+  int64_t out_n = t2s_numel(out);
+  float *dy = host_random(out_n, -1.0f, 1.0f, 84);
+  for (int k = 0; k < 3; k++) {
+    dbuf_make(&r.xin[k], t2s_f32(in[k]), t2s_numel(in[k])); /* x values: layout irrelevant here */
+    device_tensor(&r.din[k], in[k], &r.xin[k]);
+    r.din[k].layout = k == 0 ? T2S_LAYOUT_NHWC : T2S_LAYOUT_NCHW;
+    node.in[k] = &r.din[k];
+    dbuf_make(&r.dgrad[k], NULL, t2s_numel(in[k]));
+    r.din[k].grad = dbuf_data(&r.dgrad[k]);
+  }
+  dbuf_make(&r.yout, NULL, out_n);
+  dbuf_make(&r.dy, dy, out_n);
+  device_tensor(&r.dout, out, &r.yout);
+  r.dout.grad = dbuf_data(&r.dy);
+  node.out = &r.dout;
+  node.saved = NULL;
+  float beta[T2S_MAX_INPUTS] = {0};
+  float *runs[2][4];
+  for (int run = 0; run < 2; run++) {
+    t2s_status st = t2s_ops[T2S_OP_conv2d].forward[T2S_DEV_CUDA](gpu, &node);
+    if (st == T2S_OK) st = t2s_ops[T2S_OP_conv2d].backward[T2S_DEV_CUDA](gpu, &node, beta);
+    CHECK_MSG(st == T2S_OK, "determinism: cuda conv2d: %s", gpu->err.msg);
+    dbuf *bufs[4] = {&r.yout, &r.dgrad[0], &r.dgrad[1], &r.dgrad[2]};
+    for (int k = 0; k < 4; k++) {
+      runs[run][k] = malloc((size_t)bufs[k]->n * sizeof(float));
+      dbuf_read(bufs[k], runs[run][k], "determinism", "conv2d result");
+    }
+  }
+  const char *names[4] = {"output", "dx", "dw", "dbias"};
+  dbuf *bufs[4] = {&r.yout, &r.dgrad[0], &r.dgrad[1], &r.dgrad[2]};
+  for (int k = 0; k < 4; k++) {
+    CHECK_MSG(memcmp(runs[0][k], runs[1][k], (size_t)bufs[k]->n * sizeof(float)) == 0,
+              "determinism: conv2d %s differs between two deterministic runs", names[k]);
+    free(runs[0][k]), free(runs[1][k]);
+  }
+  for (int k = 0; k < 3; k++) dbuf_free(&r.xin[k]), dbuf_free(&r.dgrad[k]);
+  dbuf_free(&r.yout), dbuf_free(&r.dy);
+  free(dy);
+  t2s_test_tensor_free(x), t2s_test_tensor_free(w), t2s_test_tensor_free(b);
+  t2s_ctx_end_pass(cpu);
+  t2s_ctx_end_pass(gpu);
+  gpu->deterministic = 0;
+  gpu->err.status = T2S_OK;
+  printf("done determinism\n");
+}
+
+/* ---- dropout statistics on the device alone --------------------------------------------- */
+
+/* The kept fraction is 1 - p and the kept values are x / (1 - p). */
+static void dropout_statistics(t2s_ctx *gpu) {
+  int64_t n = 1 << 20;
+  float *ones = malloc((size_t)n * sizeof(float));
+  for (int64_t i = 0; i < n; i++) ones[i] = 1.0f;
+  dbuf xb, yb;
+  dbuf_make(&xb, ones, n);
+  dbuf_make(&yb, NULL, n);
+  t2s_tensor x, y;
+  t2s_tensor_init(&x, T2S_F32, T2S_DEV_CUDA, 1, &n, dbuf_data(&xb));
+  t2s_tensor_init(&y, T2S_F32, T2S_DEV_CUDA, 1, &n, dbuf_data(&yb));
+  struct { float p; t2s_rng_key key; } args = {0.25f, t2s_rng_key_make(1, 2, 3, 4)};
+  t2s_node node;
+  memset(&node, 0, sizeof node);
+  node.op = T2S_OP_dropout;
+  node.n_in = 1;
+  node.in[0] = &x;
+  node.out = &y;
+  node.args = &args;
+  t2s_status st = t2s_ops[T2S_OP_dropout].forward[T2S_DEV_CUDA](gpu, &node);
+  CHECK_MSG(st == T2S_OK, "dropout statistics: %s", gpu->err.msg);
+  if (st == T2S_OK && dbuf_read(&yb, ones, "dropout statistics", "output")) {
+    int64_t zeros = 0, bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+      zeros += ones[i] == 0.0f;
+      bad += ones[i] != 0.0f && ones[i] != 1.0f / 0.75f;
+    }
+    CHECK_MSG(fabs(zeros / (double)n - 0.25) < 0.005, "dropout zero fraction %g, expected 0.25",
+              zeros / (double)n);
+    CHECK_MSG(bad == 0, "dropout: %lld kept values are not 1 / (1 - p)", (long long)bad);
+  }
+  dbuf_free(&xb), dbuf_free(&yb);
+  free(ones);
+  gpu->err.status = T2S_OK;
+  printf("done dropout statistics\n");
+}
+
+/* ---- the engine path: t2s_op_apply and t2s_backward on a CUDA context ------------------- */
+
+/* A small graph with a fan-out (h feeds relu and gelu), a parameter and dropout,
+ * run end to end through the public API on both backends. */
+static t2s_tensor *engine_graph(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *w, t2s_tensor *b,
+                                t2s_tensor *r) {
+  t2s_conv2d_args a = t2s_conv_args(1, 1, 1);
+  t2s_tensor *h = t2s_conv2d(ctx, x, w, b, &a);
+  t2s_tensor *m = t2s_mul(ctx, t2s_relu(ctx, h), t2s_gelu(ctx, h));
+  t2s_tensor *d = t2s_dropout(ctx, t2s_scale(ctx, m, 0.5f), 0.2f, t2s_rng_key_make(9, 8, 7, 6));
+  return t2s_weighted_sum(ctx, t2s_add(ctx, d, h), r);
+}
+
+static void engine_path(t2s_ctx *cpu, t2s_ctx *gpu) {
+  printf("engine path: t2s_op_apply / t2s_backward on a CUDA context\n");
+  fflush(stdout);
+  int64_t xs[4] = {2, 3, 6, 5}, ws[4] = {4, 3, 3, 3}, bs[1] = {4}, ys[4] = {2, 4, 6, 5};
+  t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 91, 1);
+  t2s_tensor *w = t2s_test_tensor(4, ws, -0.5f, 0.5f, 92, 1);
+  t2s_tensor *b = t2s_test_tensor(1, bs, -0.5f, 0.5f, 93, 1);
+  t2s_tensor *r = t2s_test_tensor(4, ys, -1.0f, 1.0f, 94, 0);
+  t2s_tensor *host[4] = {x, w, b, r};
+  float *ref_grad[3];
+  for (int k = 0; k < 3; k++) {
+    ref_grad[k] = calloc((size_t)t2s_numel(host[k]), sizeof(float));
+    host[k]->grad = ref_grad[k];
+    host[k]->grad_accumulates = 1; /* like parameters: += into zeros */
+  }
+  t2s_ctx_end_pass(cpu);
+  t2s_tensor *loss = engine_graph(cpu, x, w, b, r);
+  float cpu_loss = loss ? t2s_f32(loss)[0] : NAN;
+  CHECK_MSG(loss != NULL && t2s_backward(cpu, loss, 1.0f) == T2S_OK, "engine path on cpu: %s",
+            cpu->err.msg);
+
+  dbuf vals[4], grads[3];
+  t2s_tensor dev[4];
+  for (int k = 0; k < 4; k++) {
+    int act = k == 0 || k == 3;
+    float *v = to_device_order(t2s_f32(host[k]), host[k], act);
+    dbuf_make(&vals[k], v, t2s_numel(host[k]));
+    free(v);
+    device_tensor(&dev[k], host[k], &vals[k]);
+    if (!act) dev[k].layout = T2S_LAYOUT_NCHW;
+    if (k < 3) {
+      float *z = calloc((size_t)t2s_numel(host[k]), sizeof(float));
+      dbuf_make(&grads[k], z, t2s_numel(host[k]));
+      free(z);
+      dev[k].grad = dbuf_data(&grads[k]);
+      dev[k].grad_accumulates = 1;
+    }
+  }
+  t2s_ctx_end_pass(gpu);
+  t2s_tensor *dloss = engine_graph(gpu, &dev[0], &dev[1], &dev[2], &dev[3]);
+  CHECK_MSG(dloss != NULL && t2s_backward(gpu, dloss, 1.0f) == T2S_OK, "engine path on cuda: %s",
+            gpu->err.msg);
+  if (dloss != NULL && t2s_ctx_ok(gpu)) {
+    float gl = NAN;
+    t2s_error err = {0};
+    t2s_device_copy(T2S_DEV_CPU, &gl, T2S_DEV_CUDA, dloss->data, sizeof gl, &err);
+    expect_close("engine path", "loss", &gl, &cpu_loss, 1, 1e-4);
+    const char *names[3] = {"dx", "dw", "dbias"};
+    for (int k = 0; k < 3; k++) {
+      int64_t n = t2s_numel(host[k]);
+      float *d = malloc((size_t)n * sizeof(float)), *got = malloc((size_t)n * sizeof(float));
+      if (dbuf_read(&grads[k], d, "engine path", names[k])) {
+        from_device_order(d, got, host[k], k == 0);
+        expect_close("engine path", names[k], got, ref_grad[k], n, 1e-4);
+      }
+      free(d), free(got);
+    }
+  }
+  for (int k = 0; k < 4; k++) {
+    dbuf_free(&vals[k]);
+    if (k < 3) dbuf_free(&grads[k]), free(ref_grad[k]), host[k]->grad = NULL;
+    t2s_test_tensor_free(host[k]);
+  }
+  t2s_ctx_end_pass(cpu);
+  t2s_ctx_end_pass(gpu);
+  printf("done engine path\n");
+}
+
+int main(void) {
+  if (!t2s_cuda_built()) {
+    printf("test_cuda_ops: skipped: this build has no CUDA backend (configure with -DT2S_CUDA=ON)\n");
+    return 77;
+  }
+  if (t2s_cuda_device_count() == 0) {
+    printf("test_cuda_ops: skipped: no CUDA device is visible\n");
+    return 77;
+  }
+  t2s_error err = {0};
+  t2s_ctx *cpu = t2s_ctx_create(T2S_DEV_CPU, 64 << 20, &err);
+  t2s_ctx *gpu = cpu ? t2s_ctx_create(T2S_DEV_CUDA, 64 << 20, &err) : NULL;
+  if (gpu == NULL) {
+    fprintf(stderr, "test_cuda_ops: creating the contexts: %s\n", err.msg);
+    t2s_ctx_destroy(cpu);
+    return 1;
+  }
+  cpu->seed = gpu->seed = 1234;
+  elementwise_cases(cpu, gpu);
+  conv_cases(cpu, gpu);
+  determinism_case(cpu, gpu);
+  dropout_statistics(gpu);
+  printf("op checks: %d failure(s) so far\n", t2s_test_failures);
+  fflush(stdout);
+  /* last: it needs the engine to keep node/tensor headers in host memory on a CUDA
+   * context; if that is broken it crashes here, after the op checks above ran */
+  engine_path(cpu, gpu);
+  t2s_ctx_destroy(gpu);
+  t2s_ctx_destroy(cpu);
+  return t2s_test_finish("test_cuda_ops");
+}
