@@ -125,18 +125,20 @@ static void valid_range(int64_t off, int64_t stride, int64_t n_out, int64_t n_in
   *hi = h;
 }
 
-/* col (cin kh kw x hout wout) from one image x (cin x h x w). */
-static void im2col(const conv_geom *g, const float *x, float *col) {
+/* Columns [r0 wout, r1 wout) of col, i.e. output rows r0..r1, from one image x
+ * (cin x h x w); col is (cin kh kw) x L with L = (r1 - r0) wout. */
+static void im2col(const conv_geom *g, const float *x, float *col, int64_t r0, int64_t r1) {
   const t2s_conv2d_args *a = &g->a;
+  int64_t len = (r1 - r0) * g->wout;
   for (int64_t c = 0; c < g->cin; c++) {
     const float *xc = x + c * g->h * g->w;
     for (int64_t i = 0; i < g->kh; i++) {
       for (int64_t j = 0; j < g->kw; j++) {
-        float *row = col + ((c * g->kh + i) * g->kw + j) * g->p;
+        float *row = col + ((c * g->kh + i) * g->kw + j) * len;
         int64_t offw = j * a->dil_w - a->pad_w, ow0, ow1;
         valid_range(offw, a->stride_w, g->wout, g->w, &ow0, &ow1);
-        for (int64_t oh = 0; oh < g->hout; oh++) {
-          float *dst = row + oh * g->wout;
+        for (int64_t oh = r0; oh < r1; oh++) {
+          float *dst = row + (oh - r0) * g->wout;
           int64_t ih = oh * a->stride_h - a->pad_h + i * a->dil_h;
           if (ih < 0 || ih >= g->h) {
             memset(dst, 0, (size_t)g->wout * sizeof(float));
@@ -156,20 +158,24 @@ static void im2col(const conv_geom *g, const float *x, float *col) {
   }
 }
 
-/* dx (cin x h x w) += col2im(dcol): every column entry adds into the pixel it was copied from. */
-static void col2im_add(const conv_geom *g, const float *dcol, float *dx) {
+/* dx (cin x h x w) += col2im(dcol) for output rows r0..r1 (dcol laid out as in im2col):
+ * every column entry adds into the pixel it was copied from. */
+static void col2im_add(const conv_geom *g, const float *dcol, float *dx, int64_t r0, int64_t r1) {
   const t2s_conv2d_args *a = &g->a;
+  int64_t len = (r1 - r0) * g->wout;
   for (int64_t c = 0; c < g->cin; c++) {
     float *dxc = dx + c * g->h * g->w;
     for (int64_t i = 0; i < g->kh; i++) {
       int64_t offh = i * a->dil_h - a->pad_h, oh0, oh1;
       valid_range(offh, a->stride_h, g->hout, g->h, &oh0, &oh1);
+      if (oh0 < r0) oh0 = r0;
+      if (oh1 > r1) oh1 = r1;
       for (int64_t j = 0; j < g->kw; j++) {
-        const float *row = dcol + ((c * g->kh + i) * g->kw + j) * g->p;
+        const float *row = dcol + ((c * g->kh + i) * g->kw + j) * len;
         int64_t offw = j * a->dil_w - a->pad_w, ow0, ow1;
         valid_range(offw, a->stride_w, g->wout, g->w, &ow0, &ow1);
         for (int64_t oh = oh0; oh < oh1; oh++) {
-          const float *src = row + oh * g->wout;
+          const float *src = row + (oh - r0) * g->wout;
           float *dst = dxc + (oh * a->stride_h + offh) * g->w; /* column ow * stride + offw */
           if (a->stride_w == 1) {
             for (int64_t ow = ow0; ow < ow1; ow++) dst[ow + offw] += src[ow];
@@ -182,11 +188,37 @@ static void col2im_add(const conv_geom *g, const float *dcol, float *dx) {
   }
 }
 
-/* The column matrix of image n: x itself on the direct path, else im2col into buf. */
-static const float *columns(const conv_geom *g, const float *xn, float *buf) {
-  if (g->direct) return xn;
-  im2col(g, xn, buf);
-  return buf;
+/* The column matrix is built for blocks of output rows so that its buffer stays
+ * near T2S_CONV_COL_BYTES: scratch lives until the pass ends, and one whole column
+ * matrix of a dilated ResNet / ASPP layer at 512x512 is 40-300 MB. The GEMMs read
+ * and write the block in place (leading dimension P for y, dy and the direct x). */
+#define T2S_CONV_COL_BYTES ((int64_t)4 << 20)
+
+typedef struct col_block {
+  int64_t r0, r1;   /* output rows */
+  int64_t q0, len;  /* first column (r0 wout) and number of columns */
+  const float *col; /* groups k x len matrix, leading dimension ld */
+  int64_t ld;
+} col_block;
+
+static int64_t block_rows(const conv_geom *g) {
+  if (g->direct) return g->hout;
+  int64_t rows = T2S_CONV_COL_BYTES / (g->groups * g->k * g->wout * (int64_t)sizeof(float));
+  return rows < 1 ? 1 : rows > g->hout ? g->hout : rows;
+}
+
+/* Block starting at output row r0 of image xn: x itself on the direct path, else im2col. */
+static col_block make_block(const conv_geom *g, const float *xn, float *buf, int64_t r0,
+                            int64_t rows, int build) {
+  col_block b;
+  b.r0 = r0;
+  b.r1 = r0 + rows < g->hout ? r0 + rows : g->hout;
+  b.q0 = r0 * g->wout;
+  b.len = (b.r1 - b.r0) * g->wout;
+  b.col = g->direct ? xn : buf;
+  b.ld = g->direct ? g->p : b.len;
+  if (build && !g->direct) im2col(g, xn, buf, b.r0, b.r1);
+  return b;
 }
 
 /* ---- depthwise path ----
@@ -299,20 +331,25 @@ t2s_status t2s_conv2d_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
     depthwise_forward(&g, x, w, b, y);
     return T2S_OK;
   }
+  int64_t rows = block_rows(&g);
   float *buf = NULL;
-  if (!g.direct && (buf = t2s_scratch(ctx, (size_t)(g.groups * g.k * g.p) * sizeof(float))) == NULL)
+  if (!g.direct &&
+      (buf = t2s_scratch(ctx, (size_t)(g.groups * g.k * rows * g.wout) * sizeof(float))) == NULL)
     return ctx->err.status;
   for (int64_t n = 0; n < g.n; n++) {
-    const float *col = columns(&g, x + n * g.cin * g.h * g.w, buf);
+    const float *xn = x + n * g.cin * g.h * g.w;
     float *yn = y + n * g.cout * g.p;
     /* the bias goes in as the initial C of the GEMM (beta = 1) */
     if (b)
       for (int64_t co = 0; co < g.cout; co++)
         for (int64_t q = 0; q < g.p; q++) yn[co * g.p + q] = b[co];
-    for (int64_t gr = 0; gr < g.groups; gr++)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.cout_g, (int)g.p, (int)g.k,
-                  1.0f, w + gr * g.cout_g * g.k, (int)g.k, col + gr * g.k * g.p, (int)g.p,
-                  b ? 1.0f : 0.0f, yn + gr * g.cout_g * g.p, (int)g.p);
+    for (int64_t r0 = 0; r0 < g.hout; r0 += rows) {
+      col_block cb = make_block(&g, xn, buf, r0, rows, 1);
+      for (int64_t gr = 0; gr < g.groups; gr++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g.cout_g, (int)cb.len, (int)g.k,
+                    1.0f, w + gr * g.cout_g * g.k, (int)g.k, cb.col + gr * g.k * cb.ld, (int)cb.ld,
+                    b ? 1.0f : 0.0f, yn + gr * g.cout_g * g.p + cb.q0, (int)g.p);
+    }
   }
   return T2S_OK;
 }
@@ -337,33 +374,36 @@ t2s_status t2s_conv2d_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *be
   if (t2s_wants_grad(bt)) bias_backward(&g, dy, bt->grad, beta[2]);
   if (!want_x && !want_w) return T2S_OK;
   if (g.depthwise) return depthwise_backward(ctx, &g, xt, wt, dy, beta);
+  int64_t rows = block_rows(&g), xsz = g.cin * g.h * g.w;
   float *buf = NULL;
-  if (!g.direct && (buf = t2s_scratch(ctx, (size_t)(g.groups * g.k * g.p) * sizeof(float))) == NULL)
+  if (!g.direct &&
+      (buf = t2s_scratch(ctx, (size_t)(g.groups * g.k * rows * g.wout) * sizeof(float))) == NULL)
     return ctx->err.status;
-  int64_t xsz = g.cin * g.h * g.w;
+  float bw = beta[1]; /* the first GEMM into dW honours beta, the rest accumulate */
   for (int64_t n = 0; n < g.n; n++) {
-    const float *dyn = dy + n * g.cout * g.p;
-    if (want_w) {
-      const float *col = columns(&g, x + n * xsz, buf);
-      float bw = n == 0 ? beta[1] : 1.0f;
+    const float *xn = x + n * xsz;
+    float *dxn = want_x ? xt->grad + n * xsz : NULL;
+    if (want_x && !g.direct && beta[0] == 0.0f) memset(dxn, 0, (size_t)xsz * sizeof(float));
+    for (int64_t r0 = 0; r0 < g.hout; r0 += rows) {
+      col_block cb = make_block(&g, xn, buf, r0, rows, want_w);
+      const float *dyb = dy + n * g.cout * g.p + cb.q0; /* leading dimension P */
+      if (want_w) {
+        for (int64_t gr = 0; gr < g.groups; gr++)
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.cout_g, (int)g.k, (int)cb.len,
+                      1.0f, dyb + gr * g.cout_g * g.p, (int)g.p, cb.col + gr * g.k * cb.ld,
+                      (int)cb.ld, bw, wt->grad + gr * g.cout_g * g.k, (int)g.k);
+        bw = 1.0f;
+      }
+      if (!want_x) continue;
+      /* direct path: dx_n = W^T dy_n straight into dx, honouring beta; otherwise
+       * dcol = W^T dy_block into buf, scattered into the zeroed (beta 0) or kept dx */
+      float *dcol = g.direct ? dxn : buf;
+      float bx = g.direct ? beta[0] : 0.0f;
       for (int64_t gr = 0; gr < g.groups; gr++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g.cout_g, (int)g.k, (int)g.p, 1.0f,
-                    dyn + gr * g.cout_g * g.p, (int)g.p, col + gr * g.k * g.p, (int)g.p, bw,
-                    wt->grad + gr * g.cout_g * g.k, (int)g.k);
-    }
-    if (!want_x) continue;
-    float *dxn = xt->grad + n * xsz;
-    /* direct path: dx_n = W^T dy_n straight into dx, honouring beta; otherwise
-     * dcol = W^T dy_n, then scatter-add into a zeroed (beta 0) or kept (beta 1) dx */
-    float *dcol = g.direct ? dxn : buf;
-    float bx = g.direct ? beta[0] : 0.0f;
-    for (int64_t gr = 0; gr < g.groups; gr++)
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.k, (int)g.p, (int)g.cout_g, 1.0f,
-                  w + gr * g.cout_g * g.k, (int)g.k, dyn + gr * g.cout_g * g.p, (int)g.p, bx,
-                  dcol + gr * g.k * g.p, (int)g.p);
-    if (!g.direct) {
-      if (beta[0] == 0.0f) memset(dxn, 0, (size_t)xsz * sizeof(float));
-      col2im_add(&g, dcol, dxn);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.k, (int)cb.len, (int)g.cout_g,
+                    1.0f, w + gr * g.cout_g * g.k, (int)g.k, dyb + gr * g.cout_g * g.p, (int)g.p, bx,
+                    dcol + gr * g.k * cb.ld, (int)cb.ld);
+      if (!g.direct) col2im_add(&g, dcol, dxn, cb.r0, cb.r1);
     }
   }
   return T2S_OK;
