@@ -132,7 +132,8 @@ typedef void (*key_visitor)(const char *key, size_t len, void *user);
 static void visit_keys(const t2s_cfg_row *schema, int n, key_visitor fn, void *user) {
   for (int i = 0; i < n; i++) {
     const char *k = schema[i].key;
-    for (const char *d = strchr(k, '.'); d != NULL; d = strchr(d + 1, '.')) fn(k, (size_t)(d - k), user);
+    for (const char *d = strchr(k, '.'); d != NULL; d = strchr(d + 1, '.'))
+      fn(k, (size_t)(d - k), user);
     fn(k, strlen(k), user);
   }
 }
@@ -245,6 +246,17 @@ static bool is_list(t2s_cfg_type t) {
          t == T2S_CFG_TYPE_STRING_LIST;
 }
 
+/* Bytes of C storage a type needs: the field for scalars, one element for
+ * lists; 0 for strings (any char[N] with N >= 2). */
+static size_t storage_size(t2s_cfg_type t) {
+  switch (t) {
+    case T2S_CFG_TYPE_INT: case T2S_CFG_TYPE_ENUM: case T2S_CFG_TYPE_INT_LIST: return sizeof(int);
+    case T2S_CFG_TYPE_FLOAT: case T2S_CFG_TYPE_FLOAT_LIST: return sizeof(double);
+    case T2S_CFG_TYPE_BOOL: return sizeof(bool);
+    default: return 0;
+  }
+}
+
 static const char *row_problem(const t2s_cfg_row *r) {
   if (r->key == NULL || r->key[0] == '\0' || r->key[0] == '.' || strstr(r->key, "..") ||
       r->key[strlen(r->key) - 1] == '.' || strlen(r->key) >= KEY_MAX - 16)
@@ -253,22 +265,14 @@ static const char *row_problem(const t2s_cfg_row *r) {
     if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
           *p == '_' || *p == '.'))
       return "the key may only contain letters, digits, '_' and '.'";
-  switch (r->type) {
-    case T2S_CFG_TYPE_INT: if (r->size != sizeof(int)) return "an INT field must be an int"; break;
-    case T2S_CFG_TYPE_FLOAT: if (r->size != sizeof(double)) return "a FLOAT field must be a double"; break;
-    case T2S_CFG_TYPE_BOOL: if (r->size != sizeof(bool)) return "a BOOL field must be a bool"; break;
-    case T2S_CFG_TYPE_STRING: if (r->size < 2) return "a STRING field must be a char array"; break;
-    case T2S_CFG_TYPE_ENUM:
-      if (r->size != sizeof(int)) return "an ENUM field must be an int-sized enum";
-      if (r->choices == NULL || r->choices[0] == NULL) return "an ENUM row needs choices";
-      break;
-    case T2S_CFG_TYPE_INT_LIST: if (r->elem_size != sizeof(int)) return "an INT_LIST field must be an int array"; break;
-    case T2S_CFG_TYPE_FLOAT_LIST: if (r->elem_size != sizeof(double)) return "a FLOAT_LIST field must be a double array"; break;
-    case T2S_CFG_TYPE_STRING_LIST:
-      if (r->elem_size < 2) return "a STRING_LIST field must be a char[CAP][N] array";
-      break;
-    default: return "unknown type";
-  }
+  if ((unsigned)r->type > T2S_CFG_TYPE_STRING_LIST) return "unknown type";
+  size_t need = storage_size(r->type), have = is_list(r->type) ? r->elem_size : r->size;
+  if (need != 0 && have != need)
+    return "the field's C type does not match the row's type (int, double, bool, int-sized enum)";
+  if (need == 0 && have < 2)
+    return "a string field must be a char[N] array (char[CAP][N] for a string list)";
+  if (r->type == T2S_CFG_TYPE_ENUM && (r->choices == NULL || r->choices[0] == NULL))
+    return "an ENUM row needs choices";
   if (is_list(r->type)) {
     if (r->size % r->elem_size) return "the list size is not a multiple of its element size";
     if (r->min_len < 0 || r->min_len > r->max_len || r->max_len < 1 ||
@@ -386,7 +390,11 @@ static t2s_status parse_int(const load_ctx *c, const t2s_cfg_row *r, const char 
     return fail(c, node->start_mark, T2S_ERR_INVALID, "'%s' is %s but must be one of: %s", path,
                 shown(t, tmp, sizeof tmp), list);
   }
-  if (errno == ERANGE || v < INT_MIN || v > INT_MAX || !in_range(r, (double)v)) {
+  if (errno == ERANGE || v < INT_MIN || v > INT_MAX)
+    return fail(c, node->start_mark, T2S_ERR_INVALID,
+                "'%s' is %s, which does not fit an integer (%d to %d); use a smaller value", path,
+                shown(t, tmp, sizeof tmp), INT_MIN, INT_MAX);
+  if (!in_range(r, (double)v)) {
     format_range(r, true, range, sizeof range);
     return fail(c, node->start_mark, T2S_ERR_INVALID,
                 "'%s' is %s but must be %s; choose a value in that range", path,
@@ -454,8 +462,9 @@ static t2s_status parse_string(const load_ctx *c, const t2s_cfg_row *r, const ch
                 "'%s' is %zu characters long but at most %zu fit; shorten it", path, len,
                 size - 1);
   if (len == 0 && r->required)
-    return fail(c, node->start_mark, T2S_ERR_INVALID, "'%s' must not be empty (%s); give it a value",
-                path, r->help ? r->help : "required");
+    return fail(c, node->start_mark, T2S_ERR_INVALID,
+                "'%s' must not be empty (%s); give it a value", path,
+                r->help ? r->help : "required");
   memset(dst, 0, size);
   memcpy(dst, t, len);
   return T2S_OK;
@@ -1134,11 +1143,18 @@ t2s_status t2s_config_describe(const t2s_cfg_row *schema, int n_rows, FILE *out,
   return T2S_OK;
 }
 
+static double double_at(const char *p) {
+  double v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+/* Equal values (-0.0 == 0.0; strings up to their NUL; lists up to their count). */
 static bool row_equal(const t2s_cfg_row *r, const char *a, const char *b) {
   const char *fa = a + r->offset, *fb = b + r->offset;
   switch (r->type) {
     case T2S_CFG_TYPE_STRING: return strncmp(fa, fb, r->size) == 0;
-    case T2S_CFG_TYPE_FLOAT: return *(const double *)(const void *)fa == *(const double *)(const void *)fb;
+    case T2S_CFG_TYPE_FLOAT: return double_at(fa) == double_at(fb);
     case T2S_CFG_TYPE_BOOL: return *(const bool *)fa == *(const bool *)fb;
     case T2S_CFG_TYPE_INT: case T2S_CFG_TYPE_ENUM: return memcmp(fa, fb, r->size) == 0;
     default: break;
@@ -1149,7 +1165,7 @@ static bool row_equal(const t2s_cfg_row *r, const char *a, const char *b) {
     size_t off = (size_t)i * r->elem_size;
     bool same = r->type == T2S_CFG_TYPE_STRING_LIST ? strncmp(fa + off, fb + off, r->elem_size) == 0
               : r->type == T2S_CFG_TYPE_FLOAT_LIST
-                  ? *(const double *)(const void *)(fa + off) == *(const double *)(const void *)(fb + off)
+                  ? double_at(fa + off) == double_at(fb + off)
                   : memcmp(fa + off, fb + off, r->elem_size) == 0;
     if (!same) return false;
   }

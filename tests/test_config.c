@@ -112,6 +112,9 @@ static void test_bad_overrides(void) {
   BAD_OVERRIDE("data.crop=[1,2", "command line override 'data.crop=[1,2'", "malformed YAML");
   BAD_OVERRIDE("runner.max_iters=1e9", "'runner.max_iters'", "expects an integer");
   BAD_OVERRIDE("name=", "'name' must not be empty");
+  BAD_OVERRIDE("seed=99999999999", "'seed' is 99999999999", "does not fit an integer");
+  BAD_OVERRIDE("optimizer.eps=1e999", "'optimizer.eps'", "finite number");
+  BAD_OVERRIDE("name=a: b", "'name' expects a string, got a mapping", "quote it");
   /* cross-field rules see overrides too, and say where each key came from */
   BAD_OVERRIDE("data.ignore_index=3", "command line override 'data.ignore_index=3'",
                "is a class id", "('model.num_classes' has its default value)");
@@ -144,7 +147,8 @@ static void test_generated_files(void) {
   t2s_train_config *cfg = calloc(1, sizeof *cfg);
   t2s_error err = {0};
   CHECK(t2s_train_config_load(cfg, path, NULL, 0, &err) != T2S_OK);
-  for (int i = 0; subs[i]; i++) CHECK_MSG(strstr(err.msg, subs[i]), "lacks %s: %s", subs[i], err.msg);
+  for (int i = 0; subs[i]; i++)
+    CHECK_MSG(strstr(err.msg, subs[i]), "lacks %s: %s", subs[i], err.msg);
   remove(path);
 
   snprintf(path, sizeof path, "%s/long_shard.yaml", dir);
@@ -178,7 +182,8 @@ static void check_gta2cs_values(const t2s_train_config *c) {
   CHECK(c->model.backbone.norm == T2S_CFG_NORM_SYNCBN);
   CHECK(c->model.decode_head.type == T2S_CFG_HEAD_DLV2 && c->model.decode_head.n_dilations == 2);
   CHECK(c->model.decode_head.dilations[0] == 6 && c->model.decode_head.dilations[1] == 12);
-  CHECK(c->uda.type == T2S_CFG_UDA_T2SDA && c->uda.alpha == 0.999 && c->uda.pseudo_threshold == 0.968);
+  CHECK(c->uda.type == T2S_CFG_UDA_T2SDA && c->uda.alpha == 0.999);
+  CHECK(c->uda.pseudo_threshold == 0.968);
   CHECK(c->optimizer.type == T2S_CFG_OPTIM_SGD && c->optimizer.lr == 2.5e-3);
   CHECK(c->optimizer.weight_decay == 5e-4 && c->optimizer.betas[1] == 0.999);
   CHECK(c->lr_config.warmup == T2S_CFG_WARMUP_LINEAR && c->lr_config.warmup_iters == 1500);
@@ -365,7 +370,8 @@ static void test_generic_schema(void) {
   t2s_error_clear(&err);
   bad[1] = rows[1];
   bad[1].size = sizeof(float);
-  CHECK(t2s_config_check_schema(bad, 2, &err) != T2S_OK && strstr(err.msg, "must be a double"));
+  CHECK(t2s_config_check_schema(bad, 2, &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "C type does not match"), "%s", err.msg);
   t2s_error_clear(&err);
   bad[1] = rows[1];
   bad[1].def = "2";  /* out of its own range */
