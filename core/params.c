@@ -142,14 +142,14 @@ t2s_status t2s_params_finalize(t2s_params *p, t2s_device device, uint64_t seed, 
   for (int i = 0; i < p->count; i++) {
     t2s_tensor *t = &p->items[i]->t;
     t->device = device;
-    t->layout = device == T2S_DEV_CUDA ? T2S_LAYOUT_NHWC : T2S_LAYOUT_NCHW;
+    t->layout = T2S_LAYOUT_NCHW;  /* parameters keep PyTorch's layout on every device */
     t->data = p->data + p->items[i]->offset;
     t->grad = p->grad + p->items[i]->offset;
   }
   for (int i = 0; i < p->buf_count; i++) {
     t2s_tensor *t = &p->buffers[i]->t;
     t->device = device;
-    t->layout = device == T2S_DEV_CUDA ? T2S_LAYOUT_NHWC : T2S_LAYOUT_NCHW;
+    t->layout = T2S_LAYOUT_NCHW;
     t->data = p->buf_data + p->buffers[i]->offset;
   }
   p->finalized = 1;

@@ -2,6 +2,7 @@
 /* Optimizers, schedule, EMA and clipping against torch.optim (fixture written by
  * tools/make_optim_fixture.py) and closed forms. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/optim.h"

@@ -12,6 +12,7 @@ Layout and conventions: tests/fixtures/README.md.
 """
 
 import argparse
+import copy
 import os
 import sys
 
@@ -22,13 +23,14 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_reference as ref  # noqa: E402
 
-NET = dict(depth=50, base_channels=8, stem_channels=8, strides=(1, 2, 1, 1),
+NET = dict(depth=50, base_channels=4, stem_channels=8, strides=(1, 2, 1, 1),
            dilations=(1, 1, 2, 4), contract_dilation=True, num_classes=5,
            head_dilations=(6, 12))
 OPTIM = dict(lr=0.01, momentum=0.9, weight_decay=5e-4, head_lr_mult=10.0)
 BATCH, HEIGHT, WIDTH = 2, 64, 64
 IGNORE_FRACTION = 0.1
 SEED = 20240601
+CONDITIONING = {}
 COMPRESSION = dict(compression="gzip", compression_opts=9, shuffle=True,
                    track_times=False)
 
@@ -74,9 +76,13 @@ def put(group, name, tensor):
     return group.create_dataset(name, data=arr, **COMPRESSION)
 
 
-def run_step(model, image, label):
+def run_step(model, image, label, dtype=torch.float64):
     """Forward, loss, backward, SGD step; returns everything to store."""
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # The reference runs in float64 from the float32 weights and inputs, so the
+    # stored values carry no float32 rounding of their own (stored as float32).
+    model.to(dtype)
+    image = image.to(dtype)
     model.train()
     opt = ref.make_sgd(model, **OPTIM)
     opt.zero_grad()
@@ -101,6 +107,9 @@ def write(path, model, image, label, out):
         f.attrs["format"] = "t2sda-parity"
         f.attrs["torch_version"] = str(torch.__version__)
         f.attrs["seed"] = SEED
+        f.attrs["reference_precision"] = "float64"
+        for k, v in CONDITIONING.items():
+            f.attrs[k] = v
         f.attrs["bn_eps"] = 1e-5
         f.attrs["bn_momentum"] = 0.1
         f.attrs["ignore_index"] = ref.IGNORE_INDEX
@@ -169,10 +178,10 @@ def check(path):
         loss = ref.seg_loss(logits, label)
         stored_logits = torch.from_numpy(f["logits"][()])
         assert logits.shape == stored_logits.shape
-        assert torch.allclose(logits, stored_logits, atol=1e-6, rtol=1e-5)
+        assert torch.allclose(logits, stored_logits, atol=1e-5, rtol=1e-5)
         stored_loss = float(f["loss"][()])
         assert f["loss"].shape == () and np.isfinite(stored_loss)
-        assert abs(float(loss) - stored_loss) < 1e-6
+        assert abs(float(loss) - stored_loss) < 1e-5
         return dict(loss=stored_loss, logits_shape=tuple(stored_logits.shape),
                     num_params=len(names),
                     num_scalars=sum(f["weights"][n].size for n in names))
@@ -196,7 +205,14 @@ def main():
     model = ref.DeepLabV2(**NET)
     ref.init_random_(model, gen)
     image, label = make_batch(gen)
+    f32 = run_step(copy.deepcopy(model), image, label, torch.float32)
     out = run_step(model, image, label)
+    # How far a float32 run of the same step is from the float64 reference: the
+    # floor any float32 implementation can reach on this fixture.
+    CONDITIONING["f32_vs_f64_worst_grad_rel_err"] = max(
+        float((f32["grads"][n].double() - g.double()).abs().max() / g.double().abs().max())
+        for n, g in out["grads"].items())
+    print(f"float32 vs float64 worst gradient error: {CONDITIONING['f32_vs_f64_worst_grad_rel_err']:.2e}")
 
     path = os.path.abspath(args.out)
     tmp = path + ".tmp"

@@ -43,7 +43,8 @@ static t2s_status build_block(t2s_resnet_block *b, t2s_params *p, const char *na
   } else {
     if (!st) st = t2s_conv_build(&b->conv1, p, SUB("conv1"), inplanes, planes, 3, stride, dil, dil, 1, 0, ki, 0, err);
     if (!st) st = t2s_bn_build(&b->bn1, p, SUB("bn1"), planes, cfg->norm, cfg->norm_eval, err);
-    if (!st) st = t2s_conv_build(&b->conv2, p, SUB("conv2"), planes, planes, 3, 1, dil, dil, 1, 0, ki, 0, err);
+    /* mmseg's BasicBlock: only conv1 is dilated; conv2 is a plain 3x3 */
+    if (!st) st = t2s_conv_build(&b->conv2, p, SUB("conv2"), planes, planes, 3, 1, 1, 1, 1, 0, ki, 0, err);
     if (!st) st = t2s_bn_build(&b->bn2, p, SUB("bn2"), planes, cfg->norm, cfg->norm_eval, err);
   }
   b->has_downsample = downsample;
