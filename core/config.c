@@ -981,7 +981,9 @@ static void sb_printf(strbuf *b, const char *fmt, ...) {
 /* The fewest significant digits that read back as the same double, always
  * with a '.' so that other YAML readers (PyYAML) also see a float. */
 static void format_double(double v, char *buf, size_t size) {
-  for (int prec = 1; prec <= 17; prec++) {
+  /* at least the integer digits, so that 10 prints as 10.0 and not 1e+01 */
+  int first = fabs(v) >= 1 && fabs(v) < 1e16 ? (int)floor(log10(fabs(v))) + 1 : 1;
+  for (int prec = first; prec <= 17; prec++) {
     snprintf(buf, size, "%.*g", prec, v);
     if (strtod(buf, NULL) == v) break;
   }
