@@ -67,8 +67,10 @@ static void check_train_forward(t2s_tensor *x, t2s_tensor *gamma, t2s_tensor *be
   t2s_test_tensor_free(rv);
 }
 
-/* Eval and frozen: y = (x - running_mean) / sqrt(running_var + eps) gamma + beta, stats unchanged. */
-static void check_eval_forward(t2s_tensor *x, t2s_tensor *gamma, t2s_tensor *beta, t2s_bn_mode mode) {
+/* Eval and frozen: y = (x - running_mean) / sqrt(running_var + eps) gamma + beta, stats unchanged.
+ */
+static void check_eval_forward(t2s_tensor *x, t2s_tensor *gamma, t2s_tensor *beta,
+                               t2s_bn_mode mode) {
   static const float rm0[C] = {0.5f, -1.0f, 2.0f}, rv0[C] = {1.5f, 0.25f, 3.0f};
   t2s_tensor *rm = vec(rm0, 0), *rv = vec(rv0, 0);
   t2s_error err = {0};
@@ -78,9 +80,10 @@ static void check_eval_forward(t2s_tensor *x, t2s_tensor *gamma, t2s_tensor *bet
   int64_t hw = x->shape[2] * x->shape[3];
   for (int64_t k = 0; y && k < t2s_numel(x); k++) {
     int c = (int)((k / hw) % C);
-    double want = (t2s_f32(x)[k] - rm0[c]) / sqrt(rv0[c] + kEps) * t2s_f32(gamma)[c] + t2s_f32(beta)[c];
-    CHECK_MSG(fabs(t2s_f32(y)[k] - want) < 1e-5 * (1 + fabs(want)), "mode %d: y[%lld] = %g, expected %g",
-              (int)mode, (long long)k, t2s_f32(y)[k], want);
+    double want =
+        (t2s_f32(x)[k] - rm0[c]) / sqrt(rv0[c] + kEps) * t2s_f32(gamma)[c] + t2s_f32(beta)[c];
+    CHECK_MSG(fabs(t2s_f32(y)[k] - want) < 1e-5 * (1 + fabs(want)),
+              "mode %d: y[%lld] = %g, expected %g", (int)mode, (long long)k, t2s_f32(y)[k], want);
   }
   CHECK(memcmp(rm->data, rm0, sizeof rm0) == 0 && memcmp(rv->data, rv0, sizeof rv0) == 0);
   t2s_ctx_destroy(ctx);
@@ -88,8 +91,10 @@ static void check_eval_forward(t2s_tensor *x, t2s_tensor *gamma, t2s_tensor *bet
   t2s_test_tensor_free(rv);
 }
 
-/* Frozen: gamma and beta require grad and hold accumulating grads; backward must leave them as is. */
-static void check_frozen_untouched(t2s_tensor *x, t2s_tensor *gamma, t2s_tensor *beta, bn_case *bc) {
+/* Frozen: gamma and beta require grad and hold accumulating grads; backward must leave them as is.
+ */
+static void check_frozen_untouched(t2s_tensor *x, t2s_tensor *gamma, t2s_tensor *beta,
+                                   bn_case *bc) {
   float gg[C] = {7, 7, 7}, gb[C] = {9, 9, 9};
   gamma->requires_grad = beta->requires_grad = 1;
   gamma->grad = gg, beta->grad = gb;
@@ -101,7 +106,8 @@ static void check_frozen_untouched(t2s_tensor *x, t2s_tensor *gamma, t2s_tensor 
   t2s_tensor *r = t2s_test_tensor(4, x->shape, -1.0f, 1.0f, 5, 0);
   t2s_tensor *loss = t2s_weighted_sum(ctx, y, r);
   CHECK_MSG(loss && t2s_backward(ctx, loss, 1.0f) == T2S_OK, "%s", ctx->err.msg);
-  for (int c = 0; c < C; c++) CHECK_MSG(gg[c] == 7 && gb[c] == 9, "frozen BN touched gamma/beta grads");
+  for (int c = 0; c < C; c++)
+    CHECK_MSG(gg[c] == 7 && gb[c] == 9, "frozen BN touched gamma/beta grads");
   CHECK(x->grad != NULL);
   gamma->requires_grad = beta->requires_grad = 0;
   gamma->grad = beta->grad = NULL;
@@ -184,7 +190,8 @@ static void check_sync_bn(void) {
       for (int64_t i = 0; i < H * W; i++) s += t2s_f32(x)[(b * C + c) * H * W + i];
     f.mean[c] = s / m;
     for (int64_t b = 0; b < N; b++)
-      for (int64_t i = 0; i < H * W; i++) ss += pow(t2s_f32(x)[(b * C + c) * H * W + i] - f.mean[c], 2);
+      for (int64_t i = 0; i < H * W; i++)
+        ss += pow(t2s_f32(x)[(b * C + c) * H * W + i] - f.mean[c], 2);
     f.invstd[c] = 1.0 / sqrt(ss / m + kEps);
   }
   int64_t hshape[4] = {N / 2, C, H, W};
@@ -193,8 +200,10 @@ static void check_sync_bn(void) {
   ctx->sync_bn = 1;
   ctx->stat_allreduce = fake_allreduce;
   ctx->stat_user = &f;
-  CHECK_MSG(bn_run(ctx, &xh, gamma, beta, rm1, rv1, t2s_f32(rt), y1, dx1, dg1, db1), "%s", ctx->err.msg);
-  CHECK_MSG(f.calls == 2, "SyncBN called the all-reduce %d times, expected 2 (forward, backward)", f.calls);
+  CHECK_MSG(bn_run(ctx, &xh, gamma, beta, rm1, rv1, t2s_f32(rt), y1, dx1, dg1, db1), "%s",
+            ctx->err.msg);
+  CHECK_MSG(f.calls == 2, "SyncBN called the all-reduce %d times, expected 2 (forward, backward)",
+            f.calls);
   int bad = 0;
   for (int64_t k = 0; k < HALF; k++) {
     bad += fabsf(y1[k] - y[k]) > 1e-5f * (1 + fabsf(y[k]));
@@ -202,7 +211,8 @@ static void check_sync_bn(void) {
   }
   CHECK_MSG(bad == 0, "SyncBN half batch differs from the full batch in %d values of y / dx", bad);
   for (int c = 0; c < C; c++) {
-    CHECK_MSG(fabsf(t2s_f32(rm1)[c] - t2s_f32(rm)[c]) < 1e-6f && fabsf(t2s_f32(rv1)[c] - t2s_f32(rv)[c]) < 1e-6f,
+    CHECK_MSG(fabsf(t2s_f32(rm1)[c] - t2s_f32(rm)[c]) < 1e-6f &&
+                  fabsf(t2s_f32(rv1)[c] - t2s_f32(rv)[c]) < 1e-6f,
               "SyncBN running stats of channel %d differ from the full batch", c);
     /* parameter grads stay local: the half batch's own sums */
     double sg = 0, sb = 0;
@@ -213,7 +223,8 @@ static void check_sync_bn(void) {
         sg += t2s_f32(rt)[k] * (t2s_f32(x)[k] - f.mean[c]) * f.invstd[c];
       }
     CHECK_MSG(fabs(dg1[c] - sg) < 1e-4 && fabs(db1[c] - sb) < 1e-4,
-              "SyncBN dgamma/dbeta of channel %d: %g %g, local sums %g %g", c, dg1[c], db1[c], sg, sb);
+              "SyncBN dgamma/dbeta of channel %d: %g %g, local sums %g %g", c, dg1[c], db1[c], sg,
+              sb);
   }
   t2s_ctx_destroy(ctx);
   t2s_tensor *all[] = {x, rt, gamma, beta, rm, rv, rm1, rv1};
@@ -236,8 +247,11 @@ static void check_stale_memory(t2s_tensor *x, t2s_tensor *gamma, t2s_tensor *bet
     t2s_tensor *r = t2s_test_tensor(4, x->shape, -1.0f, 1.0f, 5, 0);
     t2s_tensor *loss = t2s_weighted_sum(ctx, build_bn(ctx, in, bc), r);
     CHECK_MSG(loss && t2s_backward(ctx, loss, 1.0f) == T2S_OK, "%s", ctx->err.msg);
-    if (!poison) ref = malloc((size_t)n * sizeof(float)), memcpy(ref, x->grad, (size_t)n * sizeof(float));
-    else CHECK_MSG(memcmp(ref, x->grad, (size_t)n * sizeof(float)) == 0, "mode %d: dx depends on stale memory", (int)bc->mode);
+    if (!poison)
+      ref = malloc((size_t)n * sizeof(float)), memcpy(ref, x->grad, (size_t)n * sizeof(float));
+    else
+      CHECK_MSG(memcmp(ref, x->grad, (size_t)n * sizeof(float)) == 0,
+                "mode %d: dx depends on stale memory", (int)bc->mode);
     x->grad = NULL;
     t2s_test_tensor_free(r);
     t2s_ctx_destroy(ctx);
@@ -257,7 +271,8 @@ int main(void) {
 
   t2s_tensor *in[3] = {x, gamma, beta};
   t2s_gc_opts fine = {1e-3, 2e-2, 2e-3, 64};
-  bn_case train = {T2S_BN_TRAIN, rm, rv}, eval = {T2S_BN_EVAL, rm, rv}, frozen = {T2S_BN_FROZEN, rm, rv};
+  bn_case train = {T2S_BN_TRAIN, rm, rv}, eval = {T2S_BN_EVAL, rm, rv},
+          frozen = {T2S_BN_FROZEN, rm, rv};
   bn_case no_stats = {T2S_BN_TRAIN, NULL, NULL};
   t2s_gradcheck("batch_norm train", build_bn, &train, in, 3, &fine);
   t2s_gradcheck("batch_norm train, no running stats", build_bn, &no_stats, in, 3, &fine);
@@ -266,7 +281,8 @@ int main(void) {
   t2s_gradcheck("batch_norm frozen (grad to x)", build_bn, &frozen, in, 3, &fine);
   t2s_gradcheck("batch_norm train, constant gamma/beta", build_bn, &train, in, 3, &fine);
   check_frozen_untouched(x, gamma, beta, &frozen);
-  t2s_gradcheck("batch_norm train, no affine", build_bn, &train, (t2s_tensor *[]){x, NULL, NULL}, 3, &fine);
+  t2s_gradcheck("batch_norm train, no affine", build_bn, &train, (t2s_tensor *[]){x, NULL, NULL}, 3,
+                &fine);
   check_stale_memory(x, gamma, beta, &train);
   check_stale_memory(x, gamma, beta, &eval);
   check_sync_bn();
@@ -275,7 +291,8 @@ int main(void) {
   t2s_error err = {0};
   t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 1 << 20, &err);
   CHECK(t2s_batch_norm(ctx, x, gamma, beta, NULL, NULL, T2S_BN_EVAL, kMomentum, kEps) == NULL);
-  CHECK_MSG(strstr(ctx->err.msg, "batch_norm") && strstr(ctx->err.msg, "running_mean"), "%s", ctx->err.msg);
+  CHECK_MSG(strstr(ctx->err.msg, "batch_norm") && strstr(ctx->err.msg, "running_mean"), "%s",
+            ctx->err.msg);
   t2s_error_clear(&ctx->err);
   int64_t one[4] = {1, C, 1, 1};
   t2s_tensor *x1 = t2s_test_tensor(4, one, 0.0f, 1.0f, 3, 0);

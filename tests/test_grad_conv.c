@@ -48,14 +48,15 @@ static void check_forward(const conv_case *cc, t2s_tensor *x, t2s_tensor *w, t2s
     t2s_ctx_destroy(ctx);
     return;
   }
-  CHECK_MSG(y->shape[0] == cc->n && y->shape[1] == cc->cout && y->shape[2] == hout &&
-                y->shape[3] == wout,
-            "%s: output shape [%lld, %lld, %lld, %lld], expected [%lld, %lld, %lld, %lld]", cc->name,
-            (long long)y->shape[0], (long long)y->shape[1], (long long)y->shape[2],
-            (long long)y->shape[3], (long long)cc->n, (long long)cc->cout, (long long)hout,
-            (long long)wout);
+  CHECK_MSG(
+      y->shape[0] == cc->n && y->shape[1] == cc->cout && y->shape[2] == hout && y->shape[3] == wout,
+      "%s: output shape [%lld, %lld, %lld, %lld], expected [%lld, %lld, %lld, %lld]", cc->name,
+      (long long)y->shape[0], (long long)y->shape[1], (long long)y->shape[2],
+      (long long)y->shape[3], (long long)cc->n, (long long)cc->cout, (long long)hout,
+      (long long)wout);
   double flops = 2.0 * cc->n * cc->cout * hout * wout * (cc->cin / cc->a.groups) * cc->kh * cc->kw;
-  CHECK_MSG(fabs(ctx->flops - flops) < 0.5, "%s: flops %g, expected %g", cc->name, ctx->flops, flops);
+  CHECK_MSG(fabs(ctx->flops - flops) < 0.5, "%s: flops %g, expected %g", cc->name, ctx->flops,
+            flops);
   int bad = 0;
   const float *yv = t2s_f32(y);
   for (int64_t n = 0; n < cc->n; n++)
@@ -88,7 +89,8 @@ static void check_backward(const conv_case *cc, t2s_tensor *x, t2s_tensor *w, t2
     return;
   }
   const t2s_conv2d_args *a = &cc->a;
-  int64_t hout = y->shape[2], wout = y->shape[3], cin_g = cc->cin / a->groups, cout_g = cc->cout / a->groups;
+  int64_t hout = y->shape[2], wout = y->shape[3], cin_g = cc->cin / a->groups,
+          cout_g = cc->cout / a->groups;
   int64_t nx = t2s_numel(x), nw = t2s_numel(w);
   double *dx = calloc((size_t)nx, sizeof(double)), *dw = calloc((size_t)nw, sizeof(double));
   const float *xv = t2s_f32(x), *wv = t2s_f32(w), *rv = t2s_f32(r);
@@ -112,10 +114,12 @@ static void check_backward(const conv_case *cc, t2s_tensor *x, t2s_tensor *w, t2
   int bad = 0;
   for (int64_t k = 0; k < nx; k++)
     if (fabs(x->grad[k] - dx[k]) > 1e-4 * (1 + fabs(dx[k])) && bad++ < 3)
-      fprintf(stderr, "%s: dx[%lld] = %g, direct formula %g\n", cc->name, (long long)k, x->grad[k], dx[k]);
+      fprintf(stderr, "%s: dx[%lld] = %g, direct formula %g\n", cc->name, (long long)k, x->grad[k],
+              dx[k]);
   for (int64_t k = 0; k < nw; k++)
     if (fabs(w->grad[k] - dw[k]) > 1e-4 * (1 + fabs(dw[k])) && bad++ < 6)
-      fprintf(stderr, "%s: dw[%lld] = %g, direct formula %g\n", cc->name, (long long)k, w->grad[k], dw[k]);
+      fprintf(stderr, "%s: dw[%lld] = %g, direct formula %g\n", cc->name, (long long)k, w->grad[k],
+              dw[k]);
   CHECK_MSG(bad == 0, "%s: %d gradient values differ from the direct formulas", cc->name, bad);
   free(dx);
   free(dw);
@@ -180,8 +184,8 @@ static void run_case(const conv_case *cc, int64_t hout, int64_t wout, uint64_t s
 
 /* Only one of x and w wants a gradient (frozen backbone; input image). */
 static void run_partial(void) {
-  conv_case cc = {"3x3 stride 2, grad to x only / w only", 2, 3, 7, 6, 4, 3, 3,
-                  {2, 2, 1, 1, 1, 1, 1}, 1};
+  conv_case cc = {
+      "3x3 stride 2, grad to x only / w only", 2, 3, 7, 6, 4, 3, 3, {2, 2, 1, 1, 1, 1, 1}, 1};
   int64_t xs[4] = {2, 3, 7, 6}, ws[4] = {4, 3, 3, 3}, bs[1] = {4};
   t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 50, 1);
   t2s_tensor *w = t2s_test_tensor(4, ws, -1.0f, 1.0f, 51, 0);
@@ -229,14 +233,24 @@ int main(void) {
       {{"3x3 dilation 2 no pad", 2, 2, 8, 7, 3, 3, 3, {1, 1, 0, 0, 2, 2, 1}, 0}, 4, 3},
       {{"groups 2", 2, 4, 5, 5, 6, 3, 3, {1, 1, 1, 1, 1, 1, 2}, 1}, 5, 5},
       {{"depthwise groups=C", 2, 5, 6, 6, 5, 3, 3, {1, 1, 1, 1, 1, 1, 5}, 1}, 6, 6},
-      {{"depthwise 3x3 stride 2 dilation 2 pad 1", 2, 4, 9, 8, 4, 3, 3, {2, 2, 1, 1, 2, 2, 4}, 0}, 4, 3},
-      {{"depthwise 5x3 stride (1,2) pad (2,0)", 1, 3, 6, 9, 3, 5, 3, {1, 2, 2, 0, 1, 1, 3}, 1}, 6, 4},
-      {{"channel multiplier 2 stride 2 (gemm)", 1, 3, 7, 7, 6, 3, 3, {2, 2, 1, 1, 1, 1, 3}, 0}, 4, 4},
+      {{"depthwise 3x3 stride 2 dilation 2 pad 1", 2, 4, 9, 8, 4, 3, 3, {2, 2, 1, 1, 2, 2, 4}, 0},
+       4,
+       3},
+      {{"depthwise 5x3 stride (1,2) pad (2,0)", 1, 3, 6, 9, 3, 5, 3, {1, 2, 2, 0, 1, 1, 3}, 1},
+       6,
+       4},
+      {{"channel multiplier 2 stride 2 (gemm)", 1, 3, 7, 7, 6, 3, 3, {2, 2, 1, 1, 1, 1, 3}, 0},
+       4,
+       4},
       {{"1x1 fast path bias", 2, 6, 4, 5, 3, 1, 1, {1, 1, 0, 0, 1, 1, 1}, 1}, 4, 5},
       {{"1x1 fast path groups 2", 2, 4, 3, 3, 6, 1, 1, {1, 1, 0, 0, 1, 1, 2}, 0}, 3, 3},
       {{"1x1 stride 2 (im2col)", 2, 4, 7, 6, 3, 1, 1, {2, 2, 0, 0, 1, 1, 1}, 1}, 4, 3},
-      {{"non-square 3x2 stride (2,1) pad (1,0)", 2, 3, 7, 6, 4, 3, 2, {2, 1, 1, 0, 1, 1, 1}, 1}, 4, 5},
-      {{"non-square 1x3 dilation (1,2) pad (0,2)", 1, 3, 5, 6, 2, 1, 3, {1, 1, 0, 2, 1, 2, 1}, 1}, 5, 6},
+      {{"non-square 3x2 stride (2,1) pad (1,0)", 2, 3, 7, 6, 4, 3, 2, {2, 1, 1, 0, 1, 1, 1}, 1},
+       4,
+       5},
+      {{"non-square 1x3 dilation (1,2) pad (0,2)", 1, 3, 5, 6, 2, 1, 3, {1, 1, 0, 2, 1, 2, 1}, 1},
+       5,
+       6},
       {{"7x7 stride 2 pad 3 (stem)", 1, 3, 9, 10, 4, 7, 7, {2, 2, 3, 3, 1, 1, 1}, 0}, 5, 5},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
@@ -245,7 +259,16 @@ int main(void) {
    * col2im run over several blocks of output rows (the boundaries share input rows). */
   static const conv_case large[] = {
       {"blocked 3x3 pad 1, 64 -> 8 channels", 1, 64, 80, 48, 8, 3, 3, {1, 1, 1, 1, 1, 1, 1}, 1},
-      {"blocked 3x3 stride 2 dilation 2 groups 2", 2, 64, 161, 70, 6, 3, 3, {2, 2, 2, 2, 2, 2, 2}, 0},
+      {"blocked 3x3 stride 2 dilation 2 groups 2",
+       2,
+       64,
+       161,
+       70,
+       6,
+       3,
+       3,
+       {2, 2, 2, 2, 2, 2, 2},
+       0},
   };
   run_case(&large[0], 80, 48, 300, 1);
   run_case(&large[1], 81, 35, 301, 1);

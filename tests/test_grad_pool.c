@@ -72,8 +72,9 @@ static void check_forward(const pool_case *pc, int is_max, t2s_tensor *x) {
   t2s_tensor *y = build_pool(ctx, in, &r);
   CHECK_MSG(y != NULL, "%s: %s", pc->name, ctx->err.msg);
   if (y && (y->shape[2] != pc->hout || y->shape[3] != pc->wout)) {
-    CHECK_MSG(0, "%s: output %lld x %lld, PyTorch gives %lld x %lld", pc->name, (long long)y->shape[2],
-              (long long)y->shape[3], (long long)pc->hout, (long long)pc->wout);
+    CHECK_MSG(0, "%s: output %lld x %lld, PyTorch gives %lld x %lld", pc->name,
+              (long long)y->shape[2], (long long)y->shape[3], (long long)pc->hout,
+              (long long)pc->wout);
     y = NULL;
   }
   int bad = 0;
@@ -110,8 +111,8 @@ static void check_stale_memory(const pool_case *pc, int is_max, t2s_tensor *x) {
     CHECK_MSG(loss && t2s_backward(ctx, loss, 1.0f) == T2S_OK, "%s", ctx->err.msg);
     if (loss && !poison) memcpy(ref, x->grad, (size_t)n * sizeof(float));
     if (loss && poison)
-      CHECK_MSG(memcmp(ref, x->grad, (size_t)n * sizeof(float)) == 0, "%s %s: dx depends on stale memory",
-                pc->name, is_max ? "max" : "avg");
+      CHECK_MSG(memcmp(ref, x->grad, (size_t)n * sizeof(float)) == 0,
+                "%s %s: dx depends on stale memory", pc->name, is_max ? "max" : "avg");
     x->grad = NULL;
     t2s_test_tensor_free(rt);
     t2s_ctx_destroy(ctx);
@@ -148,11 +149,13 @@ static void check_errors(void) {
   t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 1 << 20, &err);
   t2s_pool2d_args big_pad = {3, 3, 1, 1, 2, 2, 0, 1};
   CHECK(t2s_max_pool2d(ctx, x, &big_pad) == NULL);
-  CHECK_MSG(strstr(ctx->err.msg, "max_pool2d") && strstr(ctx->err.msg, "[1, 2, 3, 3]"), "%s", ctx->err.msg);
+  CHECK_MSG(strstr(ctx->err.msg, "max_pool2d") && strstr(ctx->err.msg, "[1, 2, 3, 3]"), "%s",
+            ctx->err.msg);
   t2s_error_clear(&ctx->err);
   t2s_pool2d_args too_big = {5, 5, 1, 1, 0, 0, 1, 1};
   CHECK(t2s_avg_pool2d(ctx, x, &too_big) == NULL);
-  CHECK_MSG(strstr(ctx->err.msg, "avg_pool2d") && strstr(ctx->err.msg, "larger"), "%s", ctx->err.msg);
+  CHECK_MSG(strstr(ctx->err.msg, "avg_pool2d") && strstr(ctx->err.msg, "larger"), "%s",
+            ctx->err.msg);
   t2s_ctx_destroy(ctx);
   t2s_test_tensor_free(x);
 }
@@ -164,7 +167,14 @@ int main(void) {
       {"3x3 stride 2 pad 1 (resnet stem)", 1, 2, 9, 8, {3, 3, 2, 2, 1, 1, 0, 1}, 5, 4},
       {"2x2 stride 2 ceil_mode odd size", 1, 2, 5, 7, {2, 2, 2, 2, 0, 0, 1, 1}, 3, 4},
       /* ceil would give 4, but the 4th window would start in the right padding */
-      {"2x2 stride 2 pad 1 ceil_mode, last window dropped", 1, 2, 5, 5, {2, 2, 2, 2, 1, 1, 1, 1}, 3, 3},
+      {"2x2 stride 2 pad 1 ceil_mode, last window dropped",
+       1,
+       2,
+       5,
+       5,
+       {2, 2, 2, 2, 1, 1, 1, 1},
+       3,
+       3},
       {"3x3 stride 2 pad 1 ceil_mode", 2, 2, 6, 7, {3, 3, 2, 2, 1, 1, 1, 1}, 4, 4},
       {"3x3 stride 2 pad 1 ceil, exclude pad", 1, 3, 6, 7, {3, 3, 2, 2, 1, 1, 1, 0}, 4, 4},
       {"3x3 stride 1 pad 1 exclude pad", 2, 2, 5, 4, {3, 3, 1, 1, 1, 1, 0, 0}, 5, 4},

@@ -55,9 +55,10 @@ static int bn_check_vec(t2s_ctx *ctx, const t2s_tensor *v, const char *what, con
     return !required;
   }
   if (v->dtype != T2S_F32 || v->ndim != 1 || v->shape[0] != x->shape[1]) {
-    t2s_ctx_fail(ctx, T2S_ERR_INVALID, "batch_norm: %s %s (%s) must be float32 (C) = (%lld) for x %s",
-                 what, t2s_shape_str(v, sv, sizeof sv), t2s_dtype_name(v->dtype),
-                 (long long)x->shape[1], t2s_shape_str(x, sx, sizeof sx));
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID,
+                 "batch_norm: %s %s (%s) must be float32 (C) = (%lld) for x %s", what,
+                 t2s_shape_str(v, sv, sizeof sv), t2s_dtype_name(v->dtype), (long long)x->shape[1],
+                 t2s_shape_str(x, sx, sizeof sx));
     return 0;
   }
   return 1;
@@ -77,7 +78,8 @@ t2s_tensor *t2s_batch_norm(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *gamma, t2s_t
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
                         "batch_norm: eps %g must be > 0 and momentum %g in [0, 1]", eps, momentum);
   int needs_running = mode != T2S_BN_TRAIN;
-  if (!bn_check_vec(ctx, gamma, "gamma", x, mode, 0) || !bn_check_vec(ctx, beta, "beta", x, mode, 0) ||
+  if (!bn_check_vec(ctx, gamma, "gamma", x, mode, 0) ||
+      !bn_check_vec(ctx, beta, "beta", x, mode, 0) ||
       !bn_check_vec(ctx, running_mean, "running_mean", x, mode, needs_running) ||
       !bn_check_vec(ctx, running_var, "running_var", x, mode, needs_running))
     return NULL;
@@ -97,8 +99,8 @@ t2s_tensor *t2s_batch_norm(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *gamma, t2s_t
   }
   bn_args a = {mode, momentum, eps};
   t2s_tensor *in[5] = {x, gamma, beta, running_mean, running_var};
-  return t2s_op_apply(ctx, T2S_OP_batch_norm, in, 5, t2s_tensor_new(ctx, T2S_F32, x->ndim, x->shape),
-                      &a, sizeof a);
+  return t2s_op_apply(ctx, T2S_OP_batch_norm, in, 5,
+                      t2s_tensor_new(ctx, T2S_F32, x->ndim, x->shape), &a, sizeof a);
 }
 
 /* stats[0..c) = per-channel sum of x, stats[c..2c) = sum of x^2, stats[2c] = count. */
@@ -130,7 +132,8 @@ static t2s_status bn_sync_failed(t2s_ctx *ctx, const char *pass, const t2s_tenso
 }
 
 /* Batch statistics (reduced over ranks under SyncBN) into s; updates the running stats. */
-static t2s_status bn_batch_stats(t2s_ctx *ctx, const t2s_node *node, const bn_geom *g, bn_saved *s) {
+static t2s_status bn_batch_stats(t2s_ctx *ctx, const t2s_node *node, const bn_geom *g,
+                                 bn_saved *s) {
   const bn_args *a = node->args;
   double *stats = t2s_scratch(ctx, (size_t)(2 * g->c + 1) * sizeof(double));
   if (stats == NULL) return ctx->err.status;
@@ -147,7 +150,8 @@ static t2s_status bn_batch_stats(t2s_ctx *ctx, const t2s_node *node, const bn_ge
                  t2s_shape_str(node->in[0], sx, sizeof sx), m);
     return T2S_ERR_INVALID;
   }
-  float *rm = node->in[3] ? t2s_f32(node->in[3]) : NULL, *rv = node->in[4] ? t2s_f32(node->in[4]) : NULL;
+  float *rm = node->in[3] ? t2s_f32(node->in[3]) : NULL,
+        *rv = node->in[4] ? t2s_f32(node->in[4]) : NULL;
   for (int64_t c = 0; c < g->c; c++) {
     double mean = stats[c] / m;
     double var = stats[g->c + c] / m - mean * mean;
@@ -246,9 +250,11 @@ t2s_status t2s_batch_norm_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float
     for (int64_t n = 0; n < g.n; n++) {
       int64_t off = (n * g.c + c) * g.inner;
       if (beta[0] != 0.0f)
-        for (int64_t i = 0; i < g.inner; i++) dx[off + i] += ca * dy[off + i] + cb * (x[off + i] - mu) + cd;
+        for (int64_t i = 0; i < g.inner; i++)
+          dx[off + i] += ca * dy[off + i] + cb * (x[off + i] - mu) + cd;
       else
-        for (int64_t i = 0; i < g.inner; i++) dx[off + i] = ca * dy[off + i] + cb * (x[off + i] - mu) + cd;
+        for (int64_t i = 0; i < g.inner; i++)
+          dx[off + i] = ca * dy[off + i] + cb * (x[off + i] - mu) + cd;
     }
   }
   return T2S_OK;

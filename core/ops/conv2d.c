@@ -19,15 +19,15 @@
 #include "core/ops.h"
 
 typedef struct conv_geom {
-  int64_t n, cin, h, w;      /* input */
-  int64_t cout, kh, kw;      /* weight (cout, cin / groups, kh, kw) */
+  int64_t n, cin, h, w; /* input */
+  int64_t cout, kh, kw; /* weight (cout, cin / groups, kh, kw) */
   int64_t hout, wout;
   int64_t groups, cin_g, cout_g;
-  int64_t k;                 /* rows of one group's column matrix: cin_g kh kw */
-  int64_t p;                 /* columns: hout wout */
+  int64_t k; /* rows of one group's column matrix: cin_g kh kw */
+  int64_t p; /* columns: hout wout */
   t2s_conv2d_args a;
-  int direct;                /* 1x1, stride 1, no padding: x is the column matrix */
-  int depthwise;             /* groups = cin = cout: per-plane shifted multiply-adds */
+  int direct;    /* 1x1, stride 1, no padding: x is the column matrix */
+  int depthwise; /* groups = cin = cout: per-plane shifted multiply-adds */
 } conv_geom;
 
 t2s_conv2d_args t2s_conv_args(int stride, int pad, int dil) {
@@ -57,7 +57,8 @@ static int conv_validate(t2s_ctx *ctx, const t2s_tensor *x, const t2s_tensor *w,
                          const t2s_tensor *bias, const t2s_conv2d_args *a) {
   char sx[96], sw[96], sb[96];
   if (x->dtype != T2S_F32 || w->dtype != T2S_F32 || (bias && bias->dtype != T2S_F32)) {
-    t2s_ctx_fail(ctx, T2S_ERR_INVALID, "conv2d: x, weight and bias must be float32 (x is %s, weight %s)",
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID,
+                 "conv2d: x, weight and bias must be float32 (x is %s, weight %s)",
                  t2s_dtype_name(x->dtype), t2s_dtype_name(w->dtype));
     return 0;
   }
@@ -65,15 +66,17 @@ static int conv_validate(t2s_ctx *ctx, const t2s_tensor *x, const t2s_tensor *w,
   t2s_shape_str(w, sw, sizeof sw);
   if (x->ndim != 4 || w->ndim != 4) {
     t2s_ctx_fail(ctx, T2S_ERR_INVALID,
-                 "conv2d: x %s must be (N, Cin, H, W) and weight %s (Cout, Cin/groups, kh, kw)", sx, sw);
+                 "conv2d: x %s must be (N, Cin, H, W) and weight %s (Cout, Cin/groups, kh, kw)", sx,
+                 sw);
     return 0;
   }
   if (a->stride_h < 1 || a->stride_w < 1 || a->dil_h < 1 || a->dil_w < 1 || a->pad_h < 0 ||
       a->pad_w < 0 || a->groups < 1) {
-    t2s_ctx_fail(ctx, T2S_ERR_INVALID,
-                 "conv2d: stride (%d, %d) and dilation (%d, %d) must be >= 1, padding (%d, %d) >= 0, "
-                 "groups %d >= 1 (x %s, weight %s)",
-                 a->stride_h, a->stride_w, a->dil_h, a->dil_w, a->pad_h, a->pad_w, a->groups, sx, sw);
+    t2s_ctx_fail(
+        ctx, T2S_ERR_INVALID,
+        "conv2d: stride (%d, %d) and dilation (%d, %d) must be >= 1, padding (%d, %d) >= 0, "
+        "groups %d >= 1 (x %s, weight %s)",
+        a->stride_h, a->stride_w, a->dil_h, a->dil_w, a->pad_h, a->pad_w, a->groups, sx, sw);
     return 0;
   }
   if (x->shape[1] % a->groups != 0 || w->shape[0] % a->groups != 0 ||
@@ -401,8 +404,8 @@ t2s_status t2s_conv2d_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *be
       float bx = g.direct ? beta[0] : 0.0f;
       for (int64_t gr = 0; gr < g.groups; gr++)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.k, (int)cb.len, (int)g.cout_g,
-                    1.0f, w + gr * g.cout_g * g.k, (int)g.k, dyb + gr * g.cout_g * g.p, (int)g.p, bx,
-                    dcol + gr * g.k * cb.ld, (int)cb.ld);
+                    1.0f, w + gr * g.cout_g * g.k, (int)g.k, dyb + gr * g.cout_g * g.p, (int)g.p,
+                    bx, dcol + gr * g.k * cb.ld, (int)cb.ld);
       if (!g.direct) col2im_add(&g, dcol, dxn, cb.r0, cb.r1);
     }
   }

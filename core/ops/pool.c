@@ -51,7 +51,8 @@ static t2s_tensor *pool_apply(t2s_ctx *ctx, t2s_op_id id, const char *op, t2s_te
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
                         "%s: kernel (%d, %d) and stride (%d, %d) must be >= 1 and padding (%d, %d) "
                         "between 0 and half the kernel (x %s)",
-                        op, a->kernel_h, a->kernel_w, a->stride_h, a->stride_w, a->pad_h, a->pad_w, sx);
+                        op, a->kernel_h, a->kernel_w, a->stride_h, a->stride_w, a->pad_h, a->pad_w,
+                        sx);
   pool_geom g = pool_geom_of(x, a);
   if (g.hout < 1 || g.wout < 1)
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
@@ -178,8 +179,8 @@ t2s_status t2s_avg_pool2d_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float
       for (int64_t ow = 0; ow < g.wout; ow++) {
         int64_t w0, w1, wp;
         pool_window(ow, a->kernel_w, a->stride_w, a->pad_w, g.w, &w0, &w1, &wp);
-        float d = dy[(p * g.hout + oh) * g.wout + ow] /
-                  (float)avg_divisor(a, hp, wp, h1 - h0, w1 - w0);
+        float d =
+            dy[(p * g.hout + oh) * g.wout + ow] / (float)avg_divisor(a, hp, wp, h1 - h0, w1 - w0);
         for (int64_t ih = h0; ih < h1; ih++)
           for (int64_t iw = w0; iw < w1; iw++) dxp[ih * g.w + iw] += d;
       }
