@@ -155,7 +155,7 @@ static int bench_step(const bench_opts *o) {
   snprintf(line, sizeof line,
            "{\"impl\": \"t2sda\", \"build\": \"%s\", \"depth\": %d, \"base_channels\": %d, \"batch\": %d, "
            "\"crop\": [%d, %d], \"threads\": %d, \"ms_per_iter\": %.3f, \"images_per_s\": %.4f, "
-           "\"gflop_per_iter\": %.3f, \"gflops\": %.3f}",
+           "\"gflop_per_iter\": %.3f, \"gflop_per_s\": %.3f}",
            T2S_VERSION_STRING, o->depth, o->base_channels, o->batch, o->crop_w, o->crop_h, o->threads,
            med * 1e3, o->batch / med, step_flops * 1e-9, step_flops / med * 1e-9);
   printf("%s\n", line);
