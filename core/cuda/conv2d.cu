@@ -8,7 +8,9 @@
  * step, so a copy cached across steps would be stale) and keeps it for backward;
  * the filter gradient comes back KRSC and is transposed into dW with the
  * accumulate flag. Where KCRS and KRSC coincide (1x1 kernels, one channel per
- * group) cuDNN reads and writes the weight buffers directly.
+ * group) cuDNN reads and writes the weight buffers directly. Should cuDNN have no
+ * algorithm for the NHWC filter of some shape, the plan falls back to the NCHW
+ * (KCRS) filter format with NHWC activations, again without transposes.
  *
  * A plan (descriptors and the three algorithms) is made once per shape and kept in
  * the backend's list. Algorithms come from cuDNN's heuristics (no timing runs, so
@@ -30,7 +32,8 @@ struct t2s_conv_plan {
   t2s_conv_plan *next;
   int key[KEY_LEN];
   int n, cin, h, w, cout, kh, kw, groups, ho, wo;
-  int filter_is_krsc;  /* KCRS == KRSC in memory: no transposes */
+  cudnnTensorFormat_t filter_format;  /* NHWC (KRSC), or NCHW: the fallback */
+  int filter_direct;   /* cuDNN reads/writes the KCRS buffers as they are: no transposes */
   cudnnTensorDescriptor_t xd, yd;
   cudnnFilterDescriptor_t wd;
   cudnnConvolutionDescriptor_t cd;
@@ -111,12 +114,19 @@ void plan_key(const t2s_node *node, int deterministic, int key[KEY_LEN]) {
   memcpy(key, k, sizeof k);
 }
 
-void plan_free(t2s_conv_plan *p) {
+void plan_release_descriptors(t2s_conv_plan *p) {
   /* Teardown: statuses are not actionable. */
   if (p->xd) (void)cudnnDestroyTensorDescriptor(p->xd);
   if (p->yd) (void)cudnnDestroyTensorDescriptor(p->yd);
   if (p->wd) (void)cudnnDestroyFilterDescriptor(p->wd);
   if (p->cd) (void)cudnnDestroyConvolutionDescriptor(p->cd);
+  p->xd = p->yd = NULL;
+  p->wd = NULL;
+  p->cd = NULL;
+}
+
+void plan_free(t2s_conv_plan *p) {
+  plan_release_descriptors(p);
   free(p);
 }
 
@@ -150,6 +160,9 @@ t2s_status no_algo(t2s_ctx *ctx, const t2s_node *node, const char *direction, bo
 }
 
 t2s_status plan_descriptors(t2s_ctx *ctx, const t2s_node *node, t2s_conv_plan *p) {
+  /* a KRSC buffer equals KCRS when kh kw = 1 or one channel per group */
+  p->filter_direct = p->filter_format == CUDNN_TENSOR_NCHW || p->kh * p->kw == 1 ||
+                     p->cin / p->groups == 1;
   const t2s_conv2d_args *a = (const t2s_conv2d_args *)node->args;
   T2S_CU(ctx, node, cudnnCreateTensorDescriptor(&p->xd));
   T2S_CU(ctx, node, cudnnCreateTensorDescriptor(&p->yd));
@@ -157,7 +170,7 @@ t2s_status plan_descriptors(t2s_ctx *ctx, const t2s_node *node, t2s_conv_plan *p
   T2S_CU(ctx, node, cudnnCreateConvolutionDescriptor(&p->cd));
   T2S_CU(ctx, node, cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, p->n,
                                                p->cin, p->h, p->w));
-  T2S_CU(ctx, node, cudnnSetFilter4dDescriptor(p->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, p->cout,
+  T2S_CU(ctx, node, cudnnSetFilter4dDescriptor(p->wd, CUDNN_DATA_FLOAT, p->filter_format, p->cout,
                                                p->cin / p->groups, p->kh, p->kw));
   T2S_CU(ctx, node, cudnnSetConvolution2dDescriptor(p->cd, a->pad_h, a->pad_w, a->stride_h,
                                                     a->stride_w, a->dil_h, a->dil_w,
@@ -232,11 +245,29 @@ t2s_conv_plan *get_plan(t2s_ctx *ctx, const t2s_node *node) {
   memcpy(p->key, key, sizeof key);
   p->n = key[0], p->cin = key[1], p->h = key[2], p->w = key[3];
   p->cout = key[4], p->kh = key[5], p->kw = key[6], p->groups = key[13];
-  p->filter_is_krsc = (p->kh * p->kw == 1) || (p->cin / p->groups == 1);
-  if (plan_descriptors(ctx, node, p) != T2S_OK ||
-      plan_algorithms(ctx, node, p, ctx->deterministic != 0) != T2S_OK) {
-    plan_free(p);
-    return NULL;
+  /* NHWC filter first (the path PyTorch's channels_last takes); when cuDNN has no
+   * algorithm for it, the NCHW filter format, which cuDNN also accepts with NHWC
+   * activations for several algorithms and which needs no transposes. */
+  const cudnnTensorFormat_t formats[2] = {CUDNN_TENSOR_NHWC, CUDNN_TENSOR_NCHW};
+  char first_failure[T2S_ERROR_MAX] = "";
+  for (int f = 0; f < 2; f++) {
+    p->filter_format = formats[f];
+    if (plan_descriptors(ctx, node, p) == T2S_OK &&
+        plan_algorithms(ctx, node, p, ctx->deterministic != 0) == T2S_OK)
+      break;
+    if (f == 1) {
+      /* both failed: keep the second message and add the first */
+      size_t used = strlen(ctx->err.msg);
+      snprintf(ctx->err.msg + used, sizeof ctx->err.msg - used, "; with the NHWC filter: %s",
+               first_failure);
+      plan_free(p);
+      return NULL;
+    }
+    /* the context was clean when planning started (ops run only then) */
+    snprintf(first_failure, sizeof first_failure, "%s", ctx->err.msg);
+    ctx->err.status = T2S_OK;
+    ctx->err.msg[0] = '\0';
+    plan_release_descriptors(p);
   }
   p->next = be->conv_plans;
   be->conv_plans = p;
@@ -271,7 +302,7 @@ t2s_status conv2d_forward(t2s_ctx *ctx, t2s_node *node) {
   const t2s_tensor *x = node->in[0], *w = node->in[1];
   const t2s_tensor *b = node->n_in > 2 ? node->in[2] : NULL;
   const float *wk = t2s_f32(w);
-  if (!p->filter_is_krsc) {
+  if (!p->filter_direct) {
     float *wt = (float *)t2s_scratch(ctx, filter_bytes(p));
     if (wt == NULL) return ctx->err.status;
     t2s_status st = filter_relayout(ctx, node, p, t2s_f32(w), wt, true, false);
@@ -323,7 +354,7 @@ t2s_status conv2d_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   if (t2s_wants_grad(x)) {
     /* saved by forward; a node replayed without it (forward not recording) is a bug */
     const float *wk = node->saved ? (const float *)node->saved : t2s_f32(w);
-    if (!p->filter_is_krsc && node->saved == NULL) {
+    if (!p->filter_direct && node->saved == NULL) {
       t2s_ctx_fail(ctx, T2S_ERR_INVALID, "op 'conv2d' on cuda: backward without the forward's filter");
       return T2S_ERR_INVALID;
     }
@@ -335,13 +366,13 @@ t2s_status conv2d_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   if (t2s_wants_grad(w)) {
     bool acc = beta[1] != 0.0f;
     float *dwk = w->grad;
-    if (!p->filter_is_krsc && (dwk = (float *)t2s_scratch(ctx, filter_bytes(p))) == NULL)
+    if (!p->filter_direct && (dwk = (float *)t2s_scratch(ctx, filter_bytes(p))) == NULL)
       return ctx->err.status;
-    const float *blend = p->filter_is_krsc ? &beta[1] : &zero;
+    const float *blend = p->filter_direct ? &beta[1] : &zero;
     T2S_CU(ctx, node, cudnnConvolutionBackwardFilter(be->cudnn, &one, p->xd, t2s_f32(x), p->yd, dy,
                                                      p->cd, p->bwd_filter, be->workspace,
                                                      p->filter_ws, blend, p->wd, dwk));
-    if (!p->filter_is_krsc) return filter_relayout(ctx, node, p, dwk, w->grad, false, acc);
+    if (!p->filter_direct) return filter_relayout(ctx, node, p, dwk, w->grad, false, acc);
   }
   return T2S_OK;
 }
