@@ -17,6 +17,7 @@ struct t2s_arena {
   size_t block_bytes;
   arena_block *first, *current;
   size_t used, peak, reserved;
+  int poison;  /* byte to fill new allocations with, or -1 */
   char name[32];
 };
 
@@ -28,6 +29,7 @@ t2s_arena *t2s_arena_create(t2s_device dev, size_t block_bytes, const char *name
   }
   a->dev = dev;
   a->block_bytes = block_bytes ? block_bytes : (size_t)64 << 20;
+  a->poison = -1;
   snprintf(a->name, sizeof a->name, "%s", name ? name : "arena");
   return a;
 }
@@ -79,8 +81,29 @@ void *t2s_arena_alloc(t2s_arena *a, size_t bytes, t2s_error *err) {
   a->current->used += need;
   a->used += need;
   if (a->used > a->peak) a->peak = a->used;
+  if (a->poison >= 0 && a->dev == T2S_DEV_CPU) memset(p, a->poison, need);
   return p;
 }
+
+t2s_arena_mark t2s_arena_get_mark(const t2s_arena *a) {
+  t2s_arena_mark m = {a->current, a->current ? a->current->used : 0, a->used};
+  return m;
+}
+
+void t2s_arena_rewind(t2s_arena *a, t2s_arena_mark mark) {
+  arena_block *keep = mark.block;
+  if (keep == NULL) {
+    t2s_arena_reset(a);
+    return;
+  }
+  /* blocks after the mark's block were entered later: empty them */
+  for (arena_block *b = keep->next; b != NULL; b = b->next) b->used = 0;
+  keep->used = mark.block_used;
+  a->current = keep;
+  a->used = mark.used;
+}
+
+void t2s_arena_set_poison(t2s_arena *a, int byte) { a->poison = byte; }
 
 void t2s_arena_reset(t2s_arena *a) {
   for (arena_block *b = a->first; b != NULL; b = b->next) b->used = 0;

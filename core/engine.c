@@ -69,6 +69,10 @@ void *t2s_scratch(t2s_ctx *ctx, size_t bytes) {
   return t2s_arena_alloc(ctx->pass, bytes, &ctx->err);
 }
 
+t2s_arena_mark t2s_scratch_mark(t2s_ctx *ctx) { return t2s_arena_get_mark(ctx->pass); }
+
+void t2s_scratch_release(t2s_ctx *ctx, t2s_arena_mark mark) { t2s_arena_rewind(ctx->pass, mark); }
+
 t2s_tensor *t2s_tensor_new(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int64_t *shape) {
   if (!t2s_ctx_ok(ctx)) return NULL;
   if (ndim < 0 || ndim > T2S_MAX_DIMS)
@@ -106,8 +110,18 @@ static int tape_push(t2s_ctx *ctx, t2s_node *node) {
 
 t2s_tensor *t2s_op_apply(t2s_ctx *ctx, t2s_op_id id, t2s_tensor **in, int n_in, t2s_tensor *out,
                          const void *args, size_t args_size) {
+  t2s_tensor *y = t2s_op_apply_desc(ctx, &t2s_ops[id], in, n_in, out, args, args_size);
+  if (y != NULL && ctx->tape_len > 0 && ctx->tape[ctx->tape_len - 1]->out == y)
+    ctx->tape[ctx->tape_len - 1]->op = id;
+  return y;
+}
+
+t2s_tensor *t2s_op_apply_desc(t2s_ctx *ctx, const t2s_op *op, t2s_tensor **in, int n_in,
+                              t2s_tensor *out, const void *args, size_t args_size) {
   if (!t2s_ctx_ok(ctx) || out == NULL) return NULL;
-  const t2s_op *op = &t2s_ops[id];
+  if (n_in > T2S_MAX_INPUTS)
+    return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "op '%s': %d inputs (at most %d)", op->name, n_in,
+                        T2S_MAX_INPUTS);
   if (op->forward[ctx->device] == NULL)
     return t2s_ctx_fail(ctx, T2S_ERR_UNSUPPORTED, "op '%s' has no %s implementation in this build",
                         op->name, t2s_device_name(ctx->device));
@@ -123,7 +137,8 @@ t2s_tensor *t2s_op_apply(t2s_ctx *ctx, t2s_op_id id, t2s_tensor **in, int n_in, 
   t2s_node *node = t2s_arena_alloc(ctx->pass, sizeof *node, &ctx->err);
   if (node == NULL) return NULL;
   memset(node, 0, sizeof *node);
-  node->op = id;
+  node->op = (t2s_op_id)(op >= t2s_ops && op < t2s_ops + T2S_OP_COUNT ? op - t2s_ops : T2S_OP_COUNT);
+  node->desc = op;
   node->n_in = n_in;
   for (int i = 0; i < n_in; i++) node->in[i] = in[i];
   node->out = out;
@@ -186,7 +201,7 @@ t2s_status t2s_backward(t2s_ctx *ctx, t2s_tensor *loss, float scale) {
       for (int j = 0; j < i; j++)
         if (node->in[j] == x) beta[i] = 1.0f;
     }
-    const t2s_op *op = &t2s_ops[node->op];
+    const t2s_op *op = node->desc;
     st = op->backward[ctx->device](ctx, node, beta);
     if (st != T2S_OK) {
       if (t2s_ctx_ok(ctx))

@@ -71,7 +71,8 @@ typedef struct t2s_op {
 extern t2s_op t2s_ops[T2S_OP_COUNT];
 
 struct t2s_node {
-  t2s_op_id op;
+  t2s_op_id op;      /* the core op, or T2S_OP_COUNT for an op defined outside core */
+  const t2s_op *desc;  /* the descriptor that ran (t2s_ops[op] for core ops) */
   int n_in;
   t2s_tensor *in[T2S_MAX_INPUTS];  /* NULL entries allowed for optional inputs (e.g. bias) */
   t2s_tensor *out;
@@ -120,6 +121,11 @@ t2s_tensor *t2s_tensor_new4(t2s_ctx *ctx, t2s_dtype dtype, int64_t n, int64_t c,
                             int64_t w);
 /* Raw scratch memory in the pass arena. */
 void *t2s_scratch(t2s_ctx *ctx, size_t bytes);
+/* Temporary scratch: everything allocated after t2s_scratch_mark() is given back by
+ * t2s_scratch_release(). Only for buffers that die inside one op call (column
+ * matrices): the op must not have allocated its output or saved state in between. */
+t2s_arena_mark t2s_scratch_mark(t2s_ctx *ctx);
+void t2s_scratch_release(t2s_ctx *ctx, t2s_arena_mark mark);
 /* Records an error in ctx (first wins) and returns NULL, for op wrappers. */
 void *t2s_ctx_fail(t2s_ctx *ctx, t2s_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -129,6 +135,11 @@ void *t2s_ctx_fail(t2s_ctx *ctx, t2s_status status, const char *fmt, ...)
  * NULL on error. */
 t2s_tensor *t2s_op_apply(t2s_ctx *ctx, t2s_op_id id, t2s_tensor **in, int n_in, t2s_tensor *out,
                          const void *args, size_t args_size);
+
+/* The same for an op whose descriptor lives outside the core table (the method's
+ * fused losses in losses/ define their own, with CPU and CUDA slots). */
+t2s_tensor *t2s_op_apply_desc(t2s_ctx *ctx, const t2s_op *op, t2s_tensor **in, int n_in,
+                              t2s_tensor *out, const void *args, size_t args_size);
 
 /* Backward from a scalar f32 loss: dloss/dloss = scale. Walks the tape in reverse
  * and clears it. Parameter grads accumulate; call again for another loss term

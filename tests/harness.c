@@ -106,6 +106,9 @@ int t2s_gradcheck(const char *label, t2s_gc_build build, void *user, t2s_tensor 
     return 1;
   }
   ctx->seed = 1234;
+  /* new pass memory reads as NaN: a backward that adds into a gradient it was
+   * asked to write (beta 0), or reads memory it never wrote, fails the check */
+  t2s_arena_set_poison(ctx->pass, 0xFF);
   /* the shape of the output decides R */
   int64_t out_n = 0;
   float *r = malloc(sizeof(float));
