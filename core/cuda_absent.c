@@ -11,6 +11,14 @@ static t2s_status not_built(t2s_error *err) {
 
 int t2s_cuda_built(void) { return 0; }
 int t2s_cuda_device_count(void) { return 0; }
+t2s_status t2s_cuda_set_device(int ordinal, t2s_error *err) {
+  (void)ordinal;
+  return not_built(err);
+}
+t2s_status t2s_cuda_device_name(char *buf, size_t size, t2s_error *err) {
+  if (size) buf[0] = '\0';
+  return not_built(err);
+}
 void *t2s_cuda_malloc(size_t bytes, t2s_error *err) {
   (void)bytes;
   not_built(err);

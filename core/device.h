@@ -17,6 +17,10 @@ t2s_status t2s_device_copy(t2s_device dst_dev, void *dst, t2s_device src_dev, co
 /* Number of visible CUDA devices (0 when none or when CUDA is not built). */
 int t2s_cuda_device_count(void);
 int t2s_cuda_built(void);
+/* Makes `ordinal` this process's GPU (one rank per GPU); call before any context. */
+t2s_status t2s_cuda_set_device(int ordinal, t2s_error *err);
+/* PCI bus id of the current GPU ("0000:3b:00.0") for the start-up log. */
+t2s_status t2s_cuda_device_name(char *buf, size_t size, t2s_error *err);
 
 /* Implemented by the CUDA backend (or its absent stub). */
 void *t2s_cuda_malloc(size_t bytes, t2s_error *err);

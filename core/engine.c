@@ -26,7 +26,8 @@ t2s_ctx *t2s_ctx_create(t2s_device device, size_t pass_block_bytes, t2s_error *e
   }
   ctx->pass = t2s_arena_create(device, pass_block_bytes, "pass", err);
   ctx->iter = t2s_arena_create(device, pass_block_bytes / 4, "iteration", err);
-  if (ctx->pass == NULL || ctx->iter == NULL) {
+  ctx->meta = t2s_arena_create(T2S_DEV_CPU, (size_t)1 << 20, "pass bookkeeping", err);
+  if (ctx->pass == NULL || ctx->iter == NULL || ctx->meta == NULL) {
     t2s_ctx_destroy(ctx);
     return NULL;
   }
@@ -37,6 +38,7 @@ void t2s_ctx_destroy(t2s_ctx *ctx) {
   if (ctx == NULL) return;
   t2s_arena_destroy(ctx->pass);
   t2s_arena_destroy(ctx->iter);
+  t2s_arena_destroy(ctx->meta);
   if (ctx->device == T2S_DEV_CUDA) t2s_cuda_ctx_destroy(ctx);
   free(ctx->tape);
   free(ctx);
@@ -46,6 +48,7 @@ void t2s_ctx_end_pass(t2s_ctx *ctx) {
   ctx->tape_len = 0;
   ctx->rng_calls = 0;
   t2s_arena_reset(ctx->pass);
+  t2s_arena_reset(ctx->meta);
 }
 
 int t2s_set_grad_enabled(t2s_ctx *ctx, int enabled) {
@@ -69,6 +72,10 @@ void *t2s_scratch(t2s_ctx *ctx, size_t bytes) {
   return t2s_arena_alloc(ctx->pass, bytes, &ctx->err);
 }
 
+void *t2s_host_scratch(t2s_ctx *ctx, size_t bytes) {
+  return t2s_arena_alloc(ctx->meta, bytes, &ctx->err);
+}
+
 t2s_arena_mark t2s_scratch_mark(t2s_ctx *ctx) { return t2s_arena_get_mark(ctx->pass); }
 
 void t2s_scratch_release(t2s_ctx *ctx, t2s_arena_mark mark) { t2s_arena_rewind(ctx->pass, mark); }
@@ -78,7 +85,7 @@ t2s_tensor *t2s_tensor_new(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int64_
   if (ndim < 0 || ndim > T2S_MAX_DIMS)
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "tensor with %d dimensions (at most %d)", ndim,
                         T2S_MAX_DIMS);
-  t2s_tensor *t = t2s_arena_alloc(ctx->pass, sizeof *t, &ctx->err);
+  t2s_tensor *t = t2s_arena_alloc(ctx->meta, sizeof *t, &ctx->err);
   if (t == NULL) return NULL;
   t2s_tensor_init(t, dtype, ctx->device, ndim, shape, NULL);
   size_t bytes = (size_t)t2s_numel(t) * t2s_dtype_size(dtype);
@@ -134,7 +141,7 @@ t2s_tensor *t2s_op_apply_desc(t2s_ctx *ctx, const t2s_op *op, t2s_tensor **in, i
                           t2s_device_name(ctx->device));
     wants |= in[i]->requires_grad;
   }
-  t2s_node *node = t2s_arena_alloc(ctx->pass, sizeof *node, &ctx->err);
+  t2s_node *node = t2s_arena_alloc(ctx->meta, sizeof *node, &ctx->err);
   if (node == NULL) return NULL;
   memset(node, 0, sizeof *node);
   node->op = (t2s_op_id)(op >= t2s_ops && op < t2s_ops + T2S_OP_COUNT ? op - t2s_ops : T2S_OP_COUNT);
@@ -143,7 +150,7 @@ t2s_tensor *t2s_op_apply_desc(t2s_ctx *ctx, const t2s_op *op, t2s_tensor **in, i
   for (int i = 0; i < n_in; i++) node->in[i] = in[i];
   node->out = out;
   if (args_size) {
-    node->args = t2s_arena_alloc(ctx->pass, args_size, &ctx->err);
+    node->args = t2s_arena_alloc(ctx->meta, args_size, &ctx->err);
     if (node->args == NULL) return NULL;
     memcpy(node->args, args, args_size);
   }

@@ -86,6 +86,8 @@ typedef void (*t2s_node_hook)(void *user, const t2s_node *node);
 struct t2s_ctx {
   t2s_device device;
   t2s_arena *pass;        /* activations, saved tensors, activation grads of one pass */
+  t2s_arena *meta;        /* host memory for the pass's bookkeeping: tensor headers,
+                           * tape nodes, op arguments (the pass arena may be GPU memory) */
   t2s_arena *iter;        /* what outlives a pass within one iteration */
   int grad_enabled;
   int training;           /* dropout active, batch norm in training mode where allowed */
@@ -119,8 +121,10 @@ int t2s_set_grad_enabled(t2s_ctx *ctx, int enabled);
 t2s_tensor *t2s_tensor_new(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int64_t *shape);
 t2s_tensor *t2s_tensor_new4(t2s_ctx *ctx, t2s_dtype dtype, int64_t n, int64_t c, int64_t h,
                             int64_t w);
-/* Raw scratch memory in the pass arena. */
+/* Raw scratch memory in the pass arena (on the run's device). */
 void *t2s_scratch(t2s_ctx *ctx, size_t bytes);
+/* Host memory that lives until the end of the pass (an op's host-side saved state). */
+void *t2s_host_scratch(t2s_ctx *ctx, size_t bytes);
 /* Temporary scratch: everything allocated after t2s_scratch_mark() is given back by
  * t2s_scratch_release(). Only for buffers that die inside one op call (column
  * matrices): the op must not have allocated its output or saved state in between. */

@@ -32,6 +32,13 @@ t2s_tensor *t2s_batch_norm(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *gamma, t2s_t
                            float momentum, float eps);
 
 /* ---- element-wise (core/ops/elementwise.c) -------------------------------- */
+typedef struct t2s_scale_args {
+  float s;
+} t2s_scale_args;
+typedef struct t2s_dropout_args {
+  float p;
+  t2s_rng_key key;
+} t2s_dropout_args;
 t2s_tensor *t2s_relu(t2s_ctx *ctx, t2s_tensor *x);
 t2s_tensor *t2s_gelu(t2s_ctx *ctx, t2s_tensor *x);  /* exact (erf) GELU */
 t2s_tensor *t2s_add(t2s_ctx *ctx, t2s_tensor *a, t2s_tensor *b);  /* same shapes */

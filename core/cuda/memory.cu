@@ -15,6 +15,27 @@ extern "C" int t2s_cuda_device_count(void) {
   return n;
 }
 
+extern "C" t2s_status t2s_cuda_set_device(int ordinal, t2s_error *err) {
+  int n = t2s_cuda_device_count();
+  if (ordinal < 0 || ordinal >= n)
+    return t2s_error_set(err, T2S_ERR_INVALID,
+                         "GPU %d requested but %d GPU(s) are visible (check CUDA_VISIBLE_DEVICES and the "
+                         "number of ranks per node)", ordinal, n);
+  cudaError_t e = cudaSetDevice(ordinal);
+  if (e != cudaSuccess)
+    return t2s_error_set(err, T2S_ERR_BACKEND, "cudaSetDevice(%d) failed: %s", ordinal, cudaGetErrorString(e));
+  return T2S_OK;
+}
+
+extern "C" t2s_status t2s_cuda_device_name(char *buf, size_t size, t2s_error *err) {
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetPCIBusId(buf, (int)size, dev);
+  if (e != cudaSuccess)
+    return t2s_error_set(err, T2S_ERR_BACKEND, "cudaDeviceGetPCIBusId failed: %s", cudaGetErrorString(e));
+  return T2S_OK;
+}
+
 extern "C" void *t2s_cuda_malloc(size_t bytes, t2s_error *err) {
   void *p = NULL;
   cudaError_t st = cudaMalloc(&p, bytes);

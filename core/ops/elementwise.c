@@ -5,11 +5,8 @@
 
 #include "core/ops.h"
 
-typedef struct scale_args { float s; } scale_args;
-typedef struct dropout_args {
-  float p;
-  t2s_rng_key key;
-} dropout_args;
+typedef t2s_scale_args scale_args;
+typedef t2s_dropout_args dropout_args;
 
 /* out = beta * out + v, so backward honours the write/accumulate contract. */
 static inline void put(float *out, int64_t i, float v, float beta) {

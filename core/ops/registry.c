@@ -1,5 +1,6 @@
 /* The op descriptor table: CPU slots come from core/ops/<family>.c; the CUDA
- * backend fills its slots in t2s_cuda_install_ops(). Weak references let the
+ * backend fills its slots when the first CUDA context is created
+ * (t2s_cuda_ctx_init in core/cuda/context.cu). Weak references let the
  * table link while an op family is still missing; such an op then reports
  * "no cpu implementation" when called instead of breaking the build. */
 #include "core/engine.h"
