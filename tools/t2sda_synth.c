@@ -1,0 +1,285 @@
+/* t2sda_synth: writes the synthetic domain-shift data set (data/synth.h) as shards.
+ *
+ *   t2sda_synth OUT --source N --target N --val N --size W H --seed S
+ *               [--shards K] [--threads T] [--deflate L]
+ *
+ * OUT/source-0000i-of-0000K.h5  labelled source domain   (domain "synthetic_source", split "train")
+ * OUT/target-0000i-of-0000K.h5  unlabelled target domain (domain "synthetic_target", split "train")
+ * OUT/val-0000i-of-0000K.h5     labelled target images   (domain "synthetic_target", split "val"),
+ *                               target indices from T2S_SYNTH_VAL_INDEX on: never a training image.
+ * A split with fewer than K images gets one shard per image; an empty split is skipped.
+ *
+ * T threads (default 2) draw and compress images (no HDF5 call); the main thread
+ * appends the compressed chunks, so HDF5 is entered from one thread only. Batch b+1
+ * is drawn while batch b is written. Image i of a split is the same bytes whatever T. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "data/shard_fast.h"
+#include "data/synth.h"
+
+#define BATCH 32
+#define MAX_THREADS 64
+
+typedef struct split {
+  const char *name, *split;
+  t2s_synth_domain domain;
+  uint64_t first_index;
+  int labelled;
+  int64_t count;
+} split;
+
+typedef struct batch {
+  int64_t start, n;
+  t2s_shard_item items[BATCH];
+} batch;
+
+typedef struct worker {
+  pthread_t thread;
+  const t2s_synth_cfg *cfg;
+  const split *sp;
+  const t2s_shard_meta *meta;
+  int deflate, k, threads;
+  batch *b;
+  uint8_t *rgb, *label;
+  t2s_status st;
+  t2s_error err;
+} worker;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Draws and compresses images k, k + T, ... of the batch. */
+static void *worker_run(void *arg) {
+  worker *w = arg;
+  for (int64_t j = w->k; j < w->b->n && w->st == T2S_OK; j += w->threads) {
+    uint64_t index = w->sp->first_index + (uint64_t)(w->b->start + j);
+    w->st = t2s_synth_draw(w->cfg, w->sp->domain, index, w->rgb, w->label, &w->err);
+    if (w->st == T2S_OK)
+      w->st = t2s_shard_encode_item(w->meta, w->deflate, w->rgb, w->sp->labelled ? w->label : NULL,
+                                    &w->b->items[j], &w->err);
+  }
+  return NULL;
+}
+
+static int start_batch(worker *ws, int threads, batch *b, int64_t start, int64_t count) {
+  b->start = start;
+  b->n = count - start < BATCH ? count - start : BATCH;
+  memset(b->items, 0, sizeof b->items);
+  for (int k = 0; k < threads; k++) {
+    ws[k].b = b;
+    if (pthread_create(&ws[k].thread, NULL, worker_run, &ws[k]) != 0) {
+      for (int j = 0; j < k; j++) pthread_join(ws[j].thread, NULL);
+      fprintf(stderr, "t2sda_synth: could not start drawing thread %d of %d\n", k, threads);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static int join_batch(worker *ws, int threads) {
+  int ok = 1;
+  for (int k = 0; k < threads; k++) {
+    pthread_join(ws[k].thread, NULL);
+    if (ws[k].st != T2S_OK) {
+      fprintf(stderr, "t2sda_synth: %s\n", ws[k].err.msg);
+      ok = 0;
+    }
+  }
+  return ok;
+}
+
+static void free_batch(batch *b) {
+  for (int64_t j = 0; j < b->n; j++) t2s_shard_item_free(&b->items[j]);
+  b->n = 0;
+}
+
+typedef struct sink {
+  const char *out;
+  const split *sp;
+  const t2s_shard_meta *meta;
+  int shards, deflate, shard;
+  t2s_shard_writer *w;
+} sink;
+
+/* Image g of the split goes to shard floor(g K / N): shard s holds
+ * [ceil(s N / K), ceil((s + 1) N / K)). */
+static int64_t shard_first(const sink *k, int s) {
+  return ((int64_t)s * k->sp->count + k->shards - 1) / k->shards;
+}
+
+static t2s_status sink_add(sink *k, int64_t g, const t2s_shard_item *item, t2s_error *err) {
+  if (!k->w) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s-%05d-of-%05d.h5", k->out, k->sp->name, k->shard, k->shards);
+    k->w = t2s_shard_writer_open(path, k->meta, k->deflate, err);
+    if (!k->w) return err->status ? err->status : T2S_ERR_IO;
+  }
+  char name[64];
+  snprintf(name, sizeof name, "%s_%06lld", k->sp->name, (long long)g);
+  t2s_status st = t2s_shard_writer_add_item(k->w, name, item, err);
+  if (st == T2S_OK && g + 1 == shard_first(k, k->shard + 1)) {
+    st = t2s_shard_writer_commit(k->w, err);
+    k->w = NULL;
+    k->shard++;
+  }
+  return st;
+}
+
+static t2s_status write_batch(sink *k, const batch *b, t2s_error *err) {
+  for (int64_t j = 0; j < b->n; j++) {
+    t2s_status st = sink_add(k, b->start + j, &b->items[j], err);
+    if (st != T2S_OK) return st;
+  }
+  return T2S_OK;
+}
+
+static void fill_meta(const t2s_synth_cfg *cfg, const split *sp, t2s_shard_meta *m) {
+  memset(m, 0, sizeof *m);
+  m->num_classes = t2s_synth_class_count();
+  m->ignore_index = 255;
+  for (int c = 0; c < m->num_classes; c++)
+    snprintf(m->class_names[c], T2S_CLASS_NAME_MAX, "%s", t2s_synth_class_name(c));
+  snprintf(m->domain, sizeof m->domain, "%s", t2s_synth_domain_name(sp->domain));
+  snprintf(m->split, sizeof m->split, "%s", sp->split);
+  m->has_label = sp->labelled;
+  m->width = cfg->width;
+  m->height = cfg->height;
+}
+
+/* Draws and writes one split, pipelined: batch b + 1 is drawn while batch b is written. */
+static int write_split(const char *out, const t2s_synth_cfg *cfg, const split *sp, int shards,
+                       int threads, int deflate) {
+  t2s_shard_meta meta;
+  fill_meta(cfg, sp, &meta);
+  size_t px = (size_t)cfg->width * (size_t)cfg->height;
+  worker ws[MAX_THREADS];
+  batch *bufs = calloc(2, sizeof *bufs);
+  int ok = bufs != NULL;
+  for (int k = 0; k < threads; k++) {
+    ws[k] = (worker){.cfg = cfg, .sp = sp, .meta = &meta, .deflate = deflate, .k = k,
+                     .threads = threads, .rgb = malloc(3 * px), .label = malloc(px)};
+    if (!ws[k].rgb || !ws[k].label) ok = 0;
+  }
+  sink snk = {.out = out, .sp = sp, .meta = &meta, .deflate = deflate,
+              .shards = sp->count < shards ? (int)sp->count : shards};
+  t2s_error err = {0};
+  if (!ok) fprintf(stderr, "t2sda_synth: no memory for the drawing buffers\n");
+  ok = ok && start_batch(ws, threads, &bufs[0], 0, sp->count) && join_batch(ws, threads);
+  for (int64_t start = 0, b = 0; ok && start < sp->count; start += BATCH, b++) {
+    batch *cur = &bufs[b & 1], *next = &bufs[(b + 1) & 1];
+    int drawing = start + BATCH < sp->count && start_batch(ws, threads, next, start + BATCH, sp->count);
+    if (start + BATCH < sp->count && !drawing) ok = 0;
+    if (ok && write_batch(&snk, cur, &err) != T2S_OK) {
+      fprintf(stderr, "t2sda_synth: %s\n", err.msg);
+      ok = 0;
+    }
+    if (drawing && !join_batch(ws, threads)) ok = 0;
+    free_batch(cur);
+  }
+  if (bufs) free_batch(&bufs[0]), free_batch(&bufs[1]);
+  free(bufs);
+  if (snk.w) t2s_shard_writer_abort(snk.w);
+  for (int k = 0; k < threads; k++) free(ws[k].rgb), free(ws[k].label);
+  return ok;
+}
+
+static int parse_i64(const char *flag, const char *s, long long lo, long long hi, long long *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || *end || !*s || v < lo || v > hi) {
+    fprintf(stderr, "t2sda_synth: %s expects an integer in %lld..%lld, got '%s'\n", flag, lo, hi, s);
+    return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+typedef struct opts {
+  const char *out;
+  long long source, target, val, width, height, seed, shards, threads, deflate;
+} opts;
+
+static int parse_args(int argc, char **argv, opts *o) {
+  *o = (opts){.source = -1, .target = -1, .val = -1, .width = -1, .height = -1, .seed = -1,
+              .shards = 1, .threads = 2, .deflate = 1};
+  const long long big = 1000000000LL;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    int need = strcmp(a, "--size") == 0 ? 2 : 1, ok = 1;
+    if (strncmp(a, "--", 2) != 0) {
+      if (o->out) {
+        fprintf(stderr, "t2sda_synth: a second output folder '%s' (the first was '%s')\n", a, o->out);
+        return 0;
+      }
+      o->out = a;
+      continue;
+    }
+    if (i + need >= argc) {
+      fprintf(stderr, "t2sda_synth: %s needs %d value(s)\n", a, need);
+      return 0;
+    }
+    if (strcmp(a, "--source") == 0) ok = parse_i64(a, argv[++i], 0, big, &o->source);
+    else if (strcmp(a, "--target") == 0) ok = parse_i64(a, argv[++i], 0, big, &o->target);
+    else if (strcmp(a, "--val") == 0) ok = parse_i64(a, argv[++i], 0, big, &o->val);
+    else if (strcmp(a, "--seed") == 0) ok = parse_i64(a, argv[++i], 0, (long long)1 << 62, &o->seed);
+    else if (strcmp(a, "--shards") == 0) ok = parse_i64(a, argv[++i], 1, 99999, &o->shards);
+    else if (strcmp(a, "--threads") == 0) ok = parse_i64(a, argv[++i], 1, MAX_THREADS, &o->threads);
+    else if (strcmp(a, "--deflate") == 0) ok = parse_i64(a, argv[++i], 1, 4, &o->deflate);
+    else if (strcmp(a, "--size") == 0) {
+      ok = parse_i64(a, argv[i + 1], T2S_SYNTH_MIN_SIZE, T2S_SYNTH_MAX_SIZE, &o->width) &&
+           parse_i64(a, argv[i + 2], T2S_SYNTH_MIN_SIZE, T2S_SYNTH_MAX_SIZE, &o->height);
+      i += 2;
+    } else {
+      fprintf(stderr, "t2sda_synth: unknown option '%s' (see the usage at the top of tools/t2sda_synth.c)\n", a);
+      return 0;
+    }
+    if (!ok) return 0;
+  }
+  if (!o->out || o->source < 0 || o->target < 0 || o->val < 0 || o->width < 0 || o->seed < 0) {
+    fprintf(stderr, "usage: t2sda_synth OUT --source N --target N --val N --size W H --seed S "
+                    "[--shards K] [--threads T] [--deflate L]\n");
+    return 0;
+  }
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  opts o;
+  if (!parse_args(argc, argv, &o)) return 2;
+  if (mkdir(o.out, 0777) != 0 && errno != EEXIST) {
+    fprintf(stderr, "t2sda_synth: cannot create the output folder '%s': %s\n", o.out, strerror(errno));
+    return 1;
+  }
+  t2s_synth_cfg cfg = {(int)o.width, (int)o.height, (uint64_t)o.seed};
+  const split splits[3] = {
+      {"source", "train", T2S_SYNTH_SOURCE, 0, 1, o.source},
+      {"target", "train", T2S_SYNTH_TARGET, 0, 0, o.target},
+      {"val", "val", T2S_SYNTH_TARGET, T2S_SYNTH_VAL_INDEX, 1, o.val},
+  };
+  double t0 = now_s();
+  int64_t total = 0;
+  for (int i = 0; i < 3; i++) {
+    if (splits[i].count == 0) continue;
+    double t = now_s();
+    if (!write_split(o.out, &cfg, &splits[i], (int)o.shards, (int)o.threads, (int)o.deflate)) return 1;
+    double dt = now_s() - t;
+    total += splits[i].count;
+    printf("t2sda_synth: %s: %lld images %dx%d in %.2f s (%.0f images/min)\n", splits[i].name,
+           (long long)splits[i].count, cfg.width, cfg.height, dt, (double)splits[i].count / dt * 60.0);
+    fflush(stdout);
+  }
+  double dt = now_s() - t0;
+  printf("t2sda_synth: wrote %lld images to %s in %.2f s: %.0f images/min with %lld drawing threads\n",
+         (long long)total, o.out, dt, dt > 0 ? (double)total / dt * 60.0 : 0.0, o.threads);
+  return 0;
+}
