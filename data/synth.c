@@ -480,6 +480,7 @@ static void draw_pole(scene *sc, const object *o) {
     world_rect(sc, p, arm < 0 ? arm : -0.02f, arm < 0 ? 0.02f : arm, h - 0.06f, h, T2S_SYNTH_POLE, o->col[0]);
     world_rect(sc, p, lx - 0.13f * a, lx + 0.13f * a, h - 0.06f - 0.6f * a, h - 0.02f,
                T2S_SYNTH_TRAFFIC_LIGHT, o->col[1]);
+    /* one lit lamp: red at the top or green at the bottom (the sign's shape draw reused) */
     float lamp[3] = {255, 60, 40};
     if (o->shape == 1) { lamp[0] = 60; lamp[1] = 230; lamp[2] = 90; }
     float ly = h - 0.06f - (o->shape == 1 ? 0.48f : 0.12f) * a;

@@ -58,6 +58,6 @@ const char *t2s_synth_domain_name(t2s_synth_domain domain);
 
 /* Draws image `index` of `domain`: rgb is H x W x 3 (RGB, row-major), label is
  * H x W class ids < t2s_synth_class_count() (no ignore pixels), or NULL when only
- * the image is wanted. Allocates its scratch (about 28 bytes per pixel) per call. */
+ * the image is wanted. Allocates its scratch (about 25 bytes per pixel) per call. */
 t2s_status t2s_synth_draw(const t2s_synth_cfg *cfg, t2s_synth_domain domain, uint64_t index,
                           uint8_t *rgb, uint8_t *label, t2s_error *err);
