@@ -1,0 +1,579 @@
+// ctest-labels: unit
+/* t2sda_shards importers: tiny fake trees in each layout (PNGs written here with
+ * libpng), imported and read back; labels must match byte for byte the test's own
+ * id -> train-id tables and nearest resize, images the test's own bilinear
+ * reference (half-pixel centres) within one grey level. Every bad-input case
+ * stops the run with a message naming the file and leaves no shard; --skip-bad
+ * lists them in OUT/skipped.txt. Also PNG I/O and the resize closed forms. */
+#include <errno.h>
+#include <glob.h>
+#include <math.h>
+#include <png.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "data/importers.h"
+#include "data/png_io.h"
+#include "data/shard.h"
+#include "tests/harness.h"
+
+static char g_dir[1024];
+
+/* ---- the test's own references ---- */
+
+/* METHOD.md "Data": Cityscapes/GTA5 ids 0..33 -> train ids. */
+static const int CS_TRAIN[34] = {255, 255, 255, 255, 255, 255, 255, 0,   1,   255, 255, 2,
+                                 3,   4,   255, 255, 255, 5,   255, 6,   7,   8,   9,   10,
+                                 11,  12,  13,  14,  15,  255, 255, 16,  17,  18};
+/* SYNTHIA ids 0..22 -> train ids. */
+static const int SYN_TRAIN[23] = {255, 10, 2, 0, 1, 4, 8, 5, 13, 7, 11, 18,
+                                  17, 255, 255, 6, 9, 12, 14, 15, 16, 3, 255};
+
+static uint8_t ref_pixel(int seed, int y, int x, int c) {
+  return (uint8_t)((seed * 41 + y * 19 + x * 23 + c * 67 + ((x * y) % 7) * 9) % 256);
+}
+
+/* Bilinear, OpenCV INTER_LINEAR semantics, computed per output value in double. */
+static double ref_bilinear(const uint8_t *src, int sw, int sh, int dw, int dh, int x, int y, int c) {
+  double fx = (x + 0.5) * sw / dw - 0.5, fy = (y + 0.5) * sh / dh - 0.5;
+  int x0 = (int)floor(fx), y0 = (int)floor(fy);
+  double ax = fx - x0, ay = fy - y0;
+  if (x0 < 0) x0 = 0, ax = 0;
+  if (y0 < 0) y0 = 0, ay = 0;
+  if (x0 >= sw - 1) x0 = sw - 1, ax = 0;
+  if (y0 >= sh - 1) y0 = sh - 1, ay = 0;
+  int x1 = x0 + 1 < sw ? x0 + 1 : x0, y1 = y0 + 1 < sh ? y0 + 1 : y0;
+#define P(yy, xx) ((double)src[((size_t)(yy) * sw + (xx)) * 3 + c])
+  return (1 - ay) * ((1 - ax) * P(y0, x0) + ax * P(y0, x1)) +
+         ay * ((1 - ax) * P(y1, x0) + ax * P(y1, x1));
+#undef P
+}
+
+/* ---- files ---- */
+
+static void mkdirs(const char *path) {
+  char buf[1400];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *s = buf + 1; *s; s++)
+    if (*s == '/') {
+      *s = '\0';
+      mkdir(buf, 0755);
+      *s = '/';
+    }
+  mkdir(buf, 0755);
+}
+
+static void write_image(const char *path, int w, int h, int seed) {
+  uint8_t *rgb = malloc((size_t)w * h * 3);
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++)
+      for (int c = 0; c < 3; c++) rgb[((size_t)y * w + x) * 3 + c] = ref_pixel(seed, y, x, c);
+  t2s_error err = {0};
+  CHECK_MSG(t2s_png_write_rgb(path, rgb, w, h, &err) == T2S_OK, "%s", err.msg);
+  free(rgb);
+}
+
+/* A palette PNG whose indices are the ids (how GTA5 stores its labels). */
+static void write_palette_png(const char *path, const uint8_t *idx, int w, int h) {
+  FILE *f = fopen(path, "wb");
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+  png_infop info = png_create_info_struct(png);
+  if (setjmp(png_jmpbuf(png))) {
+    CHECK_MSG(0, "libpng failed writing %s", path);
+    png_destroy_write_struct(&png, &info);
+    fclose(f);
+    return;
+  }
+  png_init_io(png, f);
+  png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_PALETTE,
+               PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_color pal[256];
+  for (int k = 0; k < 256; k++) pal[k] = (png_color){(png_byte)k, (png_byte)(255 - k), (png_byte)(k * 7)};
+  png_set_PLTE(png, info, pal, 256);
+  png_write_info(png, info);
+  for (int y = 0; y < h; y++) png_write_row(png, (png_bytep)(idx + (size_t)y * w));
+  png_write_end(png, NULL);
+  png_destroy_write_struct(&png, &info);
+  fclose(f);
+}
+
+typedef enum label_kind { LABEL_GRAY8, LABEL_PALETTE, LABEL_RGBA16 } label_kind;
+
+static int ref_id(int seed, int y, int x, int n_ids) { return (x * 7 + y * 3 + seed * 5 + x * y) % n_ids; }
+
+/* Writes a label whose ids follow ref_id, optionally overriding one pixel. */
+static void write_label(const char *path, int w, int h, int seed, int n_ids, label_kind kind,
+                        int odd_value, int odd_count) {
+  size_t n = (size_t)w * h;
+  uint8_t *ids8 = malloc(n);
+  uint16_t *rgba = malloc(n * 4 * sizeof *rgba);
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++) {
+      size_t p = (size_t)y * w + x;
+      int v = ref_id(seed, y, x, n_ids);
+      if ((int)p < odd_count) v = odd_value;
+      ids8[p] = (uint8_t)v;
+      /* channel 0: the class; the others look like SYNTHIA's instance ids */
+      rgba[p * 4] = (uint16_t)v;
+      rgba[p * 4 + 1] = (uint16_t)(1000 + p);
+      rgba[p * 4 + 2] = (uint16_t)(40000 + x);
+      rgba[p * 4 + 3] = 65535;
+    }
+  t2s_error err = {0};
+  if (kind == LABEL_GRAY8) CHECK_MSG(t2s_png_write_gray(path, ids8, w, h, &err) == T2S_OK, "%s", err.msg);
+  else if (kind == LABEL_PALETTE) write_palette_png(path, ids8, w, h);
+  else CHECK_MSG(t2s_png_write(path, rgba, w, h, 4, 16, &err) == T2S_OK, "%s", err.msg);
+  free(ids8);
+  free(rgba);
+}
+
+/* ---- checking an import ---- */
+
+typedef struct expect {
+  const char *names[8];
+  int seeds[8];
+  int n;
+  int sw, sh, tw, th;
+  const int *table;    /* id -> train id */
+  int n_ids;
+  int nshards;
+} expect;
+
+static void check_import(const char *out, const char *domain, const char *split, const expect *e) {
+  char pattern[1400];
+  snprintf(pattern, sizeof pattern, "%s/%s_%s-*-of-%05d.h5", out, domain, split, e->nshards);
+  glob_t g;
+  CHECK_MSG(glob(pattern, 0, NULL, &g) == 0 && (int)g.gl_pathc == e->nshards, "%s: want %d shards",
+            pattern, e->nshards);
+  globfree(&g);
+  char pats[1][512];
+  snprintf(pats[0], sizeof pats[0], "%s", pattern);
+  t2s_dataset ds;
+  t2s_error err = {0};
+  if (t2s_dataset_open(&ds, (const char(*)[512])pats, 1, "test", &err) != T2S_OK) {
+    CHECK_MSG(0, "%s", err.msg);
+    return;
+  }
+  CHECK_MSG(ds.count == e->n, "%lld images, want %d", (long long)ds.count, e->n);
+  CHECK(ds.meta.num_classes == 19 && strcmp(ds.meta.class_names[18], "bicycle") == 0);
+  CHECK(strcmp(ds.meta.domain, domain) == 0 && strcmp(ds.meta.split, split) == 0);
+  CHECK(ds.meta.width == e->tw && ds.meta.height == e->th && ds.meta.has_label);
+  size_t tn = (size_t)e->tw * e->th;
+  uint8_t *rgb = malloc(tn * 3), *lab = malloc(tn), *src = malloc((size_t)e->sw * e->sh * 3);
+  int worst = 0;
+  for (int i = 0; i < e->n && i < ds.count; i++) {
+    int64_t local;
+    t2s_shard *s = t2s_dataset_locate(&ds, i, &local);
+    char name[128];
+    CHECK(t2s_shard_read(s, local, rgb, lab, &err) == T2S_OK);
+    CHECK(t2s_shard_read_name(s, local, name, sizeof name, &err) == T2S_OK);
+    CHECK_MSG(strcmp(name, e->names[i]) == 0, "image %d is '%s', want '%s'", i, name, e->names[i]);
+    int seed = e->seeds[i];
+    for (int y = 0; y < e->sh; y++)
+      for (int x = 0; x < e->sw; x++)
+        for (int c = 0; c < 3; c++) src[((size_t)y * e->sw + x) * 3 + c] = ref_pixel(seed, y, x, c);
+    int64_t counts[19] = {0}, bad_labels = 0;
+    for (int y = 0; y < e->th; y++)
+      for (int x = 0; x < e->tw; x++) {
+        /* nearest: src = floor(dst * in / out), then the id -> train id table */
+        int sy = y * e->sh / e->th, sx = x * e->sw / e->tw;
+        int want = e->table[ref_id(seed, sy, sx, e->n_ids)];
+        bad_labels += lab[(size_t)y * e->tw + x] != want;
+        if (want < 19) counts[want]++;
+        for (int c = 0; c < 3; c++) {
+          double r = ref_bilinear(src, e->sw, e->sh, e->tw, e->th, x, y, c);
+          int d = abs((int)rgb[((size_t)y * e->tw + x) * 3 + c] - (int)floor(r + 0.5));
+          if (d > worst) worst = d;
+        }
+      }
+    CHECK_MSG(bad_labels == 0, "image %d: %lld label pixels differ from the reference", i,
+              (long long)bad_labels);
+    const int64_t *cp = t2s_shard_class_pixels(s) + local * 19;
+    for (int c = 0; c < 19; c++)
+      CHECK_MSG(cp[c] == counts[c], "image %d class %d: %lld pixels, want %lld", i, c,
+                (long long)cp[c], (long long)counts[c]);
+  }
+  CHECK_MSG(worst <= 1, "an image value is %d grey levels from the bilinear reference", worst);
+  free(rgb), free(lab), free(src);
+  t2s_dataset_close(&ds);
+}
+
+static t2s_status run_import(t2s_import_layout layout, const char *root, const char *out,
+                             const char *split, int shards, int tw, int th, int skip_bad,
+                             const char *mapping, t2s_error *err) {
+  t2s_import_opts o;
+  t2s_import_opts_default(&o, layout);
+  o.root = root;
+  o.out_dir = out;
+  o.split = split;
+  o.shards = shards;
+  o.width = tw;
+  o.height = th;
+  o.skip_bad = skip_bad;
+  o.mapping_path = mapping;
+  o.threads = 2;
+  t2s_import_summary *sum = malloc(sizeof *sum);
+  t2s_status st = t2s_import_run(&o, sum, err);
+  free(sum);
+  return st;
+}
+
+/* ---- layouts ---- */
+
+enum { SW = 13, SH = 9, TW = 7, TH = 5 };
+
+static void test_gta5(void) {
+  char root[1200], out[1200], p[1400];
+  snprintf(root, sizeof root, "%s/gta", g_dir);
+  snprintf(out, sizeof out, "%s/gta_out", g_dir);
+  for (int k = 0; k < 3; k++) {
+    snprintf(p, sizeof p, "%s/images", root), mkdirs(p);
+    snprintf(p, sizeof p, "%s/labels", root), mkdirs(p);
+    snprintf(p, sizeof p, "%s/images/%05d.png", root, k + 1);
+    write_image(p, SW, SH, k + 1);
+    snprintf(p, sizeof p, "%s/labels/%05d.png", root, k + 1);
+    write_label(p, SW, SH, k + 1, 34, LABEL_PALETTE, 0, 0);
+  }
+  t2s_error err = {0};
+  CHECK_MSG(run_import(T2S_IMPORT_GTA5, root, out, "train", 2, TW, TH, 0, NULL, &err) == T2S_OK,
+            "%s", err.msg);
+  expect e = {{"00001", "00002", "00003"}, {1, 2, 3}, 3, SW, SH, TW, TH, CS_TRAIN, 34, 2};
+  check_import(out, "gta5", "train", &e);
+}
+
+static void test_cityscapes(void) {
+  char root[1200], p[1400], out[1200];
+  snprintf(root, sizeof root, "%s/cs", g_dir);
+  snprintf(out, sizeof out, "%s/cs_out", g_dir);
+  const char *cities[] = {"aachen", "aachen", "bremen"};
+  const char *stems[] = {"aachen_000000_000019", "aachen_000001_000019", "bremen_000000_000019"};
+  for (int k = 0; k < 3; k++) {
+    snprintf(p, sizeof p, "%s/leftImg8bit/val/%s", root, cities[k]), mkdirs(p);
+    snprintf(p, sizeof p, "%s/gtFine/val/%s", root, cities[k]), mkdirs(p);
+    snprintf(p, sizeof p, "%s/leftImg8bit/val/%s/%s_leftImg8bit.png", root, cities[k], stems[k]);
+    write_image(p, SW, SH, 10 + k);
+    snprintf(p, sizeof p, "%s/gtFine/val/%s/%s_gtFine_labelIds.png", root, cities[k], stems[k]);
+    write_label(p, SW, SH, 10 + k, 34, LABEL_GRAY8, 0, 0);
+    /* the other gtFine files of a real tree must be ignored */
+    snprintf(p, sizeof p, "%s/gtFine/val/%s/%s_gtFine_color.png", root, cities[k], stems[k]);
+    write_image(p, 2, 2, 0);
+  }
+  t2s_error err = {0};
+  CHECK_MSG(run_import(T2S_IMPORT_CITYSCAPES, root, out, "val", 1, TW, TH, 0, NULL, &err) == T2S_OK,
+            "%s", err.msg);
+  expect e = {{"aachen_000000_000019_leftImg8bit", "aachen_000001_000019_leftImg8bit",
+               "bremen_000000_000019_leftImg8bit"},
+              {10, 11, 12}, 3, SW, SH, TW, TH, CS_TRAIN, 34, 1};
+  check_import(out, "cityscapes", "val", &e);
+  /* the train split of this tree is absent: a clear message, not an empty shard */
+  t2s_error e2 = {0};
+  CHECK(run_import(T2S_IMPORT_CITYSCAPES, root, out, "train", 1, TW, TH, 0, NULL, &e2) != T2S_OK);
+  CHECK_MSG(strstr(e2.msg, "leftImg8bit/train"), "%s", e2.msg);
+}
+
+static void test_synthia(void) {
+  char root[1200], p[1400], out[1200];
+  snprintf(root, sizeof root, "%s/syn", g_dir);
+  snprintf(out, sizeof out, "%s/syn_out", g_dir);
+  snprintf(p, sizeof p, "%s/RGB", root), mkdirs(p);
+  snprintf(p, sizeof p, "%s/GT/LABELS", root), mkdirs(p);
+  for (int k = 0; k < 2; k++) {
+    snprintf(p, sizeof p, "%s/RGB/%07d.png", root, k);
+    write_image(p, SW, SH, 20 + k);
+    snprintf(p, sizeof p, "%s/GT/LABELS/%07d.png", root, k);
+    write_label(p, SW, SH, 20 + k, 23, LABEL_RGBA16, 0, 0);
+  }
+  t2s_error err = {0};
+  /* an upscale too: 13x9 -> 20x11 */
+  CHECK_MSG(run_import(T2S_IMPORT_SYNTHIA, root, out, "train", 2, 20, 11, 0, NULL, &err) == T2S_OK,
+            "%s", err.msg);
+  expect e = {{"0000000", "0000001"}, {20, 21}, 2, SW, SH, 20, 11, SYN_TRAIN, 23, 2};
+  check_import(out, "synthia", "train", &e);
+}
+
+static void test_generic(void) {
+  char root[1200], p[1400], out[1200], map[1400];
+  snprintf(root, sizeof root, "%s/gen", g_dir);
+  snprintf(out, sizeof out, "%s/gen_out", g_dir);
+  snprintf(p, sizeof p, "%s/img", root), mkdirs(p);
+  snprintf(p, sizeof p, "%s/ann", root), mkdirs(p);
+  for (int k = 0; k < 2; k++) {
+    snprintf(p, sizeof p, "%s/img/frame_%d.png", root, k);
+    write_image(p, SW, SH, 30 + k);
+    snprintf(p, sizeof p, "%s/ann/frame_%d.png", root, k);
+    write_label(p, SW, SH, 30 + k, 34, LABEL_GRAY8, 0, 0);
+  }
+  /* the Cityscapes table written as rules: ranges, singles, a later line winning */
+  snprintf(map, sizeof map, "%s/map.txt", root);
+  FILE *f = fopen(map, "w");
+  fputs("# label id -> train id\n0-33 255\n", f);
+  for (int v = 0; v < 34; v++)
+    if (CS_TRAIN[v] != 255) fprintf(f, "%d %d   # class\n", v, CS_TRAIN[v]);
+  fclose(f);
+  t2s_import_opts o;
+  t2s_import_opts_default(&o, T2S_IMPORT_GENERIC);
+  o.root = root, o.out_dir = out, o.split = "val", o.mapping_path = map;
+  o.image_dir = "img", o.label_dir = "ann", o.domain = "mycam";
+  t2s_import_summary *sum = malloc(sizeof *sum);
+  t2s_error err = {0};
+  /* no --resize: the images keep their size */
+  CHECK_MSG(t2s_import_run(&o, sum, &err) == T2S_OK, "%s", err.msg);
+  CHECK(sum->images == 2 && sum->width == SW && sum->height == SH && sum->bytes > 0);
+  free(sum);
+  expect e = {{"frame_0", "frame_1"}, {30, 31}, 2, SW, SH, SW, SH, CS_TRAIN, 34, 1};
+  check_import(out, "mycam", "val", &e);
+
+  /* mapping table errors name the file and line */
+  f = fopen(map, "w");
+  fputs("7 0\n8 one\n", f);
+  fclose(f);
+  t2s_label_mapping m;
+  t2s_error e1 = {0};
+  CHECK(t2s_label_mapping_load(&m, map, &e1) != T2S_OK);
+  CHECK_MSG(strstr(e1.msg, map) && strstr(e1.msg, ":2:"), "%s", e1.msg);
+}
+
+/* ---- bad inputs ---- */
+
+static int count_files(const char *dir) {
+  char pattern[1400];
+  snprintf(pattern, sizeof pattern, "%s/*", dir);
+  glob_t g;
+  int n = glob(pattern, 0, NULL, &g) == 0 ? (int)g.gl_pathc : 0;
+  globfree(&g);
+  return n;
+}
+
+/* A GTA5 tree of 4 good pairs, plus one bad thing. */
+static void bad_tree(const char *root, const char *what) {
+  char p[1400];
+  snprintf(p, sizeof p, "rm -rf '%s'", root);
+  CHECK(system(p) == 0);
+  snprintf(p, sizeof p, "%s/images", root), mkdirs(p);
+  snprintf(p, sizeof p, "%s/labels", root), mkdirs(p);
+  for (int k = 0; k < 4; k++) {
+    snprintf(p, sizeof p, "%s/images/%05d.png", root, k);
+    write_image(p, SW, SH, k);
+    snprintf(p, sizeof p, "%s/labels/%05d.png", root, k);
+    write_label(p, SW, SH, k, 34, LABEL_PALETTE, 0, 0);
+  }
+  if (strcmp(what, "nolabel") == 0 || strcmp(what, "all") == 0) {
+    snprintf(p, sizeof p, "%s/images/%05d.png", root, 10);
+    write_image(p, SW, SH, 10);
+  }
+  if (strcmp(what, "size") == 0 || strcmp(what, "all") == 0) {
+    snprintf(p, sizeof p, "%s/images/%05d.png", root, 11);
+    write_image(p, SW, SH, 11);
+    snprintf(p, sizeof p, "%s/labels/%05d.png", root, 11);
+    write_label(p, SW + 1, SH, 11, 34, LABEL_PALETTE, 0, 0);
+  }
+  if (strcmp(what, "unreadable") == 0 || strcmp(what, "all") == 0) {
+    snprintf(p, sizeof p, "%s/images/%05d.png", root, 12);
+    write_image(p, SW, SH, 12);
+    snprintf(p, sizeof p, "%s/labels/%05d.png", root, 12);
+    write_label(p, SW, SH, 12, 34, LABEL_PALETTE, 0, 0);
+    CHECK(truncate(p, 60) == 0); /* past the header: libpng fails in the data */
+  }
+  if (strcmp(what, "unmapped") == 0 || strcmp(what, "all") == 0) {
+    snprintf(p, sizeof p, "%s/images/%05d.png", root, 13);
+    write_image(p, SW, SH, 13);
+    snprintf(p, sizeof p, "%s/labels/%05d.png", root, 13);
+    write_label(p, SW, SH, 13, 34, LABEL_PALETTE, 200, 7);
+  }
+}
+
+static void test_bad_inputs(void) {
+  char root[1200], out[1200], file[1400];
+  snprintf(root, sizeof root, "%s/bad", g_dir);
+  snprintf(out, sizeof out, "%s/bad_out", g_dir);
+  struct {
+    const char *what, *file_fmt, *words;
+  } cases[] = {
+      {"nolabel", "%s/images/00010.png", "no label"},
+      {"size", "%s/labels/00011.png", "14x9 but its image"},
+      {"unreadable", "%s/labels/00012.png", "libpng"},
+      {"unmapped", "%s/labels/00013.png", "200 x 7"},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    bad_tree(root, cases[k].what);
+    snprintf(file, sizeof file, cases[k].file_fmt, root);
+    mkdirs(out);
+    t2s_error err = {0};
+    CHECK(run_import(T2S_IMPORT_GTA5, root, out, "train", 2, TW, TH, 0, NULL, &err) != T2S_OK);
+    CHECK_MSG(strstr(err.msg, file) && strstr(err.msg, cases[k].words),
+              "%s: the message should name %s and say '%s': %s", cases[k].what, file,
+              cases[k].words, err.msg);
+    printf("  %s: %s\n", cases[k].what, err.msg);
+    /* nothing under a final name, and no temporary left behind */
+    CHECK_MSG(count_files(out) == 0, "%s: %d file(s) left in %s", cases[k].what, count_files(out), out);
+  }
+  /* an empty directory */
+  bad_tree(root, "none");
+  char cmd[1400];
+  snprintf(cmd, sizeof cmd, "rm -f '%s'/images/* '%s'/labels/*", root, root);
+  CHECK(system(cmd) == 0);
+  t2s_error err = {0};
+  CHECK(run_import(T2S_IMPORT_GTA5, root, out, "train", 1, TW, TH, 0, NULL, &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "no images found") && strstr(err.msg, root), "%s", err.msg);
+
+  /* --skip-bad: every bad input at once, the good ones written, the rest listed */
+  bad_tree(root, "all");
+  t2s_error e2 = {0};
+  CHECK_MSG(run_import(T2S_IMPORT_GTA5, root, out, "train", 2, TW, TH, 1, NULL, &e2) == T2S_OK,
+            "%s", e2.msg);
+  expect e = {{"00000", "00001", "00002", "00003"}, {0, 1, 2, 3}, 4, SW, SH, TW, TH, CS_TRAIN, 34, 2};
+  check_import(out, "gta5", "train", &e);
+  char report[1400], text[8192] = "";
+  snprintf(report, sizeof report, "%s/skipped.txt", out);
+  FILE *f = fopen(report, "r");
+  CHECK_MSG(f != NULL, "no %s", report);
+  if (f) {
+    size_t got = fread(text, 1, sizeof text - 1, f);
+    text[got] = '\0';
+    fclose(f);
+  }
+  const char *expect_files[] = {"images/00010.png", "labels/00011.png", "labels/00012.png",
+                                "labels/00013.png"};
+  for (int k = 0; k < 4; k++)
+    CHECK_MSG(strstr(text, expect_files[k]), "skipped.txt does not list %s:\n%s", expect_files[k], text);
+  CHECK(strstr(text, "4 input(s) skipped") != NULL);
+}
+
+/* ---- PNG I/O and resize closed forms ---- */
+
+static void test_png_io(void) {
+  char p[1400];
+  t2s_error err = {0};
+  snprintf(p, sizeof p, "%s/io16.png", g_dir);
+  uint16_t g16[6] = {0, 257, 65535, 257 * 100, 1234, 40000};
+  CHECK(t2s_png_write(p, g16, 3, 2, 1, 16, &err) == T2S_OK);
+  uint8_t *rgb = NULL;
+  uint16_t *ids = NULL;
+  int w = 0, h = 0;
+  CHECK(t2s_png_read_rgb(p, &rgb, &w, &h, &err) == T2S_OK && w == 3 && h == 2);
+  /* 16-bit grey -> 8-bit RGB: v * 255 / 65535 rounded, replicated in R, G, B */
+  if (rgb) {
+    CHECK(rgb[0] == 0 && rgb[3] == 1 && rgb[6] == 255 && rgb[9] == 100 && rgb[10] == 100);
+    CHECK(rgb[15] == (uint8_t)lround(40000.0 * 255 / 65535) && rgb[16] == rgb[15]);
+  }
+  free(rgb);
+  CHECK(t2s_png_read_label(p, &ids, &w, &h, &err) == T2S_OK);
+  CHECK(ids && memcmp(ids, g16, sizeof g16) == 0);
+  free(ids);
+  /* a palette image read as RGB gives the palette colours */
+  snprintf(p, sizeof p, "%s/pal.png", g_dir);
+  uint8_t idx[4] = {0, 5, 200, 255};
+  write_palette_png(p, idx, 2, 2);
+  CHECK(t2s_png_read_rgb(p, &rgb, &w, &h, &err) == T2S_OK);
+  if (rgb) CHECK(rgb[3] == 5 && rgb[4] == 250 && rgb[5] == 35 && rgb[6] == 200 && rgb[7] == 55);
+  free(rgb);
+  CHECK(t2s_png_read_label(p, &ids, &w, &h, &err) == T2S_OK);
+  CHECK(ids && ids[0] == 0 && ids[1] == 5 && ids[2] == 200 && ids[3] == 255);
+  free(ids);
+  /* errors name the file */
+  snprintf(p, sizeof p, "%s/not.png", g_dir);
+  FILE *f = fopen(p, "w");
+  fputs("GIF89a....", f);
+  fclose(f);
+  t2s_error e1 = {0}, e2 = {0};
+  CHECK(t2s_png_read_rgb(p, &rgb, &w, &h, &e1) == T2S_ERR_FORMAT && strstr(e1.msg, p) &&
+        strstr(e1.msg, "not a PNG"));
+  snprintf(p, sizeof p, "%s/absent.png", g_dir);
+  CHECK(t2s_png_read_label(p, &ids, &w, &h, &e2) == T2S_ERR_IO && strstr(e2.msg, p));
+}
+
+static void test_resize(void) {
+  enum { W = 8, H = 6 };
+  uint8_t src[H * W * 3], dst[(H / 2) * (W / 2) * 3], cst[5 * 3 * 3];
+  for (int k = 0; k < H * W * 3; k++) src[k] = (uint8_t)((k * 37 + (k / 5) * 11) % 256);
+  /* halving with half-pixel centres lands between 2x2 source pixels: their mean */
+  t2s_resize_bilinear_rgb(src, W, H, dst, W / 2, H / 2);
+  int off = 0;
+  for (int y = 0; y < H / 2; y++)
+    for (int x = 0; x < W / 2; x++)
+      for (int c = 0; c < 3; c++) {
+        int s = src[((2 * y) * W + 2 * x) * 3 + c] + src[((2 * y) * W + 2 * x + 1) * 3 + c] +
+                src[((2 * y + 1) * W + 2 * x) * 3 + c] + src[((2 * y + 1) * W + 2 * x + 1) * 3 + c];
+        off += abs(dst[(y * (W / 2) + x) * 3 + c] - (int)floor(s / 4.0 + 0.5)) > 0;
+      }
+  CHECK_MSG(off == 0, "%d values of a 2x reduction are not the 2x2 mean", off);
+  /* a constant image stays constant at any size */
+  memset(src, 77, sizeof src);
+  t2s_resize_bilinear_rgb(src, W, H, cst, 5, 3);
+  for (int k = 0; k < 45; k++) CHECK(cst[k] == 77);
+  /* nearest: floor(d * in / out) */
+  uint16_t line[3] = {10, 20, 30}, up[5], down[2];
+  t2s_resize_nearest_u16(line, 3, 1, up, 5, 1);
+  CHECK(up[0] == 10 && up[1] == 10 && up[2] == 20 && up[3] == 20 && up[4] == 30);
+  uint16_t four[4] = {1, 2, 3, 4};
+  t2s_resize_nearest_u16(four, 4, 1, down, 2, 1);
+  CHECK(down[0] == 1 && down[1] == 3);
+  /* the recipe's sizes */
+  t2s_import_opts o;
+  t2s_import_opts_default(&o, T2S_IMPORT_GTA5);
+  CHECK(o.width == 1280 && o.height == 720);
+  t2s_import_opts_default(&o, T2S_IMPORT_SYNTHIA);
+  CHECK(o.width == 1280 && o.height == 760);
+  t2s_import_opts_default(&o, T2S_IMPORT_CITYSCAPES);
+  CHECK(o.width == 1024 && o.height == 512);
+}
+
+/* ---- the command-line tool ---- */
+
+static void test_cli(void) {
+  const char *bin = getenv("T2S_BINARY_DIR");
+  char exe[1200], cmd[4096], out[1200], log[1300], root[1200];
+  snprintf(exe, sizeof exe, "%s/bin/t2sda_shards", bin ? bin : ".");
+  if (access(exe, X_OK) != 0) {
+    printf("note: %s not built; the command line is not checked\n", exe);
+    return;
+  }
+  snprintf(root, sizeof root, "%s/gta", g_dir);
+  snprintf(out, sizeof out, "%s/cli_out", g_dir);
+  snprintf(log, sizeof log, "%s/cli.log", g_dir);
+  snprintf(cmd, sizeof cmd, "'%s' gta5 '%s' '%s' --split val --shards 3 --resize 7 5 > '%s' 2>&1",
+           exe, root, out, log);
+  CHECK_MSG(system(cmd) == 0, "%s failed", cmd);
+  char text[8192] = "";
+  FILE *f = fopen(log, "r");
+  if (f) {
+    size_t got = fread(text, 1, sizeof text - 1, f);
+    text[got] = '\0';
+    fclose(f);
+  }
+  CHECK_MSG(strstr(text, "3 images (7x5) in 3 shard(s)") && strstr(text, "traffic light") &&
+                strstr(text, "[3/3]"), "unexpected output:\n%s", text);
+  char shard[1400];
+  snprintf(shard, sizeof shard, "%s/gta5_val-00002-of-00003.h5", out);
+  CHECK(access(shard, R_OK) == 0);
+  snprintf(cmd, sizeof cmd, "'%s' gta5 '%s/nowhere' '%s' > '%s' 2>&1", exe, g_dir, out, log);
+  CHECK_MSG(WEXITSTATUS(system(cmd)) == 1, "a missing tree must exit 1");
+  snprintf(cmd, sizeof cmd, "'%s' gta5 a b --shards x > '%s' 2>&1", exe, log);
+  CHECK_MSG(WEXITSTATUS(system(cmd)) == 2, "a usage error must exit 2");
+}
+
+int main(void) {
+  const char *base = getenv("T2S_BINARY_DIR");
+  snprintf(g_dir, sizeof g_dir, "%s/import_test_XXXXXX", base ? base : "/tmp");
+  if (mkdtemp(g_dir) == NULL) {
+    fprintf(stderr, "cannot create a directory from %s: %s\n", g_dir, strerror(errno));
+    return 1;
+  }
+  test_resize();
+  test_png_io();
+  test_gta5();
+  test_cityscapes();
+  test_synthia();
+  test_generic();
+  test_bad_inputs();
+  test_cli();
+  if (t2s_test_failures == 0) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0) fprintf(stderr, "note: could not remove %s\n", g_dir);
+  }
+  return t2s_test_finish("test_shards_import");
+}

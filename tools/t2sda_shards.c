@@ -1,0 +1,160 @@
+/* t2sda_shards: PNG dataset trees -> HDF5 shards (the DESIGN.md shard contract).
+ *
+ *   t2sda_shards cityscapes|gta5|synthia|generic ROOT OUT [--split train|val|test]
+ *                [--shards K] [--resize W H | --no-resize] [--skip-bad] [--threads N]
+ *                [--level 1-4] [--domain NAME]
+ *                [--images DIR --labels DIR --mapping FILE]        (generic)
+ *
+ * Writes OUT/<domain>_<split>-00000-of-0000K.h5 ... The layouts, the label id ->
+ * train id tables and the default sizes (DAFormer: GTA5 1280x720, SYNTHIA 1280x760,
+ * Cityscapes 1024x512) are described in data/importers.h. Bad inputs (an image
+ * without its label, a label whose size differs from its image, an unreadable PNG,
+ * label ids outside the mapping) stop the run before any shard appears under its
+ * final name; --skip-bad skips them instead and lists them in OUT/skipped.txt. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "data/importers.h"
+
+static const char *usage =
+    "usage: t2sda_shards cityscapes|gta5|synthia|generic ROOT OUT [--split train|val|test]\n"
+    "                    [--shards K] [--resize W H | --no-resize] [--skip-bad] [--threads N]\n"
+    "                    [--level 1-4] [--domain NAME]\n"
+    "                    [--images DIR --labels DIR --mapping FILE]   (generic)\n";
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int parse_int(const char *flag, const char *s, int lo, int hi, int *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || *end || v < lo || v > hi) {
+    fprintf(stderr, "t2sda_shards: %s expects an integer in %d..%d, got '%s'\n", flag, lo, hi, s);
+    return 0;
+  }
+  *out = (int)v;
+  return 1;
+}
+
+static int parse_args(int argc, char **argv, t2s_import_opts *o) {
+  o->root = argv[2];
+  o->out_dir = argv[3];
+  for (int i = 4; i < argc; i++) {
+    const char *a = argv[i];
+    int need = strcmp(a, "--resize") == 0 ? 2
+               : (strcmp(a, "--skip-bad") == 0 || strcmp(a, "--no-resize") == 0) ? 0 : 1;
+    if (i + need >= argc) {
+      fprintf(stderr, "t2sda_shards: %s needs %d value(s)\n%s", a, need, usage);
+      return 0;
+    }
+    int ok = 1;
+    if (strcmp(a, "--split") == 0) o->split = argv[++i];
+    else if (strcmp(a, "--shards") == 0) ok = parse_int(a, argv[++i], 1, 100000, &o->shards);
+    else if (strcmp(a, "--threads") == 0) ok = parse_int(a, argv[++i], 1, 256, &o->threads);
+    else if (strcmp(a, "--level") == 0) ok = parse_int(a, argv[++i], 1, 4, &o->deflate_level);
+    else if (strcmp(a, "--domain") == 0) o->domain = argv[++i];
+    else if (strcmp(a, "--images") == 0) o->image_dir = argv[++i];
+    else if (strcmp(a, "--labels") == 0) o->label_dir = argv[++i];
+    else if (strcmp(a, "--mapping") == 0) o->mapping_path = argv[++i];
+    else if (strcmp(a, "--skip-bad") == 0) o->skip_bad = 1;
+    else if (strcmp(a, "--no-resize") == 0) o->width = o->height = 0;
+    else if (strcmp(a, "--resize") == 0) {
+      ok = parse_int(a, argv[i + 1], 1, 16384, &o->width) &&
+           parse_int(a, argv[i + 2], 1, 16384, &o->height);
+      i += 2;
+    } else {
+      fprintf(stderr, "t2sda_shards: unknown option '%s'\n%s", a, usage);
+      return 0;
+    }
+    if (!ok) return 0;
+  }
+  if (o->layout != T2S_IMPORT_GENERIC && (o->image_dir || o->label_dir || o->mapping_path)) {
+    fprintf(stderr, "t2sda_shards: --images, --labels and --mapping are for the generic layout; "
+            "%s has a fixed layout\n", t2s_import_layout_name(o->layout));
+    return 0;
+  }
+  return 1;
+}
+
+typedef struct progress_state {
+  double start, last;
+  int tty;
+  int last_decile;
+} progress_state;
+
+/* On a terminal: one line rewritten a few times a second; in a log: every 10%. */
+static void show_progress(void *user, int64_t done, int64_t total, int64_t skipped) {
+  progress_state *ps = user;
+  double t = now_s(), el = t - ps->start;
+  int decile = (int)(done * 10 / total);
+  if (ps->tty ? (t - ps->last < 0.25 && done < total) : (decile == ps->last_decile)) return;
+  ps->last = t;
+  ps->last_decile = decile;
+  double rate = el > 0 ? (double)done / el : 0;
+  double eta = rate > 0 ? (double)(total - done) / rate : 0;
+  fprintf(stderr, "%s[%" PRId64 "/%" PRId64 "] %5.1f%%  %.1f img/s  ETA %dm%02ds%s%s",
+          ps->tty ? "\r" : "", done, total, 100.0 * (double)done / (double)total, rate,
+          (int)eta / 60, (int)eta % 60, skipped ? "  (skipped some)" : "",
+          ps->tty && done < total ? "" : "\n");
+  fflush(stderr);
+}
+
+static void print_summary(const t2s_import_opts *o, const t2s_import_summary *s, double secs) {
+  printf("t2sda_shards: %s %s: %" PRId64 " images (%dx%d) in %d shard(s), %.1f MiB, %.1f s\n",
+         o->domain ? o->domain : t2s_import_layout_name(o->layout), o->split, s->images, s->width,
+         s->height, s->shards, (double)s->bytes / (1024.0 * 1024.0), secs);
+  printf("  first shard: %s\n", s->first_shard);
+  if (s->skipped_report[0])
+    printf("  skipped: %" PRId64 " input(s), listed in %s\n", s->skipped, s->skipped_report);
+  int64_t total = s->ignored_pixels;
+  for (int c = 0; c < s->num_classes; c++) total += s->class_pixels[c];
+  printf("  class frequency (train ids):\n  %3s  %-16s %15s %8s\n", "id", "class", "pixels", "share");
+  for (int c = 0; c < s->num_classes; c++)
+    printf("  %3d  %-16s %15" PRId64 " %7.3f%%\n", c, s->class_names[c], s->class_pixels[c],
+           total ? 100.0 * (double)s->class_pixels[c] / (double)total : 0.0);
+  printf("  %3d  %-16s %15" PRId64 " %7.3f%%\n", 255, "(ignore)", s->ignored_pixels,
+         total ? 100.0 * (double)s->ignored_pixels / (double)total : 0.0);
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+    fputs(usage, stdout);
+    return 0;
+  }
+  t2s_import_layout layout;
+  if (argc < 4 || !t2s_import_layout_parse(argv[1], &layout)) {
+    fprintf(stderr, "%s", usage);
+    return 2;
+  }
+  t2s_import_opts o;
+  t2s_import_opts_default(&o, layout);
+  if (!parse_args(argc, argv, &o)) return 2;
+  progress_state ps = {now_s(), 0, isatty(2), -1};
+  o.progress = show_progress;
+  o.progress_user = &ps;
+  t2s_import_summary *sum = malloc(sizeof *sum);
+  if (sum == NULL) {
+    fprintf(stderr, "t2sda_shards: out of memory\n");
+    return 1;
+  }
+  t2s_error err = {0};
+  t2s_status st = t2s_import_run(&o, sum, &err);
+  if (st != T2S_OK) {
+    fprintf(stderr, "%st2sda_shards: %s\nt2sda_shards: no shard was written under its final name\n",
+            ps.tty ? "\n" : "", err.msg);
+    free(sum);
+    return 1;
+  }
+  print_summary(&o, sum, now_s() - ps.start);
+  free(sum);
+  return 0;
+}
