@@ -1,0 +1,155 @@
+#include "launch/evaluator.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/augment.h"
+#include "data/png_io.h"
+
+void t2s_class_colour(const char *name, int index, uint8_t rgb[3]) {
+  static const struct { const char *name; uint8_t rgb[3]; } palette[] = {
+      {"road", {128, 64, 128}},       {"sidewalk", {244, 35, 232}}, {"building", {70, 70, 70}},
+      {"wall", {102, 102, 156}},      {"fence", {190, 153, 153}},   {"pole", {153, 153, 153}},
+      {"traffic light", {250, 170, 30}}, {"traffic sign", {220, 220, 0}},
+      {"vegetation", {107, 142, 35}}, {"terrain", {152, 251, 152}}, {"sky", {70, 130, 180}},
+      {"person", {220, 20, 60}},      {"rider", {255, 0, 0}},       {"car", {0, 0, 142}},
+      {"truck", {0, 0, 70}},          {"bus", {0, 60, 100}},        {"train", {0, 80, 100}},
+      {"motorcycle", {0, 0, 230}},    {"bicycle", {119, 11, 32}},
+  };
+  for (size_t i = 0; i < sizeof palette / sizeof palette[0]; i++)
+    if (strcmp(palette[i].name, name) == 0) {
+      memcpy(rgb, palette[i].rgb, 3);
+      return;
+    }
+  rgb[0] = (uint8_t)(37 * index + 50);
+  rgb[1] = (uint8_t)(91 * index + 20);
+  rgb[2] = (uint8_t)(53 * index + 100);
+}
+
+static t2s_tensor *forward_logits(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *x, int h, int w) {
+  t2s_seg_out out;
+  if (t2s_segmentor_forward(ctx, m, x, &out) != T2S_OK) return NULL;
+  return t2s_resize_bilinear(ctx, out.logits, h, w, 0);
+}
+
+/* Copies rows/cols [y0, y0+h) x [x0, x0+w) of an (1, C, H, W) tensor. */
+static t2s_tensor *crop_window(t2s_ctx *ctx, const t2s_tensor *x, int y0, int x0, int h, int w) {
+  int64_t C = x->shape[1], H = x->shape[2], W = x->shape[3];
+  t2s_tensor *y = t2s_tensor_new4(ctx, T2S_F32, 1, C, h, w);
+  if (y == NULL) return NULL;
+  for (int64_t c = 0; c < C; c++)
+    for (int r = 0; r < h; r++)
+      memcpy(t2s_f32(y) + (c * h + r) * w, t2s_f32(x) + (c * H + y0 + r) * W + x0, (size_t)w * sizeof(float));
+  return y;
+}
+
+t2s_tensor *t2s_infer_logits(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *image,
+                             const t2s_eval_cfg *cfg) {
+  int H = (int)image->shape[2], W = (int)image->shape[3];
+  if (cfg->mode == T2S_INFER_WHOLE) return forward_logits(ctx, m, image, H, W);
+  /* mmseg slide_inference: windows of crop size every stride, the last one moved
+   * back inside the image; overlapping logits averaged. */
+  int cw = cfg->crop[0] < W ? cfg->crop[0] : W, ch = cfg->crop[1] < H ? cfg->crop[1] : H;
+  int sw = cfg->stride[0], sh = cfg->stride[1];
+  int gh = (H - ch + sh - 1 > 0 ? (H - ch + sh - 1) / sh : 0) + 1;
+  int gw = (W - cw + sw - 1 > 0 ? (W - cw + sw - 1) / sw : 0) + 1;
+  int C = m->cfg.num_classes;
+  t2s_tensor *sum = t2s_tensor_new4(ctx, T2S_F32, 1, C, H, W);
+  float *count = t2s_scratch(ctx, (size_t)H * W * sizeof(float));
+  if (sum == NULL || count == NULL) return NULL;
+  memset(sum->data, 0, (size_t)C * H * W * sizeof(float));
+  memset(count, 0, (size_t)H * W * sizeof(float));
+  for (int gy = 0; gy < gh; gy++)
+    for (int gx = 0; gx < gw; gx++) {
+      int y1 = gy * sh, x1 = gx * sw;
+      int y2 = y1 + ch < H ? y1 + ch : H, x2 = x1 + cw < W ? x1 + cw : W;
+      y1 = y2 - ch > 0 ? y2 - ch : 0;
+      x1 = x2 - cw > 0 ? x2 - cw : 0;
+      t2s_tensor *win = crop_window(ctx, image, y1, x1, y2 - y1, x2 - x1);
+      t2s_tensor *lg = win ? forward_logits(ctx, m, win, y2 - y1, x2 - x1) : NULL;
+      if (lg == NULL) return NULL;
+      for (int c = 0; c < C; c++)
+        for (int r = y1; r < y2; r++)
+          for (int q = x1; q < x2; q++)
+            t2s_f32(sum)[((int64_t)c * H + r) * W + q] += t2s_f32(lg)[((int64_t)c * (y2 - y1) + r - y1) * (x2 - x1) + q - x1];
+      for (int r = y1; r < y2; r++)
+        for (int q = x1; q < x2; q++) count[(int64_t)r * W + q] += 1.0f;
+    }
+  for (int c = 0; c < C; c++)
+    for (int64_t i = 0; i < (int64_t)H * W; i++) t2s_f32(sum)[(int64_t)c * H * W + i] /= count[i];
+  return sum;
+}
+
+static void argmax_classes(const t2s_tensor *logits, uint8_t *pred) {
+  int64_t C = logits->shape[1], HW = logits->shape[2] * logits->shape[3];
+  const float *z = t2s_f32(logits);
+  for (int64_t i = 0; i < HW; i++) {
+    int best = 0;
+    for (int64_t c = 1; c < C; c++)
+      if (z[c * HW + i] > z[best * HW + i]) best = (int)c;
+    pred[i] = (uint8_t)best;
+  }
+}
+
+static t2s_status save_prediction(const char *dir, const char *name, const uint8_t *pred, int w, int h,
+                                  const t2s_shard_meta *meta, t2s_error *err) {
+  uint8_t *rgb = malloc((size_t)w * h * 3);
+  if (rgb == NULL) return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory for a prediction image");
+  for (int64_t i = 0; i < (int64_t)w * h; i++) t2s_class_colour(meta->class_names[pred[i]], pred[i], rgb + 3 * i);
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s.png", dir, name);
+  t2s_status st = t2s_png_write_rgb(path, rgb, w, h, err);
+  free(rgb);
+  return st;
+}
+
+t2s_status t2s_evaluate(t2s_ctx *ctx, const t2s_segmentor *m, t2s_dataset *val,
+                        const t2s_eval_cfg *cfg, t2s_confusion *conf, t2s_error *err) {
+  if (val->meta.num_classes != m->cfg.num_classes)
+    return t2s_error_set(err, T2S_ERR_INVALID, "validation data has %d classes but the model has %d "
+                         "(data.val.shards vs model.num_classes)", val->meta.num_classes, m->cfg.num_classes);
+  if (!val->meta.has_label)
+    return t2s_error_set(err, T2S_ERR_INVALID, "validation shards have no /label: evaluation needs labelled data");
+  int prev_grad = t2s_set_grad_enabled(ctx, 0), prev_train = ctx->training;
+  ctx->training = 0;
+  t2s_status st = T2S_OK;
+  int saved = 0;
+  for (int64_t i = cfg->rank; i < val->count && st == T2S_OK; i += cfg->world_size) {
+    int64_t local = 0;
+    t2s_shard *s = t2s_dataset_locate(val, i, &local);
+    const t2s_shard_meta *sm = t2s_shard_info(s);
+    int h = sm->height, w = sm->width;
+    uint8_t *rgb = malloc((size_t)h * w * 3), *label = malloc((size_t)h * w), *pred = malloc((size_t)h * w);
+    if (!rgb || !label || !pred) st = t2s_error_set(err, T2S_ERR_NOMEM, "out of memory evaluating image %lld", (long long)i);
+    if (st == T2S_OK) st = t2s_shard_read(s, local, rgb, label, err);
+    t2s_tensor *image = st == T2S_OK ? t2s_tensor_new4(ctx, T2S_F32, 1, 3, h, w) : NULL;
+    if (image) {
+      t2s_hwc_to_chw_normalized(rgb, h, w, t2s_f32(image));
+      t2s_tensor *logits = t2s_infer_logits(ctx, m, image, cfg);
+      if (logits == NULL) st = t2s_error_set(err, ctx->err.status, "evaluating image %lld: %s", (long long)i, ctx->err.msg);
+      else {
+        argmax_classes(logits, pred);
+        t2s_confusion_add(conf, pred, label, (int64_t)h * w);
+        if (saved < cfg->save_predictions && cfg->pred_dir) {
+          char name[256];
+          if (t2s_shard_read_name(s, local, name, sizeof name, err) == T2S_OK)
+            st = save_prediction(cfg->pred_dir, name, pred, w, h, sm, err);
+          saved++;
+        }
+      }
+    } else if (st == T2S_OK) {
+      st = t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
+    }
+    free(rgb);
+    free(label);
+    free(pred);
+    t2s_ctx_end_pass(ctx);
+  }
+  t2s_set_grad_enabled(ctx, prev_grad);
+  ctx->training = prev_train;
+  if (st == T2S_OK && cfg->allreduce_i64)
+    st = cfg->allreduce_i64(cfg->allreduce_user, conf->counts,
+                            (size_t)conf->num_classes * (size_t)conf->num_classes, err);
+  return st;
+}
