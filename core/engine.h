@@ -47,7 +47,10 @@
   X(dropout)           \
   X(l2_normalize)      \
   X(cross_entropy)     \
-  X(weighted_sum)
+  X(weighted_sum)      \
+  X(attention)         \
+  X(tokens_transpose)  \
+  X(drop_path)
 
 typedef enum t2s_op_id {
 #define T2S_OP_ENUM(name) T2S_OP_##name,
