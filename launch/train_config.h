@@ -16,6 +16,7 @@
 #define T2S_CFG_PATH_MAX 512
 #define T2S_CFG_MAX_SHARDS 64
 #define T2S_CFG_MAX_HEAD_DILATIONS 8
+#define T2S_CFG_MAX_CLASS_LIST 32
 
 /* Enum values are the index of the YAML spelling in the schema's choice list. */
 typedef enum t2s_cfg_device {
@@ -49,6 +50,20 @@ typedef enum t2s_cfg_warmup {
   T2S_CFG_WARMUP_NONE, T2S_CFG_WARMUP_LINEAR,
 } t2s_cfg_warmup;
 
+typedef enum t2s_cfg_pseudo_target {
+  T2S_CFG_PT_FOURIER = 0, T2S_CFG_PT_COLOR, T2S_CFG_PT_NONE
+} t2s_cfg_pseudo_target;
+typedef enum t2s_cfg_color_space { T2S_CFG_CS_RGB = 0, T2S_CFG_CS_LAB } t2s_cfg_color_space;
+typedef enum t2s_cfg_negatives { T2S_CFG_NEG_KEYS = 0, T2S_CFG_NEG_PROTOTYPES } t2s_cfg_negatives;
+typedef enum t2s_cfg_label_down { T2S_CFG_LD_NEAREST = 0, T2S_CFG_LD_MAJORITY } t2s_cfg_label_down;
+typedef enum t2s_cfg_reweight_apply {
+  T2S_CFG_RW_T2S_ONLY = 0, T2S_CFG_RW_ALL
+} t2s_cfg_reweight_apply;
+typedef enum t2s_cfg_lr_scaling {
+  T2S_CFG_LRS_NONE = 0, T2S_CFG_LRS_LINEAR, T2S_CFG_LRS_SQRT
+} t2s_cfg_lr_scaling;
+typedef enum t2s_cfg_infer_mode { T2S_CFG_INFER_WHOLE = 0, T2S_CFG_INFER_SLIDE } t2s_cfg_infer_mode;
+
 typedef struct t2s_train_config {
   char name[T2S_CFG_NAME_MAX];
   int seed;
@@ -68,6 +83,14 @@ typedef struct t2s_train_config {
     int workers_per_gpu;
     int crop[2];                     /* [W, H] */
     int ignore_index;
+    double cat_max_ratio;            /* source crops: largest class share; 1 = off */
+    double flip_prob;
+    double rescale_ratio[2];         /* random rescale range; [1, 1] = off (DAFormer) */
+    struct {
+      bool enabled;
+      double class_temp;             /* T of P(c) = softmax((1 - f_c) / T) */
+      int min_pixels;                /* an image qualifies for class c above this */
+    } rare_class_sampling;
   } data;
 
   struct {
@@ -97,6 +120,36 @@ typedef struct t2s_train_config {
     t2s_cfg_uda type;
     double alpha;
     double pseudo_threshold;
+    int pseudo_weight_ignore_top;    /* rows at a 512-px crop height (scaled) */
+    int pseudo_weight_ignore_bottom;
+    double color_jitter_strength;    /* brightness/contrast/saturation/hue of the mix */
+    double color_jitter_probability;
+    bool blur;
+    double imnet_feature_dist_lambda;  /* 0 = off */
+    int imnet_feature_dist_classes[T2S_CFG_MAX_CLASS_LIST];
+    int n_imnet_feature_dist_classes;
+    struct {
+      t2s_cfg_pseudo_target type;
+      double beta;                   /* FDA low-frequency square half-size / min(H, W) */
+      t2s_cfg_color_space color_space;
+    } pseudo_target;
+    struct {
+      double lambda;
+      int proj_dim;                  /* projection head output D */
+      int num_queries;               /* per class per image */
+      int num_negatives;
+      double tau;
+      t2s_cfg_negatives negatives;
+      t2s_cfg_label_down label_down;
+      double majority_ratio;
+      double proto_momentum;         /* EMA of class prototypes; 0 = batch prototypes */
+    } t2s;
+    struct {
+      bool enabled;
+      double momentum;
+      double gamma;
+      t2s_cfg_reweight_apply apply_to;
+    } reweight;
   } uda;
 
   struct {
@@ -108,6 +161,8 @@ typedef struct t2s_train_config {
     double eps;
     double head_lr_mult;
     double grad_clip;                /* max global gradient norm; 0 = off */
+    t2s_cfg_lr_scaling lr_scaling;   /* how lr follows the global batch */
+    int base_batch;                  /* global batch the lr is stated for */
   } optimizer;
 
   struct {
@@ -120,7 +175,14 @@ typedef struct t2s_train_config {
   } lr_config;
 
   struct { int max_iters; } runner;
-  struct { int interval; } evaluation;   /* 0 = off */
+  struct {
+    int interval;                    /* 0 = off */
+    t2s_cfg_infer_mode mode;
+    int crop[2], stride[2];          /* sliding window [W, H] */
+    char subsets[4][16];             /* extra class subsets reported (synthia16, synthia13) */
+    int n_subsets;
+    int save_predictions;            /* palette PNGs of the first N validation images */
+  } evaluation;
   struct { int interval; } log;
   struct {
     int interval;                    /* 0 = only at the end */
