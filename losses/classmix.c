@@ -1,0 +1,98 @@
+#include "losses/classmix.h"
+
+#include <string.h>
+
+#include "core/rng.h"
+
+enum { PURPOSE_CLASSMIX = 0x434d }; /* "CM" */
+
+int t2s_classmix_choose(const uint8_t *labels, int64_t hw, int ignore_index, uint64_t seed,
+                        int64_t iter, int64_t global_index, uint8_t *chosen) {
+  uint8_t seen[256] = {0}, classes[256];
+  for (int64_t i = 0; i < hw; i++) seen[labels[i]] = 1;
+  int n = 0;
+  for (int v = 0; v < 256; v++)
+    if (seen[v] && v != ignore_index) classes[n++] = (uint8_t)v;
+  /* a permutation of 0..n-1 by Fisher-Yates from the top: swap j with U[0, j] */
+  int perm[256];
+  for (int j = 0; j < n; j++) perm[j] = j;
+  t2s_rng_key key = t2s_rng_key_make(seed, (uint64_t)iter, (uint64_t)global_index, PURPOSE_CLASSMIX);
+  for (int j = n - 1; j > 0; j--) {
+    int r = (int)t2s_rng_below(key, (uint64_t)j, (uint32_t)(j + 1));
+    int t = perm[j];
+    perm[j] = perm[r];
+    perm[r] = t;
+  }
+  int k = (n + n % 2) / 2;
+  uint8_t take[256] = {0};
+  for (int j = 0; j < k; j++) take[classes[perm[j]]] = 1;
+  int m = 0;
+  for (int v = 0; v < 256; v++)
+    if (take[v]) chosen[m++] = (uint8_t)v;
+  return m;
+}
+
+static int same_map(const t2s_tensor *t, const t2s_tensor *ref, t2s_dtype dtype) {
+  return t != NULL && t->dtype == dtype && t->ndim == 3 && t->device == T2S_DEV_CPU &&
+         t2s_same_shape(t, ref);
+}
+
+t2s_status t2s_classmix_masks(t2s_ctx *ctx, const t2s_tensor *src_labels, int ignore_index,
+                              uint64_t seed, int64_t iter, int64_t global_offset,
+                              t2s_tensor *mask) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  char s[96];
+  if (src_labels == NULL || src_labels->dtype != T2S_U8 || src_labels->ndim != 3 ||
+      src_labels->device != T2S_DEV_CPU || !same_map(mask, src_labels, T2S_U8))
+    return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
+                         "classmix_masks: labels and mask must be host uint8 (N, H, W) of one "
+                         "shape; labels %s",
+                         src_labels ? t2s_shape_str(src_labels, s, sizeof s) : "NULL");
+  int64_t n = src_labels->shape[0], hw = src_labels->shape[1] * src_labels->shape[2];
+  for (int64_t b = 0; b < n; b++) {
+    const uint8_t *y = t2s_u8(src_labels) + b * hw;
+    uint8_t chosen[256], take[256] = {0};
+    int m = t2s_classmix_choose(y, hw, ignore_index, seed, iter, global_offset + b, chosen);
+    for (int j = 0; j < m; j++) take[chosen[j]] = 1;
+    uint8_t *mb = t2s_u8(mask) + b * hw;
+    for (int64_t i = 0; i < hw; i++) mb[i] = take[y[i]];
+  }
+  return T2S_OK;
+}
+
+t2s_status t2s_classmix_apply(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_tensor *x_s,
+                              const t2s_tensor *x_t, const t2s_tensor *y_s, const t2s_tensor *yhat,
+                              const t2s_tensor *pl_weight, t2s_tensor *x_mix, t2s_tensor *y_mix,
+                              t2s_tensor *w_mix) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  char sm[96], sx[96];
+  int ok = mask != NULL && mask->dtype == T2S_U8 && mask->ndim == 3 &&
+           mask->device == T2S_DEV_CPU && x_s != NULL && x_s->dtype == T2S_F32 && x_s->ndim == 4 &&
+           x_s->device == T2S_DEV_CPU && x_s->shape[0] == mask->shape[0] &&
+           x_s->shape[2] == mask->shape[1] && x_s->shape[3] == mask->shape[2];
+  ok = ok && x_t && x_t->dtype == T2S_F32 && x_t->device == T2S_DEV_CPU && t2s_same_shape(x_t, x_s);
+  ok = ok && x_mix && x_mix->dtype == T2S_F32 && x_mix->device == T2S_DEV_CPU &&
+       t2s_same_shape(x_mix, x_s);
+  ok = ok && same_map(y_s, mask, T2S_U8) && same_map(yhat, mask, T2S_U8) &&
+       same_map(pl_weight, mask, T2S_F32) && same_map(y_mix, mask, T2S_U8) &&
+       same_map(w_mix, mask, T2S_F32);
+  if (!ok)
+    return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
+                         "classmix_apply: need host images f32 (N, C, H, W) and maps (N, H, W) "
+                         "(mask, labels u8; weights f32) of one size; mask %s, x_s %s",
+                         mask ? t2s_shape_str(mask, sm, sizeof sm) : "NULL",
+                         x_s ? t2s_shape_str(x_s, sx, sizeof sx) : "NULL");
+  int64_t n = x_s->shape[0], ch = x_s->shape[1], hw = x_s->shape[2] * x_s->shape[3];
+  const uint8_t *m = t2s_u8(mask);
+  for (int64_t b = 0; b < n; b++)
+    for (int64_t c = 0; c < ch; c++) {
+      int64_t base = (b * ch + c) * hw;
+      for (int64_t i = 0; i < hw; i++)
+        t2s_f32(x_mix)[base + i] = m[b * hw + i] ? t2s_f32(x_s)[base + i] : t2s_f32(x_t)[base + i];
+    }
+  for (int64_t i = 0; i < n * hw; i++) {
+    t2s_u8(y_mix)[i] = m[i] ? t2s_u8(y_s)[i] : t2s_u8(yhat)[i];
+    t2s_f32(w_mix)[i] = m[i] ? 1.0f : t2s_f32(pl_weight)[i];
+  }
+  return T2S_OK;
+}

@@ -1,0 +1,31 @@
+/* ImageNet feature distance (METHOD.md step 6, DAFormer's FD regulariser).
+ *
+ *   L_fd = sum_{pixels i with y_i in things} || f_i - g_i ||_2 / #{such pixels, all ranks}
+ *
+ * f = the student's last encoder features on x_s (N, C, h, w), requires grad;
+ * g = the frozen ImageNet copy's (no grad); y = the source labels downsampled to
+ * (h, w) (t2s_labels_downsample). The count is reduced over ranks and each rank
+ * returns its share times world_size. dL/df_i = (f_i - g_i) / ||f_i - g_i|| / count
+ * (0 where f_i = g_i). The caller multiplies by lambda (0.005), e.g. as the scale of
+ * t2s_backward. A fused op (CPU slot). */
+#pragma once
+#include <stdint.h>
+
+#include "core/engine.h"
+#include "losses/pull_loss.h"
+
+typedef struct t2s_feature_distance_cfg {
+  int enabled;              /* 0 by default (optional term) */
+  float lambda;             /* 0.005; applied by the caller */
+  uint8_t things[256];      /* things[c] = 1: class c counts; Cityscapes 6, 7, 11..18 */
+  t2s_label_down label_down;/* nearest (DAFormer: majority with ratio 0.75) */
+  float majority_ratio;     /* 0.75 */
+  int ignore_index;         /* 255 */
+} t2s_feature_distance_cfg;
+
+t2s_feature_distance_cfg t2s_feature_distance_cfg_defaults(void);
+
+/* labels (N, h, w) u8 at the feature size. Returns a scalar, or NULL with ctx->err. */
+t2s_tensor *t2s_feature_distance(t2s_ctx *ctx, t2s_tensor *f_student, t2s_tensor *f_imnet,
+                                 t2s_tensor *labels, const t2s_feature_distance_cfg *cfg,
+                                 int world_size);
