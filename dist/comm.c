@@ -1,0 +1,374 @@
+/* Communicator set-up (launcher detection, local rank, GPU choice, start-up log) and the
+ * host collectives. See comm.h for the choices; every MPI call is checked and every
+ * collective is non-blocking, polled against a deadline, so a lost peer becomes a
+ * message naming the rank instead of a hang. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/device.h"
+#include "dist/comm_internal.h"
+
+/* MPI counts are int: larger arrays go in pieces of this many elements. */
+#define T2S_MPI_CHUNK ((size_t)1 << 30)
+
+double t2s_dist_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+const char *t2s_comm_backend_name(t2s_comm_backend b) {
+  return b == T2S_COMM_NCCL ? "nccl" : b == T2S_COMM_MPI ? "mpi" : "single";
+}
+
+t2s_dist_cfg t2s_dist_default_cfg(void) {
+  t2s_dist_cfg cfg = {T2S_DEV_CPU, 300.0, 0};
+  const char *t = getenv("T2S_COMM_TIMEOUT");
+  if (t != NULL && *t) {
+    char *end;
+    double v = strtod(t, &end);
+    if (*end == '\0' && v >= 0) cfg.timeout_s = v;
+  }
+  return cfg;
+}
+
+const char *t2s__comm_who(const t2s_comm *c, char *buf, size_t size) {
+  snprintf(buf, size, "rank %d of %d (host %s)", c->rank, c->world, c->host);
+  return buf;
+}
+
+t2s_status t2s__mpi_fail(const t2s_comm *c, int rc, const char *call, t2s_error *err) {
+  char why[MPI_MAX_ERROR_STRING] = "unknown MPI error", who[128];
+  int len = 0;
+  MPI_Error_string(rc, why, &len);
+  return t2s_error_set(err, T2S_ERR_COMM,
+                       "%s: %s failed (%s); another rank has probably died or stopped, see the "
+                       "messages above",
+                       t2s__comm_who(c, who, sizeof who), call, why);
+}
+
+t2s_status t2s__mpi_wait(const t2s_comm *c, MPI_Comm comm, MPI_Request *reqs, int n,
+                         const char *what, t2s_error *err) {
+  (void)comm;
+  double start = t2s_dist_now();
+  for (long polls = 0;; polls++) {
+    int done = 0;
+    int rc = MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) return t2s__mpi_fail(c, rc, what, err);
+    if (done) return T2S_OK;
+    /* Spin for the first few thousand polls (small messages finish in microseconds),
+     * then sleep 50 us between polls so a waiting rank does not burn a core. */
+    if (polls > 4000) {
+      struct timespec nap = {0, 50000};
+      nanosleep(&nap, NULL);
+      if (c->timeout_s > 0 && t2s_dist_now() - start > c->timeout_s) {
+        char who[128];
+        return t2s_error_set(err, T2S_ERR_COMM,
+                             "%s: %s did not complete within %.0f s: another rank is dead, stuck "
+                             "or never reached this collective (set T2S_COMM_TIMEOUT to allow "
+                             "more time if it is only slow)",
+                             t2s__comm_who(c, who, sizeof who), what, c->timeout_s);
+      }
+    }
+  }
+}
+
+t2s_status t2s__mpi_allreduce(const t2s_comm *c, MPI_Comm comm, void *buf, size_t n,
+                              MPI_Datatype type, MPI_Op op, const char *what, t2s_error *err) {
+  int esize = 0;
+  MPI_Type_size(type, &esize);
+  for (size_t off = 0; off < n; off += T2S_MPI_CHUNK) {
+    size_t len = n - off < T2S_MPI_CHUNK ? n - off : T2S_MPI_CHUNK;
+    MPI_Request req;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + off * (size_t)esize, (int)len, type, op,
+                            comm, &req);
+    if (rc != MPI_SUCCESS) return t2s__mpi_fail(c, rc, what, err);
+    t2s_status st = t2s__mpi_wait(c, comm, &req, 1, what, err);
+    if (st != T2S_OK) return st;
+  }
+  return T2S_OK;
+}
+
+/* ---- launcher detection and local rank ---------------------------------------------- */
+
+static int env_int(const char *name, int *out) {
+  const char *v = getenv(name);
+  if (v == NULL || *v == '\0') return 0;
+  char *end;
+  long x = strtol(v, &end, 10);
+  if (*end != '\0' || x < 0 || x > INT_MAX) return 0;
+  *out = (int)x;
+  return 1;
+}
+
+static int launched_by_mpi(void) {
+  const char *force = getenv("T2S_DIST");
+  if (force && strcmp(force, "single") == 0) return 0;
+  if (force && strcmp(force, "mpi") == 0) return 1;
+  static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"};
+  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+    if (getenv(vars[i]) != NULL) return 1;
+  return 0;
+}
+
+static t2s_status local_rank_mpi(t2s_comm *c, t2s_error *err) {
+  MPI_Comm node;
+  int rc = MPI_Comm_split_type(t2s__comm_mpi(c), MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL,
+                               &node);
+  if (rc != MPI_SUCCESS) return t2s__mpi_fail(c, rc, "MPI_Comm_split_type(SHARED)", err);
+  int node_rank = 0;
+  MPI_Comm_rank(node, &node_rank);
+  MPI_Comm_size(node, &c->local_world);
+  MPI_Comm_free(&node);
+  if (!env_int("OMPI_COMM_WORLD_LOCAL_RANK", &c->local_rank)) c->local_rank = node_rank;
+  return T2S_OK;
+}
+
+static void local_rank_single(t2s_comm *c) {
+  c->local_world = 1;
+  if (!env_int("SLURM_LOCALID", &c->local_rank) && !env_int("LOCAL_RANK", &c->local_rank))
+    c->local_rank = 0;
+}
+
+static t2s_status mpi_start(t2s_comm *c, t2s_error *err) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    /* FUNNELED: only the training thread calls MPI (prefetch threads never do). */
+    int provided = 0;
+    int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+    if (rc != MPI_SUCCESS)
+      return t2s_error_set(err, T2S_ERR_COMM,
+                           "MPI_Init_thread failed (code %d): check the launcher (mpirun, srun "
+                           "--mpi=pmix) and that Open MPI is installed on every node", rc);
+    c->mpi_initialized_here = 1;
+  }
+  MPI_Comm *comm = malloc(sizeof *comm);
+  if (comm == NULL) return t2s_error_set(err, T2S_ERR_NOMEM, "dist: out of host memory");
+  /* A private duplicate so that the errors-return handler and our collectives never
+   * interfere with other users of MPI_COMM_WORLD. */
+  int rc = MPI_Comm_dup(MPI_COMM_WORLD, comm);
+  if (rc != MPI_SUCCESS) {
+    free(comm);
+    return t2s__mpi_fail(c, rc, "MPI_Comm_dup(MPI_COMM_WORLD)", err);
+  }
+  c->mpi_comm = comm;
+  MPI_Comm_set_errhandler(*comm, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(*comm, &c->rank);
+  MPI_Comm_size(*comm, &c->world);
+  return local_rank_mpi(c, err);
+}
+
+/* GPU = local rank modulo the visible devices. Two ranks of a node on one GPU would
+ * make NCCL fail obscurely later, so it is refused here with the counts. */
+static t2s_status choose_gpu(t2s_comm *c, t2s_error *err) {
+  char who[128];
+  int n = t2s_cuda_device_count();
+  if (n <= 0)
+    return t2s_error_set(err, T2S_ERR_UNSUPPORTED,
+                         "%s: the run asks for CUDA but no GPU is visible (%s); use device: cpu",
+                         t2s__comm_who(c, who, sizeof who),
+                         t2s_cuda_built() ? "check CUDA_VISIBLE_DEVICES and the driver"
+                                          : "this build has no CUDA backend");
+  if (c->world > 1 && c->local_world > n)
+    return t2s_error_set(err, T2S_ERR_INVALID,
+                         "%s: %d ranks on this node but only %d visible GPU(s): start one rank per "
+                         "GPU (mpirun -np / srun --ntasks-per-node)",
+                         t2s__comm_who(c, who, sizeof who), c->local_world, n);
+  c->gpu = n == 1 ? 0 : c->local_rank % n;
+  t2s_status st = t2s_cuda_set_device(c->gpu, err);
+  if (st == T2S_OK) st = t2s_cuda_device_name(c->gpu_pci, sizeof c->gpu_pci, err);
+  return st;
+}
+
+static void log_start(const t2s_comm *c) {
+  char dev[96];
+  if (c->gpu >= 0) snprintf(dev, sizeof dev, "cuda:%d (PCI %s)", c->gpu, c->gpu_pci);
+  else snprintf(dev, sizeof dev, "cpu");
+  fprintf(stderr, "t2sda dist: host %s rank %d/%d local rank %d/%d device %s backend %s\n",
+          c->host, c->rank, c->world, c->local_rank, c->local_world, dev,
+          t2s_comm_backend_name(c->backend));
+  fflush(stderr);
+}
+
+t2s_status t2s_dist_init(t2s_comm *c, const t2s_dist_cfg *cfg, t2s_error *err) {
+  memset(c, 0, sizeof *c);
+  c->world = 1;
+  c->gpu = -1;
+  c->timeout_s = cfg->timeout_s;
+  if (gethostname(c->host, sizeof c->host - 1) != 0) snprintf(c->host, sizeof c->host, "?");
+  t2s_status st = T2S_OK;
+  if (launched_by_mpi()) st = mpi_start(c, err);
+  else local_rank_single(c);
+  if (st == T2S_OK && cfg->device == T2S_DEV_CUDA) st = choose_gpu(c, err);
+  if (st == T2S_OK && c->world > 1) {
+    c->backend = cfg->device == T2S_DEV_CUDA ? T2S_COMM_NCCL : T2S_COMM_MPI;
+    if (c->backend == T2S_COMM_NCCL) st = t2s__nccl_create(c, err);
+  }
+  if (st != T2S_OK) {
+    /* The ranks may fail differently (one has no GPU): each reports its own reason. */
+    return st;
+  }
+  if (!cfg->quiet) log_start(c);
+  return T2S_OK;
+}
+
+void t2s_dist_finalize(t2s_comm *c) {
+  if (c->nccl) t2s__nccl_destroy(c->nccl);
+  c->nccl = NULL;
+  if (c->mpi_comm) {
+    MPI_Comm_free((MPI_Comm *)c->mpi_comm);
+    free(c->mpi_comm);
+    c->mpi_comm = NULL;
+  }
+  if (c->mpi_initialized_here) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+    c->mpi_initialized_here = 0;
+  }
+}
+
+void t2s_dist_attach(t2s_comm *c, t2s_ctx *ctx, int sync_bn) {
+  ctx->stat_allreduce = c->world > 1 ? t2s_dist_stat_allreduce : NULL;
+  ctx->stat_user = c;
+  ctx->sync_bn = sync_bn;
+}
+
+/* ---- collectives ----------------------------------------------------------------------- */
+
+t2s_status t2s_dist_barrier(t2s_comm *c, t2s_error *err) {
+  if (c->world == 1) return T2S_OK;
+  MPI_Request req;
+  int rc = MPI_Ibarrier(t2s__comm_mpi(c), &req);
+  if (rc != MPI_SUCCESS) return t2s__mpi_fail(c, rc, "MPI_Ibarrier", err);
+  return t2s__mpi_wait(c, t2s__comm_mpi(c), &req, 1, "barrier", err);
+}
+
+t2s_status t2s_dist_allreduce_f64(t2s_comm *c, double *buf, size_t n, t2s_error *err) {
+  if (c->world == 1 || n == 0) return T2S_OK;
+  return t2s__mpi_allreduce(c, t2s__comm_mpi(c), buf, n, MPI_DOUBLE, MPI_SUM,
+                            "all-reduce (sum of doubles)", err);
+}
+
+t2s_status t2s_dist_allreduce_i64(t2s_comm *c, int64_t *buf, size_t n, t2s_error *err) {
+  if (c->world == 1 || n == 0) return T2S_OK;
+  return t2s__mpi_allreduce(c, t2s__comm_mpi(c), buf, n, MPI_INT64_T, MPI_SUM,
+                            "all-reduce (sum of int64)", err);
+}
+
+t2s_status t2s_dist_allreduce_f32(t2s_comm *c, t2s_device dev, float *buf, size_t n,
+                                  t2s_error *err) {
+  if (c->world == 1 || n == 0) return T2S_OK;
+  if (dev == T2S_DEV_CUDA) return t2s__nccl_allreduce_f32(c, buf, n, err);
+  return t2s__mpi_allreduce(c, t2s__comm_mpi(c), buf, n, MPI_FLOAT, MPI_SUM,
+                            "all-reduce (sum of floats)", err);
+}
+
+t2s_status t2s_dist_stat_allreduce(void *user, double *buf, size_t n, t2s_error *err) {
+  t2s_comm *c = user;
+  if (c->world == 1 || n == 0) return T2S_OK;
+  return t2s__mpi_allreduce(c, t2s__comm_mpi(c), buf, n, MPI_DOUBLE, MPI_SUM,
+                            "batch statistic all-reduce", err);
+}
+
+t2s_status t2s_dist_bcast(t2s_comm *c, void *buf, size_t bytes, int root, t2s_error *err) {
+  if (c->world == 1 || bytes == 0) return T2S_OK;
+  for (size_t off = 0; off < bytes; off += T2S_MPI_CHUNK) {
+    size_t len = bytes - off < T2S_MPI_CHUNK ? bytes - off : T2S_MPI_CHUNK;
+    MPI_Request req;
+    int rc = MPI_Ibcast((char *)buf + off, (int)len, MPI_BYTE, root, t2s__comm_mpi(c), &req);
+    if (rc != MPI_SUCCESS) return t2s__mpi_fail(c, rc, "MPI_Ibcast", err);
+    t2s_status st = t2s__mpi_wait(c, t2s__comm_mpi(c), &req, 1, "broadcast", err);
+    if (st != T2S_OK) return st;
+  }
+  return T2S_OK;
+}
+
+t2s_status t2s_dist_bcast_params(t2s_comm *c, t2s_params *p, t2s_error *err) {
+  if (c->world == 1) return T2S_OK;
+  if (!p->finalized)
+    return t2s_error_set(err, T2S_ERR_INVALID, "dist: broadcast of parameters before finalize");
+  size_t pb = p->numel * sizeof(float), bb = p->buf_numel * sizeof(float);
+  if (p->device == T2S_DEV_CUDA) {
+    t2s_status st = t2s__nccl_bcast(c, p->data, pb, 0, err);
+    return st == T2S_OK ? t2s__nccl_bcast(c, p->buf_data, bb, 0, err) : st;
+  }
+  t2s_status st = t2s_dist_bcast(c, p->data, pb, 0, err);
+  return st == T2S_OK ? t2s_dist_bcast(c, p->buf_data, bb, 0, err) : st;
+}
+
+t2s_status t2s_dist_check_all(t2s_comm *c, t2s_status local, const char *local_msg,
+                              t2s_error *err) {
+  char who[128];
+  if (c->world == 1) {
+    if (local == T2S_OK) return T2S_OK;
+    return t2s_error_set(err, local, "%s", local_msg ? local_msg : t2s_status_name(local));
+  }
+  /* MAXLOC over (failed, rank) gives the lowest failing rank; a sum counts them. */
+  struct { int failed, rank; } mine = {local != T2S_OK, c->rank};
+  int64_t n_failed = local != T2S_OK;
+  t2s_status st = t2s__mpi_allreduce(c, t2s__comm_mpi(c), &mine, 1, MPI_2INT, MPI_MAXLOC,
+                                     "failure check (which rank failed)", err);
+  if (st == T2S_OK) st = t2s_dist_allreduce_i64(c, &n_failed, 1, err);
+  if (st != T2S_OK) return st;
+  if (!mine.failed) return T2S_OK;
+  struct { int status; char msg[T2S_ERROR_MAX]; } report;
+  memset(&report, 0, sizeof report);
+  report.status = (int)local;
+  if (c->rank == mine.rank)
+    snprintf(report.msg, sizeof report.msg, "%s: %s", t2s__comm_who(c, who, sizeof who),
+             local_msg ? local_msg : t2s_status_name(local));
+  st = t2s_dist_bcast(c, &report, sizeof report, mine.rank, err);
+  if (st != T2S_OK) return st;
+  if (n_failed > 1)
+    return t2s_error_set(err, (t2s_status)report.status, "%s (and %lld other rank(s) failed)",
+                         report.msg, (long long)(n_failed - 1));
+  return t2s_error_set(err, (t2s_status)report.status, "%s", report.msg);
+}
+
+void t2s_dist_abort(t2s_comm *c, const char *msg) {
+  char who[128];
+  fprintf(stderr, "t2sda: %s: %s\n", t2s__comm_who(c, who, sizeof who), msg);
+  fflush(stderr);
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized && c->world > 1) {
+    fprintf(stderr, "t2sda: rank %d is stopping all %d ranks\n", c->rank, c->world);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+}
+
+#ifndef T2S_HAVE_CUDA
+/* Builds without CUDA: the NCCL backend is never chosen (choose_gpu fails first), but
+ * the symbols must exist. */
+static t2s_status no_nccl(t2s_error *err) {
+  return t2s_error_set(err, T2S_ERR_UNSUPPORTED,
+                       "dist: NCCL is not available in this build (built without CUDA)");
+}
+t2s_status t2s__nccl_create(t2s_comm *c, t2s_error *err) { return no_nccl(err); }
+void t2s__nccl_destroy(t2s_nccl *n) { (void)n; }
+t2s_status t2s__nccl_allreduce_f32(t2s_comm *c, float *dev, size_t n, t2s_error *err) {
+  return no_nccl(err);
+}
+t2s_status t2s__nccl_bcast(t2s_comm *c, void *dev, size_t bytes, int root, t2s_error *err) {
+  return no_nccl(err);
+}
+t2s_status t2s__nccl_allreduce_repeat(t2s_comm *c, float *dev, size_t n, int iters,
+                                      t2s_error *err) {
+  return no_nccl(err);
+}
+t2s_status t2s__nccl_bucket_start(t2s_comm *c, t2s_ctx *ctx, float *dev, size_t n,
+                                  t2s_error *err) {
+  return no_nccl(err);
+}
+t2s_status t2s__nccl_buckets_join(t2s_comm *c, t2s_ctx *ctx, t2s_error *err) {
+  return no_nccl(err);
+}
+#endif
