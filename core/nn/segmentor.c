@@ -12,7 +12,32 @@ t2s_model_cfg t2s_model_default_cfg(void) {
   c.head_dilations[0] = 6;
   c.head_dilations[1] = 12;
   c.n_head_dilations = 2;
+  t2s_error ignored;
+  t2s_mit_cfg_by_name("mit_b5", &c.mit, &ignored);
+  c.daformer = t2s_daf_default_cfg(T2S_DAF_SEPASPP);
+  c.head_lr_mult = 1.0f;
   return c;
+}
+
+static t2s_status build_backbone(t2s_segmentor *m, t2s_error *err) {
+  if (m->cfg.backbone == T2S_BACKBONE_MIT)
+    return t2s_mit_build(&m->mit, &m->params, "backbone", &m->cfg.mit, err);
+  return t2s_resnet_build(&m->resnet, &m->params, "backbone", &m->cfg.resnet, err);
+}
+
+static t2s_status build_head(t2s_segmentor *m, t2s_error *err) {
+  const t2s_model_cfg *cfg = &m->cfg;
+  int mit = cfg->backbone == T2S_BACKBONE_MIT;
+  const int64_t *levels = mit ? m->mit.out_channels : m->resnet.out_channels;
+  if (cfg->head == T2S_HEAD_DLV2)
+    return t2s_dlv2_head_build(&m->dlv2, &m->params, "decode_head", levels[3], cfg->num_classes,
+                               cfg->head_dilations, cfg->n_head_dilations, err);
+  t2s_daf_cfg dc = cfg->daformer;
+  dc.kind = cfg->head == T2S_HEAD_DAFORMER_SEPASPP ? T2S_DAF_SEPASPP
+            : cfg->head == T2S_HEAD_DAFORMER_CONV1 ? T2S_DAF_CONV1
+                                                   : T2S_DAF_SEGFORMER_MLP;
+  return t2s_daformer_head_build(&m->daformer, &m->params, "decode_head", levels,
+                                 cfg->num_classes, &dc, err);
 }
 
 t2s_status t2s_segmentor_build(t2s_segmentor *m, const t2s_model_cfg *cfg, t2s_device device,
@@ -22,25 +47,33 @@ t2s_status t2s_segmentor_build(t2s_segmentor *m, const t2s_model_cfg *cfg, t2s_d
   t2s_params_init(&m->params);
   if (cfg->num_classes < 2 || cfg->num_classes > 255)
     return t2s_error_set(err, T2S_ERR_INVALID, "model.num_classes: %d is outside 2..255", cfg->num_classes);
-  t2s_status st = t2s_resnet_build(&m->resnet, &m->params, "backbone", &cfg->resnet, err);
-  if (st == T2S_OK)
-    st = t2s_dlv2_head_build(&m->dlv2, &m->params, "decode_head", m->resnet.out_channels[3],
-                             cfg->num_classes, cfg->head_dilations, cfg->n_head_dilations, err);
+  t2s_status st = build_backbone(m, err);
+  if (st == T2S_OK) st = build_head(m, err);
   if (st == T2S_OK) st = t2s_params_finalize(&m->params, device, seed, err);
+  if (st == T2S_OK && cfg->head_lr_mult != 1.0f)
+    t2s_params_set_lr_mult(&m->params, "decode_head.", cfg->head_lr_mult);
   if (st != T2S_OK) t2s_segmentor_free(m);
   return st;
 }
 
 void t2s_segmentor_free(t2s_segmentor *m) {
   t2s_resnet_free(&m->resnet);
+  t2s_mit_free(&m->mit);
   t2s_params_free(&m->params);
 }
 
 t2s_status t2s_segmentor_forward(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *image,
                                  t2s_seg_out *out) {
   t2s_tensor *feats[4] = {0};
-  if (t2s_resnet_forward(ctx, &m->resnet, image, feats) != T2S_OK) return ctx->err.status;
-  out->features = feats[3];
-  out->logits = t2s_dlv2_head_forward(ctx, &m->dlv2, feats[3]);
+  t2s_status st = m->cfg.backbone == T2S_BACKBONE_MIT
+                      ? t2s_mit_forward(ctx, &m->mit, image, feats)
+                      : t2s_resnet_forward(ctx, &m->resnet, image, feats);
+  if (st != T2S_OK) return ctx->err.status;
+  if (m->cfg.head == T2S_HEAD_DLV2) {
+    out->features = feats[3];
+    out->logits = t2s_dlv2_head_forward(ctx, &m->dlv2, feats[3]);
+  } else {
+    out->logits = t2s_daformer_head_forward(ctx, &m->daformer, feats, &out->features);
+  }
   return ctx->err.status;
 }

@@ -2,11 +2,21 @@
  * parameter set. The student, the EMA teacher and the frozen ImageNet copy are
  * three segmentors built from one model config. */
 #pragma once
+#include "core/nn/daformer_head.h"
 #include "core/nn/dlv2_head.h"
+#include "core/nn/mit.h"
 #include "core/nn/resnet.h"
 
-typedef enum t2s_backbone_type { T2S_BACKBONE_RESNET_V1C = 0 } t2s_backbone_type;
-typedef enum t2s_head_type { T2S_HEAD_DLV2 = 0 } t2s_head_type;
+typedef enum t2s_backbone_type {
+  T2S_BACKBONE_RESNET_V1C = 0,
+  T2S_BACKBONE_MIT,  /* cfg.mit: t2s_mit_cfg_by_name("mit_b5", ...) or a custom table */
+} t2s_backbone_type;
+typedef enum t2s_head_type {
+  T2S_HEAD_DLV2 = 0,
+  T2S_HEAD_DAFORMER_SEPASPP,  /* the four multi-level heads read cfg.daformer */
+  T2S_HEAD_DAFORMER_CONV1,
+  T2S_HEAD_SEGFORMER_MLP,
+} t2s_head_type;
 
 typedef struct t2s_model_cfg {
   int num_classes;
@@ -15,6 +25,9 @@ typedef struct t2s_model_cfg {
   t2s_head_type head;
   int head_dilations[T2S_DLV2_MAX_BRANCHES];
   int n_head_dilations;
+  t2s_mit_cfg mit;
+  t2s_daf_cfg daformer;   /* kind follows `head` */
+  float head_lr_mult;     /* lr_mult of every decode_head.* tensor (1 = none) */
 } t2s_model_cfg;
 
 typedef struct t2s_segmentor {
@@ -22,12 +35,15 @@ typedef struct t2s_segmentor {
   t2s_params params;
   t2s_resnet resnet;
   t2s_dlv2_head dlv2;
+  t2s_mit mit;
+  t2s_daformer_head daformer;
   double flops_per_image;  /* forward FLOPs at the size of the last t2s_segmentor_count_flops */
 } t2s_segmentor;
 
 typedef struct t2s_seg_out {
-  t2s_tensor *logits;    /* (N, classes, H/8, W/8) before any resize */
-  t2s_tensor *features;  /* the decoder's input feature (layer4 for DeepLab-V2) */
+  t2s_tensor *logits;    /* (N, classes, H/8, W/8) DeepLab-V2, (H/4, W/4) DAFormer/SegFormer */
+  t2s_tensor *features;  /* for the projection head: layer4 (DeepLab-V2), the fused
+                          * 256-channel stride-4 map (DAFormer/SegFormer heads) */
 } t2s_seg_out;
 
 t2s_model_cfg t2s_model_default_cfg(void);
