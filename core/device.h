@@ -22,6 +22,22 @@ t2s_status t2s_cuda_set_device(int ordinal, t2s_error *err);
 /* PCI bus id of the current GPU ("0000:3b:00.0") for the start-up log. */
 t2s_status t2s_cuda_device_name(char *buf, size_t size, t2s_error *err);
 
+/* Waits until every kernel and copy queued on the device has finished (benchmarks
+ * time with it); a no-op on the CPU. Reports a fault of an earlier kernel. */
+t2s_status t2s_device_sync(t2s_device dev, t2s_error *err);
+
+/* Arithmetic of the GEMM-shaped CUDA work (convolutions, linear, matmul):
+ * FP32 (default; matches the CPU reference), TF32 (tensor cores, fp32 accumulate),
+ * BF16 (bf16 activations; not built yet: T2S_ERR_UNSUPPORTED). */
+typedef enum t2s_precision {
+  T2S_PRECISION_FP32 = 0,
+  T2S_PRECISION_TF32,
+  T2S_PRECISION_BF16,
+} t2s_precision;
+struct t2s_ctx;
+/* Sets the precision of a CUDA context (ctx->err names a bad request). */
+t2s_status t2s_cuda_set_precision(struct t2s_ctx *ctx, t2s_precision mode);
+
 /* Implemented by the CUDA backend (or its absent stub). */
 void *t2s_cuda_malloc(size_t bytes, t2s_error *err);
 void t2s_cuda_free(void *ptr);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/device.h"
+#include "core/optim_cuda.h"
 
 static t2s_status cpu_only(const t2s_params *p, const char *what, t2s_error *err) {
   if (p->device == T2S_DEV_CPU) return T2S_OK;
@@ -39,6 +40,11 @@ void t2s_optim_free(t2s_optim *o) {
 }
 
 double t2s_grad_global_norm(const t2s_params *p) {
+  if (p->device == T2S_DEV_CUDA) {
+    double norm = NAN;
+    t2s_error err = {0};
+    return t2s_grad_global_norm_cuda(p, &norm, &err) == T2S_OK ? norm : NAN;
+  }
   double sum = 0.0;
   for (int i = 0; i < p->count; i++) {
     const t2s_param *q = p->items[i];
@@ -78,6 +84,7 @@ static void adamw_tensor(const t2s_optim *o, float *w, const float *g, float *m,
 
 t2s_status t2s_optim_step(t2s_optim *o, double lr, double *grad_norm, t2s_error *err) {
   t2s_params *p = o->params;
+  if (p->device == T2S_DEV_CUDA) return t2s_optim_cuda_step(o, lr, grad_norm, err);
   t2s_status st = cpu_only(p, "the optimizer step", err);
   if (st != T2S_OK) return st;
   double norm = -1.0, clip = 1.0;
@@ -121,6 +128,9 @@ double t2s_lr_at(const t2s_lr_schedule *s, double base_lr, int64_t iter) {
 
 t2s_status t2s_ema_update(t2s_params *teacher, const t2s_params *student, double alpha,
                           int64_t iter, int copy_buffers, t2s_error *err) {
+  if (student->device == T2S_DEV_CUDA && teacher->numel == student->numel &&
+      teacher->count == student->count)
+    return t2s_ema_update_cuda(teacher, student, alpha, iter, copy_buffers, err);
   t2s_status st = cpu_only(student, "the EMA update", err);
   if (st != T2S_OK) return st;
   if (teacher->numel != student->numel || teacher->count != student->count)

@@ -30,6 +30,7 @@ typedef struct t2s_cuda_dropout_args {
 } t2s_cuda_dropout_args;
 
 typedef struct t2s_conv_plan t2s_conv_plan;  /* core/cuda/conv2d.cu */
+typedef struct t2s_gemm_plan t2s_gemm_plan;  /* core/cuda/gemm.cu */
 
 typedef struct t2s_cuda_backend {
   int device;                  /* cudaGetDevice() at creation */
@@ -41,6 +42,8 @@ typedef struct t2s_cuda_backend {
   size_t workspace_bytes;
   double *reduce;              /* partial sums of the deterministic reductions */
   t2s_conv_plan *conv_plans;   /* one per distinct convolution shape (a list) */
+  t2s_gemm_plan *gemm_plans;   /* one per distinct cuBLASLt problem (a list) */
+  t2s_precision precision;     /* fp32 (default), tf32; see t2s_cuda_set_precision */
 } t2s_cuda_backend;
 
 /* Fixed reduction geometry: a deterministic sum never depends on the GPU model. */
@@ -99,5 +102,12 @@ t2s_status t2s_cuda_workspace_reserve(t2s_ctx *ctx, const t2s_node *node, size_t
 /* Op families install their slots in t2s_ops (core/cuda/context.cu calls these). */
 void t2s_cuda_install_elementwise(void);
 void t2s_cuda_install_conv2d(void);
-/* Frees the convolution plan cache (context destruction). */
+void t2s_cuda_install_batch_norm(void);
+void t2s_cuda_install_pool(void);
+void t2s_cuda_install_resize(void);  /* concat, resize_bilinear, resize_nearest */
+void t2s_cuda_install_gemm(void);    /* linear, matmul */
+void t2s_cuda_install_norm(void);    /* layer_norm, softmax, l2_normalize */
+void t2s_cuda_install_cross_entropy(void);
+/* Free the plan caches (context destruction, precision change). */
 void t2s_cuda_conv_plans_free(t2s_cuda_backend *be);
+void t2s_cuda_gemm_plans_free(t2s_cuda_backend *be);

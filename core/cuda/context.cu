@@ -45,11 +45,18 @@ static void install_ops(void) {
    * flag (global state) is needed. */
   t2s_cuda_install_elementwise();
   t2s_cuda_install_conv2d();
+  t2s_cuda_install_batch_norm();
+  t2s_cuda_install_pool();
+  t2s_cuda_install_resize();
+  t2s_cuda_install_gemm();
+  t2s_cuda_install_norm();
+  t2s_cuda_install_cross_entropy();
 }
 
 static void backend_free(t2s_cuda_backend *be) {
   if (be == NULL) return;
   t2s_cuda_conv_plans_free(be);
+  t2s_cuda_gemm_plans_free(be);
   /* Teardown: statuses are not actionable, the handles are gone either way. */
   if (be->stream) (void)cudaStreamSynchronize(be->stream);
   if (be->cudnn) (void)cudnnDestroy(be->cudnn);
@@ -107,4 +114,44 @@ extern "C" void t2s_cuda_ctx_destroy(t2s_ctx *ctx) {
   if (ctx == NULL) return;
   backend_free(t2s_cuda_be(ctx));
   ctx->backend = NULL;
+}
+
+/* Precision of the GEMM-shaped work. fp32: cuDNN FMA math and CUBLAS_COMPUTE_32F,
+ * comparable with the CPU reference; tf32: TF32 tensor cores in cuDNN and cuBLASLt
+ * (10-bit mantissa products, fp32 accumulation). The plan caches are keyed by the
+ * precision, so switching is cheap and the old plans stay valid. bf16 needs bf16
+ * activations end to end and is not built yet (see the design note in
+ * core/cuda/conv2d.cu). */
+extern "C" t2s_status t2s_cuda_set_precision(t2s_ctx *ctx, t2s_precision mode) {
+  if (ctx == NULL || ctx->device != T2S_DEV_CUDA || ctx->backend == NULL) {
+    if (ctx != NULL)
+      t2s_ctx_fail(ctx, T2S_ERR_INVALID, "precision is a CUDA setting; this context runs on %s "
+                   "(use precision: fp32 there)", t2s_device_name(ctx->device));
+    return T2S_ERR_INVALID;
+  }
+  if (mode != T2S_PRECISION_FP32 && mode != T2S_PRECISION_TF32) {
+    t2s_ctx_fail(ctx, mode == T2S_PRECISION_BF16 ? T2S_ERR_UNSUPPORTED : T2S_ERR_INVALID,
+                 "precision %d: this build supports fp32 and tf32 on CUDA (bf16 activations are "
+                 "not implemented yet); use precision: tf32 for tensor-core speed", (int)mode);
+    return ctx->err.status;
+  }
+  t2s_cuda_backend *be = t2s_cuda_be(ctx);
+  be->precision = mode;
+  cublasStatus_t st = cublasSetMathMode(be->cublas, mode == T2S_PRECISION_TF32
+                                                        ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                        : CUBLAS_DEFAULT_MATH);
+  if (st != CUBLAS_STATUS_SUCCESS)
+    return t2s_cuda_fail(ctx, NULL, "cublasSetMathMode", cublasGetStatusString(st), __FILE__,
+                         __LINE__);
+  return T2S_OK;
+}
+
+extern "C" t2s_status t2s_device_sync(t2s_device dev, t2s_error *err) {
+  if (dev != T2S_DEV_CUDA) return T2S_OK;
+  cudaError_t st = cudaDeviceSynchronize();
+  if (st != cudaSuccess)
+    return t2s_error_set(err, T2S_ERR_BACKEND, "cudaDeviceSynchronize failed: %s (an earlier "
+                         "kernel faulted; rerun with CUDA_LAUNCH_BLOCKING=1 to find it)",
+                         cudaGetErrorString(st));
+  return T2S_OK;
 }

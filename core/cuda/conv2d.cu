@@ -26,7 +26,7 @@
 
 #include "core/cuda/backend.h"
 
-enum { KEY_LEN = 15 };
+enum { KEY_LEN = 16 };
 
 struct t2s_conv_plan {
   t2s_conv_plan *next;
@@ -104,13 +104,13 @@ __global__ void bias_grad_final_kernel(int cout, const double *partial, float *d
 
 /* ---- plans ----------------------------------------------------------------- */
 
-void plan_key(const t2s_node *node, int deterministic, int key[KEY_LEN]) {
+void plan_key(const t2s_node *node, int deterministic, int precision, int key[KEY_LEN]) {
   const t2s_tensor *x = node->in[0], *w = node->in[1];
   const t2s_conv2d_args *a = (const t2s_conv2d_args *)node->args;
   int k[KEY_LEN] = {(int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
                     (int)w->shape[0], (int)w->shape[2], (int)w->shape[3], a->stride_h,
                     a->stride_w, a->pad_h, a->pad_w, a->dil_h, a->dil_w, a->groups,
-                    deterministic};
+                    deterministic, precision};
   memcpy(key, k, sizeof k);
 }
 
@@ -131,15 +131,15 @@ void plan_free(t2s_conv_plan *p) {
 }
 
 /* The first heuristic candidate that runs here, fits the workspace limit, is not a
- * tensor-core (TF32) kernel and, when asked, is deterministic. */
+ * tensor-core (TF32) kernel unless tf32 is allowed and, when asked, is deterministic. */
 template <class Perf>
-int pick_algo(const Perf *perf, int count, bool deterministic) {
+int pick_algo(const Perf *perf, int count, bool deterministic, bool tf32) {
   for (int i = 0; i < count; i++) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
     if (deterministic && perf[i].determinism != CUDNN_DETERMINISTIC) continue;
     if (perf[i].memory > T2S_CUDA_WORKSPACE_LIMIT) continue;
-    if (perf[i].mathType == CUDNN_TENSOR_OP_MATH ||
-        perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+    if (!tf32 && (perf[i].mathType == CUDNN_TENSOR_OP_MATH ||
+                  perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
       continue;
     return i;
   }
@@ -159,6 +159,11 @@ t2s_status no_algo(t2s_ctx *ctx, const t2s_node *node, const char *direction, bo
   return T2S_ERR_UNSUPPORTED;
 }
 
+/* fp32: FMA only (no TF32), within 1e-4 of the CPU; tf32: tensor cores allowed. */
+cudnnMathType_t conv_math(t2s_ctx *ctx) {
+  return t2s_cuda_be(ctx)->precision == T2S_PRECISION_TF32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+}
+
 t2s_status plan_descriptors(t2s_ctx *ctx, const t2s_node *node, t2s_conv_plan *p) {
   /* a KRSC buffer equals KCRS when kh kw = 1 or one channel per group */
   p->filter_direct = p->filter_format == CUDNN_TENSOR_NCHW || p->kh * p->kw == 1 ||
@@ -176,7 +181,7 @@ t2s_status plan_descriptors(t2s_ctx *ctx, const t2s_node *node, t2s_conv_plan *p
                                                     a->stride_w, a->dil_h, a->dil_w,
                                                     CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
   T2S_CU(ctx, node, cudnnSetConvolutionGroupCount(p->cd, p->groups));
-  T2S_CU(ctx, node, cudnnSetConvolutionMathType(p->cd, CUDNN_FMA_MATH));
+  T2S_CU(ctx, node, cudnnSetConvolutionMathType(p->cd, conv_math(ctx)));
   int on, oc, oh, ow;
   T2S_CU(ctx, node, cudnnGetConvolution2dForwardOutputDim(p->cd, p->xd, p->wd, &on, &oc, &oh, &ow));
   const t2s_tensor *y = node->out;
@@ -197,27 +202,28 @@ t2s_status plan_descriptors(t2s_ctx *ctx, const t2s_node *node, t2s_conv_plan *p
 
 t2s_status plan_algorithms(t2s_ctx *ctx, const t2s_node *node, t2s_conv_plan *p, bool det) {
   cudnnHandle_t h = t2s_cuda_be(ctx)->cudnn;
+  bool tf32 = t2s_cuda_be(ctx)->precision == T2S_PRECISION_TF32;
   int got = 0, i;
   cudnnConvolutionFwdAlgoPerf_t fperf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   T2S_CU(ctx, node, cudnnGetConvolutionForwardAlgorithm_v7(h, p->xd, p->wd, p->cd, p->yd,
                                                            CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got,
                                                            fperf));
-  if ((i = pick_algo(fperf, got, det)) < 0) return no_algo(ctx, node, "forward", det);
+  if ((i = pick_algo(fperf, got, det, tf32)) < 0) return no_algo(ctx, node, "forward", det);
   p->fwd = fperf[i].algo;
   cudnnConvolutionBwdDataAlgoPerf_t dperf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
   T2S_CU(ctx, node, cudnnGetConvolutionBackwardDataAlgorithm_v7(
                         h, p->wd, p->yd, p->cd, p->xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got,
                         dperf));
-  if ((i = pick_algo(dperf, got, det)) < 0) return no_algo(ctx, node, "backward-data", det);
+  if ((i = pick_algo(dperf, got, det, tf32)) < 0) return no_algo(ctx, node, "backward-data", det);
   p->bwd_data = dperf[i].algo;
   cudnnConvolutionBwdFilterAlgoPerf_t wperf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
   T2S_CU(ctx, node, cudnnGetConvolutionBackwardFilterAlgorithm_v7(
                         h, p->xd, p->yd, p->cd, p->wd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
                         &got, wperf));
-  if ((i = pick_algo(wperf, got, det)) < 0) return no_algo(ctx, node, "backward-filter", det);
+  if ((i = pick_algo(wperf, got, det, tf32)) < 0) return no_algo(ctx, node, "backward-filter", det);
   p->bwd_filter = wperf[i].algo;
-  /* Heuristic results may carry another math type; keep fp32 FMA regardless. */
-  T2S_CU(ctx, node, cudnnSetConvolutionMathType(p->cd, CUDNN_FMA_MATH));
+  /* Heuristic results may carry another math type; keep the context's regardless. */
+  T2S_CU(ctx, node, cudnnSetConvolutionMathType(p->cd, conv_math(ctx)));
   T2S_CU(ctx, node, cudnnGetConvolutionForwardWorkspaceSize(h, p->xd, p->wd, p->cd, p->yd, p->fwd,
                                                             &p->fwd_ws));
   T2S_CU(ctx, node, cudnnGetConvolutionBackwardDataWorkspaceSize(h, p->wd, p->yd, p->cd, p->xd,
@@ -234,7 +240,7 @@ t2s_status plan_algorithms(t2s_ctx *ctx, const t2s_node *node, t2s_conv_plan *p,
 t2s_conv_plan *get_plan(t2s_ctx *ctx, const t2s_node *node) {
   t2s_cuda_backend *be = t2s_cuda_be(ctx);
   int key[KEY_LEN];
-  plan_key(node, ctx->deterministic != 0, key);
+  plan_key(node, ctx->deterministic != 0, (int)be->precision, key);
   for (t2s_conv_plan *p = be->conv_plans; p != NULL; p = p->next)
     if (memcmp(p->key, key, sizeof key) == 0) return p;
   t2s_conv_plan *p = (t2s_conv_plan *)calloc(1, sizeof *p);
