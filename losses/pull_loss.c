@@ -381,16 +381,36 @@ typedef struct pull_saved {
   float *prob;          /* per query: softmax over (positive, negatives), 1 + n_neg floats */
 } pull_saved;
 
-/* (D, hw) plane of image b -> rows (hw, D), so a key is one contiguous vector. */
+/* (D, hw) plane of image b -> rows (hw, D), so a key is one contiguous vector; in
+ * 32 x 32 tiles, since a plain loop writes with a stride of D floats. */
 static void to_rows(const float *x, int64_t D, int64_t hw, float *rows) {
-  for (int64_t d = 0; d < D; d++)
-    for (int64_t i = 0; i < hw; i++) rows[i * D + d] = x[d * hw + i];
+  enum { T = 32 };
+  for (int64_t d0 = 0; d0 < D; d0 += T)
+    for (int64_t i0 = 0; i0 < hw; i0 += T) {
+      int64_t d1 = d0 + T < D ? d0 + T : D, i1 = i0 + T < hw ? i0 + T : hw;
+      for (int64_t i = i0; i < i1; i++)
+        for (int64_t d = d0; d < d1; d++) rows[i * D + d] = x[d * hw + i];
+    }
 }
 
+/* The query vector of pixel p (stride hw in the plane) into a contiguous row. */
+static void gather_row(const float *x, int64_t D, int64_t hw, int64_t p, float *row) {
+  for (int64_t d = 0; d < D; d++) row[d] = x[d * hw + p];
+}
+
+/* Four partial sums break the add chain (strict FP order forbids the compiler to);
+ * the order is fixed, so the result is the same on every run and rank split. */
 static double dot(const float *a, const float *b, int64_t D) {
-  double s = 0.0;
-  for (int64_t d = 0; d < D; d++) s += (double)a[d] * b[d];
-  return s;
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  int64_t d = 0;
+  for (; d + 4 <= D; d += 4) {
+    s0 += (double)a[d] * b[d];
+    s1 += (double)a[d + 1] * b[d + 1];
+    s2 += (double)a[d + 2] * b[d + 2];
+    s3 += (double)a[d + 3] * b[d + 3];
+  }
+  for (; d < D; d++) s0 += (double)a[d] * b[d];
+  return (s0 + s1) + (s2 + s3);
 }
 
 /* The vector of negative `idx` of a group: a key row or a prototype. */
@@ -483,16 +503,17 @@ static t2s_status pull_forward(t2s_ctx *ctx, t2s_node *node) {
   for (int g0 = 0; g0 < plan->n_groups;) {
     int32_t b = plan->groups[g0].image;
     t2s_arena_mark mark = t2s_scratch_mark(ctx);
-    float *qrows = t2s_scratch(ctx, sizeof(float) * (size_t)(2 * hw * D));
-    if (qrows == NULL) return ctx->err.status;
-    float *krows = qrows + hw * D;
-    to_rows(t2s_f32(qt) + b * D * hw, D, hw, qrows);
-    to_rows(t2s_f32(kt) + b * D * hw, D, hw, krows);
+    /* keys as rows only when they are the negatives; queries are gathered one by one */
+    int keys = a->cfg.negatives == T2S_PULL_NEG_KEYS;
+    float *q = t2s_scratch(ctx, sizeof(float) * (size_t)((keys ? hw * D : 0) + D));
+    if (q == NULL) return ctx->err.status;
+    float *krows = q + D;
+    if (keys) to_rows(t2s_f32(kt) + b * D * hw, D, hw, krows);
     for (; g0 < plan->n_groups && plan->groups[g0].image == b; g0++) {
       const t2s_pull_group *g = &plan->groups[g0];
       double sum = 0.0;
       for (int32_t i = 0; i < g->n_query; i++) {
-        const float *q = qrows + (int64_t)plan->query_pixel[g->query_off + i] * D;
+        gather_row(t2s_f32(qt) + b * D * hw, D, hw, plan->query_pixel[g->query_off + i], q);
         sum += query_loss(a, q, proto + (int64_t)g->cls * D, krows, proto,
                           plan->neg_index + g->neg_off + (int64_t)i * g->n_neg, g->n_neg, D,
                           sv->prob + poff);
@@ -523,12 +544,13 @@ static t2s_status pull_backward(t2s_ctx *ctx, t2s_node *node, const float *beta)
   for (int g0 = 0; g0 < plan->n_groups;) {
     int32_t b = plan->groups[g0].image;
     t2s_arena_mark mark = t2s_scratch_mark(ctx);
-    float *krows = t2s_scratch(ctx, sizeof(float) * (size_t)(hw * D));
-    if (krows == NULL) {
+    int keys = a->cfg.negatives == T2S_PULL_NEG_KEYS;
+    float *krows = keys ? t2s_scratch(ctx, sizeof(float) * (size_t)(hw * D)) : NULL;
+    if (keys && krows == NULL) {
       free(acc);
       return ctx->err.status;
     }
-    to_rows(t2s_f32(node->in[1]) + b * D * hw, D, hw, krows);
+    if (keys) to_rows(t2s_f32(node->in[1]) + b * D * hw, D, hw, krows);
     for (; g0 < plan->n_groups && plan->groups[g0].image == b; g0++) {
       const t2s_pull_group *g = &plan->groups[g0];
       const float *pos = proto + (int64_t)g->cls * D;
