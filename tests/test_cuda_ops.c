@@ -21,7 +21,7 @@
 
 #define GUARD 64                 /* canary floats on each side of a device buffer */
 #define CANARY 0xDEADBEEFu
-#define MAX_CASE_INPUTS 3
+#define MAX_CASE_INPUTS 5
 
 /* ---- host helpers ---------------------------------------------------------- */
 
@@ -142,16 +142,28 @@ typedef struct op_case {
   t2s_tensor *in[MAX_CASE_INPUTS];  /* host tensors (NULL allowed: optional input) */
   unsigned param_mask;               /* inputs kept in PyTorch layout (conv weight, bias) */
   double tol;
+  unsigned mutable_mask;             /* inputs the op may update (running statistics) */
 } op_case;
 
 /* A 4-d activation is stored NHWC on the device; everything else as on the host. */
 static int is_activation(const op_case *c, int k, const t2s_tensor *t) {
-  return t->ndim == 4 && !(k >= 0 && (c->param_mask >> k) & 1u);
+  return t->ndim == 4 && t->dtype == T2S_F32 && !(k >= 0 && (c->param_mask >> k) & 1u);
 }
 
-/* Host values in device order (a fresh array). */
+/* Floats a tensor's bytes occupy in a device buffer (labels are bytes). */
+static int64_t float_slots(const t2s_tensor *t) {
+  return ((int64_t)t2s_dtype_size(t->dtype) * t2s_numel(t) + 3) / 4;
+}
+
+/* Host values in device order (a fresh array); non-float tensors are copied as bytes. */
 static float *to_device_order(const float *v, const t2s_tensor *t, int act) {
   int64_t n = t2s_numel(t);
+  if (t->dtype != T2S_F32) {
+    int64_t slots = float_slots(t);
+    float *d = calloc((size_t)(slots ? slots : 1), sizeof(float));
+    memcpy(d, v, (size_t)n * t2s_dtype_size(t->dtype));
+    return d;
+  }
   float *d = malloc((size_t)(n ? n : 1) * sizeof(float));
   if (act) transpose4(v, d, t->shape, 1);
   else memcpy(d, v, (size_t)n * sizeof(float));
@@ -242,9 +254,9 @@ static void cuda_backward_mode(t2s_ctx *gpu, op_case *c, replay *r, int accumula
  * saved activation of another op). */
 static void check_inputs_intact(op_case *c, replay *r, const float *dy_dev) {
   for (int k = 0; k < c->n_in; k++) {
-    if (!c->in[k]) continue;
-    int64_t n = t2s_numel(c->in[k]);
-    float *dev = malloc((size_t)n * sizeof(float));
+    if (!c->in[k] || (c->mutable_mask >> k) & 1u) continue;
+    int64_t n = float_slots(c->in[k]);
+    float *dev = malloc((size_t)(n ? n : 1) * sizeof(float));
     float *want = to_device_order(t2s_f32(c->in[k]), c->in[k], is_activation(c, k, c->in[k]));
     char what[32];
     snprintf(what, sizeof what, "input %d", k);
@@ -292,7 +304,7 @@ static void run_case(t2s_ctx *cpu, t2s_ctx *gpu, op_case *c) {
     r.node.in[k] = NULL;
     if (!c->in[k]) continue;
     float *v = to_device_order(t2s_f32(c->in[k]), c->in[k], is_activation(c, k, c->in[k]));
-    dbuf_make(&r.xin[k], v, t2s_numel(c->in[k]));
+    dbuf_make(&r.xin[k], v, float_slots(c->in[k]));
     free(v);
     device_tensor(&r.din[k], c->in[k], &r.xin[k]);
     if (!is_activation(c, k, c->in[k])) r.din[k].layout = T2S_LAYOUT_NCHW;
@@ -373,14 +385,14 @@ static void elementwise_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
                            "weighted_sum", "dropout"};
     for (int i = 0; i < 8; i++) snprintf(lab[i], sizeof lab[i], "%s %dd", names[i], ndims[s]);
     op_case cases[] = {
-        {lab[0], b_relu, NULL, 1, {a}, 0, 1e-5},
-        {lab[1], b_gelu, NULL, 1, {a}, 0, 1e-5},
-        {lab[2], b_add, NULL, 2, {a, b}, 0, 1e-5},
-        {lab[3], b_mul, NULL, 2, {a, b}, 0, 1e-5},
-        {lab[4], b_mul, NULL, 2, {a, bc}, 0, 1e-5},
-        {lab[5], b_scale, &sc, 1, {a}, 0, 1e-5},
-        {lab[6], b_wsum, NULL, 2, {a, r}, 0, 1e-5},
-        {lab[7], b_dropout, &p, 1, {a}, 0, 1e-5},
+        {lab[0], b_relu, NULL, 1, {a}, 0, 1e-5, 0},
+        {lab[1], b_gelu, NULL, 1, {a}, 0, 1e-5, 0},
+        {lab[2], b_add, NULL, 2, {a, b}, 0, 1e-5, 0},
+        {lab[3], b_mul, NULL, 2, {a, b}, 0, 1e-5, 0},
+        {lab[4], b_mul, NULL, 2, {a, bc}, 0, 1e-5, 0},
+        {lab[5], b_scale, &sc, 1, {a}, 0, 1e-5, 0},
+        {lab[6], b_wsum, NULL, 2, {a, r}, 0, 1e-5, 0},
+        {lab[7], b_dropout, &p, 1, {a}, 0, 1e-5, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(cpu, gpu, &cases[i]);
     t2s_test_tensor_free(a), t2s_test_tensor_free(b), t2s_test_tensor_free(r);
@@ -423,12 +435,467 @@ static void conv_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
       t2s_tensor *b = s->bias ? t2s_test_tensor(1, bs, -0.5f, 0.5f, 70 + i, 1) : NULL;
       char label[128];
       snprintf(label, sizeof label, "conv2d %s%s", s->what, det ? " (deterministic)" : "");
-      op_case c = {label, b_conv, &s->a, 3, {x, w, b}, (1u << 1) | (1u << 2), 1e-4};
+      op_case c = {label, b_conv, &s->a, 3, {x, w, b}, (1u << 1) | (1u << 2), 1e-4, 0};
       run_case(cpu, gpu, &c);
       t2s_test_tensor_free(x), t2s_test_tensor_free(w), t2s_test_tensor_free(b);
     }
   }
   gpu->deterministic = 0;
+}
+
+/* ---- batch norm, pooling, shape, resize ------------------------------------------------ */
+
+typedef struct bn_case_args {
+  t2s_bn_mode mode;
+} bn_case_args;
+static t2s_tensor *b_bn(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_batch_norm(x, in[0], in[1], in[2], in[3], in[4], ((const bn_case_args *)u)->mode,
+                        0.1f, 1e-5f);
+}
+static t2s_tensor *b_maxpool(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_max_pool2d(x, in[0], (const t2s_pool2d_args *)u);
+}
+static t2s_tensor *b_avgpool(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_avg_pool2d(x, in[0], (const t2s_pool2d_args *)u);
+}
+typedef struct concat_case_args {
+  int n, dim;
+} concat_case_args;
+static t2s_tensor *b_concat(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  const concat_case_args *a = u;
+  return t2s_concat(x, in, a->n, a->dim);
+}
+typedef struct resize_case_args {
+  int oh, ow, align;
+} resize_case_args;
+static t2s_tensor *b_bilinear(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  const resize_case_args *a = u;
+  return t2s_resize_bilinear(x, in[0], a->oh, a->ow, a->align);
+}
+
+static void bn_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  int64_t shapes[3][4] = {{2, 5, 6, 7}, {8, 6, 0, 0}, {3, 4, 10, 0}};
+  int ndims[3] = {4, 2, 3};
+  const char *mode_names[3] = {"train", "eval", "frozen"};
+  for (int s = 0; s < 3; s++)
+    for (int mode = 0; mode < 3; mode++)
+      for (int affine = 0; affine < 2; affine++) {
+        int64_t c = shapes[s][1];
+        /* a channel offset: centring must happen before scaling (large means) */
+        t2s_tensor *x = t2s_test_tensor(ndims[s], shapes[s], 2.0f, 4.0f, 100 + (uint64_t)s, 1);
+        t2s_tensor *g = affine ? t2s_test_tensor(1, &c, 0.5f, 1.5f, 110, mode != T2S_BN_FROZEN) : NULL;
+        t2s_tensor *b = affine ? t2s_test_tensor(1, &c, -0.5f, 0.5f, 111, mode != T2S_BN_FROZEN) : NULL;
+        int running = mode != T2S_BN_TRAIN || affine;
+        t2s_tensor *rm = running ? t2s_test_tensor(1, &c, 2.5f, 3.5f, 112, 0) : NULL;
+        t2s_tensor *rv = running ? t2s_test_tensor(1, &c, 0.5f, 1.5f, 113, 0) : NULL;
+        bn_case_args a = {(t2s_bn_mode)mode};
+        char label[96];
+        snprintf(label, sizeof label, "batch_norm %dd %s%s%s", ndims[s], mode_names[mode],
+                 affine ? " affine" : "", running ? " running" : "");
+        op_case cs = {label, b_bn, &a, 5, {x, g, b, rm, rv}, 0, 1e-5, (1u << 3) | (1u << 4)};
+        run_case(cpu, gpu, &cs);
+        t2s_test_tensor_free(x), t2s_test_tensor_free(g), t2s_test_tensor_free(b);
+        t2s_test_tensor_free(rm), t2s_test_tensor_free(rv);
+      }
+}
+
+/* SyncBN hook: a stand-in for two identical ranks (every sum doubles). */
+typedef struct fake_ranks {
+  int calls;
+} fake_ranks;
+static t2s_status double_sums(void *user, double *buf, size_t n, t2s_error *err) {
+  (void)err;
+  ((fake_ranks *)user)->calls++;
+  for (size_t i = 0; i < n; i++) buf[i] *= 2.0;
+  return T2S_OK;
+}
+
+/* Running statistics (TRAIN updates them) and the SyncBN hook, through the public
+ * op on both contexts from identical starting values. */
+static void bn_running_and_sync(t2s_ctx *cpu, t2s_ctx *gpu) {
+  int64_t xs[4] = {2, 6, 5, 4}, c = 6;
+  for (int sync = 0; sync < 2; sync++) {
+    t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 3.0f, 120, 1);
+    t2s_tensor *g = t2s_test_tensor(1, &c, 0.5f, 1.5f, 121, 1);
+    t2s_tensor *b = t2s_test_tensor(1, &c, -0.5f, 0.5f, 122, 1);
+    t2s_tensor *rm = t2s_test_tensor(1, &c, -0.5f, 0.5f, 123, 0);
+    t2s_tensor *rv = t2s_test_tensor(1, &c, 0.5f, 1.5f, 124, 0);
+    t2s_tensor *host[5] = {x, g, b, rm, rv};
+    dbuf d[5], dg[3];
+    t2s_tensor dev[5];
+    for (int k = 0; k < 5; k++) {
+      float *v = to_device_order(t2s_f32(host[k]), host[k], k == 0);
+      dbuf_make(&d[k], v, t2s_numel(host[k]));
+      free(v);
+      device_tensor(&dev[k], host[k], &d[k]);
+      if (k < 3) {
+        dbuf_make(&dg[k], NULL, t2s_numel(host[k]));
+        dev[k].grad = dbuf_data(&dg[k]);
+        host[k]->grad = calloc((size_t)t2s_numel(host[k]), sizeof(float));
+        host[k]->grad_accumulates = dev[k].grad_accumulates = k > 0;
+      }
+    }
+    /* parameters accumulate: start their device grads at 0 like the host ones */
+    for (int k = 1; k < 3; k++) {
+      float z[8] = {0};
+      t2s_error err = {0};
+      t2s_device_copy(T2S_DEV_CUDA, dbuf_data(&dg[k]), T2S_DEV_CPU, z, sizeof(float) * (size_t)c, &err);
+    }
+    fake_ranks cr = {0}, gr = {0};
+    cpu->sync_bn = gpu->sync_bn = sync;
+    cpu->stat_allreduce = gpu->stat_allreduce = sync ? double_sums : NULL;
+    cpu->stat_user = &cr, gpu->stat_user = &gr;
+    t2s_tensor *r = t2s_test_tensor(4, xs, -1.0f, 1.0f, 125, 0);
+    dbuf rb;
+    float *rvals = to_device_order(t2s_f32(r), r, 1);
+    dbuf_make(&rb, rvals, t2s_numel(r));
+    free(rvals);
+    t2s_tensor rdev;
+    device_tensor(&rdev, r, &rb);
+    t2s_ctx_end_pass(cpu);
+    t2s_ctx_end_pass(gpu);
+    t2s_tensor *lc = t2s_weighted_sum(cpu, t2s_batch_norm(cpu, x, g, b, rm, rv, T2S_BN_TRAIN, 0.1f, 1e-5f), r);
+    t2s_tensor *lg = t2s_weighted_sum(gpu, t2s_batch_norm(gpu, &dev[0], &dev[1], &dev[2], &dev[3],
+                                                          &dev[4], T2S_BN_TRAIN, 0.1f, 1e-5f), &rdev);
+    CHECK_MSG(lc && t2s_backward(cpu, lc, 1.0f) == T2S_OK, "bn running: cpu: %s", cpu->err.msg);
+    CHECK_MSG(lg && t2s_backward(gpu, lg, 1.0f) == T2S_OK, "bn running: cuda: %s", gpu->err.msg);
+    const char *label = sync ? "batch_norm SyncBN hook" : "batch_norm running statistics";
+    if (lc && lg && t2s_ctx_ok(gpu)) {
+      const char *names[5] = {"dx", "dgamma", "dbeta", "running_mean", "running_var"};
+      for (int k = 0; k < 5; k++) {
+        int64_t n = t2s_numel(host[k]);
+        float *raw = malloc((size_t)n * sizeof(float)), *got = malloc((size_t)n * sizeof(float));
+        const float *want = k < 3 ? host[k]->grad : t2s_f32(host[k]);
+        if (dbuf_read(k < 3 ? &dg[k] : &d[k], raw, label, names[k])) {
+          from_device_order(raw, got, host[k], k == 0);
+          expect_close(label, names[k], got, want, n, 1e-5);
+        }
+        free(raw), free(got);
+      }
+      CHECK_MSG(gr.calls == cr.calls && gr.calls == (sync ? 2 : 0),
+                "%s: the hook ran %d times on cuda, %d on cpu (expected %d: forward and backward)",
+                label, gr.calls, cr.calls, sync ? 2 : 0);
+    }
+    cpu->sync_bn = gpu->sync_bn = 0;
+    cpu->stat_allreduce = gpu->stat_allreduce = NULL;
+    gpu->err.status = cpu->err.status = T2S_OK;
+    for (int k = 0; k < 5; k++) {
+      dbuf_free(&d[k]);
+      if (k < 3) dbuf_free(&dg[k]), free(host[k]->grad), host[k]->grad = NULL;
+      t2s_test_tensor_free(host[k]);
+    }
+    dbuf_free(&rb);
+    t2s_test_tensor_free(r);
+    t2s_ctx_end_pass(cpu);
+    t2s_ctx_end_pass(gpu);
+    printf("done %s\n", label);
+  }
+}
+
+static void pool_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  /* kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, ceil_mode, count_include_pad */
+  const t2s_pool2d_args args[] = {
+      {3, 3, 2, 2, 1, 1, 0, 1}, {3, 3, 2, 2, 1, 1, 1, 0}, {2, 2, 2, 2, 0, 0, 0, 1},
+      {3, 2, 1, 2, 1, 0, 1, 1}, {5, 5, 3, 3, 2, 2, 1, 0}, {3, 3, 1, 1, 1, 1, 0, 0},
+  };
+  int64_t xs[2][4] = {{2, 3, 11, 9}, {1, 35, 8, 8}};
+  for (int s = 0; s < 2; s++)
+    for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
+      t2s_tensor *x = t2s_test_tensor(4, xs[s], -2.0f, 2.0f, 130 + i, 1);
+      if (i == 0) t2s_f32(x)[5] = t2s_f32(x)[6]; /* a tie: the first maximum wins */
+      char l1[96], l2[96];
+      snprintf(l1, sizeof l1, "max_pool2d shape %d args %zu", s, i);
+      snprintf(l2, sizeof l2, "avg_pool2d shape %d args %zu", s, i);
+      op_case mc = {l1, b_maxpool, &args[i], 1, {x}, 0, 1e-5, 0};
+      op_case ac = {l2, b_avgpool, &args[i], 1, {x}, 0, 1e-5, 0};
+      run_case(cpu, gpu, &mc);
+      run_case(cpu, gpu, &ac);
+      t2s_test_tensor_free(x);
+    }
+}
+
+static void concat_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  /* 4-d along each dim (channels is the NHWC memory's last axis), 3-d tokens */
+  for (int dim = 0; dim < 4; dim++) {
+    int64_t a[4] = {2, 3, 4, 5}, b[4] = {2, 3, 4, 5}, c[4] = {2, 3, 4, 5};
+    a[dim] = 1, b[dim] = 3, c[dim] = 2;
+    t2s_tensor *x = t2s_test_tensor(4, a, -1.0f, 1.0f, 140, 1);
+    t2s_tensor *y = t2s_test_tensor(4, b, -1.0f, 1.0f, 141, 0); /* no gradient wanted */
+    t2s_tensor *z = t2s_test_tensor(4, c, -1.0f, 1.0f, 142, 1);
+    concat_case_args ca = {3, dim};
+    char label[64];
+    snprintf(label, sizeof label, "concat 4d dim %d", dim);
+    op_case cs = {label, b_concat, &ca, 3, {x, y, z}, 0, 1e-5, 0};
+    run_case(cpu, gpu, &cs);
+    t2s_test_tensor_free(x), t2s_test_tensor_free(y), t2s_test_tensor_free(z);
+  }
+  for (int dim = 0; dim < 3; dim++) {
+    int64_t a[3] = {2, 7, 6}, b[3] = {2, 7, 6};
+    a[dim] = 4;
+    t2s_tensor *x = t2s_test_tensor(3, a, -1.0f, 1.0f, 143, 1);
+    t2s_tensor *y = t2s_test_tensor(3, b, -1.0f, 1.0f, 144, 1);
+    concat_case_args ca = {2, dim};
+    char label[64];
+    snprintf(label, sizeof label, "concat 3d dim %d", dim);
+    op_case cs = {label, b_concat, &ca, 2, {x, y}, 0, 1e-5, 0};
+    run_case(cpu, gpu, &cs);
+    t2s_test_tensor_free(x), t2s_test_tensor_free(y);
+  }
+}
+
+static void bilinear_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  struct { int64_t x[4]; int oh, ow; } sz[] = {
+      {{2, 3, 7, 5}, 13, 11}, {{2, 3, 16, 12}, 5, 7}, {{1, 2, 1, 1}, 4, 3},
+      {{1, 2, 5, 6}, 1, 1},   {{1, 4, 8, 8}, 64, 64}, {{2, 33, 6, 9}, 6, 9},
+      {{1, 2, 9, 4}, 27, 2},
+  };
+  for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++)
+    for (int align = 0; align < 2; align++) {
+      t2s_tensor *x = t2s_test_tensor(4, sz[i].x, -1.0f, 1.0f, 150 + i, 1);
+      resize_case_args a = {sz[i].oh, sz[i].ow, align};
+      char label[96];
+      snprintf(label, sizeof label, "resize_bilinear %zu -> %dx%d align %d", i, sz[i].oh,
+               sz[i].ow, align);
+      op_case cs = {label, b_bilinear, &a, 1, {x}, 0, 1e-5, 0};
+      run_case(cpu, gpu, &cs);
+      t2s_test_tensor_free(x);
+    }
+}
+
+/* resize_nearest has no backward (never taped): both public ops, bitwise. */
+static void nearest_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  struct { int ndim; int64_t s[4]; int oh, ow; t2s_dtype dt; } cs[] = {
+      {3, {2, 9, 7}, 20, 5, T2S_U8},      {4, {2, 1, 9, 7}, 4, 13, T2S_U8},
+      {4, {2, 3, 6, 5}, 11, 3, T2S_F32},  {4, {1, 2, 7, 7}, 7, 7, T2S_F32},
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    t2s_tensor *x;
+    int64_t n = 1;
+    for (int k = 0; k < cs[i].ndim; k++) n *= cs[i].s[k];
+    if (cs[i].dt == T2S_U8) {
+      uint8_t *v = malloc((size_t)n);
+      for (int64_t k = 0; k < n; k++) v[k] = (uint8_t)((k * 37 + 11) % 251);
+      x = t2s_test_tensor_u8(cs[i].ndim, cs[i].s, v);
+      free(v);
+    } else {
+      x = t2s_test_tensor(cs[i].ndim, cs[i].s, -1.0f, 1.0f, 160 + i, 0);
+    }
+    t2s_ctx_end_pass(cpu);
+    t2s_ctx_end_pass(gpu);
+    t2s_tensor *yc = t2s_resize_nearest(cpu, x, cs[i].oh, cs[i].ow);
+    int act = cs[i].dt == T2S_F32;
+    float *v = to_device_order(t2s_f32(x), x, act);
+    dbuf xb;
+    dbuf_make(&xb, v, float_slots(x));
+    free(v);
+    t2s_tensor xd;
+    device_tensor(&xd, x, &xb);
+    if (!act) xd.layout = T2S_LAYOUT_NCHW;
+    t2s_tensor *yg = t2s_resize_nearest(gpu, &xd, cs[i].oh, cs[i].ow);
+    char label[64];
+    snprintf(label, sizeof label, "resize_nearest case %zu", i);
+    CHECK_MSG(yc && yg, "%s: %s / %s", label, cpu->err.msg, gpu->err.msg);
+    if (yc && yg) {
+      size_t bytes = (size_t)t2s_numel(yc) * t2s_dtype_size(yc->dtype);
+      float *got = malloc(bytes + 4), *want = NULL;
+      t2s_error err = {0};
+      CHECK(t2s_device_copy(T2S_DEV_CPU, got, T2S_DEV_CUDA, yg->data, bytes, &err) == T2S_OK);
+      if (act) {
+        want = malloc(bytes);
+        memcpy(want, got, bytes);
+        from_device_order(want, got, yc, 1);
+      }
+      CHECK_MSG(memcmp(got, yc->data, bytes) == 0, "%s: cuda differs from cpu", label);
+      free(got), free(want);
+    }
+    cpu->err.status = gpu->err.status = T2S_OK;
+    dbuf_free(&xb);
+    t2s_test_tensor_free(x);
+    t2s_ctx_end_pass(cpu);
+    t2s_ctx_end_pass(gpu);
+  }
+  printf("done resize_nearest\n");
+}
+
+/* ---- GEMM-shaped, normalisation, loss ------------------------------------------------ */
+
+static t2s_tensor *b_linear(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_linear(x, in[0], in[1], in[2]);
+}
+typedef struct mm_case_args {
+  int ta, tb;
+} mm_case_args;
+static t2s_tensor *b_matmul(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  const mm_case_args *a = u;
+  return t2s_matmul(x, in[0], in[1], a->ta, a->tb);
+}
+static t2s_tensor *b_layer_norm(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_layer_norm(x, in[0], in[1], in[2], 1e-5f);
+}
+static t2s_tensor *b_softmax(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_softmax(x, in[0], *(const int *)u);
+}
+static t2s_tensor *b_l2(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_l2_normalize(x, in[0], *(const int *)u, 1e-3f);
+}
+static t2s_tensor *b_ce(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_cross_entropy(x, in[0], in[1], in[2], in[3], (const t2s_ce_args *)u);
+}
+
+static void linear_cases(t2s_ctx *cpu, t2s_ctx *gpu, double tol, const char *tag) {
+  struct { int nd; int64_t x[3]; int64_t n; int bias; } ls[] = {
+      {2, {7, 12}, 5, 1}, {3, {2, 9, 16}, 24, 0}, {3, {2, 300, 64}, 48, 1}, {1, {33}, 3, 1},
+      {2, {1, 1}, 1, 1},
+  };
+  for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) {
+    int64_t k = ls[i].x[ls[i].nd - 1], ws[2] = {ls[i].n, k}, bs[1] = {ls[i].n};
+    t2s_tensor *x = t2s_test_tensor(ls[i].nd, ls[i].x, -1.0f, 1.0f, 170 + i, 1);
+    t2s_tensor *w = t2s_test_tensor(2, ws, -0.5f, 0.5f, 171 + i, 1);
+    t2s_tensor *b = ls[i].bias ? t2s_test_tensor(1, bs, -0.5f, 0.5f, 172 + i, 1) : NULL;
+    char label[96];
+    snprintf(label, sizeof label, "linear case %zu%s", i, tag);
+    op_case cs = {label, b_linear, NULL, 3, {x, w, b}, 0, tol, 0};
+    run_case(cpu, gpu, &cs);
+    t2s_test_tensor_free(x), t2s_test_tensor_free(w), t2s_test_tensor_free(b);
+  }
+}
+
+static void matmul_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  const int64_t B = 3, M = 5, K = 7, N = 4;
+  for (int ta = 0; ta < 2; ta++)
+    for (int tb = 0; tb < 2; tb++)
+      for (int bc = 0; bc < 3; bc++) { /* 0: both batched, 1: a 2-d, 2: b 2-d */
+        int64_t as[3] = {B, ta ? K : M, ta ? M : K}, bs[3] = {B, tb ? N : K, tb ? K : N};
+        t2s_tensor *a = bc == 1 ? t2s_test_tensor(2, as + 1, -1.0f, 1.0f, 180, 1)
+                                : t2s_test_tensor(3, as, -1.0f, 1.0f, 180, 1);
+        t2s_tensor *b = bc == 2 ? t2s_test_tensor(2, bs + 1, -1.0f, 1.0f, 181, 1)
+                                : t2s_test_tensor(3, bs, -1.0f, 1.0f, 181, 1);
+        mm_case_args m = {ta, tb};
+        char label[96];
+        snprintf(label, sizeof label, "matmul trans %d%d %s", ta, tb,
+                 bc == 0 ? "batched" : bc == 1 ? "a broadcast" : "b broadcast");
+        op_case cs = {label, b_matmul, &m, 2, {a, b}, 0, 1e-4, 0};
+        run_case(cpu, gpu, &cs);
+        t2s_test_tensor_free(a), t2s_test_tensor_free(b);
+      }
+  int64_t a2[2] = {6, 9}, b2[2] = {9, 70};
+  t2s_tensor *a = t2s_test_tensor(2, a2, -1.0f, 1.0f, 182, 1);
+  t2s_tensor *b = t2s_test_tensor(2, b2, -1.0f, 1.0f, 183, 0);
+  mm_case_args m = {0, 0};
+  op_case cs = {"matmul 2-d, b constant", b_matmul, &m, 2, {a, b}, 0, 1e-4, 0};
+  run_case(cpu, gpu, &cs);
+  t2s_test_tensor_free(a), t2s_test_tensor_free(b);
+}
+
+static void norm_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  struct { int nd; int64_t s[4]; int params; } ln[] = {
+      {3, {3, 7, 33}, 1}, {2, {5, 64}, 0}, {4, {2, 3, 4, 5}, 1}, {2, {4, 100}, 1},
+  };
+  for (size_t i = 0; i < sizeof ln / sizeof ln[0]; i++) {
+    int64_t c = ln[i].s[ln[i].nd - 1];
+    t2s_tensor *x = t2s_test_tensor(ln[i].nd, ln[i].s, 1.0f, 3.0f, 190 + i, 1);
+    t2s_tensor *g = ln[i].params ? t2s_test_tensor(1, &c, 0.5f, 1.5f, 191, 1) : NULL;
+    t2s_tensor *b = ln[i].params ? t2s_test_tensor(1, &c, -0.5f, 0.5f, 192, 1) : NULL;
+    char label[64];
+    snprintf(label, sizeof label, "layer_norm case %zu", i);
+    op_case cs = {label, b_layer_norm, NULL, 3, {x, g, b}, 0, 1e-5, 0};
+    run_case(cpu, gpu, &cs);
+    t2s_test_tensor_free(x), t2s_test_tensor_free(g), t2s_test_tensor_free(b);
+  }
+  struct { int nd; int64_t s[4]; int dim; } sm[] = {
+      {4, {2, 19, 5, 6}, 1}, {4, {2, 3, 4, 5}, 3}, {4, {2, 3, 4, 5}, 0}, {4, {2, 3, 4, 5}, 2},
+      {3, {2, 6, 70}, -1},   {2, {9, 3}, 1},       {3, {4, 40, 3}, 1},
+  };
+  for (size_t i = 0; i < sizeof sm / sizeof sm[0]; i++) {
+    t2s_tensor *x = t2s_test_tensor(sm[i].nd, sm[i].s, -3.0f, 3.0f, 200 + i, 1);
+    char l1[64], l2[64];
+    snprintf(l1, sizeof l1, "softmax %dd dim %d", sm[i].nd, sm[i].dim);
+    snprintf(l2, sizeof l2, "l2_normalize %dd dim %d", sm[i].nd, sm[i].dim);
+    op_case c1 = {l1, b_softmax, &sm[i].dim, 1, {x}, 0, 1e-5, 0};
+    run_case(cpu, gpu, &c1);
+    if (sm[i].nd == 4 && sm[i].dim == 1) /* one pixel's vector below eps: the clamped branch */
+      for (int64_t k = 0; k < sm[i].s[1]; k++) t2s_f32(x)[k * sm[i].s[2] * sm[i].s[3]] = 1e-6f;
+    op_case c2 = {l2, b_l2, &sm[i].dim, 1, {x}, 0, 1e-5, 0};
+    run_case(cpu, gpu, &c2);
+    t2s_test_tensor_free(x);
+  }
+}
+
+static void ce_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  struct { int64_t s[4]; t2s_ce_reduction red; int pw, cw; double norm; int all_ignored; } cs[] = {
+      {{2, 5, 6, 7}, T2S_CE_MEAN_VALID, 0, 0, 0.0, 0},
+      {{2, 5, 6, 7}, T2S_CE_MEAN_WEIGHT, 0, 1, 0.0, 0},
+      {{2, 5, 6, 7}, T2S_CE_SUM, 1, 1, 0.0, 0},
+      {{1, 40, 9, 8}, T2S_CE_MEAN_VALID, 1, 0, 0.0, 0},
+      {{2, 19, 33, 31}, T2S_CE_MEAN_VALID, 0, 1, 1234.5, 0},
+      {{1, 3, 4, 4}, T2S_CE_MEAN_VALID, 0, 0, 0.0, 1},
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    int64_t n = cs[i].s[0], c = cs[i].s[1], hw = cs[i].s[2] * cs[i].s[3];
+    int64_t ls[3] = {n, cs[i].s[2], cs[i].s[3]};
+    uint8_t *lab = malloc((size_t)(n * hw));
+    for (int64_t k = 0; k < n * hw; k++)
+      lab[k] = cs[i].all_ignored || k % 7 == 3 ? 255 : (uint8_t)((k * 13 + 5) % c);
+    t2s_tensor *z = t2s_test_tensor(4, cs[i].s, -4.0f, 4.0f, 210 + i, 1);
+    t2s_tensor *l = t2s_test_tensor_u8(3, ls, lab);
+    t2s_tensor *pw = cs[i].pw ? t2s_test_tensor(3, ls, 0.0f, 2.0f, 211, 0) : NULL;
+    t2s_tensor *cw = cs[i].cw ? t2s_test_tensor(1, &c, 0.2f, 3.0f, 212, 0) : NULL;
+    t2s_ce_args a = {255, cs[i].red, cs[i].norm};
+    char label[64];
+    snprintf(label, sizeof label, "cross_entropy case %zu", i);
+    op_case oc = {label, b_ce, &a, 4, {z, l, pw, cw}, 0, 1e-5, 0};
+    run_case(cpu, gpu, &oc);
+    t2s_test_tensor_free(z), t2s_test_tensor_free(l), t2s_test_tensor_free(pw);
+    t2s_test_tensor_free(cw);
+    free(lab);
+  }
+}
+
+/* A label that is neither a class nor ignored fails the CUDA forward with the
+ * CPU's message (image, pixel, value). */
+static void ce_bad_label(t2s_ctx *gpu) {
+  int64_t zs[4] = {1, 5, 3, 4}, ls[3] = {1, 3, 4};
+  uint8_t lab[12] = {0, 1, 2, 3, 4, 255, 0, 9, 1, 2, 3, 7};
+  t2s_tensor *z = t2s_test_tensor(4, zs, -1.0f, 1.0f, 220, 0);
+  t2s_tensor *l = t2s_test_tensor_u8(3, ls, lab);
+  dbuf zb, lb;
+  float *v = to_device_order(t2s_f32(z), z, 1);
+  dbuf_make(&zb, v, t2s_numel(z));
+  free(v);
+  v = to_device_order(t2s_f32(l), l, 0);
+  dbuf_make(&lb, v, float_slots(l));
+  free(v);
+  t2s_tensor zd, ld;
+  device_tensor(&zd, z, &zb);
+  device_tensor(&ld, l, &lb);
+  t2s_ce_args a = {255, T2S_CE_MEAN_VALID, 0.0};
+  t2s_ctx_end_pass(gpu);
+  t2s_tensor *loss = t2s_cross_entropy(gpu, &zd, &ld, NULL, NULL, &a);
+  CHECK_MSG(loss == NULL && gpu->err.status == T2S_ERR_INVALID &&
+                strstr(gpu->err.msg, "label 9 at image 0 pixel 7") != NULL,
+            "cross_entropy bad label: expected the first bad pixel (7, label 9) named, got '%s'",
+            gpu->err.msg);
+  t2s_error_clear(&gpu->err);
+  dbuf_free(&zb), dbuf_free(&lb);
+  t2s_test_tensor_free(z), t2s_test_tensor_free(l);
+  t2s_ctx_end_pass(gpu);
+  printf("done cross_entropy bad label\n");
+}
+
+/* TF32 runs and stays near fp32 (10-bit mantissa products); then back to fp32. */
+static void precision_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  CHECK_MSG(t2s_cuda_set_precision(gpu, T2S_PRECISION_TF32) == T2S_OK, "tf32: %s", gpu->err.msg);
+  linear_cases(cpu, gpu, 2e-2, " (tf32)");
+  int64_t xs[4] = {2, 16, 9, 9}, ws[4] = {8, 16, 3, 3};
+  t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 230, 1);
+  t2s_tensor *w = t2s_test_tensor(4, ws, -0.5f, 0.5f, 231, 1);
+  t2s_conv2d_args ca = t2s_conv_args(1, 1, 1);
+  op_case cs = {"conv2d 3x3 (tf32)", b_conv, &ca, 3, {x, w, NULL}, (1u << 1) | (1u << 2), 2e-2, 0};
+  run_case(cpu, gpu, &cs);
+  t2s_test_tensor_free(x), t2s_test_tensor_free(w);
+  CHECK(t2s_cuda_set_precision(gpu, T2S_PRECISION_BF16) == T2S_ERR_UNSUPPORTED);
+  t2s_error_clear(&gpu->err);
+  CHECK(t2s_cuda_set_precision(gpu, T2S_PRECISION_FP32) == T2S_OK);
 }
 
 /* ---- bitwise reproducibility: the deterministic paths give identical bits ------------ */
@@ -638,6 +1105,18 @@ int main(void) {
   cpu->seed = gpu->seed = 1234;
   elementwise_cases(cpu, gpu);
   conv_cases(cpu, gpu);
+  bn_cases(cpu, gpu);
+  bn_running_and_sync(cpu, gpu);
+  pool_cases(cpu, gpu);
+  concat_cases(cpu, gpu);
+  bilinear_cases(cpu, gpu);
+  nearest_cases(cpu, gpu);
+  linear_cases(cpu, gpu, 1e-4, "");
+  matmul_cases(cpu, gpu);
+  norm_cases(cpu, gpu);
+  ce_cases(cpu, gpu);
+  ce_bad_label(gpu);
+  precision_cases(cpu, gpu);
   determinism_case(cpu, gpu);
   dropout_statistics(gpu);
   printf("op checks: %d failure(s) so far\n", t2s_test_failures);
