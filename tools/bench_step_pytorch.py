@@ -15,6 +15,11 @@ prints ONE JSON line, comparable with the C step benchmark:
 
 Example: /usr/bin/python3 tools/bench_step_pytorch.py --depth 50 \
     --base-channels 64 --batch 2 --crop 256 256 --num-classes 19 --threads 2
+
+--backbone mit_b0..mit_b5 times MiT + daformer_sepaspp instead (the network of
+tools/make_mit_fixture.py: Hugging Face's SegFormer encoder, drop path 0.1, and
+the DAFormer head with channel dropout 0.1; needs transformers). Its FLOPs count
+the convolutions and linear layers (not the attention products).
 """
 
 import argparse
@@ -34,6 +39,8 @@ def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depth", type=int, default=50,
                     choices=sorted(ref.ARCH_SETTINGS))
+    ap.add_argument("--backbone", default="resnet_v1c",
+                    help="resnet_v1c, or mit_b0..mit_b5 (with the DAFormer head)")
     ap.add_argument("--base-channels", type=int, default=64)
     ap.add_argument("--stem-channels", type=int, default=64)
     ap.add_argument("--batch", type=int, default=2)
@@ -59,6 +66,31 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
+def mit_model(args, height, width):
+    """MiT-Bx + daformer_sepaspp, and its conv + linear forward MACs."""
+    import make_mit_fixture as mit  # noqa: E402 (needs transformers)
+    net = dict(mit.MIT_VARIANTS[args.backbone], heads=(1, 2, 5, 8),
+               sr_ratios=(8, 4, 2, 1), mlp_ratio=4, channels=256,
+               dilations=(1, 6, 12, 18), num_classes=args.num_classes)
+    model = mit.Net(net, drop_path=0.1, dropout=0.1)
+    macs = [0]
+
+    def hook(mod, inp, out):
+        if isinstance(mod, torch.nn.Linear):
+            macs[0] += out.numel() * mod.in_features
+        else:
+            k = mod.weight[0].numel()  # (Cin / groups) kh kw
+            macs[0] += out.numel() * k
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(args.batch, 3, height, width))
+    for h in hooks:
+        h.remove()
+    return model, macs[0]
+
+
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -66,11 +98,14 @@ def main():
     device = torch.device(args.device)
     width, height = args.crop
 
-    model = ref.DeepLabV2(depth=args.depth, base_channels=args.base_channels,
-                          stem_channels=args.stem_channels,
-                          num_classes=args.num_classes)
-    ref.init_random_(model, torch.Generator().manual_seed(args.seed))
-    fwd_macs = ref.conv_forward_macs(model, (args.batch, 3, height, width))
+    if args.backbone.startswith("mit_"):
+        model, fwd_macs = mit_model(args, height, width)
+    else:
+        model = ref.DeepLabV2(depth=args.depth, base_channels=args.base_channels,
+                              stem_channels=args.stem_channels,
+                              num_classes=args.num_classes)
+        ref.init_random_(model, torch.Generator().manual_seed(args.seed))
+        fwd_macs = ref.conv_forward_macs(model, (args.batch, 3, height, width))
     model.to(device).train()
     opt = ref.make_sgd(model, lr=args.lr)
 
@@ -98,6 +133,7 @@ def main():
     print(json.dumps({
         "bench": "step", "impl": "pytorch",
         "torch_version": str(torch.__version__), "device": str(device),
+        "backbone": args.backbone,
         "depth": args.depth, "base_channels": args.base_channels,
         "stem_channels": args.stem_channels, "batch": args.batch,
         "crop": [width, height], "num_classes": args.num_classes,

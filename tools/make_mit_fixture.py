@@ -40,6 +40,15 @@ NET = dict(embed_dims=(8, 16, 24, 32), heads=(1, 2, 3, 4), depths=(2, 1, 1, 1),
            sr_ratios=(8, 4, 2, 1), mlp_ratio=4, channels=16,
            dilations=(1, 6, 12, 18), num_classes=5)
 LN_EPS = 1e-5  # HF uses nn.LayerNorm's default everywhere
+# The published variants (the benchmark builds these; tools/bench_step_pytorch.py).
+MIT_VARIANTS = {
+    "mit_b0": dict(embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2)),
+    "mit_b1": dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 2, 2)),
+    "mit_b2": dict(embed_dims=(64, 128, 320, 512), depths=(3, 4, 6, 3)),
+    "mit_b3": dict(embed_dims=(64, 128, 320, 512), depths=(3, 4, 18, 3)),
+    "mit_b4": dict(embed_dims=(64, 128, 320, 512), depths=(3, 8, 27, 3)),
+    "mit_b5": dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3)),
+}
 BATCH, HEIGHT, WIDTH = 2, 64, 64
 IGNORE_INDEX = 255
 IGNORE_FRACTION = 0.1
@@ -98,8 +107,9 @@ class Embed(nn.Module):
 
 
 class DAFormerHead(nn.Module):
-    def __init__(self, in_channels, channels, dilations, num_classes):
+    def __init__(self, in_channels, channels, dilations, num_classes, dropout=0.0):
         super().__init__()
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.embed_layers = nn.ModuleDict(
             {str(i): Embed(c, channels) for i, c in enumerate(in_channels)})
         self.fuse_layer = ASPPWrapper(len(in_channels) * channels, channels,
@@ -114,23 +124,26 @@ class DAFormerHead(nn.Module):
             if y.shape[2:] != size:
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
             levels.append(y)
-        return self.conv_seg(self.fuse_layer(torch.cat(levels, 1)))
+        return self.conv_seg(self.dropout(self.fuse_layer(torch.cat(levels, 1))))
 
 
 class Net(nn.Module):
-    def __init__(self):
+    """HF SegFormer encoder + the DAFormer head; net: a dict like NET."""
+
+    def __init__(self, net=None, drop_path=0.0, dropout=0.0):
         super().__init__()
+        net = NET if net is None else net
         cfg = SegformerConfig(
-            num_channels=3, num_encoder_blocks=4, depths=list(NET["depths"]),
-            sr_ratios=list(NET["sr_ratios"]), hidden_sizes=list(NET["embed_dims"]),
+            num_channels=3, num_encoder_blocks=4, depths=list(net["depths"]),
+            sr_ratios=list(net["sr_ratios"]), hidden_sizes=list(net["embed_dims"]),
             patch_sizes=[7, 3, 3, 3], strides=[4, 2, 2, 2],
-            num_attention_heads=list(NET["heads"]),
-            mlp_ratios=[NET["mlp_ratio"]] * 4, hidden_act="gelu",
+            num_attention_heads=list(net["heads"]),
+            mlp_ratios=[net["mlp_ratio"]] * 4, hidden_act="gelu",
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-            drop_path_rate=0.0, layer_norm_eps=LN_EPS)
+            drop_path_rate=drop_path, layer_norm_eps=LN_EPS)
         self.segformer = SegformerModel(cfg)
-        self.decode_head = DAFormerHead(NET["embed_dims"], NET["channels"],
-                                        NET["dilations"], NET["num_classes"])
+        self.decode_head = DAFormerHead(net["embed_dims"], net["channels"],
+                                        net["dilations"], net["num_classes"], dropout)
 
     def forward(self, x):
         feats = self.segformer(x, output_hidden_states=True).hidden_states
