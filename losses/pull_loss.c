@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ops.h"
 #include "losses/batch_stats.h"
 
 enum { PURPOSE_QUERY = 1, PURPOSE_NEGATIVE = 2 };
@@ -55,12 +56,15 @@ t2s_tensor *t2s_labels_downsample(t2s_ctx *ctx, t2s_tensor *labels, int out_h, i
                                   t2s_label_down mode, float ratio, int ignore_index) {
   if (!t2s_ctx_ok(ctx) || labels == NULL) return NULL;
   char s[96];
-  if (labels->dtype != T2S_U8 || labels->ndim != 3 || !is_host(labels) || out_h < 1 || out_w < 1)
+  if (labels->dtype != T2S_U8 || labels->ndim != 3 || out_h < 1 || out_w < 1 ||
+      (mode == T2S_LABEL_DOWN_MAJORITY && !is_host(labels)))
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
-                        "labels_downsample: labels must be host uint8 (N, H, W) and the size "
-                        "positive; got %s %s to %dx%d",
+                        "labels_downsample: labels must be uint8 (N, H, W) (in host memory for "
+                        "majority) and the size positive; got %s %s to %dx%d",
                         t2s_dtype_name(labels->dtype), t2s_shape_str(labels, s, sizeof s), out_h,
                         out_w);
+  /* nearest is the core op: PyTorch's float index arithmetic, and a CUDA slot */
+  if (mode == T2S_LABEL_DOWN_NEAREST) return t2s_resize_nearest(ctx, labels, out_h, out_w);
   int64_t n = labels->shape[0], H = labels->shape[1], W = labels->shape[2];
   int64_t shape[3] = {n, out_h, out_w};
   t2s_tensor *out = t2s_tensor_new(ctx, T2S_U8, 3, shape);
@@ -70,18 +74,12 @@ t2s_tensor *t2s_labels_downsample(t2s_ctx *ctx, t2s_tensor *labels, int out_h, i
   for (int64_t b = 0; b < n; b++)
     for (int64_t i = 0; i < out_h; i++)
       for (int64_t j = 0; j < out_w; j++) {
-        const uint8_t *yb = y + b * H * W;
         int64_t r0 = i * H / out_h, c0 = j * W / out_w;
-        uint8_t v;
-        if (mode == T2S_LABEL_DOWN_NEAREST) {
-          v = yb[r0 * W + c0];
-        } else {
-          int64_t r1 = (i + 1) * H / out_h, c1 = (j + 1) * W / out_w;
-          if (r1 <= r0) r1 = r0 + 1;  /* upsampling: a cell of one pixel */
-          if (c1 <= c0) c1 = c0 + 1;
-          v = majority_cell(yb, W, r0, r1, c0, c1, ratio, ignore_index);
-        }
-        o[(b * out_h + i) * out_w + j] = v;
+        int64_t r1 = (i + 1) * H / out_h, c1 = (j + 1) * W / out_w;
+        if (r1 <= r0) r1 = r0 + 1;  /* upsampling: a cell of one pixel */
+        if (c1 <= c0) c1 = c0 + 1;
+        o[(b * out_h + i) * out_w + j] =
+            majority_cell(y + b * H * W, W, r0, r1, c0, c1, ratio, ignore_index);
       }
   return out;
 }

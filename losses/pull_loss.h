@@ -47,7 +47,8 @@ t2s_pull_cfg t2s_pull_cfg_defaults(void);
 const char *t2s_pull_cfg_check(const t2s_pull_cfg *cfg);
 
 /* ---- labels at feature resolution -------------------------------------------- */
-/* y (N, H, W) u8 -> (N, h, w) u8 in the pass arena. Majority: the cell of output
+/* y (N, H, W) u8 -> (N, h, w) u8 in the pass arena. Nearest: t2s_resize_nearest
+ * (PyTorch's mode='nearest'). Majority (host only): the cell of output
  * pixel (i, j) is rows [floor(i H / h), floor((i + 1) H / h)) x the same for columns;
  * a class (not ignore) holding >= ratio of the cell's pixels wins, else ignore. */
 t2s_tensor *t2s_labels_downsample(t2s_ctx *ctx, t2s_tensor *labels, int out_h, int out_w,
