@@ -101,9 +101,9 @@ t2s_status t2s_dist_bcast_params(t2s_comm *c, t2s_params *p, t2s_error *err);
 t2s_status t2s_dist_check_all(t2s_comm *c, t2s_status local, const char *local_msg,
                               t2s_error *err);
 
-/* For executables only: prints "t2sda: rank R of N (host H): msg" and stops every
- * rank of the job with exit code 1 (MPI_Abort). On one process it prints and returns,
- * and the caller exits. */
+/* For executables only: prints msg and "t2sda: rank R of N (host H) is stopping all
+ * ranks", then stops every rank of the job with exit code 1 (MPI_Abort). On one process
+ * it prints and returns, and the caller exits. */
 void t2s_dist_abort(t2s_comm *c, const char *msg);
 
 /* Seconds since an arbitrary fixed point (monotonic), for deadlines and benchmarks. */

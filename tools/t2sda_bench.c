@@ -3,7 +3,6 @@
  *
  *   t2sda_bench step [--depth 50] [--base-channels 64] [--batch 2] [--crop W H]
  *                    [--classes 19] [--iters 5] [--warmup 2] [--threads 2] [--json FILE]
- *                    [--backbone resnet_v1c|mit_b0..mit_b5] [--head dlv2|daformer_sepaspp|...]
  *
  * A step is forward + loss + backward + SGD update of ResNet-V1c DeepLab-V2 on
  * random data, timed over --iters runs after --warmup. FLOPs are counted by the
@@ -22,11 +21,11 @@
 #include "core/optim.h"
 #include "core/rng.h"
 #include "core/version.h"
+#include "dist/bench_comm.h"
 
 typedef struct bench_opts {
   int depth, base_channels, batch, crop_w, crop_h, classes, iters, warmup, threads;
   const char *json;
-  const char *backbone, *head;  /* NULL: resnet_v1c + dlv2; mit_b0..mit_b5, daformer_sepaspp... */
 } bench_opts;
 
 static double now_s(void) {
@@ -72,8 +71,6 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       ok = parse_int(a, argv[i + 1], 16, 8192, &o->crop_w) && parse_int(a, argv[i + 2], 16, 8192, &o->crop_h);
       i += 2;
     } else if (strcmp(a, "--json") == 0) o->json = argv[++i];
-    else if (strcmp(a, "--backbone") == 0) o->backbone = argv[++i];
-    else if (strcmp(a, "--head") == 0) o->head = argv[++i];
     else {
       fprintf(stderr, "t2sda_bench: unknown option '%s' (see the usage at the top of tools/t2sda_bench.c)\n", a);
       return 0;
@@ -96,24 +93,6 @@ static void fill_batch(float *img, uint8_t *lbl, const bench_opts *o) {
       }
 }
 
-/* --backbone mit_b0..mit_b5 and --head dlv2|daformer_sepaspp|daformer_conv1|segformer_mlp. */
-static int model_flags(const bench_opts *o, t2s_model_cfg *cfg, t2s_error *err) {
-  static const char *const heads[] = {"dlv2", "daformer_sepaspp", "daformer_conv1", "segformer_mlp"};
-  if (o->backbone && strcmp(o->backbone, "resnet_v1c") != 0) {
-    if (t2s_mit_cfg_by_name(o->backbone, &cfg->mit, err) != T2S_OK) return 0;
-    cfg->backbone = T2S_BACKBONE_MIT;
-    cfg->head = T2S_HEAD_DAFORMER_SEPASPP;
-  }
-  for (int k = 0; o->head && k < 4; k++)
-    if (strcmp(o->head, heads[k]) == 0) cfg->head = (t2s_head_type)k;
-  if (o->head && strcmp(o->head, heads[cfg->head]) != 0) {
-    t2s_error_set(err, T2S_ERR_INVALID, "--head %s: use dlv2, daformer_sepaspp, daformer_conv1 "
-                  "or segformer_mlp", o->head);
-    return 0;
-  }
-  return 1;
-}
-
 static int bench_step(const bench_opts *o) {
   openblas_set_num_threads(o->threads);
   t2s_model_cfg cfg = t2s_model_default_cfg();
@@ -122,7 +101,7 @@ static int bench_step(const bench_opts *o) {
   cfg.num_classes = o->classes;
   t2s_error err = {0};
   t2s_segmentor m;
-  if (!model_flags(o, &cfg, &err) || t2s_segmentor_build(&m, &cfg, T2S_DEV_CPU, 1, &err) != T2S_OK) {
+  if (t2s_segmentor_build(&m, &cfg, T2S_DEV_CPU, 1, &err) != T2S_OK) {
     fprintf(stderr, "t2sda_bench: %s\n", err.msg);
     return 1;
   }
@@ -167,24 +146,18 @@ static int bench_step(const bench_opts *o) {
   double med = times[o->warmup + o->iters / 2], best = times[o->warmup];
   double step_flops = 3.0 * fwd_flops;
   size_t peak = t2s_arena_peak(ctx->pass);
-  if (cfg.backbone == T2S_BACKBONE_MIT)
-    printf("t2sda step: %s %s, batch %d, crop %dx%d, %d classes, %d thread(s)\n", o->backbone,
-           o->head ? o->head : "daformer_sepaspp", o->batch, o->crop_w, o->crop_h, o->classes,
-           o->threads);
-  else
-    printf("t2sda step: resnet%d-v1c deeplabv2 (base %d), batch %d, crop %dx%d, %d classes, "
-           "%d thread(s)\n", o->depth, o->base_channels, o->batch, o->crop_w, o->crop_h,
-           o->classes, o->threads);
+  printf("t2sda step: resnet%d-v1c deeplabv2 (base %d), batch %d, crop %dx%d, %d classes, %d thread(s)\n",
+         o->depth, o->base_channels, o->batch, o->crop_w, o->crop_h, o->classes, o->threads);
   printf("  %.1f ms/iter median (best %.1f) over %d iters | %.2f images/s | %.1f GFLOP/iter | "
          "%.1f GFLOP/s | activations %.0f MiB | loss %.4f\n",
          med * 1e3, best * 1e3, o->iters, o->batch / med, step_flops * 1e-9, step_flops / med * 1e-9,
          (double)peak / (1 << 20), loss_v);
   char line[512];
   snprintf(line, sizeof line,
-           "{\"impl\": \"t2sda\", \"build\": \"%s\", \"backbone\": \"%s\", \"depth\": %d, \"base_channels\": %d, \"batch\": %d, "
+           "{\"impl\": \"t2sda\", \"build\": \"%s\", \"depth\": %d, \"base_channels\": %d, \"batch\": %d, "
            "\"crop\": [%d, %d], \"threads\": %d, \"ms_per_iter\": %.3f, \"images_per_s\": %.4f, "
            "\"gflop_per_iter\": %.3f, \"gflop_per_s\": %.3f}",
-           T2S_VERSION_STRING, o->backbone ? o->backbone : "resnet_v1c", o->depth, o->base_channels, o->batch, o->crop_w, o->crop_h, o->threads,
+           T2S_VERSION_STRING, o->depth, o->base_channels, o->batch, o->crop_w, o->crop_h, o->threads,
            med * 1e3, o->batch / med, step_flops * 1e-9, step_flops / med * 1e-9);
   printf("%s\n", line);
   if (o->json) {
@@ -344,11 +317,11 @@ int main(int argc, char **argv) {
     printf("usage: t2sda_bench selfcheck [--iters 150]\n"
            "       t2sda_bench step [--depth 50] [--base-channels 64] [--batch 2] [--crop W H]\n"
            "                        [--classes 19] [--iters 5] [--warmup 2] [--threads 2] [--json FILE]\n"
-           "                        [--backbone resnet_v1c|mit_b0..mit_b5] [--head dlv2|daformer_sepaspp|\n"
-           "                        daformer_conv1|segformer_mlp]\n");
+           "       mpirun -np 2 t2sda_bench comm [--device cpu|cuda] [--min-bytes 4K]\n"
+           "                        [--max-bytes 256M] [--iters 20] [--warmup 3] [--json FILE]\n");
     return argc < 2 ? 2 : 0;
   }
-  bench_opts o = {50, 64, 2, 256, 256, 19, 5, 2, 2, NULL, NULL, NULL};
+  bench_opts o = {50, 64, 2, 256, 256, 19, 5, 2, 2, NULL};
   if (strcmp(argv[1], "step") == 0) {
     if (!parse_args(argc, argv, &o)) return 2;
     return bench_step(&o);
@@ -358,6 +331,7 @@ int main(int argc, char **argv) {
     if (argc > 3 && strcmp(argv[2], "--iters") == 0 && !parse_int("--iters", argv[3], 1, 100000, &iters)) return 2;
     return bench_selfcheck(iters);
   }
-  fprintf(stderr, "t2sda_bench: unknown benchmark '%s' (available: step, selfcheck)\n", argv[1]);
+  if (strcmp(argv[1], "comm") == 0) return t2s_bench_comm(argc - 1, argv + 1);
+  fprintf(stderr, "t2sda_bench: unknown benchmark '%s' (available: step, selfcheck, comm)\n", argv[1]);
   return 2;
 }

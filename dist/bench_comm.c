@@ -1,0 +1,171 @@
+/* All-reduce benchmark: in-place float32 sums of 4 KiB .. 256 MiB (powers of two) with
+ * the run's backend: MPI host collectives on the CPU, NCCL on GPUs.
+ *
+ *   mpirun -np 2 t2sda_bench comm [--device cpu|cuda] [--min-bytes 4096]
+ *                                 [--max-bytes 268435456] [--iters 20] [--warmup 3]
+ *                                 [--json FILE]
+ *
+ * Reported as nccl-tests does (doc/PERFORMANCE.md there): time per all-reduce (the
+ * slowest rank's mean over --iters), algorithm bandwidth algbw = bytes / time, and bus
+ * bandwidth busbw = algbw x 2 (n - 1) / n, the per-link traffic of a ring all-reduce,
+ * which is comparable across rank counts and against the hardware's link speed. Large
+ * messages run fewer iterations (at least 3) so that a sweep stays short. Each size is
+ * first checked for correctness (sum of rank + 1 = n (n + 1) / 2). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/device.h"
+#include "dist/bench_comm.h"
+#include "dist/comm_internal.h"
+
+typedef struct comm_opts {
+  t2s_device device;
+  size_t min_bytes, max_bytes;
+  int iters, warmup;
+  const char *json;
+} comm_opts;
+
+static int parse_size(const char *flag, const char *v, size_t *out) {
+  char *end;
+  unsigned long long x = strtoull(v, &end, 10);
+  if (*end == 'K' || *end == 'k') x <<= 10, end++;
+  else if (*end == 'M' || *end == 'm') x <<= 20, end++;
+  else if (*end == 'G' || *end == 'g') x <<= 30, end++;
+  if (*end != '\0' || x < 4) {
+    fprintf(stderr, "t2sda_bench comm: %s '%s' is not a size in bytes (e.g. 4096, 4K, 256M)\n",
+            flag, v);
+    return 0;
+  }
+  *out = (size_t)x;
+  return 1;
+}
+
+static int parse_opts(int argc, char **argv, comm_opts *o) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    int ok = v != NULL;
+    if (ok && strcmp(a, "--device") == 0) {
+      ok = strcmp(v, "cpu") == 0 || strcmp(v, "cuda") == 0;
+      o->device = strcmp(v, "cuda") == 0 ? T2S_DEV_CUDA : T2S_DEV_CPU;
+    } else if (ok && strcmp(a, "--min-bytes") == 0) ok = parse_size(a, v, &o->min_bytes);
+    else if (ok && strcmp(a, "--max-bytes") == 0) ok = parse_size(a, v, &o->max_bytes);
+    else if (ok && strcmp(a, "--iters") == 0) ok = (o->iters = atoi(v)) > 0;
+    else if (ok && strcmp(a, "--warmup") == 0) ok = (o->warmup = atoi(v)) >= 0;
+    else if (ok && strcmp(a, "--json") == 0) o->json = v;
+    else ok = 0;
+    if (!ok) {
+      fprintf(stderr, "t2sda_bench comm: bad option '%s'%s%s (see t2sda_bench --help)\n", a,
+              v ? " " : "", v ? v : "");
+      return 0;
+    }
+    i++;
+  }
+  return 1;
+}
+
+static t2s_status reduce(t2s_comm *c, const comm_opts *o, float *buf, size_t n, int reps,
+                         t2s_error *err) {
+  if (o->device == T2S_DEV_CUDA) return t2s__nccl_allreduce_repeat(c, buf, n, reps, err);
+  for (int r = 0; r < reps; r++) {
+    t2s_status st = t2s_dist_allreduce_f32(c, T2S_DEV_CPU, buf, n, err);
+    if (st != T2S_OK) return st;
+  }
+  return T2S_OK;
+}
+
+/* Fills with rank + 1, reduces once, checks n (n + 1) / 2 on a few elements, zeroes. */
+static t2s_status check_once(t2s_comm *c, const comm_opts *o, float *buf, float *host, size_t n,
+                             t2s_error *err) {
+  for (size_t i = 0; i < n; i++) host[i] = (float)(c->rank + 1);
+  t2s_status st = t2s_device_copy(o->device, buf, T2S_DEV_CPU, host, n * sizeof(float), err);
+  if (st == T2S_OK) st = t2s_dist_allreduce_f32(c, o->device, buf, n, err);
+  if (st == T2S_OK) st = t2s_device_copy(T2S_DEV_CPU, host, o->device, buf, n * sizeof(float), err);
+  if (st != T2S_OK) return st;
+  float want = (float)c->world * (float)(c->world + 1) / 2.0f;
+  if (host[0] != want || host[n / 2] != want || host[n - 1] != want)
+    return t2s_error_set(err, T2S_ERR_COMM, "all-reduce of %zu floats gave %g, expected %g", n,
+                         (double)host[n / 2], (double)want);
+  return t2s_device_zero(o->device, buf, n * sizeof(float), err);
+}
+
+static t2s_status sweep(t2s_comm *c, const comm_opts *o, float *buf, float *host, FILE *json,
+                        t2s_error *err) {
+  double link = 2.0 * (c->world - 1) / c->world;
+  if (c->rank == 0)
+    printf("%12s %12s %6s %12s %12s %12s\n", "bytes", "floats", "iters", "time (us)",
+           "algbw (GB/s)", "busbw (GB/s)");
+  for (size_t bytes = o->min_bytes; bytes <= o->max_bytes; bytes *= 2) {
+    size_t n = bytes / sizeof(float);
+    size_t budget = ((size_t)1 << 30) / bytes; /* about 1 GiB moved per size */
+    int iters = budget < (size_t)o->iters ? (int)(budget < 3 ? 3 : budget) : o->iters;
+    t2s_status st = check_once(c, o, buf, host, n, err);
+    if (st == T2S_OK) st = reduce(c, o, buf, n, o->warmup, err);
+    if (st == T2S_OK) st = t2s_dist_barrier(c, err);
+    double t0 = t2s_dist_now();
+    if (st == T2S_OK) st = reduce(c, o, buf, n, iters, err);
+    double dt[1] = {(t2s_dist_now() - t0) / iters};
+    /* The slowest rank decides: a max via the sum of one-hot contributions. */
+    double all[64] = {0};
+    if (c->world <= 64) {
+      all[c->rank] = dt[0];
+      if (st == T2S_OK) st = t2s_dist_allreduce_f64(c, all, (size_t)c->world, err);
+      for (int r = 0; r < c->world; r++) dt[0] = all[r] > dt[0] ? all[r] : dt[0];
+    }
+    if (st != T2S_OK) return st;
+    double algbw = (double)bytes / dt[0] / 1e9;
+    if (c->rank == 0) {
+      printf("%12zu %12zu %6d %12.1f %12.3f %12.3f\n", bytes, n, iters, dt[0] * 1e6, algbw,
+             algbw * link);
+      if (json)
+        fprintf(json,
+                "{\"bench\": \"comm\", \"backend\": \"%s\", \"ranks\": %d, \"bytes\": %zu, "
+                "\"iters\": %d, \"time_us\": %.3f, \"algbw_gbps\": %.4f, \"busbw_gbps\": %.4f}\n",
+                t2s_comm_backend_name(c->backend), c->world, bytes, iters, dt[0] * 1e6, algbw,
+                algbw * link);
+    }
+  }
+  return T2S_OK;
+}
+
+int t2s_bench_comm(int argc, char **argv) {
+  comm_opts o = {T2S_DEV_CPU, 4096, (size_t)256 << 20, 20, 3, NULL};
+  if (!parse_opts(argc, argv, &o)) return 2;
+  t2s_comm c;
+  t2s_error err = {0};
+  t2s_dist_cfg cfg = t2s_dist_default_cfg();
+  cfg.device = o.device;
+  if (t2s_dist_init(&c, &cfg, &err) != T2S_OK) {
+    fprintf(stderr, "t2sda_bench comm: %s\n", err.msg);
+    return 1;
+  }
+  if (c.world < 2) {
+    fprintf(stderr, "t2sda_bench comm: one process has nothing to reduce: run it under "
+                    "`mpirun -np 2 t2sda_bench comm` (or srun)\n");
+    t2s_dist_finalize(&c);
+    return 2;
+  }
+  size_t max_n = o.max_bytes / sizeof(float);
+  float *buf = t2s_device_malloc(o.device, max_n * sizeof(float), &err);
+  float *host = malloc(max_n * sizeof(float));
+  FILE *json = c.rank == 0 && o.json ? fopen(o.json, "w") : NULL;
+  t2s_status st = err.status;
+  if (st == T2S_OK && host == NULL) st = t2s_error_set(&err, T2S_ERR_NOMEM, "out of host memory");
+  if (st == T2S_OK && c.rank == 0 && o.json && json == NULL)
+    st = t2s_error_set(&err, T2S_ERR_IO, "cannot write %s", o.json);
+  t2s_error agreed = {0};
+  st = t2s_dist_check_all(&c, st, err.msg, &agreed);
+  if (st != T2S_OK) err = agreed;
+  if (st == T2S_OK) {
+    if (c.rank == 0)
+      printf("all-reduce (sum, float32, in place): %d ranks, backend %s\n", c.world,
+             t2s_comm_backend_name(c.backend));
+    st = sweep(&c, &o, buf, host, json, &err);
+  }
+  if (json) fclose(json);
+  free(host);
+  if (buf) t2s_device_free(o.device, buf);
+  if (st != T2S_OK) t2s_dist_abort(&c, err.msg);
+  t2s_dist_finalize(&c);
+  return st == T2S_OK ? 0 : 1;
+}
