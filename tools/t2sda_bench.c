@@ -3,6 +3,8 @@
  *
  *   t2sda_bench step [--depth 50] [--base-channels 64] [--batch 2] [--crop W H]
  *                    [--classes 19] [--iters 5] [--warmup 2] [--threads 2] [--json FILE]
+ *                    [--backbone resnet_v1c|mit_b0..mit_b5] [--head dlv2|daformer_sepaspp|...]
+ *                    [--device cpu|cuda] [--precision fp32|tf32]
  *
  * A step is forward + loss + backward + SGD update of ResNet-V1c DeepLab-V2 on
  * random data, timed over --iters runs after --warmup. FLOPs are counted by the
@@ -17,15 +19,20 @@
 #include <time.h>
 
 #include "core/checkpoint.h"
+#include "core/device.h"
 #include "core/nn/segmentor.h"
 #include "core/optim.h"
 #include "core/rng.h"
 #include "core/version.h"
+#include "data/bench_data.h"
 #include "dist/bench_comm.h"
 
 typedef struct bench_opts {
   int depth, base_channels, batch, crop_w, crop_h, classes, iters, warmup, threads;
   const char *json;
+  const char *backbone, *head;  /* NULL: resnet_v1c + dlv2; mit_b0..mit_b5, daformer_sepaspp... */
+  t2s_device device;            /* --device cpu|cuda */
+  t2s_precision precision;      /* --precision fp32|tf32 (CUDA) */
 } bench_opts;
 
 static double now_s(void) {
@@ -71,7 +78,19 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       ok = parse_int(a, argv[i + 1], 16, 8192, &o->crop_w) && parse_int(a, argv[i + 2], 16, 8192, &o->crop_h);
       i += 2;
     } else if (strcmp(a, "--json") == 0) o->json = argv[++i];
-    else {
+    else if (strcmp(a, "--backbone") == 0) o->backbone = argv[++i];
+    else if (strcmp(a, "--head") == 0) o->head = argv[++i];
+    else if (strcmp(a, "--device") == 0) {
+      const char *v = argv[++i];
+      ok = strcmp(v, "cpu") == 0 || strcmp(v, "cuda") == 0;
+      o->device = strcmp(v, "cuda") == 0 ? T2S_DEV_CUDA : T2S_DEV_CPU;
+      if (!ok) fprintf(stderr, "t2sda_bench: --device expects cpu or cuda, got '%s'\n", v);
+    } else if (strcmp(a, "--precision") == 0) {
+      const char *v = argv[++i];
+      ok = strcmp(v, "fp32") == 0 || strcmp(v, "tf32") == 0;
+      o->precision = strcmp(v, "tf32") == 0 ? T2S_PRECISION_TF32 : T2S_PRECISION_FP32;
+      if (!ok) fprintf(stderr, "t2sda_bench: --precision expects fp32 or tf32, got '%s'\n", v);
+    } else {
       fprintf(stderr, "t2sda_bench: unknown option '%s' (see the usage at the top of tools/t2sda_bench.c)\n", a);
       return 0;
     }
@@ -93,6 +112,49 @@ static void fill_batch(float *img, uint8_t *lbl, const bench_opts *o) {
       }
 }
 
+/* --backbone mit_b0..mit_b5 and --head dlv2|daformer_sepaspp|daformer_conv1|segformer_mlp. */
+static int model_flags(const bench_opts *o, t2s_model_cfg *cfg, t2s_error *err) {
+  static const char *const heads[] = {"dlv2", "daformer_sepaspp", "daformer_conv1", "segformer_mlp"};
+  if (o->backbone && strcmp(o->backbone, "resnet_v1c") != 0) {
+    if (t2s_mit_cfg_by_name(o->backbone, &cfg->mit, err) != T2S_OK) return 0;
+    cfg->backbone = T2S_BACKBONE_MIT;
+    cfg->head = T2S_HEAD_DAFORMER_SEPASPP;
+  }
+  for (int k = 0; o->head && k < 4; k++)
+    if (strcmp(o->head, heads[k]) == 0) cfg->head = (t2s_head_type)k;
+  if (o->head && strcmp(o->head, heads[cfg->head]) != 0) {
+    t2s_error_set(err, T2S_ERR_INVALID, "--head %s: use dlv2, daformer_sepaspp, daformer_conv1 "
+                  "or segformer_mlp", o->head);
+    return 0;
+  }
+  return 1;
+}
+
+/* The batch on the GPU: the image transposed to NHWC on the host (the CUDA
+ * activation layout), the labels as they are. Repoints the tensors. */
+static t2s_status upload_batch(t2s_tensor *image, t2s_tensor *label, void **dimg, void **dlbl,
+                               t2s_error *err) {
+  int64_t n = image->shape[0], c = image->shape[1], hw = image->shape[2] * image->shape[3];
+  size_t ibytes = (size_t)(n * c * hw) * sizeof(float), lbytes = (size_t)t2s_numel(label);
+  float *nhwc = malloc(ibytes);
+  if (nhwc == NULL) return t2s_error_set(err, T2S_ERR_NOMEM, "out of host memory (%zu bytes)", ibytes);
+  for (int64_t b = 0; b < n; b++)
+    for (int64_t ch = 0; ch < c; ch++)
+      for (int64_t p = 0; p < hw; p++)
+        nhwc[(b * hw + p) * c + ch] = t2s_f32(image)[(b * c + ch) * hw + p];
+  *dimg = t2s_device_malloc(T2S_DEV_CUDA, ibytes, err);
+  *dlbl = *dimg ? t2s_device_malloc(T2S_DEV_CUDA, lbytes, err) : NULL;
+  t2s_status st = *dlbl ? T2S_OK : err->status;
+  if (st == T2S_OK) st = t2s_device_copy(T2S_DEV_CUDA, *dimg, T2S_DEV_CPU, nhwc, ibytes, err);
+  if (st == T2S_OK) st = t2s_device_copy(T2S_DEV_CUDA, *dlbl, T2S_DEV_CPU, label->data, lbytes, err);
+  free(nhwc);
+  if (st != T2S_OK) return st;
+  t2s_tensor_init(image, T2S_F32, T2S_DEV_CUDA, 4, image->shape, *dimg);
+  image->layout = T2S_LAYOUT_NHWC;
+  t2s_tensor_init(label, T2S_U8, T2S_DEV_CUDA, 3, label->shape, *dlbl);
+  return T2S_OK;
+}
+
 static int bench_step(const bench_opts *o) {
   openblas_set_num_threads(o->threads);
   t2s_model_cfg cfg = t2s_model_default_cfg();
@@ -101,16 +163,21 @@ static int bench_step(const bench_opts *o) {
   cfg.num_classes = o->classes;
   t2s_error err = {0};
   t2s_segmentor m;
-  if (t2s_segmentor_build(&m, &cfg, T2S_DEV_CPU, 1, &err) != T2S_OK) {
+  const t2s_device dev = o->device;
+  if (!model_flags(o, &cfg, &err) || t2s_segmentor_build(&m, &cfg, dev, 1, &err) != T2S_OK) {
     fprintf(stderr, "t2sda_bench: %s\n", err.msg);
     return 1;
   }
   t2s_params_set_lr_mult(&m.params, "decode_head.", 10.0f);
   t2s_optim_cfg oc = {T2S_OPTIM_SGD, 2.5e-3, 0.9, 5e-4, 0.9, 0.999, 1e-8, 0};
   t2s_optim opt;
-  t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 256 << 20, &err);
+  t2s_ctx *ctx = t2s_ctx_create(dev, dev == T2S_DEV_CUDA ? (size_t)1 << 30 : 256 << 20, &err);
   if (ctx == NULL || t2s_optim_init(&opt, &m.params, &oc, &err) != T2S_OK) {
     fprintf(stderr, "t2sda_bench: %s\n", err.msg);
+    return 1;
+  }
+  if (dev == T2S_DEV_CUDA && t2s_cuda_set_precision(ctx, o->precision) != T2S_OK) {
+    fprintf(stderr, "t2sda_bench: %s\n", ctx->err.msg);
     return 1;
   }
   int64_t ishape[4] = {o->batch, 3, o->crop_h, o->crop_w}, lshape[3] = {o->batch, o->crop_h, o->crop_w};
@@ -120,6 +187,11 @@ static int bench_step(const bench_opts *o) {
   t2s_tensor image, label;
   t2s_tensor_init(&image, T2S_F32, T2S_DEV_CPU, 4, ishape, img);
   t2s_tensor_init(&label, T2S_U8, T2S_DEV_CPU, 3, lshape, lbl);
+  void *dev_img = NULL, *dev_lbl = NULL;
+  if (dev == T2S_DEV_CUDA && upload_batch(&image, &label, &dev_img, &dev_lbl, &err) != T2S_OK) {
+    fprintf(stderr, "t2sda_bench: uploading the batch: %s\n", err.msg);
+    return 1;
+  }
 
   int total = o->warmup + o->iters;
   double *times = calloc((size_t)total, sizeof(double)), fwd_flops = 0, loss_v = 0;
@@ -134,30 +206,43 @@ static int bench_step(const bench_opts *o) {
     t2s_tensor *loss = t2s_cross_entropy(ctx, up, &label, NULL, NULL, &ce);
     fwd_flops = ctx->flops;
     if (t2s_backward(ctx, loss, 1.0f) != T2S_OK ||
-        t2s_optim_step(&opt, oc.lr, NULL, &ctx->err) != T2S_OK) {
+        t2s_optim_step(&opt, oc.lr, NULL, &ctx->err) != T2S_OK ||
+        t2s_device_sync(dev, &ctx->err) != T2S_OK) {
       fprintf(stderr, "t2sda_bench: step %d failed: %s\n", it, ctx->err.msg);
       return 1;
     }
-    loss_v = t2s_f32(loss)[0];
-    t2s_ctx_end_pass(ctx);
     times[it] = now_s() - t0;
+    float lv = 0.0f;
+    if (t2s_device_copy(T2S_DEV_CPU, &lv, dev, loss->data, sizeof lv, &err) != T2S_OK) {
+      fprintf(stderr, "t2sda_bench: reading the loss: %s\n", err.msg);
+      return 1;
+    }
+    loss_v = lv;
+    t2s_ctx_end_pass(ctx);
   }
   qsort(times + o->warmup, (size_t)o->iters, sizeof(double), cmp_double);
   double med = times[o->warmup + o->iters / 2], best = times[o->warmup];
   double step_flops = 3.0 * fwd_flops;
   size_t peak = t2s_arena_peak(ctx->pass);
-  printf("t2sda step: resnet%d-v1c deeplabv2 (base %d), batch %d, crop %dx%d, %d classes, %d thread(s)\n",
-         o->depth, o->base_channels, o->batch, o->crop_w, o->crop_h, o->classes, o->threads);
+  if (cfg.backbone == T2S_BACKBONE_MIT)
+    printf("t2sda step: %s %s, batch %d, crop %dx%d, %d classes, %d thread(s)\n", o->backbone,
+           o->head ? o->head : "daformer_sepaspp", o->batch, o->crop_w, o->crop_h, o->classes,
+           o->threads);
+  else
+    printf("t2sda step: resnet%d-v1c deeplabv2 (base %d), batch %d, crop %dx%d, %d classes, "
+           "%d thread(s)\n", o->depth, o->base_channels, o->batch, o->crop_w, o->crop_h,
+           o->classes, o->threads);
   printf("  %.1f ms/iter median (best %.1f) over %d iters | %.2f images/s | %.1f GFLOP/iter | "
          "%.1f GFLOP/s | activations %.0f MiB | loss %.4f\n",
          med * 1e3, best * 1e3, o->iters, o->batch / med, step_flops * 1e-9, step_flops / med * 1e-9,
          (double)peak / (1 << 20), loss_v);
-  char line[512];
+  char line[768];
   snprintf(line, sizeof line,
-           "{\"impl\": \"t2sda\", \"build\": \"%s\", \"depth\": %d, \"base_channels\": %d, \"batch\": %d, "
+           "{\"impl\": \"t2sda\", \"device\": \"%s\", \"precision\": \"%s\", \"build\": \"%s\", \"backbone\": \"%s\", \"depth\": %d, \"base_channels\": %d, \"batch\": %d, "
            "\"crop\": [%d, %d], \"threads\": %d, \"ms_per_iter\": %.3f, \"images_per_s\": %.4f, "
            "\"gflop_per_iter\": %.3f, \"gflop_per_s\": %.3f}",
-           T2S_VERSION_STRING, o->depth, o->base_channels, o->batch, o->crop_w, o->crop_h, o->threads,
+           t2s_device_name(dev), o->precision == T2S_PRECISION_TF32 ? "tf32" : "fp32",
+           T2S_VERSION_STRING, o->backbone ? o->backbone : "resnet_v1c", o->depth, o->base_channels, o->batch, o->crop_w, o->crop_h, o->threads,
            med * 1e3, o->batch / med, step_flops * 1e-9, step_flops / med * 1e-9);
   printf("%s\n", line);
   if (o->json) {
@@ -172,6 +257,8 @@ static int bench_step(const bench_opts *o) {
   free(times);
   free(img);
   free(lbl);
+  t2s_device_free(dev, dev_img);
+  t2s_device_free(dev, dev_lbl);
   t2s_optim_free(&opt);
   t2s_ctx_destroy(ctx);
   t2s_segmentor_free(&m);
@@ -317,15 +404,18 @@ int main(int argc, char **argv) {
     printf("usage: t2sda_bench selfcheck [--iters 150]\n"
            "       t2sda_bench step [--depth 50] [--base-channels 64] [--batch 2] [--crop W H]\n"
            "                        [--classes 19] [--iters 5] [--warmup 2] [--threads 2] [--json FILE]\n"
+           "                        [--backbone resnet_v1c|mit_b0..mit_b5] [--head dlv2|daformer_sepaspp|\n"
+           "                        daformer_conv1|segformer_mlp]\n"
            "       mpirun -np 2 t2sda_bench comm [--device cpu|cuda] [--min-bytes 4K]\n"
            "                        [--max-bytes 256M] [--iters 20] [--warmup 3] [--json FILE]\n");
     return argc < 2 ? 2 : 0;
   }
-  bench_opts o = {50, 64, 2, 256, 256, 19, 5, 2, 2, NULL};
+  bench_opts o = {50, 64, 2, 256, 256, 19, 5, 2, 2, NULL, NULL, NULL, T2S_DEV_CPU, T2S_PRECISION_FP32};
   if (strcmp(argv[1], "step") == 0) {
     if (!parse_args(argc, argv, &o)) return 2;
     return bench_step(&o);
   }
+  if (strcmp(argv[1], "data") == 0) return t2s_bench_data(argc - 1, argv + 1);
   if (strcmp(argv[1], "selfcheck") == 0) {
     int iters = 150;
     if (argc > 3 && strcmp(argv[2], "--iters") == 0 && !parse_int("--iters", argv[3], 1, 100000, &iters)) return 2;
