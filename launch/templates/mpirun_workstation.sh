@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One workstation with several GPUs: plain mpirun, one rank per GPU.
+#
+#   launch/templates/mpirun_workstation.sh configs/gta2cs_t2sda_deeplabv2.yaml [key.path=value ...]
+#   NP=4 launch/templates/mpirun_workstation.sh ...      # use 4 GPUs
+#
+# Each rank picks the GPU of its local rank (OMPI_COMM_WORLD_LOCAL_RANK, dist/comm.h),
+# so leave CUDA_VISIBLE_DEVICES listing all GPUs (or the subset to use). Without GPUs
+# (device: cpu in the config) the same command trains with MPI host collectives.
+# A single GPU needs no launcher at all: `t2sda_train CONFIG.yaml`.
+set -euo pipefail
+config=${1:?usage: $0 CONFIG.yaml [key.path=value ...]}
+shift
+np=${NP:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+[ "$np" -ge 1 ] || np=1
+cores=$(nproc)
+
+# --bind-to none: each rank runs data-loading threads; pinning a rank to one core
+#   (Open MPI's default for np <= 2) would starve them.
+# --map-by slot:PE=N would reserve N cores per rank instead; with --bind-to none the
+#   kernel spreads threads, and OMP/OPENBLAS threads are capped per rank below.
+# -x forwards the variables to every rank (set NCCL_DEBUG=INFO and add -x NCCL_DEBUG
+#   to see NCCL's transports once).
+export OMP_NUM_THREADS=$(( cores / np > 0 ? cores / np : 1 ))
+export OPENBLAS_NUM_THREADS=1
+export T2S_COMM_TIMEOUT=${T2S_COMM_TIMEOUT:-600}
+exec mpirun -np "$np" --bind-to none --map-by slot \
+  -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x T2S_COMM_TIMEOUT \
+  t2sda_train "$config" "$@"
