@@ -1,0 +1,189 @@
+/* t2sda_convert: weights between t2sda checkpoints and PyTorch / safetensors.
+ *
+ *   t2sda_convert import SRC.pth|SRC.safetensors|SRC.h5 OUT.h5 --arch CONFIG.yaml
+ *                 [--naming mmseg|torchvision|timm|hf|segformer] [--prefix P] [--allow-partial]
+ *   t2sda_convert export CKPT.h5 OUT.safetensors|OUT.pth [--which student|teacher] [--naming N]
+ *   t2sda_convert inspect FILE
+ *
+ * import builds the network of CONFIG's model.* keys, loads the weights
+ * (core/pretrained.h) and writes a checkpoint whose /params, /buffers and /ema
+ * (teacher = student) hold them: usable as model.pretrained or for export.
+ * export writes PyTorch names and shapes with num_batches_tracked added, so
+ * `model.load_state_dict(load_file(OUT), strict=True)` works. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/checkpoint.h"
+#include "core/nn/segmentor.h"
+#include "core/pretrained.h"
+#include "core/torch_pickle.h"
+#include "launch/model_config.h"
+#include "launch/train_config.h"
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage:\n"
+          "  t2sda_convert import SRC OUT.h5 --arch CONFIG.yaml [--naming mmseg|torchvision|timm|hf|segformer]\n"
+          "                [--prefix model.|ema_model.|backbone.|...] [--allow-partial]\n"
+          "      SRC: .pth (torch.save zip), .safetensors or a t2sda checkpoint .h5\n"
+          "  t2sda_convert export CKPT.h5 OUT.safetensors|OUT.pth [--which student|teacher] [--naming mmseg]\n"
+          "  t2sda_convert inspect FILE\n");
+}
+
+static int fail(const t2s_error *err) {
+  fprintf(stderr, "t2sda_convert: %s\n", err->msg);
+  return 1;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+typedef struct opts {
+  const char *arch, *naming, *prefix, *which;
+  int allow_partial;
+} opts;
+
+static int parse_opts(int argc, char **argv, int first, opts *o) {
+  for (int i = first; i < argc; i++) {
+    const char **slot = strcmp(argv[i], "--arch") == 0     ? &o->arch
+                        : strcmp(argv[i], "--naming") == 0 ? &o->naming
+                        : strcmp(argv[i], "--prefix") == 0 ? &o->prefix
+                        : strcmp(argv[i], "--which") == 0  ? &o->which
+                                                           : NULL;
+    if (strcmp(argv[i], "--allow-partial") == 0) {
+      o->allow_partial = 1;
+    } else if (slot && i + 1 < argc) {
+      *slot = argv[++i];
+    } else {
+      fprintf(stderr, "t2sda_convert: %s '%s'\n", slot ? "missing value after" : "unknown option", argv[i]);
+      usage(stderr);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static int cmd_import(const char *src, const char *out, const opts *o) {
+  t2s_error err = {0};
+  if (!o->arch) {
+    fprintf(stderr, "t2sda_convert import: --arch CONFIG.yaml is required (it says which network "
+                    "to build: model.backbone.*, model.decode_head.*, model.num_classes)\n");
+    return 2;
+  }
+  t2s_train_config *cfg = calloc(1, sizeof *cfg);
+  t2s_model_cfg mc;
+  t2s_segmentor m;
+  char *yaml = NULL;
+  int built = 0, rc = 1;
+  if (!cfg || t2s_train_config_load(cfg, o->arch, NULL, 0, &err) != T2S_OK) goto done;
+  if (t2s_model_cfg_from_train_config(cfg, &mc, &err) != T2S_OK) goto done;
+  if (t2s_segmentor_build(&m, &mc, T2S_DEV_CPU, (uint64_t)cfg->seed, &err) != T2S_OK) goto done;
+  built = 1;
+  if (t2s_load_pretrained_ex(&m.params, src, o->naming, o->prefix, o->allow_partial, NULL, stdout, &err) != T2S_OK)
+    goto done;
+  if (t2s_train_config_dump_string(cfg, &yaml, &err) != T2S_OK) goto done;
+  t2s_ckpt_writer *w = t2s_ckpt_begin(out, &err);
+  if (!w) goto done;
+  if (t2s_ckpt_write_meta(w, 0, 1, yaml, &err) || t2s_ckpt_write_params(w, "params", &m.params, T2S_CKPT_TRAINABLE, &err) ||
+      t2s_ckpt_write_params(w, "buffers", &m.params, T2S_CKPT_BUFFERS, &err) ||
+      t2s_ckpt_write_params(w, "ema", &m.params, T2S_CKPT_TRAINABLE | T2S_CKPT_BUFFERS, &err)) {
+    t2s_ckpt_abort(w);
+    goto done;
+  }
+  if (t2s_ckpt_commit(w, &err) != T2S_OK) goto done;
+  printf("wrote %s (%d parameters, %d buffers; the teacher /ema starts as the student)\n", out,
+         m.params.count, m.params.buf_count);
+  rc = 0;
+done:
+  if (rc) fail(&err);
+  if (built) t2s_segmentor_free(&m);
+  free(yaml);
+  free(cfg);
+  return rc;
+}
+
+static int cmd_export(const char *ckpt, const char *out, const opts *o) {
+  t2s_error err = {0};
+  t2s_tensor_set ours, foreign;
+  t2s_strlist dropped = {0};
+  t2s_tset_init(&ours);
+  t2s_tset_init(&foreign);
+  int rc = 1, naming = t2s_naming_parse(o->naming ? o->naming : "mmseg");
+  const char *which = o->which ? o->which : "student";
+  const t2s_name_family *fam = NULL;
+  if (naming < 0) {
+    t2s_error_set(&err, T2S_ERR_INVALID, "--naming '%s': choose mmseg, torchvision, timm, hf or segformer", o->naming);
+    goto done;
+  }
+  if (!ends_with(out, ".safetensors") && !ends_with(out, ".pth") && !ends_with(out, ".pt")) {
+    t2s_error_set(&err, T2S_ERR_INVALID, "%s: the output name must end in .safetensors or .pth", out);
+    goto done;
+  }
+  if (t2s_ckpt_read_set(ckpt, which, &ours, &err) != T2S_OK) goto done;
+  if (!(fam = t2s_name_family_of_set(&ours))) {
+    t2s_error_set(&err, T2S_ERR_UNSUPPORTED, "%s: no name map knows this network's tensors", ckpt);
+    goto done;
+  }
+  if (t2s_name_map_export(fam, naming, &ours, &foreign, &dropped, &err) != T2S_OK) goto done;
+  t2s_tset_set_meta(&foreign, "format", "pt", NULL);
+  t2s_tset_set_meta(&foreign, "t2sda.source", ckpt, NULL);
+  t2s_tset_set_meta(&foreign, "t2sda.which", which, NULL);
+  t2s_tset_set_meta(&foreign, "t2sda.naming", t2s_naming_name(naming), NULL);
+  if ((ends_with(out, ".safetensors") ? t2s_safetensors_write(out, &foreign, &err)
+                                      : t2s_pth_write(out, &foreign, &err)) != T2S_OK)
+    goto done;
+  for (int i = 0; i < dropped.n; i++) printf("  not exported: %s\n", dropped.v[i]);
+  printf("wrote %s: %d tensors of the %s in %s naming (num_batches_tracked added for PyTorch)\n", out,
+         foreign.count, which, t2s_naming_name(naming));
+  rc = 0;
+done:
+  if (rc) fail(&err);
+  t2s_strlist_free(&dropped);
+  t2s_tset_free(&ours);
+  t2s_tset_free(&foreign);
+  return rc;
+}
+
+static int cmd_inspect(const char *path) {
+  t2s_error err = {0};
+  t2s_tensor_set s;
+  t2s_weights_format fmt = T2S_WF_UNKNOWN;
+  t2s_tset_init(&s);
+  if (t2s_weights_read(path, NULL, &s, &fmt, &err) != T2S_OK) {
+    t2s_tset_free(&s);
+    return fail(&err);
+  }
+  int64_t total = 0;
+  printf("%s: %s, %d tensors\n", path, t2s_weights_format_name(fmt), s.count);
+  for (int i = 0; i < s.n_meta; i++) {
+    const char *v = s.meta_values[i];
+    printf("  meta %s = %.*s%s\n", s.meta_keys[i], (int)strcspn(v, "\n"), v, strchr(v, '\n') ? " ..." : "");
+  }
+  for (int i = 0; i < s.count; i++) {
+    char shape[128];
+    printf("  %-60s %-5s %s\n", s.items[i].name, t2s_fdtype_name(s.items[i].dtype),
+           t2s_named_shape_str(&s.items[i], shape, sizeof shape));
+    if (s.items[i].dtype <= T2S_FD_F64) total += t2s_named_numel(&s.items[i]);
+  }
+  printf("%lld floating-point values\n", (long long)total);
+  t2s_tset_free(&s);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+    usage(stdout);
+    return 0;
+  }
+  opts o = {0};
+  if (argc >= 3 && strcmp(argv[1], "inspect") == 0 && argc == 3) return cmd_inspect(argv[2]);
+  if (argc >= 4 && strcmp(argv[1], "import") == 0)
+    return parse_opts(argc, argv, 4, &o) ? cmd_import(argv[2], argv[3], &o) : 2;
+  if (argc >= 4 && strcmp(argv[1], "export") == 0)
+    return parse_opts(argc, argv, 4, &o) ? cmd_export(argv[2], argv[3], &o) : 2;
+  usage(stderr);
+  return 2;
+}
