@@ -7,6 +7,7 @@
 #   T2S_GPU_BUILD=build-gpu            build directory (default build-gpu)
 #   T2S_GPU_WERROR=OFF                 ON: warnings as errors (CI checks them already)
 #   T2S_GPU_JOBS=<n>                   parallel build jobs (default: all cores)
+#   T2S_GPU_FULL=1                     also build the whole tree (not needed by the checks)
 #
 # Every stage runs under a timeout and the script goes on past a failing stage,
 # so one broken piece never hides the results of the others. The exit status is
@@ -72,17 +73,22 @@ if run_stage configure 180 configure.log \
   # Build what the checks need first, so a half-written file elsewhere in the tree
   # (another executable) cannot stop them; then the rest, as its own stage.
   if run_stage "build (core + cuda test)" 420 build_core.log \
-      cmake --build "$build" -j"$jobs" --target t2s_core test_cuda_ops; then
+      cmake --build "$build" -j"$jobs" --target t2s_core test_cuda_ops test_cuda_optim; then
     built=1
   fi
-  run_stage "build (whole tree)" 420 build_all.log cmake --build "$build" -j"$jobs" -- -k
+  run_stage "build (t2sda_bench)" 300 build_bench.log cmake --build "$build" -j"$jobs" \
+    --target t2sda_bench
+  # the rest of the tree only on request: the whole check must stay under 8 minutes
+  if [[ ${T2S_GPU_FULL:-0} == 1 ]]; then
+    run_stage "build (whole tree)" 420 build_all.log cmake --build "$build" -j"$jobs" -- -k
+  fi
 else
   add_row build skip "" "configure failed"
 fi
 
 # ---- CUDA tests -----------------------------------------------------------------------
 if ((built)); then
-  run_stage "ctest -L cuda" 420 ctest_cuda.log \
+  run_stage "ctest -L cuda" 300 ctest_cuda.log \
     ctest --test-dir "$build" -L cuda --output-on-failure
   # ctest's own count: "100% tests passed, 0 tests failed out of 3"
   counts=$(grep -E "tests passed, [0-9]+ tests? failed out of" "$logs/ctest_cuda.log" | tail -1)
@@ -100,16 +106,71 @@ else
 fi
 
 # ---- benchmarks -------------------------------------------------------------------------
-# BENCHMARK: t2sda step on CUDA (placeholder, added by the step-benchmark issue).
-#   Expected shape: run_stage "bench: t2sda step (cuda)" 240 bench_t2sda.log \
-#     "$build/bin/t2sda_bench" step --device cuda ... --json "$logs/bench_t2sda.json"
-#   then put images/s and GFLOP/s from the JSON into this stage's note.
-add_row "bench: t2sda step (cuda)" todo "" "placeholder: not wired yet"
-# BENCHMARK: PyTorch step on the same GPU (placeholder, added by the same issue).
-#   Expected shape: run_stage "bench: pytorch step (cuda)" 240 bench_torch.log \
-#     /usr/bin/python3 tools/bench_step_pytorch.py --device cuda ... > "$logs/bench_torch.json"
-add_row "bench: pytorch step (cuda)" todo "" "placeholder: not wired yet"
-# BENCHMARK: ratio t2sda / PyTorch images/s (placeholder): computed from the two JSONs.
+# One training step (forward, loss, backward, SGD) of ResNet-50-V1c DeepLab-V2 on random
+# data, batch 2, crop 512x512: t2sda on CUDA in fp32 and TF32, PyTorch eager on the same
+# GPU in fp32 (TF32 off), TF32 and AMP bf16. Each result is one JSON line in
+# bench_<name>.json; the table at the end compares them with PyTorch fp32.
+bench_args=(--batch 2 --crop 512 512 --iters 10 --warmup 3)
+bench_names=()
+t2sda_bench() { # NAME PRECISION
+  local name=$1 precision=$2
+  if ((built)) && [[ -x $build/bin/t2sda_bench ]]; then
+    run_stage "bench: $name" 90 "bench_$name.log" "$build/bin/t2sda_bench" step --device cuda \
+      --precision "$precision" "${bench_args[@]}" --json "$logs/bench_$name.json"
+    bench_names+=("$name")
+  else
+    add_row "bench: $name" skip "" "t2sda_bench was not built"
+  fi
+}
+# PyTorch modes without touching tools/bench_step_pytorch.py: TF32 switched off or on
+# explicitly (PyTorch lets cuDNN use TF32 by default), AMP as a process-wide autocast.
+torch_bench() { # NAME MODE
+  local name=$1 mode=$2
+  export T2S_TORCH_MODE=$mode
+  run_stage "bench: $name" 90 "bench_$name.log" python3 -c '
+import os, runpy, sys
+import torch
+mode = os.environ["T2S_TORCH_MODE"]
+torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+torch.backends.cudnn.allow_tf32 = mode == "tf32"
+if mode == "amp_bf16":
+    torch.autocast("cuda", dtype=torch.bfloat16).__enter__()
+sys.path.insert(0, "tools")
+sys.argv = ["tools/bench_step_pytorch.py"] + sys.argv[1:]
+runpy.run_path("tools/bench_step_pytorch.py", run_name="__main__")
+' --device cuda "${bench_args[@]}"
+  grep -h '^{' "$logs/bench_$name.log" | tail -1 >"$logs/bench_$name.json"
+  bench_names+=("$name")
+}
+t2sda_bench t2sda_fp32 fp32
+t2sda_bench t2sda_tf32 tf32
+torch_bench torch_fp32 fp32
+torch_bench torch_tf32 tf32
+torch_bench torch_amp_bf16 amp_bf16
+python3 - "$logs" "${bench_names[@]}" >"$logs/bench_table.txt" 2>&1 <<'PY'
+import json, os, sys
+logs, names = sys.argv[1], sys.argv[2:]
+rows = {}
+for n in names:
+    try:
+        with open(os.path.join(logs, "bench_%s.json" % n)) as f:
+            lines = [l for l in f if l.strip().startswith("{")]
+        rows[n] = json.loads(lines[-1])
+    except (OSError, ValueError, IndexError):
+        rows[n] = None
+base = rows.get("torch_fp32")
+print("step benchmark: resnet50-v1c deeplabv2, batch 2, crop 512x512 (median of 10 iters)")
+print("%-16s %10s %10s %9s %10s" % ("run", "ms/iter", "images/s", "TFLOP/s", "vs torch fp32"))
+for n in names:
+    r = rows[n]
+    if r is None:
+        print("%-16s %10s" % (n, "no result"))
+        continue
+    tflops = r.get("gflop_per_s", 0.0) / 1e3
+    speed = "%.2fx" % (r["images_per_s"] / base["images_per_s"]) if base else "-"
+    print("%-16s %10.1f %10.2f %9.2f %10s" % (n, r["ms_per_iter"], r["images_per_s"], tflops, speed))
+PY
+add_row "bench table" ok "" "see bench_table.txt (printed below)"
 
 # ---- summary ----------------------------------------------------------------------------
 summary() {
@@ -126,4 +187,6 @@ summary() {
   if ((failed)); then echo "RESULT: FAIL (see the logs named above)"; else echo "RESULT: ok"; fi
 }
 summary | tee "$logs/summary.txt"
+echo
+cat "$logs/bench_table.txt" 2>/dev/null | tee -a "$logs/summary.txt"
 exit "$failed"

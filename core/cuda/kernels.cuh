@@ -32,11 +32,12 @@ __device__ __forceinline__ void put(float *out, int64_t i, float v, bool acc) {
   out[i] = acc ? out[i] + v : v;
 }
 
-/* Full-warp sum in double: every lane ends with the same value, folded in a fixed
- * order (xor butterfly), so it is deterministic. */
+/* Full-warp sum in double, folded in a fixed order (xor butterfly): deterministic.
+ * Each lane's butterfly associates differently, so lane 0's result is broadcast:
+ * every lane then uses the identical value. */
 __device__ __forceinline__ double warp_sum(double v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
+  return __shfl_sync(0xffffffffu, v, 0);
 }
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
