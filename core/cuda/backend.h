@@ -46,6 +46,18 @@ typedef struct t2s_cuda_backend {
   t2s_precision precision;     /* fp32 (default), tf32; see t2s_cuda_set_precision */
 } t2s_cuda_backend;
 
+/* bf16 precision (planned, not built): activations are stored bf16 (T2S_BF16
+ * tensors from t2s_tensor_new while the context is in bf16 mode) and every
+ * gradient stays f32 (tensor.grad is float*). Parameters and the optimizer stay
+ * f32 (master weights); conv2d and linear/matmul cast the weight to bf16 in the
+ * pass arena once per forward (as the NHWC filter copy is made today) and run
+ * cuDNN / cuBLASLt with bf16 inputs, CUDA_R_32F accumulation (cuDNN compute type
+ * FLOAT, CUBLAS_COMPUTE_32F) and a bf16 output; their backward reads bf16 x and
+ * f32 dy cast to bf16, producing f32 dW / dx (dx written as f32 gradients).
+ * Norms, softmax, cross-entropy and the reductions read bf16 and compute in
+ * f32 / double; element-wise ops get a dtype switch in their functors. The CPU
+ * test reference then needs a bf16-rounded input path and tolerances ~1e-2. */
+
 /* Fixed reduction geometry: a deterministic sum never depends on the GPU model. */
 #define T2S_CUDA_REDUCE_BLOCKS 256
 #define T2S_CUDA_REDUCE_THREADS 256

@@ -120,8 +120,7 @@ extern "C" void t2s_cuda_ctx_destroy(t2s_ctx *ctx) {
  * comparable with the CPU reference; tf32: TF32 tensor cores in cuDNN and cuBLASLt
  * (10-bit mantissa products, fp32 accumulation). The plan caches are keyed by the
  * precision, so switching is cheap and the old plans stay valid. bf16 needs bf16
- * activations end to end and is not built yet (see the design note in
- * core/cuda/conv2d.cu). */
+ * activations end to end and is not built yet (design note in core/cuda/backend.h). */
 extern "C" t2s_status t2s_cuda_set_precision(t2s_ctx *ctx, t2s_precision mode) {
   if (ctx == NULL || ctx->device != T2S_DEV_CUDA || ctx->backend == NULL) {
     if (ctx != NULL)
