@@ -167,6 +167,15 @@ t2s_status t2s_grad_sync_begin(t2s_grad_sync *s, t2s_ctx *ctx, int last, t2s_err
     return t2s_error_set(err, T2S_ERR_INVALID,
                          "grad sync: begin called twice without finish (only the last backward "
                          "of an iteration passes last = 1)");
+  t2s_comm_backend b = s->comm->backend;
+  if (ctx->device != s->params->device ||
+      (b == T2S_COMM_NCCL && ctx->device != T2S_DEV_CUDA) ||
+      (b == T2S_COMM_MPI && ctx->device != T2S_DEV_CPU))
+    return t2s_error_set(err, T2S_ERR_INVALID,
+                         "grad sync: the context runs on %s, the parameters live on %s and the "
+                         "communicator is %s: they must agree (NCCL for CUDA runs, MPI for the CPU)",
+                         t2s_device_name(ctx->device), t2s_device_name(s->params->device),
+                         t2s_comm_backend_name(s->comm->backend));
   memset(s->uses, 0, (size_t)s->n * sizeof *s->uses);
   for (int k = 0; k < ctx->tape_len; k++) {
     const t2s_node *node = ctx->tape[k];
