@@ -529,17 +529,12 @@ static void bn_running_and_sync(t2s_ctx *cpu, t2s_ctx *gpu) {
       free(v);
       device_tensor(&dev[k], host[k], &d[k]);
       if (k < 3) {
-        dbuf_make(&dg[k], NULL, t2s_numel(host[k]));
-        dev[k].grad = dbuf_data(&dg[k]);
+        /* like parameters (as in engine_path): += into zeros on both devices */
         host[k]->grad = calloc((size_t)t2s_numel(host[k]), sizeof(float));
-        host[k]->grad_accumulates = dev[k].grad_accumulates = k > 0;
+        dbuf_make(&dg[k], host[k]->grad, t2s_numel(host[k]));
+        dev[k].grad = dbuf_data(&dg[k]);
+        host[k]->grad_accumulates = dev[k].grad_accumulates = 1;
       }
-    }
-    /* parameters accumulate: start their device grads at 0 like the host ones */
-    for (int k = 1; k < 3; k++) {
-      float z[8] = {0};
-      t2s_error err = {0};
-      t2s_device_copy(T2S_DEV_CUDA, dbuf_data(&dg[k]), T2S_DEV_CPU, z, sizeof(float) * (size_t)c, &err);
     }
     fake_ranks cr = {0}, gr = {0};
     cpu->sync_bn = gpu->sync_bn = sync;
