@@ -125,7 +125,10 @@ t2s_status t2s_evaluate(t2s_ctx *ctx, const t2s_segmentor *m, t2s_dataset *val,
     if (st == T2S_OK) st = t2s_shard_read(s, local, rgb, label, err);
     t2s_tensor *image = st == T2S_OK ? t2s_tensor_new4(ctx, T2S_F32, 1, 3, h, w) : NULL;
     if (image) {
-      t2s_hwc_to_chw_normalized(rgb, h, w, t2s_f32(image));
+      float *x = t2s_f32(image);
+      for (int64_t p = 0; p < (int64_t)h * w; p++)
+        for (int c = 0; c < 3; c++) x[(int64_t)c * h * w + p] = rgb[3 * p + c];
+      t2s_normalize(x, 1, h, w);
       t2s_tensor *logits = t2s_infer_logits(ctx, m, image, cfg);
       if (logits == NULL) st = t2s_error_set(err, ctx->err.status, "evaluating image %lld: %s", (long long)i, ctx->err.msg);
       else {

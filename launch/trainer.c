@@ -1,0 +1,409 @@
+#include "launch/trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "core/device.h"
+#include "core/pretrained.h"
+#include "launch/evaluator.h"
+#include "launch/model_config.h"
+#include "launch/train_checkpoint.h"
+
+static volatile sig_atomic_t stop_requested = 0;
+
+void t2s_trainer_request_stop(void) { stop_requested = 1; }
+
+static int is_root(const t2s_trainer *t) { return t->comm.rank == 0; }
+
+static t2s_status make_dirs(const char *path, t2s_error *err) {
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(buf, 0775) != 0 && errno != EEXIST)
+      return t2s_error_set(err, T2S_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
+    *p = '/';
+  }
+  if (mkdir(buf, 0775) != 0 && errno != EEXIST)
+    return t2s_error_set(err, T2S_ERR_IO, "cannot create work_dir %s: %s (set work_dir to a writable folder)",
+                         buf, strerror(errno));
+  return T2S_OK;
+}
+
+static double lr_scale(const t2s_train_config *c, int world) {
+  double g = (double)world * c->data.samples_per_gpu / (double)c->optimizer.base_batch;
+  switch (c->optimizer.lr_scaling) {
+    case T2S_CFG_LRS_LINEAR: return g;
+    case T2S_CFG_LRS_SQRT: return sqrt(g);
+    default: return 1.0;
+  }
+}
+
+static t2s_status build_networks(t2s_trainer *t, t2s_error *err) {
+  const t2s_train_config *c = t->cfg;
+  t2s_model_cfg mc;
+  t2s_status st = t2s_model_cfg_from_train_config(c, &mc, err);
+  if (st) return st;
+  if (c->uda.type == T2S_CFG_UDA_T2SDA) mc.proj_dim = c->uda.t2s.proj_dim;
+  st = t2s_segmentor_build(&t->student, &mc, t->ctx->device, (uint64_t)c->seed, err);
+  if (st) return st;
+  if (c->model.pretrained[0] != '\0') {
+    st = t2s_load_pretrained(&t->student.params, c->model.pretrained, NULL, NULL, 1, err);
+    if (st) return st;
+  }
+  /* every rank starts from rank 0's weights */
+  st = t2s_dist_bcast_params(&t->comm, &t->student.params, err);
+  if (st) return st;
+  t2s_params_set_lr_mult(&t->student.params, "decode_head.", (float)c->optimizer.head_lr_mult);
+  t2s_params_set_lr_mult(&t->student.params, "proj_head.", (float)c->optimizer.head_lr_mult);
+  if (c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) {
+    st = t2s_segmentor_build(&t->teacher, &mc, t->ctx->device, (uint64_t)c->seed, err);
+    if (!st) st = t2s_params_copy(&t->teacher.params, &t->student.params, err);
+    if (st) return st;
+    t->have_teacher = 1;
+    if (c->uda.imnet_feature_dist_lambda > 0) {
+      /* the frozen copy keeps the initial (ImageNet) weights for the feature distance */
+      st = t2s_segmentor_build(&t->imnet, &mc, t->ctx->device, (uint64_t)c->seed, err);
+      if (!st) st = t2s_params_copy(&t->imnet.params, &t->student.params, err);
+      if (st) return st;
+      for (int i = 0; i < t->imnet.params.count; i++) t->imnet.params.items[i]->t.requires_grad = 0;
+      t->have_imnet = 1;
+    }
+  }
+  return T2S_OK;
+}
+
+static t2s_status build_optimizer(t2s_trainer *t, t2s_error *err) {
+  const t2s_train_config *c = t->cfg;
+  t2s_optim_cfg oc = {c->optimizer.type == T2S_CFG_OPTIM_ADAMW ? T2S_OPTIM_ADAMW : T2S_OPTIM_SGD,
+                      c->optimizer.lr, c->optimizer.momentum, c->optimizer.weight_decay,
+                      c->optimizer.betas[0], c->optimizer.betas[1], c->optimizer.eps,
+                      c->optimizer.grad_clip};
+  t->lr = c->optimizer.lr * lr_scale(c, t->comm.world);
+  oc.lr = t->lr;
+  t->sched.policy = c->lr_config.policy == T2S_CFG_LR_CONSTANT ? T2S_LR_CONSTANT : T2S_LR_POLY;
+  t->sched.power = c->lr_config.power;
+  t->sched.min_lr = c->lr_config.min_lr;
+  t->sched.max_iters = c->runner.max_iters;
+  t->sched.warmup_iters = c->lr_config.warmup == T2S_CFG_WARMUP_LINEAR ? c->lr_config.warmup_iters : 0;
+  t->sched.warmup_ratio = c->lr_config.warmup_ratio;
+  return t2s_optim_init(&t->optim, &t->student.params, &oc, err);
+}
+
+static t2s_status open_data(t2s_trainer *t, t2s_error *err) {
+  const t2s_train_config *c = t->cfg;
+  if (c->data.n_source_shards == 0)
+    return t2s_error_set(err, T2S_ERR_INVALID, "data.source.shards is empty: training needs labelled source shards");
+  t2s_loader_cfg lc = t2s_loader_cfg_default();
+  lc.aug.crop_w = c->data.crop[0];
+  lc.aug.crop_h = c->data.crop[1];
+  lc.aug.cat_max_ratio = c->data.cat_max_ratio;
+  lc.aug.ignore_index = c->data.ignore_index;
+  lc.aug.flip_prob = c->data.flip_prob;
+  lc.aug.rescale = c->data.rescale_ratio[0] != 1.0 || c->data.rescale_ratio[1] != 1.0;
+  lc.aug.ratio_lo = c->data.rescale_ratio[0];
+  lc.aug.ratio_hi = c->data.rescale_ratio[1];
+  lc.samples_per_gpu = c->data.samples_per_gpu;
+  lc.rank = t->comm.rank;
+  lc.world_size = t->comm.world;
+  lc.workers = c->data.workers_per_gpu;
+  lc.seed = (uint64_t)c->seed;
+  lc.stream = 0;
+  lc.labels = 1;
+  lc.rare_class = c->data.rare_class_sampling.enabled;
+  lc.rcs_temperature = c->data.rare_class_sampling.class_temp;
+  lc.rcs_min_pixels = c->data.rare_class_sampling.min_pixels;
+  lc.start_iteration = t->iter;
+  t2s_status st = t2s_loader_open_shards(&t->src, (const char(*)[512])c->data.source_shards,
+                                         c->data.n_source_shards, "data.source.shards", &lc, err);
+  if (st == T2S_OK && c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) {
+    if (c->data.n_target_shards == 0)
+      return t2s_error_set(err, T2S_ERR_INVALID, "uda.type needs target images but data.target.shards is empty "
+                           "(set it, or uda.type: source_only)");
+    lc.stream = 1;
+    lc.labels = 0;
+    lc.rare_class = 0;
+    lc.aug.cat_max_ratio = 1.0;
+    st = t2s_loader_open_shards(&t->tgt, (const char(*)[512])c->data.target_shards,
+                                c->data.n_target_shards, "data.target.shards", &lc, err);
+  }
+  if (st == T2S_OK && c->data.n_val_shards > 0) {
+    st = t2s_dataset_open(&t->val, (const char(*)[512])c->data.val_shards, c->data.n_val_shards,
+                          "data.val.shards", err);
+    t->have_val = st == T2S_OK;
+  }
+  return st;
+}
+
+static void snapshot(t2s_trainer *t, t2s_train_snapshot *s) {
+  memset(s, 0, sizeof *s);
+  s->iteration = t->iter;
+  s->world_size = t->comm.world;
+  s->best_miou = t->best_miou;
+  s->config_yaml = t->config_yaml;
+  s->student = &t->student;
+  s->teacher = t->have_teacher ? &t->teacher : NULL;
+  s->optim = &t->optim;
+  s->n_state = t2s_uda_state_arrays(&t->uda, s->state, T2S_TRAIN_STATE_MAX);
+}
+
+static t2s_status resume(t2s_trainer *t, t2s_error *err) {
+  char path[1200];
+  const char *r = t->opts.resume;
+  if (strcmp(r, "auto") == 0) {
+    if (!t2s_train_ckpt_find_latest(t->cfg->work_dir, path, sizeof path)) {
+      if (is_root(t) && !t->opts.quiet) printf("resume auto: no checkpoint in %s, starting fresh\n", t->cfg->work_dir);
+      return T2S_OK;
+    }
+  } else {
+    snprintf(path, sizeof path, "%s", r);
+  }
+  t2s_train_snapshot s;
+  snapshot(t, &s);
+  t2s_status st = t2s_train_ckpt_load(path, &s, NULL, err);
+  if (st) return st;
+  if (s.world_size != t->comm.world && is_root(t))
+    printf("note: %s was written by %d rank(s), this run has %d: the data order follows the new global batch\n",
+           path, s.world_size, t->comm.world);
+  t->iter = s.iteration;
+  t->best_miou = s.best_miou;
+  if (is_root(t) && !t->opts.quiet) printf("resumed from %s at iteration %lld\n", path, (long long)t->iter);
+  return T2S_OK;
+}
+
+t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t2s_train_opts *opts,
+                            t2s_error *err) {
+  memset(t, 0, sizeof *t);
+  t->opts = *opts;
+  t->best_miou = NAN;
+  t->cfg = malloc(sizeof *t->cfg);
+  if (t->cfg == NULL) return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory for the config");
+  *t->cfg = *cfg;
+  t2s_status st = t2s_train_config_dump_string(cfg, &t->config_yaml, err);
+  if (st) return st;
+  t2s_device dev = T2S_DEV_CPU;
+  if (cfg->device == T2S_CFG_DEVICE_CUDA)
+    return t2s_error_set(err, T2S_ERR_UNSUPPORTED,
+                         "device: cuda — the CUDA training step is not complete yet (the CUDA backend "
+                         "covers the engine's ops, not the method's steps); use device: cpu or auto");
+  t2s_dist_cfg dc = t2s_dist_default_cfg();
+  dc.device = dev;
+  dc.quiet = opts->quiet;
+  if ((st = t2s_dist_init(&t->comm, &dc, err)) != T2S_OK) return st;
+  t->comm_up = 1;
+  t->ctx = t2s_ctx_create(dev, (size_t)256 << 20, err);
+  if (t->ctx == NULL) return err->status;
+  t->ctx->seed = (uint64_t)cfg->seed;
+  t->ctx->deterministic = cfg->deterministic;
+  t2s_dist_attach(&t->comm, t->ctx, cfg->model.backbone.norm == T2S_CFG_NORM_SYNCBN);
+  if (is_root(t) && (st = make_dirs(cfg->work_dir, err)) != T2S_OK) return st;
+  if ((st = build_networks(t, err)) != T2S_OK) return st;
+  if ((st = build_optimizer(t, err)) != T2S_OK) return st;
+  if ((st = t2s_uda_init(&t->uda, cfg, t->comm.rank, t->comm.world, err)) != T2S_OK) return st;
+  if ((st = t2s_grad_sync_create(&t->sync, &t->comm, &t->student.params, 0, err)) != T2S_OK) return st;
+  if (opts->resume && (st = resume(t, err)) != T2S_OK) return st;
+  /* every rank must have opened its data before anyone trains */
+  st = open_data(t, err);
+  st = t2s_dist_check_all(&t->comm, st, err->msg, err);
+  if (st) return st;
+  if (is_root(t)) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->work_dir);
+    t->metrics = fopen(path, "a");
+    if (t->metrics == NULL)
+      return t2s_error_set(err, T2S_ERR_IO, "cannot append to %s: %s", path, strerror(errno));
+  }
+  return T2S_OK;
+}
+
+t2s_status t2s_trainer_save(t2s_trainer *t, t2s_error *err) {
+  if (!is_root(t)) return T2S_OK;
+  t2s_train_snapshot s;
+  snapshot(t, &s);
+  char written[1200];
+  t2s_status st = t2s_train_ckpt_rotate(t->cfg->work_dir, &s, t->cfg->checkpoint.max_keep, written,
+                                        sizeof written, err);
+  if (st == T2S_OK && !t->opts.quiet) printf("saved checkpoint %s\n", written);
+  return st;
+}
+
+static t2s_status allreduce_i64(void *user, int64_t *buf, size_t n, t2s_error *err) {
+  return t2s_dist_allreduce_i64(user, buf, n, err);
+}
+
+t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
+  *miou = NAN;
+  if (!t->have_val) return T2S_OK;
+  const t2s_train_config *c = t->cfg;
+  char pred_dir[1100];
+  snprintf(pred_dir, sizeof pred_dir, "%s/predictions", c->work_dir);
+  t2s_eval_cfg ec = {c->evaluation.mode == T2S_CFG_INFER_SLIDE ? T2S_INFER_SLIDE : T2S_INFER_WHOLE,
+                     {c->evaluation.crop[0], c->evaluation.crop[1]},
+                     {c->evaluation.stride[0], c->evaluation.stride[1]},
+                     c->evaluation.save_predictions, pred_dir, t->comm.rank, t->comm.world,
+                     t->comm.world > 1 ? allreduce_i64 : NULL, &t->comm};
+  if (ec.save_predictions && is_root(t) && make_dirs(pred_dir, err) != T2S_OK) return err->status;
+  t2s_confusion conf;
+  t2s_status st = t2s_confusion_init(&conf, t->val.meta.num_classes, c->data.ignore_index, err);
+  if (st) return st;
+  st = t2s_evaluate(t->ctx, &t->student, &t->val, &ec, &conf, err);
+  t2s_seg_metrics m;
+  if (st == T2S_OK && (st = t2s_metrics_compute(&conf, NULL, &m, err)) == T2S_OK) {
+    *miou = m.miou;
+    if (is_root(t)) {
+      if (!t->opts.quiet) {
+        char title[128];
+        snprintf(title, sizeof title, "evaluation at iteration %lld, ", (long long)t->iter);
+        t2s_metrics_print(stdout, &m, (const char(*)[32])t->val.meta.class_names, NULL, title);
+      }
+      if (t->metrics) {
+        t2s_metrics_json(t->metrics, &m, (const char(*)[32])t->val.meta.class_names, NULL, t->iter, "");
+        fflush(t->metrics);
+      }
+    }
+    for (int k = 0; k < c->evaluation.n_subsets && st == T2S_OK; k++) {
+      uint8_t use[T2S_MAX_CLASSES];
+      if (!t2s_class_subset(c->evaluation.subsets[k], t->val.meta.num_classes, use)) {
+        st = t2s_error_set(err, T2S_ERR_INVALID, "evaluation.subsets: '%s' does not apply to %d classes "
+                           "(synthia16 and synthia13 need the 19 Cityscapes classes)",
+                           c->evaluation.subsets[k], t->val.meta.num_classes);
+        break;
+      }
+      t2s_seg_metrics ms;
+      if ((st = t2s_metrics_compute(&conf, use, &ms, err)) != T2S_OK) break;
+      if (is_root(t) && !t->opts.quiet) {
+        char title[64];
+        snprintf(title, sizeof title, "%s: ", c->evaluation.subsets[k]);
+        t2s_metrics_print(stdout, &ms, (const char(*)[32])t->val.meta.class_names, use, title);
+      }
+      t2s_metrics_free(&ms);
+    }
+    t2s_metrics_free(&m);
+  }
+  t2s_confusion_free(&conf);
+  return st;
+}
+
+static void log_progress(t2s_trainer *t, const t2s_uda_losses *l, double lr, double dt_total) {
+  const t2s_train_config *c = t->cfg;
+  int64_t done = t->iter + 1 - t->iter_start;
+  double ips = (double)done * c->data.samples_per_gpu * t->comm.world / dt_total;
+  double eta = dt_total / (double)done * (double)(c->runner.max_iters - t->iter - 1);
+  if (!t->opts.quiet) {
+    printf("iter %6lld/%lld | loss %.4f (src %.4f", (long long)t->iter + 1, (long long)c->runner.max_iters,
+           l->total, l->src);
+    if (c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) printf(" mix %.4f", l->mix);
+    if (t->have_imnet) printf(" fd %.4f", l->fd);
+    if (c->uda.type == T2S_CFG_UDA_T2SDA) printf(" t2s %.4f", l->t2s);
+    printf(")");
+    if (c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) printf(" q %.3f", l->q);
+    printf(" | lr %.2e | %.2f img/s | eta %d:%02d:%02d\n", lr, ips, (int)(eta / 3600),
+           (int)fmod(eta / 60, 60), (int)fmod(eta, 60));
+    fflush(stdout);
+  }
+  if (t->metrics) {
+    fprintf(t->metrics,
+            "{\"iteration\": %lld, \"loss\": %.6g, \"loss_src\": %.6g, \"loss_mix\": %.6g, "
+            "\"loss_fd\": %.6g, \"loss_t2s\": %.6g, \"q\": %.6g, \"lr\": %.6g, \"images_per_s\": %.4f, "
+            "\"time\": %.3f}\n",
+            (long long)t->iter + 1, l->total, l->src, l->mix, l->fd, l->t2s, l->q, lr, ips, dt_total);
+    fflush(t->metrics);
+  }
+}
+
+static const char *bad_term(const t2s_uda_losses *l) {
+  if (!isfinite(l->src)) return "loss_src (source cross-entropy)";
+  if (!isfinite(l->mix)) return "loss_mix (ClassMix cross-entropy)";
+  if (!isfinite(l->fd)) return "loss_fd (ImageNet feature distance)";
+  if (!isfinite(l->t2s)) return "loss_t2s (pulling loss)";
+  return NULL;
+}
+
+/* One iteration: data, the method's forward/backward, checks, optimizer step. */
+static t2s_status iterate(t2s_trainer *t, t2s_uda_losses *l, double *lr, t2s_error *err) {
+  t2s_batch sb, tb;
+  memset(&tb, 0, sizeof tb);
+  t2s_status st = t2s_loader_next(t->src, t->iter, &sb, err);
+  if (st == T2S_OK && t->tgt) st = t2s_loader_next(t->tgt, t->iter, &tb, err);
+  if (st) return st;
+  if ((st = t2s_params_zero_grad(&t->student.params, err)) != T2S_OK) return st;
+  t->ctx->step = (uint64_t)t->iter;
+  st = t2s_uda_step(t, &sb, t->tgt ? &tb : NULL, l, err);
+  t2s_ctx_end_pass(t->ctx);
+  if (st) return st;
+  /* every rank sees the same verdict before anything changes */
+  const char *bad = bad_term(l);
+  int64_t flag = bad != NULL;
+  if (t->comm.world > 1 && (st = t2s_dist_allreduce_i64(&t->comm, &flag, 1, err)) != T2S_OK) return st;
+  if (flag)
+    return t2s_error_set(err, T2S_ERR_NUMERIC,
+                         "iteration %lld: %s is not finite on %s; stopped before the optimizer step, "
+                         "the last good checkpoint in %s is untouched (lower optimizer.lr or enable "
+                         "optimizer.grad_clip)", (long long)t->iter, bad ? bad : "a loss term",
+                         bad ? "this rank" : "another rank", t->cfg->work_dir);
+  *lr = t2s_lr_at(&t->sched, t->lr, t->iter);
+  return t2s_optim_step(&t->optim, *lr, NULL, err);
+}
+
+t2s_status t2s_trainer_run(t2s_trainer *t, t2s_error *err) {
+  const t2s_train_config *c = t->cfg;
+  t->t_start = t2s_dist_now();
+  t->iter_start = t->iter;
+  t2s_status st = T2S_OK;
+  while (t->iter < c->runner.max_iters) {
+    int64_t stop = stop_requested;
+    if (t->comm.world > 1 && (st = t2s_dist_allreduce_i64(&t->comm, &stop, 1, err)) != T2S_OK) return st;
+    if (stop) {
+      if (is_root(t)) printf("stop requested at iteration %lld: saving a checkpoint\n", (long long)t->iter);
+      return t2s_trainer_save(t, err);
+    }
+    t2s_uda_losses l;
+    double lr = 0;
+    if ((st = iterate(t, &l, &lr, err)) != T2S_OK) return st;
+    if (is_root(t) && ((t->iter + 1) % c->log.interval == 0 || t->iter == t->iter_start))
+      log_progress(t, &l, lr, t2s_dist_now() - t->t_start);
+    t->iter++;
+    int last = t->iter == c->runner.max_iters;
+    if (c->evaluation.interval > 0 && (t->iter % c->evaluation.interval == 0 || last)) {
+      double miou;
+      if ((st = t2s_trainer_evaluate(t, &miou, err)) != T2S_OK) return st;
+      if (!isnan(miou) && (isnan(t->best_miou) || miou > t->best_miou)) {
+        t->best_miou = miou;
+        if (is_root(t)) {
+          t2s_train_snapshot s;
+          snapshot(t, &s);
+          char path[1100];
+          snprintf(path, sizeof path, "%s/best.h5", c->work_dir);
+          if ((st = t2s_train_ckpt_save(path, &s, err)) != T2S_OK) return st;
+        }
+      }
+    }
+    if (last || (c->checkpoint.interval > 0 && t->iter % c->checkpoint.interval == 0))
+      if ((st = t2s_trainer_save(t, err)) != T2S_OK) return st;
+  }
+  return T2S_OK;
+}
+
+void t2s_trainer_free(t2s_trainer *t) {
+  t2s_loader_close(t->src);
+  t2s_loader_close(t->tgt);
+  if (t->have_val) t2s_dataset_close(&t->val);
+  if (t->sync) t2s_grad_sync_destroy(t->sync);
+  t2s_uda_free(&t->uda);
+  if (t->optim.params) t2s_optim_free(&t->optim);
+  if (t->student.params.finalized) t2s_segmentor_free(&t->student);
+  if (t->have_teacher) t2s_segmentor_free(&t->teacher);
+  if (t->have_imnet) t2s_segmentor_free(&t->imnet);
+  t2s_ctx_destroy(t->ctx);
+  if (t->metrics) fclose(t->metrics);
+  if (t->comm_up) t2s_dist_finalize(&t->comm);
+  free(t->config_yaml);
+  free(t->cfg);
+  memset(t, 0, sizeof *t);
+}

@@ -1,0 +1,55 @@
+/* The training loop of t2sda_train: builds the networks, data and optimizer
+ * from a resolved config, runs the UDA iterations (launch/uda_step.c), logs,
+ * evaluates, checkpoints and resumes. */
+#pragma once
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/nn/segmentor.h"
+#include "core/optim.h"
+#include "data/loader.h"
+#include "dist/comm.h"
+#include "dist/grad_sync.h"
+#include "launch/train_config.h"
+#include "launch/uda_step.h"
+
+typedef struct t2s_train_opts {
+  const char *resume;   /* NULL: fresh; "auto": latest in work_dir if any; else a path */
+  int quiet;            /* no progress lines (tests) */
+} t2s_train_opts;
+
+typedef struct t2s_trainer {
+  t2s_train_config *cfg;    /* owned */
+  char *config_yaml;        /* the resolved config, stored in checkpoints */
+  t2s_train_opts opts;
+  t2s_comm comm;
+  int comm_up;
+  t2s_ctx *ctx;
+  t2s_segmentor student, teacher, imnet;
+  int have_teacher, have_imnet;
+  t2s_optim optim;
+  t2s_lr_schedule sched;
+  double lr;                /* base lr after scaling for the global batch */
+  t2s_grad_sync *sync;
+  t2s_dataset val;
+  int have_val;
+  t2s_loader *src, *tgt;
+  t2s_uda uda;
+  int64_t iter;             /* the next iteration to run */
+  double best_miou;
+  FILE *metrics;            /* work_dir/metrics.jsonl (rank 0) */
+  double t_start;
+  int64_t iter_start;
+} t2s_trainer;
+
+t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t2s_train_opts *opts,
+                            t2s_error *err);
+/* Runs until runner.max_iters or a stop request; saves the final checkpoint. */
+t2s_status t2s_trainer_run(t2s_trainer *t, t2s_error *err);
+/* Evaluates the teacher (or the student when there is none) on data.val.shards;
+ * prints the tables on rank 0 and appends the JSON line; *miou receives mIoU. */
+t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err);
+t2s_status t2s_trainer_save(t2s_trainer *t, t2s_error *err);
+void t2s_trainer_free(t2s_trainer *t);
+/* Asks the loop to save and stop after the current iteration (signal handlers). */
+void t2s_trainer_request_stop(void);

@@ -1,0 +1,55 @@
+/* One T2S-DA training iteration (METHOD.md "One training iteration"): EMA
+ * teacher, pseudo-target image, source CE, pseudo-labels, ClassMix with strong
+ * augmentation, ImageNet feature distance, the pulling loss and the dynamic class
+ * re-weighting. uda.type picks source_only, dacs (the self-training base) or
+ * t2sda (base + T2S). The step leaves averaged gradients in the student's
+ * gradient buffer; the caller checks the losses and takes the optimizer step. */
+#pragma once
+#include <stdint.h>
+
+#include "data/augment.h"
+#include "data/loader.h"
+#include "launch/train_checkpoint.h"
+#include "launch/train_config.h"
+#include "losses/pseudo_label.h"
+#include "losses/pull_loss.h"
+#include "losses/reweight.h"
+
+struct t2s_trainer;
+
+typedef struct t2s_uda_losses {
+  double src, mix, fd, t2s;  /* loss terms (this rank's share scaled as the global loss) */
+  double total;
+  double q;                  /* pseudo-label confidence fraction */
+} t2s_uda_losses;
+
+typedef struct t2s_uda {
+  t2s_cfg_uda type;
+  int num_classes, ignore_index;
+  uint64_t seed;
+  int rank, world_size, samples_per_gpu;
+  double alpha;
+  t2s_pseudo_label_cfg pl;
+  t2s_jitter_cfg jitter;
+  t2s_blur_cfg blur;
+  int use_blur;
+  t2s_cfg_pseudo_target pseudo_target;
+  double fda_beta;
+  int color_lab;
+  double lambda_fd;
+  uint8_t fd_class[256];
+  double lambda_t2s;
+  t2s_pull_cfg pull;
+  t2s_reweight_cfg rw;
+  t2s_prototypes protos;
+  t2s_reweight_state rw_state;
+  void *fourier;             /* FFTW plans for the pseudo-target image (losses/pseudo_target.h) */
+} t2s_uda;
+
+t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *cfg, int rank, int world_size,
+                        t2s_error *err);
+void t2s_uda_free(t2s_uda *u);
+/* The method's running state as named arrays for checkpoints; returns the count. */
+int t2s_uda_state_arrays(t2s_uda *u, t2s_state_array *out, int max);
+t2s_status t2s_uda_step(struct t2s_trainer *t, const t2s_batch *src, const t2s_batch *tgt,
+                        t2s_uda_losses *out, t2s_error *err);
