@@ -49,6 +49,13 @@ t2s_status t2s_segmentor_build(t2s_segmentor *m, const t2s_model_cfg *cfg, t2s_d
     return t2s_error_set(err, T2S_ERR_INVALID, "model.num_classes: %d is outside 2..255", cfg->num_classes);
   t2s_status st = build_backbone(m, err);
   if (st == T2S_OK) st = build_head(m, err);
+  if (st == T2S_OK && cfg->proj_dim > 0) {
+    /* it reads t2s_seg_out.features: layer4 for DeepLab-V2, the fused map otherwise */
+    int64_t in = cfg->head == T2S_HEAD_DLV2
+                     ? (cfg->backbone == T2S_BACKBONE_MIT ? m->mit.out_channels[3] : m->resnet.out_channels[3])
+                     : cfg->daformer.channels;
+    st = t2s_proj_head_build(&m->proj, &m->params, "proj_head", in, cfg->proj_dim, cfg->resnet.norm, err);
+  }
   if (st == T2S_OK) st = t2s_params_finalize(&m->params, device, seed, err);
   if (st == T2S_OK && cfg->head_lr_mult != 1.0f)
     t2s_params_set_lr_mult(&m->params, "decode_head.", cfg->head_lr_mult);
@@ -76,4 +83,11 @@ t2s_status t2s_segmentor_forward(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tenso
     out->logits = t2s_daformer_head_forward(ctx, &m->daformer, feats, &out->features);
   }
   return ctx->err.status;
+}
+
+t2s_tensor *t2s_segmentor_project(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *features) {
+  if (m->cfg.proj_dim <= 0)
+    return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "the network was built without a projection head "
+                        "(uda.type t2sda builds one)");
+  return t2s_proj_head_forward(ctx, &m->proj, features);
 }

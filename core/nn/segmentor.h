@@ -4,6 +4,7 @@
 #pragma once
 #include "core/nn/daformer_head.h"
 #include "core/nn/dlv2_head.h"
+#include "core/nn/proj_head.h"
 #include "core/nn/mit.h"
 #include "core/nn/resnet.h"
 
@@ -28,6 +29,7 @@ typedef struct t2s_model_cfg {
   t2s_mit_cfg mit;
   t2s_daf_cfg daformer;   /* kind follows `head` */
   float head_lr_mult;     /* lr_mult of every decode_head.* tensor (1 = none) */
+  int proj_dim;           /* > 0: a projection head of this width on the decoder feature (T2S) */
 } t2s_model_cfg;
 
 typedef struct t2s_segmentor {
@@ -37,6 +39,7 @@ typedef struct t2s_segmentor {
   t2s_dlv2_head dlv2;
   t2s_mit mit;
   t2s_daformer_head daformer;
+  t2s_proj_head proj;      /* when cfg.proj_dim > 0 (names proj_head.*) */
   double flops_per_image;  /* forward FLOPs at the size of the last t2s_segmentor_count_flops */
 } t2s_segmentor;
 
@@ -53,3 +56,6 @@ t2s_status t2s_segmentor_build(t2s_segmentor *m, const t2s_model_cfg *cfg, t2s_d
 void t2s_segmentor_free(t2s_segmentor *m);
 t2s_status t2s_segmentor_forward(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *image,
                                  t2s_seg_out *out);
+/* Projection of t2s_seg_out.features for the pulling loss: (N, D, h, w) with unit L2
+ * norm per pixel. Needs cfg.proj_dim > 0. */
+t2s_tensor *t2s_segmentor_project(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *features);
