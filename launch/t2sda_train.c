@@ -19,10 +19,11 @@ static void on_signal(int sig) {
 
 static int usage(int code) {
   fprintf(code ? stderr : stdout,
-          "usage: t2sda_train CONFIG.yaml [key.path=value ...] [--resume auto|PATH] [--dump-config] [--quiet]\n"
+          "usage: t2sda_train CONFIG.yaml [key.path=value ...] [--resume auto|PATH] [--stop-after N] [--dump-config] [--quiet]\n"
           "  key.path=value   override a config key (same checks as the file), e.g. runner.max_iters=100\n"
           "  --resume auto    continue from the newest checkpoint in work_dir (fresh start if none)\n"
           "  --resume PATH    continue from this checkpoint\n"
+          "  --stop-after N   run N iterations, save a checkpoint and exit 0 (time-sliced jobs)\n"
           "  --dump-config    print the resolved config and exit\n");
   return code;
 }
@@ -32,6 +33,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) return usage(0);
   const char *config = NULL, *resume = NULL;
   int dump = 0, quiet = 0, n_over = 0;
+  long long stop_after = 0;
   char **overrides = calloc((size_t)argc, sizeof *overrides);
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--resume") == 0) {
@@ -39,6 +41,11 @@ int main(int argc, char **argv) {
       resume = argv[i];
     } else if (strncmp(argv[i], "--resume=", 9) == 0) {
       resume = argv[i] + 9;
+    } else if (strcmp(argv[i], "--stop-after") == 0) {
+      if (++i >= argc || (stop_after = atoll(argv[i])) <= 0) {
+        fprintf(stderr, "t2sda_train: --stop-after needs a positive number of iterations\n");
+        return 2;
+      }
     } else if (strcmp(argv[i], "--dump-config") == 0) {
       dump = 1;
     } else if (strcmp(argv[i], "--quiet") == 0) {
@@ -73,7 +80,7 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
 
-  t2s_train_opts opts = {resume, quiet};
+  t2s_train_opts opts = {resume, quiet, stop_after};
   t2s_trainer *t = calloc(1, sizeof *t);
   t2s_status st = t2s_trainer_init(t, cfg, &opts, &err);
   if (st == T2S_OK && t->comm.rank == 0 && !quiet) {

@@ -95,7 +95,7 @@ static const t2s_cfg_row schema[] = {
     {"model.num_classes", INT_T, AT(model.num_classes), .min = 2, .max = 255, .def = "19",
      .help = "number of semantic classes"},
     {"model.pretrained", STR_T, AT(model.pretrained), .def = "\"\"",
-     .help = "initial backbone weights (safetensors/HDF5); empty = random init"},
+     .help = "initial weights: .pth, .safetensors or a t2sda checkpoint .h5 (converted on the fly); empty = random init"},
     {"model.backbone.type", ENUM_T, AT(model.backbone.type), .choices = backbone_names,
      .def = "resnet_v1c", .help = "encoder: ResNet V1c (deep stem) or MiT-B0..B5"},
     {"model.backbone.depth", INT_T, AT(model.backbone.depth), .choices = depth_values,
@@ -239,6 +239,10 @@ static const t2s_cfg_row schema[] = {
      .def = "4000", .help = "write a checkpoint every N iterations; 0 = only at the end"},
     {"checkpoint.max_keep", INT_T, AT(checkpoint.max_keep), .min = 1, .max = 1000, .def = "1",
      .help = "number of periodic checkpoints kept on disk"},
+    {"dist.timeout", FLOAT_T, AT(dist.timeout), .min = 0, .max = NO_MAX_F, .def = "300",
+     .help = "seconds a collective may wait for the other ranks before the job stops; 0 = forever"},
+    {"dist.bucket_mb", FLOAT_T, AT(dist.bucket_mb), .min = 0.001, .max = 4096, .def = "25",
+     .help = "size of the gradient all-reduce buckets in MiB (PyTorch DDP: 25)"},
 };
 
 #define N_ROWS ((int)(sizeof schema / sizeof schema[0]))

@@ -188,6 +188,10 @@ typedef struct t2s_train_config {
     int interval;                    /* 0 = only at the end */
     int max_keep;
   } checkpoint;
+  struct {
+    double timeout;                  /* seconds a collective may take before the job stops */
+    double bucket_mb;                /* gradient all-reduce bucket size */
+  } dist;
 } t2s_train_config;
 
 /* The schema rows (for --help-config and generic tools). */

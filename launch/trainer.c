@@ -54,7 +54,7 @@ static t2s_status build_networks(t2s_trainer *t, t2s_error *err) {
   st = t2s_segmentor_build(&t->student, &mc, t->ctx->device, (uint64_t)c->seed, err);
   if (st) return st;
   if (c->model.pretrained[0] != '\0') {
-    st = t2s_load_pretrained(&t->student.params, c->model.pretrained, NULL, NULL, 1, err);
+    st = t2s_load_pretrained(&t->student.params, c->model.pretrained, NULL, NULL, 0, err);
     if (st) return st;
   }
   /* every rank starts from rank 0's weights */
@@ -195,6 +195,7 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   t2s_dist_cfg dc = t2s_dist_default_cfg();
   dc.device = dev;
   dc.quiet = opts->quiet;
+  dc.timeout_s = cfg->dist.timeout;
   if ((st = t2s_dist_init(&t->comm, &dc, err)) != T2S_OK) return st;
   t->comm_up = 1;
   t->ctx = t2s_ctx_create(dev, (size_t)256 << 20, err);
@@ -206,7 +207,7 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   if ((st = build_networks(t, err)) != T2S_OK) return st;
   if ((st = build_optimizer(t, err)) != T2S_OK) return st;
   if ((st = t2s_uda_init(&t->uda, cfg, t->comm.rank, t->comm.world, err)) != T2S_OK) return st;
-  if ((st = t2s_grad_sync_create(&t->sync, &t->comm, &t->student.params, 0, err)) != T2S_OK) return st;
+  if ((st = t2s_grad_sync_create(&t->sync, &t->comm, &t->student.params, (size_t)(cfg->dist.bucket_mb * (1 << 20)), err)) != T2S_OK) return st;
   if (opts->resume && (st = resume(t, err)) != T2S_OK) return st;
   /* every rank must have opened its data before anyone trains */
   st = open_data(t, err);
@@ -358,9 +359,12 @@ t2s_status t2s_trainer_run(t2s_trainer *t, t2s_error *err) {
   t2s_status st = T2S_OK;
   while (t->iter < c->runner.max_iters) {
     int64_t stop = stop_requested;
+    if (t->opts.stop_after > 0 && t->iter - t->iter_start >= t->opts.stop_after) stop = 1;
     if (t->comm.world > 1 && (st = t2s_dist_allreduce_i64(&t->comm, &stop, 1, err)) != T2S_OK) return st;
     if (stop) {
-      if (is_root(t)) printf("stop requested at iteration %lld: saving a checkpoint\n", (long long)t->iter);
+      if (is_root(t) && !t->opts.quiet)
+        printf("stopping at iteration %lld (%s): saving a checkpoint\n", (long long)t->iter,
+               stop_requested ? "signal" : "--stop-after");
       return t2s_trainer_save(t, err);
     }
     t2s_uda_losses l;

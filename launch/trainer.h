@@ -16,6 +16,7 @@
 typedef struct t2s_train_opts {
   const char *resume;   /* NULL: fresh; "auto": latest in work_dir if any; else a path */
   int quiet;            /* no progress lines (tests) */
+  int64_t stop_after;   /* > 0: save and exit after this many iterations (time-sliced jobs) */
 } t2s_train_opts;
 
 typedef struct t2s_trainer {
