@@ -39,5 +39,7 @@ t2s_status t2s_model_cfg_from_train_config(const t2s_train_config *cfg, t2s_mode
   memset(out->head_dilations, 0, sizeof out->head_dilations);
   memcpy(out->head_dilations, cfg->model.decode_head.dilations,
          (size_t)cfg->model.decode_head.n_dilations * sizeof *out->head_dilations);
+  /* T2S-DA trains a projection head with the network: it is part of its checkpoints */
+  out->proj_dim = cfg->uda.type == T2S_CFG_UDA_T2SDA ? cfg->uda.t2s.proj_dim : 0;
   return T2S_OK;
 }

@@ -20,7 +20,7 @@
 static int usage(int code) {
   fprintf(code ? stderr : stdout,
           "usage: t2sda_eval CONFIG.yaml --checkpoint PATH [key.path=value ...] [--which student|teacher]\n"
-          "                  [--out FILE.json] [--mode whole|slide] [--save-predictions N]\n");
+          "                  [--out FILE.json] [--mode whole|slide] [--save-predictions N] [--quiet]\n");
   return code;
 }
 
@@ -37,7 +37,7 @@ int main(int argc, char **argv) {
   if (argc < 2) return usage(2);
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) return usage(0);
   const char *config = NULL, *ckpt = NULL, *which = "student", *out = NULL, *mode = NULL;
-  int save = -1, n_over = 0;
+  int save = -1, n_over = 0, quiet = 0;
   char **over = calloc((size_t)argc, sizeof *over);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -47,6 +47,7 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--out") == 0 && has_value) out = argv[++i];
     else if (strcmp(a, "--mode") == 0 && has_value) mode = argv[++i];
     else if (strcmp(a, "--save-predictions") == 0 && has_value) save = atoi(argv[++i]);
+    else if (strcmp(a, "--quiet") == 0) quiet = 1;
     else if (strncmp(a, "--", 2) == 0) {
       fprintf(stderr, "t2sda_eval: unknown option or missing value: '%s'\n", a);
       return usage(2);
@@ -58,13 +59,13 @@ int main(int argc, char **argv) {
     return fail("--which takes student or teacher");
   t2s_error err = {0};
   t2s_train_config *cfg = malloc(sizeof *cfg);
-  if (t2s_train_config_load(cfg, config, over, n_over, &err) != T2S_OK) return fail(err.msg);
+  char mode_override[64];
   if (mode) {
-    char o[64];
-    snprintf(o, sizeof o, "evaluation.mode=%s", mode);
-    char *ov[1] = {o};
-    if (t2s_train_config_load(cfg, config, ov, 1, &err) != T2S_OK) return fail(err.msg);
+    /* --mode is a shorthand for the override evaluation.mode=...; same checks */
+    snprintf(mode_override, sizeof mode_override, "evaluation.mode=%s", mode);
+    over[n_over++] = mode_override;
   }
+  if (t2s_train_config_load(cfg, config, over, n_over, &err) != T2S_OK) return fail(err.msg);
   if (save >= 0) cfg->evaluation.save_predictions = save;
   if (cfg->data.n_val_shards == 0) return fail("data.val.shards is empty: nothing to evaluate on");
 
@@ -125,7 +126,8 @@ int main(int argc, char **argv) {
   if (comm.rank == 0) {
     printf("checkpoint %s (%s, iteration %lld), %lld validation images, %s inference\n", ckpt, which,
            (long long)iteration, (long long)val.count, ec.mode == T2S_INFER_SLIDE ? "sliding-window" : "whole-image");
-    t2s_metrics_print(stdout, &met, (const char(*)[32])val.meta.class_names, NULL, "");
+    if (!quiet) t2s_metrics_print(stdout, &met, (const char(*)[32])val.meta.class_names, NULL, "");
+    printf("mIoU %.2f  aAcc %.2f  mAcc %.2f\n", 100 * met.miou, 100 * met.aacc, 100 * met.macc);
     char path[1200];
     if (out == NULL) {
       mkdir(cfg->work_dir, 0775);

@@ -50,7 +50,6 @@ static t2s_status build_networks(t2s_trainer *t, t2s_error *err) {
   t2s_model_cfg mc;
   t2s_status st = t2s_model_cfg_from_train_config(c, &mc, err);
   if (st) return st;
-  if (c->uda.type == T2S_CFG_UDA_T2SDA) mc.proj_dim = c->uda.t2s.proj_dim;
   st = t2s_segmentor_build(&t->student, &mc, t->ctx->device, (uint64_t)c->seed, err);
   if (st) return st;
   if (c->model.pretrained[0] != '\0') {
@@ -173,7 +172,7 @@ static t2s_status resume(t2s_trainer *t, t2s_error *err) {
            path, s.world_size, t->comm.world);
   t->iter = s.iteration;
   t->best_miou = s.best_miou;
-  if (is_root(t) && !t->opts.quiet) printf("resumed from %s at iteration %lld\n", path, (long long)t->iter);
+  if (is_root(t)) printf("resumed from %s at iteration %lld\n", path, (long long)t->iter);
   return T2S_OK;
 }
 
@@ -362,7 +361,7 @@ t2s_status t2s_trainer_run(t2s_trainer *t, t2s_error *err) {
     if (t->opts.stop_after > 0 && t->iter - t->iter_start >= t->opts.stop_after) stop = 1;
     if (t->comm.world > 1 && (st = t2s_dist_allreduce_i64(&t->comm, &stop, 1, err)) != T2S_OK) return st;
     if (stop) {
-      if (is_root(t) && !t->opts.quiet)
+      if (is_root(t))
         printf("stopping at iteration %lld (%s): saving a checkpoint\n", (long long)t->iter,
                stop_requested ? "signal" : "--stop-after");
       return t2s_trainer_save(t, err);

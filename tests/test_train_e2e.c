@@ -1,0 +1,178 @@
+// ctest-labels: e2e
+// ctest-timeout: 600
+/* End-to-end runs of the real executables on a tiny synthetic benchmark:
+ * - resume: 5 iterations, stop, resume to 10 gives bit-identical parameters,
+ *   teacher, optimizer state and method state to 10 uninterrupted iterations;
+ * - SIGTERM mid-run saves a checkpoint and exits 0;
+ * - a diverging run stops on the first non-finite loss term with a message naming
+ *   it and leaves the last good checkpoint alone;
+ * - t2sda_eval writes the mmseg JSON keys;
+ * - a bad config key and a missing shard fail with messages naming them. */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/harness.h"
+
+static char bin[512], src[512], dir[512], common[4096];
+
+static int run(const char *cmd) {
+  int rc = system(cmd);
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
+
+static int run_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run_fmt(const char *fmt, ...) {
+  char cmd[8192];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  return run(cmd);
+}
+
+static int file_contains(const char *path, const char *needle) {
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  static char buf[1 << 20];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = 0;
+  fclose(f);
+  return strstr(buf, needle) != NULL;
+}
+
+static int exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* h5diff exits 0 when the two objects hold identical values */
+static void same_group(const char *a, const char *b, const char *group) {
+  int rc = run_fmt("h5diff -q %s %s %s %s", a, b, group, group);
+  CHECK_MSG(rc == 0, "%s differs between %s and %s", group, a, b);
+}
+
+static void resume_is_exact(void) {
+  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s/full > %s/full.log 2>&1", bin, common, dir, dir) == 0);
+  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s/split --stop-after 5 > %s/split1.log 2>&1", bin, common, dir, dir) == 0);
+  char p[1024];
+  snprintf(p, sizeof p, "%s/split/iter_00000005.h5", dir);
+  CHECK_MSG(exists(p), "--stop-after 5 left no %s", p);
+  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s/split --resume auto > %s/split2.log 2>&1", bin, common, dir, dir) == 0);
+  snprintf(p, sizeof p, "%s/split2.log", dir);
+  CHECK(file_contains(p, "resumed from") && file_contains(p, "at iteration 5"));
+  char a[1024], b[1024];
+  snprintf(a, sizeof a, "%s/full/iter_00000010.h5", dir);
+  snprintf(b, sizeof b, "%s/split/iter_00000010.h5", dir);
+  const char *groups[] = {"/params", "/buffers", "/ema", "/optim", "/state"};
+  for (int i = 0; i < 5; i++) same_group(a, b, groups[i]);
+  /* and the check can fail: iteration 5 differs from 10 */
+  snprintf(b, sizeof b, "%s/split/iter_00000005.h5", dir);
+  CHECK(run_fmt("h5diff -q %s %s /params /params > /dev/null 2>&1", a, b) != 0);
+  /* the latest link points at the newest checkpoint */
+  snprintf(p, sizeof p, "%s/split/latest.h5", dir);
+  char target[256] = {0};
+  CHECK(readlink(p, target, sizeof target - 1) > 0 && strcmp(target, "iter_00000010.h5") == 0);
+}
+
+static void sigterm_saves(void) {
+  char wd[600], log[700];
+  snprintf(wd, sizeof wd, "%s/term", dir);
+  snprintf(log, sizeof log, "%s/term.log", dir);
+  pid_t pid = fork();
+  if (pid == 0) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "exec %s/t2sda_train %s work_dir=%s runner.max_iters=100000 > %s 2>&1", bin,
+             common, wd, log);
+    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+    _exit(127);
+  }
+  /* wait until it trains (a metrics line), then ask it to stop */
+  char metrics[700];
+  snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", wd);
+  for (int i = 0; i < 600 && !file_contains(metrics, "\"iteration\": 3"); i++) usleep(100000);
+  CHECK_MSG(file_contains(metrics, "\"iteration\""), "the run never logged an iteration (see %s)", log);
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: exit status %d", status);
+  CHECK(file_contains(log, "saving a checkpoint"));
+  char latest[700];
+  snprintf(latest, sizeof latest, "%s/latest.h5", wd);
+  CHECK_MSG(exists(latest), "no checkpoint after SIGTERM");
+}
+
+static void nan_stops_cleanly(void) {
+  /* 5 good iterations leave a checkpoint; then an absurd lr diverges */
+  char wd[600];
+  snprintf(wd, sizeof wd, "%s/nan", dir);
+  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s --stop-after 5 > %s/nan1.log 2>&1", bin, common, wd, dir) == 0);
+  int rc = run_fmt("%s/t2sda_train %s work_dir=%s --resume auto runner.max_iters=200 optimizer.lr=10 optimizer.head_lr_mult=1000 lr_config.warmup=none "
+                   "> %s/nan2.log 2>&1", bin, common, wd, dir);
+  char log[700];
+  snprintf(log, sizeof log, "%s/nan2.log", dir);
+  CHECK_MSG(rc != 0, "a diverging run exited 0");
+  CHECK_MSG(file_contains(log, "is not finite") && file_contains(log, "iteration "),
+            "the message does not name the term and iteration (see %s)", log);
+  char p[700];
+  snprintf(p, sizeof p, "%s/iter_00000005.h5", wd);
+  CHECK(exists(p));
+  /* the good checkpoint still loads and resumes */
+  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s --resume auto --stop-after 1 > %s/nan3.log 2>&1", bin, common, wd, dir) == 0);
+}
+
+static void eval_writes_json(void) {
+  char out[700];
+  snprintf(out, sizeof out, "%s/eval.json", dir);
+  CHECK(run_fmt("%s/t2sda_eval %s --checkpoint %s/full/iter_00000010.h5 --out %s --mode slide "
+                "evaluation.crop=[24,24] evaluation.stride=[16,16] > %s/eval.log 2>&1",
+                bin, common, dir, out, dir) == 0);
+  CHECK(file_contains(out, "\"mIoU\"") && file_contains(out, "\"aAcc\"") && file_contains(out, "\"IoU.road\"") &&
+        file_contains(out, "\"iteration\": 10"));
+  char log[700];
+  snprintf(log, sizeof log, "%s/eval.log", dir);
+  CHECK(file_contains(log, "mIoU "));
+}
+
+static void bad_inputs(void) {
+  char log[700];
+  snprintf(log, sizeof log, "%s/bad.log", dir);
+  CHECK(run_fmt("%s/t2sda_train %s uda.alhpa=0.5 > %s 2>&1", bin, common, log) != 0);
+  CHECK(file_contains(log, "uda.alhpa") && file_contains(log, "uda.alpha"));
+  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s/bad 'data.target.shards=%s/nowhere-*.h5' > %s 2>&1", bin, common,
+                dir, dir, log) != 0);
+  CHECK_MSG(file_contains(log, "data.target.shards") && file_contains(log, "nowhere"), "see %s", log);
+}
+
+int main(void) {
+  const char *b = getenv("T2S_BINARY_DIR"), *s = getenv("T2S_SOURCE_DIR");
+  if (!b || !s) {
+    fprintf(stderr, "run through ctest (T2S_BINARY_DIR and T2S_SOURCE_DIR)\n");
+    return 1;
+  }
+  snprintf(bin, sizeof bin, "%s/bin", b);
+  snprintf(src, sizeof src, "%s", s);
+  snprintf(dir, sizeof dir, "%s/tests/e2e_work", b);
+  run_fmt("rm -rf %s && mkdir -p %s", dir, dir);
+  CHECK(run_fmt("%s/t2sda_synth %s/data --source 24 --target 24 --val 6 --size 48 48 --seed 3 > %s/synth.log 2>&1",
+                bin, dir, dir) == 0);
+  snprintf(common, sizeof common,
+           "%s/configs/synthetic_t2sda.yaml --quiet device=cpu 'data.source.shards=%s/data/source-*.h5' "
+           "'data.target.shards=%s/data/target-*.h5' 'data.val.shards=%s/data/val-*.h5' model.num_classes=11 "
+           "data.crop=[32,32] data.workers_per_gpu=1 model.backbone.depth=18 model.backbone.base_channels=4 "
+           "model.backbone.stem_channels=8 uda.t2s.proj_dim=16 uda.t2s.num_queries=16 uda.t2s.num_negatives=8 "
+           "uda.imnet_feature_dist_lambda=0.005 runner.max_iters=10 lr_config.warmup_iters=3 log.interval=1 "
+           "evaluation.interval=0 checkpoint.interval=5 checkpoint.max_keep=3 data.rare_class_sampling.min_pixels=100",
+           src, dir, dir, dir);
+  resume_is_exact();
+  eval_writes_json();
+  sigterm_saves();
+  nan_stops_cleanly();
+  bad_inputs();
+  return t2s_test_finish("test_train_e2e");
+}
