@@ -243,6 +243,9 @@ static const t2s_cfg_row schema[] = {
      .help = "seconds a collective may wait for the other ranks before the job stops; 0 = forever"},
     {"dist.bucket_mb", FLOAT_T, AT(dist.bucket_mb), .min = 0.001, .max = 4096, .def = "25",
      .help = "size of the gradient all-reduce buckets in MiB (PyTorch DDP: 25)"},
+    {"dist.check_consistency", BOOL_T, AT(dist.check_consistency), .def = "false",
+     .help = "after every step, check that all ranks hold bit-identical weights, teacher and "
+             "class statistics (a hash all-reduce; for debugging and tests)"},
 };
 
 #define N_ROWS ((int)(sizeof schema / sizeof schema[0]))

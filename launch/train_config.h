@@ -191,6 +191,7 @@ typedef struct t2s_train_config {
   struct {
     double timeout;                  /* seconds a collective may take before the job stops */
     double bucket_mb;                /* gradient all-reduce bucket size */
+    bool check_consistency;          /* after every step: all ranks hold identical state */
   } dist;
 } t2s_train_config;
 

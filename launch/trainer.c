@@ -325,6 +325,37 @@ static const char *bad_term(const t2s_uda_losses *l) {
   return NULL;
 }
 
+static uint64_t fnv1a(uint64_t h, const void *data, size_t bytes) {
+  const unsigned char *p = data;
+  for (size_t i = 0; i < bytes; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+/* Every rank must hold the same student, teacher and method state after a step:
+ * each hashes its own and the hashes are summed; a rank whose hash times the world
+ * size differs from the sum disagrees with some other rank. */
+static t2s_status check_consistency(t2s_trainer *t, t2s_error *err) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  h = fnv1a(h, t->student.params.data, t->student.params.numel * sizeof(float));
+  h = fnv1a(h, t->student.params.buf_data, t->student.params.buf_numel * sizeof(float));
+  if (t->have_teacher) h = fnv1a(h, t->teacher.params.data, t->teacher.params.numel * sizeof(float));
+  t2s_state_array st[T2S_TRAIN_STATE_MAX];
+  int n = t2s_uda_state_arrays(&t->uda, st, T2S_TRAIN_STATE_MAX);
+  for (int i = 0; i < n; i++) {
+    size_t elems = (size_t)st[i].shape[0] * (size_t)(st[i].ndim > 1 ? st[i].shape[1] : 1);
+    size_t size = st[i].type == T2S_CKPT_F64 ? 8 : st[i].type == T2S_CKPT_U8 ? 1 : 4;
+    h = fnv1a(h, st[i].data, elems * size);
+  }
+  int64_t sum = (int64_t)h;
+  t2s_status s = t2s_dist_allreduce_i64(&t->comm, &sum, 1, err);
+  if (s) return s;
+  int bad = (uint64_t)sum != h * (uint64_t)t->comm.world;
+  char msg[160];
+  snprintf(msg, sizeof msg, "after iteration %lld the weights, teacher or class statistics differ "
+           "from the other ranks", (long long)t->iter);
+  return t2s_dist_check_all(&t->comm, bad ? T2S_ERR_COMM : T2S_OK, msg, err);
+}
+
 /* One iteration: data, the method's forward/backward, checks, optimizer step. */
 static t2s_status iterate(t2s_trainer *t, t2s_uda_losses *l, double *lr, t2s_error *err) {
   t2s_batch sb, tb;
@@ -348,7 +379,9 @@ static t2s_status iterate(t2s_trainer *t, t2s_uda_losses *l, double *lr, t2s_err
                          "optimizer.grad_clip)", (long long)t->iter, bad ? bad : "a loss term",
                          bad ? "this rank" : "another rank", t->cfg->work_dir);
   *lr = t2s_lr_at(&t->sched, t->lr, t->iter);
-  return t2s_optim_step(&t->optim, *lr, NULL, err);
+  if ((st = t2s_optim_step(&t->optim, *lr, NULL, err)) != T2S_OK) return st;
+  if (t->cfg->dist.check_consistency && t->comm.world > 1) return check_consistency(t, err);
+  return T2S_OK;
 }
 
 t2s_status t2s_trainer_run(t2s_trainer *t, t2s_error *err) {

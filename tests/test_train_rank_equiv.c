@@ -1,0 +1,138 @@
+// ctest-labels: dist e2e
+// ctest-timeout: 900
+/* The rank-equivalence invariant of DESIGN.md on the full T2S-DA step (and on
+ * source-only training): t2sda_train under `mpirun -np 2` with 1 image per rank
+ * ends with the same student, teacher, class weights and prototypes (relative
+ * difference per tensor <= 1e-5) as one process with 2 images per rank, the data
+ * order being the same. SyncBN keeps batch statistics global. The 2-rank runs
+ * also check after every step that both ranks hold bit-identical state
+ * (dist.check_consistency). Then a distributed resume (5 + 5 iterations on 2
+ * ranks) must equal the uninterrupted 2-rank run. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "core/pretrained.h"
+#include "tests/harness.h"
+
+static char bin[512], src[512], dir[512], common[4096];
+
+static int run_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run_fmt(const char *fmt, ...) {
+  char cmd[8192];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  int rc = system(cmd);
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
+
+/* max over tensors of max|a - b| / max|b| */
+static double compare_sets(const t2s_tensor_set *a, const t2s_tensor_set *b, const char *what) {
+  double worst = 0;
+  CHECK_MSG(a->count == b->count && a->count > 0, "%s: %d vs %d tensors", what, a->count, b->count);
+  for (int i = 0; i < a->count; i++) {
+    const t2s_named_tensor *x = &a->items[i], *y = t2s_tset_find(b, x->name);
+    if (!y || t2s_named_numel(x) != t2s_named_numel(y)) {
+      CHECK_MSG(0, "%s: %s missing or of another size", what, x->name);
+      continue;
+    }
+    int64_t n = t2s_named_numel(x);
+    float *fx = malloc((size_t)n * 4 + 4), *fy = malloc((size_t)n * 4 + 4);
+    t2s_error err = {0};
+    if (t2s_tset_to_f32(x, fx, &err) == T2S_OK && t2s_tset_to_f32(y, fy, &err) == T2S_OK) {
+      double diff = 0, scale = 0;
+      for (int64_t k = 0; k < n; k++) {
+        diff = fmax(diff, fabs((double)fx[k] - fy[k]));
+        scale = fmax(scale, fabs((double)fy[k]));
+      }
+      double e = isfinite(diff) ? diff / fmax(scale, 1e-20) : INFINITY;
+      if (e > worst) worst = e;
+      CHECK_MSG(e <= 1e-5, "%s %s: relative difference %.3g", what, x->name, e);
+    }
+    free(fx);
+    free(fy);
+  }
+  return worst;
+}
+
+static void compare_ckpts(const char *a, const char *b, int teacher, const char *label) {
+  t2s_tensor_set sa, sb;
+  t2s_tset_init(&sa);
+  t2s_tset_init(&sb);
+  t2s_error err = {0};
+  CHECK_MSG(t2s_ckpt_read_set(a, "student", &sa, &err) == T2S_OK, "%s", err.msg);
+  CHECK_MSG(t2s_ckpt_read_set(b, "student", &sb, &err) == T2S_OK, "%s", err.msg);
+  double e1 = compare_sets(&sa, &sb, "student"), e2 = 0;
+  t2s_tset_free(&sa);
+  t2s_tset_free(&sb);
+  if (teacher) {
+    t2s_tset_init(&sa);
+    t2s_tset_init(&sb);
+    CHECK(t2s_ckpt_read_set(a, "teacher", &sa, &err) == T2S_OK && t2s_ckpt_read_set(b, "teacher", &sb, &err) == T2S_OK);
+    e2 = compare_sets(&sa, &sb, "teacher");
+    t2s_tset_free(&sa);
+    t2s_tset_free(&sb);
+    /* class weights and prototypes: the method's global statistics */
+    CHECK(run_fmt("h5diff -d 1e-5 %s %s /state/reweight /state/reweight > /dev/null", a, b) == 0);
+    CHECK(run_fmt("h5diff -d 1e-5 %s %s /state/prototypes /state/prototypes > /dev/null", a, b) == 0);
+  }
+  printf("%s: worst relative difference student %.2e, teacher %.2e\n", label, e1, e2);
+}
+
+static void equivalence(const char *uda, int teacher) {
+  char one[600], two[600];
+  snprintf(one, sizeof one, "%s/%s_1x2", dir, uda);
+  snprintf(two, sizeof two, "%s/%s_2x1", dir, uda);
+  CHECK(run_fmt("%s/t2sda_train %s uda.type=%s data.samples_per_gpu=2 work_dir=%s > %s.log 2>&1", bin, common,
+                uda, one, one) == 0);
+  CHECK(run_fmt("%s/tools/run_dist_test.sh 2 %s/t2sda_train %s uda.type=%s data.samples_per_gpu=1 "
+                "dist.check_consistency=true work_dir=%s > %s.log 2>&1", src, bin, common, uda, two, two) == 0);
+  char a[700], b[700], label[64];
+  snprintf(a, sizeof a, "%s/iter_00000006.h5", one);
+  snprintf(b, sizeof b, "%s/iter_00000006.h5", two);
+  snprintf(label, sizeof label, "%s, 2 ranks x 1 vs 1 x 2", uda);
+  compare_ckpts(a, b, teacher, label);
+}
+
+static void distributed_resume(void) {
+  char full[600], split[600];
+  snprintf(full, sizeof full, "%s/t2sda_2x1", dir);
+  snprintf(split, sizeof split, "%s/resume_2x1", dir);
+  CHECK(run_fmt("%s/tools/run_dist_test.sh 2 %s/t2sda_train %s data.samples_per_gpu=1 work_dir=%s --stop-after 3 "
+                "> %s.log 2>&1", src, bin, common, split, split) == 0);
+  CHECK(run_fmt("%s/tools/run_dist_test.sh 2 %s/t2sda_train %s data.samples_per_gpu=1 work_dir=%s --resume auto "
+                ">> %s.log 2>&1", src, bin, common, split, split) == 0);
+  char a[700], b[700];
+  snprintf(a, sizeof a, "%s/iter_00000006.h5", full);
+  snprintf(b, sizeof b, "%s/iter_00000006.h5", split);
+  CHECK_MSG(run_fmt("h5diff -q %s %s /params /params && h5diff -q %s %s /ema /ema && h5diff -q %s %s /state /state",
+                    a, b, a, b, a, b) == 0, "2-rank resume differs from the uninterrupted 2-rank run");
+}
+
+int main(void) {
+  const char *b = getenv("T2S_BINARY_DIR"), *s = getenv("T2S_SOURCE_DIR");
+  if (!b || !s) return 1;
+  snprintf(bin, sizeof bin, "%s/bin", b);
+  snprintf(src, sizeof src, "%s", s);
+  snprintf(dir, sizeof dir, "%s/tests/rank_equiv_work", b);
+  run_fmt("rm -rf %s && mkdir -p %s", dir, dir);
+  CHECK(run_fmt("%s/t2sda_synth %s/data --source 24 --target 24 --val 4 --size 48 48 --seed 5 > /dev/null", bin, dir) == 0);
+  snprintf(common, sizeof common,
+           "%s/configs/synthetic_t2sda.yaml --quiet device=cpu 'data.source.shards=%s/data/source-*.h5' "
+           "'data.target.shards=%s/data/target-*.h5' 'data.val.shards=%s/data/val-*.h5' model.num_classes=11 "
+           "data.crop=[32,32] data.workers_per_gpu=1 model.backbone.depth=18 model.backbone.base_channels=4 "
+           "model.backbone.stem_channels=8 model.backbone.norm=syncbn uda.t2s.proj_dim=16 "
+           "uda.t2s.num_queries=16 uda.t2s.num_negatives=8 uda.imnet_feature_dist_lambda=0.005 "
+           "data.rare_class_sampling.min_pixels=100 runner.max_iters=6 lr_config.warmup_iters=2 "
+           "evaluation.interval=0 checkpoint.interval=3 checkpoint.max_keep=5 uda.alpha=0.9 optimizer.lr=2e-3",
+           src, dir, dir, dir);
+  equivalence("t2sda", 1);
+  equivalence("source_only", 0);
+  distributed_resume();
+  return t2s_test_finish("test_train_rank_equiv");
+}
