@@ -2,6 +2,8 @@
  * generic import/export machinery (see core/name_map.h). */
 #include "core/name_map.h"
 
+#include "core/nn/mit_names.h"
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,16 +85,56 @@ static int resnet_detect(const t2s_tensor_set *s) {
   return -1;
 }
 
-/* The MiT family is wired here once core/nn/mit_names.h exists:
- *   #include "core/nn/mit_names.h"
- *   {"mit", "backbone.patch_embed1.proj.weight", t2s_mit_foreign_names, NULL, NULL, mit_detect},
- * (mit_detect: HF if "segformer.encoder.patch_embeddings.0.proj.weight" or
- * "encoder.patch_embeddings.0.proj.weight", SegFormer if "patch_embed1.proj.weight",
- * mmseg if "backbone.patch_embed1.proj.weight"). Until then a MiT network is
- * refused with a message by t2s_name_family_find's callers. */
+/* MiT (SegFormer) family: our names are DAFormer's (= the original SegFormer code),
+ * so mmseg (DAFormer) checkpoints map one to one; an original SegFormer ImageNet file
+ * (mit_b5.pth) holds the bare encoder without "backbone."; Hugging Face files split
+ * kv into key and value (core/nn/mit_names.h). mmseg-upstream's layers.* layout packs
+ * q, k, v into one in_proj tensor and is not imported (-1: naming not supported). */
+static int mit_foreign_names(const char *ours, int naming, char out[2][T2S_NAME_MAX]) {
+  char tmp[2][160];
+  int n;
+  switch (naming) {
+    case T2S_NAMING_MMSEG:
+      snprintf(out[0], T2S_NAME_MAX, "%s", ours);
+      return 1;
+    case T2S_NAMING_SEGFORMER:
+      if (!starts(ours, "backbone.")) return 0;
+      snprintf(out[0], T2S_NAME_MAX, "%s", ours + strlen("backbone."));
+      return 1;
+    case T2S_NAMING_HF:
+      n = t2s_mit_foreign_names(ours, T2S_MIT_NAMES_HF, tmp);
+      for (int i = 0; i < n; i++) snprintf(out[i], T2S_NAME_MAX, "%s", tmp[i]);
+      return n;
+    default:
+      return -1;
+  }
+}
+
+static const char *mit_absent_reason(const char *ours, int naming) {
+  if (!starts(ours, "backbone."))
+    return "the file is an ImageNet encoder without a segmentation head (kept at initialisation)";
+  return "no counterpart in this naming";
+}
+
+static const char *mit_ignorable(const char *foreign, int naming) {
+  if (starts(foreign, "head.")) return "ImageNet classifier, not part of a segmentation network";
+  return NULL;
+}
+
+static int mit_detect(const t2s_tensor_set *s) {
+  if (t2s_tset_find(s, "segformer.encoder.patch_embeddings.0.proj.weight") ||
+      t2s_tset_find(s, "encoder.patch_embeddings.0.proj.weight"))
+    return T2S_NAMING_HF;
+  if (t2s_tset_find(s, "backbone.patch_embed1.proj.weight")) return T2S_NAMING_MMSEG;
+  if (t2s_tset_find(s, "patch_embed1.proj.weight")) return T2S_NAMING_SEGFORMER;
+  return -1;
+}
+
 static const t2s_name_family families[] = {
     {"resnet_v1c", "backbone.stem.0.weight", resnet_foreign_names, resnet_absent_reason,
      resnet_ignorable, resnet_detect},
+    {"mit", "backbone.patch_embed1.proj.weight", mit_foreign_names, mit_absent_reason, mit_ignorable,
+     mit_detect},
 };
 
 const t2s_name_family *t2s_name_family_find(int (*has)(void *user, const char *name), void *user) {

@@ -35,6 +35,10 @@
 #include "core/params.h"
 #include "core/status.h"
 
+#ifdef __cplusplus
+extern "C" {  /* dist/nccl_comm.cu includes this */
+#endif
+
 typedef enum t2s_comm_backend {
   T2S_COMM_SINGLE = 0,
   T2S_COMM_MPI,
@@ -108,3 +112,7 @@ void t2s_dist_abort(t2s_comm *c, const char *msg);
 
 /* Seconds since an arbitrary fixed point (monotonic), for deadlines and benchmarks. */
 double t2s_dist_now(void);
+
+#ifdef __cplusplus
+}
+#endif

@@ -106,6 +106,7 @@ typedef struct t2s_train_config {
       bool contract_dilation;
       t2s_cfg_norm norm;
       bool norm_eval;
+      double drop_path_rate;         /* MiT stochastic depth of the last block */
     } backbone;
     struct {
       t2s_cfg_head type;
@@ -113,6 +114,9 @@ typedef struct t2s_train_config {
       int n_dilations;
       int channels;
       double dropout;
+      t2s_cfg_norm norm;             /* DAFormer heads' BN */
+      int aspp_dilations[T2S_CFG_MAX_HEAD_DILATIONS];  /* DAFormer sepaspp; empty = 1, 6, 12, 18 */
+      int n_aspp_dilations;
     } decode_head;
   } model;
 
