@@ -88,7 +88,7 @@ def main():
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one core each)")
     ap.add_argument("--out", default=os.path.join(ROOT, "results", "ablation"))
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--data", default=os.path.join(ROOT, "data", "synthetic"))
+    ap.add_argument("--data", default=os.path.join(ROOT, "datasets", "synthetic"))
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     oracle = synth(args.build, args.data)

@@ -12,7 +12,7 @@ build=${T2S_BUILD_DIR:-build}
 echo "demo: building (first time: a few minutes) ..."
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release > "$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
 cmake --build "$build" -j"$(nproc)" > "$build.build.log" 2>&1 || { tail -50 "$build.build.log"; exit 1; }
-data=data/synthetic
+data=datasets/synthetic
 if [[ ! -f $data/val-00000-of-00001.h5 ]]; then
   "$build/bin/t2sda_synth" "$data" --source 1000 --target 1000 --val 200 --size 96 96 --seed 0
 fi
