@@ -406,6 +406,8 @@ int main(int argc, char **argv) {
            "                        [--classes 19] [--iters 5] [--warmup 2] [--threads 2] [--json FILE]\n"
            "                        [--backbone resnet_v1c|mit_b0..mit_b5] [--head dlv2|daformer_sepaspp|\n"
            "                        daformer_conv1|segformer_mlp]\n"
+           "                        [--device cpu|cuda] [--precision fp32|tf32]\n"
+           "       t2sda_bench data --help   (loader images/s for 1 and 2 threads)\n"
            "       mpirun -np 2 t2sda_bench comm [--device cpu|cuda] [--min-bytes 4K]\n"
            "                        [--max-bytes 256M] [--iters 20] [--warmup 3] [--json FILE]\n");
     return argc < 2 ? 2 : 0;
@@ -422,6 +424,6 @@ int main(int argc, char **argv) {
     return bench_selfcheck(iters);
   }
   if (strcmp(argv[1], "comm") == 0) return t2s_bench_comm(argc - 1, argv + 1);
-  fprintf(stderr, "t2sda_bench: unknown benchmark '%s' (available: step, selfcheck, comm)\n", argv[1]);
+  fprintf(stderr, "t2sda_bench: unknown benchmark '%s' (available: step, data, comm, selfcheck)\n", argv[1]);
   return 2;
 }
