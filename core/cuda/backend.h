@@ -29,6 +29,21 @@ typedef struct t2s_cuda_dropout_args {
   t2s_rng_key key;
 } t2s_cuda_dropout_args;
 
+/* The same for the MiT ops (core/ops/attention.c, permute.c, drop_path.c); test_cuda_mit_ops
+ * replays the CPU node's args on the CUDA slot, so a divergence fails there. */
+typedef struct t2s_cuda_attention_args {
+  int64_t n, l, s, c;
+  int heads;
+} t2s_cuda_attention_args;
+typedef struct t2s_cuda_transpose_args {
+  int64_t n, a, b;  /* the input viewed as (n, a, b) row-major, the output as (n, b, a) */
+} t2s_cuda_transpose_args;
+typedef struct t2s_cuda_drop_args {
+  float p;
+  t2s_rng_key key;
+  int64_t block;  /* elements per block in LOGICAL order: prod(shape[mask_dims..]) */
+} t2s_cuda_drop_args;
+
 typedef struct t2s_conv_plan t2s_conv_plan;  /* core/cuda/conv2d.cu */
 typedef struct t2s_gemm_plan t2s_gemm_plan;  /* core/cuda/gemm.cu */
 
@@ -57,6 +72,31 @@ typedef struct t2s_cuda_backend {
  * Norms, softmax, cross-entropy and the reductions read bf16 and compute in
  * f32 / double; element-wise ops get a dtype switch in their functors. The CPU
  * test reference then needs a bf16-rounded input path and tolerances ~1e-2. */
+
+/* Philox-4x32-10, bit for bit core/rng.c's t2s_philox4x32: a CUDA draw keyed like a
+ * CPU one gives the same number, so random masks match the reference. */
+__device__ __forceinline__ void t2s_cuda_philox4x32(t2s_rng_key key, uint64_t ctr,
+                                                    uint32_t out[4]) {
+  uint32_t c0 = (uint32_t)ctr, c1 = (uint32_t)(ctr >> 32), c2 = 0, c3 = 0;
+  uint32_t k0 = key.k[0], k1 = key.k[1];
+  for (int r = 0; r < 10; r++) {
+    uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+    c1 = (uint32_t)p1;
+    c3 = (uint32_t)p0;
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
+}
+/* t2s_rng_uniform(key, i): the top 24 bits of word i % 4 of Philox(key, i / 4). */
+__device__ __forceinline__ float t2s_cuda_rng_uniform(t2s_rng_key key, uint64_t i) {
+  uint32_t w[4];
+  t2s_cuda_philox4x32(key, i >> 2, w);
+  return (float)(w[i & 3] >> 8) * (1.0f / 16777216.0f);
+}
 
 /* Fixed reduction geometry: a deterministic sum never depends on the GPU model. */
 #define T2S_CUDA_REDUCE_BLOCKS 256
@@ -120,6 +160,7 @@ void t2s_cuda_install_resize(void);  /* concat, resize_bilinear, resize_nearest 
 void t2s_cuda_install_gemm(void);    /* linear, matmul */
 void t2s_cuda_install_norm(void);    /* layer_norm, softmax, l2_normalize */
 void t2s_cuda_install_cross_entropy(void);
+void t2s_cuda_install_mit(void);     /* attention, tokens_transpose, drop_path */
 /* Free the plan caches (context destruction, precision change). */
 void t2s_cuda_conv_plans_free(t2s_cuda_backend *be);
 void t2s_cuda_gemm_plans_free(t2s_cuda_backend *be);

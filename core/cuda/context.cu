@@ -22,8 +22,10 @@ t2s_status t2s_cuda_fail(t2s_ctx *ctx, const t2s_node *node, const char *call, c
       snprintf(shapes + used, sizeof shapes - used, " -> %s", t2s_shape_str(node->out, s, sizeof s));
     }
   }
-  t2s_ctx_fail(ctx, T2S_ERR_BACKEND, "op '%s' on cuda: %s failed (%s) with inputs %s at %s:%d",
-               node ? t2s_ops[node->op].name : "(backend)", call, why, shapes, file, line);
+  /* ops defined outside the core table (losses/) have node->op == T2S_OP_COUNT */
+  const char *op = node == NULL ? "(backend)" : node->desc ? node->desc->name : t2s_ops[node->op].name;
+  t2s_ctx_fail(ctx, T2S_ERR_BACKEND, "op '%s' on cuda: %s failed (%s) with inputs %s at %s:%d", op,
+               call, why, shapes, file, line);
   return T2S_ERR_BACKEND;
 }
 
@@ -51,6 +53,7 @@ static void install_ops(void) {
   t2s_cuda_install_gemm();
   t2s_cuda_install_norm();
   t2s_cuda_install_cross_entropy();
+  t2s_cuda_install_mit();
 }
 
 static void backend_free(t2s_cuda_backend *be) {

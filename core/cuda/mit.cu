@@ -1,0 +1,288 @@
+/* The Mix Transformer ops on CUDA: multi-head attention, the image <-> token
+ * layout change and structured dropout (stochastic depth, channel dropout). The
+ * semantics are core/ops/attention.c, permute.c and drop_path.c's.
+ *
+ * Attention, per sample n and head h (d = C / heads, s = d^-1/2), as on the CPU:
+ *   A = s Q K^T,  P = softmax_rows(A),  O = P V;
+ *   dV = P^T dO,  dP = dO V^T,  dA = P o (dP - rowsum(O o dO)),  dQ = s dA K,  dK = s dA^T Q.
+ * Every product is one cuBLAS strided-batched SGEMM over the heads of one sample
+ * (head h starts h d columns further; row strides C for q/out, 2C for kv), so q, k
+ * and v are read in place. cuBLAS is column-major: a row-major (r x c, ld) matrix is
+ * its column-major transpose, so row-major Y = op(A) op(B) is computed as
+ * column-major Y^T = op(B)^T op(A)^T. Only P (L x S per head, S = L / sr^2 after the
+ * spatial reduction) is quadratic; it is saved for backward while recording, and
+ * dP reuses one (heads, L, S) block per sample.
+ *
+ * Layout change: on this backend a 4-d (N, C, H, W) activation is stored NHWC,
+ * i.e. exactly the (N, HW, C) token sequence, so nchw_to_tokens and tokens_to_nchw
+ * are copies (their CPU versions are real transposes of NCHW memory). A pair of
+ * row-major tensors (not reachable through the public functions) gets a real
+ * batched transpose, so the op means the same on every input.
+ *
+ * Structured dropout: the block of an element is its LOGICAL row-major index / block
+ * (an NHWC element is mapped back to its NCHW index first), and its factor is drawn
+ * with the CPU's Philox key and counter, so both backends drop the same blocks. */
+#include <math.h>
+
+#include "core/cuda/kernels.cuh"
+
+using namespace t2s_cuda;
+
+namespace {
+
+typedef t2s_cuda_attention_args attention_args;
+typedef t2s_cuda_transpose_args transpose_args;
+typedef t2s_cuda_drop_args drop_args;
+
+/* ---- attention -------------------------------------------------------------------- */
+
+typedef struct attention_saved {
+  float *p;  /* (N, heads, L, S) probabilities, device */
+} attention_saved;
+
+/* One row-major product batched over the heads of a sample, in column-major terms:
+ * C (m x n, ldc) = alpha op(A) op(B) + beta C, batch stride sa/sb/sc. */
+struct heads_gemm {
+  cublasOperation_t ta, tb;
+  int m, n, k;
+  float alpha;
+  const float *a; int lda; long long sa;
+  const float *b; int ldb; long long sb;
+  float beta;
+  float *c; int ldc; long long sc;
+};
+
+t2s_status gemm_heads(t2s_ctx *ctx, const t2s_node *node, const heads_gemm &g, int heads) {
+  /* beta 0: cuBLAS does not read C, so a NaN-filled gradient stays harmless */
+  T2S_CU(ctx, node, cublasSgemmStridedBatched(t2s_cuda_be(ctx)->cublas, g.ta, g.tb, g.m, g.n, g.k,
+                                              &g.alpha, g.a, g.lda, g.sa, g.b, g.ldb, g.sb,
+                                              &g.beta, g.c, g.ldc, g.sc, heads));
+  return T2S_OK;
+}
+
+/* Row softmax in place over rows of `cols` contiguous floats, one warp per row, with
+ * the CPU's arithmetic: float max shift, expf, the sum in double, one float factor. */
+__global__ void softmax_rows_kernel(int64_t rows, int64_t cols, float *a) {
+  int lane = threadIdx.x & 31;
+  for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows;
+       r += ((int64_t)gridDim.x * blockDim.x) >> 5) {
+    float *x = a + r * cols;
+    float mx = -INFINITY;
+    for (int64_t j = lane; j < cols; j += 32) mx = fmaxf(mx, x[j]);
+    mx = warp_max(mx);
+    double sum = 0.0;
+    for (int64_t j = lane; j < cols; j += 32) {
+      float e = expf(__fsub_rn(x[j], mx));
+      x[j] = e;
+      sum += e;
+    }
+    float inv = (float)(1.0 / warp_sum(sum));
+    for (int64_t j = lane; j < cols; j += 32) x[j] = __fmul_rn(x[j], inv);
+  }
+}
+
+/* dA = P o (dP - rowsum(O o dO)) in place over dP, for the (heads, L) rows of one
+ * sample: row (h, i) dots O and dO over the d columns of head h at token i. */
+__global__ void softmax_backward_kernel(int heads, int64_t l, int64_t s, int64_t d, int64_t c,
+                                        const float *p, const float *o, const float *dout,
+                                        float *dp) {
+  int lane = threadIdx.x & 31;
+  int64_t rows = (int64_t)heads * l;
+  for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows;
+       r += ((int64_t)gridDim.x * blockDim.x) >> 5) {
+    int64_t h = r / l, i = r % l, off = i * c + h * d;
+    double dot = 0.0;
+    for (int64_t k = lane; k < d; k += 32) dot += (double)o[off + k] * dout[off + k];
+    float fdot = (float)warp_sum(dot);
+    for (int64_t j = lane; j < s; j += 32)
+      dp[r * s + j] = __fmul_rn(p[r * s + j], __fsub_rn(dp[r * s + j], fdot));
+  }
+}
+
+unsigned warp_blocks(int64_t rows) {
+  int64_t b = (rows + 7) / 8;  /* 8 warps of 256 threads */
+  if (b < 1) b = 1;
+  if (b > 65535 * 8) b = 65535 * 8;
+  return (unsigned)b;
+}
+
+t2s_status attention_forward(t2s_ctx *ctx, t2s_node *node) {
+  const attention_args *a = (const attention_args *)node->args;
+  int64_t d = a->c / a->heads, ls = a->l * a->s;
+  float scale = (float)(1.0 / sqrt((double)d));
+  cudaStream_t stream = t2s_cuda_be(ctx)->stream;
+  t2s_arena_mark mark = t2s_scratch_mark(ctx);
+  float *p_all;
+  if (node->recording) {
+    attention_saved *sv = (attention_saved *)t2s_host_scratch(ctx, sizeof *sv);
+    if (sv == NULL) return ctx->err.status;
+    sv->p = p_all = (float *)t2s_scratch(ctx, (size_t)(a->n * a->heads * ls) * sizeof(float));
+    node->saved = sv;
+  } else {
+    p_all = (float *)t2s_scratch(ctx, (size_t)(a->heads * ls) * sizeof(float));
+  }
+  if (p_all == NULL) return ctx->err.status;
+  int c = (int)a->c, c2 = (int)(2 * a->c), id = (int)d, l = (int)a->l, s = (int)a->s;
+  for (int64_t n = 0; n < a->n; n++) {
+    const float *q = t2s_f32(node->in[0]) + n * a->l * a->c;
+    const float *k = t2s_f32(node->in[1]) + n * a->s * 2 * a->c, *v = k + a->c;
+    float *o = t2s_f32(node->out) + n * a->l * a->c;
+    float *p = node->recording ? p_all + n * a->heads * ls : p_all;
+    /* P^T (S x L) = s K (S x d) Q^T (d x L) */
+    heads_gemm g1 = {CUBLAS_OP_T, CUBLAS_OP_N, s, l, id, scale, k, c2, d, q, c, d,
+                     0.0f, p, s, ls};
+    t2s_status st = gemm_heads(ctx, node, g1, a->heads);
+    if (st != T2S_OK) return st;
+    softmax_rows_kernel<<<warp_blocks(a->heads * a->l), 256, 0, stream>>>(a->heads * a->l, a->s, p);
+    T2S_CU_LAUNCHED(ctx, node, "softmax_rows_kernel");
+    /* O^T (d x L) = V^T (d x S) P^T (S x L) */
+    heads_gemm g2 = {CUBLAS_OP_N, CUBLAS_OP_N, id, l, s, 1.0f, v, c2, d, p, s, ls,
+                     0.0f, o, c, d};
+    if ((st = gemm_heads(ctx, node, g2, a->heads)) != T2S_OK) return st;
+  }
+  if (!node->recording) t2s_scratch_release(ctx, mark);
+  ctx->flops += 4.0 * (double)a->n * (double)ls * (double)a->c;
+  return T2S_OK;
+}
+
+t2s_status attention_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  const attention_args *a = (const attention_args *)node->args;
+  const attention_saved *sv = (const attention_saved *)node->saved;
+  if (sv == NULL) {
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID, "op 'attention' on cuda: backward without the forward's "
+                 "probabilities (the forward ran with gradients off)");
+    return T2S_ERR_INVALID;
+  }
+  t2s_tensor *qt = node->in[0], *kvt = node->in[1];
+  bool want_q = t2s_wants_grad(qt), want_kv = t2s_wants_grad(kvt);
+  int64_t d = a->c / a->heads, ls = a->l * a->s;
+  float scale = (float)(1.0 / sqrt((double)d));
+  cudaStream_t stream = t2s_cuda_be(ctx)->stream;
+  t2s_arena_mark mark = t2s_scratch_mark(ctx);
+  float *dp = (float *)t2s_scratch(ctx, (size_t)(a->heads * ls) * sizeof(float));
+  if (dp == NULL) return ctx->err.status;
+  int c = (int)a->c, c2 = (int)(2 * a->c), id = (int)d, l = (int)a->l, s = (int)a->s;
+  t2s_status st = T2S_OK;
+  for (int64_t n = 0; n < a->n && st == T2S_OK; n++) {
+    int64_t qoff = n * a->l * a->c, kvoff = n * a->s * 2 * a->c;
+    const float *q = t2s_f32(qt) + qoff, *k = t2s_f32(kvt) + kvoff, *v = k + a->c;
+    const float *o = t2s_f32(node->out) + qoff, *dout = node->out->grad + qoff;
+    const float *p = sv->p + n * a->heads * ls;
+    if (want_kv) { /* dV^T (d x S) = dO^T (d x L) P (L x S) */
+      heads_gemm g = {CUBLAS_OP_N, CUBLAS_OP_T, id, s, l, 1.0f, dout, c, d, p, s, ls,
+                      beta[1], kvt->grad + kvoff + a->c, c2, d};
+      if ((st = gemm_heads(ctx, node, g, a->heads)) != T2S_OK) break;
+    }
+    /* dP^T (S x L) = V (S x d) dO^T (d x L), then dA in place */
+    heads_gemm gp = {CUBLAS_OP_T, CUBLAS_OP_N, s, l, id, 1.0f, v, c2, d, dout, c, d,
+                     0.0f, dp, s, ls};
+    if ((st = gemm_heads(ctx, node, gp, a->heads)) != T2S_OK) break;
+    softmax_backward_kernel<<<warp_blocks(a->heads * a->l), 256, 0, stream>>>(
+        a->heads, a->l, a->s, d, a->c, p, o, dout, dp);
+    T2S_CU_LAUNCHED(ctx, node, "softmax_backward_kernel");
+    if (want_q) { /* dQ^T (d x L) = s K^T (d x S) dA^T (S x L) */
+      heads_gemm g = {CUBLAS_OP_N, CUBLAS_OP_N, id, l, s, scale, k, c2, d, dp, s, ls,
+                      beta[0], qt->grad + qoff, c, d};
+      if ((st = gemm_heads(ctx, node, g, a->heads)) != T2S_OK) break;
+    }
+    if (want_kv) { /* dK^T (d x S) = s Q^T (d x L) dA (L x S) */
+      heads_gemm g = {CUBLAS_OP_N, CUBLAS_OP_T, id, s, l, scale, q, c, d, dp, s, ls,
+                      beta[1], kvt->grad + kvoff, c2, d};
+      st = gemm_heads(ctx, node, g, a->heads);
+    }
+  }
+  t2s_scratch_release(ctx, mark);
+  return st;
+}
+
+/* ---- tokens_transpose --------------------------------------------------------------- */
+
+bool stored_nhwc(const t2s_tensor *t) { return t->ndim == 4 && t->layout == T2S_LAYOUT_NHWC; }
+
+/* dst (+)= src, element for element (the layout change is the identity on NHWC). */
+struct copy_put {
+  const float *src; float *dst; bool acc;
+  __device__ void operator()(int64_t i) const { put(dst, i, src[i], acc); }
+};
+/* dst[k][j][i] (+)= src[k][i][j] for (a, b) blocks of src. */
+struct transpose_put {
+  const float *src; float *dst; int64_t a, b; bool acc;
+  __device__ void operator()(int64_t e) const {
+    int64_t i = e % a, t = e / a, j = t % b, k = t / b;  /* e indexes dst (k, j, i) */
+    put(dst, e, src[(k * a + i) * b + j], acc);
+  }
+};
+
+t2s_status transpose_run(t2s_ctx *ctx, const t2s_node *node, const float *src, float *dst,
+                         int64_t a, int64_t b, bool acc) {
+  const transpose_args *ar = (const transpose_args *)node->args;
+  int64_t n = ar->n * ar->a * ar->b;
+  if (stored_nhwc(node->in[0]) || stored_nhwc(node->out)) {
+    if (!acc) {
+      T2S_CU(ctx, node, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float),
+                                        cudaMemcpyDeviceToDevice, t2s_cuda_be(ctx)->stream));
+      return T2S_OK;
+    }
+    return launch_each(ctx, node, n, copy_put{src, dst, true});
+  }
+  return launch_each(ctx, node, n, transpose_put{src, dst, a, b, acc});
+}
+
+t2s_status tokens_transpose_forward(t2s_ctx *ctx, t2s_node *node) {
+  const transpose_args *a = (const transpose_args *)node->args;
+  return transpose_run(ctx, node, t2s_f32(node->in[0]), t2s_f32(node->out), a->a, a->b, false);
+}
+
+t2s_status tokens_transpose_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  const transpose_args *a = (const transpose_args *)node->args;
+  /* the output gradient is (n, b, a); its transpose is the input's (n, a, b) */
+  return transpose_run(ctx, node, node->out->grad, node->in[0]->grad, a->b, a->a,
+                       beta[0] != 0.0f);
+}
+
+/* ---- drop_path (structured dropout) ---------------------------------------------------- */
+
+/* y (+)= x f_b with f_b = 0 when u(key, b) < p, else 1 / (1 - p); b is the block of
+ * the element's logical index. nhwc: memory index i = ((n HW) + s) C + c holds
+ * logical j = (n C + c) HW + s. */
+struct drop_put {
+  const float *x; float *y; t2s_rng_key key; float p, keep; int64_t block, c, hw; bool nhwc, acc;
+  __device__ void operator()(int64_t i) const {
+    int64_t j = i;
+    if (nhwc) {
+      int64_t ch = i % c, t = i / c, s = t % hw, b = t / hw;
+      j = (b * c + ch) * hw + s;
+    }
+    float f = t2s_cuda_rng_uniform(key, (uint64_t)(j / block)) < p ? 0.0f : keep;
+    put(y, i, __fmul_rn(f, x[i]), acc);
+  }
+};
+
+t2s_status drop_run(t2s_ctx *ctx, const t2s_node *node, const float *src, float *dst, bool acc) {
+  const drop_args *a = (const drop_args *)node->args;
+  const t2s_tensor *x = node->in[0];
+  bool nhwc = stored_nhwc(x);
+  drop_put f = {src, dst, a->key, a->p, 1.0f / (1.0f - a->p), a->block,
+                nhwc ? x->shape[1] : 1, nhwc ? x->shape[2] * x->shape[3] : 1, nhwc, acc};
+  return launch_each(ctx, node, t2s_numel(x), f);
+}
+
+t2s_status drop_path_forward(t2s_ctx *ctx, t2s_node *node) {
+  return drop_run(ctx, node, t2s_f32(node->in[0]), t2s_f32(node->out), false);
+}
+
+t2s_status drop_path_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  return drop_run(ctx, node, node->out->grad, node->in[0]->grad, beta[0] != 0.0f);
+}
+
+}  // namespace
+
+void t2s_cuda_install_mit(void) {
+#define T2S_CUDA_SLOT(name)                                      \
+  t2s_ops[T2S_OP_##name].forward[T2S_DEV_CUDA] = name##_forward; \
+  t2s_ops[T2S_OP_##name].backward[T2S_DEV_CUDA] = name##_backward;
+  T2S_CUDA_SLOT(attention)
+  T2S_CUDA_SLOT(tokens_transpose)
+  T2S_CUDA_SLOT(drop_path)
+#undef T2S_CUDA_SLOT
+}
