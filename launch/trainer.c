@@ -140,6 +140,42 @@ static t2s_status open_data(t2s_trainer *t, t2s_error *err) {
   return st;
 }
 
+/* The data position of a stream as saved in checkpoints (/state/sampler/<stream>). */
+static void sampler_state(const t2s_loader *L, int64_t iter, int64_t out[5]) {
+  memset(out, 0, 5 * sizeof *out);
+  if (L == NULL) return;
+  t2s_sampler_state s = t2s_sampler_state_at(t2s_loader_sampler(L), iter);
+  out[0] = (int64_t)s.seed;
+  out[1] = s.iteration;
+  out[2] = s.global_batch;
+  out[3] = s.dataset_size;
+  out[4] = s.rare_class;
+}
+
+/* A resumed run must read the same data set in the same order: another seed, data
+ * set or sampling mode is an error; another global batch (a different number of
+ * ranks) is allowed and said, since the order then follows the new batch. */
+static t2s_status check_sampler_resume(t2s_trainer *t, t2s_error *err) {
+  static const char *what[2] = {"data.source.shards", "data.target.shards"};
+  const t2s_loader *L[2] = {t->src, t->tgt};
+  for (int k = 0; k < 2 && t->have_sampler_saved; k++) {
+    if (L[k] == NULL || t->sampler_saved[k][3] == 0) continue;
+    int64_t now[5];
+    sampler_state(L[k], t->iter, now);
+    if (now[0] != t->sampler_saved[k][0] || now[3] != t->sampler_saved[k][3] || now[4] != t->sampler_saved[k][4])
+      return t2s_error_set(err, T2S_ERR_INVALID,
+                           "resume: %s now has %lld images (seed %lld, rare class sampling %s) but the "
+                           "checkpoint was trained on %lld (seed %lld, %s): resume with the same data and seed, "
+                           "or start a new work_dir", what[k], (long long)now[3], (long long)now[0],
+                           now[4] ? "on" : "off", (long long)t->sampler_saved[k][3],
+                           (long long)t->sampler_saved[k][0], t->sampler_saved[k][4] ? "on" : "off");
+    if (now[2] != t->sampler_saved[k][2] && is_root(t) && k == 0)
+      printf("note: the global batch was %lld and is now %lld: the data order follows the new batch\n",
+             (long long)t->sampler_saved[k][2], (long long)now[2]);
+  }
+  return T2S_OK;
+}
+
 static void snapshot(t2s_trainer *t, t2s_train_snapshot *s) {
   memset(s, 0, sizeof *s);
   s->iteration = t->iter;
@@ -149,7 +185,14 @@ static void snapshot(t2s_trainer *t, t2s_train_snapshot *s) {
   s->student = &t->student;
   s->teacher = t->have_teacher ? &t->teacher : NULL;
   s->optim = &t->optim;
-  s->n_state = t2s_uda_state_arrays(&t->uda, s->state, T2S_TRAIN_STATE_MAX);
+  s->n_state = t2s_uda_state_arrays(&t->uda, s->state, T2S_TRAIN_STATE_MAX - 2);
+  if (t->src) {
+    /* saving: the position of each stream; loading goes through resume() */
+    sampler_state(t->src, t->iter, t->sampler_saved[0]);
+    sampler_state(t->tgt, t->iter, t->sampler_saved[1]);
+    s->state[s->n_state++] = (t2s_state_array){"sampler/source", T2S_CKPT_I64, 1, {5, 0}, t->sampler_saved[0]};
+    s->state[s->n_state++] = (t2s_state_array){"sampler/target", T2S_CKPT_I64, 1, {5, 0}, t->sampler_saved[1]};
+  }
 }
 
 static t2s_status resume(t2s_trainer *t, t2s_error *err) {
@@ -164,8 +207,18 @@ static t2s_status resume(t2s_trainer *t, t2s_error *err) {
     snprintf(path, sizeof path, "%s", r);
   }
   t2s_train_snapshot s;
-  snapshot(t, &s);
+  snapshot(t, &s);  /* data is not open yet: the sampler state is read below */
   t2s_status st = t2s_train_ckpt_load(path, &s, NULL, err);
+  if (st) return st;
+  t2s_ckpt_reader *rd = t2s_ckpt_open(path, err);
+  if (rd == NULL) return err->status;
+  int64_t shape[2] = {5, 0};
+  if (t2s_ckpt_has(rd, "/state/sampler/source")) {
+    st = t2s_ckpt_read_array(rd, "/state/sampler/source", T2S_CKPT_I64, 1, shape, t->sampler_saved[0], err);
+    if (!st) st = t2s_ckpt_read_array(rd, "/state/sampler/target", T2S_CKPT_I64, 1, shape, t->sampler_saved[1], err);
+    t->have_sampler_saved = st == T2S_OK;
+  }
+  t2s_ckpt_close(rd);
   if (st) return st;
   if (s.world_size != t->comm.world && is_root(t))
     printf("note: %s was written by %d rank(s), this run has %d: the data order follows the new global batch\n",
@@ -210,6 +263,7 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   if (opts->resume && (st = resume(t, err)) != T2S_OK) return st;
   /* every rank must have opened its data before anyone trains */
   st = open_data(t, err);
+  if (st == T2S_OK) st = check_sampler_resume(t, err);
   st = t2s_dist_check_all(&t->comm, st, err->msg, err);
   if (st) return st;
   if (is_root(t)) {

@@ -37,6 +37,9 @@ typedef struct t2s_trainer {
   t2s_loader *src, *tgt;
   t2s_uda uda;
   int64_t iter;             /* the next iteration to run */
+  int64_t sampler_saved[2][5];  /* source/target sampler state read on resume (checked once the
+                                 * data is open): seed, iteration, global batch, size, rcs */
+  int have_sampler_saved;
   double best_miou;
   FILE *metrics;            /* work_dir/metrics.jsonl (rank 0) */
   double t_start;

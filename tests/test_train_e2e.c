@@ -147,6 +147,11 @@ static void bad_inputs(void) {
   CHECK(run_fmt("%s/t2sda_train %s work_dir=%s/bad 'data.target.shards=%s/nowhere-*.h5' > %s 2>&1", bin, common,
                 dir, dir, log) != 0);
   CHECK_MSG(file_contains(log, "data.target.shards") && file_contains(log, "nowhere"), "see %s", log);
+  /* resuming on another data set would silently read other images: refused */
+  CHECK(run_fmt("%s/t2sda_synth %s/other --source 12 --target 0 --val 0 --size 48 48 --seed 4 > /dev/null", bin, dir) == 0);
+  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s/split --resume auto runner.max_iters=12 "
+                "'data.source.shards=%s/other/source-*.h5' > %s 2>&1", bin, common, dir, dir, log) != 0);
+  CHECK_MSG(file_contains(log, "resume: data.source.shards now has 12 images"), "see %s", log);
 }
 
 int main(void) {
