@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+
+#include "core/hdf5_error.h"
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,32 +34,8 @@ struct t2s_ckpt_reader {
 
 /* ---- HDF5 error reporting -------------------------------------------------- */
 
-typedef struct h5_detail {
-  char text[384];
-  int found;
-} h5_detail;
-
-/* Keeps the innermost description on the stack (the walk starts at the most
- * specific error): that is the one that says "truncated file" or "errno = 2". */
-static herr_t h5_detail_cb(unsigned n, const H5E_error2_t *e, void *data) {
-  h5_detail *d = data;
-  if (!d->found && e->desc != NULL && e->desc[0] != '\0') {
-    snprintf(d->text, sizeof d->text, "%s", e->desc);
-    d->found = 1;
-  }
-  return 0;
-}
-
-/* Must be called right after the failing HDF5 call: the next API call clears the stack. */
 static t2s_status h5_fail(t2s_error *err, const char *file, const char *call, const char *object) {
-  h5_detail d = {{0}, 0};
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_detail_cb, &d);
-  if (!d.found) snprintf(d.text, sizeof d.text, "no detail");
-  const char *hint = strstr(d.text, "lock") != NULL
-                         ? "; on a network filesystem, set HDF5_USE_FILE_LOCKING=FALSE"
-                         : "";
-  return t2s_error_set(err, T2S_ERR_IO, "checkpoint %s: %s failed for '%s' (HDF5: %s%s)", file,
-                       call, object, d.text, hint);
+  return t2s_h5_fail(err, "checkpoint", file, call, object);
 }
 
 static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
@@ -608,13 +586,13 @@ static t2s_status open_file(t2s_ckpt_reader *r, t2s_error *err) {
                          r->path, (long long)sb.st_size);
   r->file = H5Fopen(r->path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (r->file < 0) {
-    h5_detail d = {{0}, 0};
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_detail_cb, &d);
+    char detail[384];
+    t2s_h5_detail(detail, sizeof detail);
     return t2s_error_set(err, T2S_ERR_FORMAT,
                          "checkpoint %s (%lld bytes) is truncated or damaged: H5Fopen failed "
                          "(HDF5: %s). It was probably cut short while being written or copied; "
                          "resume from the previous checkpoint",
-                         r->path, (long long)sb.st_size, d.found ? d.text : "no detail");
+                         r->path, (long long)sb.st_size, detail);
   }
   return T2S_OK;
 }

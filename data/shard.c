@@ -12,6 +12,8 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <hdf5.h>
+
+#include "core/hdf5_error.h"
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -35,31 +37,8 @@ static void unlock_h5(void) { pthread_mutex_unlock(&h5_lock); }
 
 /* ---- messages --------------------------------------------------------------- */
 
-typedef struct h5_detail {
-  char text[384];
-  int found;
-} h5_detail;
-
-/* The innermost description on the stack says the most ("truncated file", "errno = 2"). */
-static herr_t h5_detail_cb(unsigned n, const H5E_error2_t *e, void *data) {
-  h5_detail *d = data;
-  if (!d->found && e->desc != NULL && e->desc[0] != '\0') {
-    snprintf(d->text, sizeof d->text, "%s", e->desc);
-    d->found = 1;
-  }
-  return 0;
-}
-
-/* Call right after the failing HDF5 call: the next API call clears the error stack. */
 static t2s_status h5_fail(t2s_error *err, const char *file, const char *call, const char *object) {
-  h5_detail d = {{0}, 0};
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_detail_cb, &d);
-  if (!d.found) snprintf(d.text, sizeof d.text, "no detail");
-  const char *hint = strstr(d.text, "lock") != NULL
-                         ? "; on a network filesystem, set HDF5_USE_FILE_LOCKING=FALSE"
-                         : "";
-  return t2s_error_set(err, T2S_ERR_IO, "shard %s: %s failed for '%s' (HDF5: %s%s)", file, call,
-                       object, d.text, hint);
+  return t2s_h5_fail(err, "shard", file, call, object);
 }
 
 /* "shard FILE: FIELD: what is wrong" — the reader's format errors. */
