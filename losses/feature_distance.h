@@ -7,7 +7,7 @@
  * (h, w) (t2s_labels_downsample). The count is reduced over ranks and each rank
  * returns its share times world_size. dL/df_i = (f_i - g_i) / ||f_i - g_i|| / count
  * (0 where f_i = g_i). The caller multiplies by lambda (0.005), e.g. as the scale of
- * t2s_backward. A fused op (CPU slot). */
+ * t2s_backward. A fused op (CPU and CUDA slots; on CUDA every input is a device tensor). */
 #pragma once
 #include <stdint.h>
 

@@ -4,15 +4,23 @@
  *   l = lse(s_0, s_1..s_N) - s_0,  dl/dq = ((p_0 - 1) k_c + sum_n p_n k_n) / tau,
  * p = softmax(s_0, s_1..s_N). Forward keeps p per query (1 + N_n floats) so backward
  * only gathers the vectors again. A pixel is the query of at most one group (it has
- * one label), so backward scatters without collisions. */
+ * one label), so backward scatters without collisions.
+ *
+ * On a CUDA context the features, labels, class weights, prototypes and present mask
+ * are device tensors (t2s_prototypes_tensor copies the prototypes there). The CUDA
+ * slot downloads the small label map and mask, draws the identical plan on the host,
+ * and runs the loss and its gradient over the sampled pixels on the GPU
+ * (losses/losses_cuda.h). t2s_class_prototypes reads device keys through a host copy. */
 #include "losses/pull_loss.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/device.h"
 #include "core/ops.h"
 #include "losses/batch_stats.h"
+#include "losses/losses_cuda.h"
 
 enum { PURPOSE_QUERY = 1, PURPOSE_NEGATIVE = 2 };
 
@@ -132,18 +140,20 @@ static int check_label_values(t2s_ctx *ctx, const char *op, const t2s_tensor *la
   return 1;
 }
 
+/* Features float32 (N, D, h, w) and labels uint8 (N, h, w) at the feature size, both
+ * on `dev`. */
 static int check_feature_labels(t2s_ctx *ctx, const char *op, const t2s_tensor *f,
-                                const t2s_tensor *labels) {
+                                const t2s_tensor *labels, t2s_device dev) {
   char sf[96], sl[96];
-  if (f->dtype == T2S_F32 && f->ndim == 4 && is_host(f) && labels->dtype == T2S_U8 &&
-      labels->ndim == 3 && is_host(labels) && labels->shape[0] == f->shape[0] &&
+  if (f->dtype == T2S_F32 && f->ndim == 4 && f->device == dev && labels->dtype == T2S_U8 &&
+      labels->ndim == 3 && labels->device == dev && labels->shape[0] == f->shape[0] &&
       labels->shape[1] == f->shape[2] && labels->shape[2] == f->shape[3])
     return 1;
   t2s_ctx_fail(ctx, T2S_ERR_INVALID,
-               "%s: features must be host float32 (N, D, h, w) and labels host uint8 (N, h, w) "
-               "at the feature size; got features %s %s, labels %s %s (downsample the labels "
-               "with t2s_labels_downsample)",
-               op, t2s_dtype_name(f->dtype), t2s_shape_str(f, sf, sizeof sf),
+               "%s: features must be float32 (N, D, h, w) and labels uint8 (N, h, w) at the "
+               "feature size, both in %s memory; got features %s %s, labels %s %s (downsample "
+               "the labels with t2s_labels_downsample)",
+               op, t2s_device_name(dev), t2s_dtype_name(f->dtype), t2s_shape_str(f, sf, sizeof sf),
                t2s_dtype_name(labels->dtype), t2s_shape_str(labels, sl, sizeof sl));
   return 0;
 }
@@ -153,26 +163,57 @@ t2s_status t2s_class_prototypes(t2s_ctx *ctx, const t2s_tensor *keys, const t2s_
   if (!t2s_ctx_ok(ctx)) return ctx->err.status;
   if (keys == NULL || labels == NULL || p == NULL || p->proto == NULL)
     return t2s_error_set(&ctx->err, T2S_ERR_INVALID, "class_prototypes: NULL argument");
-  if (!check_feature_labels(ctx, "class_prototypes", keys, labels)) return ctx->err.status;
+  if (!check_feature_labels(ctx, "class_prototypes", keys, labels, keys->device))
+    return ctx->err.status;
   int C = p->num_classes, D = p->dim;
   if (keys->shape[1] != D)
     return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
                          "class_prototypes: keys have %lld channels, the prototypes %d",
                          (long long)keys->shape[1], D);
-  if (!check_label_values(ctx, "class_prototypes", labels, C, ignore_index)) return ctx->err.status;
   int64_t n = keys->shape[0], hw = keys->shape[2] * keys->shape[3];
-  /* one buffer, one reduction: sums (C x D) then counts (C) */
-  double *buf = calloc((size_t)C * D + C, sizeof(double));
-  if (buf == NULL) return t2s_error_set(&ctx->err, T2S_ERR_NOMEM, "class_prototypes: no memory");
-  double *count = buf + (size_t)C * D;
+  /* Device keys (stored NHWC) and labels are read through host copies: the sums are
+   * C x D numbers over the whole batch, small next to the copy, and the host loop
+   * keeps the CPU's summation order, so both backends give the same prototypes. */
+  void *copies = NULL;
   const uint8_t *y = t2s_u8(labels);
   const float *k = t2s_f32(keys);
+  int64_t st_d = hw, st_i = 1; /* NCHW: element (b, d, i) at (b D + d) hw + i */
+  if (keys->device != T2S_DEV_CPU) {
+    size_t kb = (size_t)(n * D * hw) * sizeof(float), yb = (size_t)(n * hw);
+    copies = malloc(kb + yb + 1);
+    if (copies == NULL)
+      return t2s_error_set(&ctx->err, T2S_ERR_NOMEM, "class_prototypes: no host memory for a "
+                           "copy of the %zu-byte keys", kb);
+    if (t2s_device_copy(T2S_DEV_CPU, copies, keys->device, keys->data, kb, &ctx->err) != T2S_OK ||
+        t2s_device_copy(T2S_DEV_CPU, (char *)copies + kb, labels->device, labels->data, yb,
+                        &ctx->err) != T2S_OK) {
+      free(copies);
+      return ctx->err.status;
+    }
+    k = copies;
+    y = (const uint8_t *)copies + kb;
+    if (keys->layout == T2S_LAYOUT_NHWC) st_d = 1, st_i = D; /* (b hw + i) D + d */
+  }
+  t2s_tensor yh = *labels;
+  yh.data = (void *)y;
+  yh.device = T2S_DEV_CPU;
+  if (!check_label_values(ctx, "class_prototypes", &yh, C, ignore_index)) {
+    free(copies);
+    return ctx->err.status;
+  }
+  /* one buffer, one reduction: sums (C x D) then counts (C) */
+  double *buf = calloc((size_t)C * D + C, sizeof(double));
+  if (buf == NULL) {
+    free(copies);
+    return t2s_error_set(&ctx->err, T2S_ERR_NOMEM, "class_prototypes: no memory");
+  }
+  double *count = buf + (size_t)C * D;
   for (int64_t b = 0; b < n; b++)
     for (int64_t d = 0; d < D; d++) {
-      const float *kd = k + (b * D + d) * hw;
+      const float *kd = k + b * D * hw + d * st_d;
       const uint8_t *yb = y + b * hw;
       for (int64_t i = 0; i < hw; i++)
-        if (yb[i] != ignore_index) buf[(size_t)yb[i] * D + d] += kd[i];
+        if (yb[i] != ignore_index) buf[(size_t)yb[i] * D + d] += kd[i * st_i];
     }
   for (int64_t i = 0; i < n * hw; i++)
     if (y[i] != ignore_index) count[y[i]] += 1.0;
@@ -190,6 +231,7 @@ t2s_status t2s_class_prototypes(t2s_ctx *ctx, const t2s_tensor *keys, const t2s_
       p->seen[c] = 1;
     }
   free(buf);
+  free(copies);
   return st;
 }
 
@@ -202,14 +244,26 @@ static t2s_tensor *host_view(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int6
   return t;
 }
 
+/* A host view on the CPU; on another device a copy in the pass arena (the fused op
+ * wants every input on the run's device). */
+static t2s_tensor *run_device_view(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int64_t *shape,
+                                   void *data) {
+  if (ctx->device == T2S_DEV_CPU) return host_view(ctx, dtype, ndim, shape, data);
+  t2s_tensor *t = t2s_tensor_new(ctx, dtype, ndim, shape);
+  if (t == NULL) return NULL;
+  size_t bytes = (size_t)t2s_numel(t) * t2s_dtype_size(dtype);
+  return t2s_device_copy(ctx->device, t->data, T2S_DEV_CPU, data, bytes, &ctx->err) == T2S_OK ? t
+                                                                                              : NULL;
+}
+
 t2s_tensor *t2s_prototypes_tensor(t2s_ctx *ctx, t2s_prototypes *p) {
   int64_t shape[2] = {p->num_classes, p->dim};
-  return host_view(ctx, T2S_F32, 2, shape, p->proto);
+  return run_device_view(ctx, T2S_F32, 2, shape, p->proto);
 }
 
 t2s_tensor *t2s_prototypes_present_tensor(t2s_ctx *ctx, t2s_prototypes *p) {
   int64_t c = p->num_classes;
-  return host_view(ctx, T2S_U8, 1, &c, p->present);
+  return run_device_view(ctx, T2S_U8, 1, &c, p->present);
 }
 
 /* ---- sampling ----------------------------------------------------------------------- */
@@ -439,21 +493,22 @@ static double query_loss(const pull_args *a, const float *q, const float *pos, c
 static int check_pull_inputs(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *k, t2s_tensor *labels,
                              t2s_tensor *cw, t2s_tensor *proto, t2s_tensor *present) {
   char sq[96], sk[96], sp[96];
-  if (!check_feature_labels(ctx, "pull_loss", q, labels)) return 0;
+  t2s_device dev = ctx->device;
+  if (!check_feature_labels(ctx, "pull_loss", q, labels, dev)) return 0;
   int64_t C = proto->ndim == 2 ? proto->shape[0] : -1;
   const char *what = NULL;
-  if (!t2s_same_shape(q, k) || k->dtype != T2S_F32 || !is_host(k))
-    what = "keys must be host float32 of the queries' shape";
+  if (!t2s_same_shape(q, k) || k->dtype != T2S_F32 || k->device != dev)
+    what = "keys must be float32 of the queries' shape, on the run's device";
   else if (k->requires_grad || labels->requires_grad || (cw && cw->requires_grad) ||
            proto->requires_grad)
     what = "only the queries may require a gradient (the pull is one-directional)";
   else if (proto->dtype != T2S_F32 || C < 1 || C > 255 || proto->shape[1] != q->shape[1] ||
-           !is_host(proto))
-    what = "prototypes must be host float32 (C, D)";
-  else if (present->dtype != T2S_U8 || t2s_numel(present) != C || !is_host(present))
-    what = "present must be host uint8 (C)";
-  else if (cw && (cw->dtype != T2S_F32 || t2s_numel(cw) != C || !is_host(cw)))
-    what = "class_weight must be host float32 (C)";
+           proto->device != dev)
+    what = "prototypes must be float32 (C, D) on the run's device (t2s_prototypes_tensor)";
+  else if (present->dtype != T2S_U8 || t2s_numel(present) != C || present->device != dev)
+    what = "present must be uint8 (C) on the run's device";
+  else if (cw && (cw->dtype != T2S_F32 || t2s_numel(cw) != C || cw->device != dev))
+    what = "class_weight must be float32 (C) on the run's device";
   if (what == NULL) return 1;
   t2s_ctx_fail(ctx, T2S_ERR_INVALID, "pull_loss: %s; got queries %s, keys %s, prototypes %s", what,
                t2s_shape_str(q, sq, sizeof sq), t2s_shape_str(k, sk, sizeof sk),
@@ -572,10 +627,93 @@ static t2s_status pull_backward(t2s_ctx *ctx, t2s_node *node, const float *beta)
   return T2S_OK;
 }
 
+/* ---- the CUDA slots ------------------------------------------------------------------ */
+
+typedef struct pull_cuda_saved {
+  t2s_pull_cuda_batch batch;  /* device copies of the plan, the probabilities */
+} pull_cuda_saved;
+
+/* A host copy of a (small) device tensor's bytes, in the pass's host scratch. */
+static void *download(t2s_ctx *ctx, const t2s_tensor *t) {
+  size_t bytes = (size_t)t2s_numel(t) * t2s_dtype_size(t->dtype);
+  void *h = t2s_host_scratch(ctx, bytes + 1);
+  if (h == NULL || t2s_device_copy(T2S_DEV_CPU, h, t->device, t->data, bytes, &ctx->err) != T2S_OK)
+    return NULL;
+  return h;
+}
+
+/* A device copy of host bytes, in the pass arena. */
+static const void *upload(t2s_ctx *ctx, const void *host, size_t bytes) {
+  void *d = t2s_scratch(ctx, bytes + 1);
+  if (d == NULL || t2s_device_copy(ctx->device, d, T2S_DEV_CPU, host, bytes, &ctx->err) != T2S_OK)
+    return NULL;
+  return d;
+}
+
+/* The same plan and normalisers as the CPU slot (from host copies of the labels, the
+ * present mask and the class weights), then the arithmetic on the device. */
+static t2s_status pull_forward_cuda(t2s_ctx *ctx, t2s_node *node) {
+  const pull_args *a = node->args;
+  t2s_tensor *qt = node->in[0];
+  int C = (int)node->in[4]->shape[0];
+  t2s_tensor labels = *node->in[2], present = *node->in[5];
+  labels.data = download(ctx, node->in[2]);
+  present.data = download(ctx, node->in[5]);
+  labels.device = present.device = T2S_DEV_CPU;
+  const float *cw = node->in[3] ? download(ctx, node->in[3]) : NULL;
+  pull_cuda_saved *sv = t2s_host_scratch(ctx, sizeof *sv);
+  if (labels.data == NULL || present.data == NULL || (node->in[3] && cw == NULL) || sv == NULL)
+    return ctx->err.status;
+  t2s_pull_plan plan;
+  t2s_status st = t2s_pull_loss_plan(ctx, &labels, &present, C, &a->cfg, a->seed, a->iter,
+                                     a->global_offset, &plan);
+  if (st != T2S_OK) return st;
+  double *scale = t2s_host_scratch(ctx, sizeof(double) * (size_t)plan.n_groups + 1);
+  int32_t *qgroup = t2s_host_scratch(ctx, sizeof(int32_t) * (size_t)plan.n_queries + 1);
+  if (scale == NULL || qgroup == NULL) return ctx->err.status;
+  if ((st = group_scales(ctx, a, &plan, cw, C, scale)) != T2S_OK) return st;
+  for (int g = 0; g < plan.n_groups; g++)
+    for (int32_t i = 0; i < plan.groups[g].n_query; i++) qgroup[plan.groups[g].query_off + i] = g;
+  t2s_pull_cuda_batch *b = &sv->batch;
+  memset(b, 0, sizeof *b);
+  b->q = t2s_f32(qt);
+  b->k = t2s_f32(node->in[1]);
+  b->proto = t2s_f32(node->in[4]);
+  b->hw = qt->shape[2] * qt->shape[3];
+  b->dim = qt->shape[1];
+  b->negatives_are_keys = a->cfg.negatives == T2S_PULL_NEG_KEYS;
+  b->tau = a->cfg.tau;
+  b->n_groups = plan.n_groups;
+  b->n_queries = plan.n_queries;
+  b->n_negs = plan.n_negs;
+  b->groups = upload(ctx, plan.groups, sizeof(t2s_pull_group) * (size_t)plan.n_groups);
+  b->query_pixel = upload(ctx, plan.query_pixel, sizeof(int32_t) * (size_t)plan.n_queries);
+  b->neg_index = upload(ctx, plan.neg_index, sizeof(int32_t) * (size_t)plan.n_negs);
+  b->query_group = upload(ctx, qgroup, sizeof(int32_t) * (size_t)plan.n_queries);
+  b->group_scale = upload(ctx, scale, sizeof(double) * (size_t)plan.n_groups);
+  b->prob = t2s_scratch(ctx, sizeof(float) * (size_t)(plan.n_queries + plan.n_negs) + 1);
+  b->work = t2s_scratch(ctx, sizeof(double) * (size_t)(plan.n_queries + plan.n_groups) + 1);
+  if (!b->groups || !b->query_pixel || !b->neg_index || !b->query_group || !b->group_scale ||
+      !b->prob || !b->work)
+    return ctx->err.status;
+  if ((st = t2s_pull_loss_cuda_forward(ctx, node, b, t2s_f32(node->out))) != T2S_OK) return st;
+  node->saved = sv;
+  return T2S_OK;
+}
+
+static t2s_status pull_backward_cuda(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  const pull_cuda_saved *sv = node->saved;
+  if (sv == NULL)
+    return t2s_error_set(&ctx->err, T2S_ERR_INVALID, "pull_loss backward on cuda: no saved plan "
+                         "(the forward did not run on this node)");
+  return t2s_pull_loss_cuda_backward(ctx, node, &sv->batch, node->out->grad, node->in[0]->grad,
+                                     t2s_numel(node->in[0]), beta[0] != 0.0f);
+}
+
 static const t2s_op pull_op = {
     .name = "pull_loss",
-    .forward = {[T2S_DEV_CPU] = pull_forward},
-    .backward = {[T2S_DEV_CPU] = pull_backward},
+    .forward = {[T2S_DEV_CPU] = pull_forward, [T2S_DEV_CUDA] = pull_forward_cuda},
+    .backward = {[T2S_DEV_CPU] = pull_backward, [T2S_DEV_CUDA] = pull_backward_cuda},
 };
 
 t2s_tensor *t2s_pull_loss(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *k, t2s_tensor *labels,

@@ -15,7 +15,8 @@
  * Every draw is keyed by (seed, iter, global image index, class), so how the images
  * are split over ranks changes nothing; Q_c is reduced with t2s_batch_stats_reduce.
  * Each rank returns its share of L times world_size (the distributed layer averages
- * gradients). The gradient flows to q only. CPU implementation; no CUDA slot yet. */
+ * gradients). The gradient flows to q only. CPU and CUDA slots: on CUDA every input is
+ * a device tensor; the plan is drawn on the host from a copy of the labels. */
 #pragma once
 #include <stdint.h>
 
@@ -72,10 +73,12 @@ t2s_status t2s_prototypes_init(t2s_prototypes *p, int num_classes, int dim, floa
 void t2s_prototypes_free(t2s_prototypes *p);
 /* k_c = sum of k over pixels labelled c / their count, sums and counts reduced over
  * ranks in one call; classes absent from the global batch keep their previous value
- * and get present[c] = 0. keys (N, D, h, w) f32, labels (N, h, w) u8. */
+ * and get present[c] = 0. keys (N, D, h, w) f32, labels (N, h, w) u8, both host or both
+ * device (read through a host copy). */
 t2s_status t2s_class_prototypes(t2s_ctx *ctx, const t2s_tensor *keys, const t2s_tensor *labels,
                                 int ignore_index, t2s_prototypes *p);
-/* Tensor views over p->proto (C, D) f32 and p->present (C) u8 in the pass's meta arena. */
+/* p->proto (C, D) f32 and p->present (C) u8 as tensors of the run: views of the host
+ * arrays on the CPU, copies in the pass arena on CUDA. */
 t2s_tensor *t2s_prototypes_tensor(t2s_ctx *ctx, t2s_prototypes *p);
 t2s_tensor *t2s_prototypes_present_tensor(t2s_ctx *ctx, t2s_prototypes *p);
 
