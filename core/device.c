@@ -34,3 +34,15 @@ t2s_status t2s_device_copy(t2s_device dst_dev, void *dst, t2s_device src_dev, co
   }
   return t2s_cuda_copy(dst, dst_dev == T2S_DEV_CUDA, src, src_dev == T2S_DEV_CUDA, bytes, err);
 }
+
+void *t2s_host_pinned_alloc(size_t bytes) {
+  void *p = t2s_cuda_device_count() > 0 ? t2s_cuda_host_alloc(bytes) : NULL;
+  if (p != NULL) return p;
+  size_t rounded = (bytes + T2S_ALIGN - 1) / T2S_ALIGN * T2S_ALIGN;
+  return aligned_alloc(T2S_ALIGN, rounded > 0 ? rounded : T2S_ALIGN);
+}
+
+void t2s_host_pinned_free(void *ptr) {
+  if (ptr == NULL) return;
+  if (!t2s_cuda_host_free(ptr)) free(ptr);
+}

@@ -38,7 +38,15 @@ struct t2s_ctx;
 /* Sets the precision of a CUDA context (ctx->err names a bad request). */
 t2s_status t2s_cuda_set_precision(struct t2s_ctx *ctx, t2s_precision mode);
 
+/* Host memory for buffers that are uploaded to the GPU (data batches): page-locked
+ * (cudaHostAlloc) when a GPU is visible, so copies run asynchronously on a copy
+ * stream; plain aligned memory otherwise. Free with t2s_host_pinned_free. */
+void *t2s_host_pinned_alloc(size_t bytes);
+void t2s_host_pinned_free(void *ptr);
+
 /* Implemented by the CUDA backend (or its absent stub). */
+void *t2s_cuda_host_alloc(size_t bytes);    /* NULL when no GPU or not built */
+int t2s_cuda_host_free(void *ptr);          /* 1 when ptr was page-locked and is freed */
 void *t2s_cuda_malloc(size_t bytes, t2s_error *err);
 void t2s_cuda_free(void *ptr);
 t2s_status t2s_cuda_zero(void *ptr, size_t bytes, t2s_error *err);

@@ -63,12 +63,9 @@ t2s_loader_cfg t2s_loader_cfg_default(void) {
   return c;
 }
 
-void *t2s_loader_host_alloc(size_t bytes) {
-  size_t rounded = (bytes + T2S_ALIGN - 1) / T2S_ALIGN * T2S_ALIGN;
-  return aligned_alloc(T2S_ALIGN, rounded > 0 ? rounded : T2S_ALIGN);
-}
+void *t2s_loader_host_alloc(size_t bytes) { return t2s_host_pinned_alloc(bytes); }
 
-void t2s_loader_host_free(void *p) { free(p); }
+void t2s_loader_host_free(void *p) { t2s_host_pinned_free(p); }
 
 const t2s_sampler *t2s_loader_sampler(const t2s_loader *L) { return &L->sampler; }
 

@@ -80,3 +80,22 @@ extern "C" t2s_status t2s_cuda_copy(void *dst, int dst_on_device, const void *sr
                          cudaGetErrorString(st));
   return T2S_OK;
 }
+
+extern "C" void *t2s_cuda_host_alloc(size_t bytes) {
+  void *p = NULL;
+  if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable) != cudaSuccess) {
+    (void)cudaGetLastError();  /* not an error for the caller: it falls back to malloc */
+    return NULL;
+  }
+  return p;
+}
+
+extern "C" int t2s_cuda_host_free(void *ptr) {
+  cudaPointerAttributes a;
+  if (t2s_cuda_device_count() == 0 || cudaPointerGetAttributes(&a, ptr) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  if (a.type != cudaMemoryTypeHost) return 0;
+  return cudaFreeHost(ptr) == cudaSuccess;
+}
