@@ -1,8 +1,11 @@
 #include "losses/classmix.h"
 
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/device.h"
 #include "core/rng.h"
+#include "losses/losses_cuda.h"
 
 enum { PURPOSE_CLASSMIX = 0x434d }; /* "CM" */
 
@@ -33,8 +36,37 @@ int t2s_classmix_choose(const uint8_t *labels, int64_t hw, int ignore_index, uin
 }
 
 static int same_map(const t2s_tensor *t, const t2s_tensor *ref, t2s_dtype dtype) {
-  return t != NULL && t->dtype == dtype && t->ndim == 3 && t->device == T2S_DEV_CPU &&
+  return t != NULL && t->dtype == dtype && t->ndim == 3 && t->device == ref->device &&
          t2s_same_shape(t, ref);
+}
+
+/* CUDA: the classes are drawn on the host from a copy of the labels (the same draws as
+ * the CPU), the mask is a table lookup on the device. */
+static t2s_status classmix_masks_cuda(t2s_ctx *ctx, const t2s_tensor *src_labels,
+                                      int ignore_index, uint64_t seed, int64_t iter,
+                                      int64_t global_offset, t2s_tensor *mask) {
+  int64_t n = src_labels->shape[0], hw = src_labels->shape[1] * src_labels->shape[2];
+  uint8_t *y = malloc((size_t)(n * hw + n * 256) + 1);
+  if (y == NULL)
+    return t2s_error_set(&ctx->err, T2S_ERR_NOMEM, "classmix_masks: no host memory for a copy "
+                         "of the %lld labels", (long long)(n * hw));
+  uint8_t *take = y + n * hw;
+  memset(take, 0, (size_t)(n * 256));
+  uint8_t *take_dev = t2s_scratch(ctx, (size_t)(n * 256));
+  t2s_status st = take_dev == NULL ? ctx->err.status
+                                   : t2s_device_copy(T2S_DEV_CPU, y, src_labels->device,
+                                                     src_labels->data, (size_t)(n * hw), &ctx->err);
+  for (int64_t b = 0; b < n && st == T2S_OK; b++) {
+    uint8_t chosen[256];
+    int m = t2s_classmix_choose(y + b * hw, hw, ignore_index, seed, iter, global_offset + b, chosen);
+    for (int j = 0; j < m; j++) take[b * 256 + chosen[j]] = 1;
+  }
+  if (st == T2S_OK)
+    st = t2s_device_copy(src_labels->device, take_dev, T2S_DEV_CPU, take, (size_t)(n * 256),
+                         &ctx->err);
+  free(y);
+  if (st != T2S_OK) return st;
+  return t2s_classmix_mask_cuda(ctx, t2s_u8(src_labels), take_dev, n, hw, t2s_u8(mask));
 }
 
 t2s_status t2s_classmix_masks(t2s_ctx *ctx, const t2s_tensor *src_labels, int ignore_index,
@@ -43,12 +75,14 @@ t2s_status t2s_classmix_masks(t2s_ctx *ctx, const t2s_tensor *src_labels, int ig
   if (!t2s_ctx_ok(ctx)) return ctx->err.status;
   char s[96];
   if (src_labels == NULL || src_labels->dtype != T2S_U8 || src_labels->ndim != 3 ||
-      src_labels->device != T2S_DEV_CPU || !same_map(mask, src_labels, T2S_U8))
+      !same_map(mask, src_labels, T2S_U8))
     return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
-                         "classmix_masks: labels and mask must be host uint8 (N, H, W) of one "
-                         "shape; labels %s",
+                         "classmix_masks: labels and mask must be uint8 (N, H, W) of one shape "
+                         "on one device; labels %s",
                          src_labels ? t2s_shape_str(src_labels, s, sizeof s) : "NULL");
   int64_t n = src_labels->shape[0], hw = src_labels->shape[1] * src_labels->shape[2];
+  if (src_labels->device == T2S_DEV_CUDA)
+    return classmix_masks_cuda(ctx, src_labels, ignore_index, seed, iter, global_offset, mask);
   for (int64_t b = 0; b < n; b++) {
     const uint8_t *y = t2s_u8(src_labels) + b * hw;
     uint8_t chosen[256], take[256] = {0};
@@ -66,23 +100,30 @@ t2s_status t2s_classmix_apply(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_te
                               t2s_tensor *w_mix) {
   if (!t2s_ctx_ok(ctx)) return ctx->err.status;
   char sm[96], sx[96];
-  int ok = mask != NULL && mask->dtype == T2S_U8 && mask->ndim == 3 &&
-           mask->device == T2S_DEV_CPU && x_s != NULL && x_s->dtype == T2S_F32 && x_s->ndim == 4 &&
-           x_s->device == T2S_DEV_CPU && x_s->shape[0] == mask->shape[0] &&
+  int ok = mask != NULL && mask->dtype == T2S_U8 && mask->ndim == 3 && x_s != NULL &&
+           x_s->dtype == T2S_F32 && x_s->ndim == 4 &&
+           x_s->device == mask->device && x_s->shape[0] == mask->shape[0] &&
            x_s->shape[2] == mask->shape[1] && x_s->shape[3] == mask->shape[2];
-  ok = ok && x_t && x_t->dtype == T2S_F32 && x_t->device == T2S_DEV_CPU && t2s_same_shape(x_t, x_s);
-  ok = ok && x_mix && x_mix->dtype == T2S_F32 && x_mix->device == T2S_DEV_CPU &&
-       t2s_same_shape(x_mix, x_s);
+  ok = ok && x_t && x_t->dtype == T2S_F32 && x_t->device == mask->device &&
+       x_t->layout == x_s->layout && t2s_same_shape(x_t, x_s);
+  ok = ok && x_mix && x_mix->dtype == T2S_F32 && x_mix->device == mask->device &&
+       x_mix->layout == x_s->layout && t2s_same_shape(x_mix, x_s);
   ok = ok && same_map(y_s, mask, T2S_U8) && same_map(yhat, mask, T2S_U8) &&
        same_map(pl_weight, mask, T2S_F32) && same_map(y_mix, mask, T2S_U8) &&
        same_map(w_mix, mask, T2S_F32);
   if (!ok)
     return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
-                         "classmix_apply: need host images f32 (N, C, H, W) and maps (N, H, W) "
-                         "(mask, labels u8; weights f32) of one size; mask %s, x_s %s",
+                         "classmix_apply: need images f32 (N, C, H, W) and maps (N, H, W) "
+                         "(mask, labels u8; weights f32) of one size on one device; mask %s, "
+                         "x_s %s",
                          mask ? t2s_shape_str(mask, sm, sizeof sm) : "NULL",
                          x_s ? t2s_shape_str(x_s, sx, sizeof sx) : "NULL");
   int64_t n = x_s->shape[0], ch = x_s->shape[1], hw = x_s->shape[2] * x_s->shape[3];
+  if (mask->device == T2S_DEV_CUDA)
+    return t2s_classmix_apply_cuda(ctx, t2s_u8(mask), t2s_f32(x_s), t2s_f32(x_t), t2s_f32(x_mix),
+                                   n, ch, hw, x_s->layout == T2S_LAYOUT_NHWC, t2s_u8(y_s),
+                                   t2s_u8(yhat), t2s_f32(pl_weight), t2s_u8(y_mix),
+                                   t2s_f32(w_mix));
   const uint8_t *m = t2s_u8(mask);
   for (int64_t b = 0; b < n; b++)
     for (int64_t c = 0; c < ch; c++) {

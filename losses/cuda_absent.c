@@ -33,3 +33,26 @@ t2s_status t2s_feature_distance_cuda_backward(t2s_ctx *ctx, const t2s_node *node
                                               float *df, int accumulate) {
   return not_built(ctx, "feature_distance");
 }
+
+t2s_status t2s_pseudo_labels_cuda(t2s_ctx *ctx, const float *logits, int64_t pixels,
+                                  int64_t classes, float threshold, uint8_t *yhat,
+                                  float *max_prob, double *confident_host) {
+  return not_built(ctx, "pseudo_labels");
+}
+
+t2s_status t2s_pseudo_weights_cuda(t2s_ctx *ctx, float *weight, int64_t n, int64_t h, int64_t w,
+                                   int64_t top, int64_t bottom, float q) {
+  return not_built(ctx, "pseudo_labels");
+}
+
+t2s_status t2s_classmix_mask_cuda(t2s_ctx *ctx, const uint8_t *labels, const uint8_t *take,
+                                  int64_t n, int64_t hw, uint8_t *mask) {
+  return not_built(ctx, "classmix_masks");
+}
+
+t2s_status t2s_classmix_apply_cuda(t2s_ctx *ctx, const uint8_t *mask, const float *x_s,
+                                   const float *x_t, float *x_mix, int64_t n, int64_t channels,
+                                   int64_t hw, int nhwc, const uint8_t *y_s, const uint8_t *yhat,
+                                   const float *pl_weight, uint8_t *y_mix, float *w_mix) {
+  return not_built(ctx, "classmix_apply");
+}

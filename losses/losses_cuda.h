@@ -57,3 +57,25 @@ t2s_status t2s_feature_distance_cuda_backward(t2s_ctx *ctx, const t2s_node *node
                                               const float *g, const double *dist, int64_t pixels,
                                               int64_t channels, const float *dloss, double scale,
                                               float *df, int accumulate);
+
+/* ---- per-pixel maps of the UDA step (losses/pseudo_label.c, losses/classmix.c) ------- */
+/* logits (N, C, H, W) stored NHWC: yhat[i] = argmax_c (first maximum), max_prob[i] (may be
+ * NULL) = 1 / sum_c exp(z_c - z_max), *confident_host = #{i: max_prob_i >= threshold}
+ * (host, after a synchronising copy). i runs over the `pixels` = N H W pixels. */
+t2s_status t2s_pseudo_labels_cuda(t2s_ctx *ctx, const float *logits, int64_t pixels,
+                                  int64_t classes, float threshold, uint8_t *yhat,
+                                  float *max_prob, double *confident_host);
+/* weight (N, H, W) = q, except rows [0, top) and [H - bottom, H), which get 0. */
+t2s_status t2s_pseudo_weights_cuda(t2s_ctx *ctx, float *weight, int64_t n, int64_t h, int64_t w,
+                                   int64_t top, int64_t bottom, float q);
+/* mask[b hw + i] = take[b 256 + labels[b hw + i]] for N images of hw pixels; take is a
+ * device (N, 256) table of chosen classes. */
+t2s_status t2s_classmix_mask_cuda(t2s_ctx *ctx, const uint8_t *labels, const uint8_t *take,
+                                  int64_t n, int64_t hw, uint8_t *mask);
+/* x_mix = m ? x_s : x_t over images of `channels` x hw per sample (nhwc: the channel is
+ * the fastest index, else NCHW); y_mix = m ? y_s : yhat and w_mix = m ? 1 : pl_weight
+ * over the N hw map. */
+t2s_status t2s_classmix_apply_cuda(t2s_ctx *ctx, const uint8_t *mask, const float *x_s,
+                                   const float *x_t, float *x_mix, int64_t n, int64_t channels,
+                                   int64_t hw, int nhwc, const uint8_t *y_s, const uint8_t *yhat,
+                                   const float *pl_weight, uint8_t *y_mix, float *w_mix);

@@ -17,9 +17,15 @@
  *   prototypes as from host keys, bit for bit: the host loop keeps its order), then
  *   t2s_pull_loss with t2s_prototypes_tensor's device copies, backward through the
  *   tape; loss and dq against the CPU.
+ * - the per-pixel maps of the UDA step on device tensors: t2s_pseudo_labels (argmax,
+ *   max probability, confidence fraction, weight rows) and t2s_classmix_masks /
+ *   t2s_classmix_apply (the same classes drawn, NHWC images mixed) against the CPU;
+ *   labels and masks exactly, floats to 1e-6.
  *
  * Skipped (exit 77) without a CUDA build or a visible GPU. */
+#include "losses/classmix.h"
 #include "losses/feature_distance.h"
+#include "losses/pseudo_label.h"
 #include "losses/pull_loss.h"
 #include "tests/cuda_replay.h"
 
@@ -189,6 +195,98 @@ static void public_path(t2s_ctx *cpu, t2s_ctx *gpu) {
   printf("done pull public path\n");
 }
 
+/* ---- per-pixel maps of the UDA step --------------------------------------------------- */
+
+/* An output device buffer (NaN-filled) with a header like `like` (shape and dtype). */
+static void device_out(t2s_tensor *dt, dbuf *buf, const t2s_tensor *like) {
+  dbuf_make(buf, NULL, float_slots(like));
+  device_tensor(dt, like, buf);
+}
+
+/* Reads a device result back in logical order and compares it with the host tensor. */
+static void compare_back(const char *label, const char *what, dbuf *buf, const t2s_tensor *ref,
+                         double tol) {
+  int64_t slots = float_slots(ref), n = t2s_numel(ref);
+  float *d = malloc((size_t)slots * sizeof(float)), *got = malloc((size_t)n * sizeof(float));
+  if (dbuf_read(buf, d, label, what)) {
+    if (ref->dtype != T2S_F32) {
+      CHECK_MSG(memcmp(d, ref->data, (size_t)n * t2s_dtype_size(ref->dtype)) == 0,
+                "%s: %s differs from the CPU's", label, what);
+    } else {
+      from_device_order(d, got, ref, ref->ndim == 4);
+      expect_close(label, what, got, t2s_f32(ref), n, tol);
+    }
+  }
+  free(d), free(got);
+}
+
+static void pseudo_label_case(t2s_ctx *cpu, t2s_ctx *gpu) {
+  int64_t ls[4] = {2, 5, 6, 7}, ms[3] = {2, 6, 7};
+  t2s_tensor *z = t2s_test_tensor(4, ls, -3.0f, 3.0f, 900, 0);
+  for (int64_t i = 0; i < 42; i += 3) t2s_f32(z)[i] = 9.0f; /* confident pixels, class 0 */
+  t2s_pseudo_label_cfg cfg = {0.6f, 1, 2, 6};
+  t2s_tensor *yh = make_labels(2, 6, 7, 901), *pw = t2s_test_tensor(3, ms, 0, 0, 2, 0);
+  t2s_tensor *mp = t2s_test_tensor(3, ms, 0, 0, 3, 0);
+  double qc = -1.0, qg = -2.0;
+  CHECK_MSG(t2s_pseudo_labels(cpu, &cfg, z, yh, pw, mp, &qc) == T2S_OK, "pseudo_labels cpu: %s",
+            cpu->err.msg);
+  t2s_tensor dz, dyh, dpw, dmp;
+  dbuf bz, byh, bpw, bmp;
+  to_device(&dz, &bz, z);
+  device_out(&dyh, &byh, yh), device_out(&dpw, &bpw, pw), device_out(&dmp, &bmp, mp);
+  CHECK_MSG(t2s_pseudo_labels(gpu, &cfg, &dz, &dyh, &dpw, &dmp, &qg) == T2S_OK,
+            "pseudo_labels cuda: %s", gpu->err.msg);
+  if (t2s_ctx_ok(gpu)) {
+    CHECK_MSG(qc == qg && qc > 0.0 && qc < 1.0, "pseudo_labels: confidence %g on cuda, %g on cpu "
+              "(the case wants a fraction strictly between 0 and 1)", qg, qc);
+    compare_back("pseudo_labels", "yhat", &byh, yh, 0.0);
+    compare_back("pseudo_labels", "max_prob", &bmp, mp, 1e-6);
+    compare_back("pseudo_labels", "pixel_weight", &bpw, pw, 0.0);
+  }
+  gpu->err.status = T2S_OK;
+  dbuf_free(&bz), dbuf_free(&byh), dbuf_free(&bpw), dbuf_free(&bmp);
+  t2s_test_tensor_free(z), t2s_test_tensor_free(pw), t2s_test_tensor_free(mp);
+  t2s_test_tensor_free(yh);
+  printf("done pseudo_labels\n");
+}
+
+static void classmix_case(t2s_ctx *cpu, t2s_ctx *gpu) {
+  int64_t xs4[4] = {2, 3, 6, 7}, ms[3] = {2, 6, 7};
+  t2s_tensor *ys = make_labels(2, 6, 7, 910), *yhat = make_labels(2, 6, 7, 911);
+  t2s_tensor *mask = make_labels(2, 6, 7, 912), *ymix = make_labels(2, 6, 7, 913);
+  t2s_tensor *x_s = t2s_test_tensor(4, xs4, -1.0f, 1.0f, 914, 0);
+  t2s_tensor *x_t = t2s_test_tensor(4, xs4, -1.0f, 1.0f, 915, 0);
+  t2s_tensor *x_mix = t2s_test_tensor(4, xs4, 0, 0, 916, 0);
+  t2s_tensor *plw = t2s_test_tensor(3, ms, 0.0f, 1.0f, 917, 0);
+  t2s_tensor *w_mix = t2s_test_tensor(3, ms, 0, 0, 918, 0);
+  CHECK_MSG(t2s_classmix_masks(cpu, ys, 255, 42, 7, 4, mask) == T2S_OK &&
+                t2s_classmix_apply(cpu, mask, x_s, x_t, ys, yhat, plw, x_mix, ymix, w_mix) == T2S_OK,
+            "classmix cpu: %s", cpu->err.msg);
+  int64_t chosen = 0;
+  for (int64_t i = 0; i < t2s_numel(mask); i++) chosen += t2s_u8(mask)[i];
+  CHECK_MSG(chosen > 0 && chosen < t2s_numel(mask), "classmix: the CPU mask is uniform (%lld)",
+            (long long)chosen);
+  t2s_tensor d[9];
+  dbuf b[9];
+  const t2s_tensor *in[5] = {ys, yhat, x_s, x_t, plw}, *out[4] = {mask, x_mix, ymix, w_mix};
+  for (int k = 0; k < 5; k++) to_device(&d[k], &b[k], in[k]);
+  for (int k = 0; k < 4; k++) device_out(&d[5 + k], &b[5 + k], out[k]);
+  CHECK_MSG(t2s_classmix_masks(gpu, &d[0], 255, 42, 7, 4, &d[5]) == T2S_OK &&
+                t2s_classmix_apply(gpu, &d[5], &d[2], &d[3], &d[0], &d[1], &d[4], &d[6], &d[7],
+                                   &d[8]) == T2S_OK,
+            "classmix cuda: %s", gpu->err.msg);
+  if (t2s_ctx_ok(gpu)) {
+    const char *names[4] = {"mask", "x_mix", "y_mix", "w_mix"};
+    for (int k = 0; k < 4; k++) compare_back("classmix", names[k], &b[5 + k], out[k], 0.0);
+  }
+  gpu->err.status = T2S_OK;
+  for (int k = 0; k < 9; k++) dbuf_free(&b[k]);
+  t2s_test_tensor_free(ys), t2s_test_tensor_free(yhat), t2s_test_tensor_free(mask);
+  t2s_test_tensor_free(ymix), t2s_test_tensor_free(x_s), t2s_test_tensor_free(x_t);
+  t2s_test_tensor_free(x_mix), t2s_test_tensor_free(plw), t2s_test_tensor_free(w_mix);
+  printf("done classmix\n");
+}
+
 int main(void) {
   if (!t2s_cuda_built()) {
     printf("test_cuda_losses: skipped: this build has no CUDA backend (configure with "
@@ -210,6 +308,8 @@ int main(void) {
   cpu->seed = gpu->seed = 1234;
   pull_cases(cpu, gpu);
   fd_cases(cpu, gpu);
+  pseudo_label_case(cpu, gpu);
+  classmix_case(cpu, gpu);
   printf("op checks: %d failure(s) so far\n", t2s_test_failures);
   fflush(stdout);
   public_path(cpu, gpu);
