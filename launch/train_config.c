@@ -307,13 +307,15 @@ static t2s_status fail_pair(const char *key_a, const char *key_b, const t2s_cfg_
 /* Rules that involve two keys; each message names both and where they were set. */
 static t2s_status check_cross_fields(const t2s_train_config *cfg, const t2s_cfg_origin *origins,
                                      const char *file, char **overrides, t2s_error *err) {
-  bool resnet = cfg->model.backbone.type == T2S_CFG_BACKBONE_RESNET_V1C;
-  if (cfg->model.decode_head.type == T2S_CFG_HEAD_DLV2 && !resnet)
-    return fail_pair("model.decode_head.type", "model.backbone.type", origins, file, overrides,
-                     err,
-                     "model.decode_head.type 'dlv2' needs model.backbone.type 'resnet_v1c', got "
-                     "'%s'; change one of them",
-                     backbone_names[cfg->model.backbone.type]);
+  /* DeepLab-V2's head reads the last stage of any backbone (ResNet at stride 8, MiT
+   * at stride 32); the DAFormer heads read all four: every pairing builds. */
+  if (cfg->evaluation.mode == T2S_CFG_INFER_SLIDE &&
+      (cfg->evaluation.stride[0] > cfg->evaluation.crop[0] || cfg->evaluation.stride[1] > cfg->evaluation.crop[1]))
+    return fail_pair("evaluation.stride", "evaluation.crop", origins, file, overrides, err,
+                     "evaluation.stride [%d, %d] is larger than evaluation.crop [%d, %d]: sliding "
+                     "windows would leave pixels without a prediction; use a stride <= the crop",
+                     cfg->evaluation.stride[0], cfg->evaluation.stride[1], cfg->evaluation.crop[0],
+                     cfg->evaluation.crop[1]);
   if (cfg->data.ignore_index < cfg->model.num_classes)
     return fail_pair("data.ignore_index", "model.num_classes", origins, file, overrides, err,
                      "data.ignore_index %d is a class id (model.num_classes is %d); use an "
