@@ -29,6 +29,7 @@ struct t2s_grad_sync {
   t2s_node_hook prev_hook;
   void *prev_user;
   t2s_error err;             /* first failure inside the hook, reported by finish */
+  double wait_s;             /* time spent in finish, accumulated */
 };
 
 static int by_offset_cmp(const void *a, const void *b) {
@@ -102,6 +103,7 @@ void t2s_grad_sync_destroy(t2s_grad_sync *s) {
 
 int t2s_grad_sync_buckets(const t2s_grad_sync *s) { return s->n_buckets; }
 int t2s_grad_sync_started_early(const t2s_grad_sync *s) { return s->started_early; }
+double t2s_grad_sync_wait_seconds(const t2s_grad_sync *s) { return s->wait_s; }
 
 /* The parameter (offset order) whose memory holds t, or -1: a tensor that points into
  * the flat parameter buffer is the parameter or a view of it. Only trainable ones. */
@@ -226,6 +228,9 @@ t2s_status t2s_grad_sync_finish(t2s_grad_sync *s, t2s_error *err) {
   ctx->hook_user = s->prev_user;
   s->armed = 0;
   if (s->err.status != T2S_OK) return t2s_error_set(err, s->err.status, "%s", s->err.msg);
+  double t0 = t2s_dist_now();
   t2s_status st = start_ready(s, 1, err);
-  return st == T2S_OK ? wait_and_average(s, err) : st;
+  if (st == T2S_OK) st = wait_and_average(s, err);
+  s->wait_s += t2s_dist_now() - t0;
+  return st;
 }

@@ -53,3 +53,9 @@ t2s_status t2s_grad_sync_finish(t2s_grad_sync *s, t2s_error *err);
 int t2s_grad_sync_buckets(const t2s_grad_sync *s);
 /* Buckets of the last iteration that started inside backward (the overlap). */
 int t2s_grad_sync_started_early(const t2s_grad_sync *s);
+/* Seconds spent inside t2s_grad_sync_finish since create: the communication that
+ * backward did not hide (summed over iterations; divide by the step time for the share).
+ * On NCCL runs finish only queues a wait on the GPU stream, so this host time stays near
+ * zero: the exposed time there shows up as a longer step (t2sda_bench scaling measures
+ * it with device synchronisation). */
+double t2s_grad_sync_wait_seconds(const t2s_grad_sync *s);

@@ -1,5 +1,5 @@
-/* t2sda_bench: timing of whole training steps (and later data, all-reduce and
- * scaling benchmarks).
+/* t2sda_bench: timing of whole training steps, data loading, all-reduce and scaling
+ * (the last two in dist/bench_comm.c and dist/bench_scaling.c).
  *
  *   t2sda_bench step [--depth 50] [--base-channels 64] [--batch 2] [--crop W H]
  *                    [--classes 19] [--iters 5] [--warmup 2] [--threads 2] [--json FILE]
@@ -26,6 +26,7 @@
 #include "core/version.h"
 #include "data/bench_data.h"
 #include "dist/bench_comm.h"
+#include "dist/bench_scaling.h"
 
 typedef struct bench_opts {
   int depth, base_channels, batch, crop_w, crop_h, classes, iters, warmup, threads;
@@ -408,8 +409,15 @@ int main(int argc, char **argv) {
            "                        daformer_conv1|segformer_mlp]\n"
            "                        [--device cpu|cuda] [--precision fp32|tf32]\n"
            "       t2sda_bench data --help   (loader images/s for 1 and 2 threads)\n"
-           "       mpirun -np 2 t2sda_bench comm [--device cpu|cuda] [--min-bytes 4K]\n"
-           "                        [--max-bytes 256M] [--iters 20] [--warmup 3] [--json FILE]\n");
+           "       mpirun -np 2 t2sda_bench allreduce [--device cpu|cuda] [--min-bytes 4K]\n"
+           "                        [--max-bytes 256M] [--iters 20] [--warmup 3] [--json FILE]\n"
+           "                        (nccl-tests columns; `comm` is an alias)\n"
+           "       t2sda_bench scaling [--ranks 2|1,2,4] [--launcher \"mpirun --bind-to none -np\"]\n"
+           "                        [--batch 2] [--global-batch G] [--depth 18] [--base-channels 16]\n"
+           "                        [--backbone ..] [--head ..] [--crop 64 64] [--classes 19]\n"
+           "                        [--iters 5] [--warmup 2] [--threads 1] [--bucket-mb 25]\n"
+           "                        [--sync-bn] [--device cpu|cuda] [--json FILE]\n"
+           "                        (weak and strong scaling; under srun/mpirun: one rank count)\n");
     return argc < 2 ? 2 : 0;
   }
   bench_opts o = {50, 64, 2, 256, 256, 19, 5, 2, 2, NULL, NULL, NULL, T2S_DEV_CPU, T2S_PRECISION_FP32};
@@ -423,7 +431,10 @@ int main(int argc, char **argv) {
     if (argc > 3 && strcmp(argv[2], "--iters") == 0 && !parse_int("--iters", argv[3], 1, 100000, &iters)) return 2;
     return bench_selfcheck(iters);
   }
-  if (strcmp(argv[1], "comm") == 0) return t2s_bench_comm(argc - 1, argv + 1);
-  fprintf(stderr, "t2sda_bench: unknown benchmark '%s' (available: step, data, comm, selfcheck)\n", argv[1]);
+  if (strcmp(argv[1], "allreduce") == 0 || strcmp(argv[1], "comm") == 0)
+    return t2s_bench_comm(argc - 1, argv + 1);
+  if (strcmp(argv[1], "scaling") == 0) return t2s_bench_scaling(argc - 1, argv + 1);
+  fprintf(stderr, "t2sda_bench: unknown benchmark '%s' (available: step, data, allreduce, "
+                  "scaling, selfcheck)\n", argv[1]);
   return 2;
 }
