@@ -3,6 +3,7 @@
 #
 #   launch/templates/mpirun_workstation.sh configs/gta2cs_t2sda_deeplabv2.yaml [key.path=value ...]
 #   NP=4 launch/templates/mpirun_workstation.sh ...      # use 4 GPUs
+#   T2SDA_TRAIN=build/bin/t2sda_train launch/templates/mpirun_workstation.sh ...   # not installed
 #
 # Each rank picks the GPU of its local rank (OMPI_COMM_WORLD_LOCAL_RANK, dist/comm.h),
 # so leave CUDA_VISIBLE_DEVICES listing all GPUs (or the subset to use). Without GPUs
@@ -11,6 +12,7 @@
 set -euo pipefail
 config=${1:?usage: $0 CONFIG.yaml [key.path=value ...]}
 shift
+train=${T2SDA_TRAIN:-t2sda_train}
 np=${NP:-$(nvidia-smi -L 2>/dev/null | wc -l)}
 [ "$np" -ge 1 ] || np=1
 cores=$(nproc)
@@ -19,11 +21,16 @@ cores=$(nproc)
 #   (Open MPI's default for np <= 2) would starve them.
 # --map-by slot:PE=N would reserve N cores per rank instead; with --bind-to none the
 #   kernel spreads threads, and OMP/OPENBLAS threads are capped per rank below.
-# -x forwards the variables to every rank (set NCCL_DEBUG=INFO and add -x NCCL_DEBUG
-#   to see NCCL's transports once).
+# -x forwards the variables to every rank.
 export OMP_NUM_THREADS=$(( cores / np > 0 ? cores / np : 1 ))
 export OPENBLAS_NUM_THREADS=1
 export T2S_COMM_TIMEOUT=${T2S_COMM_TIMEOUT:-600}
+# Data or work_dir on an NFS mount: HDF5's file locks fail or hang there.
+export HDF5_USE_FILE_LOCKING=${HDF5_USE_FILE_LOCKING:-FALSE}
+# NCCL_DEBUG=INFO prints the transports NCCL chose once (NVLink "P2P", "SHM", or network);
+# within one machine NCCL_SOCKET_IFNAME and NCCL_IB_HCA do not matter.
+export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 exec mpirun -np "$np" --bind-to none --map-by slot \
-  -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x T2S_COMM_TIMEOUT \
-  t2sda_train "$config" "$@"
+  -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x T2S_COMM_TIMEOUT -x HDF5_USE_FILE_LOCKING \
+  -x NCCL_DEBUG \
+  "$train" "$config" "$@"
