@@ -438,6 +438,14 @@ static t2s_status iterate(t2s_trainer *t, t2s_uda_losses *l, double *lr, t2s_err
   return T2S_OK;
 }
 
+/* How much of the run went into waiting for the gradient all-reduce after backward. */
+static void report_comm(const t2s_trainer *t) {
+  if (!is_root(t) || t->opts.quiet || t->iter <= t->iter_start || t->comm.world < 2) return;
+  double wall = t2s_dist_now() - t->t_start, wait = t2s_grad_sync_wait_seconds(t->sync);
+  printf("communication: %.1f s of %.1f s (%.1f%%) waiting for the gradient all-reduce after backward\n",
+         wait, wall, 100 * wait / wall);
+}
+
 t2s_status t2s_trainer_run(t2s_trainer *t, t2s_error *err) {
   const t2s_train_config *c = t->cfg;
   t->t_start = t2s_dist_now();
@@ -477,6 +485,7 @@ t2s_status t2s_trainer_run(t2s_trainer *t, t2s_error *err) {
     if (last || (c->checkpoint.interval > 0 && t->iter % c->checkpoint.interval == 0))
       if ((st = t2s_trainer_save(t, err)) != T2S_OK) return st;
   }
+  report_comm(t);
   return T2S_OK;
 }
 
