@@ -459,6 +459,7 @@ t2s_status t2s_trainer_run(t2s_trainer *t, t2s_error *err) {
       if (is_root(t))
         printf("stopping at iteration %lld (%s): saving a checkpoint\n", (long long)t->iter,
                stop_requested ? "signal" : "--stop-after");
+      report_comm(t);
       return t2s_trainer_save(t, err);
     }
     t2s_uda_losses l;
