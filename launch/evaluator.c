@@ -6,6 +6,7 @@
 
 #include "data/augment.h"
 #include "data/png_io.h"
+#include "launch/device_batch.h"
 
 void t2s_class_colour(const char *name, int index, uint8_t rgb[3]) {
   static const struct { const char *name; uint8_t rgb[3]; } palette[] = {
@@ -33,15 +34,28 @@ static t2s_tensor *forward_logits(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tens
   return t2s_resize_bilinear(ctx, out.logits, h, w, 0);
 }
 
-/* Copies rows/cols [y0, y0+h) x [x0, x0+w) of an (1, C, H, W) tensor. */
-static t2s_tensor *crop_window(t2s_ctx *ctx, const t2s_tensor *x, int y0, int x0, int h, int w) {
-  int64_t C = x->shape[1], H = x->shape[2], W = x->shape[3];
-  t2s_tensor *y = t2s_tensor_new4(ctx, T2S_F32, 1, C, h, w);
-  if (y == NULL) return NULL;
+/* Host NCHW values of a tensor: the data itself on the CPU, a copy (pass host
+ * scratch) from the GPU. */
+static const float *host_values(t2s_ctx *ctx, const t2s_tensor *t) {
+  if (t == NULL) return NULL;
+  if (t->device == T2S_DEV_CPU) return t2s_f32(t);
+  float *h = t2s_host_scratch(ctx, (size_t)t2s_numel(t) * sizeof(float));
+  return h && t2s_tensor_download(ctx, t, h) == T2S_OK ? h : NULL;
+}
+
+/* Copies rows/cols [y0, y0+h) x [x0, x0+w) of an (1, C, H, W) image given by its host
+ * NCHW values into a new tensor of the context (uploaded on CUDA). */
+static t2s_tensor *crop_window(t2s_ctx *ctx, const float *x, int64_t C, int64_t H, int64_t W, int y0,
+                               int x0, int h, int w) {
+  int64_t shape[4] = {1, C, h, w};
+  t2s_tensor *y = ctx->device == T2S_DEV_CPU ? t2s_tensor_new4(ctx, T2S_F32, 1, C, h, w)
+                                             : t2s_host_view(ctx, T2S_F32, 4, shape,
+                                                             t2s_host_scratch(ctx, (size_t)(C * h * w) * sizeof(float)));
+  if (y == NULL || y->data == NULL) return NULL;
   for (int64_t c = 0; c < C; c++)
     for (int r = 0; r < h; r++)
-      memcpy(t2s_f32(y) + (c * h + r) * w, t2s_f32(x) + (c * H + y0 + r) * W + x0, (size_t)w * sizeof(float));
-  return y;
+      memcpy(t2s_f32(y) + (c * h + r) * w, x + (c * H + y0 + r) * W + x0, (size_t)w * sizeof(float));
+  return ctx->device == T2S_DEV_CPU ? y : t2s_tensor_upload(ctx, y);
 }
 
 t2s_tensor *t2s_infer_logits(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *image,
@@ -49,15 +63,22 @@ t2s_tensor *t2s_infer_logits(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *i
   int H = (int)image->shape[2], W = (int)image->shape[3];
   if (cfg->mode == T2S_INFER_WHOLE) return forward_logits(ctx, m, image, H, W);
   /* mmseg slide_inference: windows of crop size every stride, the last one moved
-   * back inside the image; overlapping logits averaged. */
+   * back inside the image; overlapping logits averaged. The averaging is host code:
+   * on CUDA each window goes up and its logits come back (evaluation only). */
   int cw = cfg->crop[0] < W ? cfg->crop[0] : W, ch = cfg->crop[1] < H ? cfg->crop[1] : H;
   int sw = cfg->stride[0], sh = cfg->stride[1];
   int gh = (H - ch + sh - 1 > 0 ? (H - ch + sh - 1) / sh : 0) + 1;
   int gw = (W - cw + sw - 1 > 0 ? (W - cw + sw - 1) / sw : 0) + 1;
   int C = m->cfg.num_classes;
-  t2s_tensor *sum = t2s_tensor_new4(ctx, T2S_F32, 1, C, H, W);
-  float *count = t2s_scratch(ctx, (size_t)H * W * sizeof(float));
-  if (sum == NULL || count == NULL) return NULL;
+  int on_host = ctx->device == T2S_DEV_CPU;
+  int64_t sum_shape[4] = {1, C, H, W};
+  t2s_tensor *sum = on_host ? t2s_tensor_new4(ctx, T2S_F32, 1, C, H, W)
+                            : t2s_host_view(ctx, T2S_F32, 4, sum_shape,
+                                            t2s_host_scratch(ctx, (size_t)C * H * W * sizeof(float)));
+  float *count = on_host ? t2s_scratch(ctx, (size_t)H * W * sizeof(float))
+                         : t2s_host_scratch(ctx, (size_t)H * W * sizeof(float));
+  const float *img = host_values(ctx, image);
+  if (sum == NULL || sum->data == NULL || count == NULL || img == NULL) return NULL;
   memset(sum->data, 0, (size_t)C * H * W * sizeof(float));
   memset(count, 0, (size_t)H * W * sizeof(float));
   for (int gy = 0; gy < gh; gy++)
@@ -66,24 +87,23 @@ t2s_tensor *t2s_infer_logits(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *i
       int y2 = y1 + ch < H ? y1 + ch : H, x2 = x1 + cw < W ? x1 + cw : W;
       y1 = y2 - ch > 0 ? y2 - ch : 0;
       x1 = x2 - cw > 0 ? x2 - cw : 0;
-      t2s_tensor *win = crop_window(ctx, image, y1, x1, y2 - y1, x2 - x1);
-      t2s_tensor *lg = win ? forward_logits(ctx, m, win, y2 - y1, x2 - x1) : NULL;
+      t2s_tensor *win = crop_window(ctx, img, image->shape[1], H, W, y1, x1, y2 - y1, x2 - x1);
+      const float *lg = host_values(ctx, win ? forward_logits(ctx, m, win, y2 - y1, x2 - x1) : NULL);
       if (lg == NULL) return NULL;
       for (int c = 0; c < C; c++)
         for (int r = y1; r < y2; r++)
           for (int q = x1; q < x2; q++)
-            t2s_f32(sum)[((int64_t)c * H + r) * W + q] += t2s_f32(lg)[((int64_t)c * (y2 - y1) + r - y1) * (x2 - x1) + q - x1];
+            t2s_f32(sum)[((int64_t)c * H + r) * W + q] += lg[((int64_t)c * (y2 - y1) + r - y1) * (x2 - x1) + q - x1];
       for (int r = y1; r < y2; r++)
         for (int q = x1; q < x2; q++) count[(int64_t)r * W + q] += 1.0f;
     }
   for (int c = 0; c < C; c++)
     for (int64_t i = 0; i < (int64_t)H * W; i++) t2s_f32(sum)[(int64_t)c * H * W + i] /= count[i];
-  return sum;
+  return on_host ? sum : t2s_tensor_upload(ctx, sum);
 }
 
-static void argmax_classes(const t2s_tensor *logits, uint8_t *pred) {
+static void argmax_classes(const t2s_tensor *logits, const float *z, uint8_t *pred) {
   int64_t C = logits->shape[1], HW = logits->shape[2] * logits->shape[3];
-  const float *z = t2s_f32(logits);
   for (int64_t i = 0; i < HW; i++) {
     int best = 0;
     for (int64_t c = 1; c < C; c++)
@@ -123,16 +143,21 @@ t2s_status t2s_evaluate(t2s_ctx *ctx, const t2s_segmentor *m, t2s_dataset *val,
     uint8_t *rgb = malloc((size_t)h * w * 3), *label = malloc((size_t)h * w), *pred = malloc((size_t)h * w);
     if (!rgb || !label || !pred) st = t2s_error_set(err, T2S_ERR_NOMEM, "out of memory evaluating image %lld", (long long)i);
     if (st == T2S_OK) st = t2s_shard_read(s, local, rgb, label, err);
-    t2s_tensor *image = st == T2S_OK ? t2s_tensor_new4(ctx, T2S_F32, 1, 3, h, w) : NULL;
-    if (image) {
-      float *x = t2s_f32(image);
+    /* the normalised image is made on the host and uploaded once on CUDA */
+    float *x = st == T2S_OK ? t2s_host_scratch(ctx, (size_t)3 * h * w * sizeof(float)) : NULL;
+    t2s_tensor *image = NULL;
+    if (x) {
       for (int64_t p = 0; p < (int64_t)h * w; p++)
         for (int c = 0; c < 3; c++) x[(int64_t)c * h * w + p] = rgb[3 * p + c];
       t2s_normalize(x, 1, h, w);
+      image = t2s_batch_images(ctx, x, 1, h, w);
+    }
+    if (image) {
       t2s_tensor *logits = t2s_infer_logits(ctx, m, image, cfg);
-      if (logits == NULL) st = t2s_error_set(err, ctx->err.status, "evaluating image %lld: %s", (long long)i, ctx->err.msg);
+      const float *z = host_values(ctx, logits);
+      if (z == NULL) st = t2s_error_set(err, ctx->err.status, "evaluating image %lld: %s", (long long)i, ctx->err.msg);
       else {
-        argmax_classes(logits, pred);
+        argmax_classes(logits, z, pred);
         t2s_confusion_add(conf, pred, label, (int64_t)h * w);
         if (saved < cfg->save_predictions && cfg->pred_dir) {
           char name[256];

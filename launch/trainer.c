@@ -229,6 +229,33 @@ static t2s_status resume(t2s_trainer *t, t2s_error *err) {
   return T2S_OK;
 }
 
+/* device: cuda needs the backend and a visible GPU; auto takes the GPU only when both
+ * are there, and the CPU otherwise. */
+static t2s_status choose_device(const t2s_train_config *cfg, t2s_device *dev, t2s_error *err) {
+  int gpu = t2s_cuda_built() && t2s_cuda_device_count() > 0;
+  *dev = T2S_DEV_CPU;
+  if (cfg->device == T2S_CFG_DEVICE_CUDA && !t2s_cuda_built())
+    return t2s_error_set(err, T2S_ERR_UNSUPPORTED,
+                         "device: cuda, but this build has no CUDA backend (configure with "
+                         "-DT2S_CUDA=ON on a machine with nvcc, or set device: cpu)");
+  if (cfg->device == T2S_CFG_DEVICE_CUDA && !gpu)
+    return t2s_error_set(err, T2S_ERR_UNSUPPORTED,
+                         "device: cuda, but no GPU is visible to this process (check nvidia-smi and "
+                         "CUDA_VISIBLE_DEVICES, or set device: cpu)");
+  if (cfg->device == T2S_CFG_DEVICE_CUDA || (cfg->device == T2S_CFG_DEVICE_AUTO && gpu)) *dev = T2S_DEV_CUDA;
+  return T2S_OK;
+}
+
+static t2s_status set_precision(t2s_trainer *t, t2s_error *err) {
+  if (t->ctx->device != T2S_DEV_CUDA) return T2S_OK;
+  t2s_precision p = t->cfg->precision == T2S_CFG_PRECISION_TF32   ? T2S_PRECISION_TF32
+                    : t->cfg->precision == T2S_CFG_PRECISION_BF16 ? T2S_PRECISION_BF16
+                                                                  : T2S_PRECISION_FP32;
+  if (t2s_cuda_set_precision(t->ctx, p) != T2S_OK)
+    return t2s_error_set(err, t->ctx->err.status, "precision: %s", t->ctx->err.msg);
+  return T2S_OK;
+}
+
 t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t2s_train_opts *opts,
                             t2s_error *err) {
   memset(t, 0, sizeof *t);
@@ -240,10 +267,7 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   t2s_status st = t2s_train_config_dump_string(cfg, &t->config_yaml, err);
   if (st) return st;
   t2s_device dev = T2S_DEV_CPU;
-  if (cfg->device == T2S_CFG_DEVICE_CUDA)
-    return t2s_error_set(err, T2S_ERR_UNSUPPORTED,
-                         "device: cuda — the CUDA training step is not complete yet (the CUDA backend "
-                         "covers the engine's ops, not the method's steps); use device: cpu or auto");
+  if ((st = choose_device(cfg, &dev, err)) != T2S_OK) return st;
   t2s_dist_cfg dc = t2s_dist_default_cfg();
   dc.device = dev;
   dc.quiet = opts->quiet;
@@ -254,6 +278,7 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   if (t->ctx == NULL) return err->status;
   t->ctx->seed = (uint64_t)cfg->seed;
   t->ctx->deterministic = cfg->deterministic;
+  if ((st = set_precision(t, err)) != T2S_OK) return st;
   t2s_dist_attach(&t->comm, t->ctx, cfg->model.backbone.norm == T2S_CFG_NORM_SYNCBN);
   if (is_root(t) && (st = make_dirs(cfg->work_dir, err)) != T2S_OK) return st;
   if ((st = build_networks(t, err)) != T2S_OK) return st;
@@ -388,11 +413,28 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t bytes) {
 /* Every rank must hold the same student, teacher and method state after a step:
  * each hashes its own and the hashes are summed; a rank whose hash times the world
  * size differs from the sum disagrees with some other rank. */
+/* fnv1a over device memory: through a host copy when the run is on a GPU */
+static t2s_status hash_values(uint64_t *h, t2s_device dev, const void *data, size_t bytes, t2s_error *err) {
+  if (dev == T2S_DEV_CPU || bytes == 0) {
+    *h = fnv1a(*h, data, bytes);
+    return T2S_OK;
+  }
+  void *copy = malloc(bytes);
+  if (copy == NULL) return t2s_error_set(err, T2S_ERR_NOMEM, "consistency check: no host memory for %zu bytes", bytes);
+  t2s_status st = t2s_device_copy(T2S_DEV_CPU, copy, dev, data, bytes, err);
+  if (st == T2S_OK) *h = fnv1a(*h, copy, bytes);
+  free(copy);
+  return st;
+}
+
 static t2s_status check_consistency(t2s_trainer *t, t2s_error *err) {
   uint64_t h = 0xcbf29ce484222325ull;
-  h = fnv1a(h, t->student.params.data, t->student.params.numel * sizeof(float));
-  h = fnv1a(h, t->student.params.buf_data, t->student.params.buf_numel * sizeof(float));
-  if (t->have_teacher) h = fnv1a(h, t->teacher.params.data, t->teacher.params.numel * sizeof(float));
+  t2s_device dev = t->student.params.device;
+  t2s_status hs = hash_values(&h, dev, t->student.params.data, t->student.params.numel * sizeof(float), err);
+  if (!hs) hs = hash_values(&h, dev, t->student.params.buf_data, t->student.params.buf_numel * sizeof(float), err);
+  if (!hs && t->have_teacher)
+    hs = hash_values(&h, dev, t->teacher.params.data, t->teacher.params.numel * sizeof(float), err);
+  if (hs) return hs;
   t2s_state_array st[T2S_TRAIN_STATE_MAX];
   int n = t2s_uda_state_arrays(&t->uda, st, T2S_TRAIN_STATE_MAX);
   for (int i = 0; i < n; i++) {

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/device.h"
 #include "core/optim.h"
+#include "launch/device_batch.h"
 #include "launch/trainer.h"
 #include "losses/batch_stats.h"
 #include "losses/classmix.h"
@@ -98,35 +100,69 @@ int t2s_uda_state_arrays(t2s_uda *u, t2s_state_array *out, int max) {
   return n;
 }
 
-/* ---- helpers ---- */
+/* ---- helpers ----
+ * Where the run is on CUDA, images and labels live on the device (NHWC images) and
+ * the host keeps views of the loader's batch for the host halves of the step: pixel
+ * counts, majority label downsampling and the Fourier pseudo-target image (FFTW).
+ * launch/device_batch.h is the edge; on the CPU every helper is the former host copy. */
 
-static t2s_tensor *image_copy(t2s_ctx *ctx, const float *src, int n, int h, int w) {
-  t2s_tensor *x = t2s_tensor_new4(ctx, T2S_F32, n, 3, h, w);
-  if (x) memcpy(x->data, src, (size_t)n * 3 * h * w * sizeof(float));
-  return x;
-}
+static int on_cpu(const t2s_ctx *ctx) { return ctx->device == T2S_DEV_CPU; }
 
 static t2s_tensor *normalized(t2s_ctx *ctx, const t2s_tensor *raw) {
-  t2s_tensor *x = image_copy(ctx, t2s_f32(raw), (int)raw->shape[0], (int)raw->shape[2], (int)raw->shape[3]);
-  if (x) t2s_normalize(t2s_f32(x), (int)x->shape[0], (int)x->shape[2], (int)x->shape[3]);
-  return x;
+  if (raw == NULL) return NULL;
+  t2s_tensor *x = t2s_tensor_new(ctx, T2S_F32, 4, raw->shape);
+  if (x == NULL || t2s_device_copy(ctx->device, x->data, raw->device, raw->data,
+                                   (size_t)t2s_numel(raw) * sizeof(float), &ctx->err) != T2S_OK)
+    return NULL;
+  return t2s_batch_normalize(ctx, x) == T2S_OK ? x : NULL;
 }
 
-static t2s_tensor *labels_tensor(t2s_ctx *ctx, const uint8_t *src, int n, int h, int w) {
+/* A host (N, H, W) u8 view of the loader's labels, or the tensor itself on the CPU. */
+static t2s_tensor *host_labels(t2s_ctx *ctx, t2s_tensor *y, const uint8_t *host, int n, int h, int w) {
+  if (on_cpu(ctx) || y == NULL) return y;
   int64_t shape[3] = {n, h, w};
-  t2s_tensor *y = t2s_tensor_new(ctx, T2S_U8, 3, shape);
-  if (y && src) memcpy(y->data, src, (size_t)n * h * w);
-  return y;
+  return t2s_host_view(ctx, T2S_U8, 3, shape, (void *)host);
+}
+
+/* A host (N, 3, H, W) f32 view of the loader's images, or the tensor itself on the CPU. */
+static t2s_tensor *host_images(t2s_ctx *ctx, t2s_tensor *x, const float *host, int n, int h, int w) {
+  if (on_cpu(ctx) || x == NULL) return x;
+  int64_t shape[4] = {n, 3, h, w};
+  return t2s_host_view(ctx, T2S_F32, 4, shape, (void *)host);
+}
+
+/* Labels at feature resolution. Nearest is a core op (device slot); majority is host
+ * code (losses/pull_loss.c), so on CUDA it runs in a short-lived CPU context on the
+ * host labels and the (small) result is uploaded. */
+static t2s_tensor *labels_down(t2s_ctx *ctx, t2s_tensor *y, t2s_tensor *y_host, int h, int w,
+                               t2s_label_down mode, float ratio, int ignore) {
+  if (on_cpu(ctx) || mode == T2S_LABEL_DOWN_NEAREST)
+    return t2s_labels_downsample(ctx, y, h, w, mode, ratio, ignore);
+  if (!t2s_ctx_ok(ctx) || y_host == NULL) return NULL;
+  t2s_error e = {0};
+  t2s_ctx *host = t2s_ctx_create(T2S_DEV_CPU, (size_t)1 << 20, &e);
+  if (host == NULL) return t2s_ctx_fail(ctx, e.status, "labels_downsample on the host: %s", e.msg);
+  t2s_tensor *small = t2s_labels_downsample(host, y_host, h, w, mode, ratio, ignore);
+  t2s_tensor *out = small ? t2s_tensor_upload(ctx, small) : t2s_ctx_fail(ctx, host->err.status, "%s", host->err.msg);
+  t2s_ctx_destroy(host);
+  return out;
 }
 
 /* CE over labels with the global count of non-ignored pixels as the divisor
- * (each rank's share x world size, so averaged gradients equal the full batch's). */
+ * (each rank's share x world size, so averaged gradients equal the full batch's).
+ * labels_host: the labels in host memory, or NULL (then copied from the device). */
 static t2s_tensor *seg_ce(t2s_ctx *ctx, const t2s_uda *u, t2s_tensor *logits, t2s_tensor *labels,
-                          t2s_tensor *pixel_weight, t2s_tensor *class_weight) {
+                          const uint8_t *labels_host, t2s_tensor *pixel_weight, t2s_tensor *class_weight) {
   if (logits == NULL || labels == NULL) return NULL;
   t2s_tensor *up = t2s_resize_bilinear(ctx, logits, (int)labels->shape[1], (int)labels->shape[2], 0);
   double valid = 0;
-  const uint8_t *y = t2s_u8(labels);
+  const uint8_t *y = labels_host ? labels_host : labels->device == T2S_DEV_CPU ? t2s_u8(labels) : NULL;
+  if (y == NULL) {
+    /* one byte per pixel back to the host (the ClassMix labels on CUDA) */
+    uint8_t *copy = t2s_host_scratch(ctx, (size_t)t2s_numel(labels) + 1);
+    if (copy == NULL || t2s_tensor_download(ctx, labels, copy) != T2S_OK) return NULL;
+    y = copy;
+  }
   for (int64_t i = 0; i < t2s_numel(labels); i++) valid += y[i] != u->ignore_index;
   if (t2s_batch_stats_reduce(ctx, &valid, 1) != T2S_OK) return NULL;
   t2s_ce_args a = {u->ignore_index, T2S_CE_MEAN_VALID, valid > 0 ? valid / u->world_size : 1.0};
@@ -143,7 +179,7 @@ static t2s_status backward_term(t2s_trainer *t, t2s_tensor *loss, int last, t2s_
   return st;
 }
 
-static double value(const t2s_tensor *loss) { return loss ? (double)t2s_f32(loss)[0] : NAN; }
+static double value(t2s_ctx *ctx, const t2s_tensor *loss) { return t2s_tensor_scalar(ctx, loss); }
 
 /* Teacher or frozen network forward without the tape, BN on running statistics. */
 static t2s_status frozen_forward(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *x, t2s_seg_out *out) {
@@ -175,8 +211,9 @@ t2s_status t2s_uda_step(t2s_trainer *t, const t2s_batch *src, const t2s_batch *t
   if (adapt && (st = t2s_ema_update(&t->teacher.params, &t->student.params, u->alpha, iter, 1, err)))
     return st;
 
-  t2s_tensor *xs_raw = image_copy(ctx, src->images, B, H, W);
-  t2s_tensor *ys = labels_tensor(ctx, src->labels, B, H, W);
+  t2s_tensor *xs_raw = t2s_batch_images(ctx, src->images, B, H, W);
+  t2s_tensor *ys = t2s_batch_labels(ctx, src->labels, B, H, W);
+  t2s_tensor *ys_h = host_labels(ctx, ys, src->labels, B, H, W);
   t2s_tensor *xs = xs_raw ? normalized(ctx, xs_raw) : NULL;
   t2s_tensor *cw = u->rw.apply_to == T2S_REWEIGHT_ALL && u->rw.enabled ? t2s_reweight_tensor(ctx, &u->rw_state) : NULL;
 
@@ -184,27 +221,27 @@ t2s_status t2s_uda_step(t2s_trainer *t, const t2s_batch *src, const t2s_batch *t
   t2s_seg_out so;
   if (t2s_segmentor_forward(ctx, &t->student, xs, &so) != T2S_OK)
     return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-  t2s_tensor *l_src = seg_ce(ctx, u, so.logits, ys, NULL, cw), *loss = l_src;
+  t2s_tensor *l_src = seg_ce(ctx, u, so.logits, ys, src->labels, NULL, cw), *loss = l_src;
   if (t->have_imnet && u->lambda_fd > 0 && l_src) {
     t2s_seg_out io;
     if (frozen_forward(ctx, &t->imnet, xs, &io) != T2S_OK) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-    t2s_tensor *ys_small = t2s_labels_downsample(ctx, ys, (int)so.features->shape[2], (int)so.features->shape[3],
-                                                 T2S_LABEL_DOWN_MAJORITY, 0.75f, u->ignore_index);
+    t2s_tensor *ys_small = labels_down(ctx, ys, ys_h, (int)so.features->shape[2], (int)so.features->shape[3],
+                                       T2S_LABEL_DOWN_MAJORITY, 0.75f, u->ignore_index);
     t2s_feature_distance_cfg fc = t2s_feature_distance_cfg_defaults();
     fc.enabled = 1;
     fc.lambda = (float)u->lambda_fd;
     memcpy(fc.things, u->fd_class, sizeof fc.things);
     fc.ignore_index = u->ignore_index;
     t2s_tensor *l_fd = t2s_feature_distance(ctx, so.features, io.features, ys_small, &fc, u->world_size);
-    out->fd = value(l_fd);
+    out->fd = value(ctx, l_fd);
     loss = t2s_add(ctx, l_src, t2s_scale(ctx, l_fd, (float)u->lambda_fd));
   }
-  out->src = value(l_src);
+  out->src = value(ctx, l_src);
   if ((st = backward_term(t, loss, ++done == n_backward, err))) return st;
 
   if (adapt) {
     /* 4. pseudo-labels from the teacher on the clean target crop */
-    t2s_tensor *xt_raw = image_copy(ctx, tgt->images, B, H, W);
+    t2s_tensor *xt_raw = t2s_batch_images(ctx, tgt->images, B, H, W);
     t2s_tensor *xt = xt_raw ? normalized(ctx, xt_raw) : NULL;
     t2s_seg_out to;
     if (frozen_forward(ctx, &t->teacher, xt, &to) != T2S_OK) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
@@ -212,40 +249,50 @@ t2s_status t2s_uda_step(t2s_trainer *t, const t2s_batch *src, const t2s_batch *t
     t2s_tensor *lt = t2s_resize_bilinear(ctx, to.logits, H, W, 0);
     t2s_set_grad_enabled(ctx, prev);
     int64_t map_shape[3] = {B, H, W};
-    t2s_tensor *yhat = labels_tensor(ctx, NULL, B, H, W), *pw = t2s_tensor_new(ctx, T2S_F32, 3, map_shape);
+    t2s_tensor *yhat = t2s_batch_labels(ctx, NULL, B, H, W), *pw = t2s_tensor_new(ctx, T2S_F32, 3, map_shape);
     if (lt == NULL || yhat == NULL || pw == NULL) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
     if ((st = t2s_pseudo_labels(ctx, &u->pl, lt, yhat, pw, NULL, &out->q))) return t2s_error_set(err, st, "%s", ctx->err.msg);
 
     /* 5. ClassMix + colour jitter + blur */
-    t2s_tensor *mask = labels_tensor(ctx, NULL, B, H, W), *y_mix = labels_tensor(ctx, NULL, B, H, W);
+    t2s_tensor *mask = t2s_batch_labels(ctx, NULL, B, H, W), *y_mix = t2s_batch_labels(ctx, NULL, B, H, W);
     t2s_tensor *x_mix = t2s_tensor_new4(ctx, T2S_F32, B, 3, H, W), *w_mix = t2s_tensor_new(ctx, T2S_F32, 3, map_shape);
     if (!mask || !y_mix || !x_mix || !w_mix) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
     if ((st = t2s_classmix_masks(ctx, ys, u->ignore_index, u->seed, iter, offset, mask)) ||
         (st = t2s_classmix_apply(ctx, mask, xs_raw, xt_raw, ys, yhat, pw, x_mix, y_mix, w_mix)))
       return t2s_error_set(err, st, "%s", ctx->err.msg);
     t2s_aug_key key = {u->seed, STREAM_MIX, iter, offset};
-    t2s_color_jitter(t2s_f32(x_mix), B, H, W, &u->jitter, key);
-    if (u->use_blur && (st = t2s_gaussian_blur(t2s_f32(x_mix), B, H, W, &u->blur, key, err))) return st;
-    t2s_normalize(t2s_f32(x_mix), B, H, W);
+    if ((st = t2s_batch_color_jitter(ctx, x_mix, &u->jitter, key)) ||
+        (u->use_blur && (st = t2s_batch_gaussian_blur(ctx, x_mix, &u->blur, key))) ||
+        (st = t2s_batch_normalize(ctx, x_mix)))
+      return t2s_error_set(err, st, "%s", ctx->err.msg);
     t2s_seg_out mo;
     if (t2s_segmentor_forward(ctx, &t->student, x_mix, &mo) != T2S_OK)
       return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-    t2s_tensor *l_mix = seg_ce(ctx, u, mo.logits, y_mix, w_mix, cw);
-    out->mix = value(l_mix);
+    t2s_tensor *l_mix = seg_ce(ctx, u, mo.logits, y_mix, NULL, w_mix, cw);
+    out->mix = value(ctx, l_mix);
     if ((st = backward_term(t, l_mix, ++done == n_backward, err))) return st;
 
     if (pull) {
-      /* 2. pseudo-target image: the source crop restyled like a paired target crop */
+      /* 2. pseudo-target image: the source crop restyled like a paired target crop.
+       * FFTW works on host images: on CUDA it reads the loader's host batch (no
+       * download) and the restyled batch is uploaded once (B x 3 x H x W floats). */
       t2s_pseudo_target *pt = u->fourier;
       int64_t ss = t2s_pseudo_target_style_size(pt), n_global = (int64_t)B * u->world_size;
       float *local = t2s_host_scratch(ctx, (size_t)(ss * B + 1) * sizeof(float));
       float *global = t2s_host_scratch(ctx, (size_t)(ss * n_global + 1) * sizeof(float));
-      t2s_tensor *x_st_raw = t2s_tensor_new4(ctx, T2S_F32, B, 3, H, W);
-      if (!local || !global || !x_st_raw) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-      if ((st = t2s_pseudo_target_style(ctx, pt, xt_raw, local)) ||
+      int64_t img_shape[4] = {B, 3, H, W};
+      t2s_tensor *x_st_h = on_cpu(ctx) ? t2s_tensor_new4(ctx, T2S_F32, B, 3, H, W)
+                                       : t2s_host_view(ctx, T2S_F32, 4, img_shape,
+                                                       t2s_host_scratch(ctx, (size_t)B * 3 * H * W * sizeof(float)));
+      t2s_tensor *xs_h = host_images(ctx, xs_raw, src->images, B, H, W);
+      t2s_tensor *xt_h = host_images(ctx, xt_raw, tgt->images, B, H, W);
+      if (!local || !global || !x_st_h || !x_st_h->data || !xs_h || !xt_h)
+        return t2s_error_set(err, ctx->err.status ? ctx->err.status : T2S_ERR_NOMEM, "%s", ctx->err.msg);
+      if ((st = t2s_pseudo_target_style(ctx, pt, xt_h, local)) ||
           (st = t2s_pseudo_target_gather_styles(ctx, pt, local, B, offset, n_global, global)) ||
-          (st = t2s_pseudo_target_apply(ctx, pt, xs_raw, global, n_global, u->seed, iter, offset, x_st_raw)))
+          (st = t2s_pseudo_target_apply(ctx, pt, xs_h, global, n_global, u->seed, iter, offset, x_st_h)))
         return t2s_error_set(err, st, "%s", ctx->err.msg);
+      t2s_tensor *x_st_raw = on_cpu(ctx) ? x_st_h : t2s_tensor_upload(ctx, x_st_h);
       t2s_tensor *x_st = normalized(ctx, x_st_raw);
 
       /* 7. keys from the teacher on the source crop (no gradient) */
@@ -260,8 +307,8 @@ t2s_status t2s_uda_step(t2s_trainer *t, const t2s_batch *src, const t2s_batch *t
         return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
       t2s_tensor *queries = t2s_segmentor_project(ctx, &t->student, qo.features);
       int fh = (int)keys->shape[2], fw = (int)keys->shape[3];
-      t2s_tensor *ys_small = t2s_labels_downsample(ctx, ys, fh, fw, u->pull.label_down, u->pull.majority_ratio,
-                                                   u->ignore_index);
+      t2s_tensor *ys_small = labels_down(ctx, ys, ys_h, fh, fw, u->pull.label_down, u->pull.majority_ratio,
+                                         u->ignore_index);
       if (queries == NULL || ys_small == NULL) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
       if ((st = t2s_class_prototypes(ctx, keys, ys_small, u->ignore_index, &u->protos)))
         return t2s_error_set(err, st, "%s", ctx->err.msg);
@@ -270,14 +317,14 @@ t2s_status t2s_uda_step(t2s_trainer *t, const t2s_batch *src, const t2s_batch *t
         prev = t2s_set_grad_enabled(ctx, 0);
         t2s_tensor *lq = t2s_resize_bilinear(ctx, qo.logits, H, W, 0);
         t2s_set_grad_enabled(ctx, prev);
-        if (lq == NULL || (st = t2s_reweight_update(ctx, &u->rw, lq, ys, &u->rw_state)))
+        if (lq == NULL || (st = t2s_reweight_update(ctx, &u->rw, lq, ys_h, &u->rw_state)))
           return t2s_error_set(err, st ? st : ctx->err.status, "%s", ctx->err.msg);
       }
       t2s_tensor *l_t2s = t2s_pull_loss(ctx, queries, keys, ys_small, t2s_reweight_tensor(ctx, &u->rw_state),
                                         t2s_prototypes_tensor(ctx, &u->protos),
                                         t2s_prototypes_present_tensor(ctx, &u->protos), &u->pull, u->seed, iter,
                                         offset, u->world_size);
-      out->t2s = value(l_t2s);
+      out->t2s = value(ctx, l_t2s);
       if ((st = backward_term(t, t2s_scale(ctx, l_t2s, (float)u->lambda_t2s), ++done == n_backward, err))) return st;
     }
   }

@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/device.h"
 #include "losses/batch_stats.h"
+#include "losses/losses_cuda.h"
 
 t2s_reweight_cfg t2s_reweight_cfg_defaults(void) {
   t2s_reweight_cfg c = {1, 0.99, 1.0, T2S_REWEIGHT_T2S_ONLY, 255};
@@ -98,6 +100,25 @@ static void update_weights(const t2s_reweight_cfg *cfg, const double *buf, t2s_r
                        : (float)(pow(1.0 - s->score[c], cfg->gamma) * n_present / wsum);
 }
 
+/* The class map (N h w) in host memory: argmax on the host for host logits; on CUDA
+ * the per-pixel argmax of the pseudo-label kernel (first maximum, as here; stored NHWC,
+ * so pixel b hw + i is the same index) and one byte per pixel comes back instead of
+ * C floats. */
+static t2s_status predicted_classes(t2s_ctx *ctx, const t2s_tensor *logits, uint8_t *pred) {
+  int64_t n = logits->shape[0], C = logits->shape[1], hw = logits->shape[2] * logits->shape[3];
+  if (logits->device == T2S_DEV_CPU) {
+    argmax_map(t2s_f32(logits), n, C, hw, pred);
+    return T2S_OK;
+  }
+  uint8_t *pred_dev = t2s_scratch(ctx, (size_t)(n * hw) + 1);
+  double confident = 0;
+  if (pred_dev == NULL) return ctx->err.status;
+  /* threshold 2: no pixel counts as confident; only the argmax map is wanted */
+  t2s_status st = t2s_pseudo_labels_cuda(ctx, t2s_f32(logits), n * hw, C, 2.0f, pred_dev, NULL, &confident);
+  if (st == T2S_OK) st = t2s_device_copy(T2S_DEV_CPU, pred, logits->device, pred_dev, (size_t)(n * hw), &ctx->err);
+  return st;
+}
+
 t2s_status t2s_reweight_update(t2s_ctx *ctx, const t2s_reweight_cfg *cfg,
                                const t2s_tensor *logits, const t2s_tensor *labels,
                                t2s_reweight_state *s) {
@@ -108,31 +129,39 @@ t2s_status t2s_reweight_update(t2s_ctx *ctx, const t2s_reweight_cfg *cfg,
   int C = s->num_classes;
   if (logits->dtype != T2S_F32 || logits->ndim != 4 || logits->shape[1] != C ||
       labels->dtype != T2S_U8 || labels->ndim != 3 || labels->shape[0] != logits->shape[0] ||
-      logits->device != T2S_DEV_CPU || labels->device != T2S_DEV_CPU)
+      (logits->device != T2S_DEV_CPU && logits->device != ctx->device))
     return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
-                         "reweight: logits must be host float32 (N, %d, h, w) and labels host "
-                         "uint8 (N, H, W); got %s and %s",
-                         C, t2s_shape_str(logits, sz, sizeof sz), t2s_shape_str(labels, sl, sizeof sl));
+                         "reweight: logits must be float32 (N, %d, h, w) on the host or the run's "
+                         "device and labels uint8 (N, H, W); got %s on %s and %s",
+                         C, t2s_shape_str(logits, sz, sizeof sz), t2s_device_name(logits->device),
+                         t2s_shape_str(labels, sl, sizeof sl));
   int64_t n = logits->shape[0], h = logits->shape[2], w = logits->shape[3];
   int64_t H = labels->shape[1], W = labels->shape[2];
-  const uint8_t *y = t2s_u8(labels);
-  for (int64_t i = 0; i < n * H * W; i++)
-    if (y[i] != cfg->ignore_index && y[i] >= C)
-      return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
-                           "reweight: label %d at element %lld is neither a class nor ignore",
-                           y[i], (long long)i);
   uint8_t *pred = malloc((size_t)(n * h * w) + 1);
+  uint8_t *y_copy = labels->device == T2S_DEV_CPU ? NULL : malloc((size_t)(n * H * W) + 1);
   double *buf = calloc((size_t)3 * C, sizeof(double));
-  if (pred == NULL || buf == NULL) {
+  if (pred == NULL || buf == NULL || (labels->device != T2S_DEV_CPU && y_copy == NULL)) {
     free(pred);
+    free(y_copy);
     free(buf);
     return t2s_error_set(&ctx->err, T2S_ERR_NOMEM, "reweight: out of host memory");
   }
-  argmax_map(t2s_f32(logits), n, C, h * w, pred);
-  confusion_counts(pred, n, h, w, y, H, W, C, cfg->ignore_index, buf);
-  t2s_status st = t2s_batch_stats_reduce(ctx, buf, (size_t)3 * C);
+  t2s_status st = T2S_OK;
+  if (y_copy) st = t2s_device_copy(T2S_DEV_CPU, y_copy, labels->device, labels->data, (size_t)(n * H * W), &ctx->err);
+  const uint8_t *y = y_copy ? y_copy : t2s_u8(labels);
+  for (int64_t i = 0; st == T2S_OK && i < n * H * W; i++)
+    if (y[i] != cfg->ignore_index && y[i] >= C)
+      st = t2s_error_set(&ctx->err, T2S_ERR_INVALID,
+                         "reweight: label %d at element %lld is neither a class nor ignore",
+                         y[i], (long long)i);
+  if (st == T2S_OK) st = predicted_classes(ctx, logits, pred);
+  if (st == T2S_OK) {
+    confusion_counts(pred, n, h, w, y, H, W, C, cfg->ignore_index, buf);
+    st = t2s_batch_stats_reduce(ctx, buf, (size_t)3 * C);
+  }
   if (st == T2S_OK && cfg->enabled) update_weights(cfg, buf, s);
   free(pred);
+  free(y_copy);
   free(buf);
   return st;
 }
@@ -143,5 +172,11 @@ t2s_tensor *t2s_reweight_tensor(t2s_ctx *ctx, t2s_reweight_state *s) {
   if (t == NULL) return NULL;
   int64_t c = s->num_classes;
   t2s_tensor_init(t, T2S_F32, T2S_DEV_CPU, 1, &c, s->weight);
-  return t;
+  if (ctx->device == T2S_DEV_CPU) return t;
+  /* on another device a copy in the pass arena: the losses want every input there */
+  t2s_tensor *d = t2s_tensor_new(ctx, T2S_F32, 1, &c);
+  if (d == NULL || t2s_device_copy(ctx->device, d->data, T2S_DEV_CPU, s->weight, (size_t)c * sizeof(float),
+                                   &ctx->err) != T2S_OK)
+    return NULL;
+  return d;
 }

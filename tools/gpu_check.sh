@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one script to run on a GPU machine: builds t2sda with the CUDA backend, runs
 # the CUDA tests (ctest -L cuda: every CUDA op against the CPU reference: core ops,
-# optimizers, the MiT ops, the fused losses of the method) and the
+# optimizers, the MiT ops, the fused losses of the method; and test_cuda_train: three
+# full T2S-DA iterations of t2sda_train device=cuda against device=cpu, and two CUDA
+# runs bit-identical) and the
 # benchmarks, keeps every log in one folder and prints a short table last.
 #
 #   tools/gpu_check.sh                 logs in gpu_logs/<date>/ (or $OUT when set)
@@ -75,7 +77,7 @@ if run_stage configure 180 configure.log \
   # (another executable) cannot stop them; then the rest, as its own stage.
   if run_stage "build (core + cuda test)" 420 build_core.log \
       cmake --build "$build" -j"$jobs" --target t2s_core test_cuda_ops test_cuda_optim \
-      test_cuda_mit_ops test_cuda_losses; then
+      test_cuda_mit_ops test_cuda_losses test_cuda_train t2sda_train t2sda_synth; then
     built=1
   fi
   run_stage "build (t2sda_bench)" 300 build_bench.log cmake --build "$build" -j"$jobs" \

@@ -1,0 +1,179 @@
+#include "launch/device_batch.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/device.h"
+#include "losses/images_cuda.h"
+
+static int on_host(const t2s_ctx *ctx) { return ctx->device == T2S_DEV_CPU; }
+
+t2s_tensor *t2s_host_view(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int64_t *shape,
+                          void *data) {
+  if (!t2s_ctx_ok(ctx)) return NULL;
+  t2s_tensor *t = t2s_host_scratch(ctx, sizeof *t);
+  if (t == NULL) return NULL;
+  t2s_tensor_init(t, dtype, T2S_DEV_CPU, ndim, shape, data);
+  return t;
+}
+
+/* Host f32 NCHW -> a 4-d f32 tensor of the context: a copy on the CPU; on CUDA the
+ * NCHW bytes go to scratch and are transposed into the NHWC tensor on the device. */
+static t2s_tensor *upload_nchw(t2s_ctx *ctx, const float *src, const int64_t shape[4]) {
+  t2s_tensor *x = t2s_tensor_new(ctx, T2S_F32, 4, shape);
+  if (x == NULL) return NULL;
+  size_t bytes = (size_t)t2s_numel(x) * sizeof(float);
+  if (on_host(ctx)) {
+    memcpy(x->data, src, bytes);
+    return x;
+  }
+  float *staging = t2s_scratch(ctx, bytes);
+  if (staging == NULL ||
+      t2s_device_copy(ctx->device, staging, T2S_DEV_CPU, src, bytes, &ctx->err) != T2S_OK ||
+      t2s_images_layout_cuda(ctx, staging, t2s_f32(x), shape[0], shape[1], shape[2] * shape[3], 1) !=
+          T2S_OK)
+    return NULL;
+  return x;
+}
+
+t2s_tensor *t2s_batch_images(t2s_ctx *ctx, const float *host_nchw, int n, int h, int w) {
+  if (!t2s_ctx_ok(ctx)) return NULL;
+  int64_t shape[4] = {n, 3, h, w};
+  return upload_nchw(ctx, host_nchw, shape);
+}
+
+t2s_tensor *t2s_batch_labels(t2s_ctx *ctx, const uint8_t *host, int n, int h, int w) {
+  int64_t shape[3] = {n, h, w};
+  t2s_tensor *y = t2s_tensor_new(ctx, T2S_U8, 3, shape);
+  if (y == NULL || host == NULL) return y;
+  if (t2s_device_copy(ctx->device, y->data, T2S_DEV_CPU, host, (size_t)n * h * w, &ctx->err) != T2S_OK)
+    return NULL;
+  return y;
+}
+
+t2s_status t2s_tensor_download(t2s_ctx *ctx, const t2s_tensor *t, void *host) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  size_t bytes = (size_t)t2s_numel(t) * t2s_dtype_size(t->dtype);
+  if (t->device == T2S_DEV_CPU) {
+    memcpy(host, t->data, bytes);
+    return T2S_OK;
+  }
+  if (t->ndim == 4 && t->layout == T2S_LAYOUT_NHWC && t->dtype == T2S_F32) {
+    /* transpose on the device, then one copy */
+    float *staging = t2s_scratch(ctx, bytes);
+    if (staging == NULL ||
+        t2s_images_layout_cuda(ctx, t2s_f32(t), staging, t->shape[0], t->shape[1],
+                               t->shape[2] * t->shape[3], 0) != T2S_OK)
+      return ctx->err.status;
+    return t2s_device_copy(T2S_DEV_CPU, host, t->device, staging, bytes, &ctx->err);
+  }
+  if (t->ndim == 4 && t->layout == T2S_LAYOUT_NHWC && t->shape[1] != 1)
+    return t2s_error_set(&ctx->err, T2S_ERR_UNSUPPORTED,
+                         "tensor_download: a 4-d NHWC %s tensor (only f32 is transposed)",
+                         t2s_dtype_name(t->dtype));
+  return t2s_device_copy(T2S_DEV_CPU, host, t->device, t->data, bytes, &ctx->err);
+}
+
+t2s_tensor *t2s_tensor_upload(t2s_ctx *ctx, const t2s_tensor *host) {
+  if (!t2s_ctx_ok(ctx) || host == NULL) return NULL;
+  if (host->ndim == 4 && host->dtype == T2S_F32) return upload_nchw(ctx, t2s_f32(host), host->shape);
+  t2s_tensor *t = t2s_tensor_new(ctx, host->dtype, host->ndim, host->shape);
+  if (t == NULL) return NULL;
+  size_t bytes = (size_t)t2s_numel(t) * t2s_dtype_size(t->dtype);
+  return t2s_device_copy(ctx->device, t->data, T2S_DEV_CPU, host->data, bytes, &ctx->err) == T2S_OK ? t
+                                                                                                 : NULL;
+}
+
+double t2s_tensor_scalar(t2s_ctx *ctx, const t2s_tensor *t) {
+  if (t == NULL) return NAN;
+  float v = NAN;
+  if (t->device == T2S_DEV_CPU) return (double)t2s_f32(t)[0];
+  if (t2s_device_copy(T2S_DEV_CPU, &v, t->device, t->data, sizeof v, &ctx->err) != T2S_OK) return NAN;
+  return (double)v;
+}
+
+/* ---- photometric ---- */
+
+static int is_image_batch(t2s_ctx *ctx, const char *op, const t2s_tensor *x) {
+  char s[96];
+  if (x != NULL && x->dtype == T2S_F32 && x->ndim == 4 && x->shape[1] == 3 && x->device == ctx->device)
+    return 1;
+  if (x == NULL) return 0;
+  t2s_ctx_fail(ctx, T2S_ERR_INVALID, "%s: images must be float32 (N, 3, H, W) on the run's device (%s); got %s %s on %s",
+               op, t2s_device_name(ctx->device), t2s_dtype_name(x->dtype), t2s_shape_str(x, s, sizeof s),
+               t2s_device_name(x->device));
+  return 0;
+}
+
+t2s_status t2s_batch_color_jitter(t2s_ctx *ctx, t2s_tensor *x, const t2s_jitter_cfg *cfg,
+                                  t2s_aug_key key) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  if (!is_image_batch(ctx, "color_jitter", x)) return t2s_ctx_ok(ctx) ? T2S_ERR_INVALID : ctx->err.status;
+  int n = (int)x->shape[0], h = (int)x->shape[2], w = (int)x->shape[3];
+  if (on_host(ctx)) {
+    t2s_color_jitter(t2s_f32(x), n, h, w, cfg, key);
+    return T2S_OK;
+  }
+  t2s_jitter_params *p = t2s_host_scratch(ctx, (size_t)n * sizeof *p + 1);
+  if (p == NULL) return ctx->err.status;
+  for (int i = 0; i < n; i++) {
+    t2s_aug_key k = key;
+    k.sample = key.sample + i;
+    p[i] = t2s_jitter_draw(cfg, k);
+  }
+  return t2s_images_jitter_cuda(ctx, t2s_f32(x), n, (int64_t)h * w, p);
+}
+
+/* data/augment.c's gauss_kernel (kornia get_gaussian_kernel1d in float, the radius
+ * that matters); computed here on the host with the same libm so that the device
+ * blur uses the CPU's taps. */
+static int gauss_taps(int k, float sigma, float *wts) {
+  float sum = 0.0f;
+  for (int i = 0; i < k; i++) {
+    float x = (float)(i - k / 2);
+    wts[i] = expf(-(x * x) / (2.0f * sigma * sigma));
+    sum += wts[i];
+  }
+  for (int i = 0; i < k; i++) wts[i] /= sum;
+  int r = k / 2;
+  while (r > 0 && wts[k / 2 + r] == 0.0f && wts[k / 2 - r] == 0.0f) r--;
+  return r;
+}
+
+t2s_status t2s_batch_gaussian_blur(t2s_ctx *ctx, t2s_tensor *x, const t2s_blur_cfg *cfg,
+                                   t2s_aug_key key) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  if (!is_image_batch(ctx, "gaussian_blur", x)) return t2s_ctx_ok(ctx) ? T2S_ERR_INVALID : ctx->err.status;
+  int n = (int)x->shape[0], h = (int)x->shape[2], w = (int)x->shape[3];
+  if (on_host(ctx)) return t2s_gaussian_blur(t2s_f32(x), n, h, w, cfg, key, &ctx->err);
+  int kh = t2s_blur_kernel_size(h), kw = t2s_blur_kernel_size(w);
+  for (int i = 0; i < n; i++) {
+    t2s_aug_key k = key;
+    k.sample = key.sample + i;
+    t2s_blur_params p = t2s_blur_draw(cfg, k);
+    if (!p.apply) continue;
+    /* taps of their own per image: the upload may still read them after we return */
+    float *ky = t2s_host_scratch(ctx, sizeof(float) * (size_t)(kh + kw));
+    if (ky == NULL) return ctx->err.status;
+    float *kx = ky + kh;
+    int ry = gauss_taps(kh, p.sigma, ky), rx = gauss_taps(kw, p.sigma, kx);
+    /* the taps and the row buffer die with the launch: give the scratch back */
+    t2s_arena_mark mark = t2s_scratch_mark(ctx);
+    t2s_status st = t2s_images_blur_cuda(ctx, t2s_f32(x) + (size_t)i * 3 * h * w, h, w, ky, kh, ry, kx, kw, rx);
+    t2s_scratch_release(ctx, mark);
+    if (st != T2S_OK) return st;
+  }
+  return T2S_OK;
+}
+
+t2s_status t2s_batch_normalize(t2s_ctx *ctx, t2s_tensor *x) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  if (!is_image_batch(ctx, "normalize", x)) return t2s_ctx_ok(ctx) ? T2S_ERR_INVALID : ctx->err.status;
+  int n = (int)x->shape[0], h = (int)x->shape[2], w = (int)x->shape[3];
+  if (on_host(ctx)) {
+    t2s_normalize(t2s_f32(x), n, h, w);
+    return T2S_OK;
+  }
+  return t2s_images_normalize_cuda(ctx, t2s_f32(x), n, (int64_t)h * w, t2s_norm_mean, t2s_norm_std);
+}

@@ -1,0 +1,43 @@
+/* Batches on the run's device: the edge where host data (the loader's f32 NCHW crops
+ * in [0, 255], u8 label maps) becomes tensors of the context, and where the small
+ * results that the host needs (a loss value, a label map to count) come back.
+ *
+ * On the CPU every function is the host code the training step always ran (a copy
+ * into the pass arena; data/augment.h's photometric functions), so the CPU path is
+ * unchanged bit for bit. On CUDA images are stored NHWC (the backend's activation
+ * layout): the upload copies the NCHW batch to the device and transposes it there;
+ * the photometric steps draw their parameters on the host with the CPU's keys and
+ * run the per-pixel arithmetic on the GPU (losses/images_cuda.h).
+ *
+ * Failures are recorded in ctx->err (sticky); tensor-returning functions then return
+ * NULL and status-returning ones the status. */
+#pragma once
+#include <stdint.h>
+
+#include "core/engine.h"
+#include "data/augment.h"
+
+/* A header (host scratch) over host memory, whatever the run's device: for the host
+ * halves of the step (counts, sampling plans, FFTW). 4-d views are NCHW. */
+t2s_tensor *t2s_host_view(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int64_t *shape,
+                          void *data);
+/* (n, 3, h, w) f32 images from host NCHW memory, in the context's device and layout. */
+t2s_tensor *t2s_batch_images(t2s_ctx *ctx, const float *host_nchw, int n, int h, int w);
+/* (n, h, w) u8 labels from host memory (NULL: uninitialised). */
+t2s_tensor *t2s_batch_labels(t2s_ctx *ctx, const uint8_t *host, int n, int h, int w);
+/* A copy of the tensor's values in host memory, 4-d f32 in NCHW order (transposed
+ * from NHWC on CUDA). host holds numel elements. */
+t2s_status t2s_tensor_download(t2s_ctx *ctx, const t2s_tensor *t, void *host);
+/* A host tensor's values as a new tensor of the context (4-d f32: to its layout). */
+t2s_tensor *t2s_tensor_upload(t2s_ctx *ctx, const t2s_tensor *host);
+/* The first element of a f32 tensor as a double (NAN for NULL or a failed copy). */
+double t2s_tensor_scalar(t2s_ctx *ctx, const t2s_tensor *t);
+
+/* Photometric augmentation of an (n, 3, h, w) f32 batch in [0, 255] in place; sample i
+ * is global sample key.sample + i (the keys of data/augment.h on every device). */
+t2s_status t2s_batch_color_jitter(t2s_ctx *ctx, t2s_tensor *x, const t2s_jitter_cfg *cfg,
+                                  t2s_aug_key key);
+t2s_status t2s_batch_gaussian_blur(t2s_ctx *ctx, t2s_tensor *x, const t2s_blur_cfg *cfg,
+                                   t2s_aug_key key);
+/* (x - mean_c) / std_c in place (t2s_normalize). */
+t2s_status t2s_batch_normalize(t2s_ctx *ctx, t2s_tensor *x);
