@@ -47,6 +47,7 @@ static const char *const label_down_names[] = {"nearest", "majority", NULL};
 static const char *const reweight_apply_names[] = {"t2s_only", "all", NULL};
 static const char *const lr_scaling_names[] = {"none", "linear", "sqrt", NULL};
 static const char *const infer_mode_names[] = {"whole", "slide", NULL};
+static const char *const teacher_bn_names[] = {"batch", "running", NULL};
 
 #define SHARDS(k, f, n, what)                                                               \
   {k, STRS_T, ARRAY(f), COUNT(n), .min_len = 0, .max_len = T2S_CFG_MAX_SHARDS, .def = "[]", \
@@ -139,6 +140,9 @@ static const t2s_cfg_row schema[] = {
      .help = "source_only, dacs (self-training base) or t2sda (base + pulling target to source)"},
     {"uda.alpha", FLOAT_T, AT(uda.alpha), .min = 0, .max = 1, .def = "0.999",
      .help = "EMA teacher momentum"},
+    {"uda.teacher_bn", ENUM_T, AT(uda.teacher_bn), .choices = teacher_bn_names, .def = "batch",
+     .help = "EMA teacher's batch norm: statistics of the batch it sees (DACS/DAFormer, train "
+             "mode without dropout) or the running statistics"},
     {"uda.pseudo_threshold", FLOAT_T, AT(uda.pseudo_threshold), .min = 0, .max = 1,
      .def = "0.968", .help = "confidence above which a pseudo-label counts for the weight q"},
     {"uda.pseudo_weight_ignore_top", INT_T, AT(uda.pseudo_weight_ignore_top), .min = 0,

@@ -62,6 +62,7 @@ typedef enum t2s_cfg_reweight_apply {
 typedef enum t2s_cfg_lr_scaling {
   T2S_CFG_LRS_NONE = 0, T2S_CFG_LRS_LINEAR, T2S_CFG_LRS_SQRT
 } t2s_cfg_lr_scaling;
+typedef enum t2s_cfg_teacher_bn { T2S_CFG_TEACHER_BN_BATCH = 0, T2S_CFG_TEACHER_BN_RUNNING } t2s_cfg_teacher_bn;
 typedef enum t2s_cfg_infer_mode { T2S_CFG_INFER_WHOLE = 0, T2S_CFG_INFER_SLIDE } t2s_cfg_infer_mode;
 
 typedef struct t2s_train_config {
@@ -123,6 +124,7 @@ typedef struct t2s_train_config {
   struct {
     t2s_cfg_uda type;
     double alpha;
+    t2s_cfg_teacher_bn teacher_bn;   /* teacher BN statistics: of the batch, or running */
     double pseudo_threshold;
     int pseudo_weight_ignore_top;    /* rows at a 512-px crop height (scaled) */
     int pseudo_weight_ignore_bottom;

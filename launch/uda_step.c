@@ -32,6 +32,7 @@ t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int wor
   u->world_size = world_size;
   u->samples_per_gpu = c->data.samples_per_gpu;
   u->alpha = c->uda.alpha;
+  u->teacher_bn_batch = c->uda.teacher_bn == T2S_CFG_TEACHER_BN_BATCH;
   u->pl = t2s_pseudo_label_cfg_defaults();
   u->pl.threshold = (float)c->uda.pseudo_threshold;
   u->pl.ignore_top = c->uda.pseudo_weight_ignore_top;
@@ -191,6 +192,21 @@ static t2s_status frozen_forward(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tenso
   return st;
 }
 
+/* The EMA teacher, without the tape and without dropout. Batch norm uses the
+ * statistics of the batch it sees (uda.teacher_bn: batch), as DACS/DAFormer's
+ * teacher does in train mode: on target crops it normalises with target statistics.
+ * Its running statistics are overwritten from the student at every EMA update. */
+static t2s_status teacher_forward(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *m, t2s_tensor *x,
+                                  t2s_seg_out *out) {
+  if (!u->teacher_bn_batch) return frozen_forward(ctx, m, x, out);
+  int prev_grad = t2s_set_grad_enabled(ctx, 0), prev_drop = ctx->no_dropout;
+  ctx->no_dropout = 1;
+  t2s_status st = t2s_segmentor_forward(ctx, m, x, out);
+  ctx->no_dropout = prev_drop;
+  t2s_set_grad_enabled(ctx, prev_grad);
+  return st;
+}
+
 /* ---- the iteration ---- */
 
 t2s_status t2s_uda_step(t2s_trainer *t, const t2s_batch *src, const t2s_batch *tgt,
@@ -244,7 +260,7 @@ t2s_status t2s_uda_step(t2s_trainer *t, const t2s_batch *src, const t2s_batch *t
     t2s_tensor *xt_raw = t2s_batch_images(ctx, tgt->images, B, H, W);
     t2s_tensor *xt = xt_raw ? normalized(ctx, xt_raw) : NULL;
     t2s_seg_out to;
-    if (frozen_forward(ctx, &t->teacher, xt, &to) != T2S_OK) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
+    if (teacher_forward(ctx, u, &t->teacher, xt, &to) != T2S_OK) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
     int prev = t2s_set_grad_enabled(ctx, 0);
     t2s_tensor *lt = t2s_resize_bilinear(ctx, to.logits, H, W, 0);
     t2s_set_grad_enabled(ctx, prev);
@@ -297,7 +313,7 @@ t2s_status t2s_uda_step(t2s_trainer *t, const t2s_batch *src, const t2s_batch *t
 
       /* 7. keys from the teacher on the source crop (no gradient) */
       t2s_seg_out ko;
-      if (frozen_forward(ctx, &t->teacher, xs, &ko) != T2S_OK) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
+      if (teacher_forward(ctx, u, &t->teacher, xs, &ko) != T2S_OK) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
       prev = t2s_set_grad_enabled(ctx, 0);
       t2s_tensor *keys = t2s_segmentor_project(ctx, &t->teacher, ko.features);
       t2s_set_grad_enabled(ctx, prev);

@@ -29,6 +29,7 @@ typedef struct t2s_uda {
   uint64_t seed;
   int rank, world_size, samples_per_gpu;
   double alpha;
+  int teacher_bn_batch;      /* teacher BN on batch statistics (uda.teacher_bn: batch) */
   t2s_pseudo_label_cfg pl;
   t2s_jitter_cfg jitter;
   t2s_blur_cfg blur;

@@ -230,7 +230,7 @@ static void test_examples_and_round_trip(void) {
   char *text = NULL;
   CHECK(t2s_train_config_dump_string(cfg, &text, &err) == T2S_OK);
   CHECK(text && strstr(text, "name: \"gta2cs_t2sda_deeplabv2\"\nseed: 0\n"));
-  CHECK(text && strstr(text, "\nuda:\n  type: t2sda\n  alpha: 0.999\n  pseudo_threshold: 0.968\n"));
+  CHECK(text && strstr(text, "\nuda:\n  type: t2sda\n  alpha: 0.999\n  teacher_bn: batch\n  pseudo_threshold: 0.968\n"));
   CHECK(text && strstr(text, "\ndata:\n  source:\n    shards:\n      - \"data/gta5/train-*.h5\"\n"
                              "  target:\n"));
   CHECK(text && strstr(text, "\n    dilations: [6, 12]\n"));

@@ -124,7 +124,7 @@ t2s_tensor *t2s_daformer_head_forward(t2s_ctx *ctx, const t2s_daformer_head *h,
   x = h->cfg.kind == T2S_DAF_SEPASPP ? sepaspp(ctx, h, x)
                                      : t2s_conv_bn_act(ctx, &h->fuse, &h->fuse_bn, x, 1);
   if (fused) *fused = x;
-  if (ctx->training && h->cfg.dropout > 0.0f)
+  if (ctx->training && !ctx->no_dropout && h->cfg.dropout > 0.0f)
     x = t2s_dropout2d(ctx, x, h->cfg.dropout, t2s_ctx_rng_key(ctx, DROPOUT_PURPOSE));
   return t2s_conv_forward(ctx, &h->cls, x);
 }

@@ -179,7 +179,7 @@ static t2s_tensor *lin(t2s_ctx *ctx, const t2s_linear_layer *l, t2s_tensor *x) {
   return t2s_linear(ctx, x, l->w, l->b);
 }
 static t2s_tensor *drop_path(t2s_ctx *ctx, t2s_tensor *x, float p) {
-  if (!ctx->training || p == 0.0f || x == NULL) return x;
+  if (!ctx->training || ctx->no_dropout || p == 0.0f || x == NULL) return x;
   return t2s_drop_path(ctx, x, p, t2s_ctx_rng_key(ctx, DROP_PATH_PURPOSE));
 }
 

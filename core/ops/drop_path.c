@@ -19,7 +19,7 @@ t2s_tensor *t2s_drop_blocks(t2s_ctx *ctx, t2s_tensor *x, float p, t2s_rng_key ke
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
                         "drop_path: probability %g (needs [0, 1)), %d mask dims of %s %s",
                         p, mask_dims, t2s_dtype_name(x->dtype), t2s_shape_str(x, s, sizeof s));
-  if (!ctx->training || p == 0.0f) return x;
+  if (!ctx->training || ctx->no_dropout || p == 0.0f) return x;
   drop_args a = {p, key, 1};
   for (int i = mask_dims; i < x->ndim; i++) a.block *= x->shape[i];
   t2s_tensor *in[1] = {x};

@@ -178,7 +178,7 @@ t2s_tensor *t2s_dropout(t2s_ctx *ctx, t2s_tensor *x, float p, t2s_rng_key key) {
   if (x == NULL) return NULL;
   if (!(p >= 0.0f && p < 1.0f))
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "dropout: probability %g is outside [0, 1)", p);
-  if (!ctx->training || p == 0.0f) return x;
+  if (!ctx->training || ctx->no_dropout || p == 0.0f) return x;
   t2s_tensor *in[1] = {x};
   dropout_args a = {p, key};
   return t2s_op_apply(ctx, T2S_OP_dropout, in, 1, like(ctx, x), &a, sizeof a);
