@@ -338,9 +338,7 @@ static int reflect(int i, int n) {
   return i < n ? i : period - i;
 }
 
-/* kornia get_gaussian_kernel1d in float; taps that underflow to 0 are dropped
- * (adding them changes no sum), so the loop runs over the radius that matters. */
-static int gauss_kernel(int k, float sigma, float *wts) {
+int t2s_blur_kernel1d(int k, float sigma, float *wts) {
   float sum = 0.0f;
   for (int i = 0; i < k; i++) {
     float x = (float)(i - k / 2);
@@ -383,7 +381,7 @@ t2s_status t2s_blur_apply(float *img, int h, int w, const t2s_blur_params *p, t2
     return t2s_error_set(err, T2S_ERR_NOMEM, "gaussian blur: out of memory for a %dx%d image", w,
                          h);
   }
-  int ry = gauss_kernel(kh, p->sigma, ky), rx = gauss_kernel(kw, p->sigma, kx);
+  int ry = t2s_blur_kernel1d(kh, p->sigma, ky), rx = t2s_blur_kernel1d(kw, p->sigma, kx);
   for (int c = 0; c < 3; c++)
     blur_plane(img + (size_t)c * h * w, tmp, h, w, kx, rx, kw / 2, ky, ry, kh / 2);
   free(ky);

@@ -126,6 +126,10 @@ t2s_blur_params t2s_blur_draw(const t2s_blur_cfg *cfg, t2s_aug_key key);
 /* DACS: floor(ceil(0.1 * side) - 0.5 + ceil(0.1 * side) % 2), i.e. ceil(0.1 * side)
  * and one less when that is even. */
 int t2s_blur_kernel_size(int side);
+/* The k Gaussian taps (kornia get_gaussian_kernel1d in float, normalised to sum 1) into
+ * wts; returns the radius that matters (taps that underflow to 0 are dropped, adding
+ * them changes no sum). The CPU blur and the device blur share these taps. */
+int t2s_blur_kernel1d(int k, float sigma, float *wts);
 /* Separable Gaussian blur of one CHW image in place; scratch holds h*w floats.
  * Kernel taps x - k/2 (x = 0..k-1), weights exp(-x^2 / (2 sigma^2)) normalised in
  * float as kornia does; reflect borders (torch 'reflect': no edge repeat). */

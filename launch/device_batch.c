@@ -125,22 +125,6 @@ t2s_status t2s_batch_color_jitter(t2s_ctx *ctx, t2s_tensor *x, const t2s_jitter_
   return t2s_images_jitter_cuda(ctx, t2s_f32(x), n, (int64_t)h * w, p);
 }
 
-/* data/augment.c's gauss_kernel (kornia get_gaussian_kernel1d in float, the radius
- * that matters); computed here on the host with the same libm so that the device
- * blur uses the CPU's taps. */
-static int gauss_taps(int k, float sigma, float *wts) {
-  float sum = 0.0f;
-  for (int i = 0; i < k; i++) {
-    float x = (float)(i - k / 2);
-    wts[i] = expf(-(x * x) / (2.0f * sigma * sigma));
-    sum += wts[i];
-  }
-  for (int i = 0; i < k; i++) wts[i] /= sum;
-  int r = k / 2;
-  while (r > 0 && wts[k / 2 + r] == 0.0f && wts[k / 2 - r] == 0.0f) r--;
-  return r;
-}
-
 t2s_status t2s_batch_gaussian_blur(t2s_ctx *ctx, t2s_tensor *x, const t2s_blur_cfg *cfg,
                                    t2s_aug_key key) {
   if (!t2s_ctx_ok(ctx)) return ctx->err.status;
@@ -157,7 +141,7 @@ t2s_status t2s_batch_gaussian_blur(t2s_ctx *ctx, t2s_tensor *x, const t2s_blur_c
     float *ky = t2s_host_scratch(ctx, sizeof(float) * (size_t)(kh + kw));
     if (ky == NULL) return ctx->err.status;
     float *kx = ky + kh;
-    int ry = gauss_taps(kh, p.sigma, ky), rx = gauss_taps(kw, p.sigma, kx);
+    int ry = t2s_blur_kernel1d(kh, p.sigma, ky), rx = t2s_blur_kernel1d(kw, p.sigma, kx);
     /* the taps and the row buffer die with the launch: give the scratch back */
     t2s_arena_mark mark = t2s_scratch_mark(ctx);
     t2s_status st = t2s_images_blur_cuda(ctx, t2s_f32(x) + (size_t)i * 3 * h * w, h, w, ky, kh, ry, kx, kw, rx);
