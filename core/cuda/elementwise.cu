@@ -85,22 +85,7 @@ struct wsum_bwd {
   __device__ void operator()(int64_t i) const { put(dx, i, __fmul_rn(g[0], r[i]), acc); }
 };
 
-/* ---- Philox-4x32-10, identical to core/rng.c ------------------------------ */
-__device__ void philox4x32(t2s_rng_key key, uint64_t ctr, uint32_t out[4]) {
-  uint32_t c0 = (uint32_t)ctr, c1 = (uint32_t)(ctr >> 32), c2 = 0, c3 = 0;
-  uint32_t k0 = key.k[0], k1 = key.k[1];
-  for (int r = 0; r < 10; r++) {
-    uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-    c1 = (uint32_t)p1;
-    c3 = (uint32_t)p0;
-    c0 = n0;
-    c2 = n2;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
-}
+/* Philox: t2s_cuda_philox4x32 (core/cuda/backend.h), bit for bit core/rng.c's. */
 
 /* Inverted dropout. The mask bit of element j (the LOGICAL row-major index, NCHW
  * for activations) is t2s_rng_uniform(key, j) = (word j%4 of Philox(key, j/4)) >> 8
@@ -121,7 +106,7 @@ struct dropout_linear {
   dropout_mask m;
   __device__ void operator()(int64_t g) const {
     uint32_t w[4];
-    philox4x32(m.key, (uint64_t)g, w);
+    t2s_cuda_philox4x32(m.key, (uint64_t)g, w);
     for (int j = 0; j < 4 && 4 * g + j < m.n; j++) m.apply(4 * g + j, w[j]);
   }
 };
@@ -133,7 +118,7 @@ struct dropout_nhwc {
     int64_t ch = i % c, t = i / c, s = t % hw, b = t / hw;
     uint64_t j = (uint64_t)((b * c + ch) * hw + s);
     uint32_t w[4];
-    philox4x32(m.key, j >> 2, w);
+    t2s_cuda_philox4x32(m.key, j >> 2, w);
     m.apply(i, w[j & 3]);
   }
 };
