@@ -1,5 +1,5 @@
-/* The replay harness of the CUDA-against-CPU op tests, shared by test_cuda_mit_ops.c and
- * test_cuda_losses.c (static helpers: include it from one test file only once).
+/* The replay harness of the CUDA-against-CPU op tests, shared by test_cuda_ops.c,
+ * test_cuda_mit_ops.c and test_cuda_losses.c (static helpers: one include per test).
  *
  * For each case the op runs on the CPU through its public function (so the node, its
  * args and saved state are the CPU's own), then the same node is replayed on the CUDA
