@@ -1,12 +1,25 @@
 #include "tests/harness.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/rng.h"
 
 int t2s_test_failures = 0;
+
+int t2s_test_run(const char *fmt, ...) {
+  char cmd[16384];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  int rc = system(cmd);
+  if (rc == -1) return 127;
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
 
 int t2s_test_finish(const char *name) {
   if (t2s_test_failures == 0) {

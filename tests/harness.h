@@ -29,6 +29,10 @@ extern int t2s_test_failures;
     }                                                                                \
   } while (0)
 
+/* Runs a printf-formatted shell command; returns its exit status (128 + signal when
+ * it was killed). For the tests that drive the executables. */
+int t2s_test_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Prints "N passed, M failed" style summary and returns the exit code. */
 int t2s_test_finish(const char *name);
 

@@ -24,16 +24,6 @@
 
 static char bin[512], dir[512], common[4096];
 
-static int run_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run_fmt(const char *fmt, ...) {
-  char cmd[8192];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  int rc = system(cmd);
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-}
 
 enum { MAX_ITERS = 3, N_TERMS = 5 };
 static const char *terms[N_TERMS] = {"\"loss\": ", "\"loss_src\": ", "\"loss_mix\": ", "\"loss_fd\": ",
@@ -146,7 +136,7 @@ static void compare_group(const char *fa, const char *fb, const char *group) {
 }
 
 static int train(const char *device, const char *name) {
-  return run_fmt("%s/t2sda_train %s device=%s work_dir=%s/%s > %s/%s.log 2>&1", bin, common, device, dir, name, dir,
+  return t2s_test_run("%s/t2sda_train %s device=%s work_dir=%s/%s > %s/%s.log 2>&1", bin, common, device, dir, name, dir,
                  name);
 }
 
@@ -162,8 +152,8 @@ int main(void) {
   }
   snprintf(bin, sizeof bin, "%s/bin", b);
   snprintf(dir, sizeof dir, "%s/tests/cuda_train_work", b);
-  CHECK(run_fmt("rm -rf %s && mkdir -p %s", dir, dir) == 0);
-  CHECK(run_fmt("%s/t2sda_synth %s/data --source 8 --target 8 --val 2 --size 48 48 --seed 5 > %s/synth.log 2>&1",
+  CHECK(t2s_test_run("rm -rf %s && mkdir -p %s", dir, dir) == 0);
+  CHECK(t2s_test_run("%s/t2sda_synth %s/data --source 8 --target 8 --val 2 --size 48 48 --seed 5 > %s/synth.log 2>&1",
                 bin, dir, dir) == 0);
   snprintf(common, sizeof common,
            "%s/configs/synthetic_t2sda.yaml --quiet deterministic=true 'data.source.shards=%s/data/source-*.h5' "
@@ -202,7 +192,7 @@ int main(void) {
   /* determinism: the two CUDA runs agree bit for bit */
   const char *all[] = {"/params", "/buffers", "/ema", "/optim", "/state"};
   for (int g = 0; g < 5; g++)
-    CHECK_MSG(run_fmt("h5diff -q %s %s %s %s", f1, f2, all[g], all[g]) == 0,
+    CHECK_MSG(t2s_test_run("h5diff -q %s %s %s %s", f1, f2, all[g], all[g]) == 0,
               "%s differs between two deterministic CUDA runs (%s, %s)", all[g], f1, f2);
   return t2s_test_finish("test_cuda_train");
 }

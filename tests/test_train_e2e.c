@@ -21,20 +21,6 @@
 
 static char bin[512], src[512], dir[512], common[4096];
 
-static int run(const char *cmd) {
-  int rc = system(cmd);
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-}
-
-static int run_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run_fmt(const char *fmt, ...) {
-  char cmd[8192];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  return run(cmd);
-}
 
 static int file_contains(const char *path, const char *needle) {
   FILE *f = fopen(path, "r");
@@ -53,17 +39,17 @@ static int exists(const char *path) {
 
 /* h5diff exits 0 when the two objects hold identical values */
 static void same_group(const char *a, const char *b, const char *group) {
-  int rc = run_fmt("h5diff -q %s %s %s %s", a, b, group, group);
+  int rc = t2s_test_run("h5diff -q %s %s %s %s", a, b, group, group);
   CHECK_MSG(rc == 0, "%s differs between %s and %s", group, a, b);
 }
 
 static void resume_is_exact(void) {
-  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s/full > %s/full.log 2>&1", bin, common, dir, dir) == 0);
-  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s/split --stop-after 5 > %s/split1.log 2>&1", bin, common, dir, dir) == 0);
+  CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s/full > %s/full.log 2>&1", bin, common, dir, dir) == 0);
+  CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s/split --stop-after 5 > %s/split1.log 2>&1", bin, common, dir, dir) == 0);
   char p[1024];
   snprintf(p, sizeof p, "%s/split/iter_00000005.h5", dir);
   CHECK_MSG(exists(p), "--stop-after 5 left no %s", p);
-  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s/split --resume auto > %s/split2.log 2>&1", bin, common, dir, dir) == 0);
+  CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s/split --resume auto > %s/split2.log 2>&1", bin, common, dir, dir) == 0);
   snprintf(p, sizeof p, "%s/split2.log", dir);
   CHECK(file_contains(p, "resumed from") && file_contains(p, "at iteration 5"));
   char a[1024], b[1024];
@@ -73,7 +59,7 @@ static void resume_is_exact(void) {
   for (int i = 0; i < 5; i++) same_group(a, b, groups[i]);
   /* and the check can fail: iteration 5 differs from 10 */
   snprintf(b, sizeof b, "%s/split/iter_00000005.h5", dir);
-  CHECK(run_fmt("h5diff -q %s %s /params /params > /dev/null 2>&1", a, b) != 0);
+  CHECK(t2s_test_run("h5diff -q %s %s /params /params > /dev/null 2>&1", a, b) != 0);
   /* the latest link points at the newest checkpoint */
   snprintf(p, sizeof p, "%s/split/latest.h5", dir);
   char target[256] = {0};
@@ -111,8 +97,8 @@ static void nan_stops_cleanly(void) {
   /* 5 good iterations leave a checkpoint; then an absurd lr diverges */
   char wd[600];
   snprintf(wd, sizeof wd, "%s/nan", dir);
-  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s --stop-after 5 > %s/nan1.log 2>&1", bin, common, wd, dir) == 0);
-  int rc = run_fmt("%s/t2sda_train %s work_dir=%s --resume auto runner.max_iters=200 optimizer.lr=10 optimizer.head_lr_mult=1000 lr_config.warmup=none "
+  CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --stop-after 5 > %s/nan1.log 2>&1", bin, common, wd, dir) == 0);
+  int rc = t2s_test_run("%s/t2sda_train %s work_dir=%s --resume auto runner.max_iters=200 optimizer.lr=10 optimizer.head_lr_mult=1000 lr_config.warmup=none "
                    "> %s/nan2.log 2>&1", bin, common, wd, dir);
   char log[700];
   snprintf(log, sizeof log, "%s/nan2.log", dir);
@@ -123,13 +109,13 @@ static void nan_stops_cleanly(void) {
   snprintf(p, sizeof p, "%s/iter_00000005.h5", wd);
   CHECK(exists(p));
   /* the good checkpoint still loads and resumes */
-  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s --resume auto --stop-after 1 > %s/nan3.log 2>&1", bin, common, wd, dir) == 0);
+  CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --resume auto --stop-after 1 > %s/nan3.log 2>&1", bin, common, wd, dir) == 0);
 }
 
 static void eval_writes_json(void) {
   char out[700];
   snprintf(out, sizeof out, "%s/eval.json", dir);
-  CHECK(run_fmt("%s/t2sda_eval %s --checkpoint %s/full/iter_00000010.h5 --out %s --mode slide "
+  CHECK(t2s_test_run("%s/t2sda_eval %s --checkpoint %s/full/iter_00000010.h5 --out %s --mode slide "
                 "evaluation.crop=[24,24] evaluation.stride=[16,16] > %s/eval.log 2>&1",
                 bin, common, dir, out, dir) == 0);
   CHECK(file_contains(out, "\"mIoU\"") && file_contains(out, "\"aAcc\"") && file_contains(out, "\"IoU.road\"") &&
@@ -142,14 +128,14 @@ static void eval_writes_json(void) {
 static void bad_inputs(void) {
   char log[700];
   snprintf(log, sizeof log, "%s/bad.log", dir);
-  CHECK(run_fmt("%s/t2sda_train %s uda.alhpa=0.5 > %s 2>&1", bin, common, log) != 0);
+  CHECK(t2s_test_run("%s/t2sda_train %s uda.alhpa=0.5 > %s 2>&1", bin, common, log) != 0);
   CHECK(file_contains(log, "uda.alhpa") && file_contains(log, "uda.alpha"));
-  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s/bad 'data.target.shards=%s/nowhere-*.h5' > %s 2>&1", bin, common,
+  CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s/bad 'data.target.shards=%s/nowhere-*.h5' > %s 2>&1", bin, common,
                 dir, dir, log) != 0);
   CHECK_MSG(file_contains(log, "data.target.shards") && file_contains(log, "nowhere"), "see %s", log);
   /* resuming on another data set would silently read other images: refused */
-  CHECK(run_fmt("%s/t2sda_synth %s/other --source 12 --target 0 --val 0 --size 48 48 --seed 4 > /dev/null", bin, dir) == 0);
-  CHECK(run_fmt("%s/t2sda_train %s work_dir=%s/split --resume auto runner.max_iters=12 "
+  CHECK(t2s_test_run("%s/t2sda_synth %s/other --source 12 --target 0 --val 0 --size 48 48 --seed 4 > /dev/null", bin, dir) == 0);
+  CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s/split --resume auto runner.max_iters=12 "
                 "'data.source.shards=%s/other/source-*.h5' > %s 2>&1", bin, common, dir, dir, log) != 0);
   CHECK_MSG(file_contains(log, "resume: data.source.shards now has 12 images"), "see %s", log);
 }
@@ -163,8 +149,8 @@ int main(void) {
   snprintf(bin, sizeof bin, "%s/bin", b);
   snprintf(src, sizeof src, "%s", s);
   snprintf(dir, sizeof dir, "%s/tests/e2e_work", b);
-  run_fmt("rm -rf %s && mkdir -p %s", dir, dir);
-  CHECK(run_fmt("%s/t2sda_synth %s/data --source 24 --target 24 --val 6 --size 48 48 --seed 3 > %s/synth.log 2>&1",
+  t2s_test_run("rm -rf %s && mkdir -p %s", dir, dir);
+  CHECK(t2s_test_run("%s/t2sda_synth %s/data --source 24 --target 24 --val 6 --size 48 48 --seed 3 > %s/synth.log 2>&1",
                 bin, dir, dir) == 0);
   snprintf(common, sizeof common,
            "%s/configs/synthetic_t2sda.yaml --quiet device=cpu 'data.source.shards=%s/data/source-*.h5' "

@@ -20,16 +20,6 @@
 
 static char bin[512], src[512], dir[512], common[4096];
 
-static int run_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run_fmt(const char *fmt, ...) {
-  char cmd[8192];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  int rc = system(cmd);
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-}
 
 /* max over tensors of max|a - b| / max|b| */
 static double compare_sets(const t2s_tensor_set *a, const t2s_tensor_set *b, const char *what) {
@@ -78,8 +68,8 @@ static void compare_ckpts(const char *a, const char *b, int teacher, const char 
     t2s_tset_free(&sa);
     t2s_tset_free(&sb);
     /* class weights and prototypes: the method's global statistics */
-    CHECK(run_fmt("h5diff -d 1e-5 %s %s /state/reweight /state/reweight > /dev/null", a, b) == 0);
-    CHECK(run_fmt("h5diff -d 1e-5 %s %s /state/prototypes /state/prototypes > /dev/null", a, b) == 0);
+    CHECK(t2s_test_run("h5diff -d 1e-5 %s %s /state/reweight /state/reweight > /dev/null", a, b) == 0);
+    CHECK(t2s_test_run("h5diff -d 1e-5 %s %s /state/prototypes /state/prototypes > /dev/null", a, b) == 0);
   }
   printf("%s: worst relative difference student %.2e, teacher %.2e\n", label, e1, e2);
 }
@@ -88,9 +78,9 @@ static void equivalence(const char *uda, int teacher) {
   char one[600], two[600];
   snprintf(one, sizeof one, "%s/%s_1x2", dir, uda);
   snprintf(two, sizeof two, "%s/%s_2x1", dir, uda);
-  CHECK(run_fmt("%s/t2sda_train %s uda.type=%s data.samples_per_gpu=2 work_dir=%s > %s.log 2>&1", bin, common,
+  CHECK(t2s_test_run("%s/t2sda_train %s uda.type=%s data.samples_per_gpu=2 work_dir=%s > %s.log 2>&1", bin, common,
                 uda, one, one) == 0);
-  CHECK(run_fmt("%s/tools/run_dist_test.sh 2 %s/t2sda_train %s uda.type=%s data.samples_per_gpu=1 "
+  CHECK(t2s_test_run("%s/tools/run_dist_test.sh 2 %s/t2sda_train %s uda.type=%s data.samples_per_gpu=1 "
                 "dist.check_consistency=true work_dir=%s > %s.log 2>&1", src, bin, common, uda, two, two) == 0);
   char a[700], b[700], label[64];
   snprintf(a, sizeof a, "%s/iter_00000006.h5", one);
@@ -103,14 +93,14 @@ static void distributed_resume(void) {
   char full[600], split[600];
   snprintf(full, sizeof full, "%s/t2sda_2x1", dir);
   snprintf(split, sizeof split, "%s/resume_2x1", dir);
-  CHECK(run_fmt("%s/tools/run_dist_test.sh 2 %s/t2sda_train %s data.samples_per_gpu=1 work_dir=%s --stop-after 3 "
+  CHECK(t2s_test_run("%s/tools/run_dist_test.sh 2 %s/t2sda_train %s data.samples_per_gpu=1 work_dir=%s --stop-after 3 "
                 "> %s.log 2>&1", src, bin, common, split, split) == 0);
-  CHECK(run_fmt("%s/tools/run_dist_test.sh 2 %s/t2sda_train %s data.samples_per_gpu=1 work_dir=%s --resume auto "
+  CHECK(t2s_test_run("%s/tools/run_dist_test.sh 2 %s/t2sda_train %s data.samples_per_gpu=1 work_dir=%s --resume auto "
                 ">> %s.log 2>&1", src, bin, common, split, split) == 0);
   char a[700], b[700];
   snprintf(a, sizeof a, "%s/iter_00000006.h5", full);
   snprintf(b, sizeof b, "%s/iter_00000006.h5", split);
-  CHECK_MSG(run_fmt("h5diff -q %s %s /params /params && h5diff -q %s %s /ema /ema && h5diff -q %s %s /state /state",
+  CHECK_MSG(t2s_test_run("h5diff -q %s %s /params /params && h5diff -q %s %s /ema /ema && h5diff -q %s %s /state /state",
                     a, b, a, b, a, b) == 0, "2-rank resume differs from the uninterrupted 2-rank run");
 }
 
@@ -120,8 +110,8 @@ int main(void) {
   snprintf(bin, sizeof bin, "%s/bin", b);
   snprintf(src, sizeof src, "%s", s);
   snprintf(dir, sizeof dir, "%s/tests/rank_equiv_work", b);
-  run_fmt("rm -rf %s && mkdir -p %s", dir, dir);
-  CHECK(run_fmt("%s/t2sda_synth %s/data --source 24 --target 24 --val 4 --size 48 48 --seed 5 > /dev/null", bin, dir) == 0);
+  t2s_test_run("rm -rf %s && mkdir -p %s", dir, dir);
+  CHECK(t2s_test_run("%s/t2sda_synth %s/data --source 24 --target 24 --val 4 --size 48 48 --seed 5 > /dev/null", bin, dir) == 0);
   snprintf(common, sizeof common,
            "%s/configs/synthetic_t2sda.yaml --quiet device=cpu 'data.source.shards=%s/data/source-*.h5' "
            "'data.target.shards=%s/data/target-*.h5' 'data.val.shards=%s/data/val-*.h5' model.num_classes=11 "

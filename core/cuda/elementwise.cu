@@ -6,30 +6,12 @@
  *
  * Backward honours the write/accumulate contract of core/engine.h: with beta 0 the
  * old gradient is never read (it may hold garbage or NaN), with beta 1 it is added to. */
-#include "core/cuda/backend.h"
+#include "core/cuda/kernels.cuh"
 
 namespace {
 
-/* One thread per item, grid-stride; f(i) does the work for item i. */
-template <class F>
-__global__ void each_kernel(int64_t n, F f) {
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x)
-    f(i);
-}
-
-template <class F>
-t2s_status launch_each(t2s_ctx *ctx, const t2s_node *node, int64_t n, F f) {
-  if (n <= 0) return T2S_OK;
-  each_kernel<<<t2s_cuda_blocks(n), 256, 0, t2s_cuda_be(ctx)->stream>>>(n, f);
-  T2S_CU_LAUNCHED(ctx, node, "each_kernel");
-  return T2S_OK;
-}
-
-/* out = beta * out + v without reading out when beta is 0. */
-__device__ __forceinline__ void put(float *out, int64_t i, float v, bool acc) {
-  out[i] = acc ? out[i] + v : v;
-}
+using t2s_cuda::launch_each;
+using t2s_cuda::put;
 
 constexpr double kSqrtHalf = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.3989422804014327;
