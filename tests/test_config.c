@@ -175,8 +175,8 @@ static void check_gta2cs_values(const t2s_train_config *c) {
   CHECK(!strcmp(c->name, "gta2cs_t2sda_deeplabv2"));
   CHECK(!strcmp(c->work_dir, "work_dirs/gta2cs_t2sda_deeplabv2"));
   CHECK(c->device == T2S_CFG_DEVICE_AUTO && c->precision == T2S_CFG_PRECISION_FP32);
-  CHECK(c->data.n_source_shards == 1 && !strcmp(c->data.source_shards[0], "data/gta5/train-*.h5"));
-  CHECK(c->data.n_val_shards == 1 && !strcmp(c->data.val_shards[0], "data/cityscapes/val-*.h5"));
+  CHECK(c->data.n_source_shards == 1 && !strcmp(c->data.source_shards[0], "shards/gta5/gta5_train-*.h5"));
+  CHECK(c->data.n_val_shards == 1 && !strcmp(c->data.val_shards[0], "shards/cityscapes/cityscapes_val-*.h5"));
   CHECK(c->data.crop[0] == 512 && c->data.crop[1] == 512 && c->data.samples_per_gpu == 2);
   CHECK(c->model.num_classes == 19 && c->model.backbone.depth == 101);
   CHECK(c->model.backbone.type == T2S_CFG_BACKBONE_RESNET_V1C);
@@ -231,7 +231,7 @@ static void test_examples_and_round_trip(void) {
   CHECK(t2s_train_config_dump_string(cfg, &text, &err) == T2S_OK);
   CHECK(text && strstr(text, "name: \"gta2cs_t2sda_deeplabv2\"\nseed: 0\n"));
   CHECK(text && strstr(text, "\nuda:\n  type: t2sda\n  alpha: 0.999\n  teacher_bn: batch\n  pseudo_threshold: 0.968\n"));
-  CHECK(text && strstr(text, "\ndata:\n  source:\n    shards:\n      - \"data/gta5/train-*.h5\"\n"
+  CHECK(text && strstr(text, "\ndata:\n  source:\n    shards:\n      - \"shards/gta5/gta5_train-*.h5\"\n"
                              "  target:\n"));
   CHECK(text && strstr(text, "\n    dilations: [6, 12]\n"));
   CHECK(text && strstr(text, "\n  betas: [0.9, 0.999]\n") && strstr(text, "\n  lr: 0.0025\n"));
