@@ -31,6 +31,7 @@
  * for the full method. On the CPU the ranks should not share cores: --threads is the
  * OpenBLAS threads per rank, and k x threads should not exceed the cores. */
 #include <cblas.h>
+#include <omp.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -308,6 +309,7 @@ static void print_result(const char *mode, const scaling_result *r, const scalin
 
 static int run_worker(const scaling_opts *o) {
   openblas_set_num_threads(o->threads);
+  omp_set_num_threads(o->threads);
   t2s_comm c;
   t2s_error err = {0};
   t2s_dist_cfg dc = t2s_dist_default_cfg();

@@ -11,6 +11,7 @@
  * GEMM-shaped ops during the forward (2 x multiply-adds); a training step is
  * reported as 3x the forward (backward = data + weight gradients). */
 #include <cblas.h>
+#include <omp.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -158,6 +159,7 @@ static t2s_status upload_batch(t2s_tensor *image, t2s_tensor *label, void **dimg
 
 static int bench_step(const bench_opts *o) {
   openblas_set_num_threads(o->threads);
+  omp_set_num_threads(o->threads);  /* the engine's own loops (core/ops) */
   t2s_model_cfg cfg = t2s_model_default_cfg();
   cfg.resnet.depth = o->depth;
   cfg.resnet.base_channels = o->base_channels;

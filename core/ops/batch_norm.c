@@ -105,6 +105,8 @@ t2s_tensor *t2s_batch_norm(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *gamma, t2s_t
 
 /* stats[0..c) = per-channel sum of x, stats[c..2c) = sum of x^2, stats[2c] = count. */
 static void bn_moments(const bn_geom *g, const float *x, double *stats) {
+  /* channels are independent: parallel without changing any sum */
+  #pragma omp parallel for schedule(static) if (g->c * g->n * g->inner > (1 << 15))
   for (int64_t c = 0; c < g->c; c++) {
     double s = 0.0, ss = 0.0;
     for (int64_t n = 0; n < g->n; n++) {
@@ -190,6 +192,8 @@ t2s_status t2s_batch_norm_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *gamma = node->in[1] ? t2s_f32(node->in[1]) : NULL;
   const float *beta = node->in[2] ? t2s_f32(node->in[2]) : NULL;
   float *y = t2s_f32(node->out);
+  /* channels are independent: parallel without changing any sum */
+  #pragma omp parallel for schedule(static) if (g.c * g.n * g.inner > (1 << 15))
   for (int64_t c = 0; c < g.c; c++) {
     /* y = (x - mean) scale + beta, scale = gamma invstd (centred first: a large mean
      * would cancel in x scale + (beta - mean scale)) */
@@ -217,6 +221,8 @@ t2s_status t2s_batch_norm_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float
   /* sums[0..c) = sum(dy), sums[c..2c) = sum(dy xhat), per channel, local */
   double *sums = t2s_scratch(ctx, (size_t)(2 * g.c) * sizeof(double));
   if (sums == NULL) return ctx->err.status;
+  /* channels are independent: parallel without changing any sum */
+  #pragma omp parallel for schedule(static) if (g.c * g.n * g.inner > (1 << 15))
   for (int64_t c = 0; c < g.c; c++) {
     double sd = 0.0, sdx = 0.0, mean = s->mean[c], invstd = s->invstd[c];
     for (int64_t n = 0; n < g.n; n++) {
@@ -239,6 +245,8 @@ t2s_status t2s_batch_norm_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float
       ctx->stat_allreduce(ctx->stat_user, sums, (size_t)(2 * g.c), &ctx->err) != T2S_OK)
     return bn_sync_failed(ctx, "backward", xt);
   const float *gamma = gt ? t2s_f32(gt) : NULL;
+  /* channels are independent: parallel without changing any sum */
+  #pragma omp parallel for schedule(static) if (g.c * g.n * g.inner > (1 << 15))
   for (int64_t c = 0; c < g.c; c++) {
     double k = (gamma ? gamma[c] : 1.0) * s->invstd[c];
     /* dx = k dy - k sum(dy)/M - k invstd sum(dy xhat)/M (x - mean) = ca dy + cb (x - mean) + cd */

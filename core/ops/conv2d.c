@@ -133,6 +133,8 @@ static void valid_range(int64_t off, int64_t stride, int64_t n_out, int64_t n_in
 static void im2col(const conv_geom *g, const float *x, float *col, int64_t r0, int64_t r1) {
   const t2s_conv2d_args *a = &g->a;
   int64_t len = (r1 - r0) * g->wout;
+  /* each channel fills its own rows of the column matrix */
+  #pragma omp parallel for schedule(static) if (g->cin * g->kh * g->kw * len > (1 << 16))
   for (int64_t c = 0; c < g->cin; c++) {
     const float *xc = x + c * g->h * g->w;
     for (int64_t i = 0; i < g->kh; i++) {
@@ -166,6 +168,8 @@ static void im2col(const conv_geom *g, const float *x, float *col, int64_t r0, i
 static void col2im_add(const conv_geom *g, const float *dcol, float *dx, int64_t r0, int64_t r1) {
   const t2s_conv2d_args *a = &g->a;
   int64_t len = (r1 - r0) * g->wout;
+  /* each channel adds into its own plane of dx, in the same order as one thread would */
+  #pragma omp parallel for schedule(static) if (g->cin * g->kh * g->kw * len > (1 << 16))
   for (int64_t c = 0; c < g->cin; c++) {
     float *dxc = dx + c * g->h * g->w;
     for (int64_t i = 0; i < g->kh; i++) {

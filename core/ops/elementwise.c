@@ -38,6 +38,7 @@ t2s_status t2s_relu_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *x = t2s_f32(node->in[0]);
   float *y = t2s_f32(node->out);
   int64_t n = t2s_numel(node->out);
+  #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
   return T2S_OK;
 }
@@ -45,6 +46,7 @@ t2s_status t2s_relu_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta
   const float *y = t2s_f32(node->out), *dy = node->out->grad;
   float *dx = node->in[0]->grad;
   int64_t n = t2s_numel(node->out);
+  #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; i++) put(dx, i, y[i] > 0.0f ? dy[i] : 0.0f, beta[0]);
   return T2S_OK;
 }
@@ -58,6 +60,7 @@ t2s_status t2s_gelu_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *x = t2s_f32(node->in[0]);
   float *y = t2s_f32(node->out);
   int64_t n = t2s_numel(node->out);
+  #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; i++) y[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * M_SQRT1_2)));
   return T2S_OK;
 }
@@ -66,6 +69,7 @@ t2s_status t2s_gelu_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta
   float *dx = node->in[0]->grad;
   int64_t n = t2s_numel(node->out);
   /* d/dx x Phi(x) = Phi(x) + x phi(x) */
+  #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; i++) {
     double v = x[i];
     double cdf = 0.5 * (1.0 + erf(v * M_SQRT1_2));
@@ -85,6 +89,7 @@ t2s_status t2s_add_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *a = t2s_f32(node->in[0]), *b = t2s_f32(node->in[1]);
   float *y = t2s_f32(node->out);
   int64_t n = t2s_numel(node->out);
+  #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
   return T2S_OK;
 }
@@ -94,6 +99,7 @@ t2s_status t2s_add_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta)
   for (int k = 0; k < 2; k++) {
     if (!t2s_wants_grad(node->in[k])) continue;
     float *dx = node->in[k]->grad;
+    #pragma omp parallel for schedule(static) if (n > (1 << 16))
     for (int64_t i = 0; i < n; i++) put(dx, i, dy[i], beta[k]);
   }
   return T2S_OK;
@@ -109,6 +115,7 @@ t2s_status t2s_mul_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *a = t2s_f32(node->in[0]), *b = t2s_f32(node->in[1]);
   float *y = t2s_f32(node->out);
   int64_t n = t2s_numel(node->out);
+  #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
   return T2S_OK;
 }
@@ -119,6 +126,7 @@ t2s_status t2s_mul_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta)
     if (!t2s_wants_grad(node->in[k])) continue;
     const float *other = t2s_f32(node->in[1 - k]);
     float *dx = node->in[k]->grad;
+    #pragma omp parallel for schedule(static) if (n > (1 << 16))
     for (int64_t i = 0; i < n; i++) put(dx, i, dy[i] * other[i], beta[k]);
   }
   return T2S_OK;
@@ -135,6 +143,7 @@ t2s_status t2s_scale_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *x = t2s_f32(node->in[0]);
   float *y = t2s_f32(node->out);
   int64_t n = t2s_numel(node->out);
+  #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; i++) y[i] = s * x[i];
   return T2S_OK;
 }
@@ -143,6 +152,7 @@ t2s_status t2s_scale_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *bet
   const float *dy = node->out->grad;
   float *dx = node->in[0]->grad;
   int64_t n = t2s_numel(node->out);
+  #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; i++) put(dx, i, s * dy[i], beta[0]);
   return T2S_OK;
 }
@@ -169,6 +179,7 @@ t2s_status t2s_weighted_sum_cpu_backward(t2s_ctx *ctx, t2s_node *node, const flo
   float g = node->out->grad[0];
   float *dx = node->in[0]->grad;
   int64_t n = t2s_numel(node->in[0]);
+  #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; i++) put(dx, i, g * r[i], beta[0]);
   return T2S_OK;
 }
@@ -191,6 +202,7 @@ t2s_status t2s_dropout_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *x = t2s_f32(node->in[0]);
   float *y = t2s_f32(node->out);
   int64_t n = t2s_numel(node->out);
+  #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; i++) y[i] = x[i] * dropout_factor(a, i);
   return T2S_OK;
 }
@@ -199,6 +211,7 @@ t2s_status t2s_dropout_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *b
   const float *dy = node->out->grad;
   float *dx = node->in[0]->grad;
   int64_t n = t2s_numel(node->out);
+  #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; i++) put(dx, i, dy[i] * dropout_factor(a, i), beta[0]);
   return T2S_OK;
 }
