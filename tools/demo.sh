@@ -14,6 +14,7 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release > "$build.configure.log" 2>&1 
 cmake --build "$build" -j"$(nproc)" > "$build.build.log" 2>&1 || { tail -50 "$build.build.log"; exit 1; }
 data=datasets/synthetic
 if [[ ! -f $data/val-00000-of-00001.h5 ]]; then
+  mkdir -p "$data"
   "$build/bin/t2sda_synth" "$data" --source 1000 --target 1000 --val 200 --size 96 96 --seed 0
 fi
 "$build/bin/t2sda_train" configs/synthetic_t2sda.yaml device=cpu work_dir=work_dirs/synthetic_t2sda "$@"
