@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <hdf5.h>
 
+#include "core/durable_file.h"
 #include "core/hdf5_error.h"
 #include <inttypes.h>
 #include <stdio.h>
@@ -400,33 +401,8 @@ t2s_status t2s_ckpt_write_scalar_f64(t2s_ckpt_writer *w, const char *path, doubl
   return t2s_ckpt_write_array(w, path, T2S_CKPT_F64, 0, NULL, &value, err);
 }
 
-static t2s_status fsync_path(const char *path, int directory, const char *what, t2s_error *err) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0));
-  if (fd < 0)
-    return t2s_error_set(err, T2S_ERR_IO, "checkpoint %s: open for fsync failed: %s", what,
-                         strerror(errno));
-  int rc = fsync(fd), e = errno;
-  close(fd);
-  /* some filesystems cannot fsync a directory (EINVAL): the rename is then as
-   * durable as that filesystem makes it */
-  if (rc != 0 && !(directory && (e == EINVAL || e == ENOTSUP)))
-    return t2s_error_set(err, T2S_ERR_IO, "checkpoint %s: fsync failed: %s", what, strerror(e));
-  return T2S_OK;
-}
-
 static t2s_status sync_and_rename(t2s_ckpt_writer *w, t2s_error *err) {
-  t2s_status st = fsync_path(w->tmp_path, 0, w->tmp_path, err);
-  if (st != T2S_OK) return st;
-  if (rename(w->tmp_path, w->final_path) != 0)
-    return t2s_error_set(err, T2S_ERR_IO, "checkpoint %s: rename from %s failed: %s",
-                         w->final_path, w->tmp_path, strerror(errno));
-  char dir[PATH_CAP];
-  snprintf(dir, sizeof dir, "%s", w->final_path);
-  char *slash = strrchr(dir, '/');
-  if (slash == NULL) snprintf(dir, sizeof dir, ".");
-  else if (slash == dir) dir[1] = '\0';
-  else *slash = '\0';
-  return fsync_path(dir, 1, w->final_path, err);
+  return t2s_durable_rename(w->tmp_path, w->final_path, "checkpoint", err);
 }
 
 t2s_status t2s_ckpt_commit(t2s_ckpt_writer *w, t2s_error *err) {

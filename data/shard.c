@@ -13,6 +13,7 @@
 #include <glob.h>
 #include <hdf5.h>
 
+#include "core/durable_file.h"
 #include "core/hdf5_error.h"
 #include <inttypes.h>
 #include <pthread.h>
@@ -427,32 +428,8 @@ t2s_status t2s_shard_writer_add(t2s_shard_writer *w, const char *name, const uin
   return st;
 }
 
-static t2s_status fsync_path(const char *path, int directory, t2s_error *err) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0));
-  if (fd < 0)
-    return t2s_error_set(err, T2S_ERR_IO, "shard %s: open for fsync failed: %s", path,
-                         strerror(errno));
-  int rc = fsync(fd), e = errno;
-  close(fd);
-  /* some filesystems cannot fsync a directory (EINVAL): the rename is then as durable as they allow */
-  if (rc != 0 && !(directory && (e == EINVAL || e == ENOTSUP)))
-    return t2s_error_set(err, T2S_ERR_IO, "shard %s: fsync failed: %s", path, strerror(e));
-  return T2S_OK;
-}
-
 static t2s_status sync_and_rename(const t2s_shard_writer *w, t2s_error *err) {
-  t2s_status st = fsync_path(w->tmp_path, 0, err);
-  if (st != T2S_OK) return st;
-  if (rename(w->tmp_path, w->final_path) != 0)
-    return t2s_error_set(err, T2S_ERR_IO, "shard %s: rename from %s failed: %s", w->final_path,
-                         w->tmp_path, strerror(errno));
-  char dir[PATH_CAP];
-  snprintf(dir, sizeof dir, "%s", w->final_path);
-  char *slash = strrchr(dir, '/');
-  if (slash == NULL) snprintf(dir, sizeof dir, ".");
-  else if (slash == dir) dir[1] = '\0';
-  else *slash = '\0';
-  return fsync_path(dir, 1, err);
+  return t2s_durable_rename(w->tmp_path, w->final_path, "shard", err);
 }
 
 t2s_status t2s_shard_writer_commit(t2s_shard_writer *w, t2s_error *err) {
