@@ -118,6 +118,11 @@ static void eval_writes_json(void) {
   CHECK(t2s_test_run("%s/t2sda_eval %s --checkpoint %s/full/iter_00000010.h5 --out %s --mode slide "
                 "evaluation.crop=[24,24] evaluation.stride=[16,16] > %s/eval.log 2>&1",
                 bin, common, dir, out, dir) == 0);
+  /* colour prediction images of the first N validation images */
+  CHECK(t2s_test_run("%s/t2sda_eval %s --checkpoint %s/full/iter_00000010.h5 --out %s/eval2.json --quiet "
+                     "--save-predictions 2 work_dir=%s/preds > %s/eval2.log 2>&1", bin, common, dir, dir, dir, dir) == 0);
+  CHECK_MSG(t2s_test_run("test $(ls %s/preds/predictions/*.png | wc -l) -eq 2", dir) == 0,
+            "expected 2 prediction PNGs in %s/preds/predictions", dir);
   CHECK(file_contains(out, "\"mIoU\"") && file_contains(out, "\"aAcc\"") && file_contains(out, "\"IoU.road\"") &&
         file_contains(out, "\"iteration\": 10"));
   char log[700];
