@@ -104,6 +104,9 @@ struct t2s_ctx {
   uint64_t seed;          /* global seed, for ops that draw random numbers */
   uint64_t step;          /* iteration counter, part of every RNG key */
   uint64_t rng_calls;     /* per-pass counter that separates RNG draws of successive ops */
+  int64_t sample_offset;  /* global index of this rank's first sample in the batch: per-sample
+                           * random draws (drop path) key by global sample, so N ranks x B
+                           * images draw what 1 rank x N B images draws */
   /* Cross-rank sum of per-batch statistics (SyncBN sums, class statistics). NULL on
    * one process: the local values are already global. Set by dist/. */
   t2s_status (*stat_allreduce)(void *user, double *buf, size_t n, t2s_error *err);

@@ -42,6 +42,7 @@ typedef struct t2s_cuda_drop_args {
   float p;
   t2s_rng_key key;
   int64_t block;  /* elements per block in LOGICAL order: prod(shape[mask_dims..]) */
+  int64_t first;  /* global index of the first block (ctx->sample_offset x blocks per sample) */
 } t2s_cuda_drop_args;
 
 typedef struct t2s_conv_plan t2s_conv_plan;  /* core/cuda/conv2d.cu */

@@ -246,14 +246,14 @@ t2s_status tokens_transpose_backward(t2s_ctx *ctx, t2s_node *node, const float *
  * the element's logical index. nhwc: memory index i = ((n HW) + s) C + c holds
  * logical j = (n C + c) HW + s. */
 struct drop_put {
-  const float *x; float *y; t2s_rng_key key; float p, keep; int64_t block, c, hw; bool nhwc, acc;
+  const float *x; float *y; t2s_rng_key key; float p, keep; int64_t block, first, c, hw; bool nhwc, acc;
   __device__ void operator()(int64_t i) const {
     int64_t j = i;
     if (nhwc) {
       int64_t ch = i % c, t = i / c, s = t % hw, b = t / hw;
       j = (b * c + ch) * hw + s;
     }
-    float f = t2s_cuda_rng_uniform(key, (uint64_t)(j / block)) < p ? 0.0f : keep;
+    float f = t2s_cuda_rng_uniform(key, (uint64_t)(first + j / block)) < p ? 0.0f : keep;
     put(y, i, __fmul_rn(f, x[i]), acc);
   }
 };
@@ -262,7 +262,7 @@ t2s_status drop_run(t2s_ctx *ctx, const t2s_node *node, const float *src, float 
   const drop_args *a = (const drop_args *)node->args;
   const t2s_tensor *x = node->in[0];
   bool nhwc = stored_nhwc(x);
-  drop_put f = {src, dst, a->key, a->p, 1.0f / (1.0f - a->p), a->block,
+  drop_put f = {src, dst, a->key, a->p, 1.0f / (1.0f - a->p), a->block, a->first,
                 nhwc ? x->shape[1] : 1, nhwc ? x->shape[2] * x->shape[3] : 1, nhwc, acc};
   return launch_each(ctx, node, t2s_numel(x), f);
 }

@@ -9,6 +9,7 @@ typedef struct drop_args {
   float p;
   t2s_rng_key key;
   int64_t block;  /* elements per block: prod(shape[mask_dims..]) */
+  int64_t first;  /* global index of the first block: sample_offset x blocks per sample */
 } drop_args;
 
 t2s_tensor *t2s_drop_blocks(t2s_ctx *ctx, t2s_tensor *x, float p, t2s_rng_key key,
@@ -20,8 +21,9 @@ t2s_tensor *t2s_drop_blocks(t2s_ctx *ctx, t2s_tensor *x, float p, t2s_rng_key ke
                         "drop_path: probability %g (needs [0, 1)), %d mask dims of %s %s",
                         p, mask_dims, t2s_dtype_name(x->dtype), t2s_shape_str(x, s, sizeof s));
   if (!ctx->training || ctx->no_dropout || p == 0.0f) return x;
-  drop_args a = {p, key, 1};
+  drop_args a = {p, key, 1, ctx->sample_offset};
   for (int i = mask_dims; i < x->ndim; i++) a.block *= x->shape[i];
+  for (int i = 1; i < mask_dims; i++) a.first *= x->shape[i];
   t2s_tensor *in[1] = {x};
   return t2s_op_apply(ctx, T2S_OP_drop_path, in, 1, t2s_tensor_new(ctx, T2S_F32, x->ndim, x->shape),
                       &a, sizeof a);
@@ -30,7 +32,7 @@ t2s_tensor *t2s_drop_blocks(t2s_ctx *ctx, t2s_tensor *x, float p, t2s_rng_key ke
 static void scale_blocks(const drop_args *a, const float *x, float *y, int64_t n, float beta) {
   float keep = 1.0f / (1.0f - a->p);
   for (int64_t b0 = 0, blk = 0; b0 < n; b0 += a->block, blk++) {
-    float f = t2s_rng_uniform(a->key, (uint64_t)blk) < a->p ? 0.0f : keep;
+    float f = t2s_rng_uniform(a->key, (uint64_t)(a->first + blk)) < a->p ? 0.0f : keep;
     for (int64_t i = b0; i < b0 + a->block; i++) y[i] = beta != 0.0f ? y[i] + f * x[i] : f * x[i];
   }
 }
