@@ -53,8 +53,11 @@ static t2s_status build_networks(t2s_trainer *t, t2s_error *err) {
   st = t2s_segmentor_build(&t->student, &mc, t->ctx->device, (uint64_t)c->seed, err);
   if (st) return st;
   if (c->model.pretrained[0] != '\0') {
-    st = t2s_load_pretrained(&t->student.params, c->model.pretrained, NULL, NULL, 0, err);
-    if (st) return st;
+    t2s_error e = {0};
+    st = t2s_load_pretrained(&t->student.params, c->model.pretrained, NULL, NULL, 0, &e);
+    if (st)
+      return t2s_error_set(err, st, "model.pretrained: %s (fix the path, convert the file with "
+                           "t2sda_convert, or set model.pretrained to \"\" for random weights)", e.msg);
   }
   /* every rank starts from rank 0's weights */
   st = t2s_dist_bcast_params(&t->comm, &t->student.params, err);
