@@ -110,11 +110,11 @@ else
 fi
 
 # ---- benchmarks -------------------------------------------------------------------------
-# One training step (forward, loss, backward, SGD) of ResNet-50-V1c DeepLab-V2 on random
+# One training step (forward, loss, backward, SGD) of ResNet-101-V1c DeepLab-V2 on random
 # data, batch 2, crop 512x512: t2sda on CUDA in fp32 and TF32, PyTorch eager on the same
 # GPU in fp32 (TF32 off), TF32 and AMP bf16. Each result is one JSON line in
 # bench_<name>.json; the table at the end compares them with PyTorch fp32.
-bench_args=(--batch 2 --crop 512 512 --iters 10 --warmup 3)
+bench_args=(--depth 101 --batch 2 --crop 512 512 --iters 10 --warmup 3)
 bench_names=()
 t2sda_bench() { # NAME PRECISION
   local name=$1 precision=$2
@@ -163,7 +163,7 @@ for n in names:
     except (OSError, ValueError, IndexError):
         rows[n] = None
 base = rows.get("torch_fp32")
-print("step benchmark: resnet50-v1c deeplabv2, batch 2, crop 512x512 (median of 10 iters)")
+print("step benchmark: resnet101-v1c deeplabv2, batch 2, crop 512x512 (median of 10 iters)")
 print("%-16s %10s %10s %9s %10s" % ("run", "ms/iter", "images/s", "TFLOP/s", "vs torch fp32"))
 for n in names:
     r = rows[n]
@@ -175,6 +175,25 @@ for n in names:
     print("%-16s %10.1f %10.2f %9.2f %10s" % (n, r["ms_per_iter"], r["images_per_s"], tflops, speed))
 PY
 add_row "bench table" ok "" "see bench_table.txt (printed below)"
+
+# ---- the full T2S-DA iteration on CUDA ---------------------------------------------------
+# 2 source + 2 target crops of 512x512 through everything METHOD.md does per iteration
+# (configs/gta2cs_t2sda_deeplabv2.yaml, random init, synthetic 1024x512 scenes): the
+# images/s of t2sda_train's last progress line.
+if ((built)); then
+  run_stage "data: synthetic 1024x512" 60 synth.log "$build/bin/t2sda_synth" "$logs/syn" \
+    --source 16 --target 16 --val 2 --size 1024 512 --seed 0
+  if run_stage "t2sda iteration (cuda)" 180 t2sda_iteration.log "$build/bin/t2sda_train" \
+      configs/gta2cs_t2sda_deeplabv2.yaml device=cuda 'model.pretrained=""' model.num_classes=11 \
+      "data.source.shards=$logs/syn/source-*.h5" "data.target.shards=$logs/syn/target-*.h5" \
+      "data.val.shards=$logs/syn/val-*.h5" data.rare_class_sampling.min_pixels=300 \
+      runner.max_iters=20 log.interval=5 evaluation.interval=0 checkpoint.interval=0 \
+      "work_dir=$logs/t2sda_iteration"; then
+    ips=$(grep -o '[0-9.]* img/s' "$logs/t2sda_iteration.log" | tail -1)
+    echo "full T2S-DA iteration (DLv2-R101, 2+2 crops 512x512, fp32): ${ips:-no figure}" \
+      >>"$logs/bench_table.txt"
+  fi
+fi
 
 # ---- summary ----------------------------------------------------------------------------
 summary() {
