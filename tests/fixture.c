@@ -1,5 +1,7 @@
 #include "tests/fixture.h"
 
+#include "core/ops.h"
+
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -88,4 +90,26 @@ double t2s_max_rel_err(const float *a, const float *b, int64_t n, double floor) 
     if (!(e <= worst)) worst = e;  /* NaN propagates as the worst */
   }
   return worst;
+}
+
+int t2s_fixture_batch(const char *file, t2s_tensor *image, t2s_tensor *label) {
+  int64_t ishape[5] = {0}, n = 0;
+  int nd = 0;
+  float *img = t2s_fixture_read_f32(file, "/input/image", &n, &nd, ishape);
+  uint8_t *lbl = t2s_fixture_read_u8(file, "/input/label", &n);
+  if (img == NULL || lbl == NULL || nd != 4) {
+    free(img);
+    free(lbl);
+    return 0;
+  }
+  t2s_tensor_init(image, T2S_F32, T2S_DEV_CPU, 4, ishape, img);
+  int64_t lshape[3] = {ishape[0], ishape[2], ishape[3]};
+  t2s_tensor_init(label, T2S_U8, T2S_DEV_CPU, 3, lshape, lbl);
+  return 1;
+}
+
+t2s_tensor *t2s_fixture_seg_loss(t2s_ctx *ctx, t2s_tensor *logits, t2s_tensor *label) {
+  t2s_tensor *up = t2s_resize_bilinear(ctx, logits, (int)label->shape[1], (int)label->shape[2], 0);
+  t2s_ce_args ce = {255, T2S_CE_MEAN_VALID, 0};
+  return t2s_cross_entropy(ctx, up, label, NULL, NULL, &ce);
 }

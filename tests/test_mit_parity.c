@@ -91,27 +91,19 @@ int main(void) {
       free(v);
     }
 
-  int64_t ishape[5], n_img = 0, n_lbl = 0;
-  int nd = 0;
-  float *img = t2s_fixture_read_f32(fx, "/input/image", &n_img, &nd, ishape);
-  uint8_t *lbl = t2s_fixture_read_u8(fx, "/input/label", &n_lbl);
-  CHECK(img && lbl && nd == 4);
-  if (!img || !lbl || t2s_test_failures) return t2s_test_finish("test_mit_parity");
   t2s_tensor image, label;
-  t2s_tensor_init(&image, T2S_F32, T2S_DEV_CPU, 4, ishape, img);
-  int64_t lshape[3] = {ishape[0], ishape[2], ishape[3]};
-  t2s_tensor_init(&label, T2S_U8, T2S_DEV_CPU, 3, lshape, lbl);
+  int have_batch = t2s_fixture_batch(fx, &image, &label);
+  CHECK(have_batch);
+  if (!have_batch || t2s_test_failures) return t2s_test_finish("test_mit_parity");
 
   t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 64 << 20, &err);
   t2s_seg_out out;
   t2s_segmentor_forward(ctx, &m, &image, &out);
-  t2s_tensor *up = t2s_resize_bilinear(ctx, out.logits, (int)ishape[2], (int)ishape[3], 0);
-  t2s_ce_args ce = {255, T2S_CE_MEAN_VALID, 0};
-  t2s_tensor *loss = t2s_cross_entropy(ctx, up, &label, NULL, NULL, &ce);
+  t2s_tensor *loss = t2s_fixture_seg_loss(ctx, out.logits, &label);
   CHECK_MSG(t2s_ctx_ok(ctx), "forward: %s", ctx->err.msg);
   if (!t2s_ctx_ok(ctx)) return t2s_test_finish("test_mit_parity");
   CHECK(out.features && out.features->shape[1] == cfg.daformer.channels &&
-        out.features->shape[2] == ishape[2] / 4);
+        out.features->shape[2] == image.shape[2] / 4);
   float *ref_logits = t2s_fixture_read_f32(fx, "/logits", NULL, NULL, NULL);
   float *ref_loss = t2s_fixture_read_f32(fx, "/loss", NULL, NULL, NULL);
   double e_logits = ref_logits ? rel_err(t2s_f32(out.logits), ref_logits, t2s_numel(out.logits), 0)
@@ -152,7 +144,7 @@ int main(void) {
   free(ref_loss);
   t2s_ctx_destroy(ctx);
   t2s_segmentor_free(&m);
-  free(img);
-  free(lbl);
+  free(image.data);
+  free(label.data);
   return t2s_test_finish("test_mit_parity");
 }

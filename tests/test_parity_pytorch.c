@@ -82,23 +82,15 @@ int main(void) {
   t2s_params_set_lr_mult(&m.params, "decode_head.", (float)t2s_fixture_attr(fx, "/", "head_lr_mult"));
   load_all(&m.params);
 
-  int64_t ishape[5], n_img = 0, n_lbl = 0;
-  int nd = 0;
-  float *img = t2s_fixture_read_f32(fx, "/input/image", &n_img, &nd, ishape);
-  uint8_t *lbl = t2s_fixture_read_u8(fx, "/input/label", &n_lbl);
-  CHECK(img && lbl && nd == 4);
-  if (!img || !lbl) return t2s_test_finish("test_parity_pytorch");
   t2s_tensor image, label;
-  t2s_tensor_init(&image, T2S_F32, T2S_DEV_CPU, 4, ishape, img);
-  int64_t lshape[3] = {ishape[0], ishape[2], ishape[3]};
-  t2s_tensor_init(&label, T2S_U8, T2S_DEV_CPU, 3, lshape, lbl);
+  int have_batch = t2s_fixture_batch(fx, &image, &label);
+  CHECK(have_batch);
+  if (!have_batch) return t2s_test_finish("test_parity_pytorch");
 
   t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 64 << 20, &err);
   t2s_seg_out out;
   t2s_segmentor_forward(ctx, &m, &image, &out);
-  t2s_tensor *up = t2s_resize_bilinear(ctx, out.logits, (int)ishape[2], (int)ishape[3], 0);
-  t2s_ce_args ce = {255, T2S_CE_MEAN_VALID, 0};
-  t2s_tensor *loss = t2s_cross_entropy(ctx, up, &label, NULL, NULL, &ce);
+  t2s_tensor *loss = t2s_fixture_seg_loss(ctx, out.logits, &label);
   CHECK_MSG(t2s_ctx_ok(ctx), "forward: %s", ctx->err.msg);
   if (!t2s_ctx_ok(ctx)) return t2s_test_finish("test_parity_pytorch");
   double e_logits = compare("", "logits", t2s_f32(out.logits), t2s_numel(out.logits), 1e-4);
@@ -130,7 +122,7 @@ int main(void) {
   t2s_optim_free(&opt);
   t2s_ctx_destroy(ctx);
   t2s_segmentor_free(&m);
-  free(img);
-  free(lbl);
+  free(image.data);
+  free(label.data);
   return t2s_test_finish("test_parity_pytorch");
 }
