@@ -24,6 +24,7 @@ import argparse
 import copy
 import math
 import os
+import sys
 
 import h5py
 import numpy as np
@@ -32,6 +33,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import SegformerConfig
 from transformers.models.segformer.modeling_segformer import SegformerModel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fixture_h5 import create_file, put  # noqa: E402
 
 # A B0-like encoder, narrower and shallower so that the file stays small; every
 # structural feature is kept: four stages, sr 8/4/2/1, several heads, two blocks
@@ -53,8 +57,6 @@ BATCH, HEIGHT, WIDTH = 2, 64, 64
 IGNORE_INDEX = 255
 IGNORE_FRACTION = 0.1
 SEED = 20240611
-COMPRESSION = dict(compression="gzip", compression_opts=9, shuffle=True,
-                   track_times=False)
 
 
 class ConvModule(nn.Module):
@@ -198,31 +200,12 @@ def run_step(model, image, label, dtype):
                 grads=grads, buffers_after=buffers)
 
 
-def create_file(path):
-    """Bytes depend only on the contents (no times; v1.10 single-chunk datasets)."""
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
-    f = h5py.File(h5py.h5f.create(path.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl, fapl=fapl))
-    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
-    gcpl.set_obj_track_times(False)
-    for name in ("input", "weights", "grads", "buffers_after"):
-        h5py.h5g.create(f.id, name.encode(), gcpl=gcpl)
-    return f
 
 
-def put(group, name, tensor):
-    arr = tensor.detach().cpu().numpy()
-    if arr.dtype == np.float64:
-        arr = arr.astype(np.float32)
-    if arr.ndim == 0:
-        return group.create_dataset(name, data=arr, track_times=False)
-    return group.create_dataset(name, data=arr, **COMPRESSION)
 
 
 def write(path, model, image, label, out, f32_err):
-    with create_file(path) as f:
+    with create_file(path, ("input", "weights", "grads", "buffers_after")) as f:
         for k, v in NET.items():
             f.attrs[k] = np.asarray(v, dtype=np.int64) if isinstance(v, tuple) else int(v)
         f.attrs["format"] = "t2sda-parity"

@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_reference as ref  # noqa: E402
+from fixture_h5 import create_file, put  # noqa: E402
 
 NET = dict(depth=50, base_channels=4, stem_channels=8, strides=(1, 2, 1, 1),
            dilations=(1, 1, 2, 4), contract_dilation=True, num_classes=5,
@@ -31,8 +32,6 @@ BATCH, HEIGHT, WIDTH = 2, 64, 64
 IGNORE_FRACTION = 0.1
 SEED = 20240601
 CONDITIONING = {}
-COMPRESSION = dict(compression="gzip", compression_opts=9, shuffle=True,
-                   track_times=False)
 
 
 def make_batch(gen):
@@ -44,36 +43,8 @@ def make_batch(gen):
     return image, label.to(torch.uint8)
 
 
-def create_file(path):
-    """A new HDF5 file whose bytes depend only on its contents.
-
-    v1.10 format: single-chunk datasets need no chunk B-tree, which halves
-    the per-dataset overhead of ~700 small datasets (HDF5 >= 1.10 reads it).
-    No modification times on any object, so regenerating an unchanged
-    fixture leaves git with nothing to commit.
-    """
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
-    fid = h5py.h5f.create(path.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl,
-                          fapl=fapl)
-    f = h5py.File(fid)
-    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
-    gcpl.set_obj_track_times(False)
-    for name in ("input", "weights", "grads", "buffers_after", "updated"):
-        h5py.h5g.create(f.id, name.encode(), gcpl=gcpl)
-    return f
 
 
-def put(group, name, tensor):
-    """One named tensor as a dataset; float32/int64/uint8 kept as they are."""
-    arr = tensor.detach().cpu().numpy()
-    if arr.dtype == np.float64:
-        arr = arr.astype(np.float32)
-    if arr.ndim == 0:
-        return group.create_dataset(name, data=arr, track_times=False)
-    return group.create_dataset(name, data=arr, **COMPRESSION)
 
 
 def run_step(model, image, label, dtype=torch.float64):
@@ -98,7 +69,7 @@ def run_step(model, image, label, dtype=torch.float64):
 
 
 def write(path, model, image, label, out):
-    with create_file(path) as f:
+    with create_file(path, ("input", "weights", "grads", "buffers_after", "updated")) as f:
         for k, v in NET.items():
             f.attrs[k] = np.asarray(v, dtype=np.int64) \
                 if isinstance(v, tuple) else int(v)
