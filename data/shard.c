@@ -13,8 +13,8 @@
 #include <glob.h>
 #include <hdf5.h>
 
-#include "core/durable_file.h"
-#include "core/hdf5_error.h"
+#include "core/formats/durable_file.h"
+#include "core/formats/hdf5_error.h"
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>

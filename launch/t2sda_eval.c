@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "core/checkpoint.h"
+#include "core/formats/checkpoint.h"
 #include "dist/comm.h"
 #include "launch/evaluator.h"
 #include "launch/model_config.h"

@@ -5,7 +5,7 @@
 #pragma once
 #include <stdint.h>
 
-#include "core/checkpoint.h"
+#include "core/formats/checkpoint.h"
 #include "core/nn/segmentor.h"
 #include "core/optim.h"
 

@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#include "core/config.h"
+#include "core/formats/config.h"
 #include "core/status.h"
 
 #define T2S_CFG_NAME_MAX 128

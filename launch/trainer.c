@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "core/device.h"
-#include "core/pretrained.h"
+#include "core/formats/pretrained.h"
 #include "launch/evaluator.h"
 #include "launch/model_config.h"
 #include "launch/train_checkpoint.h"

@@ -15,7 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/checkpoint.h"
+#include "core/formats/checkpoint.h"
 #include "core/device.h"
 #include "core/rng.h"
 #include "tests/harness.h"

@@ -12,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/checkpoint.h"
+#include "core/formats/checkpoint.h"
 #include "core/nn/segmentor.h"
-#include "core/pretrained.h"
-#include "core/torch_pickle.h"
+#include "core/formats/pretrained.h"
+#include "core/formats/torch_pickle.h"
 #include "tests/fixture.h"
 #include "tests/harness.h"
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "core/nn/segmentor.h"
-#include "core/pretrained.h"
+#include "core/formats/pretrained.h"
 #include "tests/fixture.h"
 #include "tests/harness.h"
 

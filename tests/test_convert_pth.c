@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/pretrained.h"
-#include "core/torch_pickle.h"
+#include "core/formats/pretrained.h"
+#include "core/formats/torch_pickle.h"
 #include "tests/fixture.h"
 #include "tests/harness.h"
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/safetensors.h"
+#include "core/formats/safetensors.h"
 #include "tests/fixture.h"
 #include "tests/harness.h"
 

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "core/pretrained.h"
+#include "core/formats/pretrained.h"
 #include "tests/harness.h"
 
 static char bin[512], src[512], dir[512], common[4096];

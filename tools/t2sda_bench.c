@@ -19,15 +19,15 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/checkpoint.h"
+#include "core/formats/checkpoint.h"
 #include "core/device.h"
 #include "core/nn/segmentor.h"
 #include "core/optim.h"
 #include "core/rng.h"
 #include "core/version.h"
-#include "data/bench_data.h"
-#include "dist/bench_comm.h"
-#include "dist/bench_scaling.h"
+#include "tools/bench/bench_data.h"
+#include "tools/bench/bench_comm.h"
+#include "tools/bench/bench_scaling.h"
 
 typedef struct bench_opts {
   int depth, base_channels, batch, crop_w, crop_h, classes, iters, warmup, threads;

@@ -6,7 +6,7 @@
  *   t2sda_convert inspect FILE
  *
  * import builds the network of CONFIG's model.* keys, loads the weights
- * (core/pretrained.h) and writes a checkpoint whose /params, /buffers and /ema
+ * (core/formats/pretrained.h) and writes a checkpoint whose /params, /buffers and /ema
  * (teacher = student) hold them: usable as model.pretrained or for export.
  * export writes PyTorch names and shapes with num_batches_tracked added, so
  * `model.load_state_dict(load_file(OUT), strict=True)` works. */
@@ -14,10 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/checkpoint.h"
+#include "core/formats/checkpoint.h"
 #include "core/nn/segmentor.h"
-#include "core/pretrained.h"
-#include "core/torch_pickle.h"
+#include "core/formats/pretrained.h"
+#include "core/formats/torch_pickle.h"
 #include "launch/model_config.h"
 #include "launch/train_config.h"
 

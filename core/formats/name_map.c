@@ -1,6 +1,6 @@
 /* Name maps between our (mmseg) tensor names and other codebases', and the
  * generic import/export machinery (see core/name_map.h). */
-#include "core/name_map.h"
+#include "core/formats/name_map.h"
 
 #include "core/nn/mit_names.h"
 

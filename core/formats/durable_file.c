@@ -1,4 +1,4 @@
-#include "core/durable_file.h"
+#include "core/formats/durable_file.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/safetensors.h"
+#include "core/formats/safetensors.h"
 
 /* Reads the weights of a .pth file into s (appended). */
 t2s_status t2s_pth_read(const char *path, t2s_tensor_set *s, t2s_error *err);

@@ -18,9 +18,9 @@
 #pragma once
 #include <stdio.h>
 
-#include "core/name_map.h"
+#include "core/formats/name_map.h"
 #include "core/params.h"
-#include "core/safetensors.h"
+#include "core/formats/safetensors.h"
 
 typedef enum t2s_weights_format {
   T2S_WF_UNKNOWN = 0,

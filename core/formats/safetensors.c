@@ -1,5 +1,5 @@
 /* Tensor sets and the safetensors reader/writer (format: core/safetensors.h). */
-#include "core/safetensors.h"
+#include "core/formats/safetensors.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -1,4 +1,4 @@
-#include "core/hdf5_error.h"
+#include "core/formats/hdf5_error.h"
 
 #include <hdf5.h>
 #include <stdio.h>

@@ -6,7 +6,7 @@
  * rows, descending into sections (any proper prefix of a row key); each value
  * is converted by set_row with the row's checks; then overrides; then the
  * required keys. Every error message starts with where the value came from. */
-#include "core/config.h"
+#include "core/formats/config.h"
 
 #include <errno.h>
 #include <float.h>

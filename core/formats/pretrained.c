@@ -1,14 +1,14 @@
 /* Weights of any format into a network (core/pretrained.h). */
-#include "core/pretrained.h"
+#include "core/formats/pretrained.h"
 
 #include <errno.h>
 #include <hdf5.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/checkpoint.h"
+#include "core/formats/checkpoint.h"
 #include "core/device.h"
-#include "core/torch_pickle.h"
+#include "core/formats/torch_pickle.h"
 
 const char *t2s_weights_format_name(t2s_weights_format f) {
   switch (f) {

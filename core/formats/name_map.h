@@ -21,7 +21,7 @@
 #include <stdio.h>
 
 #include "core/params.h"
-#include "core/safetensors.h"
+#include "core/formats/safetensors.h"
 
 #define T2S_NAME_MAX 160
 

@@ -1,11 +1,11 @@
-#include "core/checkpoint.h"
+#include "core/formats/checkpoint.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
 
-#include "core/durable_file.h"
-#include "core/hdf5_error.h"
+#include "core/formats/durable_file.h"
+#include "core/formats/hdf5_error.h"
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>

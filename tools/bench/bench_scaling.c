@@ -42,7 +42,7 @@
 #include "core/nn/segmentor.h"
 #include "core/optim.h"
 #include "core/rng.h"
-#include "dist/bench_scaling.h"
+#include "tools/bench/bench_scaling.h"
 #include "dist/comm_internal.h"
 #include "dist/grad_sync.h"
 

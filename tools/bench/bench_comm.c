@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "core/device.h"
-#include "dist/bench_comm.h"
+#include "tools/bench/bench_comm.h"
 #include "dist/comm_internal.h"
 
 typedef struct comm_opts {

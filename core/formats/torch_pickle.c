@@ -1,5 +1,5 @@
 /* PyTorch .pth reader and writer (format and safety rules: core/torch_pickle.h). */
-#include "core/torch_pickle.h"
+#include "core/formats/torch_pickle.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -1,5 +1,5 @@
 /* `t2sda_bench data` (data/bench_data.h). */
-#include "data/bench_data.h"
+#include "tools/bench/bench_data.h"
 
 #include <errno.h>
 #include <stdio.h>
