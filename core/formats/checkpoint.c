@@ -6,6 +6,7 @@
 
 #include "core/formats/durable_file.h"
 #include "core/formats/hdf5_error.h"
+#include "core/formats/weight_layout.h"
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,24 +133,6 @@ static int path_exists(hid_t file, const char *path) {
   }
 }
 
-/* The CUDA backend keeps 4-D weights as (O, kh, kw, I); the file holds PyTorch's
- * (O, I, kh, kw). to_file selects the direction. */
-static int stored_ohwi(const t2s_param *q) {
-  return q->t.ndim == 4 && q->t.layout == T2S_LAYOUT_NHWC;
-}
-
-static void permute_ohwi(const t2s_param *q, const float *src, float *dst, int to_file) {
-  const int64_t O = q->t.shape[0], I = q->t.shape[1], H = q->t.shape[2], W = q->t.shape[3];
-  for (int64_t o = 0; o < O; o++)
-    for (int64_t i = 0; i < I; i++)
-      for (int64_t y = 0; y < H; y++)
-        for (int64_t x = 0; x < W; x++) {
-          int64_t oihw = ((o * I + i) * H + y) * W + x, ohwi = ((o * H + y) * W + x) * I + i;
-          if (to_file) dst[oihw] = src[ohwi];
-          else dst[ohwi] = src[oihw];
-        }
-}
-
 /* A flat device buffer and the tensors laid out in it. */
 typedef struct flat_set {
   t2s_param **list;
@@ -179,7 +162,7 @@ static size_t max_permuted_numel(const flat_set *sets, int nsets) {
   size_t m = 1;
   for (int s = 0; s < nsets; s++)
     for (int i = 0; i < sets[s].count; i++)
-      if (stored_ohwi(sets[s].list[i]) && (size_t)t2s_numel(&sets[s].list[i]->t) > m)
+      if (t2s_weight_stored_ohwi(sets[s].list[i]) && (size_t)t2s_numel(&sets[s].list[i]->t) > m)
         m = (size_t)t2s_numel(&sets[s].list[i]->t);
   return m;
 }
@@ -335,8 +318,8 @@ static t2s_status write_sets(t2s_ckpt_writer *w, const char *group, flat_set *se
         break;
       }
       const float *src = sets[s].host + q->offset;
-      if (stored_ohwi(q)) {
-        permute_ohwi(q, src, scratch, 1);
+      if (t2s_weight_stored_ohwi(q)) {
+        t2s_weight_permute(q, src, scratch, T2S_WEIGHT_TO_FILE);
         src = scratch;
       }
       st = write_dataset(w, path, T2S_CKPT_F32, q->t.ndim, q->t.shape, src, err);
@@ -735,11 +718,11 @@ static t2s_status read_sets(t2s_ckpt_reader *r, hid_t g, const char *group, flat
       hid_t ds = -1;
       st = open_checked(r, g, q->name, shown, T2S_CKPT_F32, q->t.ndim, q->t.shape, &ds, err);
       if (st != T2S_OK) break;
-      float *dst = stored_ohwi(q) ? scratch : sets[s].host + q->offset;
+      float *dst = t2s_weight_stored_ohwi(q) ? scratch : sets[s].host + q->offset;
       if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
         st = h5_fail(err, r->path, "H5Dread", shown);
-      else if (stored_ohwi(q))
-        permute_ohwi(q, scratch, sets[s].host + q->offset, 0);
+      else if (t2s_weight_stored_ohwi(q))
+        t2s_weight_permute(q, scratch, sets[s].host + q->offset, T2S_WEIGHT_TO_DEVICE);
       H5Dclose(ds);
     }
   }

@@ -9,6 +9,7 @@
 #include "core/formats/checkpoint.h"
 #include "core/device.h"
 #include "core/formats/torch_pickle.h"
+#include "core/formats/weight_layout.h"
 
 const char *t2s_weights_format_name(t2s_weights_format f) {
   switch (f) {
@@ -124,31 +125,16 @@ t2s_status t2s_weights_read(const char *path, const char *which, t2s_tensor_set 
   }
 }
 
-/* The CUDA backend keeps 4-D weights as (O, kh, kw, I); files hold (O, I, kh, kw). */
-static void permute_4d(const t2s_param *q, const float *src, float *dst, int to_device) {
-  const int64_t O = q->t.shape[0], I = q->t.shape[1], H = q->t.shape[2], W = q->t.shape[3];
-  for (int64_t o = 0; o < O; o++)
-    for (int64_t i = 0; i < I; i++)
-      for (int64_t y = 0; y < H; y++)
-        for (int64_t x = 0; x < W; x++) {
-          int64_t oihw = ((o * I + i) * H + y) * W + x, ohwi = ((o * H + y) * W + x) * I + i;
-          if (to_device) dst[ohwi] = src[oihw];
-          else dst[oihw] = src[ohwi];
-        }
-}
-
-static int stored_ohwi(const t2s_param *q) { return q->t.ndim == 4 && q->t.layout == T2S_LAYOUT_NHWC; }
-
 t2s_status t2s_params_to_set(const t2s_params *p, t2s_tensor_set *s, t2s_error *err) {
   for (int i = 0; i < p->count + p->buf_count; i++) {
     const t2s_param *q = i < p->count ? p->items[i] : p->buffers[i - p->count];
     t2s_named_tensor *t = t2s_tset_add(s, q->name, T2S_FD_F32, q->t.ndim, q->t.shape, NULL, err);
     if (!t) return err ? err->status : T2S_ERR_NOMEM;
-    float *host = stored_ohwi(q) ? malloc(t->nbytes) : t->data;
+    float *host = t2s_weight_stored_ohwi(q) ? malloc(t->nbytes) : t->data;
     if (!host) return t2s_error_set(err, T2S_ERR_NOMEM, "%s: out of memory", q->name);
     t2s_status st = t2s_device_copy(T2S_DEV_CPU, host, p->device, q->t.data, t->nbytes, err);
     if (host != t->data) {
-      if (st == T2S_OK) permute_4d(q, host, t->data, 0);
+      if (st == T2S_OK) t2s_weight_permute(q, host, t->data, T2S_WEIGHT_TO_FILE);
       free(host);
     }
     if (st) return st;
@@ -246,8 +232,8 @@ static t2s_status copy_planned(t2s_params *p, const t2s_import_plan *plan, const
     if (plan->n_src[i] <= 0) continue;
     t2s_param *q = t2s_plan_param(p, i);
     size_t bytes = (size_t)t2s_numel(&q->t) * sizeof(float);
-    float *host = malloc(bytes ? bytes : 1), *perm = stored_ohwi(q) ? malloc(bytes) : NULL;
-    t2s_status st = host && (perm || !stored_ohwi(q)) ? T2S_OK
+    float *host = malloc(bytes ? bytes : 1), *perm = t2s_weight_stored_ohwi(q) ? malloc(bytes) : NULL;
+    t2s_status st = host && (perm || !t2s_weight_stored_ohwi(q)) ? T2S_OK
                     : t2s_error_set(err, T2S_ERR_NOMEM, "%s: out of memory", q->name);
     int64_t at = 0;
     for (int k = 0; k < plan->n_src[i] && st == T2S_OK; k++) {
@@ -255,7 +241,7 @@ static t2s_status copy_planned(t2s_params *p, const t2s_import_plan *plan, const
       st = t2s_tset_to_f32(t, host + at, err);  /* dim-0 concatenation = appending */
       at += t2s_named_numel(t);
     }
-    if (st == T2S_OK && perm) permute_4d(q, host, perm, 1);
+    if (st == T2S_OK && perm) t2s_weight_permute(q, host, perm, T2S_WEIGHT_TO_DEVICE);
     if (st == T2S_OK) st = t2s_device_copy(p->device, q->t.data, T2S_DEV_CPU, perm ? perm : host, bytes, err);
     free(host);
     free(perm);
