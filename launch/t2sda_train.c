@@ -1,4 +1,5 @@
 /* t2sda_train CONFIG [key.path=value ...] [--resume auto|PATH] [--dump-config] [--quiet]
+ * t2sda_train --config-reference   (docs/config.md: every key of the schema)
  *
  * Trains the experiment of CONFIG (one process, or one per GPU/CPU slot under
  * mpirun / srun). Prints the resolved config, then one progress line per
@@ -17,6 +18,31 @@ static void on_signal(int sig) {
   t2s_trainer_request_stop();
 }
 
+/* docs/config.md is exactly this output; tests/check_config_reference.sh fails
+ * when the file and the schema (launch/train_config.c) disagree. */
+static int config_reference(void) {
+  int n_rows = 0;
+  const t2s_cfg_row *schema = t2s_train_config_schema(&n_rows);
+  t2s_error err = {0};
+  fputs("# Configuration reference\n\n"
+        "<!-- Generated from the schema in launch/train_config.c by\n"
+        "     build/bin/t2sda_train --config-reference > docs/config.md\n"
+        "     Do not edit by hand: the test config_reference fails when this file differs. -->\n\n"
+        "Every key `t2sda_train` and `t2sda_eval` accept. A dotted key is a nested YAML\n"
+        "mapping (`optimizer.lr` is `lr:` under `optimizer:`) and also the name of a\n"
+        "command-line override (`optimizer.lr=1e-3`). A key that is not listed, a value of\n"
+        "the wrong type or outside \"allowed\" stops the run with the file, line, column and\n"
+        "key. Lists are YAML flow or block sequences; a string list also takes one string.\n"
+        "Checks that involve several keys at once are in `t2s_train_config_load`\n"
+        "(launch/train_config.c); `--dump-config` prints the resolved values.\n",
+        stdout);
+  if (t2s_config_reference(schema, n_rows, stdout, &err) != T2S_OK || fflush(stdout) != 0) {
+    fprintf(stderr, "t2sda_train: %s\n", err.msg[0] ? err.msg : "writing the reference failed");
+    return 1;
+  }
+  return 0;
+}
+
 static int usage(int code) {
   fprintf(code ? stderr : stdout,
           "usage: t2sda_train CONFIG.yaml [key.path=value ...] [--resume auto|PATH] [--stop-after N] [--dump-config] [--quiet]\n"
@@ -24,13 +50,15 @@ static int usage(int code) {
           "  --resume auto    continue from the newest checkpoint in work_dir (fresh start if none)\n"
           "  --resume PATH    continue from this checkpoint\n"
           "  --stop-after N   run N iterations, save a checkpoint and exit 0 (time-sliced jobs)\n"
-          "  --dump-config    print the resolved config and exit\n");
+          "  --dump-config    print the resolved config and exit\n"
+          "       t2sda_train --config-reference   print every config key as Markdown (docs/config.md)\n");
   return code;
 }
 
 int main(int argc, char **argv) {
   if (argc < 2) return usage(2);
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) return usage(0);
+  if (strcmp(argv[1], "--config-reference") == 0) return argc == 2 ? config_reference() : usage(2);
   const char *config = NULL, *resume = NULL;
   int dump = 0, quiet = 0, n_over = 0;
   long long stop_after = 0;

@@ -363,6 +363,31 @@ static void test_generic_schema(void) {
             "dump:\n%s", text ? text : "(null)");
   free(text);
 
+  /* the Markdown reference (docs/config.md is this for the training schema): one
+   * table per section, cells escaped, list lengths and bounds spelled out */
+  t2s_cfg_row helped[4] = {rows[0], rows[1], rows[2], rows[3]};
+  helped[1].help = "x | y <z>";
+  char *md = NULL;
+  size_t md_len = 0;
+  FILE *mf = open_memstream(&md, &md_len);
+  CHECK(mf != NULL);
+  if (mf) {
+    CHECK(t2s_config_reference(helped, 4, mf, &err) == T2S_OK);
+    fclose(mf);
+    const char *header = "| key | type | default | allowed | meaning |\n| --- | --- | --- | --- | --- |\n";
+    char want[1024];
+    snprintf(want, sizeof want,
+             "\n## `a`\n\n%s"
+             "| `a.k` | int | `4` | one of: 2, 4 |  |\n"
+             "| `a.b.x` | float | `-0.5` | between -1 and 1 | x \\| y &lt;z> |\n"
+             "\n## Top-level keys\n\n%s"
+             "| `s` | string | `abc` |  |  |\n"
+             "| `v` | int list | `[1]` | 0 to 3 values; each between -5 and 5 |  |\n",
+             header, header);
+    CHECK_MSG(md && !strcmp(md, want), "reference:\n%s\nwanted:\n%s", md ? md : "(null)", want);
+    free(md);
+  }
+
   /* tables that are wrong are refused with the row named */
   t2s_cfg_row bad[2] = {rows[0], rows[1]};
   bad[1].key = "a.k";

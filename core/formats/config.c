@@ -338,6 +338,16 @@ static bool in_range(const t2s_cfg_row *r, double v) {
   return (r->min_open ? v > r->min : v >= r->min) && v <= r->max;
 }
 
+/* The one message for a number outside its row's bounds (integers and floats). */
+static t2s_status out_of_range(const load_ctx *c, const t2s_cfg_row *r, const char *path,
+                               const yaml_node_t *node, bool integer) {
+  char tmp[SHOW_MAX + 8], range[96];
+  format_range(r, integer, range, sizeof range);
+  return fail(c, node->start_mark, T2S_ERR_INVALID,
+              "'%s' is %s but must be %s; choose a value in that range", path,
+              shown(scalar_text(node), tmp, sizeof tmp), range);
+}
+
 static void join_choices(const t2s_cfg_row *r, char *buf, size_t size) {
   buf[0] = '\0';
   size_t used = 0;
@@ -370,7 +380,7 @@ static t2s_status parse_int(const load_ctx *c, const t2s_cfg_row *r, const char 
   t2s_status st = need_plain_scalar(c, r, path, node);
   if (st != T2S_OK) return st;
   const char *t = scalar_text(node);
-  char *end = NULL, tmp[SHOW_MAX + 8], range[96];
+  char *end = NULL, tmp[SHOW_MAX + 8];
   errno = 0;
   long long v = strtoll(t, &end, 10);
   if (end == t || *end != '\0')
@@ -394,12 +404,7 @@ static t2s_status parse_int(const load_ctx *c, const t2s_cfg_row *r, const char 
     return fail(c, node->start_mark, T2S_ERR_INVALID,
                 "'%s' is %s, which does not fit an integer (%d to %d); use a smaller value", path,
                 shown(t, tmp, sizeof tmp), INT_MIN, INT_MAX);
-  if (!in_range(r, (double)v)) {
-    format_range(r, true, range, sizeof range);
-    return fail(c, node->start_mark, T2S_ERR_INVALID,
-                "'%s' is %s but must be %s; choose a value in that range", path,
-                shown(t, tmp, sizeof tmp), range);
-  }
+  if (!in_range(r, (double)v)) return out_of_range(c, r, path, node, true);
   *out = (int)v;
   return T2S_OK;
 }
@@ -409,7 +414,7 @@ static t2s_status parse_float(const load_ctx *c, const t2s_cfg_row *r, const cha
   t2s_status st = need_plain_scalar(c, r, path, node);
   if (st != T2S_OK) return st;
   const char *t = scalar_text(node);
-  char *end = NULL, tmp[SHOW_MAX + 8], range[96];
+  char *end = NULL, tmp[SHOW_MAX + 8];
   double v = strtod(t, &end);
   if (end == t || *end != '\0')
     return fail(c, node->start_mark, T2S_ERR_INVALID,
@@ -418,12 +423,7 @@ static t2s_status parse_float(const load_ctx *c, const t2s_cfg_row *r, const cha
   if (!isfinite(v))
     return fail(c, node->start_mark, T2S_ERR_INVALID,
                 "'%s' is %s but must be a finite number", path, shown(t, tmp, sizeof tmp));
-  if (!in_range(r, v)) {
-    format_range(r, false, range, sizeof range);
-    return fail(c, node->start_mark, T2S_ERR_INVALID,
-                "'%s' is %s but must be %s; choose a value in that range", path,
-                shown(t, tmp, sizeof tmp), range);
-  }
+  if (!in_range(r, v)) return out_of_range(c, r, path, node, false);
   *out = v;
   return T2S_OK;
 }
@@ -1141,6 +1141,84 @@ t2s_status t2s_config_describe(const t2s_cfg_row *schema, int n_rows, FILE *out,
     if (fprintf(out, "%-34s %-11s %-22s %-24s %s\n", r->key, type_name(r->type),
                 r->required ? "(required)" : r->def, extra, r->help ? r->help : "") < 0)
       return t2s_error_set(err, T2S_ERR_IO, "config describe: writing failed");
+  }
+  return T2S_OK;
+}
+
+/* Writes text into a Markdown table cell: '|' would end the cell, a newline the
+ * row, and outside code spans '<' would start an HTML tag ("work_dirs/<name>"). */
+static int put_cell(FILE *out, const char *text, bool code) {
+  for (const char *p = text; *p; p++) {
+    int rc = *p == '|'              ? fputs("\\|", out)
+             : *p == '<' && !code   ? fputs("&lt;", out)
+             : *p == '\n'           ? fputc(' ', out)
+                                    : fputc(*p, out);
+    if (rc == EOF) return -1;
+  }
+  return 0;
+}
+
+/* What a row accepts beyond its type: choices, bounds, list length. */
+static void allowed_text(const t2s_cfg_row *r, char *buf, size_t size) {
+  char what[600] = "";
+  bool list = r->type == T2S_CFG_TYPE_INT_LIST || r->type == T2S_CFG_TYPE_FLOAT_LIST ||
+              r->type == T2S_CFG_TYPE_STRING_LIST;
+  bool integer = r->type == T2S_CFG_TYPE_INT || r->type == T2S_CFG_TYPE_INT_LIST;
+  if (r->choices != NULL) {
+    char names[512];
+    join_choices(r, names, sizeof names);
+    snprintf(what, sizeof what, "one of: %s", names);
+  } else if (r->type != T2S_CFG_TYPE_BOOL && r->type != T2S_CFG_TYPE_STRING &&
+             r->type != T2S_CFG_TYPE_STRING_LIST) {
+    format_range(r, integer, what, sizeof what);
+  }
+  if (!list) {
+    snprintf(buf, size, "%s", what);
+  } else {
+    char len[64];
+    if (r->min_len == r->max_len) snprintf(len, sizeof len, "exactly %d values", r->min_len);
+    else snprintf(len, sizeof len, "%d to %d values", r->min_len, r->max_len);
+    snprintf(buf, size, "%s%s%s", len, what[0] ? "; each " : "", what);
+  }
+}
+
+/* The section of a key: its first path component, or "" for a top-level key. */
+static size_t section_length(const char *key) {
+  const char *dot = strchr(key, '.');
+  return dot ? (size_t)(dot - key) : 0;
+}
+
+static int reference_heading(FILE *out, const char *key) {
+  size_t n = section_length(key);
+  int rc = n ? fprintf(out, "\n## `%.*s`\n\n", (int)n, key) : fprintf(out, "\n## Top-level keys\n\n");
+  if (rc < 0) return -1;
+  return fputs("| key | type | default | allowed | meaning |\n| --- | --- | --- | --- | --- |\n",
+               out) == EOF ? -1 : 0;
+}
+
+static int reference_row(FILE *out, const t2s_cfg_row *r) {
+  char allowed[700];
+  allowed_text(r, allowed, sizeof allowed);
+  if (fprintf(out, "| `%s` | %s | ", r->key, type_name(r->type)) < 0) return -1;
+  if (r->required ? fputs("required", out) == EOF
+                  : (fputc('`', out) == EOF || put_cell(out, r->def, true) || fputc('`', out) == EOF))
+    return -1;
+  if (fputs(" | ", out) == EOF || put_cell(out, allowed, false) || fputs(" | ", out) == EOF ||
+      put_cell(out, r->help ? r->help : "", false) || fputs(" |\n", out) == EOF)
+    return -1;
+  return 0;
+}
+
+t2s_status t2s_config_reference(const t2s_cfg_row *schema, int n_rows, FILE *out,
+                                t2s_error *err) {
+  t2s_status st = t2s_config_check_schema(schema, n_rows, err);
+  if (st != T2S_OK) return st;
+  for (int i = 0; i < n_rows; i++) {
+    const char *key = schema[i].key, *prev = i ? schema[i - 1].key : NULL;
+    size_t n = section_length(key);
+    bool new_section = prev == NULL || n != section_length(prev) || strncmp(key, prev, n) != 0;
+    if ((new_section && reference_heading(out, key)) || reference_row(out, &schema[i]))
+      return t2s_error_set(err, T2S_ERR_IO, "config reference: writing failed");
   }
   return T2S_OK;
 }

@@ -122,6 +122,14 @@ t2s_status t2s_config_dump_string(const t2s_cfg_row *schema, int n_rows, const v
 /* One line per key: key, type, default, bounds, help (for --help-config). */
 t2s_status t2s_config_describe(const t2s_cfg_row *schema, int n_rows, FILE *out, t2s_error *err);
 
+/* The schema as Markdown: one "## `section`" table per first key component
+ * (top-level keys under "top level"), in schema order, with columns key, type,
+ * default, allowed (choices, bounds, list length) and meaning (the help text).
+ * docs/config.md is this output for the training schema (t2sda_train
+ * --config-reference). */
+t2s_status t2s_config_reference(const t2s_cfg_row *schema, int n_rows, FILE *out,
+                                t2s_error *err);
+
 /* Index of the first row whose value differs between a and b, or -1 when all
  * are equal (e.g. to refuse resuming a checkpoint under another config). */
 int t2s_config_first_difference(const t2s_cfg_row *schema, int n_rows, const void *a,
