@@ -95,7 +95,7 @@ struct t2s_ctx {
   int grad_enabled;
   int training;           /* dropout active, batch norm in training mode where allowed */
   int no_dropout;         /* training-mode batch norm without dropout / drop path (the
-                           * EMA teacher's forward, METHOD.md step 4) */
+                           * EMA teacher's forward, docs/method.md step 4) */
   int deterministic;
   t2s_error err;          /* sticky: the first failure */
   t2s_node **tape;

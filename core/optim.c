@@ -6,10 +6,12 @@
 #include "core/device.h"
 #include "core/optim_cuda.h"
 
+/* The loops here are the CPU reference; CUDA parameters are sent to core/optim_cuda.h
+ * before this check, so reaching it with another device is a caller's mistake. */
 static t2s_status cpu_only(const t2s_params *p, const char *what, t2s_error *err) {
   if (p->device == T2S_DEV_CPU) return T2S_OK;
-  return t2s_error_set(err, T2S_ERR_UNSUPPORTED, "%s on %s is provided by the CUDA backend, "
-                       "which this build does not include yet", what, t2s_device_name(p->device));
+  return t2s_error_set(err, T2S_ERR_UNSUPPORTED, "%s has no implementation for parameters on %s "
+                       "(only cpu and cuda)", what, t2s_device_name(p->device));
 }
 
 const char *t2s_optim_slot_name(const t2s_optim *o, int slot) {
@@ -128,13 +130,12 @@ double t2s_lr_at(const t2s_lr_schedule *s, double base_lr, int64_t iter) {
 
 t2s_status t2s_ema_update(t2s_params *teacher, const t2s_params *student, double alpha,
                           int64_t iter, int copy_buffers, t2s_error *err) {
-  if (student->device == T2S_DEV_CUDA && teacher->numel == student->numel &&
-      teacher->count == student->count)
+  if (teacher->numel != student->numel || teacher->count != student->count)
+    return t2s_error_set(err, T2S_ERR_INVALID, "EMA teacher and student have different parameters");
+  if (student->device == T2S_DEV_CUDA)
     return t2s_ema_update_cuda(teacher, student, alpha, iter, copy_buffers, err);
   t2s_status st = cpu_only(student, "the EMA update", err);
   if (st != T2S_OK) return st;
-  if (teacher->numel != student->numel || teacher->count != student->count)
-    return t2s_error_set(err, T2S_ERR_INVALID, "EMA teacher and student have different parameters");
   double a = 1.0 - 1.0 / (double)(iter + 1);
   if (alpha < a) a = alpha;
   float af = (float)a, bf = (float)(1.0 - a);

@@ -58,7 +58,7 @@ t2s_status t2s_label_mapping_builtin(t2s_label_mapping *m, t2s_import_layout lay
   /* Cityscapes label ids of the 19 train ids (GTA5 uses the same ids) */
   static const int cs_ids[T2S_CITYSCAPES_CLASSES] = {7,  8,  11, 12, 13, 17, 19, 20, 21, 22,
                                                      23, 24, 25, 26, 27, 28, 31, 32, 33};
-  /* SYNTHIA-RAND-CITYSCAPES ids 0..22 -> train ids (METHOD.md "Data") */
+  /* SYNTHIA-RAND-CITYSCAPES ids 0..22 -> train ids (docs/method.md "Datasets") */
   static const int syn_train[23] = {255, 10, 2,  0,  1,  4,  8,  5,  13, 7,  11, 18,
                                     17,  255, 255, 6, 9, 12, 14, 15, 16, 3, 255};
   if (layout == T2S_IMPORT_GENERIC)

@@ -1,6 +1,6 @@
 /* Importers: standard PNG dataset trees -> HDF5 shards (the engine of t2sda_shards).
  *
- * Layouts (METHOD.md "Data"):
+ * Layouts (docs/method.md "Datasets"):
  *   cityscapes  ROOT/leftImg8bit/SPLIT/<city>/<stem>_leftImg8bit.png
  *               ROOT/gtFine/SPLIT/<city>/<stem>_gtFine_labelIds.png     (ids 0..33)
  *   gta5        ROOT/images/NNNNN.png, ROOT/labels/NNNNN.png             (ids 0..33, palette)

@@ -68,7 +68,7 @@ void t2s_loader_close(t2s_loader *L);
 
 const t2s_sampler *t2s_loader_sampler(const t2s_loader *L);
 
-/* Host memory for batches. Plain aligned memory today; the one place to switch to
- * pinned (page-locked) memory once core/device.h offers it, so uploads overlap. */
+/* Host memory for batches: page-locked when a GPU is visible (t2s_host_pinned_alloc,
+ * core/device.h), so batch uploads can overlap compute; plain aligned memory otherwise. */
 void *t2s_loader_host_alloc(size_t bytes);
 void t2s_loader_host_free(void *p);

@@ -4,7 +4,7 @@
  * positions j = r*B .. r*B + B - 1 of iteration t. The image at (t, j) is a pure
  * function of (seed, stream, t, j, G) — never of the rank count, the loader
  * threads or the history — so 2 ranks x B images read exactly what 1 rank x 2B
- * images reads (DESIGN.md "Rank-equivalence invariant").
+ * images reads (docs/distributed.md "Rank equivalence").
  *
  * Uniform mode (the default): position p = t*G + j of an infinite stream of
  * epochs; epoch e = p / N is a permutation of 0..N-1 keyed by (seed, stream, e),
@@ -14,7 +14,7 @@
  * The permutation is a Philox-keyed Feistel network with cycle walking: O(1)
  * per index, no table, thread-safe.
  *
- * Rare class sampling (DAFormer; METHOD.md): P(c) = softmax((1 - f_c) / T) over
+ * Rare class sampling (DAFormer; docs/method.md "Data pipeline"): P(c) = softmax((1 - f_c) / T) over
  * the classes present in the source set, f_c = class pixel fraction from
  * /class_pixels; then an image uniformly among those with > min_pixels pixels
  * of c. Both draws are keyed by (seed, stream, t, j). Classes with no such image

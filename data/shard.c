@@ -53,8 +53,8 @@ static t2s_status bad_field(t2s_error *err, const char *file, const char *field,
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
   return t2s_error_set(err, T2S_ERR_FORMAT,
-                       "shard %s: %s: %s (was this file written by t2sda_shards? see DESIGN.md "
-                       "\"Dataset shard\")", file, field, what);
+                       "shard %s: %s: %s (was this file written by t2sda_shards? see docs/formats.md "
+                       "\"Dataset shards\")", file, field, what);
 }
 
 static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }

@@ -1,4 +1,4 @@
-/* Dataset shards (HDF5), the contract of DESIGN.md "Dataset shard":
+/* Dataset shards (HDF5), the contract of docs/formats.md "Dataset shards":
  *   /image        uint8  N x H x W x 3   RGB, one chunk per image, deflate 1-4
  *   /label        uint8  N x H x W       train ids, 255 = ignore (absent: unlabelled)
  *   /name         variable-length UTF-8 string, N

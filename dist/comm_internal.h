@@ -1,4 +1,5 @@
-/* Private to dist/: the MPI plumbing shared by comm.c, grad_sync.c and bench_comm.c,
+/* Private to dist/ (and the benchmarks in tools/bench, which time the raw MPI and
+ * NCCL calls): the MPI plumbing shared by comm.c and grad_sync.c,
  * and the C interface of the NCCL backend (dist/nccl_comm.cu in CUDA builds; stubs in
  * comm.c otherwise). Names with a double underscore are not part of the public API. */
 #pragma once

@@ -1,6 +1,6 @@
 /* The t2sda experiment configuration: the C struct the training loop reads and
  * the schema rows (launch/train_config.c) that map YAML keys onto it. Key
- * names follow mmseg/DAFormer (see DESIGN.md "Config (YAML)"); every key with
+ * names follow mmseg/DAFormer (docs/config.md lists every key); every key with
  * its meaning is in configs/synthetic_t2sda.yaml.
  *
  * To add a key: add the field here, one row in train_config.c, and the key

@@ -1,4 +1,4 @@
-/* One UDA iteration; see launch/uda_step.h and METHOD.md. Per rank the batch is
+/* One UDA iteration; see launch/uda_step.h and docs/method.md. Per rank the batch is
  * B source and B target crops (f32 NCHW RGB in [0, 255]); global sample index of
  * local image k is rank * B + k, which keys every random choice. Loss terms are
  * back-propagated one after another (gradients accumulate); the gradient all-reduce

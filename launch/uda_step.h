@@ -1,4 +1,4 @@
-/* One T2S-DA training iteration (METHOD.md "One training iteration"): EMA
+/* One T2S-DA training iteration (docs/method.md "One training iteration"): EMA
  * teacher, pseudo-target image, source CE, pseudo-labels, ClassMix with strong
  * augmentation, ImageNet feature distance, the pulling loss and the dynamic class
  * re-weighting. uda.type picks source_only, dacs (the self-training base) or

@@ -1,4 +1,4 @@
-/* ClassMix (METHOD.md step 5), as DACS/DAFormer do it.
+/* ClassMix (docs/method.md step 5), as DACS/DAFormer do it.
  *
  * For each source image: classes = the sorted unique labels without ignore,
  * n = their number; ceil(n / 2) = (n + n % 2) / 2 of them are taken by a random

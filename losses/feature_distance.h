@@ -1,4 +1,4 @@
-/* ImageNet feature distance (METHOD.md step 6, DAFormer's FD regulariser).
+/* ImageNet feature distance (docs/method.md step 6, DAFormer's FD regulariser).
  *
  *   L_fd = sum_{pixels i with y_i in things} || f_i - g_i ||_2 / #{such pixels, all ranks}
  *

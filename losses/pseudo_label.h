@@ -1,4 +1,4 @@
-/* Pseudo-labels of the target images (METHOD.md step 4).
+/* Pseudo-labels of the target images (docs/method.md step 4).
  *
  * p = softmax(teacher logits) per pixel; yhat = argmax p; the confidence weight
  *   q = #{pixels with max p >= threshold} / #{pixels}

@@ -1,4 +1,4 @@
-/* Pseudo-target images (METHOD.md step 2): a source crop x_s restyled like a
+/* Pseudo-target images (docs/method.md step 2): a source crop x_s restyled like a
  * target image, pixel-aligned so that it keeps the source labels.
  *
  *   fourier  FDA (Yang & Soatto 2020), per channel: the amplitude spectrum of x_s

@@ -1,4 +1,4 @@
-/* The T2S pulling loss (METHOD.md step 7): pull the student's features of the
+/* The T2S pulling loss (docs/method.md step 7): pull the student's features of the
  * pseudo-target image towards the teacher's per-class source prototypes.
  *
  *   q (N, D, h, w)  student projection of x_st, L2-normalised, requires grad

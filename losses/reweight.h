@@ -1,4 +1,4 @@
-/* Dynamic class re-weighting (METHOD.md step 8): concentrate on the classes that
+/* Dynamic class re-weighting (docs/method.md step 8): concentrate on the classes that
  * currently perform worst.
  *
  * Per class, the intersection and union of the student's prediction on the

@@ -1,6 +1,6 @@
 // ctest-labels: unit
 // ctest-timeout: 300
-/* Checkpoint contract (DESIGN.md, "Checkpoint (HDF5)"): exact round trip of
+/* Checkpoint contract (docs/formats.md, "Checkpoints"): exact round trip of
  * params / buffers / ema / optimizer slots / state / meta; clear errors for a
  * truncated file, a non-HDF5 file, a file without the format attribute, a newer
  * version, a wrong shape, a missing and an unexpected tensor; a writer killed

@@ -24,7 +24,7 @@ static char g_dir[1024];
 
 /* ---- the test's own references ---- */
 
-/* METHOD.md "Data": Cityscapes/GTA5 ids 0..33 -> train ids. */
+/* docs/method.md "Datasets": Cityscapes/GTA5 ids 0..33 -> train ids. */
 static const int CS_TRAIN[34] = {255, 255, 255, 255, 255, 255, 255, 0,   1,   255, 255, 2,
                                  3,   4,   255, 255, 255, 5,   255, 6,   7,   8,   9,   10,
                                  11,  12,  13,  14,  15,  255, 255, 16,  17,  18};

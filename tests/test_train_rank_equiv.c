@@ -1,6 +1,6 @@
 // ctest-labels: dist e2e
 // ctest-timeout: 900
-/* The rank-equivalence invariant of DESIGN.md on the full T2S-DA step (and on
+/* The rank-equivalence invariant (docs/distributed.md) on the full T2S-DA step (and on
  * source-only training): t2sda_train under `mpirun -np 2` with 1 image per rank
  * ends with the same student, teacher, class weights and prototypes (relative
  * difference per tensor <= 1e-5) as one process with 2 images per rank, the data

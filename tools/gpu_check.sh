@@ -177,7 +177,7 @@ PY
 add_row "bench table" ok "" "see bench_table.txt (printed below)"
 
 # ---- the full T2S-DA iteration on CUDA ---------------------------------------------------
-# 2 source + 2 target crops of 512x512 through everything METHOD.md does per iteration
+# 2 source + 2 target crops of 512x512 through every step of docs/method.md
 # (configs/gta2cs_t2sda_deeplabv2.yaml, random init, synthetic 1024x512 scenes): the
 # images/s of t2sda_train's last progress line.
 if ((built)); then

@@ -1,5 +1,6 @@
 /* t2sda_bench: timing of whole training steps, data loading, all-reduce and scaling
- * (the last two in dist/bench_comm.c and dist/bench_scaling.c).
+ * (tools/bench/bench_data.c, bench_comm.c and bench_scaling.c; t2s_bench is linked by
+ * this program alone).
  *
  *   t2sda_bench step [--depth 50] [--base-channels 64] [--batch 2] [--crop W H]
  *                    [--classes 19] [--iters 5] [--warmup 2] [--threads 2] [--json FILE]

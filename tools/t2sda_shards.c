@@ -1,4 +1,4 @@
-/* t2sda_shards: PNG dataset trees -> HDF5 shards (the DESIGN.md shard contract).
+/* t2sda_shards: PNG dataset trees -> HDF5 shards (the shard contract of docs/formats.md).
  *
  *   t2sda_shards cityscapes|gta5|synthia|generic ROOT OUT [--split train|val|test]
  *                [--shards K] [--resize W H | --no-resize] [--skip-bad] [--threads N]

@@ -1,5 +1,5 @@
 /* Checkpoints: one HDF5 file with everything needed to resume exactly
- * (DESIGN.md, "Checkpoint (HDF5)").
+ * (docs/formats.md, "Checkpoints").
  *
  *   /meta              attributes format = "t2sda-ckpt", version = 1 (int32),
  *                      iteration (int64), world_size (int32), config (the resolved

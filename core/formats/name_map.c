@@ -1,5 +1,5 @@
 /* Name maps between our (mmseg) tensor names and other codebases', and the
- * generic import/export machinery (see core/name_map.h). */
+ * generic import/export machinery (see core/formats/name_map.h). */
 #include "core/formats/name_map.h"
 
 #include "core/nn/mit_names.h"
@@ -297,7 +297,7 @@ t2s_status t2s_name_map_plan(const t2s_name_family *fam, int naming, const t2s_p
   char probe[2][T2S_NAME_MAX];
   if (!fam->foreign_names)
     return t2s_error_set(err, T2S_ERR_UNSUPPORTED, "the %s network's name map is not wired into "
-                         "core/name_map.c yet", fam->name);
+                         "core/formats/name_map.c yet", fam->name);
   if (fam->foreign_names(fam->probe, naming, probe) < 0)
     return t2s_error_set(err, T2S_ERR_UNSUPPORTED, "%s networks have no '%s' naming; choose one of "
                          "the namings this family supports", fam->name, t2s_naming_name(naming));
@@ -344,7 +344,7 @@ t2s_status t2s_name_map_export(const t2s_name_family *fam, int naming, const t2s
                                t2s_tensor_set *out, t2s_strlist *dropped, t2s_error *err) {
   if (!fam->foreign_names)
     return t2s_error_set(err, T2S_ERR_UNSUPPORTED, "the %s network's name map is not wired into "
-                         "core/name_map.c yet", fam->name);
+                         "core/formats/name_map.c yet", fam->name);
   for (int i = 0; i < ours->count; i++) {
     const t2s_named_tensor *t = &ours->items[i];
     char names[2][T2S_NAME_MAX];

@@ -1,4 +1,4 @@
-/* Weights of any format into a network (core/pretrained.h). */
+/* Weights of any format into a network (core/formats/pretrained.h). */
 #include "core/formats/pretrained.h"
 
 #include <errno.h>
@@ -265,7 +265,7 @@ t2s_status t2s_load_pretrained_set(t2s_params *p, t2s_tensor_set *src, const cha
   const t2s_name_family *fam = t2s_name_family_of_params(p);
   if (!fam)
     return t2s_error_set(err, T2S_ERR_UNSUPPORTED, "%s: this network has no name map "
-                         "(core/name_map.c knows ResNet-V1c networks)", source);
+                         "(core/formats/name_map.c knows ResNet-V1c and MiT networks)", source);
   return t2s_load_pretrained_family(p, fam, src, source, naming, prefix, allow_partial, rep, log, err);
 }
 

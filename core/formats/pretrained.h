@@ -1,17 +1,17 @@
 /* Weights from any of the three formats into a network, and out again.
  *
  * Formats, told apart by their first bytes (not by the file name):
- *   safetensors   8-byte header length + JSON header (core/safetensors.h)
- *   .pth          torch.save's zip archive (core/torch_pickle.h); legacy
+ *   safetensors   8-byte header length + JSON header (core/formats/safetensors.h)
+ *   .pth          torch.save's zip archive (core/formats/torch_pickle.h); legacy
  *                 non-zip files are recognised and refused with what to do
- *   .h5           a t2sda checkpoint (core/checkpoint.h): /params + /buffers
+ *   .h5           a t2sda checkpoint (core/formats/checkpoint.h): /params + /buffers
  *                 (the student) or /ema (the teacher)
  *
  * Loading goes: read the file into a tensor set -> keep the names under
  * `prefix` and strip it (e.g. "model." or "ema_model." of a DAFormer
  * checkpoint), strip DataParallel's "module." -> tell the naming (mmseg,
  * torchvision, timm, ...) from the names unless given -> plan which file tensor
- * feeds each of ours (core/name_map.h) -> refuse when something is missing,
+ * feeds each of ours (core/formats/name_map.h) -> refuse when something is missing,
  * unexpected or of the wrong shape, unless allow_partial -> convert to float32
  * and copy into the network (on its device, in its layout). On any refusal the
  * network is left unchanged. */

@@ -1,4 +1,4 @@
-/* Tensor sets and the safetensors reader/writer (format: core/safetensors.h). */
+/* Tensor sets and the safetensors reader/writer (format: core/formats/safetensors.h). */
 #include "core/formats/safetensors.h"
 
 #include <errno.h>

@@ -1,8 +1,8 @@
 /* Named host tensors as other frameworks store them, and the safetensors format.
  *
  * t2s_tensor_set is what every weights reader produces (safetensors here, the
- * PyTorch .pth reader in core/torch_pickle.h, our HDF5 checkpoints in
- * core/pretrained.h) and what the writers take: a list of named tensors in their
+ * PyTorch .pth reader in core/formats/torch_pickle.h, our HDF5 checkpoints in
+ * core/formats/pretrained.h) and what the writers take: a list of named tensors in their
  * file's dtype (not necessarily float32), contiguous row-major, on the host, plus
  * string metadata. Conversion to float32 happens once, when a tensor is copied
  * into a network (t2s_tset_to_f32).

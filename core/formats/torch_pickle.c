@@ -1,4 +1,4 @@
-/* PyTorch .pth reader and writer (format and safety rules: core/torch_pickle.h). */
+/* PyTorch .pth reader and writer (format and safety rules: core/formats/torch_pickle.h). */
 #include "core/formats/torch_pickle.h"
 
 #include <errno.h>

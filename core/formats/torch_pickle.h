@@ -19,7 +19,7 @@
  * root["state_dict_ema"] that holds tensors (mmseg/mmcv, DAFormer, timm, DeiT
  * style wrappers). Other scalar/str entries of the root and of root["meta"]
  * become string metadata ("meta.iter" = "40000"). Prefixes such as "module."
- * are left to the name mapping (core/pretrained.h).
+ * are left to the name mapping (core/formats/pretrained.h).
  *
  * Legacy files (torch.save before 1.6, or _use_new_zipfile_serialization=False)
  * are recognised and refused with the command that converts them. */

@@ -1,4 +1,4 @@
-/* Projection head of the pulling loss (METHOD.md "Networks"): conv3x3 -> BN ->
+/* Projection head of the pulling loss (docs/method.md "Networks"): conv3x3 -> BN ->
  * ReLU -> conv1x1 to D, then L2 normalisation per pixel. It reads the decoder
  * feature (DeepLab-V2: layer4; DAFormer: the fused 256-channel map). Names:
  * proj_head.0.weight (conv3x3), proj_head.1.* (BN), proj_head.3.weight/.bias. */
