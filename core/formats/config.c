@@ -1123,27 +1123,6 @@ static const char *type_name(t2s_cfg_type t) {
   return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "?";
 }
 
-t2s_status t2s_config_describe(const t2s_cfg_row *schema, int n_rows, FILE *out, t2s_error *err) {
-  t2s_status st = t2s_config_check_schema(schema, n_rows, err);
-  if (st != T2S_OK) return st;
-  for (int i = 0; i < n_rows; i++) {
-    const t2s_cfg_row *r = &schema[i];
-    char extra[600] = "";
-    if (r->choices != NULL) {
-      char list[512];
-      join_choices(r, list, sizeof list);
-      snprintf(extra, sizeof extra, "one of %s", list);
-    } else if (r->type != T2S_CFG_TYPE_BOOL && r->type != T2S_CFG_TYPE_STRING &&
-               r->type != T2S_CFG_TYPE_STRING_LIST) {
-      bool integer = r->type == T2S_CFG_TYPE_INT || r->type == T2S_CFG_TYPE_INT_LIST;
-      format_range(r, integer, extra, sizeof extra);
-    }
-    if (fprintf(out, "%-34s %-11s %-22s %-24s %s\n", r->key, type_name(r->type),
-                r->required ? "(required)" : r->def, extra, r->help ? r->help : "") < 0)
-      return t2s_error_set(err, T2S_ERR_IO, "config describe: writing failed");
-  }
-  return T2S_OK;
-}
 
 /* Writes text into a Markdown table cell: '|' would end the cell, a newline the
  * row, and outside code spans '<' would start an HTML tag ("work_dirs/<name>"). */
@@ -1219,6 +1198,20 @@ t2s_status t2s_config_reference(const t2s_cfg_row *schema, int n_rows, FILE *out
     bool new_section = prev == NULL || n != section_length(prev) || strncmp(key, prev, n) != 0;
     if ((new_section && reference_heading(out, key)) || reference_row(out, &schema[i]))
       return t2s_error_set(err, T2S_ERR_IO, "config reference: writing failed");
+  }
+  return T2S_OK;
+}
+
+t2s_status t2s_config_describe(const t2s_cfg_row *schema, int n_rows, FILE *out, t2s_error *err) {
+  t2s_status st = t2s_config_check_schema(schema, n_rows, err);
+  if (st != T2S_OK) return st;
+  for (int i = 0; i < n_rows; i++) {
+    const t2s_cfg_row *r = &schema[i];
+    char allowed[700];
+    allowed_text(r, allowed, sizeof allowed);
+    if (fprintf(out, "%-34s %-11s %-22s %-24s %s\n", r->key, type_name(r->type),
+                r->required ? "(required)" : r->def, allowed, r->help ? r->help : "") < 0)
+      return t2s_error_set(err, T2S_ERR_IO, "config describe: writing failed");
   }
   return T2S_OK;
 }
