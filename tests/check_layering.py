@@ -88,7 +88,9 @@ def project_files(root):
     except (OSError, subprocess.CalledProcessError):
         files = []
         for d, dirs, names in os.walk(root):
+            # skip hidden folders, build trees and the data a run writes (.gitignore)
             dirs[:] = [x for x in dirs if not x.startswith(".") and
+                       x not in ("datasets", "work_dirs", "__pycache__") and
                        not os.path.exists(os.path.join(d, x, "CMakeCache.txt"))]
             files += [os.path.relpath(os.path.join(d, n), root) for n in names]
         return sorted(files)
