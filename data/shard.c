@@ -64,6 +64,11 @@ static void close_id(hid_t *id, herr_t (*close_fn)(hid_t)) {
   *id = -1;
 }
 
+static void close_file(hid_t *id) {
+  if (*id >= 0) t2s_h5_close_file(*id);
+  *id = -1;
+}
+
 /* ---- encoding (no HDF5) -------------------------------------------------------- */
 
 static int level_or_default(int level) { return level <= 0 ? 3 : level; }
@@ -288,7 +293,7 @@ static void writer_close_ids(t2s_shard_writer *w) {
 
 static void writer_abort_locked(t2s_shard_writer *w) {
   writer_close_ids(w);
-  close_id(&w->file, H5Fclose);
+  close_file(&w->file);
   unlink(w->tmp_path);
   free(w);
 }
@@ -446,7 +451,7 @@ t2s_status t2s_shard_writer_commit(t2s_shard_writer *w, t2s_error *err) {
     return st;
   }
   writer_close_ids(w);
-  herr_t closed = H5Fclose(w->file);
+  herr_t closed = t2s_h5_close_file(w->file);
   w->file = -1;
   if (closed < 0) st = h5_fail(err, w->tmp_path, "H5Fclose", "/");
   unlock_h5();
@@ -700,7 +705,7 @@ static void shard_close_locked(t2s_shard *s) {
   close_id(&s->image.ds, H5Dclose);
   close_id(&s->label.ds, H5Dclose);
   close_id(&s->name, H5Dclose);
-  close_id(&s->file, H5Fclose);
+  close_file(&s->file);
   free(s->class_pixels);
   free(s);
 }

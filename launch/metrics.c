@@ -1,8 +1,11 @@
 #include "launch/metrics.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 t2s_status t2s_confusion_init(t2s_confusion *m, int num_classes, int ignore_index, t2s_error *err) {
   m->num_classes = num_classes;
@@ -129,6 +132,17 @@ void t2s_metrics_json(FILE *f, const t2s_seg_metrics *s, const char (*class_name
     json_num(f, s->acc[c]);
   }
   fprintf(f, "}\n");
+}
+
+t2s_status t2s_metrics_flush(FILE *f, const char *path, t2s_error *err) {
+  errno = 0;
+  int failed = ferror(f) || fflush(f) != 0 || fsync(fileno(f)) != 0;
+  /* errno of the failing call; a write error caught by ferror has none left: say so */
+  const char *why = errno ? strerror(errno) : "a write failed";
+  if (!failed) return T2S_OK;
+  clearerr(f);
+  return t2s_error_set(err, T2S_ERR_IO, "cannot write metrics to %s: %s; free disk space (the run "
+                       "goes on, but these metrics lines are lost)", path, why);
 }
 
 int t2s_class_subset(const char *name, int num_classes, uint8_t *use) {

@@ -39,5 +39,9 @@ void t2s_metrics_print(FILE *f, const t2s_seg_metrics *s, const char (*class_nam
  * NaN is written as null. `prefix` is prepended to the summary keys (e.g. "16/"), may be "". */
 void t2s_metrics_json(FILE *f, const t2s_seg_metrics *s, const char (*class_names)[32],
                       const uint8_t *use, int64_t iteration, const char *prefix);
+/* Makes the JSON lines written to f reach the file (fflush, then fsync so that a
+ * full disk shows up now rather than at close); an error names `path` and the
+ * reason (e.g. "No space left on device"). */
+t2s_status t2s_metrics_flush(FILE *f, const char *path, t2s_error *err);
 /* Named class subsets of the 19 Cityscapes classes: "synthia16", "synthia13". */
 int t2s_class_subset(const char *name, int num_classes, uint8_t *use);

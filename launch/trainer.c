@@ -319,6 +319,21 @@ static t2s_status allreduce_i64(void *user, int64_t *buf, size_t n, t2s_error *e
   return t2s_dist_allreduce_i64(user, buf, n, err);
 }
 
+/* A metrics line that cannot be written (a full disk) is reported once per failing
+ * streak on stderr; training goes on, and the checkpoint writer reports the disk
+ * on its own. */
+static void metrics_flush(t2s_trainer *t) {
+  char path[1100];
+  snprintf(path, sizeof path, "%s/metrics.jsonl", t->cfg->work_dir);
+  t2s_error e = {0};
+  if (t2s_metrics_flush(t->metrics, path, &e) == T2S_OK) {
+    t->metrics_failing = 0;
+  } else if (!t->metrics_failing) {
+    fprintf(stderr, "t2sda_train: warning: %s\n", e.msg);
+    t->metrics_failing = 1;
+  }
+}
+
 t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
   *miou = NAN;
   if (!t->have_val) return T2S_OK;
@@ -346,7 +361,7 @@ t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
       }
       if (t->metrics) {
         t2s_metrics_json(t->metrics, &m, (const char(*)[32])t->val.meta.class_names, NULL, t->iter, "");
-        fflush(t->metrics);
+        metrics_flush(t);
       }
     }
     for (int k = 0; k < c->evaluation.n_subsets && st == T2S_OK; k++) {
@@ -395,7 +410,7 @@ static void log_progress(t2s_trainer *t, const t2s_uda_losses *l, double lr, dou
             "\"loss_fd\": %.6g, \"loss_t2s\": %.6g, \"q\": %.6g, \"lr\": %.6g, \"images_per_s\": %.4f, "
             "\"time\": %.3f}\n",
             (long long)t->iter + 1, l->total, l->src, l->mix, l->fd, l->t2s, l->q, lr, ips, dt_total);
-    fflush(t->metrics);
+    metrics_flush(t);
   }
 }
 

@@ -42,6 +42,7 @@ typedef struct t2s_trainer {
   int have_sampler_saved;
   double best_miou;
   FILE *metrics;            /* work_dir/metrics.jsonl (rank 0) */
+  int metrics_failing;      /* the last metrics flush failed (warned once) */
   double t_start;
   int64_t iter_start;
 } t2s_trainer;

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -489,6 +490,61 @@ static void test_interrupted_write(const char *good) {
   unlink(tmp);
 }
 
+/* A full disk (ENOSPC) simulated with a file-size limit (EFBIG once SIGXFSZ is
+ * ignored): the writer must fail with a message, leave no temporary file, and
+ * the process must then exit normally (HDF5 1.10 used to crash in its atexit
+ * shutdown on a file id that a failed H5Fclose left open). */
+static void full_disk_child(const char *path) {
+  signal(SIGXFSZ, SIG_IGN);
+  struct rlimit lim = {256 << 10, 256 << 10};
+  if (setrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(10);
+  t2s_params p;
+  t2s_params_init(&p);
+  char name[64];
+  for (int i = 0; i < 4; i++) {
+    int64_t shape[2] = {256, 256};
+    snprintf(name, sizeof name, "backbone.block%d.weight", i);
+    if (t2s_params_add(&p, name, T2S_PARAM_WEIGHT, 2, shape, T2S_INIT_NORMAL, 1.0f) == NULL)
+      _exit(11);
+  }
+  t2s_error err = {0};
+  if (t2s_params_finalize(&p, T2S_DEV_CPU, 1, &err) != T2S_OK) _exit(12);
+  t2s_ckpt_writer *w = t2s_ckpt_begin(path, &err);
+  t2s_status st = w == NULL ? err.status : T2S_OK;
+  if (st == T2S_OK && (t2s_ckpt_write_meta(w, 7, 1, "", &err) != T2S_OK ||
+                       t2s_ckpt_write_params(w, "params", &p, T2S_CKPT_TRAINABLE, &err) != T2S_OK)) {
+    st = err.status;
+    t2s_ckpt_abort(w);
+  } else if (st == T2S_OK) {
+    st = t2s_ckpt_commit(w, &err);
+  }
+  t2s_params_free(&p);
+  fprintf(stderr, "full-disk writer: %s\n", st == T2S_OK ? "committed" : err.msg);
+  /* exit(), not _exit(): HDF5's atexit shutdown must run and survive */
+  exit(st == T2S_OK ? 13 : (strstr(err.msg, path) != NULL ? 7 : 14));
+}
+
+static void test_full_disk(void) {
+  char path[1200], tmp[1300];
+  path_in_dir(path, sizeof path, "full_disk.ckpt");
+  fflush(NULL);
+  pid_t child = fork();
+  CHECK(child >= 0);
+  if (child < 0) return;
+  if (child == 0) full_disk_child(path);
+  int status = 0;
+  waitpid(child, &status, 0);
+  CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 7,
+            "full-disk writer: expected a clean exit 7 after a named error, got %s %d",
+            WIFEXITED(status) ? "exit" : "signal",
+            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)child);
+  CHECK_MSG(access(tmp, F_OK) != 0, "the failed writer left %s", tmp);
+  CHECK_MSG(access(path, F_OK) != 0, "the failed writer left %s", path);
+  unlink(tmp);
+  unlink(path);
+}
+
 /* ---- h5py interoperability ---------------------------------------------- */
 
 /* Lists every dataset of the good checkpoint with its bytes, for python to compare. */
@@ -657,6 +713,7 @@ int main(void) {
   test_nhwc_weights();
   test_h5py(good);
   test_interrupted_write(good);
+  test_full_disk();
   unlink(good);
   /* every reader and writer released its files, groups, datasets and attributes */
   ssize_t open_ids = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);

@@ -38,6 +38,15 @@ int main(void) {
   t2s_metrics_print(f, &s, (const char(*)[32])names, use, "");
   t2s_metrics_json(f, &s, (const char(*)[32])names, use, 40, "");
   fclose(f);
+  /* a full disk (/dev/full: every write is ENOSPC) is reported with the file named */
+  FILE *full = fopen("/dev/full", "a");
+  if (full != NULL) {
+    t2s_metrics_json(full, &s, (const char(*)[32])names, use, 40, "");
+    t2s_error fe = {0};
+    CHECK(t2s_metrics_flush(full, "work/metrics.jsonl", &fe) == T2S_ERR_IO);
+    CHECK_MSG(strstr(fe.msg, "work/metrics.jsonl") && strstr(fe.msg, "No space left"), "%s", fe.msg);
+    fclose(full);
+  }
   CHECK(strstr(buf, "|   road   | 50.00 | 66.67 |") != NULL);
   CHECK(strstr(buf, "| 60.00 | 41.67 | 58.33 |") != NULL);
   CHECK(strstr(buf, "\"mIoU\": 0.416667") != NULL);

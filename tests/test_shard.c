@@ -7,10 +7,13 @@
 #include <errno.h>
 #include <hdf5.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "data/shard.h"
@@ -203,6 +206,51 @@ static void test_commit_abort(void) {
   m.num_classes = 2;
   CHECK(t2s_shard_writer_open(path, &m, 7, &e4) == NULL && strstr(e4.msg, "deflate level"));
   CHECK(!exists(path) && !exists(tmp));
+}
+
+/* A full disk, simulated with a file-size limit (EFBIG once SIGXFSZ is ignored):
+ * the writer fails with a message naming the file, leaves no temporary file, and
+ * the process still exits normally (HDF5 1.10 crashed in its atexit shutdown on
+ * the file id that a failed close left behind). */
+static void full_disk_child(const char *path) {
+  signal(SIGXFSZ, SIG_IGN);
+  struct rlimit lim = {256 << 10, 256 << 10};
+  if (setrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(10);
+  t2s_error err = {0};
+  t2s_shard_meta m = make_meta(64, 64, 3, 1);
+  t2s_shard_writer *w = t2s_shard_writer_open(path, &m, 1, &err);
+  if (w == NULL) _exit(11);
+  uint8_t rgb[64 * 64 * 3], lab[64 * 64];
+  uint32_t x = 12345;
+  t2s_status st = T2S_OK;
+  for (int i = 0; i < 40 && st == T2S_OK; i++) {
+    for (size_t k = 0; k < sizeof rgb; k++) rgb[k] = (uint8_t)((x = x * 1664525u + 1013904223u) >> 24);
+    for (size_t k = 0; k < sizeof lab; k++) lab[k] = (uint8_t)(k % 3);
+    st = t2s_shard_writer_add(w, "noise", rgb, lab, &err);
+  }
+  if (st != T2S_OK) t2s_shard_writer_abort(w);
+  else st = t2s_shard_writer_commit(w, &err);
+  fprintf(stderr, "full-disk shard writer: %s\n", st == T2S_OK ? "committed" : err.msg);
+  /* exit(), not _exit(): HDF5's shutdown must run and survive */
+  exit(st == T2S_OK ? 13 : (strstr(err.msg, path) != NULL ? 7 : 14));
+}
+
+static void test_full_disk(void) {
+  char path[1200], tmp[1300];
+  path_in_dir(path, sizeof path, "full_disk.h5");
+  fflush(NULL);
+  pid_t child = fork();
+  CHECK(child >= 0);
+  if (child < 0) return;
+  if (child == 0) full_disk_child(path);
+  int status = 0;
+  waitpid(child, &status, 0);
+  CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 7,
+            "full-disk shard writer: expected a clean exit 7 after a named error, got %s %d",
+            WIFEXITED(status) ? "exit" : "signal",
+            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)child);
+  CHECK_MSG(!exists(tmp) && !exists(path), "the failed shard writer left %s or %s", tmp, path);
 }
 
 /* ---- h5py interoperability ---- */
@@ -483,6 +531,7 @@ int main(void) {
   }
   test_roundtrip();
   test_commit_abort();
+  test_full_disk();
   test_h5py();
   test_validation();
   test_dataset();

@@ -406,7 +406,7 @@ t2s_status t2s_ckpt_commit(t2s_ckpt_writer *w, t2s_error *err) {
   }
   H5Pclose(w->lcpl);
   w->lcpl = -1;
-  herr_t closed = H5Fclose(w->file);
+  herr_t closed = t2s_h5_close_file(w->file);
   w->file = -1;
   if (closed < 0) st = h5_fail(err, w->tmp_path, "H5Fclose", "/");
   if (st == T2S_OK) st = sync_and_rename(w, err);
@@ -418,7 +418,7 @@ t2s_status t2s_ckpt_commit(t2s_ckpt_writer *w, t2s_error *err) {
 void t2s_ckpt_abort(t2s_ckpt_writer *w) {
   if (w == NULL) return;
   if (w->lcpl >= 0) H5Pclose(w->lcpl);
-  if (w->file >= 0) H5Fclose(w->file);
+  if (w->file >= 0) t2s_h5_close_file(w->file);
   unlink(w->tmp_path);
   free(w);
 }
@@ -578,7 +578,7 @@ t2s_ckpt_reader *t2s_ckpt_open(const char *path, t2s_error *err) {
 
 void t2s_ckpt_close(t2s_ckpt_reader *r) {
   if (r == NULL) return;
-  if (r->file >= 0) H5Fclose(r->file);
+  if (r->file >= 0) t2s_h5_close_file(r->file);
   free(r);
 }
 
