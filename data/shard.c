@@ -110,6 +110,8 @@ t2s_status t2s_shard_encode_item(const t2s_shard_meta *meta, int deflate_level,
     t2s_shard_item_free(item);
     return st;
   }
+  item->image_crc = (uint32_t)crc32(0L, rgb, (uInt)(hw * 3));
+  if (label != NULL) item->label_crc = (uint32_t)crc32(0L, label, (uInt)hw);
   if (label != NULL)
     for (size_t p = 0; p < hw; p++)
       if (label[p] < meta->num_classes) item->class_pixels[label[p]]++;
@@ -124,6 +126,25 @@ void t2s_shard_item_free(t2s_shard_item *item) {
   item->image_z_size = item->label_z_size = 0;
 }
 
+static const char *chunk_path(const t2s_shard_chunk *c) { return c->path ? c->path : "(unknown)"; }
+static const char *chunk_dataset(const t2s_shard_chunk *c) {
+  return c->dataset ? c->dataset : "image";
+}
+
+/* zlib's adler32 guards compressed chunks only; the stored CRC32 of the pixels also
+ * catches a flipped bit in an unfiltered chunk and in the decoded result. */
+static t2s_status verify_crc(const t2s_shard_chunk *c, const uint8_t *pixels, size_t n,
+                             t2s_error *err) {
+  if (!c->has_crc) return T2S_OK;
+  uint32_t got = (uint32_t)crc32(0L, pixels, (uInt)n);
+  if (got == c->crc) return T2S_OK;
+  return t2s_error_set(err, T2S_ERR_FORMAT,
+                       "shard %s: /%s[%" PRId64 "]: the pixels do not match their checksum in "
+                       "/%s_crc32 (CRC32 %08x, stored %08x); the file is damaged: rebuild it "
+                       "with t2sda_shards or restore it from a copy", chunk_path(c),
+                       chunk_dataset(c), c->index, chunk_dataset(c), got, c->crc);
+}
+
 t2s_status t2s_shard_decode_chunk(const t2s_shard_chunk *chunk, uint8_t *out, size_t out_size,
                                   t2s_error *err) {
   if (out_size != chunk->decoded_size)
@@ -136,16 +157,17 @@ t2s_status t2s_shard_decode_chunk(const t2s_shard_chunk *chunk, uint8_t *out, si
                            "shard: an unfiltered chunk holds %zu bytes, expected %zu",
                            chunk->size, out_size);
     memcpy(out, chunk->bytes, out_size);
-    return T2S_OK;
+    return verify_crc(chunk, out, out_size, err);
   }
   uLongf got = (uLongf)out_size;
   int rc = uncompress(out, &got, chunk->bytes, (uLong)chunk->size);
   if (rc != Z_OK || got != out_size)
     return t2s_error_set(err, T2S_ERR_FORMAT,
-                         "shard: a deflate chunk does not inflate to %zu bytes (zlib: %s, got "
-                         "%lu); the file is damaged: rebuild it with t2sda_shards",
+                         "shard %s: /%s[%" PRId64 "]: a deflate chunk does not inflate to %zu "
+                         "bytes (zlib: %s, got %lu); the file is damaged: rebuild it with "
+                         "t2sda_shards", chunk_path(chunk), chunk_dataset(chunk), chunk->index,
                          out_size, rc == Z_OK ? "short" : zError(rc), (unsigned long)got);
-  return T2S_OK;
+  return verify_crc(chunk, out, out_size, err);
 }
 
 void t2s_shard_chunk_free(t2s_shard_chunk *chunk) {
@@ -157,7 +179,7 @@ void t2s_shard_chunk_free(t2s_shard_chunk *chunk) {
 /* ---- writing ------------------------------------------------------------------- */
 
 struct t2s_shard_writer {
-  hid_t file, image, label, name, class_pixels;
+  hid_t file, image, label, name, class_pixels, image_crc, label_crc;
   t2s_shard_meta meta;
   int level;
   int failed; /* an earlier write failed: commit refuses */
@@ -249,12 +271,16 @@ static t2s_status create_datasets(t2s_shard_writer *w, t2s_error *err) {
   w->name = create_growing(w, "name", str, 1, names, names_chunk, 0, err);
   H5Tclose(str);
   if (w->name < 0) return T2S_ERR_IO;
+  w->image_crc = create_growing(w, "image_crc32", H5T_STD_U32LE, 1, names, names_chunk, 0, err);
+  if (w->image_crc < 0) return T2S_ERR_IO;
   if (m->has_label) {
     w->label = create_growing(w, "label", H5T_STD_U8LE, 3, lab, lab_chunk, w->level, err);
     if (w->label < 0) return T2S_ERR_IO;
     w->class_pixels = create_growing(w, "class_pixels", H5T_STD_I64LE, 2, cp, cp_chunk, w->level,
                                      err);
     if (w->class_pixels < 0) return T2S_ERR_IO;
+    w->label_crc = create_growing(w, "label_crc32", H5T_STD_U32LE, 1, names, names_chunk, 0, err);
+    if (w->label_crc < 0) return T2S_ERR_IO;
   }
   return write_root_attrs(w, err);
 }
@@ -289,6 +315,8 @@ static void writer_close_ids(t2s_shard_writer *w) {
   close_id(&w->label, H5Dclose);
   close_id(&w->name, H5Dclose);
   close_id(&w->class_pixels, H5Dclose);
+  close_id(&w->image_crc, H5Dclose);
+  close_id(&w->label_crc, H5Dclose);
 }
 
 static void writer_abort_locked(t2s_shard_writer *w) {
@@ -314,7 +342,7 @@ t2s_shard_writer *t2s_shard_writer_open(const char *final_path, const t2s_shard_
   w->meta.ignore_index = 255;
   w->meta.count = 0;
   w->level = level_or_default(deflate_level);
-  w->file = w->image = w->label = w->name = w->class_pixels = -1;
+  w->file = w->image = w->label = w->name = w->class_pixels = w->image_crc = w->label_crc = -1;
   snprintf(w->final_path, sizeof w->final_path, "%s", final_path);
   snprintf(w->tmp_path, sizeof w->tmp_path, "%s.tmp.%ld", final_path, (long)getpid());
   lock_h5();
@@ -401,11 +429,15 @@ static t2s_status add_item_locked(t2s_shard_writer *w, const char *name, const t
     st = str < 0 ? h5_fail(err, w->tmp_path, "H5Tcopy", "name")
                  : append_row(w, w->name, "name", str, 1, &name, err);
   if (str >= 0) H5Tclose(str);
+  if (st == T2S_OK)
+    st = append_row(w, w->image_crc, "image_crc32", H5T_NATIVE_UINT32, 1, &it->image_crc, err);
   if (st == T2S_OK && w->meta.has_label) {
     st = append_chunk(w, w->label, "label", it->label_z, it->label_z_size, err);
     if (st == T2S_OK)
       st = append_row(w, w->class_pixels, "class_pixels", H5T_NATIVE_INT64,
                       (hsize_t)w->meta.num_classes, it->class_pixels, err);
+    if (st == T2S_OK)
+      st = append_row(w, w->label_crc, "label_crc32", H5T_NATIVE_UINT32, 1, &it->label_crc, err);
   }
   if (st != T2S_OK) w->failed = 1;
   else w->count++;
@@ -486,6 +518,7 @@ struct t2s_shard {
   size_t name_size; /* fixed-length /name: bytes per entry */
   t2s_shard_meta meta;
   int64_t *class_pixels;
+  uint32_t *image_crc, *label_crc; /* NULL: an older shard without checksums (unverified) */
   char path[PATH_CAP];
 };
 
@@ -651,6 +684,26 @@ static void probe_direct(image_set *set, int rank, const hsize_t *dims) {
   H5Pclose(dcpl);
 }
 
+/* Loads the optional checksum dataset `name` (N integers) of an image set; a shard
+ * without it is read unverified. */
+static t2s_status load_crcs(t2s_shard *s, const char *name, uint32_t **out, t2s_error *err) {
+  *out = NULL;
+  if (H5Lexists(s->file, name, H5P_DEFAULT) <= 0) return T2S_OK;
+  hsize_t dims[1] = {0};
+  hid_t ds = -1;
+  t2s_status st = open_checked(s, name, 1, ELEM_INT, dims, &ds, err);
+  if (st == T2S_OK && dims[0] != (hsize_t)s->meta.count)
+    st = bad_field(err, s->path, name, "dataset has %llu entries but /image has %" PRId64
+                   " images", (unsigned long long)dims[0], s->meta.count);
+  if (st == T2S_OK && (*out = malloc((dims[0] > 0 ? dims[0] : 1) * sizeof(uint32_t))) == NULL)
+    st = t2s_error_set(err, T2S_ERR_NOMEM, "shard %s: out of memory for /%s", s->path, name);
+  if (st == T2S_OK && dims[0] > 0 &&
+      H5Dread(ds, H5T_NATIVE_UINT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0)
+    st = h5_fail(err, s->path, "H5Dread", name);
+  if (ds >= 0) H5Dclose(ds);
+  return st;
+}
+
 static t2s_status open_datasets(t2s_shard *s, t2s_error *err) {
   t2s_shard_meta *m = &s->meta;
   hsize_t img[4] = {0}, lab[3] = {0}, names[1] = {0}, cp[2] = {0};
@@ -670,8 +723,12 @@ static t2s_status open_datasets(t2s_shard *s, t2s_error *err) {
   if (names[0] != img[0])
     return bad_field(err, s->path, "name", "dataset has %llu entries but /image has %llu images",
                      (unsigned long long)names[0], (unsigned long long)img[0]);
+  st = load_crcs(s, "image_crc32", &s->image_crc, err);
+  if (st != T2S_OK) return st;
   m->has_label = H5Lexists(s->file, "label", H5P_DEFAULT) > 0;
   if (!m->has_label) return T2S_OK;
+  st = load_crcs(s, "label_crc32", &s->label_crc, err);
+  if (st != T2S_OK) return st;
   st = open_checked(s, "label", 3, ELEM_U8, lab, &s->label.ds, err);
   if (st != T2S_OK) return st;
   if (lab[0] != img[0] || lab[1] != img[1] || lab[2] != img[2])
@@ -707,6 +764,8 @@ static void shard_close_locked(t2s_shard *s) {
   close_id(&s->name, H5Dclose);
   close_file(&s->file);
   free(s->class_pixels);
+  free(s->image_crc);
+  free(s->label_crc);
   free(s);
 }
 
@@ -807,7 +866,13 @@ static t2s_status read_raw_locked(t2s_shard *s, const char *dataset, int64_t i,
     return t2s_error_set(err, T2S_ERR_INVALID, "shard %s: image %" PRId64 " is outside 0..%" PRId64,
                          s->path, i, s->meta.count - 1);
   const image_set *set = is_label ? &s->label : &s->image;
+  const uint32_t *crcs = is_label ? s->label_crc : s->image_crc;
   c->decoded_size = set->image_bytes;
+  c->has_crc = crcs != NULL;
+  c->crc = crcs != NULL ? crcs[i] : 0;
+  c->path = s->path;
+  c->dataset = is_label ? "label" : "image";
+  c->index = i;
   hsize_t offset[4] = {(hsize_t)i, 0, 0, 0}, stored = 0;
   if (!set->direct || H5Dget_chunk_storage_size(set->ds, offset, &stored) < 0 || stored == 0)
     return read_row_h5(s, set, dataset, i, c, err);

@@ -3,6 +3,10 @@
  *   /label        uint8  N x H x W       train ids, 255 = ignore (absent: unlabelled)
  *   /name         variable-length UTF-8 string, N
  *   /class_pixels int64  N x C           per-image pixel count of each class (with /label)
+ *   /image_crc32  uint32 N               CRC32 (zlib.crc32) of each image's H*W*3 pixel bytes
+ *   /label_crc32  uint32 N               the same for each label map (with /label)
+ *                 Both are checked on every read. Shards written before they existed
+ *                 (or by other tools) lack them and are read unverified.
  *   root attributes: format = "t2sda-shard", version = 1, num_classes, ignore_index = 255,
  *                    class_names (C strings), domain, split
  * All images of one shard have one size. A dataset is a list of shard files (or

@@ -31,6 +31,11 @@ typedef struct t2s_shard_chunk {
   size_t size, cap;
   size_t decoded_size; /* H*W*3 for /image, H*W for /label */
   t2s_chunk_codec codec;
+  int has_crc;         /* the shard stores /image_crc32 (/label_crc32): decoding verifies */
+  uint32_t crc;        /* CRC32 (zlib) of the decoded pixels */
+  const char *path;    /* for messages: the shard, the dataset and the image index */
+  const char *dataset;
+  int64_t index;
 } t2s_shard_chunk;
 
 /* Reads image i of `dataset` ("image" or "label") under the HDF5 lock. Shards whose
@@ -39,8 +44,9 @@ typedef struct t2s_shard_chunk {
  * pixels with codec RAW, so callers need not care. */
 t2s_status t2s_shard_read_raw_chunk(t2s_shard *s, const char *dataset, int64_t i,
                                     t2s_shard_chunk *chunk, t2s_error *err);
-/* Decodes the chunk into out (out_size must equal chunk->decoded_size). No HDF5
- * call: safe on any thread. */
+/* Decodes the chunk into out (out_size must equal chunk->decoded_size) and, when
+ * the shard stores checksums, verifies the pixels' CRC32; an error names the file,
+ * the dataset and the image. No HDF5 call: safe on any thread. */
 t2s_status t2s_shard_decode_chunk(const t2s_shard_chunk *chunk, uint8_t *out, size_t out_size,
                                   t2s_error *err);
 void t2s_shard_chunk_free(t2s_shard_chunk *chunk);
@@ -50,6 +56,7 @@ void t2s_shard_chunk_free(t2s_shard_chunk *chunk);
 typedef struct t2s_shard_item {
   uint8_t *image_z, *label_z;
   size_t image_z_size, label_z_size;
+  uint32_t image_crc, label_crc; /* CRC32 of the uncompressed pixels */
   int64_t class_pixels[T2S_MAX_CLASSES];
 } t2s_shard_item;
 

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "data/shard.h"
 #include "data/shard_fast.h"
@@ -297,6 +298,74 @@ static void test_h5py(void) {
   }
 }
 
+/* ---- checksums ---- */
+
+/* Replaces image i's stored chunk by a valid zlib stream of pixels with one bit
+ * flipped: zlib cannot notice, only the stored CRC32 can (the same as a flipped
+ * bit in an unfiltered chunk). */
+static void flip_pixel_bit(const char *path, const char *dataset, int i, size_t bytes) {
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  hid_t ds = f < 0 ? -1 : H5Dopen2(f, dataset, H5P_DEFAULT);
+  CHECK(ds >= 0);
+  hsize_t offset[4] = {(hsize_t)i, 0, 0, 0}, stored = 0;
+  uint32_t mask = 0;
+  CHECK(H5Dget_chunk_storage_size(ds, offset, &stored) >= 0 && stored > 0);
+  uint8_t *z = malloc(stored), *pix = malloc(bytes), *z2 = malloc(compressBound(bytes));
+  uLongf n = bytes, n2 = compressBound(bytes);
+  CHECK(H5Dread_chunk(ds, H5P_DEFAULT, offset, &mask, z) >= 0);
+  CHECK(uncompress(pix, &n, z, stored) == Z_OK && n == bytes);
+  pix[bytes / 2] ^= 0x10;
+  CHECK(compress2(z2, &n2, pix, bytes, 1) == Z_OK);
+  CHECK(H5Dwrite_chunk(ds, H5P_DEFAULT, 0, offset, n2, z2) >= 0);
+  free(z);
+  free(pix);
+  free(z2);
+  H5Dclose(ds);
+  H5Fclose(f);
+}
+
+static void test_checksums(void) {
+  char path[1200], old[1200];
+  path_in_dir(path, sizeof path, "crc.h5");
+  path_in_dir(old, sizeof old, "crc_old.h5");
+  if (!write_shard(path, 0, 3, 6, 7, 4, 1, 1)) return;
+  char cmd[3000];
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", path, old);
+  CHECK(system(cmd) == 0);
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  flip_pixel_bit(path, "image", 1, 6 * 7 * 3);
+  flip_pixel_bit(path, "label", 2, 6 * 7);
+  t2s_error err = {0};
+  t2s_shard *s = t2s_shard_open(path, &err);
+  CHECK_MSG(s != NULL, "%s", err.msg);
+  if (s == NULL) return;
+  uint8_t rgb[6 * 7 * 3], lab[6 * 7];
+  CHECK(t2s_shard_read(s, 0, rgb, lab, &err) == T2S_OK);
+  t2s_error e1 = {0}, e2 = {0};
+  CHECK(t2s_shard_read(s, 1, rgb, NULL, &e1) == T2S_ERR_FORMAT);
+  CHECK_MSG(strstr(e1.msg, path) && strstr(e1.msg, "/image[1]") && strstr(e1.msg, "checksum"),
+            "a flipped image bit: %s", e1.msg);
+  printf("  e.g. %s\n", e1.msg);
+  CHECK(t2s_shard_read(s, 2, rgb, lab, &e2) == T2S_ERR_FORMAT);
+  CHECK_MSG(strstr(e2.msg, path) && strstr(e2.msg, "/label[2]"), "a flipped label bit: %s",
+            e2.msg);
+  t2s_shard_close(s);
+  /* a shard from before the checksums (none stored) still reads, unverified */
+  hid_t f = H5Fopen(old, H5F_ACC_RDWR, H5P_DEFAULT);
+  CHECK(f >= 0 && H5Ldelete(f, "image_crc32", H5P_DEFAULT) >= 0 &&
+        H5Ldelete(f, "label_crc32", H5P_DEFAULT) >= 0);
+  H5Fclose(f);
+  s = t2s_shard_open(old, &err);
+  CHECK_MSG(s != NULL, "a shard without checksums: %s", err.msg);
+  if (s == NULL) return;
+  check_contents(s, 0, 3, 6, 7, 4, 1);
+  t2s_shard_close(s);
+  flip_pixel_bit(old, "image", 1, 6 * 7 * 3);
+  s = t2s_shard_open(old, &err);
+  CHECK(s != NULL && t2s_shard_read(s, 1, rgb, lab, &err) == T2S_OK); /* unverified */
+  t2s_shard_close(s);
+}
+
 /* ---- validation: every field the reader relies on ---- */
 
 typedef void (*mutation)(hid_t file);
@@ -369,6 +438,11 @@ static void m_pixels_type(hid_t f) {
 }
 static void m_pixels_gone(hid_t f) { H5Ldelete(f, "class_pixels", H5P_DEFAULT); }
 
+static void m_crc_count(hid_t f) {
+  hsize_t d[1] = {2};
+  replace_dataset(f, "image_crc32", H5T_STD_U32LE, 1, d);
+}
+
 static int copy_file(const char *from, const char *to) {
   char cmd[3000];
   snprintf(cmd, sizeof cmd, "cp '%s' '%s'", from, to);
@@ -391,7 +465,7 @@ static void test_validation(void) {
       {m_image_rank, "image"},        {m_label_shape, "label"},
       {m_name_gone, "name"},          {m_name_count, "name"},
       {m_pixels_shape, "class_pixels"}, {m_pixels_type, "class_pixels"},
-      {m_pixels_gone, "class_pixels"},
+      {m_pixels_gone, "class_pixels"}, {m_crc_count, "image_crc32"},
   };
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -534,6 +608,7 @@ int main(void) {
   test_full_disk();
   test_h5py();
   test_validation();
+  test_checksums();
   test_dataset();
   test_threads();
   if (t2s_test_failures == 0) {

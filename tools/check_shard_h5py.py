@@ -13,6 +13,7 @@ reader); "other" uses shuffle+gzip, h5py's automatic chunks and fixed-length
 byte strings (the C reader's general path).
 """
 import sys
+import zlib
 
 import h5py
 import numpy as np
@@ -72,6 +73,11 @@ def check(path, n, h, w, c, level):
         cp = f["class_pixels"]
         if cp.dtype != np.int64 or not np.array_equal(cp[...], counts):
             bad.append("class_pixels %r %r" % (cp.dtype, cp[...].tolist()))
+        # checksums: zlib.crc32 of each image's (label's) C-order pixel bytes
+        for key, want in (("image_crc32", image), ("label_crc32", label)):
+            crcs = [zlib.crc32(np.ascontiguousarray(want[k]).tobytes()) for k in range(n)]
+            if f[key].dtype != np.uint32 or [int(v) for v in f[key][...]] != crcs:
+                bad.append("%s %r" % (key, f[key][...].tolist()))
     if bad:
         print("h5py check of %s failed: %s" % (path, "; ".join(bad)))
         return 1
