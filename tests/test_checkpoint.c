@@ -226,6 +226,70 @@ static void test_round_trip(const char *good) {
   free_state(&b);
 }
 
+/* Flips one bit of a dataset's stored bytes (contiguous storage: H5Dget_offset). */
+static void flip_stored_bit(const char *path, const char *dataset, size_t byte) {
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t ds = f < 0 ? -1 : H5Dopen2(f, dataset, H5P_DEFAULT);
+  haddr_t off = ds < 0 ? HADDR_UNDEF : H5Dget_offset(ds);
+  CHECK_MSG(off != HADDR_UNDEF, "no contiguous storage for %s", dataset);
+  if (ds >= 0) H5Dclose(ds);
+  if (f >= 0) H5Fclose(f);
+  if (off == HADDR_UNDEF) return;
+  FILE *fp = fopen(path, "r+b");
+  CHECK(fp != NULL);
+  if (fp == NULL) return;
+  int c = fseek(fp, (long)(off + byte), SEEK_SET) == 0 ? fgetc(fp) : EOF;
+  CHECK(c != EOF && fseek(fp, (long)(off + byte), SEEK_SET) == 0 && fputc(c ^ 0x04, fp) != EOF);
+  fclose(fp);
+}
+
+/* One flipped bit in a weight (or a state array) is refused with the dataset named;
+ * a checkpoint without checksums (written before they existed) loads, unverified. */
+static void test_checksums(const char *good) {
+  char bad[1200], cmd[2600];
+  path_in_dir(bad, sizeof bad, "flipped.ckpt");
+  const char *cases[] = {"/params/backbone.layer1.0.conv1.weight", "/ema/backbone.stem.1.running_var",
+                         "/state/class_stats/freq"};
+  for (int k = 0; k < 3; k++) {
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", good, bad);
+    CHECK(system(cmd) == 0);
+    flip_stored_bit(bad, cases[k], 5);
+    run_state b;
+    make_state(&b, 2);
+    int64_t it = 0;
+    t2s_error err = {0};
+    CHECK_MSG(read_state(bad, &b, &it, NULL, &err) == T2S_ERR_FORMAT, "%s: a flipped bit loaded",
+              cases[k]);
+    CHECK_MSG(contains(err.msg, bad) && contains(err.msg, cases[k]) && contains(err.msg, "checksum"),
+              "the message should name %s and the dataset %s: %s", bad, cases[k], err.msg);
+    if (k == 0) printf("flipped bit -> %s\n", err.msg);
+    free_state(&b);
+  }
+  /* an older checkpoint: strip every crc32 attribute, then it must load exactly */
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", good, bad);
+  CHECK(system(cmd) == 0);
+  hid_t f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
+  const char *all[] = {"/params/backbone.stem.0.weight", "/state/flags", "/optim/step"};
+  for (int k = 0; k < 3; k++) CHECK(H5Adelete_by_name(f, all[k], "crc32", H5P_DEFAULT) >= 0);
+  H5Fclose(f);
+  run_state a, b;
+  make_state(&a, 1);
+  make_state(&b, 2);
+  int64_t it = 0;
+  t2s_error err = {0};
+  CHECK_MSG(read_state(bad, &b, &it, NULL, &err) == T2S_OK, "without checksums: %s", err.msg);
+  CHECK(same_state(&a, &b));
+  t2s_ckpt_reader *r = t2s_ckpt_open(bad, &err);
+  int64_t step = 0;
+  CHECK(r && t2s_ckpt_read_scalar_i64(r, "/optim/step", &step, &err) == T2S_OK);
+  CHECK_MSG(r && t2s_ckpt_unverified(r) == 1, "unverified count %lld",
+            r ? (long long)t2s_ckpt_unverified(r) : -1LL);
+  t2s_ckpt_close(r);
+  free_state(&a);
+  free_state(&b);
+  unlink(bad);
+}
+
 /* Reads `good` (written from NET_BASE) into a network of variant v and expects
  * an error that mentions every needle; the network must be left unchanged. */
 static void expect_params_error(const char *good, enum net_variant v, const char *label,
@@ -604,7 +668,7 @@ static void write_manifest(const run_state *s, const char *manifest, const char 
 /* Checks our file with h5py (names, dtypes, shapes, bytes, meta attributes),
  * then writes the same content with h5py into argv[4] for the C side to read. */
 static const char *PY_SCRIPT =
-    "import sys, h5py, numpy as np\n"
+    "import sys, zlib, h5py, numpy as np\n"
     "ckpt, manifest, blob_path, out, config = sys.argv[1:6]\n"
     "config = open(config, encoding='utf-8').read()\n"
     "blob = open(blob_path, 'rb').read()\n"
@@ -631,6 +695,8 @@ static const char *PY_SCRIPT =
     "        if got.dtype != np.dtype(dt) or got.shape != ref.shape or got.tobytes() != "
     "ref.tobytes():\n"
     "            bad.append('%s: %s %s' % (name, got.dtype, got.shape))\n"
+    "        elif int(f[name].attrs.get('crc32', -1)) != zlib.crc32(ref.tobytes()):\n"
+    "            bad.append('%s: crc32 attribute' % name)\n"
     "    if seen != want: bad.append('datasets differ: %r' % sorted(seen ^ want))\n"
     "if bad: print('h5py check failed:', bad); sys.exit(1)\n"
     "with h5py.File(out, 'w') as g:\n"
@@ -708,6 +774,7 @@ int main(void) {
   path_in_dir(good, sizeof good, "iter_1234.ckpt");
   test_round_trip(good);
   test_network_mismatch(good);
+  test_checksums(good);
   test_bad_files(good);
   test_writer_refusals();
   test_nhwc_weights();

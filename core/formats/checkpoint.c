@@ -13,12 +13,14 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "core/device.h"
 #include "core/version.h"
 
 #define PATH_CAP 4096
 #define LIST_SHOWN 5 /* names listed in a missing/unexpected tensor message */
+#define CRC_ATTR "crc32" /* per-dataset checksum attribute (checkpoint.h) */
 
 struct t2s_ckpt_writer {
   hid_t file;
@@ -31,6 +33,7 @@ struct t2s_ckpt_writer {
 
 struct t2s_ckpt_reader {
   hid_t file;
+  int64_t unverified;  /* datasets read without a stored checksum (older checkpoints) */
   char path[PATH_CAP];
 };
 
@@ -207,12 +210,48 @@ static t2s_status writer_fail(t2s_ckpt_writer *w, t2s_status st) {
   return st;
 }
 
-/* One dataset (or, with ndim 0, a scalar) at an absolute path. */
+static size_t type_size(t2s_ckpt_type t) {
+  static const size_t sizes[] = {4, 8, 4, 8, 1};
+  return (unsigned)t < sizeof sizes / sizeof sizes[0] ? sizes[t] : 0;
+}
+
+/* CRC32 (zlib) of the elements as stored: little-endian file order, which is the
+ * host's memory order on every machine this builds for. */
+static uint32_t data_crc32(const void *data, size_t bytes) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  const Bytef *p = data;
+  while (bytes > 0) { /* crc32 takes a 32-bit length */
+    uInt n = bytes > (1u << 30) ? (1u << 30) : (uInt)bytes;
+    crc = crc32(crc, p, n);
+    p += n;
+    bytes -= n;
+  }
+  return (uint32_t)crc;
+}
+
+static t2s_status write_crc_attr(t2s_ckpt_writer *w, hid_t ds, const char *path, uint32_t crc,
+                                 t2s_error *err) {
+  hid_t space = H5Screate(H5S_SCALAR);
+  hid_t a = space < 0 ? -1 : H5Acreate2(ds, CRC_ATTR, H5T_STD_U32LE, space, H5P_DEFAULT,
+                                        H5P_DEFAULT);
+  t2s_status st = T2S_OK;
+  if (a < 0 || H5Awrite(a, H5T_NATIVE_UINT32, &crc) < 0)
+    st = h5_fail(err, w->tmp_path, "H5Awrite", path);
+  if (a >= 0) H5Aclose(a);
+  if (space >= 0) H5Sclose(space);
+  return st;
+}
+
+/* One dataset (or, with ndim 0, a scalar) at an absolute path, with its checksum. */
 static t2s_status write_dataset(t2s_ckpt_writer *w, const char *path, t2s_ckpt_type type,
                                 int ndim, const int64_t *shape, const void *data,
                                 t2s_error *err) {
   hsize_t dims[T2S_CKPT_MAX_DIMS];
-  for (int i = 0; i < ndim; i++) dims[i] = (hsize_t)shape[i];
+  size_t bytes = type_size(type);
+  for (int i = 0; i < ndim; i++) {
+    dims[i] = (hsize_t)shape[i];
+    bytes *= (size_t)shape[i];
+  }
   hid_t space = ndim == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(ndim, dims, NULL);
   if (space < 0) return writer_fail(w, h5_fail(err, w->tmp_path, "H5Screate", path));
   t2s_status st = T2S_OK;
@@ -220,6 +259,7 @@ static t2s_status write_dataset(t2s_ckpt_writer *w, const char *path, t2s_ckpt_t
   if (ds < 0) st = h5_fail(err, w->tmp_path, "H5Dcreate2", path);
   else if (H5Dwrite(ds, mem_type(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
     st = h5_fail(err, w->tmp_path, "H5Dwrite", path);
+  else st = write_crc_attr(w, ds, path, data_crc32(data, bytes), err);
   if (ds >= 0) H5Dclose(ds);
   H5Sclose(space);
   return writer_fail(w, st);
@@ -583,6 +623,7 @@ void t2s_ckpt_close(t2s_ckpt_reader *r) {
 }
 
 const char *t2s_ckpt_path(const t2s_ckpt_reader *r) { return r->path; }
+int64_t t2s_ckpt_unverified(const t2s_ckpt_reader *r) { return r->unverified; }
 
 int t2s_ckpt_has(t2s_ckpt_reader *r, const char *path) { return path_exists(r->file, path); }
 
@@ -604,6 +645,37 @@ t2s_status t2s_ckpt_read_meta(t2s_ckpt_reader *r, int64_t *iteration, int *world
 }
 
 /* ---- reading: datasets ---------------------------------------------------- */
+
+/* H5Dread of a whole dataset, then the stored checksum (when there is one) against
+ * the bytes read. A checkpoint from before the checksums is read unverified. */
+static t2s_status read_verified(t2s_ckpt_reader *r, hid_t ds, const char *shown,
+                                t2s_ckpt_type type, size_t numel, void *dst, t2s_error *err) {
+  if (H5Dread(ds, mem_type(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
+    return h5_fail(err, r->path, "H5Dread", shown);
+  htri_t has = H5Aexists(ds, CRC_ATTR);
+  if (has < 0) return h5_fail(err, r->path, "H5Aexists", shown);
+  if (has == 0) {
+    r->unverified++;
+    return T2S_OK;
+  }
+  uint32_t stored = 0;
+  hid_t a = H5Aopen(ds, CRC_ATTR, H5P_DEFAULT);
+  hid_t t = a < 0 ? -1 : H5Aget_type(a);
+  t2s_status st = T2S_OK;
+  if (t < 0 || H5Tget_class(t) != H5T_INTEGER || H5Aread(a, H5T_NATIVE_UINT32, &stored) < 0)
+    st = t2s_error_set(err, T2S_ERR_FORMAT, "checkpoint %s: %s has an unreadable '%s' attribute "
+                       "(expected one uint32)", r->path, shown, CRC_ATTR);
+  if (t >= 0) H5Tclose(t);
+  if (a >= 0) H5Aclose(a);
+  if (st != T2S_OK) return st;
+  uint32_t got = data_crc32(dst, numel * type_size(type));
+  if (got != stored)
+    return t2s_error_set(err, T2S_ERR_FORMAT,
+                         "checkpoint %s: %s does not match its checksum (CRC32 %08x, stored "
+                         "%08x): the file is damaged; use an earlier checkpoint or a copy",
+                         r->path, shown, got, stored);
+  return T2S_OK;
+}
 
 /* Opens the dataset at loc/name and checks its element type and shape. */
 static t2s_status open_checked(t2s_ckpt_reader *r, hid_t loc, const char *name,
@@ -719,9 +791,8 @@ static t2s_status read_sets(t2s_ckpt_reader *r, hid_t g, const char *group, flat
       st = open_checked(r, g, q->name, shown, T2S_CKPT_F32, q->t.ndim, q->t.shape, &ds, err);
       if (st != T2S_OK) break;
       float *dst = t2s_weight_stored_ohwi(q) ? scratch : sets[s].host + q->offset;
-      if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
-        st = h5_fail(err, r->path, "H5Dread", shown);
-      else if (t2s_weight_stored_ohwi(q))
+      st = read_verified(r, ds, shown, T2S_CKPT_F32, (size_t)t2s_numel(&q->t), dst, err);
+      if (st == T2S_OK && t2s_weight_stored_ohwi(q))
         t2s_weight_permute(q, scratch, sets[s].host + q->offset, T2S_WEIGHT_TO_DEVICE);
       H5Dclose(ds);
     }
@@ -794,8 +865,9 @@ t2s_status t2s_ckpt_read_array(t2s_ckpt_reader *r, const char *path, t2s_ckpt_ty
   hid_t ds = -1;
   st = open_checked(r, r->file, path, path, type, ndim, shape, &ds, err);
   if (st != T2S_OK) return st;
-  if (H5Dread(ds, mem_type(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, host_data) < 0)
-    st = h5_fail(err, r->path, "H5Dread", path);
+  size_t numel = 1;
+  for (int i = 0; i < ndim; i++) numel *= (size_t)shape[i];
+  st = read_verified(r, ds, path, type, numel, host_data, err);
   H5Dclose(ds);
   return st;
 }

@@ -11,6 +11,12 @@
  *   /optim/..., /state/...  named arrays and 0-d scalar datasets (step counts, RNG
  *                      counters, sampler positions, class statistics)
  *
+ * Every dataset carries an attribute crc32 (uint32): zlib's CRC32 of its elements
+ * bytes in the file's order (C order, little-endian), i.e. in h5py
+ * zlib.crc32(f[name][()].tobytes()). Readers verify it and name the dataset
+ * on a mismatch; datasets without it (checkpoints written before it existed)
+ * are read unverified and counted (t2s_ckpt_unverified).
+ *
  * Every tensor is a float32 dataset with its PyTorch shape, named as in
  * PyTorch/mmseg (names contain dots), so h5py reads f["params/x.weight"]
  * directly. A 4-D tensor whose t2s_tensor.layout is NHWC (the CUDA backend) is
@@ -111,4 +117,7 @@ t2s_status t2s_ckpt_read_scalar_f64(t2s_ckpt_reader *r, const char *path, double
 /* 1 when an object (group or dataset) exists at the absolute path, else 0. */
 int t2s_ckpt_has(t2s_ckpt_reader *r, const char *path);
 const char *t2s_ckpt_path(const t2s_ckpt_reader *r);
+/* How many datasets this reader read without a stored checksum (0 for checkpoints
+ * written since checksums exist). */
+int64_t t2s_ckpt_unverified(const t2s_ckpt_reader *r);
 void t2s_ckpt_close(t2s_ckpt_reader *r);
