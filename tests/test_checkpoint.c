@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/formats/checkpoint.h"
+#include "core/formats/pretrained.h"
 #include "core/device.h"
 #include "core/rng.h"
 #include "tests/harness.h"
@@ -264,6 +265,16 @@ static void test_checksums(const char *good) {
               "the message should name %s and the dataset %s: %s", bad, cases[k], err.msg);
     if (k == 0) printf("flipped bit -> %s\n", err.msg);
     free_state(&b);
+    if (k < 2) {
+      /* the tensor-set reader (t2sda_eval --checkpoint, model.pretrained) checks too */
+      t2s_tensor_set set;
+      t2s_tset_init(&set);
+      t2s_error e2 = {0};
+      CHECK_MSG(t2s_ckpt_read_set(bad, k == 0 ? "student" : "teacher", &set, &e2) != T2S_OK &&
+                    contains(e2.msg, cases[k]) && contains(e2.msg, "checksum"),
+                "t2s_ckpt_read_set of a flipped bit in %s: %s", cases[k], e2.msg);
+      t2s_tset_free(&set);
+    }
   }
   /* an older checkpoint: strip every crc32 attribute, then it must load exactly */
   snprintf(cmd, sizeof cmd, "cp '%s' '%s'", good, bad);

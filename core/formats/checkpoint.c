@@ -652,28 +652,38 @@ static t2s_status read_verified(t2s_ckpt_reader *r, hid_t ds, const char *shown,
                                 t2s_ckpt_type type, size_t numel, void *dst, t2s_error *err) {
   if (H5Dread(ds, mem_type(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
     return h5_fail(err, r->path, "H5Dread", shown);
+  int verified = 0;
+  t2s_status st = t2s_ckpt_verify_dataset(ds, r->path, shown, dst, numel * type_size(type),
+                                          &verified, err);
+  if (st == T2S_OK && !verified) r->unverified++;
+  return st;
+}
+
+t2s_status t2s_ckpt_verify_dataset(int64_t dataset, const char *file, const char *shown,
+                                   const void *data, size_t bytes, int *verified,
+                                   t2s_error *err) {
+  hid_t ds = (hid_t)dataset;
+  *verified = 0;
   htri_t has = H5Aexists(ds, CRC_ATTR);
-  if (has < 0) return h5_fail(err, r->path, "H5Aexists", shown);
-  if (has == 0) {
-    r->unverified++;
-    return T2S_OK;
-  }
+  if (has < 0) return h5_fail(err, file, "H5Aexists", shown);
+  if (has == 0) return T2S_OK;
   uint32_t stored = 0;
   hid_t a = H5Aopen(ds, CRC_ATTR, H5P_DEFAULT);
   hid_t t = a < 0 ? -1 : H5Aget_type(a);
   t2s_status st = T2S_OK;
   if (t < 0 || H5Tget_class(t) != H5T_INTEGER || H5Aread(a, H5T_NATIVE_UINT32, &stored) < 0)
     st = t2s_error_set(err, T2S_ERR_FORMAT, "checkpoint %s: %s has an unreadable '%s' attribute "
-                       "(expected one uint32)", r->path, shown, CRC_ATTR);
+                       "(expected one uint32)", file, shown, CRC_ATTR);
   if (t >= 0) H5Tclose(t);
   if (a >= 0) H5Aclose(a);
   if (st != T2S_OK) return st;
-  uint32_t got = data_crc32(dst, numel * type_size(type));
+  uint32_t got = data_crc32(data, bytes);
   if (got != stored)
     return t2s_error_set(err, T2S_ERR_FORMAT,
                          "checkpoint %s: %s does not match its checksum (CRC32 %08x, stored "
                          "%08x): the file is damaged; use an earlier checkpoint or a copy",
-                         r->path, shown, got, stored);
+                         file, shown, got, stored);
+  *verified = 1;
   return T2S_OK;
 }
 

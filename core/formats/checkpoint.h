@@ -120,4 +120,10 @@ const char *t2s_ckpt_path(const t2s_ckpt_reader *r);
 /* How many datasets this reader read without a stored checksum (0 for checkpoints
  * written since checksums exist). */
 int64_t t2s_ckpt_unverified(const t2s_ckpt_reader *r);
+/* For readers that walk a checkpoint with HDF5 themselves: checks `bytes` of data
+ * just read from the open dataset (an hid_t) against its crc32 attribute; the data
+ * must be in the file's element type. *verified = 0 when there is no checksum. */
+t2s_status t2s_ckpt_verify_dataset(int64_t dataset, const char *file, const char *shown,
+                                   const void *data, size_t bytes, int *verified,
+                                   t2s_error *err);
 void t2s_ckpt_close(t2s_ckpt_reader *r);
