@@ -28,6 +28,11 @@
 
 #define PATH_CAP 4096
 #define NAME_CHUNK 256 /* /name and /class_pixels rows per chunk */
+/* Caps on what a shard may declare, so that a damaged or hostile header is refused
+ * before anything is allocated from it: 2^28 pixels per image (16384 x 16384) and
+ * 2^24 images per shard (t2sda_shards --shards splits larger sets). */
+#define MAX_IMAGE_PIXELS (INT64_C(1) << 28)
+#define MAX_SHARD_IMAGES (INT64_C(1) << 24)
 
 /* Debian's libhdf5 is built without thread safety: every HDF5 call made here
  * runs under this lock. It is the one piece of process-wide state in this file,
@@ -293,7 +298,7 @@ static t2s_status check_meta(const char *path, const t2s_shard_meta *m, int leve
     return t2s_error_set(err, T2S_ERR_INVALID,
                          "shard %s: ignore_index must be 255 (the contract's value), got %d", path,
                          m->ignore_index);
-  if (m->height <= 0 || m->width <= 0 || (int64_t)m->height * m->width > (INT64_C(1) << 28))
+  if (m->height <= 0 || m->width <= 0 || (int64_t)m->height * m->width > MAX_IMAGE_PIXELS)
     return t2s_error_set(err, T2S_ERR_INVALID, "shard %s: image size %dx%d (WxH) is not usable",
                          path, m->width, m->height);
   if (level < 0 || level > 4)
@@ -684,6 +689,20 @@ static void probe_direct(image_set *set, int rank, const hsize_t *dims) {
   H5Pclose(dcpl);
 }
 
+/* Every count must lie in 0..H*W: rare class sampling divides by them. */
+static t2s_status check_class_pixels(const t2s_shard *s, t2s_error *err) {
+  int64_t hw = (int64_t)s->meta.height * s->meta.width, C = s->meta.num_classes;
+  for (int64_t i = 0; i < s->meta.count; i++)
+    for (int64_t c = 0; c < C; c++) {
+      int64_t v = s->class_pixels[i * C + c];
+      if (v < 0 || v > hw)
+        return bad_field(err, s->path, "class_pixels", "image %" PRId64 ", class %" PRId64
+                         " ('%s') counts %" PRId64 " pixels, outside 0..%" PRId64 " (H x W)", i, c,
+                         s->meta.class_names[c], v, hw);
+    }
+  return T2S_OK;
+}
+
 /* Loads the optional checksum dataset `name` (N integers) of an image set; a shard
  * without it is read unverified. */
 static t2s_status load_crcs(t2s_shard *s, const char *name, uint32_t **out, t2s_error *err) {
@@ -713,6 +732,14 @@ static t2s_status open_datasets(t2s_shard *s, t2s_error *err) {
     return bad_field(err, s->path, "image", "dataset is %llu x %llu x %llu x %llu, expected "
                      "N x H x W x 3", (unsigned long long)img[0], (unsigned long long)img[1],
                      (unsigned long long)img[2], (unsigned long long)img[3]);
+  if ((double)img[1] * (double)img[2] > (double)MAX_IMAGE_PIXELS)
+    return bad_field(err, s->path, "image", "declares %llu x %llu images, more than the %" PRId64
+                     " pixels per image this reader accepts (resize with t2sda_shards --resize)",
+                     (unsigned long long)img[2], (unsigned long long)img[1], MAX_IMAGE_PIXELS);
+  if (img[0] > (hsize_t)MAX_SHARD_IMAGES)
+    return bad_field(err, s->path, "image", "declares %llu images, more than the %" PRId64 " one "
+                     "shard may hold (split the set with t2sda_shards --shards K)",
+                     (unsigned long long)img[0], MAX_SHARD_IMAGES);
   m->count = (int64_t)img[0];
   m->height = (int)img[1];
   m->width = (int)img[2];
@@ -753,6 +780,7 @@ static t2s_status open_datasets(t2s_shard *s, t2s_error *err) {
     else if (cp[0] > 0 &&
              H5Dread(cpd, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->class_pixels) < 0)
       st = h5_fail(err, s->path, "H5Dread", "class_pixels");
+    if (st == T2S_OK) st = check_class_pixels(s, err);
   }
   if (cpd >= 0) H5Dclose(cpd);
   return st;

@@ -443,6 +443,23 @@ static void m_crc_count(hid_t f) {
   replace_dataset(f, "image_crc32", H5T_STD_U32LE, 1, d);
 }
 
+static void m_image_huge(hid_t f) {
+  hsize_t d[4] = {3, 100000, 100000, 3};
+  replace_dataset(f, "image", H5T_STD_U8LE, 4, d);
+}
+static void m_count_huge(hid_t f) {
+  hsize_t d[4] = {INT64_C(1) << 31, 4, 5, 3};
+  replace_dataset(f, "image", H5T_STD_U8LE, 4, d);
+}
+static void m_pixels_negative(hid_t f) {
+  hid_t ds = H5Dopen2(f, "class_pixels", H5P_DEFAULT);
+  int64_t v[3][3];
+  H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+  v[1][2] = -7;
+  H5Dwrite(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+  H5Dclose(ds);
+}
+
 static int copy_file(const char *from, const char *to) {
   char cmd[3000];
   snprintf(cmd, sizeof cmd, "cp '%s' '%s'", from, to);
@@ -466,6 +483,8 @@ static void test_validation(void) {
       {m_name_gone, "name"},          {m_name_count, "name"},
       {m_pixels_shape, "class_pixels"}, {m_pixels_type, "class_pixels"},
       {m_pixels_gone, "class_pixels"}, {m_crc_count, "image_crc32"},
+      {m_image_huge, "image"},        {m_count_huge, "image"},
+      {m_pixels_negative, "class_pixels"},
   };
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
