@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -302,6 +303,7 @@ typedef struct import_scan {
   import_item *items;
   int64_t n;
   str_list missing; /* labels that do not exist, as "label X for image Y" */
+  int unlabelled;   /* images only: items have no label */
 } import_scan;
 
 static t2s_status scan_push(import_scan *sc, int64_t *cap, char *image, char *label, char *name,
@@ -313,8 +315,14 @@ static t2s_status scan_push(import_scan *sc, int64_t *cap, char *image, char *la
     sc->items = v;
     *cap = c;
   }
-  if (image == NULL || label == NULL || name == NULL) goto oom;
-  if (access(label, F_OK) != 0) {
+  if (sc->unlabelled) {
+    free(label);
+    label = NULL;
+  } else if (label == NULL) {
+    goto oom;
+  }
+  if (image == NULL || name == NULL) goto oom;
+  if (label != NULL && access(label, F_OK) != 0) {
     if (!list_push(&sc->missing, str_printf("%s: the label %s is missing", image, label)))
       goto oom;
     free(image), free(label), free(name);
@@ -530,7 +538,7 @@ static void process_item(const pipeline *p, const import_item *it, slot *sl) {
   } else if (!p->resize && (sw != tw || sh != th)) {
     snprintf(sl->reason, sizeof sl->reason, "image %s is %dx%d but the first image is %dx%d; all "
              "images of a shard have one size: pass --resize W H", it->image, sw, sh, tw, th);
-  } else if ((label = prepare_label(p, it, sw, sh, sl)) != NULL) {
+  } else if (it->label == NULL || (label = prepare_label(p, it, sw, sh, sl)) != NULL) {
     const uint8_t *img = rgb;
     if (sw != tw || sh != th) {
       resized = malloc((size_t)tw * th * 3);
@@ -627,6 +635,8 @@ typedef struct run_state {
   pipeline *p;
   shard_set ss;
   str_list skipped;
+  str_list bad;             /* without skip_bad: every bad input, reported at the end */
+  str_list other_set;       /* shards of another set of this domain/split in OUT */
   t2s_import_summary *sum;
 } run_state;
 
@@ -635,10 +645,14 @@ static t2s_status write_one(run_state *r, int64_t i, slot *sl, t2s_error *err) {
   int s = (int)(i * r->ss.k / p->n);
   t2s_status st = shards_advance(&r->ss, s, &p->meta, r->o->deflate_level, err);
   if (st != T2S_OK) return st;
+  if (sl->bad && !r->o->skip_bad) {
+    /* keep going: the run reports every bad input at its end */
+    if (!list_push(&r->bad, strdup(sl->reason)))
+      return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory listing bad inputs");
+    return T2S_OK;
+  }
+  if (r->bad.n > 0) return T2S_OK; /* the run fails anyway: only look for more bad inputs */
   if (sl->bad) {
-    if (!r->o->skip_bad)
-      return t2s_error_set(err, T2S_ERR_FORMAT, "%s; pass --skip-bad to skip such inputs (they "
-                           "are listed in %s/skipped.txt)", sl->reason, r->o->out_dir);
     if (!list_push(&r->skipped, strdup(sl->reason)))
       return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory listing skipped inputs");
     r->sum->skipped++;
@@ -657,6 +671,10 @@ static t2s_status write_all(run_state *r, t2s_error *err) {
   pipeline *p = r->p;
   t2s_status st = T2S_OK;
   for (int64_t i = 0; i < p->n && st == T2S_OK; i++) {
+    if (r->o->cancel != NULL && *r->o->cancel)
+      st = t2s_error_set(err, T2S_ERR_INVALID, "interrupted after %" PRId64 " of %" PRId64
+                         " images; the partial shards were removed", i, p->n);
+    if (st != T2S_OK) break;
     slot *sl = &p->slots[i % p->window];
     pthread_mutex_lock(&p->mu);
     while (!(sl->ready && sl->index == i)) pthread_cond_wait(&p->cv_ready, &p->mu);
@@ -799,6 +817,81 @@ static t2s_status shard_names(run_state *r, const char *domain, t2s_error *err) 
   return T2S_OK;
 }
 
+/* Parses "<prefix>NNNNN-of-MMMMM.h5<rest>"; returns 1 and sets *total and *rest. */
+static int shard_file_name(const char *name, const char *prefix, int *total, const char **rest) {
+  size_t n = strlen(prefix);
+  int index = 0, used = 0;
+  if (strncmp(name, prefix, n) != 0) return 0;
+  if (sscanf(name + n, "%5d-of-%5d.h5%n", &index, total, &used) != 2 || used == 0) return 0;
+  *rest = name + n + used;
+  return 1;
+}
+
+static int pid_alive(const char *digits) {
+  char *end;
+  long pid = strtol(digits, &end, 10);
+  return *end != '\0' || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH;
+}
+
+/* Looks at OUT's files of this domain and split: removes what an interrupted run
+ * left (staged .part shards, writer temporaries of dead processes) and lists the
+ * shards of a set with another shard count. */
+static t2s_status tidy_out_dir(run_state *r, const char *domain, t2s_error *err) {
+  char prefix[256];
+  snprintf(prefix, sizeof prefix, "%s_%s-", domain, r->o->split);
+  str_list files = {0};
+  t2s_status st = list_dir(r->o->out_dir, 0, "", &files, "t2sda_shards", err);
+  for (int64_t k = 0; st == T2S_OK && k < files.n; k++) {
+    int total = 0;
+    const char *rest = NULL;
+    if (!shard_file_name(files.v[k], prefix, &total, &rest)) continue;
+    char *path = str_printf("%s/%s", r->o->out_dir, files.v[k]);
+    if (path == NULL) {
+      st = t2s_error_set(err, T2S_ERR_NOMEM, "out of memory listing %s", r->o->out_dir);
+    } else if (strcmp(rest, ".part") == 0 ||
+               (strncmp(rest, ".part.tmp.", 10) == 0 && !pid_alive(rest + 10))) {
+      if (unlink(path) == 0) r->sum->cleaned++;
+      free(path);
+    } else if (rest[0] == '\0' && total != r->ss.k) {
+      if (!list_push(&r->other_set, path))
+        st = t2s_error_set(err, T2S_ERR_NOMEM, "out of memory listing %s", r->o->out_dir);
+    } else {
+      free(path);
+    }
+  }
+  list_free(&files);
+  if (st != T2S_OK || r->other_set.n == 0 || r->o->overwrite) return st;
+  return t2s_error_set(err, T2S_ERR_INVALID, "%s already holds %" PRId64 " shard(s) of another "
+                       "%s set (e.g. %s), written with a different --shards; a glob over the "
+                       "folder would read every image twice. Remove them, choose another OUT, or "
+                       "pass --overwrite to replace them", r->o->out_dir, r->other_set.n, prefix,
+                       r->other_set.v[0]);
+}
+
+/* Without skip_bad: every bad input of the run, the first few in the message and
+ * all of them in OUT/bad_inputs.txt. */
+static t2s_status bad_inputs_error(const run_state *r, t2s_error *err) {
+  char path[PATH_CAP + 32], list[1024] = "";
+  snprintf(path, sizeof path, "%s/bad_inputs.txt", r->o->out_dir);
+  FILE *f = fopen(path, "w");
+  if (f != NULL) {
+    for (int64_t k = 0; k < r->bad.n; k++) fprintf(f, "%s\n", r->bad.v[k]);
+    if (fclose(f) != 0) f = NULL;
+  }
+  size_t used = 0;
+  for (int64_t k = 0; k < r->bad.n && k < LIST_SHOWN && used < sizeof list; k++)
+    used += (size_t)snprintf(list + used, sizeof list - used, "\n  %s", r->bad.v[k]);
+  return t2s_error_set(err, T2S_ERR_FORMAT, "%" PRId64 " bad input(s)%s%s:%s%s\nfix them, or pass "
+                       "--skip-bad to skip them (then listed in %s/skipped.txt)", r->bad.n,
+                       f != NULL ? ", all listed in " : "", f != NULL ? path : "", list,
+                       r->bad.n > LIST_SHOWN ? "\n  ..." : "", r->o->out_dir);
+}
+
+static void remove_other_set(run_state *r) {
+  for (int64_t k = 0; k < r->other_set.n; k++)
+    if (unlink(r->other_set.v[k]) == 0) r->sum->replaced++;
+}
+
 static t2s_status check_opts(const t2s_import_opts *o, t2s_error *err) {
   if (o->root == NULL || o->out_dir == NULL || o->split == NULL || !o->split[0])
     return t2s_error_set(err, T2S_ERR_INVALID, "import: ROOT, OUT and --split are required");
@@ -809,9 +902,10 @@ static t2s_status check_opts(const t2s_import_opts *o, t2s_error *err) {
     return t2s_error_set(err, T2S_ERR_INVALID, "import: --shards must be at least 1");
   if ((o->width > 0) != (o->height > 0))
     return t2s_error_set(err, T2S_ERR_INVALID, "import: --resize needs both W and H");
-  if (o->layout == T2S_IMPORT_GENERIC && o->mapping_path == NULL)
+  if (o->layout == T2S_IMPORT_GENERIC && o->mapping_path == NULL && !o->unlabelled)
     return t2s_error_set(err, T2S_ERR_INVALID, "generic: --mapping FILE is required (the label id "
-                         "-> train id table; see data/importers.h)");
+                         "-> train id table; see data/importers.h); for images without labels "
+                         "pass --unlabelled");
   return T2S_OK;
 }
 
@@ -833,15 +927,16 @@ static t2s_status import_scanned(run_state *r, import_scan *sc, const t2s_label_
                                  t2s_error *err) {
   const t2s_import_opts *o = r->o;
   pipeline *p = r->p;
-  if (sc->missing.n > 0 && !o->skip_bad) return missing_labels_error(sc, err);
+  if (sc->n == 0 && sc->missing.n > 0 && !o->skip_bad) return missing_labels_error(sc, err);
   for (int64_t k = 0; k < sc->missing.n; k++) {
-    if (!list_push(&r->skipped, strdup(sc->missing.v[k])))
-      return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory listing skipped inputs");
-    r->sum->skipped++;
+    if (!list_push(o->skip_bad ? &r->skipped : &r->bad, strdup(sc->missing.v[k])))
+      return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory listing bad inputs");
+    if (o->skip_bad) r->sum->skipped++;
   }
   if (sc->n == 0)
     return t2s_error_set(err, T2S_ERR_INVALID, "%s: no image with a label to import; check ROOT "
-                         "and --split", t2s_import_layout_name(o->layout));
+                         "and --split (images without labels: pass --unlabelled)",
+                         t2s_import_layout_name(o->layout));
   if (o->shards > sc->n)
     return t2s_error_set(err, T2S_ERR_INVALID, "--shards %d is more than the %" PRId64 " images "
                          "found; use at most %" PRId64, o->shards, sc->n, sc->n);
@@ -857,17 +952,19 @@ static t2s_status import_scanned(run_state *r, import_scan *sc, const t2s_label_
   snprintf(p->meta.domain, sizeof p->meta.domain, "%s",
            o->domain ? o->domain : t2s_import_layout_name(o->layout));
   snprintf(p->meta.split, sizeof p->meta.split, "%s", o->split);
-  p->meta.has_label = 1;
+  p->meta.has_label = !o->unlabelled;
   r->ss.k = o->shards;
   if ((st = make_dirs(o->out_dir, err)) != T2S_OK) return st;
   if ((st = shard_names(r, p->meta.domain, err)) != T2S_OK) return st;
+  if ((st = tidy_out_dir(r, p->meta.domain, err)) != T2S_OK) return st;
   st = run_pipeline(r, err);
+  if (st == T2S_OK && r->bad.n > 0) st = bad_inputs_error(r, err);
   if (st == T2S_OK && r->sum->images == 0)
     st = t2s_error_set(err, T2S_ERR_FORMAT, "every input was skipped (see %s/skipped.txt); "
                        "nothing was written", o->out_dir);
   if (st == T2S_OK) st = shards_publish(&r->ss, o->out_dir, err);
   if (st != T2S_OK) shards_discard(&r->ss);
-  else fill_summary(r);
+  else remove_other_set(r), fill_summary(r);
   return st;
 }
 
@@ -876,10 +973,14 @@ t2s_status t2s_import_run(const t2s_import_opts *o, t2s_import_summary *sum, t2s
   t2s_status st = check_opts(o, err);
   if (st != T2S_OK) return st;
   t2s_label_mapping map = {0};
-  st = o->layout == T2S_IMPORT_GENERIC ? t2s_label_mapping_load(&map, o->mapping_path, err)
-                                       : t2s_label_mapping_builtin(&map, o->layout, err);
+  /* unlabelled generic data without a table: the shards name the 19 Cityscapes classes */
+  st = o->layout == T2S_IMPORT_GENERIC && o->mapping_path != NULL
+           ? t2s_label_mapping_load(&map, o->mapping_path, err)
+           : t2s_label_mapping_builtin(&map, o->layout == T2S_IMPORT_GENERIC
+                                                 ? T2S_IMPORT_CITYSCAPES : o->layout, err);
   if (st != T2S_OK) return st;
   import_scan sc = {0};
+  sc.unlabelled = o->unlabelled;
   char where[PATH_CAP + 64] = "";
   st = scan_tree(o, &sc, where, sizeof where, err);
   if (st == T2S_OK && sc.n == 0 && sc.missing.n == 0)
@@ -887,7 +988,7 @@ t2s_status t2s_import_run(const t2s_import_opts *o, t2s_import_summary *sum, t2s
                        "and --split", t2s_import_layout_name(o->layout), where);
   pipeline p;
   memset(&p, 0, sizeof p);
-  run_state r = {o, &p, {0}, {0}, sum};
+  run_state r = {o, &p, {0}, {0}, {0}, {0}, sum};
   if (st == T2S_OK) st = import_scanned(&r, &sc, &map, err);
   if (o->skip_bad && st == T2S_OK) {
     snprintf(sum->skipped_report, sizeof sum->skipped_report, "%s/skipped.txt", o->out_dir);
@@ -901,6 +1002,8 @@ t2s_status t2s_import_run(const t2s_import_opts *o, t2s_import_summary *sum, t2s
   free(r.ss.final);
   free(r.ss.staged);
   list_free(&r.skipped);
+  list_free(&r.bad);
+  list_free(&r.other_set);
   scan_free(&sc);
   t2s_label_mapping_free(&map);
   return st;

@@ -15,8 +15,15 @@
  * Decoding, resizing, mapping and compression run on worker threads; every HDF5
  * call is made by the calling thread (Debian's libhdf5 is not thread-safe). Shards
  * are written under temporary names and renamed only when every image succeeded
- * (or was skipped with skip_bad), so a failed run leaves no shard under a final name. */
+ * (or was skipped with skip_bad), so a failed run leaves no shard under a final name.
+ * Every bad input of a run is reported (the first few in the error, all of them in
+ * OUT/bad_inputs.txt), not only the first. Temporary files that an interrupted run
+ * left (*.h5.part, *.h5.part.tmp.<dead pid>) are removed by the next run of the same
+ * set. OUT may hold one set of shards per domain and split: a set with another
+ * shard count is refused (a glob would read both) unless overwrite is set, which
+ * removes it once the new set is complete. */
 #pragma once
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -89,6 +96,10 @@ typedef struct t2s_import_opts {
   int skip_bad;             /* skip bad inputs, listing them in OUT/skipped.txt */
   int threads;              /* decode/resize workers (default 2) */
   int deflate_level;        /* 0: default 3 */
+  int unlabelled;           /* images only (e.g. a target domain): no labels are read and
+                               the shards have no /label; generic needs no mapping then */
+  int overwrite;            /* remove another set of this domain/split from OUT */
+  volatile sig_atomic_t *cancel; /* optional: set (by a signal handler) to stop the run */
   t2s_import_progress_fn progress;
   void *progress_user;
 } t2s_import_opts;
@@ -108,6 +119,8 @@ typedef struct t2s_import_summary {
   int64_t ignored_pixels;   /* label 255 */
   char first_shard[4096];   /* the path of shard 0 */
   char skipped_report[4096];/* OUT/skipped.txt when skip_bad, else "" */
+  int64_t cleaned;          /* leftover temporary files of an interrupted run, removed */
+  int64_t replaced;         /* shards of another set removed (overwrite) */
 } t2s_import_summary;
 
 t2s_status t2s_import_run(const t2s_import_opts *o, t2s_import_summary *sum, t2s_error *err);

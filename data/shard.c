@@ -1039,6 +1039,39 @@ static t2s_status expand_pattern(const char *pattern, const char *what, char ***
   return st;
 }
 
+/* Splits ".../<set>-NNNNN-of-MMMMM.h5" (t2sda_shards' names) into the set's path
+ * prefix (set_len bytes) and MMMMM; 0 for other names. */
+static int set_of(const char *path, size_t *set_len, int *total) {
+  size_t n = strlen(path);
+  int index = 0, used = 0;
+  /* "-NNNNN-of-MMMMM.h5" is 18 bytes */
+  if (n < 18 || sscanf(path + n - 18, "-%5d-of-%5d.h5%n", &index, total, &used) != 2 || used != 18)
+    return 0;
+  *set_len = n - 18;
+  return 1;
+}
+
+/* Two shard sets of one name with different shard counts (a re-import with another
+ * --shards beside the old one) hold the same images: a glob must not read both. */
+static t2s_status check_one_set(char **paths, int n, const char *what, t2s_error *err) {
+  for (int a = 0; a < n; a++) {
+    size_t la = 0;
+    int ta = 0;
+    if (!set_of(paths[a], &la, &ta)) continue;
+    for (int b = a + 1; b < n; b++) {
+      size_t lb = 0;
+      int tb = 0;
+      if (set_of(paths[b], &lb, &tb) && la == lb && strncmp(paths[a], paths[b], la) == 0 &&
+          ta != tb)
+        return t2s_error_set(err, T2S_ERR_INVALID, "%s: %s and %s belong to two sets of the same "
+                             "data (%d and %d shards), so every image would be read twice; "
+                             "remove the stale set (or re-import with t2sda_shards --overwrite)",
+                             what, paths[a], paths[b], ta, tb);
+    }
+  }
+  return T2S_OK;
+}
+
 static t2s_status open_all(t2s_dataset *ds, char **paths, int n, const char *what,
                            t2s_error *err) {
   ds->shards = calloc((size_t)n, sizeof *ds->shards);
@@ -1077,6 +1110,7 @@ t2s_status t2s_dataset_open(t2s_dataset *ds, const char (*patterns)[512], int n_
   t2s_status st = T2S_OK;
   for (int p = 0; p < n_patterns && st == T2S_OK; p++)
     st = expand_pattern(patterns[p], what, &paths, &n, err);
+  if (st == T2S_OK) st = check_one_set(paths, n, what, err);
   if (st == T2S_OK) st = open_all(ds, paths, n, what, err);
   for (int k = 0; k < n; k++) free(paths[k]);
   free(paths);

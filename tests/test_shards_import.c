@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "data/importers.h"
@@ -338,9 +340,10 @@ static void test_generic(void) {
 
 /* ---- bad inputs ---- */
 
+/* Shards and their temporaries (*.h5, *.h5.part, *.h5.part.tmp.PID) in dir. */
 static int count_files(const char *dir) {
   char pattern[1400];
-  snprintf(pattern, sizeof pattern, "%s/*", dir);
+  snprintf(pattern, sizeof pattern, "%s/*.h5*", dir);
   glob_t g;
   int n = glob(pattern, 0, NULL, &g) == 0 ? (int)g.gl_pathc : 0;
   globfree(&g);
@@ -392,7 +395,7 @@ static void test_bad_inputs(void) {
   struct {
     const char *what, *file_fmt, *words;
   } cases[] = {
-      {"nolabel", "%s/images/00010.png", "no label"},
+      {"nolabel", "%s/images/00010.png", "is missing"},
       {"size", "%s/labels/00011.png", "14x9 but its image"},
       {"unreadable", "%s/labels/00012.png", "libpng"},
       {"unmapped", "%s/labels/00013.png", "200 x 7"},
@@ -419,8 +422,27 @@ static void test_bad_inputs(void) {
   CHECK(run_import(T2S_IMPORT_GTA5, root, out, "train", 1, TW, TH, 0, NULL, &err) != T2S_OK);
   CHECK_MSG(strstr(err.msg, "no images found") && strstr(err.msg, root), "%s", err.msg);
 
-  /* --skip-bad: every bad input at once, the good ones written, the rest listed */
+  /* without --skip-bad: every bad input is reported by one run, not only the first */
   bad_tree(root, "all");
+  t2s_error e1 = {0};
+  CHECK(run_import(T2S_IMPORT_GTA5, root, out, "train", 2, TW, TH, 0, NULL, &e1) != T2S_OK);
+  CHECK_MSG(strstr(e1.msg, "4 bad input(s)"), "all four bad inputs should be counted: %s", e1.msg);
+  const char *bad_files[] = {"images/00010.png", "labels/00011.png", "labels/00012.png",
+                             "labels/00013.png"};
+  for (int k = 0; k < 4; k++)
+    CHECK_MSG(strstr(e1.msg, bad_files[k]), "the message does not name %s: %s", bad_files[k], e1.msg);
+  CHECK_MSG(count_files(out) == 0, "%d shard file(s) left in %s", count_files(out), out);
+  char listing[1400], listed[8192] = "";
+  snprintf(listing, sizeof listing, "%s/bad_inputs.txt", out);
+  FILE *bf = fopen(listing, "r");
+  CHECK_MSG(bf != NULL, "no %s", listing);
+  if (bf) {
+    listed[fread(listed, 1, sizeof listed - 1, bf)] = '\0';
+    fclose(bf);
+  }
+  for (int k = 0; k < 4; k++) CHECK_MSG(strstr(listed, bad_files[k]), "%s lacks %s", listing, bad_files[k]);
+
+  /* --skip-bad: every bad input at once, the good ones written, the rest listed */
   t2s_error e2 = {0};
   CHECK_MSG(run_import(T2S_IMPORT_GTA5, root, out, "train", 2, TW, TH, 1, NULL, &e2) == T2S_OK,
             "%s", e2.msg);
@@ -440,6 +462,136 @@ static void test_bad_inputs(void) {
   for (int k = 0; k < 4; k++)
     CHECK_MSG(strstr(text, expect_files[k]), "skipped.txt does not list %s:\n%s", expect_files[k], text);
   CHECK(strstr(text, "4 input(s) skipped") != NULL);
+}
+
+/* ---- one set per folder, leftovers of interrupted runs, Ctrl-C ---- */
+
+static int count_glob(const char *pattern) {
+  glob_t g;
+  int n = glob(pattern, 0, NULL, &g) == 0 ? (int)g.gl_pathc : 0;
+  globfree(&g);
+  return n;
+}
+
+static t2s_status import_gta(const char *root, const char *out, int shards, int overwrite,
+                             volatile sig_atomic_t *cancel, t2s_import_progress_fn progress,
+                             t2s_import_summary *sum, t2s_error *err) {
+  t2s_import_opts o;
+  t2s_import_opts_default(&o, T2S_IMPORT_GTA5);
+  o.root = root, o.out_dir = out, o.shards = shards, o.width = TW, o.height = TH;
+  o.overwrite = overwrite, o.cancel = cancel, o.progress = progress, o.progress_user = (void *)cancel;
+  return t2s_import_run(&o, sum, err);
+}
+
+static void cancel_after_first(void *user, int64_t done, int64_t total, int64_t skipped) {
+  (void)total, (void)skipped;
+  if (done >= 1) *(volatile sig_atomic_t *)user = 1; /* what t2sda_shards' SIGINT handler does */
+}
+
+static void test_sets(void) {
+  char root[1200], out[1200], pattern[1400], p[1400];
+  snprintf(root, sizeof root, "%s/sets", g_dir);
+  snprintf(out, sizeof out, "%s/sets_out", g_dir);
+  bad_tree(root, "none"); /* 4 good pairs */
+  t2s_import_summary *sum = calloc(1, sizeof *sum);
+  t2s_error err = {0};
+  CHECK_MSG(import_gta(root, out, 2, 0, NULL, NULL, sum, &err) == T2S_OK, "%s", err.msg);
+  /* another --shards into the same folder is refused and changes nothing */
+  t2s_error e1 = {0};
+  CHECK(import_gta(root, out, 3, 0, NULL, NULL, sum, &e1) == T2S_ERR_INVALID);
+  CHECK_MSG(strstr(e1.msg, out) && strstr(e1.msg, "-of-00002.h5") && strstr(e1.msg, "--overwrite"),
+            "a second set should be refused with the old set named: %s", e1.msg);
+  snprintf(pattern, sizeof pattern, "%s/*.h5*", out);
+  CHECK_MSG(count_glob(pattern) == 2, "%d files after the refusal", count_glob(pattern));
+  /* the loader refuses a glob that mixes two sets of the same data */
+  char cmd[3000];
+  snprintf(cmd, sizeof cmd, "cp '%s/gta5_train-00000-of-00002.h5' '%s/gta5_train-00000-of-00003.h5'",
+           out, out);
+  CHECK(system(cmd) == 0);
+  char patterns[1][512];
+  snprintf(patterns[0], sizeof patterns[0], "%s/gta5_train-*.h5", out);
+  t2s_dataset ds;
+  t2s_error e2 = {0};
+  CHECK(t2s_dataset_open(&ds, (const char(*)[512])patterns, 1, "data.target.shards", &e2) != T2S_OK);
+  CHECK_MSG(strstr(e2.msg, "data.target.shards") && strstr(e2.msg, "-of-00003.h5") &&
+                strstr(e2.msg, "twice"), "a mixed glob: %s", e2.msg);
+  snprintf(p, sizeof p, "%s/gta5_train-00000-of-00003.h5", out);
+  unlink(p);
+  /* --overwrite: the new set replaces the old one once it is complete */
+  memset(sum, 0, sizeof *sum);
+  CHECK_MSG(import_gta(root, out, 3, 1, NULL, NULL, sum, &err) == T2S_OK, "%s", err.msg);
+  CHECK(sum->replaced == 2);
+  snprintf(pattern, sizeof pattern, "%s/gta5_train-*-of-00003.h5", out);
+  CHECK(count_glob(pattern) == 3);
+  snprintf(pattern, sizeof pattern, "%s/*.h5*", out);
+  CHECK_MSG(count_glob(pattern) == 3, "%d files after --overwrite", count_glob(pattern));
+
+  /* leftovers of a killed run (a staged shard, a writer temporary of a dead pid) go */
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  waitpid(dead, NULL, 0);
+  snprintf(p, sizeof p, "%s/gta5_train-00000-of-00003.h5.part", out);
+  FILE *f = fopen(p, "w");
+  if (f) fclose(f);
+  snprintf(p, sizeof p, "%s/gta5_train-00001-of-00003.h5.part.tmp.%ld", out, (long)dead);
+  f = fopen(p, "w");
+  if (f) fclose(f);
+  memset(sum, 0, sizeof *sum);
+  CHECK_MSG(import_gta(root, out, 3, 0, NULL, NULL, sum, &err) == T2S_OK, "%s", err.msg);
+  CHECK_MSG(sum->cleaned == 2 && count_glob(pattern) == 3, "cleaned %lld, %d files",
+            (long long)sum->cleaned, count_glob(pattern));
+
+  /* Ctrl-C (the cancel flag) stops the run, removes its partial shards and keeps the set */
+  volatile sig_atomic_t cancel = 0;
+  char other[1200];
+  snprintf(other, sizeof other, "%s/sets_cancel", g_dir);
+  t2s_error e3 = {0};
+  CHECK(import_gta(root, other, 2, 0, &cancel, cancel_after_first, sum, &e3) != T2S_OK);
+  CHECK_MSG(strstr(e3.msg, "interrupted"), "%s", e3.msg);
+  snprintf(pattern, sizeof pattern, "%s/*.h5*", other);
+  CHECK_MSG(count_glob(pattern) == 0, "an interrupted run left %d file(s)", count_glob(pattern));
+  free(sum);
+}
+
+/* Images without labels (a target domain) import as unlabelled shards. */
+static void test_unlabelled(void) {
+  char root[1200], out[1200], p[1400];
+  snprintf(root, sizeof root, "%s/target", g_dir);
+  snprintf(out, sizeof out, "%s/target_out", g_dir);
+  snprintf(p, sizeof p, "%s/frames", root), mkdirs(p);
+  for (int k = 0; k < 3; k++) {
+    snprintf(p, sizeof p, "%s/frames/f%d.png", root, k);
+    write_image(p, SW, SH, 50 + k);
+  }
+  t2s_import_opts o;
+  t2s_import_opts_default(&o, T2S_IMPORT_GENERIC);
+  o.root = root, o.out_dir = out, o.image_dir = "frames", o.unlabelled = 1, o.domain = "cam";
+  t2s_import_summary *sum = calloc(1, sizeof *sum);
+  t2s_error err = {0};
+  CHECK_MSG(t2s_import_run(&o, sum, &err) == T2S_OK, "an images-only folder: %s", err.msg);
+  CHECK(sum->images == 3);
+  free(sum);
+  snprintf(p, sizeof p, "%s/cam_train-00000-of-00001.h5", out);
+  t2s_shard *s = t2s_shard_open(p, &err);
+  CHECK_MSG(s != NULL, "%s", err.msg);
+  if (s == NULL) return;
+  const t2s_shard_meta *m = t2s_shard_info(s);
+  CHECK(m->count == 3 && !m->has_label && m->width == SW && m->height == SH && m->num_classes == 19);
+  uint8_t rgb[SW * SH * 3];
+  for (int k = 0; k < 3; k++) {
+    CHECK(t2s_shard_read(s, k, rgb, NULL, &err) == T2S_OK);
+    int same = 1;
+    for (int y = 0; y < SH; y++)
+      for (int x = 0; x < SW; x++)
+        for (int c = 0; c < 3; c++) same &= rgb[(y * SW + x) * 3 + c] == ref_pixel(50 + k, y, x, c);
+    CHECK_MSG(same, "unlabelled image %d differs from its PNG", k);
+  }
+  t2s_shard_close(s);
+  /* without --unlabelled the missing mapping (or labels) is what the user hears about */
+  o.unlabelled = 0;
+  t2s_import_summary *s2 = calloc(1, sizeof *s2);
+  CHECK(t2s_import_run(&o, s2, &err) != T2S_OK && strstr(err.msg, "--unlabelled"));
+  free(s2);
 }
 
 /* ---- PNG I/O and resize closed forms ---- */
@@ -569,6 +721,8 @@ int main(void) {
   test_synthia();
   test_generic();
   test_bad_inputs();
+  test_sets();
+  test_unlabelled();
   test_cli();
   if (t2s_test_failures == 0) {
     char cmd[1200];

@@ -2,7 +2,7 @@
  *
  *   t2sda_shards cityscapes|gta5|synthia|generic ROOT OUT [--split train|val|test]
  *                [--shards K] [--resize W H | --no-resize] [--skip-bad] [--threads N]
- *                [--level 1-4] [--domain NAME]
+ *                [--level 1-4] [--domain NAME] [--unlabelled] [--overwrite]
  *                [--images DIR --labels DIR --mapping FILE]        (generic)
  *
  * Writes OUT/<domain>_<split>-00000-of-0000K.h5 ... The layouts, the label id ->
@@ -10,9 +10,16 @@
  * Cityscapes 1024x512) are described in data/importers.h. Bad inputs (an image
  * without its label, a label whose size differs from its image, an unreadable PNG,
  * label ids outside the mapping) stop the run before any shard appears under its
- * final name; --skip-bad skips them instead and lists them in OUT/skipped.txt. */
+ * final name, and every one of them is reported (all in OUT/bad_inputs.txt);
+ * --skip-bad skips them instead and lists them in OUT/skipped.txt. --unlabelled
+ * imports images only (a target domain; no labels read, no mapping needed).
+ * OUT holds one set per domain and split: another set (a different --shards) is
+ * refused, or replaced with --overwrite once the new one is complete. Ctrl-C stops
+ * the run and removes its partial shards; files of a killed run are removed by
+ * the next run. */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +31,11 @@
 static const char *usage =
     "usage: t2sda_shards cityscapes|gta5|synthia|generic ROOT OUT [--split train|val|test]\n"
     "                    [--shards K] [--resize W H | --no-resize] [--skip-bad] [--threads N]\n"
-    "                    [--level 1-4] [--domain NAME]\n"
-    "                    [--images DIR --labels DIR --mapping FILE]   (generic)\n";
+    "                    [--level 1-4] [--domain NAME] [--unlabelled] [--overwrite]\n"
+    "                    [--images DIR --labels DIR --mapping FILE]   (generic)\n"
+    "  --unlabelled  images only (e.g. a target domain): no labels are read\n"
+    "  --overwrite   replace another set of this domain and split in OUT (another --shards)\n"
+    "  --skip-bad    skip unusable inputs (listed in OUT/skipped.txt) instead of failing\n";
 
 static double now_s(void) {
   struct timespec ts;
@@ -51,7 +61,8 @@ static int parse_args(int argc, char **argv, t2s_import_opts *o) {
   for (int i = 4; i < argc; i++) {
     const char *a = argv[i];
     int need = strcmp(a, "--resize") == 0 ? 2
-               : (strcmp(a, "--skip-bad") == 0 || strcmp(a, "--no-resize") == 0) ? 0 : 1;
+               : (strcmp(a, "--skip-bad") == 0 || strcmp(a, "--no-resize") == 0 ||
+                  strcmp(a, "--unlabelled") == 0 || strcmp(a, "--overwrite") == 0) ? 0 : 1;
     if (i + need >= argc) {
       fprintf(stderr, "t2sda_shards: %s needs %d value(s)\n%s", a, need, usage);
       return 0;
@@ -66,6 +77,8 @@ static int parse_args(int argc, char **argv, t2s_import_opts *o) {
     else if (strcmp(a, "--labels") == 0) o->label_dir = argv[++i];
     else if (strcmp(a, "--mapping") == 0) o->mapping_path = argv[++i];
     else if (strcmp(a, "--skip-bad") == 0) o->skip_bad = 1;
+    else if (strcmp(a, "--unlabelled") == 0) o->unlabelled = 1;
+    else if (strcmp(a, "--overwrite") == 0) o->overwrite = 1;
     else if (strcmp(a, "--no-resize") == 0) o->width = o->height = 0;
     else if (strcmp(a, "--resize") == 0) {
       ok = parse_int(a, argv[i + 1], 1, 16384, &o->width) &&
@@ -76,6 +89,10 @@ static int parse_args(int argc, char **argv, t2s_import_opts *o) {
       return 0;
     }
     if (!ok) return 0;
+  }
+  if (o->unlabelled && (o->label_dir || o->mapping_path)) {
+    fprintf(stderr, "t2sda_shards: --unlabelled reads no labels: drop --labels and --mapping\n");
+    return 0;
   }
   if (o->layout != T2S_IMPORT_GENERIC && (o->image_dir || o->label_dir || o->mapping_path)) {
     fprintf(stderr, "t2sda_shards: --images, --labels and --mapping are for the generic layout; "
@@ -113,8 +130,16 @@ static void print_summary(const t2s_import_opts *o, const t2s_import_summary *s,
          o->domain ? o->domain : t2s_import_layout_name(o->layout), o->split, s->images, s->width,
          s->height, s->shards, (double)s->bytes / (1024.0 * 1024.0), secs);
   printf("  first shard: %s\n", s->first_shard);
+  if (s->cleaned)
+    printf("  removed %" PRId64 " leftover file(s) of an interrupted run\n", s->cleaned);
+  if (s->replaced)
+    printf("  removed %" PRId64 " shard(s) of the previous set (--overwrite)\n", s->replaced);
   if (s->skipped_report[0])
     printf("  skipped: %" PRId64 " input(s), listed in %s\n", s->skipped, s->skipped_report);
+  if (o->unlabelled) {
+    printf("  unlabelled: no class frequency\n");
+    return;
+  }
   int64_t total = s->ignored_pixels;
   for (int c = 0; c < s->num_classes; c++) total += s->class_pixels[c];
   printf("  class frequency (train ids):\n  %3s  %-16s %15s %8s\n", "id", "class", "pixels", "share");
@@ -123,6 +148,14 @@ static void print_summary(const t2s_import_opts *o, const t2s_import_summary *s,
            total ? 100.0 * (double)s->class_pixels[c] / (double)total : 0.0);
   printf("  %3d  %-16s %15" PRId64 " %7.3f%%\n", 255, "(ignore)", s->ignored_pixels,
          total ? 100.0 * (double)s->ignored_pixels / (double)total : 0.0);
+}
+
+/* Ctrl-C: the import stops at the next image and removes its partial shards; a
+ * second Ctrl-C kills at once (SA_RESETHAND), and the next run cleans up. */
+static volatile sig_atomic_t interrupted;
+static void on_interrupt(int sig) {
+  (void)sig;
+  interrupted = 1;
 }
 
 int main(int argc, char **argv) {
@@ -141,6 +174,13 @@ int main(int argc, char **argv) {
   progress_state ps = {now_s(), 0, isatty(2), -1};
   o.progress = show_progress;
   o.progress_user = &ps;
+  o.cancel = &interrupted;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_interrupt;
+  sa.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
   t2s_import_summary *sum = malloc(sizeof *sum);
   if (sum == NULL) {
     fprintf(stderr, "t2sda_shards: out of memory\n");
