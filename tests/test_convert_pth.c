@@ -166,6 +166,13 @@ static void check_refusals(void) {
   expect_pickle_refusal("not a dict", PK("\x80\x02K\x05."), "not a dict");
   expect_pickle_refusal("no tensors", PK("\x80\x02}X\x01\x00\x00\x00" "aK\x01s."), "found no tensors");
   expect_pickle_refusal("past the storage", PK(TENSOR_PICKLE("0", "\x02", "\x02", "\x02")), "reads element 4");
+  /* storage offset -1 (BININT): once computed INT64_MAX - (-1), a signed overflow */
+  expect_pickle_refusal("negative offset",
+                        PK("\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n((X\x07"
+                           "\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x00" "0X\x03\x00"
+                           "\x00\x00" "cpuK\x04tQJ\xff\xff\xff\xffK\x02\x85K\x01\x85\x89"
+                           "ccollections\nOrderedDict\n)RtRs."),
+                        "negative storage offset -1");
   expect_pickle_refusal("missing storage", PK(TENSOR_PICKLE("9", "\x00", "\x02", "\x01")), "does not contain");
 }
 

@@ -585,6 +585,10 @@ static t2s_status materialise(zip_dir *z, const char *prefix, const char *name, 
   if (st->i > (int64_t)(e->size / es))
     return t2s_error_set(err, T2S_ERR_FORMAT, "%s: storage '%s' of tensor '%s' should hold %" PRId64
                          " elements but has %" PRIu64 " bytes", what, st->s, name, st->i, e->size);
+  /* checked first: the overflow bounds below assume last >= 0 */
+  if (t->offset < 0)
+    return t2s_error_set(err, T2S_ERR_FORMAT, "%s: tensor '%s' has a negative storage offset %"
+                         PRId64 " (damaged or hostile file)", what, name, t->offset);
   int64_t numel = 1, last = t->offset;
   for (int d = 0; d < t->ndim; d++) {
     if (t->shape[d] < 0 || t->stride[d] < 0 || (t->shape[d] && numel > INT64_MAX / t->shape[d]) ||
@@ -594,7 +598,7 @@ static t2s_status materialise(zip_dir *z, const char *prefix, const char *name, 
     numel *= t->shape[d];
     if (t->shape[d] > 0) last += (t->shape[d] - 1) * t->stride[d];
   }
-  if (numel > 0 && (t->offset < 0 || last >= st->i))
+  if (numel > 0 && last >= st->i)
     return t2s_error_set(err, T2S_ERR_FORMAT, "%s: tensor '%s' reads element %" PRId64 " of a "
                          "storage of %" PRId64 " (damaged file)", what, name, last, st->i);
   t2s_named_tensor *out = t2s_tset_add(s, name, (t2s_fdtype)st->dtype, t->ndim, t->shape, NULL, err);
