@@ -105,6 +105,60 @@ static void check_backbone(const t2s_tensor_set *ref, const char *file, const ch
   t2s_segmentor_free(&init);
 }
 
+/* A ResNet-D (timm resnet50d: average pool then conv + BN in the shortcut,
+ * downsample.1/.2) is refused in one sentence, not as dozens of mismatches. */
+static void check_resnet_d(void) {
+  t2s_segmentor m;
+  if (!build(&m, 3)) return;
+  t2s_tensor_set src;
+  t2s_tset_init(&src);
+  t2s_error err = {0};
+  CHECK(t2s_safetensors_read(t2s_fixture_path("convert_timm_deepstem.safetensors"), &src, &err) == T2S_OK);
+  int moved = 0;
+  for (int i = 0; i < src.count; i++) {  /* downsample.1 (BN) -> .2 first, then .0 (conv) -> .1 */
+    char *d = strstr(src.items[i].name, ".downsample.1.");
+    if (d) d[12] = '2', moved++;
+  }
+  for (int i = 0; i < src.count; i++) {
+    char *d = strstr(src.items[i].name, ".downsample.0.");
+    if (d) d[12] = '1', moved++;
+  }
+  CHECK(moved > 0);
+  t2s_import_report rep;
+  err = (t2s_error){0};
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *log = open_memstream(&buf, &len);
+  t2s_status st = t2s_load_pretrained_set(&m.params, &src, "resnet50d.safetensors", NULL, NULL, 0,
+                                          &rep, log, &err);
+  fclose(log);
+  CHECK_MSG(st == T2S_ERR_UNSUPPORTED && strstr(err.msg, "resnet50d.safetensors is a ResNet-D") &&
+                strstr(err.msg, "resnet101_v1c") && !strchr(err.msg, '\n'),
+            "ResNet-D: %s", err.msg);
+  CHECK_MSG(len == 0, "a refused ResNet-D should print no report:\n%s", buf);
+  free(buf);
+  t2s_import_report_free(&rep);
+  t2s_tset_free(&src);
+  t2s_segmentor_free(&m);
+}
+
+/* A refused load never announces "loaded N tensors" before "Nothing was loaded". */
+static void check_refused_log(void) {
+  t2s_segmentor m;
+  if (!build(&m, 5)) return;
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *log = open_memstream(&buf, &len);
+  t2s_error err = {0};
+  t2s_status st = t2s_load_pretrained_ex(&m.params, t2s_fixture_path("convert_resnet18.pth"), NULL,
+                                         NULL, 0, NULL, log, &err);
+  fclose(log);
+  CHECK(st == T2S_ERR_FORMAT && strstr(err.msg, "Nothing was loaded"));
+  CHECK_MSG(buf && !strstr(buf, ": loaded ") && strstr(buf, "nothing is loaded"), "log:\n%s", buf);
+  free(buf);
+  t2s_segmentor_free(&m);
+}
+
 static void check_refusals(void) {
   t2s_tensor_set src;
   t2s_segmentor m, init;
@@ -161,6 +215,8 @@ static void check_refusals(void) {
   st = t2s_load_pretrained_ex(&m.params, t2s_fixture_path("convert_dtypes.safetensors"), NULL, NULL, 0, NULL, NULL, &err);
   CHECK_MSG(st == T2S_ERR_FORMAT && strstr(err.msg, "cannot tell which naming"), "unknown naming: %s", err.msg);
   t2s_segmentor_free(&m);
+  check_resnet_d();
+  check_refused_log();
 }
 
 /* Import -> checkpoint -> export: the tensors come back byte for byte. */
@@ -225,7 +281,7 @@ static int kv_names(const char *ours, int naming, char out[2][T2S_NAME_MAX]) {
 }
 
 static void check_concat_family(void) {
-  const t2s_name_family fam = {"kv_test", "attn.kv.weight", kv_names, NULL, NULL, NULL};
+  const t2s_name_family fam = {"kv_test", "attn.kv.weight", kv_names, NULL, NULL, NULL, NULL};
   t2s_params p;
   t2s_error err = {0};
   t2s_params_init(&p);

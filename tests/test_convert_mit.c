@@ -10,7 +10,44 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "core/formats/safetensors.h"
 #include "tests/harness.h"
+
+/* Writes a copy of src's tensors to path, edited: the decode head dropped and an
+ * ImageNet classifier added (what Hugging Face's SegformerForImageClassification
+ * holds), or one 2-D weight's dtype or shape swapped (a damaged header). */
+enum edit { EDIT_CLASSIFIER, EDIT_DTYPE, EDIT_SHAPE };
+static int write_edited(const char *src_path, const char *path, enum edit e) {
+  t2s_tensor_set src, out;
+  t2s_tset_init(&src);
+  t2s_tset_init(&out);
+  t2s_error err = {0};
+  int ok = t2s_safetensors_read(src_path, &src, &err) == T2S_OK, swapped = 0;
+  for (int i = 0; ok && i < src.count; i++) {
+    t2s_named_tensor *t = &src.items[i];
+    if (e == EDIT_CLASSIFIER && strncmp(t->name, "decode_head.", 12) == 0) continue;
+    int64_t shape[T2S_TSET_MAX_DIMS];
+    memcpy(shape, t->shape, sizeof shape);
+    t2s_fdtype dt = t->dtype;
+    if (!swapped && e != EDIT_CLASSIFIER && t->ndim == 2 && t->shape[0] != t->shape[1] &&
+        strstr(t->name, "weight") != NULL) {
+      if (e == EDIT_DTYPE) dt = T2S_FD_I32; /* same bytes, wrong type */
+      else shape[0] = t->shape[1], shape[1] = t->shape[0];
+      swapped = 1;
+    }
+    ok = t2s_tset_add(&out, t->name, dt, t->ndim, shape, t->data, &err) != NULL;
+  }
+  if (ok && e == EDIT_CLASSIFIER) {
+    static float w[10 * 256], b[10];
+    ok = t2s_tset_add(&out, "classifier.weight", T2S_FD_F32, 2, (int64_t[]){10, 256}, w, &err) &&
+         t2s_tset_add(&out, "classifier.bias", T2S_FD_F32, 1, (int64_t[]){10}, b, &err);
+  }
+  ok = ok && (e == EDIT_CLASSIFIER || swapped) && t2s_safetensors_write(path, &out, &err) == T2S_OK;
+  CHECK_MSG(ok, "writing %s: %s", path, err.msg);
+  t2s_tset_free(&src);
+  t2s_tset_free(&out);
+  return ok;
+}
 
 
 int main(void) {
@@ -46,5 +83,33 @@ int main(void) {
   }
   /* the HF file really holds split key/value tensors */
   CHECK(t2s_test_run("%s/t2sda_convert inspect %s/out_hf.safetensors | grep -q 'attention.self.key.weight'", bin, dir) == 0);
+  char hf[700], edited[700];
+  snprintf(hf, sizeof hf, "%s/out_hf.safetensors", dir);
+  /* an HF ImageNet classification file: encoder + classifier.*, no head; it imports
+   * without --allow-partial (the head keeps its initialisation, classifier skipped) */
+  snprintf(edited, sizeof edited, "%s/hf_imagenet.safetensors", dir);
+  if (write_edited(hf, edited, EDIT_CLASSIFIER)) {
+    CHECK_MSG(t2s_test_run("%s/t2sda_convert import %s %s/hf_imagenet.h5 --arch %s > %s/hf_imagenet.log 2>&1",
+                           bin, edited, dir, cfg, dir) == 0, "an HF classification file must import "
+              "(see %s/hf_imagenet.log)", dir);
+    CHECK(t2s_test_run("grep -q 'classifier.*ImageNet classifier' %s/hf_imagenet.log", dir) == 0);
+    CHECK(t2s_test_run("grep -q 'no segmentation head' %s/hf_imagenet.log", dir) == 0);
+  }
+  /* inspect exits 1 on what import refuses: a weight's dtype swapped (always), its
+   * shape swapped (with --arch, a dry-run import) */
+  snprintf(edited, sizeof edited, "%s/dtype_swap.safetensors", dir);
+  if (write_edited(hf, edited, EDIT_DTYPE)) {
+    CHECK(t2s_test_run("%s/t2sda_convert inspect %s > /dev/null 2>&1", bin, edited) == 1);
+    CHECK(t2s_test_run("%s/t2sda_convert import %s %s/x.h5 --arch %s > /dev/null 2>&1", bin, edited,
+                       dir, cfg) != 0);
+  }
+  snprintf(edited, sizeof edited, "%s/shape_swap.safetensors", dir);
+  if (write_edited(hf, edited, EDIT_SHAPE)) {
+    CHECK(t2s_test_run("%s/t2sda_convert inspect %s > /dev/null 2>&1", bin, edited) == 0);
+    CHECK(t2s_test_run("%s/t2sda_convert inspect %s --arch %s > /dev/null 2>&1", bin, edited, cfg) == 1);
+    CHECK(t2s_test_run("%s/t2sda_convert import %s %s/x.h5 --arch %s > /dev/null 2>&1", bin, edited,
+                       dir, cfg) != 0);
+  }
+  CHECK(t2s_test_run("%s/t2sda_convert inspect %s --arch %s > /dev/null 2>&1", bin, hf, cfg) == 0);
   return t2s_test_finish("test_convert_mit");
 }

@@ -3,13 +3,16 @@
  *   t2sda_convert import SRC.pth|SRC.safetensors|SRC.h5 OUT.h5 --arch CONFIG.yaml
  *                 [--naming mmseg|torchvision|timm|hf|segformer] [--prefix P] [--allow-partial]
  *   t2sda_convert export CKPT.h5 OUT.safetensors|OUT.pth [--which student|teacher] [--naming N]
- *   t2sda_convert inspect FILE
+ *   t2sda_convert inspect FILE [--arch CONFIG.yaml [--naming N] [--prefix P] [--allow-partial]]
  *
  * import builds the network of CONFIG's model.* keys, loads the weights
  * (core/formats/pretrained.h) and writes a checkpoint whose /params, /buffers and /ema
  * (teacher = student) hold them: usable as model.pretrained or for export.
  * export writes PyTorch names and shapes with num_batches_tracked added, so
- * `model.load_state_dict(load_file(OUT), strict=True)` works. */
+ * `model.load_state_dict(load_file(OUT), strict=True)` works.
+ * inspect lists the tensors and exits 1 on what import would refuse: without
+ * --arch, weights, biases and BN statistics that are not floating point; with
+ * --arch, everything import checks (names, shapes, dtypes), without writing. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +31,8 @@ static void usage(FILE *out) {
           "                [--prefix model.|ema_model.|backbone.|...] [--allow-partial]\n"
           "      SRC: .pth (torch.save zip), .safetensors or a t2sda checkpoint .h5\n"
           "  t2sda_convert export CKPT.h5 OUT.safetensors|OUT.pth [--which student|teacher] [--naming mmseg]\n"
-          "  t2sda_convert inspect FILE\n");
+          "  t2sda_convert inspect FILE [--arch CONFIG.yaml [--naming N] [--prefix P] [--allow-partial]]\n"
+          "      lists the tensors; exits 1 on what import would refuse (with --arch: a dry-run import)\n");
 }
 
 static int fail(const t2s_error *err) {
@@ -66,24 +70,36 @@ static int parse_opts(int argc, char **argv, int first, opts *o) {
   return 1;
 }
 
+/* Builds the network of --arch's config into *m (*built = 1 once it must be freed)
+ * and loads src into it: what import does before writing. */
+static t2s_status build_and_load(const char *src, const opts *o, t2s_train_config *cfg,
+                                 t2s_segmentor *m, int *built, t2s_error *err) {
+  t2s_model_cfg mc;
+  *built = 0;
+  if (cfg == NULL) return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory for the config");
+  t2s_status st = t2s_train_config_load(cfg, o->arch, NULL, 0, err);
+  if (st == T2S_OK) st = t2s_model_cfg_from_train_config(cfg, &mc, err);
+  if (st == T2S_OK) st = t2s_segmentor_build(m, &mc, T2S_DEV_CPU, (uint64_t)cfg->seed, err);
+  if (st != T2S_OK) return st;
+  *built = 1;
+  return t2s_load_pretrained_ex(&m->params, src, o->naming, o->prefix, o->allow_partial, NULL,
+                                stdout, err);
+}
+
+static int need_arch(const char *cmd) {
+  fprintf(stderr, "t2sda_convert %s: --arch CONFIG.yaml is required (it says which network "
+                  "to build: model.backbone.*, model.decode_head.*, model.num_classes)\n", cmd);
+  return 2;
+}
+
 static int cmd_import(const char *src, const char *out, const opts *o) {
   t2s_error err = {0};
-  if (!o->arch) {
-    fprintf(stderr, "t2sda_convert import: --arch CONFIG.yaml is required (it says which network "
-                    "to build: model.backbone.*, model.decode_head.*, model.num_classes)\n");
-    return 2;
-  }
+  if (!o->arch) return need_arch("import");
   t2s_train_config *cfg = calloc(1, sizeof *cfg);
-  t2s_model_cfg mc;
   t2s_segmentor m;
   char *yaml = NULL;
   int built = 0, rc = 1;
-  if (!cfg || t2s_train_config_load(cfg, o->arch, NULL, 0, &err) != T2S_OK) goto done;
-  if (t2s_model_cfg_from_train_config(cfg, &mc, &err) != T2S_OK) goto done;
-  if (t2s_segmentor_build(&m, &mc, T2S_DEV_CPU, (uint64_t)cfg->seed, &err) != T2S_OK) goto done;
-  built = 1;
-  if (t2s_load_pretrained_ex(&m.params, src, o->naming, o->prefix, o->allow_partial, NULL, stdout, &err) != T2S_OK)
-    goto done;
+  if (build_and_load(src, o, cfg, &m, &built, &err) != T2S_OK) goto done;
   if (t2s_train_config_dump_string(cfg, &yaml, &err) != T2S_OK) goto done;
   t2s_ckpt_writer *w = t2s_ckpt_begin(out, &err);
   if (!w) goto done;
@@ -147,7 +163,41 @@ done:
   return rc;
 }
 
-static int cmd_inspect(const char *path) {
+/* What import refuses whatever the network: a weight, bias or BN statistic that is
+ * not floating point (e.g. a header whose dtype was swapped). Returns the count. */
+static int dtype_problems(const t2s_tensor_set *s) {
+  static const char *const float_suffixes[] = {".weight", ".bias", ".running_mean", ".running_var"};
+  int n = 0;
+  for (int i = 0; i < s->count; i++) {
+    const t2s_named_tensor *t = &s->items[i];
+    if (t->dtype <= T2S_FD_F64) continue;
+    for (size_t k = 0; k < sizeof float_suffixes / sizeof *float_suffixes; k++)
+      if (ends_with(t->name, float_suffixes[k])) {
+        fprintf(stderr, "t2sda_convert inspect: tensor '%s' has dtype %s, but a %s must be "
+                "floating point; import would refuse it (the file is damaged or mislabelled)\n",
+                t->name, t2s_fdtype_name(t->dtype), float_suffixes[k] + 1);
+        n++;
+        break;
+      }
+  }
+  return n;
+}
+
+/* With --arch: the whole import check against the network, nothing written. */
+static int inspect_against(const char *path, const opts *o) {
+  t2s_error err = {0};
+  t2s_train_config *cfg = calloc(1, sizeof *cfg);
+  t2s_segmentor m;
+  int built = 0;
+  t2s_status st = build_and_load(path, o, cfg, &m, &built, &err);
+  if (st != T2S_OK) fail(&err);
+  else printf("%s fits the network of %s (import would succeed)\n", path, o->arch);
+  if (built) t2s_segmentor_free(&m);
+  free(cfg);
+  return st == T2S_OK ? 0 : 1;
+}
+
+static int cmd_inspect(const char *path, const opts *o) {
   t2s_error err = {0};
   t2s_tensor_set s;
   t2s_weights_format fmt = T2S_WF_UNKNOWN;
@@ -169,8 +219,10 @@ static int cmd_inspect(const char *path) {
     if (s.items[i].dtype <= T2S_FD_F64) total += t2s_named_numel(&s.items[i]);
   }
   printf("%lld floating-point values\n", (long long)total);
+  int problems = dtype_problems(&s);
   t2s_tset_free(&s);
-  return 0;
+  if (problems) return 1;
+  return o->arch ? inspect_against(path, o) : 0;
 }
 
 int main(int argc, char **argv) {
@@ -179,7 +231,8 @@ int main(int argc, char **argv) {
     return 0;
   }
   opts o = {0};
-  if (argc >= 3 && strcmp(argv[1], "inspect") == 0 && argc == 3) return cmd_inspect(argv[2]);
+  if (argc >= 3 && strcmp(argv[1], "inspect") == 0)
+    return parse_opts(argc, argv, 3, &o) ? cmd_inspect(argv[2], &o) : 2;
   if (argc >= 4 && strcmp(argv[1], "import") == 0)
     return parse_opts(argc, argv, 4, &o) ? cmd_import(argv[2], argv[3], &o) : 2;
   if (argc >= 4 && strcmp(argv[1], "export") == 0)

@@ -75,6 +75,18 @@ static const char *resnet_ignorable(const char *foreign, int naming) {
   return NULL;
 }
 
+/* ResNet-D (timm resnet50d, mmcv ResNetV1d) downsamples through an average pool:
+ * its shortcut conv and BN are downsample.1 and .2, where V1c has a strided conv
+ * at .0 and the BN at .1. The shapes would fit layer by layer, but not the maths. */
+static const char *resnet_refusal(const t2s_tensor_set *s) {
+  for (int i = 0; i < s->count; i++)
+    if (strstr(s->items[i].name, ".downsample.2.") != NULL)
+      return "a ResNet-D (its shortcut is average pool + conv: downsample.1/.2, e.g. timm "
+             "resnet50d or mmcv ResNetV1d), but t2sda builds ResNet-V1c (strided conv "
+             "shortcut); use V1c weights, e.g. open-mmlab://resnet101_v1c";
+  return NULL;
+}
+
 static int resnet_detect(const t2s_tensor_set *s) {
   if (t2s_tset_find(s, "backbone.stem.0.weight") || t2s_tset_find(s, "stem.0.weight"))
     return T2S_NAMING_MMSEG;
@@ -118,6 +130,9 @@ static const char *mit_absent_reason(const char *ours, int naming) {
 
 static const char *mit_ignorable(const char *foreign, int naming) {
   if (starts(foreign, "head.")) return "ImageNet classifier, not part of a segmentation network";
+  /* Hugging Face SegformerForImageClassification */
+  if (naming == T2S_NAMING_HF && starts(foreign, "classifier."))
+    return "ImageNet classifier, not part of a segmentation network";
   return NULL;
 }
 
@@ -132,9 +147,9 @@ static int mit_detect(const t2s_tensor_set *s) {
 
 static const t2s_name_family families[] = {
     {"resnet_v1c", "backbone.stem.0.weight", resnet_foreign_names, resnet_absent_reason,
-     resnet_ignorable, resnet_detect},
+     resnet_ignorable, resnet_detect, resnet_refusal},
     {"mit", "backbone.patch_embed1.proj.weight", mit_foreign_names, mit_absent_reason, mit_ignorable,
-     mit_detect},
+     mit_detect, NULL},
 };
 
 const t2s_name_family *t2s_name_family_find(int (*has)(void *user, const char *name), void *user) {
@@ -217,9 +232,13 @@ static void print_grouped(FILE *out, const char *title, const t2s_strlist *l) {
 }
 
 void t2s_import_report_print(const t2s_import_report *r, const char *source, FILE *out) {
-  fprintf(out, "%s: %s naming%s%s%s: loaded %d tensors\n", source, r->naming,
-          r->prefix[0] ? ", prefix '" : "", r->prefix, r->prefix[0] ? "' stripped" : "", r->n_loaded);
+  fprintf(out, "%s: %s naming%s%s%s: ", source, r->naming, r->prefix[0] ? ", prefix '" : "",
+          r->prefix, r->prefix[0] ? "' stripped" : "");
+  /* a refused load loads nothing: do not announce "loaded" before "Nothing was loaded" */
+  if (r->refused) fprintf(out, "%d tensors match, but nothing is loaded (problems below)\n", r->n_loaded);
+  else fprintf(out, "loaded %d tensors\n", r->n_loaded);
   if (r->backbone_only) fprintf(out, "  the file holds a backbone only (names without 'backbone.')\n");
+  if (r->no_head) fprintf(out, "  the file holds no segmentation head: the head keeps its initialisation\n");
   print_list(out, "MISSING from the file", &r->missing);
   print_list(out, "SHAPE MISMATCH", &r->mismatch);
   print_list(out, "UNEXPECTED in the file", &r->unexpected);
@@ -260,8 +279,10 @@ static int plan_one(const t2s_name_family *fam, int naming, const t2s_param *q, 
                     const t2s_tensor_set *src, int idx[2], char *used, t2s_import_report *rep) {
   char names[2][T2S_NAME_MAX];
   int n = fam->foreign_names(q->name, naming, names);
-  if (n == 0 || (strip_backbone && !starts(q->name, "backbone."))) {
+  int headless = rep->no_head && !starts(q->name, "backbone.");
+  if (n == 0 || headless || (strip_backbone && !starts(q->name, "backbone."))) {
     const char *why = n == 0 && fam->absent_reason ? fam->absent_reason(q->name, naming)
+                      : headless ? "the file holds no segmentation head (kept at initialisation)"
                       : "the file holds a backbone only (kept at initialisation)";
     return t2s_strlist_addf(&rep->kept, "%s: %s", q->name, why) ? 0 : -1;
   }
@@ -289,6 +310,22 @@ static int plan_one(const t2s_name_family *fam, int naming, const t2s_param *q, 
   return n;
 }
 
+/* Whether any of our head tensors (outside "backbone.") is in the file: an ImageNet
+ * encoder file (e.g. Hugging Face's classification SegFormer) has none, and then
+ * the head keeps its initialisation rather than being reported missing. */
+static int file_has_head(const t2s_name_family *fam, int naming, const t2s_params *p,
+                         const t2s_tensor_set *src) {
+  for (int i = 0; i < p->count + p->buf_count; i++) {
+    const t2s_param *q = t2s_plan_param(p, i);
+    char names[2][T2S_NAME_MAX];
+    if (starts(q->name, "backbone.")) continue;
+    int n = fam->foreign_names(q->name, naming, names);
+    for (int k = 0; k < n; k++)
+      if (find_index(src, names[k]) >= 0) return 1;
+  }
+  return 0;
+}
+
 t2s_status t2s_name_map_plan(const t2s_name_family *fam, int naming, const t2s_params *p,
                              const t2s_tensor_set *src, t2s_import_plan *plan,
                              t2s_import_report *rep, t2s_error *err) {
@@ -304,6 +341,7 @@ t2s_status t2s_name_map_plan(const t2s_name_family *fam, int naming, const t2s_p
   int has_backbone = 0;
   for (int i = 0; i < src->count && !has_backbone; i++) has_backbone = starts(src->items[i].name, "backbone.");
   rep->backbone_only = !has_backbone && naming == T2S_NAMING_MMSEG;
+  rep->no_head = !rep->backbone_only && !file_has_head(fam, naming, p, src);
   plan->n = p->count + p->buf_count;
   plan->src = calloc((size_t)plan->n + 1, sizeof *plan->src);
   plan->n_src = calloc((size_t)plan->n + 1, sizeof *plan->n_src);

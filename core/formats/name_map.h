@@ -55,6 +55,9 @@ typedef struct t2s_name_family {
   const char *(*ignorable)(const char *foreign, int naming);
   /* The naming a file's tensor names follow, or -1. */
   int (*detect)(const t2s_tensor_set *src);
+  /* Optional: why the file, although of this family's naming, cannot be imported at
+   * all (one sentence, e.g. a ResNet-D where ours is a ResNet-V1c), or NULL. */
+  const char *(*refusal)(const t2s_tensor_set *src);
 } t2s_name_family;
 
 /* The family whose probe tensor `has(user, probe)` reports, or NULL. */
@@ -76,6 +79,8 @@ typedef struct t2s_import_report {
   char naming[32];
   char prefix[T2S_NAME_MAX];  /* stripped from the file's names ("" = none) */
   int backbone_only;          /* the file holds a backbone without "backbone." */
+  int no_head;                /* the file has none of our head's tensors: the head is kept */
+  int refused;                /* problems and no partial load: nothing is loaded */
   int n_loaded;
   t2s_strlist missing;        /* ours that the file should have but does not */
   t2s_strlist mismatch;       /* "name: ours [..], file [..]" */

@@ -290,8 +290,12 @@ t2s_status t2s_load_pretrained_family(t2s_params *p, const t2s_name_family *fam,
   t2s_import_plan plan = {0};
   t2s_status st = t2s_tset_strip_prefix(src, prefix, source, err);
   snprintf(rep->prefix, sizeof rep->prefix, "%s", prefix ? prefix : "");
+  const char *refusal = st == T2S_OK && fam->refusal ? fam->refusal(src) : NULL;
+  if (refusal)
+    st = t2s_error_set(err, T2S_ERR_UNSUPPORTED, "%s is %s. Nothing was loaded", source, refusal);
   if (st == T2S_OK) st = resolve_naming(fam, src, naming, source, &nm, err);
   if (st == T2S_OK) st = t2s_name_map_plan(fam, nm, p, src, &plan, rep, err);
+  rep->refused = st == T2S_OK && t2s_import_report_failed(rep) && !allow_partial;
   if (st == T2S_OK && log) t2s_import_report_print(rep, source, log);
   if (st == T2S_OK && t2s_import_report_failed(rep) && !allow_partial) {
     char miss[300], bad[300], extra[300];
