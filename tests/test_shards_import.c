@@ -705,6 +705,22 @@ static void test_cli(void) {
   CHECK_MSG(WEXITSTATUS(system(cmd)) == 1, "a missing tree must exit 1");
   snprintf(cmd, sizeof cmd, "'%s' gta5 a b --shards x > '%s' 2>&1", exe, log);
   CHECK_MSG(WEXITSTATUS(system(cmd)) == 2, "a usage error must exit 2");
+  /* an unknown layout is named */
+  snprintf(cmd, sizeof cmd, "'%s' kitti a b 2>&1 | grep -q \"unknown dataset layout 'kitti'\"", exe);
+  CHECK_MSG(system(cmd) == 0, "an unknown layout must be named in the error");
+  /* --help works on every tool executable and subcommand: usage on stdout, exit 0 */
+  const char *helps[] = {"t2sda_shards --help", "t2sda_shards gta5 --help", "t2sda_synth --help",
+                         "t2sda_convert --help", "t2sda_convert import --help",
+                         "t2sda_convert inspect --help", "t2sda_bench --help",
+                         "t2sda_bench step --help", "t2sda_bench data --help",
+                         "t2sda_bench allreduce --help", "t2sda_bench scaling --help",
+                         "t2sda_bench selfcheck --help"};
+  for (size_t k = 0; k < sizeof helps / sizeof *helps; k++) {
+    snprintf(cmd, sizeof cmd, "%s/bin/%s 2>/dev/null | grep -q usage", bin ? bin : ".", helps[k]);
+    CHECK_MSG(system(cmd) == 0, "'%s' must print its usage and exit 0", helps[k]);
+    snprintf(cmd, sizeof cmd, "%s/bin/%s > /dev/null 2>&1", bin ? bin : ".", helps[k]);
+    CHECK_MSG(WEXITSTATUS(system(cmd)) == 0, "'%s' must exit 0", helps[k]);
+  }
 }
 
 int main(void) {

@@ -403,8 +403,13 @@ static int bench_selfcheck(int iters) {
   return pass ? 0 : 1;
 }
 
+static int is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
+
 int main(int argc, char **argv) {
-  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+  int help = argc < 2;
+  /* `t2sda_bench step --help` etc.; `data --help` has its own, longer text */
+  for (int i = 1; i < argc && !(argc >= 2 && strcmp(argv[1], "data") == 0); i++) help |= is_help(argv[i]);
+  if (help) {
     printf("usage: t2sda_bench selfcheck [--iters 150]\n"
            "       t2sda_bench step [--depth 50] [--base-channels 64] [--batch 2] [--crop W H]\n"
            "                        [--classes 19] [--iters 5] [--warmup 2] [--threads 2] [--json FILE]\n"

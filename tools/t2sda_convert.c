@@ -226,10 +226,11 @@ static int cmd_inspect(const char *path, const opts *o) {
 }
 
 int main(int argc, char **argv) {
-  if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-    usage(stdout);
-    return 0;
-  }
+  for (int i = 1; i < argc; i++) /* also `t2sda_convert import --help` */
+    if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+      usage(stdout);
+      return 0;
+    }
   opts o = {0};
   if (argc >= 3 && strcmp(argv[1], "inspect") == 0)
     return parse_opts(argc, argv, 3, &o) ? cmd_inspect(argv[2], &o) : 2;

@@ -159,13 +159,19 @@ static void on_interrupt(int sig) {
 }
 
 int main(int argc, char **argv) {
-  if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-    fputs(usage, stdout);
-    return 0;
-  }
+  for (int i = 1; i < argc; i++) /* also `t2sda_shards gta5 --help` */
+    if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+      fputs(usage, stdout);
+      return 0;
+    }
   t2s_import_layout layout;
-  if (argc < 4 || !t2s_import_layout_parse(argv[1], &layout)) {
-    fprintf(stderr, "%s", usage);
+  if (argc >= 2 && !t2s_import_layout_parse(argv[1], &layout)) {
+    fprintf(stderr, "t2sda_shards: unknown dataset layout '%s' (choose cityscapes, gta5, synthia "
+            "or generic)\n%s", argv[1], usage);
+    return 2;
+  }
+  if (argc < 4) {
+    fprintf(stderr, "t2sda_shards: ROOT and OUT are required\n%s", usage);
     return 2;
   }
   t2s_import_opts o;

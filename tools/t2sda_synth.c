@@ -209,6 +209,16 @@ typedef struct opts {
   long long source, target, val, width, height, seed, shards, threads, deflate;
 } opts;
 
+static const char *usage =
+    "usage: t2sda_synth OUT --source N --target N --val N --size W H --seed S\n"
+    "                   [--shards K] [--threads T] [--deflate L]\n"
+    "  writes the synthetic domain-shift data set as shards:\n"
+    "    OUT/source-*.h5  labelled source images     OUT/target-*.h5  unlabelled target images\n"
+    "    OUT/val-*.h5     labelled target images (never a training image)\n"
+    "  --size W H   image size (%d..%d)      --seed S     the data set's seed\n"
+    "  --shards K   shards per split (default 1)   --threads T  drawing threads (default 2)\n"
+    "  --deflate L  zlib level 1-4 (default 1)\n";
+
 static int parse_args(int argc, char **argv, opts *o) {
   *o = (opts){.source = -1, .target = -1, .val = -1, .width = -1, .height = -1, .seed = -1,
               .shards = 1, .threads = 2, .deflate = 1};
@@ -240,20 +250,24 @@ static int parse_args(int argc, char **argv, opts *o) {
            parse_i64(a, argv[i + 2], T2S_SYNTH_MIN_SIZE, T2S_SYNTH_MAX_SIZE, &o->height);
       i += 2;
     } else {
-      fprintf(stderr, "t2sda_synth: unknown option '%s' (see the usage at the top of tools/t2sda_synth.c)\n", a);
+      fprintf(stderr, "t2sda_synth: unknown option '%s' (t2sda_synth --help lists them)\n", a);
       return 0;
     }
     if (!ok) return 0;
   }
   if (!o->out || o->source < 0 || o->target < 0 || o->val < 0 || o->width < 0 || o->seed < 0) {
-    fprintf(stderr, "usage: t2sda_synth OUT --source N --target N --val N --size W H --seed S "
-                    "[--shards K] [--threads T] [--deflate L]\n");
+    fprintf(stderr, usage, T2S_SYNTH_MIN_SIZE, T2S_SYNTH_MAX_SIZE);
     return 0;
   }
   return 1;
 }
 
 int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      printf(usage, T2S_SYNTH_MIN_SIZE, T2S_SYNTH_MAX_SIZE);
+      return 0;
+    }
   opts o;
   if (!parse_args(argc, argv, &o)) return 2;
   if (mkdir(o.out, 0777) != 0 && errno != EEXIST) {

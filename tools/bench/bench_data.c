@@ -7,9 +7,24 @@
 #include <string.h>
 #include <time.h>
 
+#include <glob.h>
+#include <sys/stat.h>
+
 #include "data/loader.h"
 #include "data/shard_fast.h"
+#include "data/synth.h"
 
+/* Without --shards: synthetic GTA5-sized shards, drawn once into this folder. */
+#define DEFAULT_DIR "/tmp/t2sda_bench_data"
+#define DEFAULT_SHARDS 4
+#define DEFAULT_PER_SHARD 16
+
+static const char *usage =
+    "usage: t2sda_bench data [--shards GLOB] [--crop W H] [--batch B] [--iters N] [--warmup N]\n"
+    "                        [--threads 1,2] [--rare-class] [--no-labels]\n"
+    "  loader images/s for each thread count (0 = in the caller's thread), and the time per\n"
+    "  sample of chunk read, inflate and augmentation. Without --shards, synthetic 1280x720\n"
+    "  shards are drawn once into " DEFAULT_DIR " (a few seconds) and reused.\n";
 #define MAX_THREAD_COUNTS 8
 
 typedef struct data_opts {
@@ -47,9 +62,14 @@ static int parse_threads(const char *s, data_opts *o) {
   return o->n_threads > 0;
 }
 
+/* 1: options read; 0: a usage error (reported); -1: --help was printed. */
 static int parse_opts(int argc, char **argv, data_opts *o) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      fputs(usage, stdout);
+      return -1;
+    }
     int need = strcmp(a, "--crop") == 0 ? 2 : (strcmp(a, "--rare-class") == 0 ||
                                                strcmp(a, "--no-labels") == 0 ? 0 : 1);
     if (strncmp(a, "--", 2) == 0 && i + need >= argc) {
@@ -69,7 +89,7 @@ static int parse_opts(int argc, char **argv, data_opts *o) {
     else if (strcmp(a, "--rare-class") == 0) o->rare_class = 1;
     else if (strcmp(a, "--no-labels") == 0) o->labels = 0;
     else {
-      fprintf(stderr, "t2sda_bench data: unknown option '%s' (see data/bench_data.h)\n", a);
+      fprintf(stderr, "t2sda_bench data: unknown option '%s'\n%s", a, usage);
       return 0;
     }
     if (!ok) return 0;
@@ -159,17 +179,72 @@ static int run_threads(t2s_dataset *ds, const data_opts *o, int workers, double 
   return 1;
 }
 
+/* Draws DEFAULT_SHARDS x DEFAULT_PER_SHARD labelled synthetic source images
+ * (1280 x 720, GTA5's size) into DEFAULT_DIR, each shard committed atomically. */
+static t2s_status draw_default_shards(t2s_error *err) {
+  if (mkdir(DEFAULT_DIR, 0777) != 0 && errno != EEXIST)
+    return t2s_error_set(err, T2S_ERR_IO, "cannot create %s: %s", DEFAULT_DIR, strerror(errno));
+  t2s_synth_cfg cfg = {1280, 720, 1};
+  t2s_shard_meta m;
+  memset(&m, 0, sizeof m);
+  m.num_classes = t2s_synth_class_count();
+  for (int c = 0; c < m.num_classes; c++)
+    snprintf(m.class_names[c], T2S_CLASS_NAME_MAX, "%s", t2s_synth_class_name(c));
+  snprintf(m.domain, sizeof m.domain, "%s", t2s_synth_domain_name(T2S_SYNTH_SOURCE));
+  snprintf(m.split, sizeof m.split, "train");
+  m.has_label = 1, m.width = cfg.width, m.height = cfg.height;
+  size_t px = (size_t)cfg.width * cfg.height;
+  uint8_t *rgb = malloc(3 * px), *lab = malloc(px);
+  t2s_status st = rgb && lab ? T2S_OK : t2s_error_set(err, T2S_ERR_NOMEM, "out of memory");
+  for (int k = 0; k < DEFAULT_SHARDS && st == T2S_OK; k++) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/source-%05d-of-%05d.h5", DEFAULT_DIR, k, DEFAULT_SHARDS);
+    t2s_shard_writer *w = t2s_shard_writer_open(path, &m, 1, err);
+    if (w == NULL) st = err->status;
+    for (int i = 0; i < DEFAULT_PER_SHARD && st == T2S_OK; i++) {
+      char name[32];
+      uint64_t index = (uint64_t)(k * DEFAULT_PER_SHARD + i);
+      snprintf(name, sizeof name, "synth_%06llu", (unsigned long long)index);
+      st = t2s_synth_draw(&cfg, T2S_SYNTH_SOURCE, index, rgb, lab, err);
+      if (st == T2S_OK) st = t2s_shard_writer_add(w, name, rgb, lab, err);
+    }
+    if (w != NULL) {
+      if (st == T2S_OK) st = t2s_shard_writer_commit(w, err);
+      else t2s_shard_writer_abort(w);
+    }
+  }
+  free(rgb), free(lab);
+  return st;
+}
+
+static int default_shards_exist(const char *pattern) {
+  glob_t g;
+  int n = glob(pattern, 0, NULL, &g) == 0 ? (int)g.gl_pathc : 0;
+  globfree(&g);
+  return n == DEFAULT_SHARDS;
+}
+
 int t2s_bench_data(int argc, char **argv) {
   data_opts o = {.crop_w = 512, .crop_h = 512, .batch = 2, .iters = 30, .warmup = 2,
                  .labels = 1, .threads = {1, 2}, .n_threads = 2};
-  snprintf(o.shards[0], sizeof o.shards[0], "/tmp/t2sda_bench_data/source-*.h5");
-  if (!parse_opts(argc, argv, &o)) return 2;
-  t2s_dataset ds;
+  snprintf(o.shards[0], sizeof o.shards[0], DEFAULT_DIR "/source-*-of-%05d.h5", DEFAULT_SHARDS);
+  char given[512];
+  snprintf(given, sizeof given, "%s", o.shards[0]);
+  int rc = parse_opts(argc, argv, &o);
+  if (rc <= 0) return rc < 0 ? 0 : 2;
   t2s_error err = {0};
+  if (strcmp(given, o.shards[0]) == 0 && !default_shards_exist(o.shards[0])) {
+    printf("data: drawing %d synthetic 1280x720 images into %s (once)\n",
+           DEFAULT_SHARDS * DEFAULT_PER_SHARD, DEFAULT_DIR);
+    fflush(stdout);
+    if (draw_default_shards(&err) != T2S_OK) {
+      fprintf(stderr, "t2sda_bench data: %s\n", err.msg);
+      return 1;
+    }
+  }
+  t2s_dataset ds;
   if (t2s_dataset_open(&ds, (const char(*)[512])o.shards, 1, "--shards", &err) != T2S_OK) {
-    fprintf(stderr, "t2sda_bench data: %s\n(generate shards with: t2sda_synth "
-            "/tmp/t2sda_bench_data --source 240 --target 0 --val 0 --size 1280 720 --shards 4)\n",
-            err.msg);
+    fprintf(stderr, "t2sda_bench data: %s\n", err.msg);
     return 1;
   }
   printf("data: %lld images %dx%d in %d shards, crop %dx%d, batch %d, %s, %s\n",

@@ -7,8 +7,8 @@
  * shards and times `iters` batches after `warmup`, the consumer doing nothing else:
  * the images/s printed is what the loader can feed at most. A one-thread pass also
  * splits the time per sample into the locked chunk read, the inflate and the
- * augmentation. Generate shards with, e.g.,
- *   t2sda_synth /tmp/t2sda_bench_data --source 240 --target 0 --val 0 --size 1280 720 --shards 4 */
+ * augmentation. Without --shards it draws 64 synthetic 1280x720 images into
+ * /tmp/t2sda_bench_data once (4 shards) and reuses them on later runs. */
 #pragma once
 
 /* argv[0] is the subcommand ("data"); options follow. Returns the exit code. */

@@ -489,6 +489,18 @@ int t2s_bench_scaling(int argc, char **argv) {
   scaling_opts o = {{1, 2}, 2, "mpirun --bind-to none -np", NULL, NULL, NULL, 0, 2, 0, 18, 16,
                     64, 64, 19, 5, 2, 1, 0, 25.0, T2S_DEV_CPU};
   if (!parse_opts(argc, argv, &o)) return 2;
+  char launcher[160];
+  if (strcmp(o.launcher, "mpirun --bind-to none -np") == 0) {
+    /* Open MPI refuses to start as root without --allow-run-as-root (containers, CI)
+     * and more ranks than cores without --oversubscribe: add them when needed */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int most = 1;
+    for (int k = 0; k < o.n_ranks; k++) most = o.ranks[k] > most ? o.ranks[k] : most;
+    snprintf(launcher, sizeof launcher, "mpirun --bind-to none%s%s -np",
+             geteuid() == 0 ? " --allow-run-as-root" : "",
+             cores > 0 && most > cores ? " --oversubscribe" : "");
+    o.launcher = launcher;
+  }
   /* A launcher's environment (the variables of dist/comm.h's launch detection) or
    * --worker makes this process a worker; otherwise it launches the workers. */
   int launched = getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK") ||
