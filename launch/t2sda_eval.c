@@ -50,34 +50,44 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--quiet") == 0) quiet = 1;
     else if (strncmp(a, "--", 2) == 0) {
       fprintf(stderr, "t2sda_eval: unknown option or missing value: '%s'\n", a);
+      free(over);
       return usage(2);
     } else if (config == NULL) config = a;
     else over[n_over++] = argv[i];
   }
-  if (config == NULL || ckpt == NULL) return usage(2);
+  if (config == NULL || ckpt == NULL) return free(over), usage(2);
   if (strcmp(which, "student") != 0 && strcmp(which, "teacher") != 0)
-    return fail("--which takes student or teacher");
+    return free(over), fail("--which takes student or teacher");
   t2s_error err = {0};
   t2s_train_config *cfg = malloc(sizeof *cfg);
+  int rc = 1;
   char mode_override[64];
   if (mode) {
     /* --mode is a shorthand for the override evaluation.mode=...; same checks */
     snprintf(mode_override, sizeof mode_override, "evaluation.mode=%s", mode);
     over[n_over++] = mode_override;
   }
-  if (t2s_train_config_load(cfg, config, over, n_over, &err) != T2S_OK) return fail(err.msg);
-  if (save >= 0) cfg->evaluation.save_predictions = save;
-  if (cfg->data.n_val_shards == 0) return fail("data.val.shards is empty: nothing to evaluate on");
-
   t2s_comm comm;
   t2s_dist_cfg dc = t2s_dist_default_cfg();
   dc.quiet = 1;
-  if (t2s_dist_init(&comm, &dc, &err) != T2S_OK) return fail(err.msg);
+  /* error paths before the communicator exists free what was allocated (LSan) */
+  if (cfg == NULL || t2s_train_config_load(cfg, config, over, n_over, &err) != T2S_OK) {
+    fail(cfg ? err.msg : "out of memory");
+    goto done_args;
+  }
+  if (save >= 0) cfg->evaluation.save_predictions = save;
+  if (cfg->data.n_val_shards == 0) {
+    fail("data.val.shards is empty: nothing to evaluate on");
+    goto done_args;
+  }
+  if (t2s_dist_init(&comm, &dc, &err) != T2S_OK) {
+    fail(err.msg);
+    goto done_args;
+  }
   t2s_model_cfg mc;
   t2s_segmentor m;
   t2s_ctx *ctx = NULL;
   t2s_dataset val;
-  int rc = 1;
   if (t2s_model_cfg_from_train_config(cfg, &mc, &err) != T2S_OK ||
       t2s_segmentor_build(&m, &mc, T2S_DEV_CPU, 0, &err) != T2S_OK) {
     fail(err.msg);
@@ -114,8 +124,8 @@ int main(int argc, char **argv) {
                      {cfg->evaluation.stride[0], cfg->evaluation.stride[1]},
                      cfg->evaluation.save_predictions, pred_dir, comm.rank, comm.world,
                      comm.world > 1 ? allreduce_i64 : NULL, &comm};
-  t2s_confusion conf;
-  t2s_seg_metrics met;
+  t2s_confusion conf = {0};
+  t2s_seg_metrics met = {0};
   if (ctx == NULL || t2s_confusion_init(&conf, val.meta.num_classes, cfg->data.ignore_index, &err) != T2S_OK ||
       t2s_evaluate(ctx, &m, &val, &ec, &conf, &err) != T2S_OK ||
       t2s_metrics_compute(&conf, NULL, &met, &err) != T2S_OK) {
@@ -165,12 +175,14 @@ int main(int argc, char **argv) {
   t2s_metrics_free(&met);
   t2s_confusion_free(&conf);
 done_val:
+  if (rc != 0) t2s_metrics_free(&met), t2s_confusion_free(&conf);
   t2s_dataset_close(&val);
   t2s_ctx_destroy(ctx);
 done_model:
   t2s_segmentor_free(&m);
 done_comm:
   t2s_dist_finalize(&comm);
+done_args:
   free(cfg);
   free(over);
   return rc;

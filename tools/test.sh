@@ -19,8 +19,9 @@ if [[ "${T2S_SKIP_ASAN:-0}" != 1 && $# -eq 0 ]]; then
   echo "== sanitizer stage: malformed and hostile inputs under ASan/UBSan ($asan)"
   cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=Debug -DT2S_CUDA=OFF -DT2S_ASAN=ON -DT2S_WERROR=ON > /dev/null
   targets=(test_convert_safetensors test_convert_pth test_convert_import test_checkpoint test_config
-           test_shard test_shards_import)
-  cmake --build "$asan" -j"$jobs" --target "${targets[@]}" > /dev/null
+           test_shard test_shards_import test_eval_errors)
+  # executables that those tests drive (t2sda_eval's error paths must not leak)
+  cmake --build "$asan" -j"$jobs" --target "${targets[@]}" t2sda_eval > /dev/null
   regex=$(IFS='|'; echo "${targets[*]}")
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     ctest --test-dir "$asan" --output-on-failure -j"$jobs" -R "^($regex)\$"
