@@ -1,11 +1,16 @@
-/* t2sda_train CONFIG [key.path=value ...] [--resume auto|PATH] [--dump-config] [--quiet]
+/* t2sda_train CONFIG [key.path=value ...] [--resume auto|PATH] [--overwrite] [--dump-config] [--quiet]
  * t2sda_train --config-reference   (docs/config.md: every key of the schema)
  *
  * Trains the experiment of CONFIG (one process, or one per GPU/CPU slot under
  * mpirun / srun). Prints the resolved config, then one progress line per
  * log.interval on rank 0; writes work_dir/metrics.jsonl; evaluates every
  * evaluation.interval; keeps iter_*.h5 (checkpoint.max_keep), latest.h5 and
- * best.h5. SIGTERM or SIGINT saves a checkpoint and exits 0. */
+ * best.h5. SIGTERM or SIGINT saves a checkpoint and exits 0; the last line then says
+ * "interrupted". A work_dir that already holds a run needs --resume or --overwrite.
+ *
+ * Test hook: T2S_TEST_POISON_LOSS=TERM@ITER (TERM: src, mix, fd or t2s) makes that loss
+ * term NaN at iteration ITER, so that tests exercise the non-finite guard
+ * deterministically (tests/test_train_e2e.c). Never set it for real runs. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,22 +50,41 @@ static int config_reference(void) {
 
 static int usage(int code) {
   fprintf(code ? stderr : stdout,
-          "usage: t2sda_train CONFIG.yaml [key.path=value ...] [--resume auto|PATH] [--stop-after N] [--dump-config] [--quiet]\n"
+          "usage: t2sda_train CONFIG.yaml [key.path=value ...] [--resume auto|PATH] [--overwrite] [--stop-after N]\n"
+          "                   [--dump-config] [--quiet]\n"
           "  key.path=value   override a config key (same checks as the file), e.g. runner.max_iters=100\n"
           "  --resume auto    continue from the newest checkpoint in work_dir (fresh start if none)\n"
           "  --resume PATH    continue from this checkpoint\n"
+          "  --overwrite      start fresh even if work_dir already holds a run (its checkpoints get\n"
+          "                   replaced as the new run saves; metrics.jsonl is restarted)\n"
           "  --stop-after N   run N iterations, save a checkpoint and exit 0 (time-sliced jobs)\n"
           "  --dump-config    print the resolved config and exit\n"
-          "       t2sda_train --config-reference   print every config key as Markdown (docs/config.md)\n");
+          "  --quiet          no resolved config or progress lines\n"
+          "       t2sda_train --config-reference   print every config key as Markdown (docs/config.md)\n"
+          "Under mpirun / srun every rank must get the same config and overrides (checked at start).\n");
   return code;
+}
+
+/* The last line of a run says how it ended, so that a log tail tells a finished run
+ * from an interrupted one. */
+static void print_end(const t2s_trainer *t, const char *work_dir) {
+  if (t->stop_reason == 1)
+    printf("t2sda_train: interrupted at iteration %lld: checkpoint saved in %s (continue with --resume auto)\n",
+           (long long)t->iter, work_dir);
+  else if (t->stop_reason == 2)
+    printf("t2sda_train: stopped after --stop-after at iteration %lld: checkpoint saved in %s "
+           "(continue with --resume auto)\n", (long long)t->iter, work_dir);
+  else
+    printf("t2sda_train: done at iteration %lld (work_dir %s)\n", (long long)t->iter, work_dir);
 }
 
 int main(int argc, char **argv) {
   if (argc < 2) return usage(2);
-  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) return usage(0);
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return usage(0);
   if (strcmp(argv[1], "--config-reference") == 0) return argc == 2 ? config_reference() : usage(2);
   const char *config = NULL, *resume = NULL;
-  int dump = 0, quiet = 0, n_over = 0;
+  int dump = 0, quiet = 0, n_over = 0, overwrite = 0;
   long long stop_after = 0;
   char **overrides = calloc((size_t)argc, sizeof *overrides);
   for (int i = 1; i < argc; i++) {
@@ -78,6 +102,8 @@ int main(int argc, char **argv) {
       dump = 1;
     } else if (strcmp(argv[i], "--quiet") == 0) {
       quiet = 1;
+    } else if (strcmp(argv[i], "--overwrite") == 0) {
+      overwrite = 1;
     } else if (strncmp(argv[i], "--", 2) == 0) {
       fprintf(stderr, "t2sda_train: unknown option '%s'\n", argv[i]);
       return usage(2);
@@ -108,7 +134,11 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
 
-  t2s_train_opts opts = {resume, quiet, stop_after};
+  if (resume && overwrite) {
+    fprintf(stderr, "t2sda_train: --resume and --overwrite exclude each other: resume the run, or start it over\n");
+    return 2;
+  }
+  t2s_train_opts opts = {resume, quiet, stop_after, overwrite, getenv("T2S_TEST_POISON_LOSS")};
   t2s_trainer *t = calloc(1, sizeof *t);
   t2s_status st = t2s_trainer_init(t, cfg, &opts, &err);
   if (st == T2S_OK && t->comm.rank == 0 && !quiet) {
@@ -121,8 +151,8 @@ int main(int argc, char **argv) {
   if (st != T2S_OK) {
     fprintf(stderr, "t2sda_train: rank %d: %s\n", rank, err.msg);
     if (t->comm_up && t->comm.world > 1) t2s_dist_abort(&t->comm, err.msg);
-  } else if (rank == 0 && !quiet) {
-    printf("t2sda_train: done at iteration %lld (work_dir %s)\n", (long long)t->iter, cfg->work_dir);
+  } else if (rank == 0) {
+    print_end(t, cfg->work_dir);
   }
   t2s_trainer_free(t);
   free(t);

@@ -19,6 +19,8 @@ static volatile sig_atomic_t stop_requested = 0;
 void t2s_trainer_request_stop(void) { stop_requested = 1; }
 
 static int is_root(const t2s_trainer *t) { return t->comm.rank == 0; }
+static t2s_status parse_poison(t2s_trainer *t, t2s_error *err);
+static void poison(const t2s_trainer *t, t2s_uda_losses *l);
 
 static t2s_status make_dirs(const char *path, t2s_error *err) {
   char buf[1024];
@@ -98,6 +100,37 @@ static t2s_status build_optimizer(t2s_trainer *t, t2s_error *err) {
   return t2s_optim_init(&t->optim, &t->student.params, &oc, err);
 }
 
+/* Every data set must have the model's classes: shards of 11 classes under a 19-class
+ * model would train (the logits have room) and fail only at the first evaluation, with
+ * no checkpoint. The shard reader has already checked /class_pixels against the
+ * num_classes attribute and the shards of one data set against each other. */
+static t2s_status check_classes(const t2s_trainer *t, const t2s_dataset *ds, const char *what, t2s_error *err) {
+  int model = t->cfg->model.num_classes;
+  if (ds->meta.num_classes == model) return T2S_OK;
+  return t2s_error_set(err, T2S_ERR_INVALID,
+                       "%s: %s has %d classes (num_classes attribute, /class_pixels %d wide) but "
+                       "model.num_classes is %d: set model.num_classes=%d, or point %s at shards "
+                       "made for %d classes", what, t2s_shard_path(ds->shards[0]), ds->meta.num_classes,
+                       ds->meta.num_classes, model, ds->meta.num_classes, what, model);
+}
+
+/* Opens one training stream: its data set (kept by the trainer), the class check, then
+ * the loader over it. */
+static t2s_status open_stream(t2s_trainer *t, t2s_dataset **ds, t2s_loader **L, const char (*patterns)[512],
+                              int n, const char *what, const t2s_loader_cfg *lc, t2s_error *err) {
+  *ds = calloc(1, sizeof **ds);
+  if (*ds == NULL) return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory opening %s", what);
+  t2s_error e = {0};
+  if (t2s_dataset_open(*ds, patterns, n, what, &e) != T2S_OK) {
+    free(*ds);
+    *ds = NULL;
+    return t2s_error_set(err, e.status, "rank %d of %d could not open its data (%s): %s", t->comm.rank,
+                         t->comm.world, what, e.msg);
+  }
+  t2s_status st = check_classes(t, *ds, what, err);
+  return st == T2S_OK ? t2s_loader_open(L, *ds, lc, err) : st;
+}
+
 static t2s_status open_data(t2s_trainer *t, t2s_error *err) {
   const t2s_train_config *c = t->cfg;
   if (c->data.n_source_shards == 0)
@@ -122,8 +155,8 @@ static t2s_status open_data(t2s_trainer *t, t2s_error *err) {
   lc.rcs_temperature = c->data.rare_class_sampling.class_temp;
   lc.rcs_min_pixels = c->data.rare_class_sampling.min_pixels;
   lc.start_iteration = t->iter;
-  t2s_status st = t2s_loader_open_shards(&t->src, (const char(*)[512])c->data.source_shards,
-                                         c->data.n_source_shards, "data.source.shards", &lc, err);
+  t2s_status st = open_stream(t, &t->src_ds, &t->src, (const char(*)[512])c->data.source_shards,
+                              c->data.n_source_shards, "data.source.shards", &lc, err);
   if (st == T2S_OK && c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) {
     if (c->data.n_target_shards == 0)
       return t2s_error_set(err, T2S_ERR_INVALID, "uda.type needs target images but data.target.shards is empty "
@@ -132,14 +165,21 @@ static t2s_status open_data(t2s_trainer *t, t2s_error *err) {
     lc.labels = 0;
     lc.rare_class = 0;
     lc.aug.cat_max_ratio = 1.0;
-    st = t2s_loader_open_shards(&t->tgt, (const char(*)[512])c->data.target_shards,
-                                c->data.n_target_shards, "data.target.shards", &lc, err);
+    st = open_stream(t, &t->tgt_ds, &t->tgt, (const char(*)[512])c->data.target_shards,
+                     c->data.n_target_shards, "data.target.shards", &lc, err);
   }
   if (st == T2S_OK && c->data.n_val_shards > 0) {
     st = t2s_dataset_open(&t->val, (const char(*)[512])c->data.val_shards, c->data.n_val_shards,
                           "data.val.shards", err);
     t->have_val = st == T2S_OK;
+    if (st == T2S_OK) st = check_classes(t, &t->val, "data.val.shards", err);
   }
+  if (st == T2S_OK && is_root(t) && !t->opts.quiet)
+    printf("data: %lld source images (%d shard(s)), %lld target images (%d shard(s)), %lld validation images "
+           "(%d shard(s)), %d classes\n", (long long)t->src_ds->count, t->src_ds->n_shards,
+           (long long)(t->tgt_ds ? t->tgt_ds->count : 0), t->tgt_ds ? t->tgt_ds->n_shards : 0,
+           (long long)(t->have_val ? t->val.count : 0), t->have_val ? t->val.n_shards : 0,
+           c->model.num_classes);
   return st;
 }
 
@@ -264,6 +304,8 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   memset(t, 0, sizeof *t);
   t->opts = *opts;
   t->best_miou = NAN;
+  t2s_status pst = parse_poison(t, err);
+  if (pst) return pst;
   t->cfg = malloc(sizeof *t->cfg);
   if (t->cfg == NULL) return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory for the config");
   *t->cfg = *cfg;
@@ -422,6 +464,31 @@ static const char *bad_term(const t2s_uda_losses *l) {
   return NULL;
 }
 
+/* The T2S_TEST_POISON_LOSS hook (trainer.h): "TERM@ITER". */
+static t2s_status parse_poison(t2s_trainer *t, t2s_error *err) {
+  t->poison_iter = -1;
+  const char *p = t->opts.poison_loss;
+  if (p == NULL || *p == '\0') return T2S_OK;
+  char term[8] = {0};
+  int iter = -1, used = 0;
+  if (sscanf(p, "%7[a-z2]@%d%n", term, &iter, &used) != 2 || p[used] != '\0' || iter < 0 ||
+      (strcmp(term, "src") && strcmp(term, "mix") && strcmp(term, "fd") && strcmp(term, "t2s")))
+    return t2s_error_set(err, T2S_ERR_INVALID, "T2S_TEST_POISON_LOSS='%s': expected TERM@ITERATION with TERM "
+                         "one of src, mix, fd, t2s (a test hook: unset it for real runs)", p);
+  snprintf(t->poison_term, sizeof t->poison_term, "%s", term);
+  t->poison_iter = iter;
+  return T2S_OK;
+}
+
+static void poison(const t2s_trainer *t, t2s_uda_losses *l) {
+  if (t->poison_iter < 0 || t->iter != t->poison_iter) return;
+  double *term = strcmp(t->poison_term, "src") == 0   ? &l->src
+                 : strcmp(t->poison_term, "mix") == 0 ? &l->mix
+                 : strcmp(t->poison_term, "fd") == 0  ? &l->fd
+                                                      : &l->t2s;
+  *term = NAN;
+}
+
 static uint64_t fnv1a(uint64_t h, const void *data, size_t bytes) {
   const unsigned char *p = data;
   for (size_t i = 0; i < bytes; i++) h = (h ^ p[i]) * 0x100000001b3ull;
@@ -483,6 +550,7 @@ static t2s_status iterate(t2s_trainer *t, t2s_uda_losses *l, double *lr, t2s_err
   st = t2s_uda_step(t, &sb, t->tgt ? &tb : NULL, l, err);
   t2s_ctx_end_pass(t->ctx);
   if (st) return st;
+  poison(t, l);
   /* every rank sees the same verdict before anything changes */
   const char *bad = bad_term(l);
   int64_t flag = bad != NULL;
@@ -517,6 +585,7 @@ t2s_status t2s_trainer_run(t2s_trainer *t, t2s_error *err) {
     if (t->opts.stop_after > 0 && t->iter - t->iter_start >= t->opts.stop_after) stop = 1;
     if (t->comm.world > 1 && (st = t2s_dist_allreduce_i64(&t->comm, &stop, 1, err)) != T2S_OK) return st;
     if (stop) {
+      t->stop_reason = stop_requested ? 1 : 2;
       if (is_root(t))
         printf("stopping at iteration %lld (%s): saving a checkpoint\n", (long long)t->iter,
                stop_requested ? "signal" : "--stop-after");
@@ -554,6 +623,11 @@ t2s_status t2s_trainer_run(t2s_trainer *t, t2s_error *err) {
 void t2s_trainer_free(t2s_trainer *t) {
   t2s_loader_close(t->src);
   t2s_loader_close(t->tgt);
+  for (int k = 0; k < 2; k++) {
+    t2s_dataset *ds = k ? t->tgt_ds : t->src_ds;
+    if (ds) t2s_dataset_close(ds);
+    free(ds);
+  }
   if (t->have_val) t2s_dataset_close(&t->val);
   if (t->sync) t2s_grad_sync_destroy(t->sync);
   t2s_uda_free(&t->uda);

@@ -17,6 +17,11 @@ typedef struct t2s_train_opts {
   const char *resume;   /* NULL: fresh; "auto": latest in work_dir if any; else a path */
   int quiet;            /* no progress lines (tests) */
   int64_t stop_after;   /* > 0: save and exit after this many iterations (time-sliced jobs) */
+  int overwrite;        /* start fresh in a work_dir that already holds a run */
+  /* Test hook (T2S_TEST_POISON_LOSS=TERM@ITER, TERM one of src mix fd t2s): that loss
+   * term is replaced by NaN at iteration ITER, so that the non-finite guard can be
+   * tested without depending on how a given CPU diverges. NULL: off. */
+  const char *poison_loss;
 } t2s_train_opts;
 
 typedef struct t2s_trainer {
@@ -40,11 +45,23 @@ typedef struct t2s_trainer {
   int64_t sampler_saved[2][5];  /* source/target sampler state read on resume (checked once the
                                  * data is open): seed, iteration, global batch, size, rcs */
   int have_sampler_saved;
+  t2s_dataset *src_ds, *tgt_ds;  /* the training data, read by the loaders (heap: the
+                                  * workers hold their addresses) */
+  int poison_iter;          /* the test hook's iteration, -1 when off */
+  char poison_term[8];
   double best_miou;
+  int stop_reason;          /* how run() ended: 0 max_iters, 1 a signal, 2 --stop-after */
   FILE *metrics;            /* work_dir/metrics.jsonl (rank 0) */
   int metrics_failing;      /* the last metrics flush failed (warned once) */
   double t_start;
   int64_t iter_start;
+  /* recent-window throughput for progress lines: time and iteration of the last
+   * T2S_RATE_WINDOW logged points (a ring), so that the ETA follows the current speed
+   * instead of the average since start (which includes start-up and evaluations) */
+#define T2S_RATE_WINDOW 8
+  double rate_t[T2S_RATE_WINDOW];
+  int64_t rate_iter[T2S_RATE_WINDOW];
+  int rate_n;
 } t2s_trainer;
 
 t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t2s_train_opts *opts,
