@@ -48,6 +48,7 @@ t2s_status t2s_train_ckpt_load(const char *path, t2s_train_snapshot *s, char **c
   int64_t iteration = 0;
   int world = 0;
   t2s_status st = t2s_ckpt_read_meta(r, &iteration, &world, config_yaml, err);
+  if (!st) s->world_size = world;  /* the ranks that wrote it: a resume on another count says so */
   if (!st) st = t2s_ckpt_read_params(r, "params", &s->student->params, T2S_CKPT_TRAINABLE, err);
   if (!st) st = t2s_ckpt_read_params(r, "buffers", &s->student->params, T2S_CKPT_BUFFERS, err);
   if (!st && s->teacher)
@@ -129,29 +130,4 @@ t2s_status t2s_train_ckpt_rotate(const char *work_dir, const t2s_train_snapshot 
   }
   free(iters);
   return T2S_OK;
-}
-
-static int opens(const char *path) {
-  t2s_error e = {0};
-  t2s_ckpt_reader *r = t2s_ckpt_open(path, &e);
-  if (r == NULL) return 0;
-  t2s_ckpt_close(r);
-  return 1;
-}
-
-int t2s_train_ckpt_find_latest(const char *work_dir, char *path, size_t size) {
-  snprintf(path, size, "%s/latest.h5", work_dir);
-  if (access(path, R_OK) == 0 && opens(path)) return 1;
-  int64_t *iters = NULL;
-  int n = list_iters(work_dir, &iters);
-  for (int i = n - 1; i >= 0; i--) {
-    snprintf(path, size, "%s/iter_%08lld.h5", work_dir, (long long)iters[i]);
-    if (opens(path)) {
-      free(iters);
-      return 1;
-    }
-  }
-  free(iters);
-  path[0] = '\0';
-  return 0;
 }

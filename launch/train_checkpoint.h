@@ -32,7 +32,8 @@ typedef struct t2s_train_snapshot {
 } t2s_train_snapshot;
 
 t2s_status t2s_train_ckpt_save(const char *path, const t2s_train_snapshot *s, t2s_error *err);
-/* Loads into the snapshot's objects (same architecture); sets iteration/best_miou.
+/* Loads into the snapshot's objects (same architecture); sets iteration, best_miou and
+ * world_size (of the run that wrote it).
  * *config_yaml (may be NULL) receives the stored config (malloc'd). */
 t2s_status t2s_train_ckpt_load(const char *path, t2s_train_snapshot *s, char **config_yaml,
                                t2s_error *err);
@@ -41,6 +42,3 @@ t2s_status t2s_train_ckpt_load(const char *path, t2s_train_snapshot *s, char **c
  * oldest iter_*.h5 beyond max_keep. */
 t2s_status t2s_train_ckpt_rotate(const char *work_dir, const t2s_train_snapshot *s, int max_keep,
                                  char *written, size_t written_size, t2s_error *err);
-/* The newest checkpoint of work_dir that opens (latest.h5, else the highest
- * iter_*.h5); 0 with path[0] = 0 when there is none. */
-int t2s_train_ckpt_find_latest(const char *work_dir, char *path, size_t size);

@@ -13,6 +13,7 @@
 #include "launch/evaluator.h"
 #include "launch/model_config.h"
 #include "launch/train_checkpoint.h"
+#include "launch/train_workdir.h"
 
 static volatile sig_atomic_t stop_requested = 0;
 
@@ -212,7 +213,7 @@ static t2s_status check_sampler_resume(t2s_trainer *t, t2s_error *err) {
                            "or start a new work_dir", what[k], (long long)now[3], (long long)now[0],
                            now[4] ? "on" : "off", (long long)t->sampler_saved[k][3],
                            (long long)t->sampler_saved[k][0], t->sampler_saved[k][4] ? "on" : "off");
-    if (now[2] != t->sampler_saved[k][2] && is_root(t) && k == 0)
+    if (now[2] != t->sampler_saved[k][2] && is_root(t) && k == 0 && t->resumed_world == t->comm.world)
       printf("note: the global batch was %lld and is now %lld: the data order follows the new batch\n",
              (long long)t->sampler_saved[k][2], (long long)now[2]);
   }
@@ -238,14 +239,41 @@ static void snapshot(t2s_trainer *t, t2s_train_snapshot *s) {
   }
 }
 
+/* --resume auto: the newest checkpoint that opens. Passing over a newer one (latest.h5
+ * damaged by a full disk or a kill during a copy) is said on stderr with the reader's
+ * reason, since the iterations after the one taken are trained again. */
+static t2s_status find_auto(t2s_trainer *t, char *path, size_t size, int *found, t2s_error *err) {
+  char why[T2S_ERROR_MAX + 1300];
+  *found = t2s_workdir_find_resume(t->cfg->work_dir, path, size, why, sizeof why);
+  if (!*found && why[0] != '\0')
+    return t2s_error_set(err, T2S_ERR_IO, "resume auto: no checkpoint in %s opens (%s): move the damaged "
+                         "files away, resume from a copy with --resume PATH, or start over with --overwrite",
+                         t->cfg->work_dir, why);
+  if (why[0] != '\0' && is_root(t))
+    fprintf(stderr, "WARNING: resume auto: %s\nWARNING: resuming from the older %s instead; the iterations "
+            "after it are trained again\n", why, path);
+  if (!*found && is_root(t) && !t->opts.quiet)
+    printf("resume auto: no checkpoint in %s, starting fresh\n", t->cfg->work_dir);
+  return T2S_OK;
+}
+
+/* The global batch changes with the number of ranks: the lr follows it through
+ * optimizer.lr_scaling and the data order follows the new batch. */
+static void note_world_change(const t2s_trainer *t, const char *path) {
+  if (t->resumed_world == t->comm.world || !is_root(t)) return;
+  int b = t->cfg->data.samples_per_gpu;
+  printf("note: %s was written by %d rank(s) (global batch %d); this run has %d rank(s) (global batch %d): "
+         "the base lr is now %.4g (optimizer.lr_scaling) and the data order follows the new batch\n",
+         path, t->resumed_world, t->resumed_world * b, t->comm.world, t->comm.world * b, t->lr);
+}
+
 static t2s_status resume(t2s_trainer *t, t2s_error *err) {
   char path[1200];
   const char *r = t->opts.resume;
   if (strcmp(r, "auto") == 0) {
-    if (!t2s_train_ckpt_find_latest(t->cfg->work_dir, path, sizeof path)) {
-      if (is_root(t) && !t->opts.quiet) printf("resume auto: no checkpoint in %s, starting fresh\n", t->cfg->work_dir);
-      return T2S_OK;
-    }
+    int found = 0;
+    t2s_status fs = find_auto(t, path, sizeof path, &found, err);
+    if (fs || !found) return fs;
   } else {
     snprintf(path, sizeof path, "%s", r);
   }
@@ -263,9 +291,8 @@ static t2s_status resume(t2s_trainer *t, t2s_error *err) {
   }
   t2s_ckpt_close(rd);
   if (st) return st;
-  if (s.world_size != t->comm.world && is_root(t))
-    printf("note: %s was written by %d rank(s), this run has %d: the data order follows the new global batch\n",
-           path, s.world_size, t->comm.world);
+  t->resumed_world = s.world_size;
+  note_world_change(t, path);
   t->iter = s.iteration;
   t->best_miou = s.best_miou;
   if (is_root(t)) printf("resumed from %s at iteration %lld\n", path, (long long)t->iter);
@@ -326,6 +353,8 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   if ((st = set_precision(t, err)) != T2S_OK) return st;
   t2s_dist_attach(&t->comm, t->ctx, cfg->model.backbone.norm == T2S_CFG_NORM_SYNCBN);
   if (is_root(t) && (st = make_dirs(cfg->work_dir, err)) != T2S_OK) return st;
+  if (is_root(t) && !opts->resume && !opts->overwrite && (st = t2s_workdir_check_fresh(cfg->work_dir, err)) != T2S_OK)
+    return st;
   if ((st = build_networks(t, err)) != T2S_OK) return st;
   if ((st = build_optimizer(t, err)) != T2S_OK) return st;
   if ((st = t2s_uda_init(&t->uda, cfg, t->comm.rank, t->comm.world, err)) != T2S_OK) return st;
@@ -337,11 +366,12 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   st = t2s_dist_check_all(&t->comm, st, err->msg, err);
   if (st) return st;
   if (is_root(t)) {
-    char path[1100];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->work_dir);
-    t->metrics = fopen(path, "a");
-    if (t->metrics == NULL)
-      return t2s_error_set(err, T2S_ERR_IO, "cannot append to %s: %s", path, strerror(errno));
+    int64_t dropped = 0;
+    if ((st = t2s_workdir_open_metrics(cfg->work_dir, !opts->resume, t->iter, &t->metrics, &dropped, err)) != T2S_OK)
+      return st;
+    if (dropped > 0)
+      printf("metrics.jsonl: removed %lld line(s) of iterations after %lld (logged past the checkpoint "
+             "resumed from; they are logged again)\n", (long long)dropped, (long long)t->iter);
   }
   return T2S_OK;
 }
@@ -429,21 +459,29 @@ t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
   return st;
 }
 
+/* Images per iteration over all ranks and both domains (UDA reads a target batch too). */
+static double images_per_iter(const t2s_trainer *t) {
+  return (double)t->cfg->data.samples_per_gpu * t->comm.world * (t->tgt ? 2 : 1);
+}
+
 static void log_progress(t2s_trainer *t, const t2s_uda_losses *l, double lr, double dt_total) {
   const t2s_train_config *c = t->cfg;
-  int64_t done = t->iter + 1 - t->iter_start;
-  double ips = (double)done * c->data.samples_per_gpu * t->comm.world / dt_total;
-  double eta = dt_total / (double)done * (double)(c->runner.max_iters - t->iter - 1);
+  t2s_rate_add(&t->rate, dt_total, (double)(t->iter + 1));
+  double its = t2s_rate_per_s(&t->rate);
+  if (!isfinite(its)) its = (double)(t->iter + 1 - t->iter_start) / dt_total;  /* first point */
+  double ips = its * images_per_iter(t);
+  char eta[32], v[6][32];
+  t2s_format_eta(eta, sizeof eta, (double)(c->runner.max_iters - t->iter - 1) / its);
+  const double terms[6] = {l->total, l->src, l->mix, l->fd, l->t2s, 0};
+  for (int k = 0; k < 5; k++) t2s_format_loss(v[k], sizeof v[k], terms[k]);
   if (!t->opts.quiet) {
-    printf("iter %6lld/%lld | loss %.4f (src %.4f", (long long)t->iter + 1, (long long)c->runner.max_iters,
-           l->total, l->src);
-    if (c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) printf(" mix %.4f", l->mix);
-    if (t->have_imnet) printf(" fd %.4f", l->fd);
-    if (c->uda.type == T2S_CFG_UDA_T2SDA) printf(" t2s %.4f", l->t2s);
+    printf("iter %6lld/%lld | loss %s (src %s", (long long)t->iter + 1, (long long)c->runner.max_iters, v[0], v[1]);
+    if (c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) printf(" mix %s", v[2]);
+    if (t->have_imnet) printf(" fd %s", v[3]);
+    if (c->uda.type == T2S_CFG_UDA_T2SDA) printf(" t2s %s", v[4]);
     printf(")");
     if (c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) printf(" q %.3f", l->q);
-    printf(" | lr %.2e | %.2f img/s | eta %d:%02d:%02d\n", lr, ips, (int)(eta / 3600),
-           (int)fmod(eta / 60, 60), (int)fmod(eta, 60));
+    printf(" | lr %.2e | %.2f img/s | eta %s\n", lr, ips, eta);
     fflush(stdout);
   }
   if (t->metrics) {

@@ -10,6 +10,7 @@
 #include "data/loader.h"
 #include "dist/comm.h"
 #include "dist/grad_sync.h"
+#include "launch/progress.h"
 #include "launch/train_config.h"
 #include "launch/uda_step.h"
 
@@ -45,6 +46,7 @@ typedef struct t2s_trainer {
   int64_t sampler_saved[2][5];  /* source/target sampler state read on resume (checked once the
                                  * data is open): seed, iteration, global batch, size, rcs */
   int have_sampler_saved;
+  int resumed_world;        /* ranks of the run that wrote the resumed checkpoint (0: fresh) */
   t2s_dataset *src_ds, *tgt_ds;  /* the training data, read by the loaders (heap: the
                                   * workers hold their addresses) */
   int poison_iter;          /* the test hook's iteration, -1 when off */
@@ -55,13 +57,9 @@ typedef struct t2s_trainer {
   int metrics_failing;      /* the last metrics flush failed (warned once) */
   double t_start;
   int64_t iter_start;
-  /* recent-window throughput for progress lines: time and iteration of the last
-   * T2S_RATE_WINDOW logged points (a ring), so that the ETA follows the current speed
-   * instead of the average since start (which includes start-up and evaluations) */
-#define T2S_RATE_WINDOW 8
-  double rate_t[T2S_RATE_WINDOW];
-  int64_t rate_iter[T2S_RATE_WINDOW];
-  int rate_n;
+  /* iterations over time at the logged points: the ETA follows the recent speed
+   * instead of the average since start (start-up, first iterations, evaluations) */
+  t2s_rate rate;
 } t2s_trainer;
 
 t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t2s_train_opts *opts,

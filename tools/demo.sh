@@ -17,4 +17,4 @@ if [[ ! -f $data/val-00000-of-00001.h5 ]]; then
   mkdir -p "$data"
   "$build/bin/t2sda_synth" "$data" --source 1000 --target 1000 --val 200 --size 96 96 --seed 0
 fi
-"$build/bin/t2sda_train" configs/synthetic_t2sda.yaml device=cpu work_dir=work_dirs/synthetic_t2sda "$@"
+"$build/bin/t2sda_train" configs/synthetic_t2sda.yaml device=cpu work_dir=work_dirs/synthetic_t2sda --resume auto "$@"

@@ -1,0 +1,28 @@
+/* The files of a training work_dir at start-up: whether it already holds a run (a
+ * fresh start there would mix two runs' checkpoints and metrics), which checkpoint
+ * --resume auto takes and why a newer one was passed over, and metrics.jsonl cut back
+ * to the resumed iteration so that no iteration appears twice. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/status.h"
+
+/* T2S_ERR_INVALID when work_dir holds latest.h5, an iter_*.h5 or a non-empty
+ * metrics.jsonl; the message names what was found and offers --resume auto and
+ * --overwrite. */
+t2s_status t2s_workdir_check_fresh(const char *work_dir, t2s_error *err);
+
+/* The newest checkpoint of work_dir that opens: latest.h5, else the highest iter_*.h5
+ * that opens. Returns 1 with `path` set, 0 (path "") when there is none. `why` (may be
+ * NULL) receives, when a newer file was passed over, which file and the reader's
+ * reason, else "". */
+int t2s_workdir_find_resume(const char *work_dir, char *path, size_t size, char *why, size_t why_size);
+
+/* Opens work_dir/metrics.jsonl for appending. fresh: truncated to empty. Otherwise the
+ * lines of iterations after `resume_iter` (logged by a run that went on past the
+ * checkpoint it is resumed from, or that died before its next checkpoint) are removed,
+ * through a temporary file renamed over the original; *dropped receives their count. */
+t2s_status t2s_workdir_open_metrics(const char *work_dir, int fresh, int64_t resume_iter, FILE **out,
+                                    int64_t *dropped, t2s_error *err);
