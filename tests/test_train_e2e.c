@@ -19,7 +19,18 @@
 
 #include "tests/harness.h"
 
-static char bin[512], src[512], dir[512], common[4096];
+static char bin[512], src[512], dir[512], common[4096], loud[4096];
+
+/* Lines of a file that contain needle. */
+static int count_lines(const char *path, const char *needle) {
+  FILE *f = fopen(path, "r");
+  char line[4096];
+  int n = 0;
+  while (f && fgets(line, sizeof line, f))
+    if (strstr(line, needle)) n++;
+  if (f) fclose(f);
+  return n;
+}
 
 
 static int file_contains(const char *path, const char *needle) {
@@ -88,6 +99,8 @@ static void sigterm_saves(void) {
   waitpid(pid, &status, 0);
   CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: exit status %d", status);
   CHECK(file_contains(log, "saving a checkpoint"));
+  CHECK_MSG(file_contains(log, "t2sda_train: interrupted at iteration") && !file_contains(log, "done at iteration"),
+            "the last line after SIGTERM does not say interrupted (see %s)", log);
   char latest[700];
   snprintf(latest, sizeof latest, "%s/latest.h5", wd);
   CHECK_MSG(exists(latest), "no checkpoint after SIGTERM");
@@ -121,6 +134,60 @@ static void nan_stops_cleanly(void) {
   CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --resume auto --stop-after 1 > %s/nan3.log 2>&1", bin, common, wd, dir) == 0);
   snprintf(p, sizeof p, "%s/nan3.log", dir);
   CHECK_MSG(file_contains(p, "at iteration 5"), "the resume did not start from the good checkpoint (see %s)", p);
+}
+
+/* Checks made before the first iteration: data sets against the model, and a work_dir
+ * that already holds a run. */
+static void start_checks(void) {
+  char wd[600], log[700], p[700];
+  snprintf(wd, sizeof wd, "%s/start", dir);
+  snprintf(log, sizeof log, "%s/start1.log", dir);
+  /* 11-class shards under a 19-class model: refused before training, naming both */
+  int rc = t2s_test_run("%s/t2sda_train %s work_dir=%s model.num_classes=19 > %s 2>&1", bin, common, wd, log);
+  CHECK_MSG(rc == 1, "model.num_classes=19 on 11-class shards: exit %d (see %s)", rc, log);
+  CHECK_MSG(file_contains(log, "data.source.shards") && file_contains(log, "has 11 classes") &&
+            file_contains(log, "model.num_classes is 19") && file_contains(log, "model.num_classes=11"),
+            "see %s", log);
+  CHECK_MSG(count_lines(log, "saved checkpoint") == 0, "it trained before refusing (see %s)", log);
+  /* the image count of each domain is printed at start */
+  snprintf(log, sizeof log, "%s/start2.log", dir);
+  CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --stop-after 1 > %s 2>&1", bin, loud, wd, log) == 0);
+  CHECK_MSG(file_contains(log, "data: 24 source images (1 shard(s)), 24 target images (1 shard(s)), 6 validation images"),
+            "see %s", log);
+  /* the same work_dir again without --resume: refused, the checkpoint kept */
+  snprintf(log, sizeof log, "%s/start3.log", dir);
+  snprintf(p, sizeof p, "%s/iter_00000001.h5", wd);
+  CHECK(t2s_test_run("cp %s %s/start_good.h5", p, dir) == 0);
+  rc = t2s_test_run("%s/t2sda_train %s work_dir=%s --stop-after 1 > %s 2>&1", bin, common, wd, log);
+  CHECK_MSG(rc == 1 && file_contains(log, "already holds a run") && file_contains(log, "--resume auto") &&
+            file_contains(log, "--overwrite"), "a second fresh start in %s: exit %d (see %s)", wd, rc, log);
+  CHECK(t2s_test_run("cmp -s %s %s/start_good.h5", p, dir) == 0);
+  /* --overwrite starts over: metrics.jsonl holds the new run only */
+  CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --overwrite --stop-after 2 > %s 2>&1", bin, common, wd, log) == 0);
+  snprintf(p, sizeof p, "%s/metrics.jsonl", wd);
+  CHECK_MSG(count_lines(p, "\"iteration\": 1,") == 1, "metrics.jsonl after --overwrite repeats iteration 1");
+}
+
+/* A damaged latest.h5: resume auto says why it passed it over, takes the older
+ * checkpoint, and metrics.jsonl does not repeat the iterations trained again. */
+static void damaged_latest(void) {
+  char wd[600], log[700], p[700];
+  snprintf(wd, sizeof wd, "%s/damaged", dir);
+  CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s > %s/damaged1.log 2>&1", bin, common, wd, dir) == 0);
+  /* latest.h5 -> iter_00000010.h5, cut short as by a full disk */
+  CHECK(t2s_test_run("truncate -s 3000 %s/iter_00000010.h5", wd) == 0);
+  snprintf(log, sizeof log, "%s/damaged2.log", dir);
+  CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --resume auto --stop-after 2 > %s 2>&1", bin, common, wd, log) == 0);
+  CHECK_MSG(file_contains(log, "WARNING: resume auto: ") && file_contains(log, "latest.h5 was rejected: "),
+            "no warning about the damaged latest.h5 (see %s)", log);
+  CHECK_MSG(file_contains(log, "resumed from ") && file_contains(log, "iter_00000005.h5 at iteration 5"), "see %s", log);
+  snprintf(p, sizeof p, "%s/metrics.jsonl", wd);
+  for (int it = 1; it <= 7; it++) {
+    char key[64];
+    snprintf(key, sizeof key, "\"iteration\": %d,", it);
+    CHECK_MSG(count_lines(p, key) == 1, "metrics.jsonl has %d lines of iteration %d, expected 1", count_lines(p, key), it);
+  }
+  CHECK_MSG(count_lines(p, "\"iteration\": 8,") == 0, "metrics.jsonl keeps iteration 8 of the abandoned run");
 }
 
 static void eval_writes_json(void) {
@@ -176,6 +243,12 @@ int main(void) {
            "uda.imnet_feature_dist_lambda=0.005 runner.max_iters=10 lr_config.warmup_iters=3 log.interval=1 "
            "evaluation.interval=0 checkpoint.interval=5 checkpoint.max_keep=3 data.rare_class_sampling.min_pixels=100",
            src, dir, dir, dir);
+  /* the same options without --quiet, to read the start-up lines */
+  snprintf(loud, sizeof loud, "%s", common);
+  char *q = strstr(loud, " --quiet");
+  if (q) memmove(q, q + 8, strlen(q + 8) + 1);
+  start_checks();
+  damaged_latest();
   resume_is_exact();
   eval_writes_json();
   sigterm_saves();
