@@ -2,6 +2,8 @@
  * sliding-window inference, a confusion matrix reduced over ranks, and optional
  * colour-palette prediction images. */
 #pragma once
+#include <stdio.h>
+
 #include "core/nn/segmentor.h"
 #include "data/shard.h"
 #include "launch/metrics.h"
@@ -17,10 +19,13 @@ typedef struct t2s_eval_cfg {
   /* sums int64 counts over ranks in place (NULL on one process) */
   t2s_status (*allreduce_i64)(void *user, int64_t *buf, size_t n, t2s_error *err);
   void *allreduce_user;
+  FILE *progress;            /* "evaluation: i/n | img/s | eta" lines of this rank's share (NULL: none) */
 } t2s_eval_cfg;
 
 /* Fills `conf` (initialised by the caller for the dataset's classes) with the
- * whole dataset's confusion matrix; every rank ends with the same matrix. */
+ * whole dataset's confusion matrix; every rank ends with the same matrix. An empty
+ * data set, and a label that is neither a class (0..C-1) nor conf->ignore_index, are
+ * errors naming the shard and image (the metrics would silently leave them out). */
 t2s_status t2s_evaluate(t2s_ctx *ctx, const t2s_segmentor *m, t2s_dataset *val,
                         const t2s_eval_cfg *cfg, t2s_confusion *conf, t2s_error *err);
 /* Logits of one image (1, C, H, W) at the image's resolution (whole or slide). */

@@ -1,9 +1,14 @@
-/* t2sda_eval CONFIG --checkpoint PATH [key.path=value ...] [--which student|teacher]
- *            [--out FILE.json] [--mode whole|slide] [--save-predictions N]
+/* t2sda_eval CKPT.h5 [key.path=value ...] [options]
+ * t2sda_eval CONFIG.yaml --checkpoint CKPT.h5 [key.path=value ...] [options]
+ *   options: [--which student|teacher] [--out FILE.json] [--mode whole|slide]
+ *            [--save-predictions N] [--quiet]
  *
  * Evaluates a checkpoint on the config's data.val.shards: the mmseg per-class
  * table and summary (and the evaluation.subsets), and a JSON file with aAcc,
- * mIoU, mAcc, IoU.<class>, Acc.<class> (default work_dir/eval_<iteration>.json). */
+ * mIoU, mAcc, IoU.<class>, Acc.<class>. Without a CONFIG the config stored in the
+ * checkpoint is used (overrides still apply). Outputs are named by iteration, model
+ * and mode: work_dir/eval_<iteration>_<which>_<mode>.json and
+ * work_dir/predictions_<iteration>_<which>_<mode>/. Progress and ETA go to stderr. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,8 +24,17 @@
 
 static int usage(int code) {
   fprintf(code ? stderr : stdout,
-          "usage: t2sda_eval CONFIG.yaml --checkpoint PATH [key.path=value ...] [--which student|teacher]\n"
-          "                  [--out FILE.json] [--mode whole|slide] [--save-predictions N] [--quiet]\n");
+          "usage: t2sda_eval CKPT.h5 [key.path=value ...] [options]\n"
+          "       t2sda_eval CONFIG.yaml --checkpoint CKPT.h5 [key.path=value ...] [options]\n"
+          "  CKPT.h5 alone     evaluate with the config stored in the checkpoint (overrides apply,\n"
+          "                    e.g. 'data.val.shards=/data/cs_val-*.h5')\n"
+          "  --which W         student (default) or teacher (the EMA model)\n"
+          "  --out FILE.json   the metrics file (default work_dir/eval_<iteration>_<which>_<mode>.json)\n"
+          "  --mode M          whole or slide (sliding-window) inference\n"
+          "  --save-predictions N  colour PNGs of the first N images in\n"
+          "                    work_dir/predictions_<iteration>_<which>_<mode>/\n"
+          "  --quiet           no per-class table or progress lines\n"
+          "A PyTorch .pth / .safetensors file is converted first: t2sda_convert import SRC OUT.h5 --arch CONFIG.yaml\n");
   return code;
 }
 
@@ -33,53 +47,160 @@ static int fail(const char *msg) {
   return 1;
 }
 
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+typedef struct eval_args {
+  const char *config, *ckpt, *which, *out, *mode;
+  int save, quiet, n_over;
+  char **over;
+} eval_args;
+
+/* 0: parsed; otherwise the exit code. */
+static int parse_args(int argc, char **argv, eval_args *a) {
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return usage(0), -1;
+  const char *first = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *s = argv[i];
+    int has_value = i + 1 < argc;
+    if (strcmp(s, "--checkpoint") == 0 && has_value) a->ckpt = argv[++i];
+    else if (strcmp(s, "--which") == 0 && has_value) a->which = argv[++i];
+    else if (strcmp(s, "--out") == 0 && has_value) a->out = argv[++i];
+    else if (strcmp(s, "--mode") == 0 && has_value) a->mode = argv[++i];
+    else if (strcmp(s, "--save-predictions") == 0 && has_value) a->save = atoi(argv[++i]);
+    else if (strcmp(s, "--quiet") == 0) a->quiet = 1;
+    else if (strncmp(s, "--", 2) == 0) {
+      fprintf(stderr, "t2sda_eval: unknown option or missing value: '%s'\n", s);
+      return usage(2);
+    } else if (first == NULL && strchr(s, '=') == NULL) first = s;
+    else a->over[a->n_over++] = argv[i];
+  }
+  if (first == NULL) return usage(2);
+  /* the first argument is the checkpoint itself, or a config with --checkpoint */
+  if (a->ckpt == NULL && !ends_with(first, ".yaml") && !ends_with(first, ".yml")) a->ckpt = first;
+  else a->config = first;
+  if (a->ckpt == NULL) {
+    fprintf(stderr, "t2sda_eval: %s is a config: name the checkpoint with --checkpoint CKPT.h5\n", first);
+    return usage(2);
+  }
+  if (ends_with(a->ckpt, ".pth") || ends_with(a->ckpt, ".pt") || ends_with(a->ckpt, ".safetensors")) {
+    fprintf(stderr, "t2sda_eval: %s is a PyTorch file; convert it first: t2sda_convert import %s OUT.h5 "
+            "--arch CONFIG.yaml [--prefix model.|ema_model.], then t2sda_eval CONFIG.yaml --checkpoint OUT.h5\n",
+            a->ckpt, a->ckpt);
+    return 2;
+  }
+  if (strcmp(a->which, "student") != 0 && strcmp(a->which, "teacher") != 0) return fail("--which takes student or teacher");
+  return 0;
+}
+
+/* The config file, or the one stored in the checkpoint; then the overrides. */
+static t2s_status load_config(const eval_args *a, t2s_train_config *cfg, t2s_error *err) {
+  if (a->config) return t2s_train_config_load(cfg, a->config, a->over, a->n_over, err);
+  t2s_ckpt_reader *r = t2s_ckpt_open(a->ckpt, err);
+  if (r == NULL) return err->status;
+  int64_t iteration = 0;
+  int world = 0;
+  char *yaml = NULL;
+  t2s_status st = t2s_ckpt_read_meta(r, &iteration, &world, &yaml, err);
+  t2s_ckpt_close(r);
+  if (st == T2S_OK && (yaml == NULL || yaml[0] == '\0'))
+    st = t2s_error_set(err, T2S_ERR_FORMAT, "%s stores no config (an imported file?): give one, "
+                       "t2sda_eval CONFIG.yaml --checkpoint %s", a->ckpt, a->ckpt);
+  char name[1100];
+  snprintf(name, sizeof name, "%s (stored config)", a->ckpt);
+  if (st == T2S_OK) st = t2s_train_config_load_text(cfg, yaml, name, a->over, a->n_over, err);
+  free(yaml);
+  return st;
+}
+
+static t2s_status load_weights(const eval_args *a, t2s_segmentor *m, int64_t *iteration, t2s_error *err) {
+  t2s_ckpt_reader *r = t2s_ckpt_open(a->ckpt, err);
+  if (r == NULL) return err->status;
+  int world = 0;
+  t2s_status st = t2s_ckpt_read_meta(r, iteration, &world, NULL, err);
+  if (st == T2S_OK && strcmp(a->which, "teacher") == 0)
+    st = t2s_ckpt_read_params(r, "ema", &m->params, T2S_CKPT_TRAINABLE | T2S_CKPT_BUFFERS, err);
+  else if (st == T2S_OK) {
+    st = t2s_ckpt_read_params(r, "params", &m->params, T2S_CKPT_TRAINABLE, err);
+    if (st == T2S_OK) st = t2s_ckpt_read_params(r, "buffers", &m->params, T2S_CKPT_BUFFERS, err);
+  }
+  t2s_ckpt_close(r);
+  return st;
+}
+
+/* The main JSON file and one per evaluation.subsets entry beside it. */
+static int write_outputs(const eval_args *a, const t2s_train_config *cfg, const t2s_dataset *val,
+                         const t2s_confusion *conf, const t2s_seg_metrics *met, const char *tag,
+                         int64_t iteration) {
+  char path[1200];
+  const char *out = a->out;
+  t2s_error err = {0};
+  if (out == NULL) {
+    mkdir(cfg->work_dir, 0775);
+    snprintf(path, sizeof path, "%s/eval_%s.json", cfg->work_dir, tag);
+    out = path;
+  }
+  FILE *f = fopen(out, "w");
+  if (f == NULL) {
+    fprintf(stderr, "t2sda_eval: cannot write %s: %s\n", out, strerror(errno));
+    return 1;
+  }
+  t2s_metrics_json(f, met, (const char(*)[32])val->meta.class_names, NULL, iteration, "");
+  for (int k = 0; k < cfg->evaluation.n_subsets; k++) {
+    uint8_t use[T2S_MAX_CLASSES];
+    t2s_seg_metrics ms;
+    if (!t2s_class_subset(cfg->evaluation.subsets[k], val->meta.num_classes, use)) continue;
+    if (t2s_metrics_compute(conf, use, &ms, &err) != T2S_OK) continue;
+    char title[64], sub_path[1300];
+    snprintf(title, sizeof title, "%s: ", cfg->evaluation.subsets[k]);
+    t2s_metrics_print(stdout, &ms, (const char(*)[32])val->meta.class_names, use, title);
+    /* one JSON object per file: the subset goes beside the main file */
+    size_t stem = ends_with(out, ".json") ? strlen(out) - 5 : strlen(out);
+    snprintf(sub_path, sizeof sub_path, "%.*s.%s.json", (int)stem, out, cfg->evaluation.subsets[k]);
+    FILE *g = fopen(sub_path, "w");
+    if (g) {
+      t2s_metrics_json(g, &ms, (const char(*)[32])val->meta.class_names, use, iteration, "");
+      fclose(g);
+      printf("wrote %s\n", sub_path);
+    }
+    t2s_metrics_free(&ms);
+  }
+  fclose(f);
+  printf("wrote %s\n", out);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return usage(2);
-  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) return usage(0);
-  const char *config = NULL, *ckpt = NULL, *which = "student", *out = NULL, *mode = NULL;
-  int save = -1, n_over = 0, quiet = 0;
-  char **over = calloc((size_t)argc, sizeof *over);
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    int has_value = i + 1 < argc;
-    if (strcmp(a, "--checkpoint") == 0 && has_value) ckpt = argv[++i];
-    else if (strcmp(a, "--which") == 0 && has_value) which = argv[++i];
-    else if (strcmp(a, "--out") == 0 && has_value) out = argv[++i];
-    else if (strcmp(a, "--mode") == 0 && has_value) mode = argv[++i];
-    else if (strcmp(a, "--save-predictions") == 0 && has_value) save = atoi(argv[++i]);
-    else if (strcmp(a, "--quiet") == 0) quiet = 1;
-    else if (strncmp(a, "--", 2) == 0) {
-      fprintf(stderr, "t2sda_eval: unknown option or missing value: '%s'\n", a);
-      free(over);
-      return usage(2);
-    } else if (config == NULL) config = a;
-    else over[n_over++] = argv[i];
-  }
-  if (config == NULL || ckpt == NULL) return free(over), usage(2);
-  if (strcmp(which, "student") != 0 && strcmp(which, "teacher") != 0)
-    return free(over), fail("--which takes student or teacher");
+  eval_args a = {NULL, NULL, "student", NULL, NULL, -1, 0, 0, calloc((size_t)argc + 1, sizeof(char *))};
+  int rc = a.over ? parse_args(argc, argv, &a) : fail("out of memory");
+  if (rc) return free(a.over), rc < 0 ? 0 : rc;
   t2s_error err = {0};
   t2s_train_config *cfg = malloc(sizeof *cfg);
-  int rc = 1;
+  rc = 1;
   char mode_override[64];
-  if (mode) {
+  if (a.mode) {
     /* --mode is a shorthand for the override evaluation.mode=...; same checks */
-    snprintf(mode_override, sizeof mode_override, "evaluation.mode=%s", mode);
-    over[n_over++] = mode_override;
+    snprintf(mode_override, sizeof mode_override, "evaluation.mode=%s", a.mode);
+    a.over[a.n_over++] = mode_override;
+  }
+  /* error paths before the communicator exists free what was allocated (LSan) */
+  if (cfg == NULL || load_config(&a, cfg, &err) != T2S_OK) {
+    fail(cfg ? err.msg : "out of memory");
+    goto done_args;
+  }
+  if (a.save >= 0) cfg->evaluation.save_predictions = a.save;
+  if (cfg->data.n_val_shards == 0) {
+    fail("data.val.shards is empty: nothing to evaluate on (set it, e.g. "
+         "'data.val.shards=/data/cityscapes_val-*.h5')");
+    goto done_args;
   }
   t2s_comm comm;
   t2s_dist_cfg dc = t2s_dist_default_cfg();
   dc.quiet = 1;
-  /* error paths before the communicator exists free what was allocated (LSan) */
-  if (cfg == NULL || t2s_train_config_load(cfg, config, over, n_over, &err) != T2S_OK) {
-    fail(cfg ? err.msg : "out of memory");
-    goto done_args;
-  }
-  if (save >= 0) cfg->evaluation.save_predictions = save;
-  if (cfg->data.n_val_shards == 0) {
-    fail("data.val.shards is empty: nothing to evaluate on");
-    goto done_args;
-  }
   if (t2s_dist_init(&comm, &dc, &err) != T2S_OK) {
     fail(err.msg);
     goto done_args;
@@ -94,16 +215,7 @@ int main(int argc, char **argv) {
     goto done_comm;
   }
   int64_t iteration = 0;
-  t2s_ckpt_reader *r = t2s_ckpt_open(ckpt, &err);
-  int world = 0;
-  int ok = r && t2s_ckpt_read_meta(r, &iteration, &world, NULL, &err) == T2S_OK;
-  if (ok && strcmp(which, "teacher") == 0)
-    ok = t2s_ckpt_read_params(r, "ema", &m.params, T2S_CKPT_TRAINABLE | T2S_CKPT_BUFFERS, &err) == T2S_OK;
-  else if (ok)
-    ok = t2s_ckpt_read_params(r, "params", &m.params, T2S_CKPT_TRAINABLE, &err) == T2S_OK &&
-         t2s_ckpt_read_params(r, "buffers", &m.params, T2S_CKPT_BUFFERS, &err) == T2S_OK;
-  if (r) t2s_ckpt_close(r);
-  if (!ok) {
+  if (load_weights(&a, &m, &iteration, &err) != T2S_OK) {
     fail(err.msg);
     goto done_model;
   }
@@ -113,8 +225,10 @@ int main(int argc, char **argv) {
     goto done_model;
   }
   ctx = t2s_ctx_create(T2S_DEV_CPU, (size_t)256 << 20, &err);
-  char pred_dir[1100];
-  snprintf(pred_dir, sizeof pred_dir, "%s/predictions", cfg->work_dir);
+  const char *mode_name = cfg->evaluation.mode == T2S_CFG_INFER_SLIDE ? "slide" : "whole";
+  char tag[128], pred_dir[1300];
+  snprintf(tag, sizeof tag, "%08lld_%s_%s", (long long)iteration, a.which, mode_name);
+  snprintf(pred_dir, sizeof pred_dir, "%s/predictions_%s", cfg->work_dir, tag);
   if (cfg->evaluation.save_predictions > 0 && comm.rank == 0) {
     mkdir(cfg->work_dir, 0775);
     mkdir(pred_dir, 0775);
@@ -123,59 +237,32 @@ int main(int argc, char **argv) {
                      {cfg->evaluation.crop[0], cfg->evaluation.crop[1]},
                      {cfg->evaluation.stride[0], cfg->evaluation.stride[1]},
                      cfg->evaluation.save_predictions, pred_dir, comm.rank, comm.world,
-                     comm.world > 1 ? allreduce_i64 : NULL, &comm};
+                     comm.world > 1 ? allreduce_i64 : NULL, &comm, NULL};
+  ec.progress = comm.rank == 0 && !a.quiet ? stderr : NULL;
+  if (comm.rank == 0)
+    printf("checkpoint %s (%s, iteration %lld), config %s, %lld validation images, %s inference\n", a.ckpt, a.which,
+           (long long)iteration, a.config ? a.config : "stored in the checkpoint", (long long)val.count,
+           ec.mode == T2S_INFER_SLIDE ? "sliding-window" : "whole-image");
   t2s_confusion conf = {0};
   t2s_seg_metrics met = {0};
   if (ctx == NULL || t2s_confusion_init(&conf, val.meta.num_classes, cfg->data.ignore_index, &err) != T2S_OK ||
       t2s_evaluate(ctx, &m, &val, &ec, &conf, &err) != T2S_OK ||
       t2s_metrics_compute(&conf, NULL, &met, &err) != T2S_OK) {
     fail(err.msg);
+    t2s_metrics_free(&met);
+    t2s_confusion_free(&conf);
     goto done_val;
   }
   rc = 0;
   if (comm.rank == 0) {
-    printf("checkpoint %s (%s, iteration %lld), %lld validation images, %s inference\n", ckpt, which,
-           (long long)iteration, (long long)val.count, ec.mode == T2S_INFER_SLIDE ? "sliding-window" : "whole-image");
-    if (!quiet) t2s_metrics_print(stdout, &met, (const char(*)[32])val.meta.class_names, NULL, "");
+    if (!a.quiet) t2s_metrics_print(stdout, &met, (const char(*)[32])val.meta.class_names, NULL, "");
     printf("mIoU %.2f  aAcc %.2f  mAcc %.2f\n", 100 * met.miou, 100 * met.aacc, 100 * met.macc);
-    char path[1200];
-    if (out == NULL) {
-      mkdir(cfg->work_dir, 0775);
-      snprintf(path, sizeof path, "%s/eval_%08lld.json", cfg->work_dir, (long long)iteration);
-      out = path;
-    }
-    FILE *f = fopen(out, "w");
-    if (f == NULL) {
-      fprintf(stderr, "t2sda_eval: cannot write %s: %s\n", out, strerror(errno));
-      rc = 1;
-    } else {
-      t2s_metrics_json(f, &met, (const char(*)[32])val.meta.class_names, NULL, iteration, "");
-      for (int k = 0; k < cfg->evaluation.n_subsets; k++) {
-        uint8_t use[T2S_MAX_CLASSES];
-        t2s_seg_metrics ms;
-        if (!t2s_class_subset(cfg->evaluation.subsets[k], val.meta.num_classes, use)) continue;
-        t2s_metrics_compute(&conf, use, &ms, &err);
-        char title[64], sub_path[1300];
-        snprintf(title, sizeof title, "%s: ", cfg->evaluation.subsets[k]);
-        t2s_metrics_print(stdout, &ms, (const char(*)[32])val.meta.class_names, use, title);
-        /* one JSON object per file: the subset goes beside the main file */
-        snprintf(sub_path, sizeof sub_path, "%.*s.%s.json", (int)(strlen(out) > 5 && strcmp(out + strlen(out) - 5, ".json") == 0 ? strlen(out) - 5 : strlen(out)), out, cfg->evaluation.subsets[k]);
-        FILE *g = fopen(sub_path, "w");
-        if (g) {
-          t2s_metrics_json(g, &ms, (const char(*)[32])val.meta.class_names, use, iteration, "");
-          fclose(g);
-          printf("wrote %s\n", sub_path);
-        }
-        t2s_metrics_free(&ms);
-      }
-      fclose(f);
-      printf("wrote %s\n", out);
-    }
+    rc = write_outputs(&a, cfg, &val, &conf, &met, tag, iteration);
+    if (cfg->evaluation.save_predictions > 0) printf("predictions in %s\n", pred_dir);
   }
   t2s_metrics_free(&met);
   t2s_confusion_free(&conf);
 done_val:
-  if (rc != 0) t2s_metrics_free(&met), t2s_confusion_free(&conf);
   t2s_dataset_close(&val);
   t2s_ctx_destroy(ctx);
 done_model:
@@ -184,6 +271,6 @@ done_comm:
   t2s_dist_finalize(&comm);
 done_args:
   free(cfg);
-  free(over);
+  free(a.over);
   return rc;
 }

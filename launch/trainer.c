@@ -174,6 +174,9 @@ static t2s_status open_data(t2s_trainer *t, t2s_error *err) {
                           "data.val.shards", err);
     t->have_val = st == T2S_OK;
     if (st == T2S_OK) st = check_classes(t, &t->val, "data.val.shards", err);
+    if (st == T2S_OK && t->val.count == 0)
+      st = t2s_error_set(err, T2S_ERR_INVALID, "data.val.shards: %s holds no images: point it at the validation "
+                         "shards, or set it to [] to train without evaluation", t2s_shard_path(t->val.shards[0]));
   }
   if (st == T2S_OK && is_root(t) && !t->opts.quiet)
     printf("data: %lld source images (%d shard(s)), %lld target images (%d shard(s)), %lld validation images "
@@ -416,7 +419,8 @@ t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
                      {c->evaluation.crop[0], c->evaluation.crop[1]},
                      {c->evaluation.stride[0], c->evaluation.stride[1]},
                      c->evaluation.save_predictions, pred_dir, t->comm.rank, t->comm.world,
-                     t->comm.world > 1 ? allreduce_i64 : NULL, &t->comm};
+                     t->comm.world > 1 ? allreduce_i64 : NULL, &t->comm, NULL};
+  ec.progress = is_root(t) && !t->opts.quiet ? stdout : NULL;
   if (ec.save_predictions && is_root(t) && make_dirs(pred_dir, err) != T2S_OK) return err->status;
   t2s_confusion conf;
   t2s_status st = t2s_confusion_init(&conf, t->val.meta.num_classes, c->data.ignore_index, err);

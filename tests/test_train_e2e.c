@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "data/shard.h"
 #include "tests/harness.h"
 
 static char bin[512], src[512], dir[512], common[4096], loud[4096];
@@ -199,13 +200,73 @@ static void eval_writes_json(void) {
   /* colour prediction images of the first N validation images */
   CHECK(t2s_test_run("%s/t2sda_eval %s --checkpoint %s/full/iter_00000010.h5 --out %s/eval2.json --quiet "
                      "--save-predictions 2 work_dir=%s/preds > %s/eval2.log 2>&1", bin, common, dir, dir, dir, dir) == 0);
-  CHECK_MSG(t2s_test_run("test $(ls %s/preds/predictions/*.png | wc -l) -eq 2", dir) == 0,
-            "expected 2 prediction PNGs in %s/preds/predictions", dir);
+  CHECK_MSG(t2s_test_run("test $(ls %s/preds/predictions_00000010_student_whole/*.png | wc -l) -eq 2", dir) == 0,
+            "expected 2 prediction PNGs in %s/preds/predictions_00000010_student_whole", dir);
   CHECK(file_contains(out, "\"mIoU\"") && file_contains(out, "\"aAcc\"") && file_contains(out, "\"IoU.road\"") &&
         file_contains(out, "\"iteration\": 10"));
   char log[700];
   snprintf(log, sizeof log, "%s/eval.log", dir);
   CHECK(file_contains(log, "mIoU "));
+}
+
+/* An 11-class validation shard of n 48x48 images; image bad_image gets label 20 (not a
+ * class, not the ignore index) at one pixel. */
+static void write_val_shard(const char *path, int n, int bad_image) {
+  t2s_shard_meta m;
+  memset(&m, 0, sizeof m);
+  m.num_classes = 11;
+  m.ignore_index = 255;
+  for (int c = 0; c < 11; c++) snprintf(m.class_names[c], T2S_CLASS_NAME_MAX, "c%d", c);
+  snprintf(m.domain, sizeof m.domain, "e2e");
+  snprintf(m.split, sizeof m.split, "val");
+  m.has_label = 1;
+  m.height = m.width = 48;
+  t2s_error err = {0};
+  t2s_shard_writer *w = t2s_shard_writer_open(path, &m, 1, &err);
+  CHECK_MSG(w != NULL, "%s", err.msg);
+  if (w == NULL) return;
+  static uint8_t rgb[48 * 48 * 3], lab[48 * 48];
+  for (int i = 0; i < n; i++) {
+    for (int p = 0; p < 48 * 48; p++) lab[p] = (uint8_t)(p % 11);
+    if (i == bad_image) lab[100] = 20;
+    char name[32];
+    snprintf(name, sizeof name, "val%d", i);
+    CHECK(t2s_shard_writer_add(w, name, rgb, lab, &err) == T2S_OK);
+  }
+  CHECK_MSG(t2s_shard_writer_commit(w, &err) == T2S_OK, "%s", err.msg);
+}
+
+static void eval_inputs(void) {
+  char log[700], ckpt[700], p[700];
+  snprintf(log, sizeof log, "%s/evalin.log", dir);
+  snprintf(ckpt, sizeof ckpt, "%s/full/iter_00000010.h5", dir);
+  /* the checkpoint alone: its stored config; outputs named by iteration, model, mode */
+  CHECK(t2s_test_run("%s/t2sda_eval %s --which teacher > %s 2>&1", bin, ckpt, log) == 0);
+  CHECK_MSG(file_contains(log, "config stored in the checkpoint") && file_contains(log, "mIoU "), "see %s", log);
+  snprintf(p, sizeof p, "%s/full/eval_00000010_teacher_whole.json", dir);
+  CHECK_MSG(exists(p) && file_contains(p, "\"iteration\": 10"), "no %s (see %s)", p, log);
+  /* progress and ETA of the evaluation */
+  CHECK_MSG(file_contains(log, "evaluation: 6/6 (100%)") && file_contains(log, "eta "), "no progress line in %s", log);
+  /* a PyTorch file points to the converter */
+  CHECK(t2s_test_run("touch %s/model.pth", dir) == 0);
+  CHECK(t2s_test_run("%s/t2sda_eval %s/model.pth > %s 2>&1", bin, dir, log) == 2);
+  CHECK_MSG(file_contains(log, "t2sda_convert import"), "see %s", log);
+  /* --help anywhere on the line, for both executables */
+  CHECK(t2s_test_run("%s/t2sda_eval %s --help > %s 2>&1", bin, ckpt, log) == 0 && file_contains(log, "usage: t2sda_eval"));
+  CHECK(t2s_test_run("%s/t2sda_train %s --help > %s 2>&1", bin, common, log) == 0 && file_contains(log, "usage: t2sda_train"));
+  /* labels that are neither a class nor the ignore index: refused, naming the image */
+  snprintf(p, sizeof p, "%s/badval-00000-of-00001.h5", dir);
+  write_val_shard(p, 3, 1);
+  int rc = t2s_test_run("%s/t2sda_eval %s --quiet 'data.val.shards=%s' > %s 2>&1", bin, ckpt, p, log);
+  CHECK_MSG(rc == 1 && file_contains(log, "badval-00000-of-00001.h5 image 1 ('val1') has label 20") &&
+            !file_contains(log, "mIoU"), "labels >= num_classes: exit %d (see %s)", rc, log);
+  /* an empty validation set: an error, not nan metrics */
+  snprintf(p, sizeof p, "%s/emptyval-00000-of-00001.h5", dir);
+  write_val_shard(p, 0, -1);
+  rc = t2s_test_run("%s/t2sda_eval %s --quiet 'data.val.shards=%s' --out %s/empty.json > %s 2>&1", bin, ckpt, p, dir, log);
+  CHECK_MSG(rc == 1 && file_contains(log, "holds no images"), "empty validation set: exit %d (see %s)", rc, log);
+  snprintf(p, sizeof p, "%s/empty.json", dir);
+  CHECK(!exists(p));
 }
 
 static void bad_inputs(void) {
@@ -251,6 +312,7 @@ int main(void) {
   damaged_latest();
   resume_is_exact();
   eval_writes_json();
+  eval_inputs();
   sigterm_saves();
   nan_stops_cleanly();
   bad_inputs();
