@@ -26,7 +26,7 @@ const char *t2s_comm_backend_name(t2s_comm_backend b) {
 }
 
 t2s_dist_cfg t2s_dist_default_cfg(void) {
-  t2s_dist_cfg cfg = {T2S_DEV_CPU, 300.0, 0};
+  t2s_dist_cfg cfg = {T2S_DEV_CPU, 300.0, 0, NULL};
   const char *t = getenv("T2S_COMM_TIMEOUT");
   if (t != NULL && *t) {
     char *end;
@@ -69,15 +69,70 @@ t2s_status t2s__mpi_wait(const t2s_comm *c, MPI_Comm comm, MPI_Request *reqs, in
       nanosleep(&nap, NULL);
       now = t2s_dist_now();
     }
-    if (c->timeout_s > 0 && now - start > c->timeout_s) {
-      char who[128];
-      return t2s_error_set(err, T2S_ERR_COMM,
-                           "%s: %s did not complete within %.0f s: another rank is dead, stuck "
-                           "or never reached this collective (set T2S_COMM_TIMEOUT to allow "
-                           "more time if it is only slow)",
-                           t2s__comm_who(c, who, sizeof who), what, c->timeout_s);
-    }
+    if (c->timeout_s > 0 && now - start > c->timeout_s) return t2s__comm_timeout(c, what, err);
   }
+}
+
+#define T2S_TAG_PRESENT 29171
+
+/* Which ranks are not waiting: every rank whose deadline expired sends "present" to all
+ * others and listens for theirs for a grace period (the live ranks' deadlines expire
+ * within about the spread of their arrival at the collective); those never heard from
+ * are listed in `out`. Returns their count. */
+static int absent_ranks(const t2s_comm *c, char *out, size_t size) {
+  int n = c->world, me = c->rank, absent = 0;
+  MPI_Comm comm = t2s__comm_mpi(c);
+  MPI_Request *req = calloc((size_t)2 * n, sizeof *req);
+  int *got = calloc((size_t)n, sizeof *got);
+  out[0] = '\0';
+  if (req == NULL || got == NULL) {
+    free(req);
+    free(got);
+    return -1;
+  }
+  for (int r = 0; r < 2 * n; r++) req[r] = MPI_REQUEST_NULL;
+  for (int r = 0; r < n; r++) {
+    if (r == me) continue;
+    MPI_Irecv(&got[r], 1, MPI_INT, r, T2S_TAG_PRESENT, comm, &req[r]);
+    MPI_Isend(&c->rank, 1, MPI_INT, r, T2S_TAG_PRESENT, comm, &req[n + r]);
+  }
+  double grace = c->timeout_s / 10 < 2 ? 2 : c->timeout_s / 10 > 30 ? 30 : c->timeout_s / 10;
+  double start = t2s_dist_now();
+  int done = 0;
+  while (!done && t2s_dist_now() - start < grace) {
+    MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE);
+    struct timespec nap = {0, 1000000};
+    nanosleep(&nap, NULL);
+  }
+  for (int r = 0; r < n; r++) {
+    if (req[r] != MPI_REQUEST_NULL) {
+      size_t len = strlen(out);
+      snprintf(out + len, size - len, "%s%d", absent ? ", " : "", r);
+      absent++;
+      MPI_Cancel(&req[r]);
+      MPI_Request_free(&req[r]);
+    }
+    if (req[n + r] != MPI_REQUEST_NULL) MPI_Request_free(&req[n + r]);
+  }
+  free(req);
+  free(got);
+  return absent;
+}
+
+t2s_status t2s__comm_timeout(const t2s_comm *c, const char *what, t2s_error *err) {
+  char who[128], ranks[256], verdict[400];
+  int absent = absent_ranks(c, ranks, sizeof ranks);
+  if (absent > 0)
+    snprintf(verdict, sizeof verdict, "rank%s %s never reached it (stuck or dead: see %s messages above)",
+             absent > 1 ? "s" : "", ranks, absent > 1 ? "their" : "its");
+  else if (absent == 0)
+    snprintf(verdict, sizeof verdict, "every other rank is waiting too, so the ranks wait in different "
+             "collectives (a code path that differs between ranks)");
+  else
+    snprintf(verdict, sizeof verdict, "another rank is dead, stuck or never reached it");
+  return t2s_error_set(err, T2S_ERR_COMM, "%s: %s did not complete within %.0f s: %s; if it is only slow, "
+                       "allow more time with %s", t2s__comm_who(c, who, sizeof who), what, c->timeout_s,
+                       verdict, c->timeout_setting);
 }
 
 t2s_status t2s__mpi_allreduce(const t2s_comm *c, MPI_Comm comm, void *buf, size_t n,
@@ -203,6 +258,8 @@ t2s_status t2s_dist_init(t2s_comm *c, const t2s_dist_cfg *cfg, t2s_error *err) {
   c->world = 1;
   c->gpu = -1;
   c->timeout_s = cfg->timeout_s;
+  snprintf(c->timeout_setting, sizeof c->timeout_setting, "%s",
+           cfg->timeout_setting ? cfg->timeout_setting : "T2S_COMM_TIMEOUT=SECONDS in the environment");
   if (gethostname(c->host, sizeof c->host - 1) != 0) snprintf(c->host, sizeof c->host, "?");
   t2s_status st = T2S_OK;
   if (launched_by_mpi()) st = mpi_start(c, err);

@@ -22,6 +22,9 @@
  * Failures never hang: every MPI collective is non-blocking and polled with a
  * deadline (cfg.timeout_s); the communicator returns errors instead of aborting
  * (MPI_ERRORS_RETURN), and each error names this rank, its host and the collective.
+ * On a timeout the ranks that are waiting tell each other so (point-to-point, for a
+ * short grace period), and the message names the ranks that never answered: those are
+ * the stuck or dead ones.
  * Executables turn an error into t2s_dist_abort(), which stops every rank. A rank
  * killed outright is caught by mpirun itself, which names it and stops the job.
  *
@@ -49,6 +52,9 @@ typedef struct t2s_dist_cfg {
   t2s_device device;      /* CPU: MPI host collectives; CUDA: NCCL and one GPU per rank */
   double timeout_s;       /* a collective that takes longer fails (0: wait forever) */
   int quiet;              /* no start-up line (benchmarks print their own) */
+  /* how a user raises timeout_s, named in timeout messages (e.g. "dist.timeout=SECONDS");
+   * NULL: the environment variable T2S_COMM_TIMEOUT */
+  const char *timeout_setting;
 } t2s_dist_cfg;
 
 /* Defaults: CPU, 300 s timeout (T2S_COMM_TIMEOUT in the environment overrides it). */
@@ -64,6 +70,7 @@ typedef struct t2s_comm {
   char host[64];
   char gpu_pci[32];       /* PCI bus id of the GPU, "" on the CPU */
   double timeout_s;
+  char timeout_setting[64];  /* from t2s_dist_cfg, for messages */
   int mpi_initialized_here;  /* finalize calls MPI_Finalize */
   void *mpi_comm;         /* MPI_Comm (a duplicate of MPI_COMM_WORLD), opaque here */
   t2s_nccl *nccl;

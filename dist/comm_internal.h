@@ -25,6 +25,11 @@ t2s_status t2s__mpi_fail(const t2s_comm *c, int rc, const char *call, t2s_error 
 t2s_status t2s__mpi_wait(const t2s_comm *c, MPI_Comm comm, MPI_Request *reqs, int n,
                          const char *what, t2s_error *err);
 
+/* The message of a collective `what` that passed c->timeout_s: names the ranks that did
+ * not reach it (a presence exchange among the waiting ranks, a few seconds) and how to
+ * allow more time. Needs MPI (every multi-rank backend has it). */
+t2s_status t2s__comm_timeout(const t2s_comm *c, const char *what, t2s_error *err);
+
 /* In-place non-blocking sum over `comm`, waited for with the deadline. */
 t2s_status t2s__mpi_allreduce(const t2s_comm *c, MPI_Comm comm, void *buf, size_t n,
                               MPI_Datatype type, MPI_Op op, const char *what, t2s_error *err);

@@ -66,14 +66,10 @@ static t2s_status nccl_wait(t2s_comm *c, cudaStream_t stream, const char *what, 
     NC(c, ncclCommGetAsyncError(n->comm, &async), err);
     int late = c->timeout_s > 0 && t2s_dist_now() - start > c->timeout_s;
     if (async != ncclSuccess || late) {
-      char who[128];
       ncclCommAbort(n->comm);
       n->comm = NULL;
       if (async != ncclSuccess) return nccl_fail(c, what, async, err);
-      return t2s_error_set(err, T2S_ERR_COMM,
-                           "%s: %s did not complete within %.0f s: another rank is dead, stuck or "
-                           "never reached this collective (T2S_COMM_TIMEOUT allows more time)",
-                           t2s__comm_who(c, who, sizeof who), what, c->timeout_s);
+      return t2s__comm_timeout(c, what, err);  /* names the ranks that never arrived */
     }
     struct timespec nap = {0, 20000};
     nanosleep(&nap, NULL);

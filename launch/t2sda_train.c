@@ -5,8 +5,10 @@
  * mpirun / srun). Prints the resolved config, then one progress line per
  * log.interval on rank 0; writes work_dir/metrics.jsonl; evaluates every
  * evaluation.interval; keeps iter_*.h5 (checkpoint.max_keep), latest.h5 and
- * best.h5. SIGTERM or SIGINT saves a checkpoint and exits 0; the last line then says
- * "interrupted". A work_dir that already holds a run needs --resume or --overwrite.
+ * best.h5. SIGTERM, SIGINT or SIGUSR1 saves a checkpoint and exits 0; the last line
+ * then says "interrupted". To stop an mpirun job cleanly send SIGUSR1 to mpirun (it
+ * forwards it to every rank and exits 0): SIGTERM to mpirun reaches the ranks too, and
+ * they save, but mpirun then exits 1. A work_dir that already holds a run needs --resume or --overwrite.
  *
  * Test hook: T2S_TEST_POISON_LOSS=TERM@ITER (TERM: src, mix, fd or t2s) makes that loss
  * term NaN at iteration ITER, so that tests exercise the non-finite guard
@@ -133,6 +135,9 @@ int main(int argc, char **argv) {
   sa.sa_handler = on_signal;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+  /* mpirun and srun forward SIGUSR1 to the ranks and exit 0 when they do; mpirun itself
+   * stopped with SIGTERM exits 1 even when every rank saved (launch/templates) */
+  sigaction(SIGUSR1, &sa, NULL);
 
   if (resume && overwrite) {
     fprintf(stderr, "t2sda_train: --resume and --overwrite exclude each other: resume the run, or start it over\n");

@@ -302,6 +302,49 @@ static t2s_status resume(t2s_trainer *t, t2s_error *err) {
   return T2S_OK;
 }
 
+/* The first line where two YAML texts differ, as "'a' here, 'b' on rank 0". */
+static void first_difference(const char *mine, const char *root, char *out, size_t size) {
+  while (*mine && *mine == *root) {
+    const char *nm = strchr(mine, '\n'), *nr = strchr(root, '\n');
+    size_t lm = nm ? (size_t)(nm - mine) : strlen(mine), lr = nr ? (size_t)(nr - root) : strlen(root);
+    if (lm != lr || strncmp(mine, root, lm) != 0) break;
+    mine += lm + (nm != NULL);
+    root += lr + (nr != NULL);
+  }
+  int lm = (int)strcspn(mine, "\n"), lr = (int)strcspn(root, "\n");
+  snprintf(out, size, "'%.*s' here, '%.*s' on rank 0", lm > 120 ? 120 : lm, mine, lr > 120 ? 120 : lr, root);
+}
+
+/* Every rank must train the same experiment: ranks started with different configs or
+ * overrides (mpirun -np 1 ... : -np 1 ... optimizer.lr=0.05) would otherwise train
+ * silently, each with its own lr. Rank 0's resolved config goes to every rank, which
+ * compares it with its own; checked on every multi-rank start (it is a few KB). */
+static t2s_status check_same_config(t2s_trainer *t, t2s_error *err) {
+  if (t->comm.world < 2) return T2S_OK;
+  int64_t len = (int64_t)strlen(t->config_yaml);
+  t2s_status st = t2s_dist_bcast(&t->comm, &len, sizeof len, 0, err);
+  char *root = st == T2S_OK ? calloc((size_t)len + 1, 1) : NULL;
+  if (st == T2S_OK && root == NULL) st = t2s_error_set(err, T2S_ERR_NOMEM, "out of memory for rank 0's config");
+  if (st == T2S_OK && is_root(t)) memcpy(root, t->config_yaml, (size_t)len);
+  /* a rank that ran out of memory must still join the broadcast: it uses a scratch byte */
+  char scratch = 0;
+  t2s_status bs = t2s_dist_bcast(&t->comm, root ? root : &scratch, root ? (size_t)len : 0, 0, err);
+  if (st == T2S_OK) st = bs;
+  char msg[T2S_ERROR_MAX];
+  msg[0] = '\0';
+  if (st == T2S_OK && strcmp(root, t->config_yaml) != 0) {
+    char diff[300];
+    first_difference(t->config_yaml, root, diff, sizeof diff);
+    snprintf(msg, sizeof msg, "the resolved config differs from rank 0's (first difference: %s): start every "
+             "rank with the same config file and key=value overrides", diff);
+    st = T2S_ERR_INVALID;
+  } else if (st != T2S_OK) {
+    snprintf(msg, sizeof msg, "%s", err->msg);
+  }
+  free(root);
+  return t2s_dist_check_all(&t->comm, st, msg, err);
+}
+
 /* device: cuda needs the backend and a visible GPU; auto takes the GPU only when both
  * are there, and the CPU otherwise. */
 static t2s_status choose_device(const t2s_train_config *cfg, t2s_device *dev, t2s_error *err) {
@@ -346,9 +389,18 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   t2s_dist_cfg dc = t2s_dist_default_cfg();
   dc.device = dev;
   dc.quiet = opts->quiet;
-  dc.timeout_s = cfg->dist.timeout;
+  /* T2S_COMM_TIMEOUT in the environment (the launch templates set it) overrides
+   * dist.timeout, as for every other tool; the timeout message names the one in force */
+  const char *env_timeout = getenv("T2S_COMM_TIMEOUT");
+  if (env_timeout == NULL || *env_timeout == '\0') {
+    dc.timeout_s = cfg->dist.timeout;
+    dc.timeout_setting = "the config key dist.timeout (seconds, e.g. dist.timeout=1200)";
+  } else {
+    dc.timeout_setting = "T2S_COMM_TIMEOUT=SECONDS in the environment (set for this run; it overrides dist.timeout)";
+  }
   if ((st = t2s_dist_init(&t->comm, &dc, err)) != T2S_OK) return st;
   t->comm_up = 1;
+  if ((st = check_same_config(t, err)) != T2S_OK) return st;
   t->ctx = t2s_ctx_create(dev, (size_t)256 << 20, err);
   if (t->ctx == NULL) return err->status;
   t->ctx->seed = (uint64_t)cfg->seed;
