@@ -4,8 +4,9 @@
  * The test (a plain process) starts `mpirun -np 2` on itself in three child modes and
  * checks each job's exit code, that it ended within 60 s, and its output:
  *   kill     rank 1 raises SIGKILL in the middle of a loop of all-reduces;
- *   timeout  rank 1 never joins a collective: rank 0's deadline (2 s) expires and its
- *            error goes to t2s_dist_abort, which stops rank 1 too;
+ *   timeout  rank 1 never joins a collective: rank 0's deadline (2 s) expires, its
+ *            error names rank 1 as the one that never arrived and the setting that
+ *            allows more time, and goes to t2s_dist_abort, which stops rank 1 too;
  *   check    rank 1 "fails to open its data": t2s_dist_check_all gives every rank the
  *            message, and the job stops naming rank 1.
  * The 60 s bound is a hang guard, not a timing measurement. */
@@ -28,6 +29,7 @@ static int child(const char *mode) {
   t2s_error err = {0};
   t2s_dist_cfg cfg = t2s_dist_default_cfg();
   cfg.timeout_s = strcmp(mode, "timeout") == 0 ? 2.0 : 50.0;
+  cfg.timeout_setting = "the config key dist.timeout";
   if (t2s_dist_init(&c, &cfg, &err) != T2S_OK) return fprintf(stderr, "%s\n", err.msg), 3;
   t2s_status st = T2S_OK;
   if (strcmp(mode, "check") == 0) {
@@ -130,7 +132,8 @@ int main(int argc, char **argv) {
   self[n] = '\0';
   /* Open MPI: "mpirun noticed that process rank 1 with PID ... exited on signal 9". */
   expect(self, "kill", "rank 1", NULL);
-  expect(self, "timeout", "rank 0 of 2", "did not complete within 2 s");
+  expect(self, "timeout", "rank 0 of 2", "did not complete within 2 s: rank 1 never reached it");
+  expect(self, "timeout", "allow more time with the config key dist.timeout", NULL);
   expect(self, "check", "rank 1 of 2", "cannot open data/source-00000-of-00002.h5");
   return t2s_test_finish("test_dist_failure");
 }
