@@ -5,11 +5,18 @@
  *    launch t2sda_train with the config and overrides through `srun --mpi=pmix` when
  *    the cluster's srun lists pmix, and through `mpirun -np $SLURM_NTASKS` (with the
  *    environment forwarded) when it does not; the workstation script through
- *    `mpirun -np $NP`;
+ *    `mpirun -np $NP`; Slurm and the MPIJob pass --resume auto;
+ *  - the Slurm script asks for --requeue and a SIGTERM before the time limit, and when
+ *    it gets SIGTERM it hands SIGUSR1 to the launcher (which forwards it to the ranks:
+ *    they save and exit 0) and requeues the job;
  *  - the Kubernetes MPIJob parses with libyaml and is consistent: kubeflow.org/v2beta1
  *    MPIJob, the launcher runs `mpirun -np (worker replicas x slotsPerWorker)` ...
  *    t2sda_train CONFIG.yaml with a config that exists in configs/, the workers ask for
- *    slotsPerWorker GPUs and run sshd.
+ *    slotsPerWorker GPUs and run sshd, the ranks start in the volume (--wdir);
+ *  - the MPIJob's Dockerfile (no docker engine here: checked statically) starts from
+ *    Debian, installs the dependencies through tools/setup.sh, builds with CUDA, puts
+ *    t2sda_train on PATH, installs sshd, and copies configs/ where the MPIJob reads
+ *    its config.
  * A broken script and a broken YAML are fed to the same checks, which must reject them
  * (so the checks can fail). */
 #include <stdlib.h>
@@ -58,11 +65,17 @@ static void make_shims(void) {
       "#!/bin/sh\n"
       "if [ \"$1\" = --mpi=list ]; then echo \"MPI plugin types are...\"; "
       "for p in $FAKE_MPI_LIST; do echo \"\t$p\"; done; exit 0; fi\n"
-      "{ basename \"$0\"; for a in \"$@\"; do printf '%s\\n' \"$a\"; done; } > \"$SHIM_LOG\"\n";
+      "{ basename \"$0\"; for a in \"$@\"; do printf '%s\\n' \"$a\"; done; } > \"$SHIM_LOG\"\n"
+      /* SHIM_HOLD: run like a job until SIGUSR1, which is recorded */
+      "if [ -n \"$SHIM_HOLD\" ]; then trap 'echo USR1 > \"$SHIM_LOG.signal\"; exit 0' USR1; "
+      "while :; do sleep 0.05; done; fi\n";
+  static const char *scontrol = "#!/bin/sh\necho \"scontrol $*\" > \"$SHIM_LOG.scontrol\"\n";
   snprintf(path, sizeof path, "%s/srun", tmp);
   write_file(path, shim, 1);
   snprintf(path, sizeof path, "%s/mpirun", tmp);
   write_file(path, shim, 1);
+  snprintf(path, sizeof path, "%s/scontrol", tmp);
+  write_file(path, scontrol, 1);
 }
 
 /* Runs `bash SCRIPT my_exp.yaml runner.max_iters=5` with the stand-ins first on PATH
@@ -80,12 +93,45 @@ static int run_script(const char *script, const char *env, char lines[][256], in
   return read_log(log, lines, max);
 }
 
-/* The launcher line ends with: t2sda_train my_exp.yaml runner.max_iters=5. */
-static void check_runs_trainer(const char *what, char lines[][256], int n) {
+/* The launcher line ends with: t2sda_train my_exp.yaml runner.max_iters=5 [--resume auto]. */
+static void check_runs_trainer(const char *what, char lines[][256], int n, int resumes) {
   int t = find(lines, n, "t2sda_train");
   CHECK_MSG(t > 0 && t + 2 < n && strcmp(lines[t + 1], "my_exp.yaml") == 0 &&
                 strcmp(lines[t + 2], "runner.max_iters=5") == 0,
             "%s: expected `t2sda_train my_exp.yaml runner.max_iters=5` among its arguments", what);
+  if (resumes)
+    CHECK_MSG(t > 0 && t + 4 < n && strcmp(lines[t + 3], "--resume") == 0 && strcmp(lines[t + 4], "auto") == 0,
+              "%s: expected --resume auto after the overrides (a requeued job continues)", what);
+}
+
+static int file_has(const char *file, const char *needle) {
+  FILE *f = fopen(file, "r");
+  char line[1024];
+  int found = 0;
+  while (f && !found && fgets(line, sizeof line, f)) found = strstr(line, needle) != NULL;
+  if (f) fclose(f);
+  return found;
+}
+
+/* SIGTERM to the Slurm script (Slurm's --signal=B:TERM) becomes SIGUSR1 to the launcher,
+ * and the job is requeued. */
+static void test_slurm_signal(const char *list) {
+  char cmd[4096], log[512], sig[600], req[600];
+  snprintf(log, sizeof log, "%s/log", tmp);
+  snprintf(sig, sizeof sig, "%s.signal", log);
+  snprintf(req, sizeof req, "%s.scontrol", log);
+  remove(log);
+  remove(sig);
+  remove(req);
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && env PATH='%s':\"$PATH\" SHIM_LOG='%s' SHIM_HOLD=1 FAKE_MPI_LIST='%s' SLURM_NTASKS=2 "
+           "SLURM_JOB_ID=77 bash '%s/launch/templates/slurm.sbatch' my_exp.yaml > '%s/out' 2>&1 & pid=$!; "
+           "for i in $(seq 100); do [ -s '%s' ] && break; sleep 0.05; done; kill -TERM $pid; wait $pid",
+           tmp, tmp, log, list, src, tmp, log);
+  int rc = system(cmd);
+  CHECK_MSG(rc == 0, "slurm.sbatch (%s) after SIGTERM: exit %d (see %s/out)", list, rc, tmp);
+  CHECK_MSG(file_has(sig, "USR1"), "slurm.sbatch (%s): SIGTERM did not reach the launcher as SIGUSR1", list);
+  CHECK_MSG(file_has(req, "scontrol requeue 77"), "slurm.sbatch (%s): the job was not requeued", list);
 }
 
 static void test_shell_templates(void) {
@@ -105,7 +151,7 @@ static void test_shell_templates(void) {
   int n = run_script("slurm.sbatch", "FAKE_MPI_LIST='none pmi2 pmix' SLURM_NTASKS=4", lines, 64);
   CHECK_MSG(n > 0 && strcmp(lines[0], "srun") == 0, "slurm.sbatch with pmix: srun not called");
   CHECK(find(lines, n, "--mpi=pmix") > 0);
-  check_runs_trainer("slurm.sbatch (srun)", lines, n);
+  check_runs_trainer("slurm.sbatch (srun)", lines, n, 1);
 
   n = run_script("slurm.sbatch", "FAKE_MPI_LIST='none pmi2' SLURM_NTASKS=4", lines, 64);
   CHECK_MSG(n > 0 && strcmp(lines[0], "mpirun") == 0, "slurm.sbatch without pmix: no mpirun");
@@ -113,13 +159,19 @@ static void test_shell_templates(void) {
   CHECK_MSG(np > 0 && strcmp(lines[np + 1], "4") == 0, "mpirun fallback: -np SLURM_NTASKS");
   int x = find(lines, n, "HDF5_USE_FILE_LOCKING");
   CHECK_MSG(x > 0 && strcmp(lines[x - 1], "-x") == 0, "mpirun fallback: -x HDF5_USE_FILE_LOCKING");
-  check_runs_trainer("slurm.sbatch (mpirun fallback)", lines, n);
+  check_runs_trainer("slurm.sbatch (mpirun fallback)", lines, n, 1);
+  char file[1100];
+  snprintf(file, sizeof file, "%s/launch/templates/slurm.sbatch", src);
+  CHECK_MSG(file_has(file, "#SBATCH --requeue"), "slurm.sbatch lacks #SBATCH --requeue");
+  CHECK_MSG(file_has(file, "#SBATCH --signal=B:TERM@120"), "slurm.sbatch lacks #SBATCH --signal=B:TERM@120");
+  test_slurm_signal("pmix");
+  test_slurm_signal("none");
 
   n = run_script("mpirun_workstation.sh", "NP=2", lines, 64);
   CHECK_MSG(n > 0 && strcmp(lines[0], "mpirun") == 0, "mpirun_workstation.sh: no mpirun");
   np = find(lines, n, "-np");
   CHECK_MSG(np > 0 && strcmp(lines[np + 1], "2") == 0, "mpirun_workstation.sh: -np $NP");
-  check_runs_trainer("mpirun_workstation.sh", lines, n);
+  check_runs_trainer("mpirun_workstation.sh", lines, n, 0);
 }
 
 /* ---- the MPIJob ---------------------------------------------------------------------- */
@@ -165,6 +217,8 @@ static int load_yaml(const char *file, yaml_document_t *d) {
   return ok;
 }
 
+static char mpijob_config[256];  /* the config path the MPIJob's launcher names */
+
 static void check_launcher_command(yaml_document_t *d, int ranks) {
   static const char *const cmd_path[] = {"spec", "mpiReplicaSpecs", "Launcher", "template",
                                          "spec", "containers", "#0", "command"};
@@ -184,7 +238,13 @@ static void check_launcher_command(yaml_document_t *d, int ranks) {
   int t = find(args, n, "t2sda_train");
   CHECK_MSG(t > 0 && t + 1 < n && strstr(args[t + 1], ".yaml") != NULL,
             "the launcher must run t2sda_train CONFIG.yaml");
+  int r = find(args, n, "--resume");
+  CHECK_MSG(r > t && r + 1 < n && strcmp(args[r + 1], "auto") == 0, "the MPIJob must pass --resume auto");
+  int w = find(args, n, "--wdir");
+  CHECK_MSG(w > 0 && w < t && w + 1 < n && args[w + 1][0] == '/',
+            "mpirun must start the ranks in the volume (--wdir /data) for relative config paths");
   if (t > 0 && t + 1 < n) {
+    snprintf(mpijob_config, sizeof mpijob_config, "%s", args[t + 1]);
     char cfg[1200];
     const char *base = strrchr(args[t + 1], '/');
     snprintf(cfg, sizeof cfg, "%s/configs/%s", src, base ? base + 1 : args[t + 1]);
@@ -224,6 +284,77 @@ static void test_mpijob(void) {
   if (ok) yaml_document_delete(&d);
 }
 
+/* ---- the MPIJob's Dockerfile (static checks) ------------------------------------------ */
+
+/* Instructions of a Dockerfile, continuation lines joined, comments dropped. */
+static int dockerfile_instructions(const char *file, char out[][2048], int max) {
+  FILE *f = fopen(file, "r");
+  char line[1024];
+  int n = 0, open = 0;
+  while (f && fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\n")] = '\0';
+    const char *p = line + strspn(line, " \t");
+    if (!open && (*p == '#' || *p == '\0')) continue;
+    if (!open && n < max) out[n++][0] = '\0';
+    size_t len = strlen(line);
+    open = len > 0 && line[len - 1] == '\\';
+    if (open) line[len - 1] = ' ';
+    if (n > 0) strncat(out[n - 1], p, 2047 - strlen(out[n - 1]));
+  }
+  if (f) fclose(f);
+  return n;
+}
+
+/* Problems of a Dockerfile for the MPIJob (0: none), each printed. */
+static int dockerfile_problems(const char *file, const char *config_path, int quiet) {
+  static char ins[128][2048];
+  int n = dockerfile_instructions(file, ins, 128), bad = 0;
+  int from = 0, setup_copied = 0, setup_run = 0, cuda_build = 0, on_path = 0, sshd = 0, configs = 0;
+  for (int i = 0; i < n; i++) {
+    const char *s = ins[i];
+    if (strncmp(s, "FROM debian:", 12) == 0) from = 1;
+    if (strncmp(s, "COPY ", 5) == 0 && strstr(s, "tools/setup.sh")) setup_copied = 1;
+    if (strncmp(s, "RUN ", 4) == 0 && strstr(s, "tools/setup.sh") && setup_copied) setup_run = 1;
+    if (strncmp(s, "RUN ", 4) == 0 && strstr(s, "cmake") && strstr(s, "-DT2S_CUDA=ON")) cuda_build = 1;
+    if (strncmp(s, "RUN ", 4) == 0 && strstr(s, "bin/t2sda_train") && strstr(s, "/usr/local/bin")) on_path = 1;
+    if (strncmp(s, "RUN ", 4) == 0 && strstr(s, "openssh-server")) sshd = 1;
+    char dest[512];
+    if (sscanf(s, "COPY configs %511s", dest) == 1 || sscanf(s, "COPY configs/ %511s", dest) == 1) {
+      size_t k = strlen(dest);
+      while (k > 0 && dest[k - 1] == '/') dest[--k] = '\0';
+      if (strncmp(config_path, dest, k) == 0 && config_path[k] == '/') configs = 1;
+    }
+  }
+  const struct { int ok; const char *what; } req[] = {
+      {from, "starts FROM debian:"},
+      {setup_run, "installs the dependencies with tools/setup.sh (COPY it, then RUN it)"},
+      {cuda_build, "builds with cmake -DT2S_CUDA=ON"},
+      {on_path, "installs bin/t2sda_train into /usr/local/bin (the MPIJob runs it by name)"},
+      {sshd, "installs openssh-server (the workers run sshd)"},
+      {configs, "copies configs/ to where the MPIJob reads its config"}};
+  for (size_t k = 0; k < sizeof req / sizeof req[0]; k++)
+    if (!req[k].ok) {
+      bad++;
+      if (!quiet) fprintf(stderr, "%s: does not satisfy: %s (MPIJob config %s)\n", file, req[k].what, config_path);
+    }
+  return bad;
+}
+
+static void test_dockerfile(void) {
+  char file[1100], broken[512], cmd[2400];
+  snprintf(file, sizeof file, "%s/launch/templates/Dockerfile", src);
+  CHECK_MSG(mpijob_config[0] == '/', "the MPIJob names no absolute config path");
+  CHECK_MSG(dockerfile_problems(file, mpijob_config, 0) == 0, "%s is not fit for the MPIJob", file);
+  /* the same checks reject a copy that skips tools/setup.sh */
+  snprintf(broken, sizeof broken, "%s/Dockerfile.broken", tmp);
+  snprintf(cmd, sizeof cmd, "grep -v 'setup.sh' '%s' > '%s'", file, broken);
+  CHECK(system(cmd) == 0);
+  CHECK_MSG(dockerfile_problems(broken, mpijob_config, 1) > 0, "a Dockerfile without tools/setup.sh passed");
+  snprintf(cmd, sizeof cmd, "sed 's|^COPY configs .*|COPY configs /elsewhere|' '%s' > '%s'", file, broken);
+  CHECK(system(cmd) == 0);
+  CHECK_MSG(dockerfile_problems(broken, mpijob_config, 1) > 0, "a Dockerfile with the configs elsewhere passed");
+}
+
 int main(void) {
   const char *s = getenv("T2S_SOURCE_DIR");
   snprintf(src, sizeof src, "%s", s ? s : ".");
@@ -234,6 +365,7 @@ int main(void) {
   }
   test_shell_templates();
   test_mpijob();
+  test_dockerfile();
   int rc = t2s_test_finish("test_templates");
   if (rc == 0) {
     char cmd[300];
