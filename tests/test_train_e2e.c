@@ -269,6 +269,23 @@ static void eval_inputs(void) {
   CHECK(!exists(p));
 }
 
+/* Export for PyTorch leaves out the training-only projection head (mmseg's model has no
+ * proj_head, so strict=True loading would fail on it); inspect shows the run. */
+static void export_and_inspect(void) {
+  char ckpt[700], log[700];
+  snprintf(ckpt, sizeof ckpt, "%s/full/iter_00000010.h5", dir);
+  snprintf(log, sizeof log, "%s/export.log", dir);
+  CHECK(t2s_test_run("%s/t2sda_convert export %s %s/exp.safetensors > /dev/null 2>&1 && "
+                     "%s/t2sda_convert inspect %s/exp.safetensors > %s 2>&1", bin, ckpt, dir, bin, dir, log) == 0);
+  CHECK_MSG(file_contains(log, "decode_head.") && !file_contains(log, "proj_head."), "proj_head exported (see %s)", log);
+  CHECK(t2s_test_run("%s/t2sda_convert export %s %s/exp2.safetensors --with-proj-head > /dev/null 2>&1 && "
+                     "%s/t2sda_convert inspect %s/exp2.safetensors > %s 2>&1", bin, ckpt, dir, bin, dir, log) == 0);
+  CHECK_MSG(file_contains(log, "proj_head."), "--with-proj-head: no proj_head (see %s)", log);
+  CHECK(t2s_test_run("%s/t2sda_convert inspect %s > %s 2>&1", bin, ckpt, log) == 0);
+  CHECK_MSG(file_contains(log, "iteration 10, written by 1 rank(s)") && file_contains(log, "stored config") &&
+            file_contains(log, "  name: \"synthetic_t2sda\""), "inspect does not show the run (see %s)", log);
+}
+
 static void bad_inputs(void) {
   char log[700];
   snprintf(log, sizeof log, "%s/bad.log", dir);
@@ -313,6 +330,7 @@ int main(void) {
   resume_is_exact();
   eval_writes_json();
   eval_inputs();
+  export_and_inspect();
   sigterm_saves();
   nan_stops_cleanly();
   bad_inputs();

@@ -9,8 +9,11 @@
  * (core/formats/pretrained.h) and writes a checkpoint whose /params, /buffers and /ema
  * (teacher = student) hold them: usable as model.pretrained or for export.
  * export writes PyTorch names and shapes with num_batches_tracked added, so
- * `model.load_state_dict(load_file(OUT), strict=True)` works.
- * inspect lists the tensors and exits 1 on what import would refuse: without
+ * `model.load_state_dict(load_file(OUT), strict=True)` works: the T2S-DA projection head
+ * (proj_head.*, used only by the training loss) has no counterpart in the mmseg /
+ * DAFormer model and is left out unless --with-proj-head asks for it.
+ * inspect lists the tensors (of a t2sda checkpoint also the iteration, the ranks that
+ * wrote it and the stored config) and exits 1 on what import would refuse: without
  * --arch, weights, biases and BN statistics that are not floating point; with
  * --arch, everything import checks (names, shapes, dtypes), without writing. */
 #include <stdio.h>
@@ -31,6 +34,7 @@ static void usage(FILE *out) {
           "                [--prefix model.|ema_model.|backbone.|...] [--allow-partial]\n"
           "      SRC: .pth (torch.save zip), .safetensors or a t2sda checkpoint .h5\n"
           "  t2sda_convert export CKPT.h5 OUT.safetensors|OUT.pth [--which student|teacher] [--naming mmseg]\n"
+          "                [--with-proj-head]   (proj_head.* is training-only and left out by default)\n"
           "  t2sda_convert inspect FILE [--arch CONFIG.yaml [--naming N] [--prefix P] [--allow-partial]]\n"
           "      lists the tensors; exits 1 on what import would refuse (with --arch: a dry-run import)\n");
 }
@@ -48,6 +52,7 @@ static int ends_with(const char *s, const char *suffix) {
 typedef struct opts {
   const char *arch, *naming, *prefix, *which;
   int allow_partial;
+  int with_proj_head;
 } opts;
 
 static int parse_opts(int argc, char **argv, int first, opts *o) {
@@ -59,6 +64,8 @@ static int parse_opts(int argc, char **argv, int first, opts *o) {
                                                            : NULL;
     if (strcmp(argv[i], "--allow-partial") == 0) {
       o->allow_partial = 1;
+    } else if (strcmp(argv[i], "--with-proj-head") == 0) {
+      o->with_proj_head = 1;
     } else if (slot && i + 1 < argc) {
       *slot = argv[++i];
     } else {
@@ -121,6 +128,23 @@ done:
   return rc;
 }
 
+/* `in` without the proj_head.* tensors (listed in dropped): a PyTorch segmentor has no
+ * such module, and load_state_dict(strict=True) would reject them as unexpected keys. */
+static t2s_status without_proj_head(const t2s_tensor_set *in, t2s_tensor_set *out, t2s_strlist *dropped,
+                                    t2s_error *err) {
+  for (int i = 0; i < in->count; i++) {
+    const t2s_named_tensor *t = &in->items[i];
+    if (strncmp(t->name, "proj_head.", 10) == 0) {
+      if (!t2s_strlist_addf(dropped, "%s: the T2S-DA projection head is used only in training "
+                            "(--with-proj-head exports it)", t->name))
+        return t2s_error_set(err, T2S_ERR_NOMEM, "export: out of memory");
+      continue;
+    }
+    if (!t2s_tset_add(out, t->name, t->dtype, t->ndim, t->shape, t->data, err)) return err->status;
+  }
+  return T2S_OK;
+}
+
 static int cmd_export(const char *ckpt, const char *out, const opts *o) {
   t2s_error err = {0};
   t2s_tensor_set ours, foreign;
@@ -142,6 +166,14 @@ static int cmd_export(const char *ckpt, const char *out, const opts *o) {
   if (!(fam = t2s_name_family_of_set(&ours))) {
     t2s_error_set(&err, T2S_ERR_UNSUPPORTED, "%s: no name map knows this network's tensors", ckpt);
     goto done;
+  }
+  if (!o->with_proj_head) {
+    t2s_tensor_set kept;
+    t2s_tset_init(&kept);
+    t2s_status fs = without_proj_head(&ours, &kept, &dropped, &err);
+    t2s_tset_free(&ours);
+    ours = kept;
+    if (fs != T2S_OK) goto done;
   }
   if (t2s_name_map_export(fam, naming, &ours, &foreign, &dropped, &err) != T2S_OK) goto done;
   t2s_tset_set_meta(&foreign, "format", "pt", NULL);
@@ -197,6 +229,32 @@ static int inspect_against(const char *path, const opts *o) {
   return st == T2S_OK ? 0 : 1;
 }
 
+/* What a t2sda checkpoint says about its run: iteration, ranks, the stored config. */
+static int inspect_checkpoint(const char *path) {
+  t2s_error err = {0};
+  t2s_ckpt_reader *r = t2s_ckpt_open(path, &err);
+  if (r == NULL) return fail(&err);
+  int64_t iteration = 0;
+  int world = 0;
+  char *yaml = NULL;
+  t2s_status st = t2s_ckpt_read_meta(r, &iteration, &world, &yaml, &err);
+  t2s_ckpt_close(r);
+  if (st != T2S_OK) return fail(&err);
+  printf("iteration %lld, written by %d rank(s)\n", (long long)iteration, world);
+  if (yaml && yaml[0]) {
+    printf("stored config (t2sda_eval %s uses it; t2sda_train CONFIG --resume %s continues the run):\n", path, path);
+    for (const char *p = yaml; *p;) {
+      size_t n = strcspn(p, "\n");
+      printf("  %.*s\n", (int)n, p);
+      p += n + (p[n] == '\n');
+    }
+  } else {
+    printf("no stored config\n");
+  }
+  free(yaml);
+  return 0;
+}
+
 static int cmd_inspect(const char *path, const opts *o) {
   t2s_error err = {0};
   t2s_tensor_set s;
@@ -222,6 +280,7 @@ static int cmd_inspect(const char *path, const opts *o) {
   int problems = dtype_problems(&s);
   t2s_tset_free(&s);
   if (problems) return 1;
+  if (fmt == T2S_WF_CKPT && inspect_checkpoint(path) != 0) return 1;
   return o->arch ? inspect_against(path, o) : 0;
 }
 
