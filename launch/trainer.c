@@ -466,7 +466,9 @@ t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
   if (!t->have_val) return T2S_OK;
   const t2s_train_config *c = t->cfg;
   char pred_dir[1100];
-  snprintf(pred_dir, sizeof pred_dir, "%s/predictions", c->work_dir);
+  /* named like t2sda_eval's: iteration, model (the student is evaluated here), mode */
+  snprintf(pred_dir, sizeof pred_dir, "%s/predictions_%08lld_student_%s", c->work_dir, (long long)t->iter,
+           c->evaluation.mode == T2S_CFG_INFER_SLIDE ? "slide" : "whole");
   t2s_eval_cfg ec = {c->evaluation.mode == T2S_CFG_INFER_SLIDE ? T2S_INFER_SLIDE : T2S_INFER_WHOLE,
                      {c->evaluation.crop[0], c->evaluation.crop[1]},
                      {c->evaluation.stride[0], c->evaluation.stride[1]},

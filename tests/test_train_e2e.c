@@ -313,6 +313,10 @@ int main(void) {
   t2s_test_run("rm -rf %s && mkdir -p %s", dir, dir);
   CHECK(t2s_test_run("%s/t2sda_synth %s/data --source 24 --target 24 --val 6 --size 48 48 --seed 3 > %s/synth.log 2>&1",
                 bin, dir, dir) == 0);
+  char synth_log[700];
+  snprintf(synth_log, sizeof synth_log, "%s/synth.log", dir);
+  CHECK_MSG(file_contains(synth_log, "t2sda_synth: source: 24/24 (100%)") && file_contains(synth_log, "eta "),
+            "t2sda_synth shows no progress (see %s)", synth_log);
   snprintf(common, sizeof common,
            "%s/configs/synthetic_t2sda.yaml --quiet device=cpu 'data.source.shards=%s/data/source-*.h5' "
            "'data.target.shards=%s/data/target-*.h5' 'data.val.shards=%s/data/val-*.h5' model.num_classes=11 "

@@ -11,7 +11,8 @@
  *
  * T threads (default 2) draw and compress images (no HDF5 call); the main thread
  * appends the compressed chunks, so HDF5 is entered from one thread only. Batch b+1
- * is drawn while batch b is written. Image i of a split is the same bytes whatever T. */
+ * is drawn while batch b is written. Image i of a split is the same bytes whatever T.
+ * Progress (images, images/s, ETA) goes to stderr every 10 s and at the end of a split. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 
 #include "data/shard_fast.h"
 #include "data/synth.h"
+#include "launch/progress.h"
 
 #define BATCH 32
 #define MAX_THREADS 64
@@ -173,6 +175,10 @@ static int write_split(const char *out, const t2s_synth_cfg *cfg, const split *s
               .shards = sp->count < shards ? (int)sp->count : shards};
   t2s_error err = {0};
   if (!ok) fprintf(stderr, "t2sda_synth: no memory for the drawing buffers\n");
+  char what[64];
+  snprintf(what, sizeof what, "t2sda_synth: %s", sp->name);
+  t2s_progress prog;
+  t2s_progress_start(&prog, stderr, what, sp->count, 10.0);
   ok = ok && start_batch(ws, threads, &bufs[0], 0, sp->count) && join_batch(ws, threads);
   for (int64_t start = 0, b = 0; ok && start < sp->count; start += BATCH, b++) {
     batch *cur = &bufs[b & 1], *next = &bufs[(b + 1) & 1];
@@ -184,6 +190,7 @@ static int write_split(const char *out, const t2s_synth_cfg *cfg, const split *s
     }
     if (drawing && !join_batch(ws, threads)) ok = 0;
     free_batch(cur);
+    if (ok) t2s_progress_update(&prog, start + BATCH < sp->count ? start + BATCH : sp->count);
   }
   if (bufs) free_batch(&bufs[0]), free_batch(&bufs[1]);
   free(bufs);
