@@ -264,10 +264,12 @@ static t2s_status find_auto(t2s_trainer *t, char *path, size_t size, int *found,
  * optimizer.lr_scaling and the data order follows the new batch. */
 static void note_world_change(const t2s_trainer *t, const char *path) {
   if (t->resumed_world == t->comm.world || !is_root(t)) return;
-  int b = t->cfg->data.samples_per_gpu;
-  printf("note: %s was written by %d rank(s) (global batch %d); this run has %d rank(s) (global batch %d): "
+  long long b = t->cfg->data.samples_per_gpu;
+  /* the checkpoint's own global batch when it saved its sampler state */
+  long long was = t->have_sampler_saved ? (long long)t->sampler_saved[0][2] : t->resumed_world * b;
+  printf("note: %s was written by %d rank(s) (global batch %lld); this run has %d rank(s) (global batch %lld): "
          "the base lr is now %.4g (optimizer.lr_scaling) and the data order follows the new batch\n",
-         path, t->resumed_world, t->resumed_world * b, t->comm.world, t->comm.world * b, t->lr);
+         path, t->resumed_world, was, t->comm.world, t->comm.world * b, t->lr);
 }
 
 static t2s_status resume(t2s_trainer *t, t2s_error *err) {
@@ -528,9 +530,9 @@ static void log_progress(t2s_trainer *t, const t2s_uda_losses *l, double lr, dou
   double its = t2s_rate_per_s(&t->rate);
   if (!isfinite(its)) its = (double)(t->iter + 1 - t->iter_start) / dt_total;  /* first point */
   double ips = its * images_per_iter(t);
-  char eta[32], v[6][32];
+  char eta[32], v[5][32];
   t2s_format_eta(eta, sizeof eta, (double)(c->runner.max_iters - t->iter - 1) / its);
-  const double terms[6] = {l->total, l->src, l->mix, l->fd, l->t2s, 0};
+  const double terms[5] = {l->total, l->src, l->mix, l->fd, l->t2s};
   for (int k = 0; k < 5; k++) t2s_format_loss(v[k], sizeof v[k], terms[k]);
   if (!t->opts.quiet) {
     printf("iter %6lld/%lld | loss %s (src %s", (long long)t->iter + 1, (long long)c->runner.max_iters, v[0], v[1]);
