@@ -391,15 +391,10 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   t2s_dist_cfg dc = t2s_dist_default_cfg();
   dc.device = dev;
   dc.quiet = opts->quiet;
-  /* T2S_COMM_TIMEOUT in the environment (the launch templates set it) overrides
-   * dist.timeout, as for every other tool; the timeout message names the one in force */
-  const char *env_timeout = getenv("T2S_COMM_TIMEOUT");
-  if (env_timeout == NULL || *env_timeout == '\0') {
-    dc.timeout_s = cfg->dist.timeout;
-    dc.timeout_setting = "the config key dist.timeout (seconds, e.g. dist.timeout=1200)";
-  } else {
-    dc.timeout_setting = "T2S_COMM_TIMEOUT=SECONDS in the environment (set for this run; it overrides dist.timeout)";
-  }
+  /* dist.timeout replaces T2S_COMM_TIMEOUT here (docs/distributed.md); the timeout
+   * message names the key */
+  dc.timeout_s = cfg->dist.timeout;
+  dc.timeout_setting = "the config key dist.timeout (seconds, e.g. dist.timeout=1200)";
   if ((st = t2s_dist_init(&t->comm, &dc, err)) != T2S_OK) return st;
   t->comm_up = 1;
   if ((st = check_same_config(t, err)) != T2S_OK) return st;
