@@ -183,14 +183,14 @@ resolve_bundle() {
   # The loader's own verdict on every binary, so that nothing is left to the first run.
   for f in "$unpack"/bin/* "$unpack"/tests/*; do
     while read -r line; do
-      missing+=("$line (needed by $(basename "$f"))")
+      missing+=("$line")
       echo "MISSING $line (ldd $(basename "$f"))" >>"$log"
     done < <(LD_LIBRARY_PATH=$ld_path ldd "$f" 2>&1 | awk '/not found/ {print $1}')
   done
   mapfile -t cuda_tests <"$unpack/cuda_tests.txt"
   cat "$log"
   if ((${#missing[@]})); then
-    add_row libraries FAIL "$((SECONDS - t0))" "MISSING: $(printf '%s\n' "${missing[@]}" | sort -u | head -3 | tr '\n' ' ')(log libraries.log)"
+    add_row libraries FAIL "$((SECONDS - t0))" "MISSING: $(printf '%s\n' "${missing[@]}" | sort -u | head -4 | tr '\n' ' ')(log libraries.log)"
     return 1
   fi
   add_row libraries ok "$((SECONDS - t0))" "$(grep -c '^found' "$log") CUDA libraries found; bundle $(sed -n 's/^commit //p' "$unpack/MANIFEST" | cut -c1-12)"
