@@ -2,7 +2,8 @@
 // ctest-timeout: 60
 /* The GPU bring-up scripts, cheaply (the real rehearsal, tools/rehearse_gpu_bundle.sh,
  * needs root and minutes):
- * - tools/gpu_check.sh, gpu_bundle.sh and rehearse_gpu_bundle.sh parse (bash -n);
+ * - tools/gpu_check.sh, gpu_bundle.sh, rehearse_gpu_bundle.sh and gpu_source_hash.sh
+ *   parse (bash -n);
  * - gpu_check.sh runs no installer: no apt-get/apt/dpkg -i, no pip (pip, pip3,
  *   python3 -m pip), no tools/setup.sh outside comments: the GPU machine reaches no
  *   package registry, and a run that tries one spends its minutes for nothing;
@@ -42,8 +43,9 @@ int main(void) {
     return 2;
   }
   snprintf(src, sizeof src, "%s", s);
-  const char *scripts[] = {"gpu_check.sh", "gpu_bundle.sh", "rehearse_gpu_bundle.sh"};
-  for (int i = 0; i < 3; i++)
+  const char *scripts[] = {"gpu_check.sh", "gpu_bundle.sh", "rehearse_gpu_bundle.sh",
+                           "gpu_source_hash.sh"};
+  for (int i = 0; i < 4; i++)
     CHECK_MSG(t2s_test_run("bash -n %s/tools/%s", src, scripts[i]) == 0, "tools/%s does not parse",
               scripts[i]);
 

@@ -11,7 +11,8 @@
 #     its Python's nvidia.* packages, and tools/gpu_check.sh finds them there;
 #   - h5diff (test_cuda_train compares checkpoints with it) and its libraries;
 #   - MANIFEST: the CUDA sonames the binaries need (ldd) and the cuDNN sub-libraries
-#     cuDNN opens at run time, the newest glibc symbol version the binaries use, the commit.
+#     cuDNN opens at run time, the newest glibc symbol version the binaries use, the
+#     commit and a hash of the sources (tools/gpu_source_hash.sh).
 # One compressed archive in gpu_bundle/ (git-ignored): gpu_bundle/t2sda-gpu-bundle.tar.xz.
 #
 #   tools/gpu_bundle.sh               T2S_BUNDLE_BUILD=build-bundle (build folder)
@@ -111,6 +112,7 @@ fi
   echo "# t2sda GPU bundle: read by tools/gpu_check.sh"
   echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
   echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(. /etc/os-release && echo "$PRETTY_NAME"), nvcc $(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+  echo "sources $(bash tools/gpu_source_hash.sh)"
   echo "glibc 2.$glibc_max"
   for s in $(printf '%s\n' "${!cuda_need[@]}" | sort); do echo "cuda $s"; done
   for s in "${cudnn_subs[@]}"; do echo "cuda-runtime $s"; done

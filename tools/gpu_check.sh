@@ -16,7 +16,8 @@
 #   cpu train   the bundle's CPU executables: synthetic data and 2 CPU iterations
 #   1 smoke     (90 s) test_cuda_ops (every op family, forward and backward, CUDA vs
 #               CPU) and test_cuda_train (three T2S-DA iterations, CUDA vs CPU)
-#   2 cuda tests  the other tests labelled cuda but test_cuda_comm (one row; each result in its log)
+#   2 cuda tests  the other tests labelled cuda, but test_cuda_comm (one row; each
+#               test's result in its log)
 #   3 memcheck  compute-sanitizer --tool memcheck over the op tests (skipped, with a
 #               note, where the tool is missing or refuses the device)
 #   4 bench     one training step of DLv2-R101 (batch 2, 512x512): t2sda fp32 / TF32
@@ -209,6 +210,13 @@ resolve_bundle() {
   fi
   add_row libraries ok "$((SECONDS - t0))" "$(grep -c '^found' "$log") CUDA libraries found; bundle $(sed -n 's/^commit //p' "$unpack/MANIFEST" | cut -c1-12)"
   libs_ok=1
+  # A bundle of other sources would test old code: said, and the run goes on.
+  local built_from here
+  built_from=$(sed -n 's/^sources //p' "$unpack/MANIFEST")
+  here=$(bash tools/gpu_source_hash.sh 2>/dev/null)
+  if [[ $built_from != "$here" ]]; then
+    add_row "bundle sources" FAIL "" "built from sources ${built_from:-?}, this tree is ${here:-?}: run tools/gpu_bundle.sh again"
+  fi
 }
 
 fallback_build() {
