@@ -26,7 +26,7 @@ const char *t2s_comm_backend_name(t2s_comm_backend b) {
 }
 
 t2s_dist_cfg t2s_dist_default_cfg(void) {
-  t2s_dist_cfg cfg = {T2S_DEV_CPU, 300.0, 0, NULL};
+  t2s_dist_cfg cfg = {T2S_DEV_CPU, 300.0, 0, NULL, 0};
   const char *t = getenv("T2S_COMM_TIMEOUT");
   if (t != NULL && *t) {
     char *end;
@@ -265,7 +265,9 @@ t2s_status t2s_dist_init(t2s_comm *c, const t2s_dist_cfg *cfg, t2s_error *err) {
   if (launched_by_mpi()) st = mpi_start(c, err);
   else local_rank_single(c);
   if (st == T2S_OK && cfg->device == T2S_DEV_CUDA) st = choose_gpu(c, err);
-  if (st == T2S_OK && c->world > 1) {
+  int one_rank_nccl = c->world == 1 && cfg->nccl_one_rank && cfg->device == T2S_DEV_CUDA;
+  if (st == T2S_OK && (c->world > 1 || one_rank_nccl)) {
+    /* one rank: t2s__nccl_create needs no MPI (the id broadcast is the identity) */
     c->backend = cfg->device == T2S_DEV_CUDA ? T2S_COMM_NCCL : T2S_COMM_MPI;
     if (c->backend == T2S_COMM_NCCL) st = t2s__nccl_create(c, err);
   }
@@ -323,10 +325,37 @@ t2s_status t2s_dist_allreduce_i64(t2s_comm *c, int64_t *buf, size_t n, t2s_error
 
 t2s_status t2s_dist_allreduce_f32(t2s_comm *c, t2s_device dev, float *buf, size_t n,
                                   t2s_error *err) {
-  if (c->world == 1 || n == 0) return T2S_OK;
-  if (dev == T2S_DEV_CUDA) return t2s__nccl_allreduce_f32(c, buf, n, err);
+  t2s_status st = t2s_dist_allreduce_f32_start(c, dev, buf, n, err);
+  return st == T2S_OK ? t2s_dist_wait(c, err) : st;
+}
+
+/* NCCL is used whenever it exists (also with one rank: nccl_one_rank), so that a
+ * one-GPU machine runs the real device collective. */
+t2s_status t2s_dist_allreduce_f32_start(t2s_comm *c, t2s_device dev, float *buf, size_t n,
+                                        t2s_error *err) {
+  if (n == 0) return T2S_OK;
+  if (dev == T2S_DEV_CUDA && c->backend == T2S_COMM_NCCL)
+    return t2s__nccl_allreduce_start(c, buf, n, err);
+  if (c->world == 1) return T2S_OK;
+  if (dev == T2S_DEV_CUDA) {
+    char who[128];
+    return t2s_error_set(err, T2S_ERR_INVALID,
+                         "%s: all-reduce of device memory on the %s backend: initialise the "
+                         "communicator with device cuda",
+                         t2s__comm_who(c, who, sizeof who), t2s_comm_backend_name(c->backend));
+  }
   return t2s__mpi_allreduce(c, t2s__comm_mpi(c), buf, n, MPI_FLOAT, MPI_SUM,
                             "all-reduce (sum of floats)", err);
+}
+
+t2s_status t2s_dist_wait(t2s_comm *c, t2s_error *err) {
+  return c->backend == T2S_COMM_NCCL ? t2s__nccl_wait(c, err) : T2S_OK;
+}
+
+t2s_status t2s_dist_max_f64(t2s_comm *c, double *buf, size_t n, t2s_error *err) {
+  if (c->world == 1 || n == 0) return T2S_OK;
+  return t2s__mpi_allreduce(c, t2s__comm_mpi(c), buf, n, MPI_DOUBLE, MPI_MAX,
+                            "all-reduce (maximum of doubles)", err);
 }
 
 t2s_status t2s_dist_stat_allreduce(void *user, double *buf, size_t n, t2s_error *err) {
@@ -415,14 +444,11 @@ static t2s_status no_nccl(t2s_error *err) {
 }
 t2s_status t2s__nccl_create(t2s_comm *c, t2s_error *err) { return no_nccl(err); }
 void t2s__nccl_destroy(t2s_nccl *n) { (void)n; }
-t2s_status t2s__nccl_allreduce_f32(t2s_comm *c, float *dev, size_t n, t2s_error *err) {
+t2s_status t2s__nccl_allreduce_start(t2s_comm *c, float *dev, size_t n, t2s_error *err) {
   return no_nccl(err);
 }
+t2s_status t2s__nccl_wait(t2s_comm *c, t2s_error *err) { return no_nccl(err); }
 t2s_status t2s__nccl_bcast(t2s_comm *c, void *dev, size_t bytes, int root, t2s_error *err) {
-  return no_nccl(err);
-}
-t2s_status t2s__nccl_allreduce_repeat(t2s_comm *c, float *dev, size_t n, int iters,
-                                      t2s_error *err) {
   return no_nccl(err);
 }
 t2s_status t2s__nccl_bucket_start(t2s_comm *c, t2s_ctx *ctx, float *dev, size_t n,

@@ -55,6 +55,11 @@ typedef struct t2s_dist_cfg {
   /* how a user raises timeout_s, named in timeout messages (e.g. "dist.timeout=SECONDS");
    * NULL: the environment variable T2S_COMM_TIMEOUT */
   const char *timeout_setting;
+  /* 1: a CUDA run of one process still builds an NCCL communicator (of one rank, with no
+   * MPI), so that device all-reduces go through NCCL for real: the GPU check and the
+   * all-reduce benchmark use it on a machine with one GPU and no mpirun. Training leaves
+   * it 0 (one rank needs no collectives). Ignored on the CPU and under a launcher. */
+  int nccl_one_rank;
 } t2s_dist_cfg;
 
 /* Defaults: CPU, 300 s timeout (T2S_COMM_TIMEOUT in the environment overrides it). */
@@ -98,6 +103,17 @@ t2s_status t2s_dist_allreduce_i64(t2s_comm *c, int64_t *buf, size_t n, t2s_error
 /* In-place sum of float32 values on `dev` (device memory goes through NCCL). */
 t2s_status t2s_dist_allreduce_f32(t2s_comm *c, t2s_device dev, float *buf, size_t n,
                                   t2s_error *err);
+/* Non-blocking form of t2s_dist_allreduce_f32 for pipelines and benchmarks: on NCCL the
+ * sum of device memory is queued on the communicator's stream and the call returns at
+ * once (buf must not be touched until t2s_dist_wait); every other case completes before
+ * returning, as the blocking form does. */
+t2s_status t2s_dist_allreduce_f32_start(t2s_comm *c, t2s_device dev, float *buf, size_t n,
+                                        t2s_error *err);
+/* Waits, with the communicator's deadline, for every sum started so far (NCCL); returns
+ * at once on the other backends. */
+t2s_status t2s_dist_wait(t2s_comm *c, t2s_error *err);
+/* In-place maxima over ranks of host doubles (e.g. the slowest rank's time). */
+t2s_status t2s_dist_max_f64(t2s_comm *c, double *buf, size_t n, t2s_error *err);
 /* The ctx->stat_allreduce signature: user is the t2s_comm; buf is host memory. */
 t2s_status t2s_dist_stat_allreduce(void *user, double *buf, size_t n, t2s_error *err);
 /* Host bytes from `root` to every rank. */

@@ -1,5 +1,4 @@
-/* Private to dist/ (and the benchmarks in tools/bench, which time the raw MPI and
- * NCCL calls): the MPI plumbing shared by comm.c and grad_sync.c,
+/* Private to dist/: the MPI plumbing shared by comm.c and grad_sync.c,
  * and the C interface of the NCCL backend (dist/nccl_comm.cu in CUDA builds; stubs in
  * comm.c otherwise). Names with a double underscore are not part of the public API. */
 #pragma once
@@ -37,12 +36,12 @@ t2s_status t2s__mpi_allreduce(const t2s_comm *c, MPI_Comm comm, void *buf, size_
 /* NCCL backend. */
 t2s_status t2s__nccl_create(t2s_comm *c, t2s_error *err);
 void t2s__nccl_destroy(t2s_nccl *n);
-/* Blocking (with the deadline) sum / broadcast of device memory on the backend's stream. */
-t2s_status t2s__nccl_allreduce_f32(t2s_comm *c, float *dev, size_t n, t2s_error *err);
+/* Blocking (with the deadline) broadcast of device memory on the backend's stream. */
 t2s_status t2s__nccl_bcast(t2s_comm *c, void *dev, size_t bytes, int root, t2s_error *err);
-/* `iters` back-to-back sums of dev[0..n), one synchronisation at the end (benchmark). */
-t2s_status t2s__nccl_allreduce_repeat(t2s_comm *c, float *dev, size_t n, int iters,
-                                      t2s_error *err);
+/* Queues a sum of dev[0..n) on the backend's stream; wait waits (with the deadline) for
+ * everything queued there. */
+t2s_status t2s__nccl_allreduce_start(t2s_comm *c, float *dev, size_t n, t2s_error *err);
+t2s_status t2s__nccl_wait(t2s_comm *c, t2s_error *err);
 /* Gradient buckets: start averages dev[0..n) on the side stream once everything queued
  * so far on ctx's compute stream is done (an event, no host synchronisation); join makes
  * the compute stream wait for every started bucket. */

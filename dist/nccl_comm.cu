@@ -1,7 +1,8 @@
-/* The NCCL backend: GPU collectives for runs with more than one rank on GPUs.
+/* The NCCL backend: GPU collectives for runs with more than one rank on GPUs (and for
+ * one rank when t2s_dist_cfg.nccl_one_rank asks for it).
  *
- * Bootstrap: rank 0 creates the unique id, MPI broadcasts it, every rank joins with
- * ncclCommInitRank on the GPU that comm.c chose. Blocking helpers run on a private
+ * Bootstrap: rank 0 creates the unique id, MPI broadcasts it (one rank: no MPI), every
+ * rank joins with ncclCommInitRank on the GPU that comm.c chose. Blocking helpers run on a private
  * stream and poll it against the communicator's deadline (cudaStreamQuery +
  * ncclCommGetAsyncError), aborting the NCCL communicator on a timeout, so a dead peer
  * becomes a message, not a hang. Gradient buckets run on a side stream that waits for
@@ -22,7 +23,7 @@
 
 struct t2s_nccl {
   ncclComm_t comm;
-  cudaStream_t stream;   /* blocking helpers and the benchmark */
+  cudaStream_t stream;   /* blocking helpers and started all-reduces */
   cudaStream_t side;     /* gradient buckets */
   cudaEvent_t ready;     /* recorded on the compute stream before each bucket */
   cudaEvent_t done;      /* recorded on the side stream at the end of the buckets */
@@ -110,9 +111,15 @@ static t2s_status usable(t2s_comm *c, t2s_error *err) {
                        c->nccl ? "aborted after an earlier failure" : "not initialised");
 }
 
-extern "C" t2s_status t2s__nccl_allreduce_f32(t2s_comm *c, float *dev, size_t n, t2s_error *err) {
+extern "C" t2s_status t2s__nccl_allreduce_start(t2s_comm *c, float *dev, size_t n,
+                                                t2s_error *err) {
   if (usable(c, err) != T2S_OK) return err->status;
   NC(c, ncclAllReduce(dev, dev, n, ncclFloat, ncclSum, c->nccl->comm, c->nccl->stream), err);
+  return T2S_OK;
+}
+
+extern "C" t2s_status t2s__nccl_wait(t2s_comm *c, t2s_error *err) {
+  if (usable(c, err) != T2S_OK) return err->status;
   return nccl_wait(c, c->nccl->stream, "ncclAllReduce", err);
 }
 
@@ -121,14 +128,6 @@ extern "C" t2s_status t2s__nccl_bcast(t2s_comm *c, void *dev, size_t bytes, int 
   if (usable(c, err) != T2S_OK) return err->status;
   NC(c, ncclBroadcast(dev, dev, bytes, ncclChar, root, c->nccl->comm, c->nccl->stream), err);
   return nccl_wait(c, c->nccl->stream, "ncclBroadcast", err);
-}
-
-extern "C" t2s_status t2s__nccl_allreduce_repeat(t2s_comm *c, float *dev, size_t n, int iters,
-                                                 t2s_error *err) {
-  if (usable(c, err) != T2S_OK) return err->status;
-  for (int i = 0; i < iters; i++)
-    NC(c, ncclAllReduce(dev, dev, n, ncclFloat, ncclSum, c->nccl->comm, c->nccl->stream), err);
-  return nccl_wait(c, c->nccl->stream, "ncclAllReduce (benchmark)", err);
 }
 
 extern "C" t2s_status t2s__nccl_bucket_start(t2s_comm *c, t2s_ctx *ctx, float *dev, size_t n,

@@ -20,9 +20,14 @@ Example: /usr/bin/python3 tools/bench_step_pytorch.py --depth 50 \
 tools/make_mit_fixture.py: Hugging Face's SegFormer encoder, drop path 0.1, and
 the DAFormer head with channel dropout 0.1; needs transformers). Its FLOPs count
 the convolutions and linear layers (not the attention products).
+
+--mode sets the arithmetic on CUDA: fp32 (TF32 off), tf32 (matmul and cuDNN in TF32),
+amp_bf16 (autocast to bf16), amp_bf16_channels_last (the same, model and input in
+channels_last); default leaves PyTorch's own settings (cuDNN TF32 on).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -55,6 +60,9 @@ def parse_args():
     ap.add_argument("--device", default="cpu",
                     help="cpu, or cuda where this torch build has CUDA")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mode", default="default",
+                    choices=("default", "fp32", "tf32", "amp_bf16",
+                             "amp_bf16_channels_last"))
     args = ap.parse_args()
     if args.iters < 1 or args.warmup < 0 or args.batch < 1:
         ap.error("--iters and --batch must be >= 1 and --warmup >= 0")
@@ -106,16 +114,30 @@ def main():
                               num_classes=args.num_classes)
         ref.init_random_(model, torch.Generator().manual_seed(args.seed))
         fwd_macs = ref.conv_forward_macs(model, (args.batch, 3, height, width))
+    if args.mode != "default":
+        torch.backends.cuda.matmul.allow_tf32 = args.mode == "tf32"
+        torch.backends.cudnn.allow_tf32 = args.mode == "tf32"
+    channels_last = args.mode.endswith("_channels_last")
     model.to(device).train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = ref.make_sgd(model, lr=args.lr)
 
     image = torch.randn(args.batch, 3, height, width, device=device)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
     label = torch.randint(0, args.num_classes, (args.batch, height, width),
                           device=device)
 
+    def autocast():
+        if args.mode.startswith("amp_bf16"):
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = ref.seg_loss(model(image), label)
+        with autocast():
+            loss = ref.seg_loss(model(image), label)
         loss.backward()
         opt.step()
 
@@ -133,7 +155,7 @@ def main():
     print(json.dumps({
         "bench": "step", "impl": "pytorch",
         "torch_version": str(torch.__version__), "device": str(device),
-        "backbone": args.backbone,
+        "backbone": args.backbone, "mode": args.mode,
         "depth": args.depth, "base_channels": args.base_channels,
         "stem_channels": args.stem_channels, "batch": args.batch,
         "crop": [width, height], "num_classes": args.num_classes,

@@ -1,10 +1,14 @@
 /* All-reduce benchmark: in-place float32 sums of 4 KiB .. 256 MiB (powers of two) with
- * the run's backend: MPI host collectives on the CPU, NCCL on GPUs.
+ * the run's backend: MPI host collectives on the CPU, NCCL on GPUs. Timing goes through
+ * the communicator's public API (t2s_dist_allreduce_f32_start + t2s_dist_wait), the
+ * calls training makes, not a path of its own.
  *
  *   mpirun -np 2 t2sda_bench allreduce [--device cpu|cuda] [--min-bytes 4096]
  *                                      [--max-bytes 268435456] [--iters 20] [--warmup 3]
  *                                      [--json FILE]
  *
+ * Without a launcher, `--device cuda` runs one rank on a real NCCL communicator (a
+ * one-GPU machine with no mpirun: busbw is 0 there, time and algbw are the kernels').
  * (`comm` is the same benchmark under its first name.) The table has the columns of
  * nccl-tests' all_reduce_perf (size, count, type, redop, root, time, algbw, busbw,
  * #wrong; in-place only), so a line can be set beside theirs for the same size: time
@@ -21,7 +25,7 @@
 
 #include "core/device.h"
 #include "tools/bench/bench_comm.h"
-#include "dist/comm_internal.h"
+#include "dist/comm.h"
 
 typedef struct comm_opts {
   t2s_device device;
@@ -68,14 +72,14 @@ static int parse_opts(int argc, char **argv, comm_opts *o) {
   return 1;
 }
 
+/* `reps` sums started back to back, one wait at the end (as nccl-tests times them). */
 static t2s_status reduce(t2s_comm *c, const comm_opts *o, float *buf, size_t n, int reps,
                          t2s_error *err) {
-  if (o->device == T2S_DEV_CUDA) return t2s__nccl_allreduce_repeat(c, buf, n, reps, err);
   for (int r = 0; r < reps; r++) {
-    t2s_status st = t2s_dist_allreduce_f32(c, T2S_DEV_CPU, buf, n, err);
+    t2s_status st = t2s_dist_allreduce_f32_start(c, o->device, buf, n, err);
     if (st != T2S_OK) return st;
   }
-  return T2S_OK;
+  return t2s_dist_wait(c, err);
 }
 
 /* Fills with rank + 1, reduces once, counts the elements that differ from
@@ -95,8 +99,7 @@ static t2s_status check_once(t2s_comm *c, const comm_opts *o, float *buf, float 
 
 /* The slowest rank's value of x (every rank receives it). */
 static t2s_status max_over_ranks(t2s_comm *c, double *x, t2s_error *err) {
-  return t2s__mpi_allreduce(c, t2s__comm_mpi(c), x, 1, MPI_DOUBLE, MPI_MAX,
-                            "all-reduce benchmark (slowest rank's time)", err);
+  return t2s_dist_max_f64(c, x, 1, err);
 }
 
 static void print_header(const t2s_comm *c) {
@@ -110,7 +113,7 @@ static void print_header(const t2s_comm *c) {
 
 static t2s_status sweep(t2s_comm *c, const comm_opts *o, float *buf, float *host, FILE *json,
                         size_t *total_wrong, t2s_error *err) {
-  double link = 2.0 * (c->world - 1) / c->world, bus_sum = 0;
+  double link = 2.0 * (c->world - 1) / c->world, bus_sum = 0; /* 0 on one rank */
   int sizes = 0;
   if (c->rank == 0) print_header(c);
   for (size_t bytes = o->min_bytes; bytes <= o->max_bytes; bytes *= 2) {
@@ -156,13 +159,14 @@ int t2s_bench_comm(int argc, char **argv) {
   t2s_error err = {0};
   t2s_dist_cfg cfg = t2s_dist_default_cfg();
   cfg.device = o.device;
+  cfg.nccl_one_rank = 1;
   if (t2s_dist_init(&c, &cfg, &err) != T2S_OK) {
     fprintf(stderr, "t2sda_bench allreduce: %s\n", err.msg);
     return 1;
   }
-  if (c.world < 2) {
-    fprintf(stderr, "t2sda_bench allreduce: one process has nothing to reduce: run it under "
-                    "`mpirun -np 2 t2sda_bench allreduce` (or srun)\n");
+  if (c.world < 2 && c.backend != T2S_COMM_NCCL) {
+    fprintf(stderr, "t2sda_bench allreduce: one CPU process has nothing to reduce: run it under "
+                    "`mpirun -np 2 t2sda_bench allreduce` (or srun), or use --device cuda\n");
     t2s_dist_finalize(&c);
     return 2;
   }

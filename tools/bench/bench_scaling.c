@@ -43,7 +43,7 @@
 #include "core/optim.h"
 #include "core/rng.h"
 #include "tools/bench/bench_scaling.h"
-#include "dist/comm_internal.h"
+#include "dist/comm.h"
 #include "dist/grad_sync.h"
 
 #define MAX_RANK_COUNTS 16
@@ -278,9 +278,7 @@ static t2s_status measure(step_env *e, int n, scaling_result *r, t2s_error *err)
   free_batch(&b, o->device);
   step /= o->iters;
   wait /= o->iters;
-  if (st == T2S_OK && c->world > 1)
-    st = t2s__mpi_allreduce(c, t2s__comm_mpi(c), &step, 1, MPI_DOUBLE, MPI_MAX,
-                            "scaling benchmark (slowest rank's step)", err);
+  if (st == T2S_OK) st = t2s_dist_max_f64(c, &step, 1, err); /* the slowest rank's step */
   if (st == T2S_OK) st = t2s_dist_allreduce_f64(c, &wait, 1, err);
   if (st != T2S_OK) return st;
   *r = (scaling_result){c->world, n, n * c->world, t2s_grad_sync_buckets(e->sync),
