@@ -1,12 +1,28 @@
-/* Raw memory on a device. The CPU side is plain aligned malloc; the CUDA side
- * (core/cuda/memory.cu) is cudaMalloc, never managed memory. Builds without
- * CUDA answer T2S_ERR_UNSUPPORTED for the CUDA device (core/cuda_absent.c). */
+/* Raw memory on a device and the one switch between backends.
+ *
+ * The CPU side is plain aligned malloc; the CUDA side (core/cuda/memory.cu) is
+ * cudaMalloc, never managed memory. Every choice between a CPU and a CUDA
+ * implementation -- the op table, the fused losses, the optimizer, the image
+ * kernels, the memory calls here -- is a per-device slot array indexed by the
+ * device, its CUDA slot written T2S_CUDA_SLOT(fn): NULL in a build without the
+ * CUDA backend, so such a build needs no stand-in functions. An empty slot
+ * answers through t2s_slot_missing ("this build has no CUDA backend ..."). */
 #pragma once
 #include <stddef.h>
 
 #include "core/tensor.h"
 
 #define T2S_ALIGN 256
+
+#ifdef T2S_HAVE_CUDA
+#define T2S_CUDA_SLOT(fn) (fn)
+#else
+#define T2S_CUDA_SLOT(fn) NULL
+#endif
+
+/* The answer of an empty slot: `what` (e.g. "op 'conv2d'") has no implementation on
+ * dev in this build; says how to get one. Returns T2S_ERR_UNSUPPORTED. */
+t2s_status t2s_slot_missing(t2s_error *err, const char *what, t2s_device dev);
 
 void *t2s_device_malloc(t2s_device dev, size_t bytes, t2s_error *err);
 void t2s_device_free(t2s_device dev, void *ptr);
@@ -44,11 +60,24 @@ t2s_status t2s_cuda_set_precision(struct t2s_ctx *ctx, t2s_precision mode);
 void *t2s_host_pinned_alloc(size_t bytes);
 void t2s_host_pinned_free(void *ptr);
 
-/* Implemented by the CUDA backend (or its absent stub). */
-void *t2s_cuda_host_alloc(size_t bytes);    /* NULL when no GPU or not built */
-int t2s_cuda_host_free(void *ptr);          /* 1 when ptr was page-locked and is freed */
-void *t2s_cuda_malloc(size_t bytes, t2s_error *err);
-void t2s_cuda_free(void *ptr);
-t2s_status t2s_cuda_zero(void *ptr, size_t bytes, t2s_error *err);
-t2s_status t2s_cuda_copy(void *dst, int dst_on_device, const void *src, int src_on_device,
-                         size_t bytes, t2s_error *err);
+/* Creates / destroys a context's backend state (stream, library handles; nothing on
+ * the CPU). core/engine.c calls them. */
+t2s_status t2s_device_ctx_init(struct t2s_ctx *ctx, t2s_error *err);
+void t2s_device_ctx_destroy(struct t2s_ctx *ctx);
+
+/* The CUDA runtime's slot functions (core/cuda/memory.cu, core/cuda/context.cu),
+ * reached only through the slot tables of core/device.c. */
+int t2s_cuda__device_count(void);
+t2s_status t2s_cuda__set_device(int ordinal, t2s_error *err);
+t2s_status t2s_cuda__device_name(char *buf, size_t size, t2s_error *err);
+void *t2s_cuda__malloc(size_t bytes, t2s_error *err);
+void t2s_cuda__free(void *ptr);
+t2s_status t2s_cuda__zero(void *ptr, size_t bytes, t2s_error *err);
+t2s_status t2s_cuda__copy(void *dst, int dst_on_device, const void *src, int src_on_device,
+                          size_t bytes, t2s_error *err);
+void *t2s_cuda__host_alloc(size_t bytes);  /* NULL when no GPU is visible */
+int t2s_cuda__host_free(void *ptr);        /* 1 when ptr was page-locked and is freed */
+t2s_status t2s_cuda__sync(t2s_error *err);
+t2s_status t2s_cuda__ctx_init(struct t2s_ctx *ctx, t2s_error *err);
+void t2s_cuda__ctx_destroy(struct t2s_ctx *ctx);
+t2s_status t2s_cuda__set_precision(struct t2s_ctx *ctx, t2s_precision mode);

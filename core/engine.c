@@ -7,10 +7,6 @@
 
 #include "core/device.h"
 
-/* Provided by the CUDA backend (or core/cuda_absent.c). */
-t2s_status t2s_cuda_ctx_init(t2s_ctx *ctx, t2s_error *err);
-void t2s_cuda_ctx_destroy(t2s_ctx *ctx);
-
 t2s_ctx *t2s_ctx_create(t2s_device device, size_t pass_block_bytes, t2s_error *err) {
   t2s_ctx *ctx = calloc(1, sizeof *ctx);
   if (ctx == NULL) {
@@ -20,7 +16,7 @@ t2s_ctx *t2s_ctx_create(t2s_device device, size_t pass_block_bytes, t2s_error *e
   ctx->device = device;
   ctx->grad_enabled = 1;
   ctx->training = 1;
-  if (device == T2S_DEV_CUDA && t2s_cuda_ctx_init(ctx, err) != T2S_OK) {
+  if (t2s_device_ctx_init(ctx, err) != T2S_OK) {
     free(ctx);
     return NULL;
   }
@@ -39,7 +35,7 @@ void t2s_ctx_destroy(t2s_ctx *ctx) {
   t2s_arena_destroy(ctx->pass);
   t2s_arena_destroy(ctx->iter);
   t2s_arena_destroy(ctx->meta);
-  if (ctx->device == T2S_DEV_CUDA) t2s_cuda_ctx_destroy(ctx);
+  t2s_device_ctx_destroy(ctx);
   free(ctx->tape);
   free(ctx);
 }
@@ -129,9 +125,12 @@ t2s_tensor *t2s_op_apply_desc(t2s_ctx *ctx, const t2s_op *op, t2s_tensor **in, i
   if (n_in > T2S_MAX_INPUTS)
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "op '%s': %d inputs (at most %d)", op->name, n_in,
                         T2S_MAX_INPUTS);
-  if (op->forward[ctx->device] == NULL)
-    return t2s_ctx_fail(ctx, T2S_ERR_UNSUPPORTED, "op '%s' has no %s implementation in this build",
-                        op->name, t2s_device_name(ctx->device));
+  if (op->forward[ctx->device] == NULL) {
+    char what[64];
+    snprintf(what, sizeof what, "op '%s'", op->name);
+    t2s_slot_missing(&ctx->err, what, ctx->device);
+    return NULL;
+  }
   int wants = 0;
   for (int i = 0; i < n_in; i++) {
     if (in[i] == NULL) continue;

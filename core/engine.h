@@ -1,10 +1,10 @@
 /* The execution context, op descriptors and the tape.
  *
  * Every op is a forward/backward pair with one slot per backend, held in one
- * descriptor table (t2s_ops, core/ops/registry.c fills the CPU slots, the CUDA
- * backend fills its own). An op call goes through t2s_op_apply(): it runs the
- * backend's forward and, while gradients are enabled and an input wants one,
- * records the call (a node) on the tape. t2s_backward() walks the tape in
+ * static descriptor table (t2s_ops, core/ops/registry.c; the CUDA slots are NULL
+ * in a build without the CUDA backend). An op call goes through t2s_op_apply():
+ * it runs the backend's forward and, while gradients are enabled and an input wants
+ * one, records the call (a node) on the tape. t2s_backward() walks the tape in
  * reverse. Networks are plain forward code; nobody writes a network's backward.
  *
  * Errors are sticky: the first failing op stores its message in ctx->err and
@@ -25,35 +25,40 @@
 
 #define T2S_MAX_INPUTS 8
 
-/* The op table. Add an op here, implement t2s_<name>_cpu_forward/_backward in
- * core/ops/, and (optionally) t2s_<name>_cuda_forward/_backward in core/cuda/. */
-#define T2S_OP_LIST(X) \
-  X(conv2d)            \
-  X(batch_norm)        \
-  X(relu)              \
-  X(gelu)              \
-  X(max_pool2d)        \
-  X(avg_pool2d)        \
-  X(add)               \
-  X(scale)             \
-  X(mul)               \
-  X(concat)            \
-  X(resize_bilinear)   \
-  X(resize_nearest)    \
-  X(linear)            \
-  X(matmul)            \
-  X(layer_norm)        \
-  X(softmax)           \
-  X(dropout)           \
-  X(l2_normalize)      \
-  X(cross_entropy)     \
-  X(weighted_sum)      \
-  X(attention)         \
-  X(tokens_transpose)  \
-  X(drop_path)
+/* The op table. An op family is core/ops/<family>.h (its argument structs and public
+ * calls), core/ops/<family>.c (t2s_<name>_cpu_forward / _backward, the reference)
+ * and core/cuda/<family>.cu (t2s_<name>_cuda_forward / _backward, exported with
+ * T2S_CUDA_OP). GRAD ops have both slots on every backend; NOGRAD ops (labels) have
+ * no backward and are never taped. Adding an op here also needs an entry in the
+ * gradient-check coverage table (tests/test_op_table.c) and in the per-op benchmark
+ * (tools/bench/bench_ops.c); test_op_table fails until both exist. */
+#define T2S_OP_LIST(X)        \
+  X(conv2d, GRAD)             \
+  X(batch_norm, GRAD)         \
+  X(relu, GRAD)               \
+  X(gelu, GRAD)               \
+  X(max_pool2d, GRAD)         \
+  X(avg_pool2d, GRAD)         \
+  X(add, GRAD)                \
+  X(scale, GRAD)              \
+  X(mul, GRAD)                \
+  X(concat, GRAD)             \
+  X(resize_bilinear, GRAD)    \
+  X(resize_nearest, NOGRAD)   \
+  X(linear, GRAD)             \
+  X(matmul, GRAD)             \
+  X(layer_norm, GRAD)         \
+  X(softmax, GRAD)            \
+  X(dropout, GRAD)            \
+  X(l2_normalize, GRAD)       \
+  X(cross_entropy, GRAD)      \
+  X(weighted_sum, GRAD)       \
+  X(attention, GRAD)          \
+  X(tokens_transpose, GRAD)   \
+  X(drop_path, GRAD)
 
 typedef enum t2s_op_id {
-#define T2S_OP_ENUM(name) T2S_OP_##name,
+#define T2S_OP_ENUM(name, grad) T2S_OP_##name,
   T2S_OP_LIST(T2S_OP_ENUM)
 #undef T2S_OP_ENUM
   T2S_OP_COUNT
@@ -67,11 +72,21 @@ typedef t2s_status (*t2s_backward_fn)(t2s_ctx *ctx, t2s_node *node, const float 
 
 typedef struct t2s_op {
   const char *name;
+  int differentiable;  /* 0: no backward slot on any backend (the op is never taped) */
   t2s_forward_fn forward[T2S_DEV_COUNT];
   t2s_backward_fn backward[T2S_DEV_COUNT];
 } t2s_op;
 
-extern t2s_op t2s_ops[T2S_OP_COUNT];
+extern const t2s_op t2s_ops[T2S_OP_COUNT];
+
+/* The slots of every core op (core/ops/<family>.c, core/cuda/<family>.cu). */
+#define T2S_OP_DECLARE(name, grad)                                                        \
+  t2s_status t2s_##name##_cpu_forward(t2s_ctx *ctx, t2s_node *node);                      \
+  t2s_status t2s_##name##_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta);  \
+  t2s_status t2s_##name##_cuda_forward(t2s_ctx *ctx, t2s_node *node);                     \
+  t2s_status t2s_##name##_cuda_backward(t2s_ctx *ctx, t2s_node *node, const float *beta);
+T2S_OP_LIST(T2S_OP_DECLARE)
+#undef T2S_OP_DECLARE
 
 struct t2s_node {
   t2s_op_id op;      /* the core op, or T2S_OP_COUNT for an op defined outside core */

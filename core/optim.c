@@ -4,15 +4,6 @@
 #include <string.h>
 
 #include "core/device.h"
-#include "core/optim_cuda.h"
-
-/* The loops here are the CPU reference; CUDA parameters are sent to core/optim_cuda.h
- * before this check, so reaching it with another device is a caller's mistake. */
-static t2s_status cpu_only(const t2s_params *p, const char *what, t2s_error *err) {
-  if (p->device == T2S_DEV_CPU) return T2S_OK;
-  return t2s_error_set(err, T2S_ERR_UNSUPPORTED, "%s has no implementation for parameters on %s "
-                       "(only cpu and cuda)", what, t2s_device_name(p->device));
-}
 
 const char *t2s_optim_slot_name(const t2s_optim *o, int slot) {
   if (o->cfg.type == T2S_OPTIM_SGD) return slot == 0 ? "momentum_buffer" : NULL;
@@ -41,12 +32,7 @@ void t2s_optim_free(t2s_optim *o) {
   memset(o, 0, sizeof *o);
 }
 
-double t2s_grad_global_norm(const t2s_params *p) {
-  if (p->device == T2S_DEV_CUDA) {
-    double norm = NAN;
-    t2s_error err = {0};
-    return t2s_grad_global_norm_cuda(p, &norm, &err) == T2S_OK ? norm : NAN;
-  }
+static t2s_status grad_global_norm_cpu(const t2s_params *p, double *norm, t2s_error *err) {
   double sum = 0.0;
   for (int i = 0; i < p->count; i++) {
     const t2s_param *q = p->items[i];
@@ -55,7 +41,8 @@ double t2s_grad_global_norm(const t2s_params *p) {
     int64_t n = t2s_numel(&q->t);
     for (int64_t k = 0; k < n; k++) sum += (double)g[k] * g[k];
   }
-  return sqrt(sum);
+  *norm = sqrt(sum);
+  return T2S_OK;
 }
 
 static void sgd_tensor(const t2s_optim *o, float *w, const float *g, float *buf, int64_t n, float lr,
@@ -84,11 +71,8 @@ static void adamw_tensor(const t2s_optim *o, float *w, const float *g, float *m,
   }
 }
 
-t2s_status t2s_optim_step(t2s_optim *o, double lr, double *grad_norm, t2s_error *err) {
+static t2s_status optim_step_cpu(t2s_optim *o, double lr, double *grad_norm, t2s_error *err) {
   t2s_params *p = o->params;
-  if (p->device == T2S_DEV_CUDA) return t2s_optim_cuda_step(o, lr, grad_norm, err);
-  t2s_status st = cpu_only(p, "the optimizer step", err);
-  if (st != T2S_OK) return st;
   double norm = -1.0, clip = 1.0;
   if (grad_norm || o->cfg.grad_clip > 0) norm = t2s_grad_global_norm(p);
   if (grad_norm) *grad_norm = norm;
@@ -128,18 +112,49 @@ double t2s_lr_at(const t2s_lr_schedule *s, double base_lr, int64_t iter) {
   return lr;
 }
 
-t2s_status t2s_ema_update(t2s_params *teacher, const t2s_params *student, double alpha,
-                          int64_t iter, int copy_buffers, t2s_error *err) {
-  if (teacher->numel != student->numel || teacher->count != student->count)
-    return t2s_error_set(err, T2S_ERR_INVALID, "EMA teacher and student have different parameters");
-  if (student->device == T2S_DEV_CUDA)
-    return t2s_ema_update_cuda(teacher, student, alpha, iter, copy_buffers, err);
-  t2s_status st = cpu_only(student, "the EMA update", err);
-  if (st != T2S_OK) return st;
+static t2s_status ema_update_cpu(t2s_params *teacher, const t2s_params *student, double alpha,
+                                 int64_t iter, int copy_buffers, t2s_error *err) {
   double a = 1.0 - 1.0 / (double)(iter + 1);
   if (alpha < a) a = alpha;
   float af = (float)a, bf = (float)(1.0 - a);
   for (size_t k = 0; k < student->numel; k++) teacher->data[k] = af * teacher->data[k] + bf * student->data[k];
   if (copy_buffers) memcpy(teacher->buf_data, student->buf_data, student->buf_numel * sizeof(float));
   return T2S_OK;
+}
+
+/* ---- dispatch: one slot per device (core/device.h) ------------------------------------ */
+
+typedef t2s_status (*grad_norm_fn)(const t2s_params *p, double *norm, t2s_error *err);
+typedef t2s_status (*step_fn)(t2s_optim *o, double lr, double *grad_norm, t2s_error *err);
+typedef t2s_status (*ema_fn)(t2s_params *teacher, const t2s_params *student, double alpha,
+                             int64_t iter, int copy_buffers, t2s_error *err);
+
+static const grad_norm_fn grad_norm_slots[T2S_DEV_COUNT] = {
+    [T2S_DEV_CPU] = grad_global_norm_cpu,
+    [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_grad_global_norm_cuda)};
+static const step_fn step_slots[T2S_DEV_COUNT] = {
+    [T2S_DEV_CPU] = optim_step_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_optim_step_cuda)};
+static const ema_fn ema_slots[T2S_DEV_COUNT] = {
+    [T2S_DEV_CPU] = ema_update_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_ema_update_cuda)};
+
+double t2s_grad_global_norm(const t2s_params *p) {
+  double norm = NAN;
+  t2s_error err = {0};
+  grad_norm_fn fn = grad_norm_slots[p->device];
+  return fn != NULL && fn(p, &norm, &err) == T2S_OK ? norm : NAN;
+}
+
+t2s_status t2s_optim_step(t2s_optim *o, double lr, double *grad_norm, t2s_error *err) {
+  step_fn fn = step_slots[o->params->device];
+  if (fn == NULL) return t2s_slot_missing(err, "the optimizer step", o->params->device);
+  return fn(o, lr, grad_norm, err);
+}
+
+t2s_status t2s_ema_update(t2s_params *teacher, const t2s_params *student, double alpha,
+                          int64_t iter, int copy_buffers, t2s_error *err) {
+  if (teacher->numel != student->numel || teacher->count != student->count)
+    return t2s_error_set(err, T2S_ERR_INVALID, "EMA teacher and student have different parameters");
+  ema_fn fn = ema_slots[student->device];
+  if (fn == NULL) return t2s_slot_missing(err, "the EMA update", student->device);
+  return fn(teacher, student, alpha, iter, copy_buffers, err);
 }

@@ -59,3 +59,13 @@ double t2s_lr_at(const t2s_lr_schedule *s, double base_lr, int64_t iter);
  * copy_buffers is set. */
 t2s_status t2s_ema_update(t2s_params *teacher, const t2s_params *student, double alpha,
                           int64_t iter, int copy_buffers, t2s_error *err);
+
+/* The CUDA slots of the three calls above (core/cuda/optim.cu), reached through the
+ * per-device slot tables of core/optim.c: same semantics and float rounding as the CPU
+ * slots; every reduction (the gradient norm) is deterministic. They run on the legacy
+ * default stream, which orders them after every op of every (blocking-stream) CUDA
+ * context and before any later one. */
+t2s_status t2s_optim_step_cuda(t2s_optim *o, double lr, double *grad_norm, t2s_error *err);
+t2s_status t2s_grad_global_norm_cuda(const t2s_params *p, double *norm, t2s_error *err);
+t2s_status t2s_ema_update_cuda(t2s_params *teacher, const t2s_params *student, double alpha,
+                               int64_t iter, int copy_buffers, t2s_error *err);

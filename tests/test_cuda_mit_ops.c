@@ -20,7 +20,7 @@
  *   the tape; loss and gradients against the CPU.
  *
  * Skipped (exit 77) without a CUDA build or a visible GPU. */
-#include "core/ops_extra.h"
+#include "core/ops.h"
 #include "tests/cuda_replay.h"
 
 /* ---- builders --------------------------------------------------------------------- */

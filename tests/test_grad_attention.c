@@ -5,7 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "core/ops_extra.h"
+#include "core/ops.h"
 #include "tests/harness.h"
 
 typedef struct att_case {

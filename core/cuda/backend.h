@@ -20,33 +20,8 @@ extern "C" {
 #include "core/ops.h"
 }
 
-/* Argument structs that core/ops/elementwise.c keeps private. The layouts must stay
- * identical to those (test_cuda_ops feeds the CPU node's args to the CUDA slot, so a
- * divergence shows up as a mismatch there). */
-typedef struct t2s_cuda_scale_args { float s; } t2s_cuda_scale_args;
-typedef struct t2s_cuda_dropout_args {
-  float p;
-  t2s_rng_key key;
-} t2s_cuda_dropout_args;
-
-/* The same for the MiT ops (core/ops/attention.c, permute.c, drop_path.c); test_cuda_mit_ops
- * replays the CPU node's args on the CUDA slot, so a divergence fails there. */
-typedef struct t2s_cuda_attention_args {
-  int64_t n, l, s, c;
-  int heads;
-} t2s_cuda_attention_args;
-typedef struct t2s_cuda_transpose_args {
-  int64_t n, a, b;  /* the input viewed as (n, a, b) row-major, the output as (n, b, a) */
-} t2s_cuda_transpose_args;
-typedef struct t2s_cuda_drop_args {
-  float p;
-  t2s_rng_key key;
-  int64_t block;  /* elements per block in LOGICAL order: prod(shape[mask_dims..]) */
-  int64_t first;  /* global index of the first block (ctx->sample_offset x blocks per sample) */
-} t2s_cuda_drop_args;
-
 typedef struct t2s_conv_plan t2s_conv_plan;  /* core/cuda/conv2d.cu */
-typedef struct t2s_gemm_plan t2s_gemm_plan;  /* core/cuda/gemm.cu */
+typedef struct t2s_gemm_plan t2s_gemm_plan;  /* core/cuda/linear.cu */
 
 typedef struct t2s_cuda_backend {
   int device;                  /* cudaGetDevice() at creation */
@@ -152,16 +127,19 @@ static inline unsigned t2s_cuda_blocks(int64_t n) {
  * called while planning a new shape, never in the steady state). */
 t2s_status t2s_cuda_workspace_reserve(t2s_ctx *ctx, const t2s_node *node, size_t bytes);
 
-/* Op families install their slots in t2s_ops (core/cuda/context.cu calls these). */
-void t2s_cuda_install_elementwise(void);
-void t2s_cuda_install_conv2d(void);
-void t2s_cuda_install_batch_norm(void);
-void t2s_cuda_install_pool(void);
-void t2s_cuda_install_resize(void);  /* concat, resize_bilinear, resize_nearest */
-void t2s_cuda_install_gemm(void);    /* linear, matmul */
-void t2s_cuda_install_norm(void);    /* layer_norm, softmax, l2_normalize */
-void t2s_cuda_install_cross_entropy(void);
-void t2s_cuda_install_mit(void);     /* attention, tokens_transpose, drop_path */
+/* The CUDA slots of op `name` for the descriptor table (core/ops/registry.c): the
+ * C-linkage names t2s_<name>_cuda_forward / _backward declared by core/engine.h,
+ * around the family's name##_forward / name##_backward, which stay in the file's
+ * anonymous namespace. */
+#define T2S_CUDA_OP_FORWARD_ONLY(name)                                                  \
+  t2s_status t2s_##name##_cuda_forward(t2s_ctx *ctx, t2s_node *node) {                  \
+    return name##_forward(ctx, node);                                                   \
+  }
+#define T2S_CUDA_OP(name)                                                               \
+  T2S_CUDA_OP_FORWARD_ONLY(name)                                                        \
+  t2s_status t2s_##name##_cuda_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) { \
+    return name##_backward(ctx, node, beta);                                            \
+  }
 /* Free the plan caches (context destruction, precision change). */
 void t2s_cuda_conv_plans_free(t2s_cuda_backend *be);
 void t2s_cuda_gemm_plans_free(t2s_cuda_backend *be);

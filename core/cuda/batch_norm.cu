@@ -22,11 +22,7 @@ using namespace t2s_cuda;
 
 namespace {
 
-/* Must match core/ops/batch_norm.c (test_cuda_ops feeds the CPU node's args). */
-typedef struct bn_args {
-  t2s_bn_mode mode;
-  float momentum, eps;
-} bn_args;
+typedef t2s_bn_args bn_args;
 
 /* Host struct (t2s_host_scratch) pointing at device arrays of the pass arena. */
 typedef struct bn_saved {
@@ -259,7 +255,4 @@ t2s_status batch_norm_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) 
 
 }  // namespace
 
-void t2s_cuda_install_batch_norm(void) {
-  t2s_ops[T2S_OP_batch_norm].forward[T2S_DEV_CUDA] = batch_norm_forward;
-  t2s_ops[T2S_OP_batch_norm].backward[T2S_DEV_CUDA] = batch_norm_backward;
-}
+T2S_CUDA_OP(batch_norm)

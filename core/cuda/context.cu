@@ -1,6 +1,5 @@
 /* Backend state of one execution context: the stream all ops run on, the cuBLAS,
- * cuBLASLt and cuDNN handles bound to it, a workspace and the reduction buffer.
- * t2s_cuda_ctx_init also installs the CUDA slots of the op table. */
+ * cuBLASLt and cuDNN handles bound to it, a workspace and the reduction buffer. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,20 +41,6 @@ t2s_status t2s_cuda_workspace_reserve(t2s_ctx *ctx, const t2s_node *node, size_t
   return T2S_OK;
 }
 
-static void install_ops(void) {
-  /* Idempotent: assigning the same pointers again is harmless, so no "installed"
-   * flag (global state) is needed. */
-  t2s_cuda_install_elementwise();
-  t2s_cuda_install_conv2d();
-  t2s_cuda_install_batch_norm();
-  t2s_cuda_install_pool();
-  t2s_cuda_install_resize();
-  t2s_cuda_install_gemm();
-  t2s_cuda_install_norm();
-  t2s_cuda_install_cross_entropy();
-  t2s_cuda_install_mit();
-}
-
 static void backend_free(t2s_cuda_backend *be) {
   if (be == NULL) return;
   t2s_cuda_conv_plans_free(be);
@@ -85,8 +70,8 @@ static void backend_free(t2s_cuda_backend *be) {
     }                                                                                       \
   } while (0)
 
-extern "C" t2s_status t2s_cuda_ctx_init(t2s_ctx *ctx, t2s_error *err) {
-  if (t2s_cuda_device_count() == 0)
+t2s_status t2s_cuda__ctx_init(t2s_ctx *ctx, t2s_error *err) {
+  if (t2s_cuda__device_count() == 0)
     return t2s_error_set(err, T2S_ERR_UNSUPPORTED,
                          "no CUDA device is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES), "
                          "or run with device: cpu");
@@ -109,11 +94,10 @@ extern "C" t2s_status t2s_cuda_ctx_init(t2s_ctx *ctx, t2s_error *err) {
   be->workspace_bytes = (size_t)32 << 20;
   INIT_CHECK(cudaMalloc(&be->workspace, be->workspace_bytes));
   ctx->backend = be;
-  install_ops();
   return T2S_OK;
 }
 
-extern "C" void t2s_cuda_ctx_destroy(t2s_ctx *ctx) {
+void t2s_cuda__ctx_destroy(t2s_ctx *ctx) {
   if (ctx == NULL) return;
   backend_free(t2s_cuda_be(ctx));
   ctx->backend = NULL;
@@ -124,7 +108,7 @@ extern "C" void t2s_cuda_ctx_destroy(t2s_ctx *ctx) {
  * (10-bit mantissa products, fp32 accumulation). The plan caches are keyed by the
  * precision, so switching is cheap and the old plans stay valid. bf16 needs bf16
  * activations end to end and is not built yet (design note in core/cuda/backend.h). */
-extern "C" t2s_status t2s_cuda_set_precision(t2s_ctx *ctx, t2s_precision mode) {
+t2s_status t2s_cuda__set_precision(t2s_ctx *ctx, t2s_precision mode) {
   if (ctx == NULL || ctx->device != T2S_DEV_CUDA || ctx->backend == NULL) {
     if (ctx != NULL)
       t2s_ctx_fail(ctx, T2S_ERR_INVALID, "precision is a CUDA setting; this context runs on %s "
@@ -148,8 +132,7 @@ extern "C" t2s_status t2s_cuda_set_precision(t2s_ctx *ctx, t2s_precision mode) {
   return T2S_OK;
 }
 
-extern "C" t2s_status t2s_device_sync(t2s_device dev, t2s_error *err) {
-  if (dev != T2S_DEV_CUDA) return T2S_OK;
+t2s_status t2s_cuda__sync(t2s_error *err) {
   cudaError_t st = cudaDeviceSynchronize();
   if (st != cudaSuccess)
     return t2s_error_set(err, T2S_ERR_BACKEND, "cudaDeviceSynchronize failed: %s (an earlier "

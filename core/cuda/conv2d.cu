@@ -394,7 +394,4 @@ void t2s_cuda_conv_plans_free(t2s_cuda_backend *be) {
   be->conv_plans = NULL;
 }
 
-void t2s_cuda_install_conv2d(void) {
-  t2s_ops[T2S_OP_conv2d].forward[T2S_DEV_CUDA] = conv2d_forward;
-  t2s_ops[T2S_OP_conv2d].backward[T2S_DEV_CUDA] = conv2d_backward;
-}
+T2S_CUDA_OP(conv2d)

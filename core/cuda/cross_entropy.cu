@@ -179,7 +179,4 @@ t2s_status cross_entropy_backward(t2s_ctx *ctx, t2s_node *node, const float *bet
 
 }  // namespace
 
-void t2s_cuda_install_cross_entropy(void) {
-  t2s_ops[T2S_OP_cross_entropy].forward[T2S_DEV_CUDA] = cross_entropy_forward;
-  t2s_ops[T2S_OP_cross_entropy].backward[T2S_DEV_CUDA] = cross_entropy_backward;
-}
+T2S_CUDA_OP(cross_entropy)

@@ -185,11 +185,11 @@ t2s_status mul_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   return binary_backward(ctx, node, beta, true);
 }
 t2s_status scale_forward(t2s_ctx *ctx, t2s_node *node) {
-  float s = ((const t2s_cuda_scale_args *)node->args)->s;
+  float s = ((const t2s_scale_args *)node->args)->s;
   return launch_each(ctx, node, out_numel(node), scale_fwd{in_f32(node, 0), s, t2s_f32(node->out)});
 }
 t2s_status scale_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
-  float s = ((const t2s_cuda_scale_args *)node->args)->s;
+  float s = ((const t2s_scale_args *)node->args)->s;
   return launch_each(ctx, node, out_numel(node),
                      times_bwd{node->out->grad, NULL, s, node->in[0]->grad, acc_of(beta, 0)});
 }
@@ -211,7 +211,7 @@ t2s_status weighted_sum_backward(t2s_ctx *ctx, t2s_node *node, const float *beta
 }
 
 t2s_status dropout_run(t2s_ctx *ctx, t2s_node *node, const float *src, float *dst, bool acc) {
-  const t2s_cuda_dropout_args *a = (const t2s_cuda_dropout_args *)node->args;
+  const t2s_dropout_args *a = (const t2s_dropout_args *)node->args;
   const t2s_tensor *y = node->out;
   int64_t n = t2s_numel(y);
   float keep_scale = 1.0f / (1.0f - a->p);  /* the CPU's float expression */
@@ -229,16 +229,10 @@ t2s_status dropout_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
 
 }  // namespace
 
-void t2s_cuda_install_elementwise(void) {
-#define T2S_CUDA_SLOT(name)                                  \
-  t2s_ops[T2S_OP_##name].forward[T2S_DEV_CUDA] = name##_forward; \
-  t2s_ops[T2S_OP_##name].backward[T2S_DEV_CUDA] = name##_backward;
-  T2S_CUDA_SLOT(relu)
-  T2S_CUDA_SLOT(gelu)
-  T2S_CUDA_SLOT(add)
-  T2S_CUDA_SLOT(mul)
-  T2S_CUDA_SLOT(scale)
-  T2S_CUDA_SLOT(weighted_sum)
-  T2S_CUDA_SLOT(dropout)
-#undef T2S_CUDA_SLOT
-}
+T2S_CUDA_OP(relu)
+T2S_CUDA_OP(gelu)
+T2S_CUDA_OP(add)
+T2S_CUDA_OP(mul)
+T2S_CUDA_OP(scale)
+T2S_CUDA_OP(weighted_sum)
+T2S_CUDA_OP(dropout)

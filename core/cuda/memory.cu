@@ -1,10 +1,9 @@
-/* Raw device memory for core/device.h: plain cudaMalloc (never managed memory, so
- * a stray host access faults at once instead of migrating pages silently). */
+/* The CUDA slots of core/device.c: GPU selection, raw device memory (plain
+ * cudaMalloc, never managed memory, so a stray host access faults at once instead
+ * of migrating pages silently), copies and page-locked host memory. */
 #include "core/cuda/backend.h"
 
-extern "C" int t2s_cuda_built(void) { return 1; }
-
-extern "C" int t2s_cuda_device_count(void) {
+int t2s_cuda__device_count(void) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
     /* No driver or no device: not an error for a caller that only asks. Clear the
@@ -15,8 +14,8 @@ extern "C" int t2s_cuda_device_count(void) {
   return n;
 }
 
-extern "C" t2s_status t2s_cuda_set_device(int ordinal, t2s_error *err) {
-  int n = t2s_cuda_device_count();
+t2s_status t2s_cuda__set_device(int ordinal, t2s_error *err) {
+  int n = t2s_cuda__device_count();
   if (ordinal < 0 || ordinal >= n)
     return t2s_error_set(err, T2S_ERR_INVALID,
                          "GPU %d requested but %d GPU(s) are visible (check CUDA_VISIBLE_DEVICES and the "
@@ -27,7 +26,7 @@ extern "C" t2s_status t2s_cuda_set_device(int ordinal, t2s_error *err) {
   return T2S_OK;
 }
 
-extern "C" t2s_status t2s_cuda_device_name(char *buf, size_t size, t2s_error *err) {
+t2s_status t2s_cuda__device_name(char *buf, size_t size, t2s_error *err) {
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e == cudaSuccess) e = cudaDeviceGetPCIBusId(buf, (int)size, dev);
@@ -36,7 +35,7 @@ extern "C" t2s_status t2s_cuda_device_name(char *buf, size_t size, t2s_error *er
   return T2S_OK;
 }
 
-extern "C" void *t2s_cuda_malloc(size_t bytes, t2s_error *err) {
+void *t2s_cuda__malloc(size_t bytes, t2s_error *err) {
   void *p = NULL;
   cudaError_t st = cudaMalloc(&p, bytes);
   if (st != cudaSuccess) {
@@ -50,12 +49,12 @@ extern "C" void *t2s_cuda_malloc(size_t bytes, t2s_error *err) {
   return p;
 }
 
-extern "C" void t2s_cuda_free(void *ptr) {
+void t2s_cuda__free(void *ptr) {
   /* cudaFree's status is not actionable at teardown (the context may be gone). */
   if (ptr != NULL) (void)cudaFree(ptr);
 }
 
-extern "C" t2s_status t2s_cuda_zero(void *ptr, size_t bytes, t2s_error *err) {
+t2s_status t2s_cuda__zero(void *ptr, size_t bytes, t2s_error *err) {
   cudaError_t st = cudaMemset(ptr, 0, bytes);
   if (st != cudaSuccess)
     return t2s_error_set(err, T2S_ERR_BACKEND, "cudaMemset(%p, 0, %zu) failed: %s", ptr, bytes,
@@ -66,7 +65,7 @@ extern "C" t2s_status t2s_cuda_zero(void *ptr, size_t bytes, t2s_error *err) {
 /* cudaMemcpy on the legacy default stream: it waits for the work already queued on
  * every blocking stream (the backend's stream is one), so a copy back to the host
  * sees the results of all ops before it without an explicit synchronisation. */
-extern "C" t2s_status t2s_cuda_copy(void *dst, int dst_on_device, const void *src,
+t2s_status t2s_cuda__copy(void *dst, int dst_on_device, const void *src,
                                     int src_on_device, size_t bytes, t2s_error *err) {
   if (bytes == 0) return T2S_OK;
   cudaMemcpyKind kind = dst_on_device ? (src_on_device ? cudaMemcpyDeviceToDevice
@@ -81,7 +80,7 @@ extern "C" t2s_status t2s_cuda_copy(void *dst, int dst_on_device, const void *sr
   return T2S_OK;
 }
 
-extern "C" void *t2s_cuda_host_alloc(size_t bytes) {
+void *t2s_cuda__host_alloc(size_t bytes) {
   void *p = NULL;
   if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable) != cudaSuccess) {
     (void)cudaGetLastError();  /* not an error for the caller: it falls back to malloc */
@@ -90,9 +89,9 @@ extern "C" void *t2s_cuda_host_alloc(size_t bytes) {
   return p;
 }
 
-extern "C" int t2s_cuda_host_free(void *ptr) {
+int t2s_cuda__host_free(void *ptr) {
   cudaPointerAttributes a;
-  if (t2s_cuda_device_count() == 0 || cudaPointerGetAttributes(&a, ptr) != cudaSuccess) {
+  if (t2s_cuda__device_count() == 0 || cudaPointerGetAttributes(&a, ptr) != cudaSuccess) {
     (void)cudaGetLastError();
     return 0;
   }

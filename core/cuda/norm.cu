@@ -16,10 +16,9 @@ using namespace t2s_cuda;
 
 namespace {
 
-/* Must match core/ops/norm.c. */
-typedef struct layer_norm_args { float eps; } layer_norm_args;
-typedef struct softmax_args { int dim; } softmax_args;
-typedef struct l2_args { int dim; float eps; } l2_args;
+typedef t2s_layer_norm_args layer_norm_args;
+typedef t2s_softmax_args softmax_args;
+typedef t2s_l2_normalize_args l2_args;
 
 constexpr int kWarps = 8;  /* rows per 256-thread block */
 
@@ -258,11 +257,6 @@ t2s_status l2_normalize_backward(t2s_ctx *ctx, t2s_node *node, const float *beta
 
 }  // namespace
 
-void t2s_cuda_install_norm(void) {
-  t2s_ops[T2S_OP_layer_norm].forward[T2S_DEV_CUDA] = layer_norm_forward;
-  t2s_ops[T2S_OP_layer_norm].backward[T2S_DEV_CUDA] = layer_norm_backward;
-  t2s_ops[T2S_OP_softmax].forward[T2S_DEV_CUDA] = softmax_forward;
-  t2s_ops[T2S_OP_softmax].backward[T2S_DEV_CUDA] = softmax_backward;
-  t2s_ops[T2S_OP_l2_normalize].forward[T2S_DEV_CUDA] = l2_normalize_forward;
-  t2s_ops[T2S_OP_l2_normalize].backward[T2S_DEV_CUDA] = l2_normalize_backward;
-}
+T2S_CUDA_OP(layer_norm)
+T2S_CUDA_OP(softmax)
+T2S_CUDA_OP(l2_normalize)

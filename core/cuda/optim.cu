@@ -24,7 +24,7 @@
 #include "core/cuda/kernels.cuh"
 
 extern "C" {
-#include "core/optim_cuda.h"
+#include "core/optim.h"
 }
 
 using namespace t2s_cuda;
@@ -222,7 +222,7 @@ extern "C" t2s_status t2s_grad_global_norm_cuda(const t2s_params *p, double *nor
   return st;
 }
 
-extern "C" t2s_status t2s_optim_cuda_step(t2s_optim *o, double lr, double *grad_norm,
+extern "C" t2s_status t2s_optim_step_cuda(t2s_optim *o, double lr, double *grad_norm,
                                           t2s_error *err) {
   t2s_params *p = o->params;
   const t2s_optim_cfg *c = &o->cfg;

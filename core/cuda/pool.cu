@@ -175,9 +175,5 @@ t2s_status avg_pool2d_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) 
 
 }  // namespace
 
-void t2s_cuda_install_pool(void) {
-  t2s_ops[T2S_OP_max_pool2d].forward[T2S_DEV_CUDA] = max_pool2d_forward;
-  t2s_ops[T2S_OP_max_pool2d].backward[T2S_DEV_CUDA] = max_pool2d_backward;
-  t2s_ops[T2S_OP_avg_pool2d].forward[T2S_DEV_CUDA] = avg_pool2d_forward;
-  t2s_ops[T2S_OP_avg_pool2d].backward[T2S_DEV_CUDA] = avg_pool2d_backward;
-}
+T2S_CUDA_OP(max_pool2d)
+T2S_CUDA_OP(avg_pool2d)

@@ -13,7 +13,7 @@
  *   backbone.norm{i}   (i = 1..4, j = 0..depth_i-1). */
 #pragma once
 #include "core/nn/layers.h"
-#include "core/ops_extra.h"
+#include "core/ops.h"
 
 #define T2S_MIT_STAGES 4
 

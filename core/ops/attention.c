@@ -14,12 +14,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/ops_extra.h"
+#include "core/ops/attention.h"
 
-typedef struct attention_args {
-  int64_t n, l, s, c;
-  int heads;
-} attention_args;
+typedef t2s_attention_args attention_args;
 
 typedef struct attention_saved {
   float *p;  /* (N, heads, L, S) probabilities */

@@ -17,12 +17,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/ops.h"
+#include "core/ops/batch_norm.h"
 
-typedef struct bn_args {
-  t2s_bn_mode mode;
-  float momentum, eps;
-} bn_args;
+typedef t2s_bn_args bn_args;
 
 /* What backward needs: per-channel mean and invstd, and the (global) count M. */
 typedef struct bn_saved {

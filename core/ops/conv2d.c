@@ -16,7 +16,7 @@
 #include <cblas.h>
 #include <string.h>
 
-#include "core/ops.h"
+#include "core/ops/conv2d.h"
 
 typedef struct conv_geom {
   int64_t n, cin, h, w; /* input */

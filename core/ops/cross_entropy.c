@@ -13,7 +13,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/ops.h"
+#include "core/ops/cross_entropy.h"
 
 typedef struct ce_saved {
   float *lse;    /* N * H * W */

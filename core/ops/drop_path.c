@@ -3,14 +3,9 @@
  * dropout per (sample, channel)). y = x m_b / (1 - p) with m_b = [u(key, b) >= p];
  * backward applies the same factor to dy. Nothing is saved: the factor of block b
  * is recomputed from (key, b), as the counter-based RNG allows. */
-#include "core/ops_extra.h"
+#include "core/ops/drop_path.h"
 
-typedef struct drop_args {
-  float p;
-  t2s_rng_key key;
-  int64_t block;  /* elements per block: prod(shape[mask_dims..]) */
-  int64_t first;  /* global index of the first block: sample_offset x blocks per sample */
-} drop_args;
+typedef t2s_drop_path_args drop_args;
 
 t2s_tensor *t2s_drop_blocks(t2s_ctx *ctx, t2s_tensor *x, float p, t2s_rng_key key,
                             int mask_dims) {

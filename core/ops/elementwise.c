@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/ops.h"
+#include "core/ops/elementwise.h"
 
 typedef t2s_scale_args scale_args;
 typedef t2s_dropout_args dropout_args;

@@ -11,13 +11,9 @@
 #include <cblas.h>
 #include <string.h>
 
-#include "core/ops.h"
+#include "core/ops/linear.h"
 
-typedef struct matmul_args {
-  int trans_a, trans_b;
-  int64_t batch, m, n, k;
-  int64_t batch_a, batch_b;  /* 1 when broadcast */
-} matmul_args;
+typedef t2s_matmul_args matmul_args;
 
 /* ---- linear ---- */
 t2s_tensor *t2s_linear(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *w, t2s_tensor *bias) {

@@ -9,21 +9,14 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/ops.h"
+#include "core/ops/norm.h"
 
-typedef struct layer_norm_args {
-  float eps;
-} layer_norm_args;
+typedef t2s_layer_norm_args layer_norm_args;
 typedef struct layer_norm_saved {
   float *mean, *rstd;  /* per row */
 } layer_norm_saved;
-typedef struct softmax_args {
-  int dim;
-} softmax_args;
-typedef struct l2_args {
-  int dim;
-  float eps;
-} l2_args;
+typedef t2s_softmax_args softmax_args;
+typedef t2s_l2_normalize_args l2_args;
 
 static inline void put(float *out, int64_t i, float v, float beta) {
   out[i] = beta != 0.0f ? out[i] + v : v;

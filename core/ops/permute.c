@@ -6,11 +6,9 @@
  * keep both the reads and the writes within a few cache lines. */
 #include <string.h>
 
-#include "core/ops_extra.h"
+#include "core/ops/permute.h"
 
-typedef struct transpose_args {
-  int64_t n, a, b;  /* input viewed as (n, a, b) */
-} transpose_args;
+typedef t2s_transpose_args transpose_args;
 
 #define TILE 32
 

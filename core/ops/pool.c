@@ -11,7 +11,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/ops.h"
+#include "core/ops/pool.h"
 
 typedef struct pool_geom {
   int64_t nc, h, w, hout, wout;

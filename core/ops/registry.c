@@ -1,20 +1,28 @@
-/* The op descriptor table: CPU slots come from core/ops/<family>.c; the CUDA
- * backend fills its slots when the first CUDA context is created
- * (t2s_cuda_ctx_init in core/cuda/context.cu). Weak references let the
- * table link while an op family is still missing; such an op then reports
- * "no cpu implementation" when called instead of breaking the build. */
+/* The op descriptor table: one static entry per op of T2S_OP_LIST, with the CPU
+ * slots of core/ops/<family>.c and the CUDA slots of core/cuda/<family>.cu (NULL
+ * in a build without the CUDA backend, where t2s_op_apply answers "this build has
+ * no CUDA backend"). A missing slot function is a link error, not a run-time
+ * surprise; test_op_table checks the slots against the op list. */
+#include "core/device.h"
 #include "core/engine.h"
 
-#define T2S_OP_DECLARE(name)                                                          \
-  t2s_status t2s_##name##_cpu_forward(t2s_ctx *, t2s_node *) __attribute__((weak));  \
-  t2s_status t2s_##name##_cpu_backward(t2s_ctx *, t2s_node *, const float *)         \
-      __attribute__((weak));
-T2S_OP_LIST(T2S_OP_DECLARE)
-#undef T2S_OP_DECLARE
+/* NOGRAD ops (labels) have no backward on any backend. */
+#define T2S_BACKWARD_GRAD(fn) fn
+#define T2S_BACKWARD_NOGRAD(fn) NULL
+#define T2S_DIFFERENTIABLE_GRAD 1
+#define T2S_DIFFERENTIABLE_NOGRAD 0
 
-t2s_op t2s_ops[T2S_OP_COUNT] = {
-#define T2S_OP_ENTRY(name) \
-  [T2S_OP_##name] = {#name, {t2s_##name##_cpu_forward, 0}, {t2s_##name##_cpu_backward, 0}},
+const t2s_op t2s_ops[] = {
+#define T2S_OP_ENTRY(op, grad)                                                        \
+  [T2S_OP_##op] = {                                                                   \
+      .name = #op,                                                                    \
+      .differentiable = T2S_DIFFERENTIABLE_##grad,                                    \
+      .forward = {[T2S_DEV_CPU] = t2s_##op##_cpu_forward,                             \
+                  [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_##op##_cuda_forward)},           \
+      .backward = {[T2S_DEV_CPU] = T2S_BACKWARD_##grad(t2s_##op##_cpu_backward),      \
+                   [T2S_DEV_CUDA] = T2S_CUDA_SLOT(T2S_BACKWARD_##grad(t2s_##op##_cuda_backward))}},
     T2S_OP_LIST(T2S_OP_ENTRY)
 #undef T2S_OP_ENTRY
 };
+_Static_assert(sizeof t2s_ops / sizeof t2s_ops[0] == T2S_OP_COUNT,
+               "t2s_ops must have one entry per op of T2S_OP_LIST");

@@ -14,12 +14,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/ops.h"
+#include "core/ops/resize.h"
 
-typedef struct resize_args {
-  int out_h, out_w;
-  int align_corners;
-} resize_args;
+typedef t2s_resize_args resize_args;
 
 typedef struct lerp_axis {
   int64_t i0, i1;

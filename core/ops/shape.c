@@ -6,11 +6,9 @@
  * turn; backward copies the same blocks of the output gradient back. */
 #include <string.h>
 
-#include "core/ops.h"
+#include "core/ops/shape.h"
 
-typedef struct concat_args {
-  int dim;
-} concat_args;
+typedef t2s_concat_args concat_args;
 
 /* Elements before and after dim (the dim itself excluded). */
 static void split_at(const t2s_tensor *t, int dim, int64_t *outer, int64_t *inner) {

@@ -37,12 +37,7 @@ struct t2s_gemm_plan {
 
 namespace {
 
-/* Must match core/ops/linear.c. */
-typedef struct matmul_args {
-  int trans_a, trans_b;
-  int64_t batch, m, n, k;
-  int64_t batch_a, batch_b;
-} matmul_args;
+typedef t2s_matmul_args matmul_args;
 
 /* One row-major problem: C = op(A) op(B) [+ bias per column], batch strides in
  * elements (0: the operand is shared by every batch). */
@@ -335,9 +330,5 @@ void t2s_cuda_gemm_plans_free(t2s_cuda_backend *be) {
   be->gemm_plans = NULL;
 }
 
-void t2s_cuda_install_gemm(void) {
-  t2s_ops[T2S_OP_linear].forward[T2S_DEV_CUDA] = linear_forward;
-  t2s_ops[T2S_OP_linear].backward[T2S_DEV_CUDA] = linear_backward;
-  t2s_ops[T2S_OP_matmul].forward[T2S_DEV_CUDA] = matmul_forward;
-  t2s_ops[T2S_OP_matmul].backward[T2S_DEV_CUDA] = matmul_backward;
-}
+T2S_CUDA_OP(linear)
+T2S_CUDA_OP(matmul)

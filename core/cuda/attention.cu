@@ -1,8 +1,6 @@
-/* The Mix Transformer ops on CUDA: multi-head attention, the image <-> token
- * layout change and structured dropout (stochastic depth, channel dropout). The
- * semantics are core/ops/attention.c, permute.c and drop_path.c's.
+/* Multi-head attention on CUDA; semantics of core/ops/attention.c.
  *
- * Attention, per sample n and head h (d = C / heads, s = d^-1/2), as on the CPU:
+ * Per sample n and head h (d = C / heads, s = d^-1/2), as on the CPU:
  *   A = s Q K^T,  P = softmax_rows(A),  O = P V;
  *   dV = P^T dO,  dP = dO V^T,  dA = P o (dP - rowsum(O o dO)),  dQ = s dA K,  dK = s dA^T Q.
  * Every product is one cuBLAS strided-batched SGEMM over the heads of one sample
@@ -11,17 +9,7 @@
  * its column-major transpose, so row-major Y = op(A) op(B) is computed as
  * column-major Y^T = op(B)^T op(A)^T. Only P (L x S per head, S = L / sr^2 after the
  * spatial reduction) is quadratic; it is saved for backward while recording, and
- * dP reuses one (heads, L, S) block per sample.
- *
- * Layout change: on this backend a 4-d (N, C, H, W) activation is stored NHWC,
- * i.e. exactly the (N, HW, C) token sequence, so nchw_to_tokens and tokens_to_nchw
- * are copies (their CPU versions are real transposes of NCHW memory). A pair of
- * row-major tensors (not reachable through the public functions) gets a real
- * batched transpose, so the op means the same on every input.
- *
- * Structured dropout: the block of an element is its LOGICAL row-major index / block
- * (an NHWC element is mapped back to its NCHW index first), and its factor is drawn
- * with the CPU's Philox key and counter, so both backends drop the same blocks. */
+ * dP reuses one (heads, L, S) block per sample. */
 #include <math.h>
 
 #include "core/cuda/kernels.cuh"
@@ -30,11 +18,7 @@ using namespace t2s_cuda;
 
 namespace {
 
-typedef t2s_cuda_attention_args attention_args;
-typedef t2s_cuda_transpose_args transpose_args;
-typedef t2s_cuda_drop_args drop_args;
-
-/* ---- attention -------------------------------------------------------------------- */
+typedef t2s_attention_args attention_args;
 
 typedef struct attention_saved {
   float *p;  /* (N, heads, L, S) probabilities, device */
@@ -195,94 +179,6 @@ t2s_status attention_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   return st;
 }
 
-/* ---- tokens_transpose --------------------------------------------------------------- */
-
-bool stored_nhwc(const t2s_tensor *t) { return t->ndim == 4 && t->layout == T2S_LAYOUT_NHWC; }
-
-/* dst (+)= src, element for element (the layout change is the identity on NHWC). */
-struct copy_put {
-  const float *src; float *dst; bool acc;
-  __device__ void operator()(int64_t i) const { put(dst, i, src[i], acc); }
-};
-/* dst[k][j][i] (+)= src[k][i][j] for (a, b) blocks of src. */
-struct transpose_put {
-  const float *src; float *dst; int64_t a, b; bool acc;
-  __device__ void operator()(int64_t e) const {
-    int64_t i = e % a, t = e / a, j = t % b, k = t / b;  /* e indexes dst (k, j, i) */
-    put(dst, e, src[(k * a + i) * b + j], acc);
-  }
-};
-
-t2s_status transpose_run(t2s_ctx *ctx, const t2s_node *node, const float *src, float *dst,
-                         int64_t a, int64_t b, bool acc) {
-  const transpose_args *ar = (const transpose_args *)node->args;
-  int64_t n = ar->n * ar->a * ar->b;
-  if (stored_nhwc(node->in[0]) || stored_nhwc(node->out)) {
-    if (!acc) {
-      T2S_CU(ctx, node, cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float),
-                                        cudaMemcpyDeviceToDevice, t2s_cuda_be(ctx)->stream));
-      return T2S_OK;
-    }
-    return launch_each(ctx, node, n, copy_put{src, dst, true});
-  }
-  return launch_each(ctx, node, n, transpose_put{src, dst, a, b, acc});
-}
-
-t2s_status tokens_transpose_forward(t2s_ctx *ctx, t2s_node *node) {
-  const transpose_args *a = (const transpose_args *)node->args;
-  return transpose_run(ctx, node, t2s_f32(node->in[0]), t2s_f32(node->out), a->a, a->b, false);
-}
-
-t2s_status tokens_transpose_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
-  const transpose_args *a = (const transpose_args *)node->args;
-  /* the output gradient is (n, b, a); its transpose is the input's (n, a, b) */
-  return transpose_run(ctx, node, node->out->grad, node->in[0]->grad, a->b, a->a,
-                       beta[0] != 0.0f);
-}
-
-/* ---- drop_path (structured dropout) ---------------------------------------------------- */
-
-/* y (+)= x f_b with f_b = 0 when u(key, b) < p, else 1 / (1 - p); b is the block of
- * the element's logical index. nhwc: memory index i = ((n HW) + s) C + c holds
- * logical j = (n C + c) HW + s. */
-struct drop_put {
-  const float *x; float *y; t2s_rng_key key; float p, keep; int64_t block, first, c, hw; bool nhwc, acc;
-  __device__ void operator()(int64_t i) const {
-    int64_t j = i;
-    if (nhwc) {
-      int64_t ch = i % c, t = i / c, s = t % hw, b = t / hw;
-      j = (b * c + ch) * hw + s;
-    }
-    float f = t2s_cuda_rng_uniform(key, (uint64_t)(first + j / block)) < p ? 0.0f : keep;
-    put(y, i, __fmul_rn(f, x[i]), acc);
-  }
-};
-
-t2s_status drop_run(t2s_ctx *ctx, const t2s_node *node, const float *src, float *dst, bool acc) {
-  const drop_args *a = (const drop_args *)node->args;
-  const t2s_tensor *x = node->in[0];
-  bool nhwc = stored_nhwc(x);
-  drop_put f = {src, dst, a->key, a->p, 1.0f / (1.0f - a->p), a->block, a->first,
-                nhwc ? x->shape[1] : 1, nhwc ? x->shape[2] * x->shape[3] : 1, nhwc, acc};
-  return launch_each(ctx, node, t2s_numel(x), f);
-}
-
-t2s_status drop_path_forward(t2s_ctx *ctx, t2s_node *node) {
-  return drop_run(ctx, node, t2s_f32(node->in[0]), t2s_f32(node->out), false);
-}
-
-t2s_status drop_path_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
-  return drop_run(ctx, node, node->out->grad, node->in[0]->grad, beta[0] != 0.0f);
-}
-
 }  // namespace
 
-void t2s_cuda_install_mit(void) {
-#define T2S_CUDA_SLOT(name)                                      \
-  t2s_ops[T2S_OP_##name].forward[T2S_DEV_CUDA] = name##_forward; \
-  t2s_ops[T2S_OP_##name].backward[T2S_DEV_CUDA] = name##_backward;
-  T2S_CUDA_SLOT(attention)
-  T2S_CUDA_SLOT(tokens_transpose)
-  T2S_CUDA_SLOT(drop_path)
-#undef T2S_CUDA_SLOT
-}
+T2S_CUDA_OP(attention)
