@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/device.h"
 #include "core/rng.h"
 
 const float t2s_norm_mean[3] = {123.675f, 116.28f, 103.53f};
@@ -401,12 +402,97 @@ t2s_status t2s_gaussian_blur(float *img, int n, int h, int w, const t2s_blur_cfg
   return T2S_OK;
 }
 
-void t2s_normalize(float *img, int n, int h, int w) {
-  size_t plane = (size_t)h * w;
-  for (int i = 0; i < n; i++)
+static void normalize_planes(float *img, int64_t n, int64_t plane, const float mean[3],
+                             const float std[3]) {
+  for (int64_t i = 0; i < n; i++)
     for (int c = 0; c < 3; c++) {
-      float *p = img + ((size_t)i * 3 + c) * plane;
-      float m = t2s_norm_mean[c], sd = t2s_norm_std[c];
-      for (size_t k = 0; k < plane; k++) p[k] = (p[k] - m) / sd;
+      float *p = img + (i * 3 + c) * plane;
+      float m = mean[c], sd = std[c];
+      for (int64_t k = 0; k < plane; k++) p[k] = (p[k] - m) / sd;
     }
+}
+
+void t2s_normalize(float *img, int n, int h, int w) {
+  normalize_planes(img, n, (int64_t)h * w, t2s_norm_mean, t2s_norm_std);
+}
+
+/* ---- batch image steps of a context: the CPU slots (NCHW host images) and dispatch ---- */
+
+static t2s_status images_layout_cpu(t2s_ctx *ctx, const float *src, float *dst, int64_t n,
+                                    int64_t channels, int64_t hw, int to_nhwc) {
+  for (int64_t b = 0; b < n; b++)
+    for (int64_t c = 0; c < channels; c++)
+      for (int64_t p = 0; p < hw; p++) {
+        int64_t nchw = (b * channels + c) * hw + p, nhwc = (b * hw + p) * channels + c;
+        if (to_nhwc) dst[nhwc] = src[nchw];
+        else dst[nchw] = src[nhwc];
+      }
+  return T2S_OK;
+}
+
+static t2s_status images_normalize_cpu(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                                       const float mean[3], const float std[3]) {
+  normalize_planes(x, n, hw, mean, std);
+  return T2S_OK;
+}
+
+static t2s_status images_jitter_cpu(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                                    const t2s_jitter_params *params) {
+  /* t2s_jitter_apply only needs the plane size h w */
+  for (int64_t b = 0; b < n; b++) t2s_jitter_apply(x + b * 3 * hw, 1, (int)hw, &params[b]);
+  return T2S_OK;
+}
+
+static t2s_status images_blur_cpu(t2s_ctx *ctx, float *x, int h, int w, const float *ky, int kh,
+                                  int ry, const float *kx, int kw, int rx) {
+  float *tmp = t2s_scratch(ctx, sizeof(float) * (size_t)h * w);
+  if (tmp == NULL) return ctx->err.status;
+  for (int c = 0; c < 3; c++) blur_plane(x + (size_t)c * h * w, tmp, h, w, kx, rx, kw / 2, ky, ry, kh / 2);
+  return T2S_OK;
+}
+
+typedef t2s_status (*layout_fn)(t2s_ctx *ctx, const float *src, float *dst, int64_t n,
+                                int64_t channels, int64_t hw, int to_nhwc);
+typedef t2s_status (*normalize_fn)(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                                   const float mean[3], const float std[3]);
+typedef t2s_status (*jitter_fn)(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                                const t2s_jitter_params *params);
+typedef t2s_status (*blur_fn)(t2s_ctx *ctx, float *x, int h, int w, const float *ky, int kh,
+                              int ry, const float *kx, int kw, int rx);
+static const layout_fn layout_slots[T2S_DEV_COUNT] = {
+    [T2S_DEV_CPU] = images_layout_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_images_layout_cuda)};
+static const normalize_fn normalize_slots[T2S_DEV_COUNT] = {
+    [T2S_DEV_CPU] = images_normalize_cpu,
+    [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_images_normalize_cuda)};
+static const jitter_fn jitter_slots[T2S_DEV_COUNT] = {
+    [T2S_DEV_CPU] = images_jitter_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_images_jitter_cuda)};
+static const blur_fn blur_slots[T2S_DEV_COUNT] = {
+    [T2S_DEV_CPU] = images_blur_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_images_blur_cuda)};
+
+t2s_status t2s_images_layout(t2s_ctx *ctx, const float *src, float *dst, int64_t n,
+                             int64_t channels, int64_t hw, int to_nhwc) {
+  layout_fn fn = layout_slots[ctx->device];
+  if (fn == NULL) return t2s_slot_missing(&ctx->err, "images_layout", ctx->device);
+  return fn(ctx, src, dst, n, channels, hw, to_nhwc);
+}
+
+t2s_status t2s_images_normalize(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                                const float mean[3], const float std[3]) {
+  normalize_fn fn = normalize_slots[ctx->device];
+  if (fn == NULL) return t2s_slot_missing(&ctx->err, "images_normalize", ctx->device);
+  return fn(ctx, x, n, hw, mean, std);
+}
+
+t2s_status t2s_images_jitter(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                             const t2s_jitter_params *params) {
+  jitter_fn fn = jitter_slots[ctx->device];
+  if (fn == NULL) return t2s_slot_missing(&ctx->err, "images_jitter", ctx->device);
+  return fn(ctx, x, n, hw, params);
+}
+
+t2s_status t2s_images_blur(t2s_ctx *ctx, float *x, int h, int w, const float *ky_host, int kh,
+                           int ry, const float *kx_host, int kw, int rx) {
+  blur_fn fn = blur_slots[ctx->device];
+  if (fn == NULL) return t2s_slot_missing(&ctx->err, "images_blur", ctx->device);
+  return fn(ctx, x, h, w, ky_host, kh, ry, kx_host, kw, rx);
 }

@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/engine.h"
 #include "core/status.h"
 
 /* Purposes of the random draws (data/sampler.c uses 1 and 2). */
@@ -141,3 +142,33 @@ t2s_status t2s_gaussian_blur(float *img, int n, int h, int w, const t2s_blur_cfg
  * and std (58.395, 57.12, 57.375). */
 void t2s_normalize(float *img, int n, int h, int w);
 extern const float t2s_norm_mean[3], t2s_norm_std[3];
+
+/* ---- batch image steps of a context --------------------------------------------------- */
+/* Images of the context's device in its layout: (N, 3, hw) NCHW on the CPU, (N, hw, 3)
+ * NHWC on CUDA. The random draws stay with the caller (t2s_jitter_draw, t2s_blur_draw);
+ * each call dispatches on ctx->device to its CPU slot (data/augment.c) or CUDA slot
+ * (data/cuda/augment.cu), which compute the same floats. Every pointer is memory of the
+ * context's device unless the comment says host. */
+/* dst (N, hw, C) = src (N, C, hw) when to_nhwc, else the inverse. */
+t2s_status t2s_images_layout(t2s_ctx *ctx, const float *src, float *dst, int64_t n,
+                             int64_t channels, int64_t hw, int to_nhwc);
+/* x in place: (x - mean_c) / std_c (host arrays of 3). */
+t2s_status t2s_images_normalize(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                                const float mean[3], const float std[3]);
+/* x in [0, 255] in place: sample i gets params[i] (host, N entries), as t2s_jitter_apply. */
+t2s_status t2s_images_jitter(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                             const t2s_jitter_params *params);
+/* One image x (h, w) of 3 channels in place: the separable blur of t2s_blur_apply with
+ * the host taps ky (kh taps, used radius ry) and kx (kw taps, radius rx). */
+t2s_status t2s_images_blur(t2s_ctx *ctx, float *x, int h, int w, const float *ky_host, int kh,
+                           int ry, const float *kx_host, int kw, int rx);
+
+/* The CUDA slots of the four calls above (data/cuda/augment.cu). */
+t2s_status t2s_images_layout_cuda(t2s_ctx *ctx, const float *src, float *dst, int64_t n,
+                                  int64_t channels, int64_t hw, int to_nhwc);
+t2s_status t2s_images_normalize_cuda(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                                     const float mean[3], const float std[3]);
+t2s_status t2s_images_jitter_cuda(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                                  const t2s_jitter_params *params);
+t2s_status t2s_images_blur_cuda(t2s_ctx *ctx, float *x, int h, int w, const float *ky_host,
+                                int kh, int ry, const float *kx_host, int kw, int rx);

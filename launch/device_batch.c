@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "core/device.h"
-#include "losses/images_cuda.h"
+#include "data/augment.h"
 
 static int on_host(const t2s_ctx *ctx) { return ctx->device == T2S_DEV_CPU; }
 
@@ -31,7 +31,7 @@ static t2s_tensor *upload_nchw(t2s_ctx *ctx, const float *src, const int64_t sha
   float *staging = t2s_scratch(ctx, bytes);
   if (staging == NULL ||
       t2s_device_copy(ctx->device, staging, T2S_DEV_CPU, src, bytes, &ctx->err) != T2S_OK ||
-      t2s_images_layout_cuda(ctx, staging, t2s_f32(x), shape[0], shape[1], shape[2] * shape[3], 1) !=
+      t2s_images_layout(ctx, staging, t2s_f32(x), shape[0], shape[1], shape[2] * shape[3], 1) !=
           T2S_OK)
     return NULL;
   return x;
@@ -63,7 +63,7 @@ t2s_status t2s_tensor_download(t2s_ctx *ctx, const t2s_tensor *t, void *host) {
     /* transpose on the device, then one copy */
     float *staging = t2s_scratch(ctx, bytes);
     if (staging == NULL ||
-        t2s_images_layout_cuda(ctx, t2s_f32(t), staging, t->shape[0], t->shape[1],
+        t2s_images_layout(ctx, t2s_f32(t), staging, t->shape[0], t->shape[1],
                                t->shape[2] * t->shape[3], 0) != T2S_OK)
       return ctx->err.status;
     return t2s_device_copy(T2S_DEV_CPU, host, t->device, staging, bytes, &ctx->err);
@@ -122,7 +122,7 @@ t2s_status t2s_batch_color_jitter(t2s_ctx *ctx, t2s_tensor *x, const t2s_jitter_
     k.sample = key.sample + i;
     p[i] = t2s_jitter_draw(cfg, k);
   }
-  return t2s_images_jitter_cuda(ctx, t2s_f32(x), n, (int64_t)h * w, p);
+  return t2s_images_jitter(ctx, t2s_f32(x), n, (int64_t)h * w, p);
 }
 
 t2s_status t2s_batch_gaussian_blur(t2s_ctx *ctx, t2s_tensor *x, const t2s_blur_cfg *cfg,
@@ -144,7 +144,7 @@ t2s_status t2s_batch_gaussian_blur(t2s_ctx *ctx, t2s_tensor *x, const t2s_blur_c
     int ry = t2s_blur_kernel1d(kh, p.sigma, ky), rx = t2s_blur_kernel1d(kw, p.sigma, kx);
     /* the taps and the row buffer die with the launch: give the scratch back */
     t2s_arena_mark mark = t2s_scratch_mark(ctx);
-    t2s_status st = t2s_images_blur_cuda(ctx, t2s_f32(x) + (size_t)i * 3 * h * w, h, w, ky, kh, ry, kx, kw, rx);
+    t2s_status st = t2s_images_blur(ctx, t2s_f32(x) + (size_t)i * 3 * h * w, h, w, ky, kh, ry, kx, kw, rx);
     t2s_scratch_release(ctx, mark);
     if (st != T2S_OK) return st;
   }
@@ -159,5 +159,5 @@ t2s_status t2s_batch_normalize(t2s_ctx *ctx, t2s_tensor *x) {
     t2s_normalize(t2s_f32(x), n, h, w);
     return T2S_OK;
   }
-  return t2s_images_normalize_cuda(ctx, t2s_f32(x), n, (int64_t)h * w, t2s_norm_mean, t2s_norm_std);
+  return t2s_images_normalize(ctx, t2s_f32(x), n, (int64_t)h * w, t2s_norm_mean, t2s_norm_std);
 }

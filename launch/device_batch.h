@@ -7,7 +7,7 @@
  * unchanged bit for bit. On CUDA images are stored NHWC (the backend's activation
  * layout): the upload copies the NCHW batch to the device and transposes it there;
  * the photometric steps draw their parameters on the host with the CPU's keys and
- * run the per-pixel arithmetic on the GPU (losses/images_cuda.h).
+ * run the per-pixel arithmetic on the GPU (data/augment.h t2s_images_*).
  *
  * Failures are recorded in ctx->err (sticky); tensor-returning functions then return
  * NULL and status-returning ones the status. */

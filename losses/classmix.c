@@ -5,7 +5,6 @@
 
 #include "core/device.h"
 #include "core/rng.h"
-#include "losses/losses_cuda.h"
 
 enum { PURPOSE_CLASSMIX = 0x434d }; /* "CM" */
 
@@ -40,34 +39,53 @@ static int same_map(const t2s_tensor *t, const t2s_tensor *ref, t2s_dtype dtype)
          t2s_same_shape(t, ref);
 }
 
-/* CUDA: the classes are drawn on the host from a copy of the labels (the same draws as
- * the CPU), the mask is a table lookup on the device. */
-static t2s_status classmix_masks_cuda(t2s_ctx *ctx, const t2s_tensor *src_labels,
-                                      int ignore_index, uint64_t seed, int64_t iter,
-                                      int64_t global_offset, t2s_tensor *mask) {
+/* The CPU slot of t2s_classmix_masks. */
+static t2s_status classmix_masks_cpu(t2s_ctx *ctx, const t2s_tensor *src_labels, int ignore_index,
+                                     uint64_t seed, int64_t iter, int64_t global_offset,
+                                     t2s_tensor *mask) {
   int64_t n = src_labels->shape[0], hw = src_labels->shape[1] * src_labels->shape[2];
-  uint8_t *y = malloc((size_t)(n * hw + n * 256) + 1);
-  if (y == NULL)
-    return t2s_error_set(&ctx->err, T2S_ERR_NOMEM, "classmix_masks: no host memory for a copy "
-                         "of the %lld labels", (long long)(n * hw));
-  uint8_t *take = y + n * hw;
-  memset(take, 0, (size_t)(n * 256));
-  uint8_t *take_dev = t2s_scratch(ctx, (size_t)(n * 256));
-  t2s_status st = take_dev == NULL ? ctx->err.status
-                                   : t2s_device_copy(T2S_DEV_CPU, y, src_labels->device,
-                                                     src_labels->data, (size_t)(n * hw), &ctx->err);
-  for (int64_t b = 0; b < n && st == T2S_OK; b++) {
-    uint8_t chosen[256];
-    int m = t2s_classmix_choose(y + b * hw, hw, ignore_index, seed, iter, global_offset + b, chosen);
-    for (int j = 0; j < m; j++) take[b * 256 + chosen[j]] = 1;
+  for (int64_t b = 0; b < n; b++) {
+    const uint8_t *y = t2s_u8(src_labels) + b * hw;
+    uint8_t chosen[256], take[256] = {0};
+    int m = t2s_classmix_choose(y, hw, ignore_index, seed, iter, global_offset + b, chosen);
+    for (int j = 0; j < m; j++) take[chosen[j]] = 1;
+    uint8_t *mb = t2s_u8(mask) + b * hw;
+    for (int64_t i = 0; i < hw; i++) mb[i] = take[y[i]];
   }
-  if (st == T2S_OK)
-    st = t2s_device_copy(src_labels->device, take_dev, T2S_DEV_CPU, take, (size_t)(n * 256),
-                         &ctx->err);
-  free(y);
-  if (st != T2S_OK) return st;
-  return t2s_classmix_mask_cuda(ctx, t2s_u8(src_labels), take_dev, n, hw, t2s_u8(mask));
+  return T2S_OK;
 }
+
+/* The CPU slot of t2s_classmix_apply (NCHW images). */
+static t2s_status classmix_apply_cpu(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_tensor *x_s,
+                                     const t2s_tensor *x_t, const t2s_tensor *y_s,
+                                     const t2s_tensor *yhat, const t2s_tensor *pl_weight,
+                                     t2s_tensor *x_mix, t2s_tensor *y_mix, t2s_tensor *w_mix) {
+  int64_t n = x_s->shape[0], ch = x_s->shape[1], hw = x_s->shape[2] * x_s->shape[3];
+  const uint8_t *m = t2s_u8(mask);
+  for (int64_t b = 0; b < n; b++)
+    for (int64_t c = 0; c < ch; c++) {
+      int64_t base = (b * ch + c) * hw;
+      for (int64_t i = 0; i < hw; i++)
+        t2s_f32(x_mix)[base + i] = m[b * hw + i] ? t2s_f32(x_s)[base + i] : t2s_f32(x_t)[base + i];
+    }
+  for (int64_t i = 0; i < n * hw; i++) {
+    t2s_u8(y_mix)[i] = m[i] ? t2s_u8(y_s)[i] : t2s_u8(yhat)[i];
+    t2s_f32(w_mix)[i] = m[i] ? 1.0f : t2s_f32(pl_weight)[i];
+  }
+  return T2S_OK;
+}
+
+typedef t2s_status (*masks_fn)(t2s_ctx *ctx, const t2s_tensor *src_labels, int ignore_index,
+                               uint64_t seed, int64_t iter, int64_t global_offset,
+                               t2s_tensor *mask);
+typedef t2s_status (*apply_fn)(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_tensor *x_s,
+                               const t2s_tensor *x_t, const t2s_tensor *y_s, const t2s_tensor *yhat,
+                               const t2s_tensor *pl_weight, t2s_tensor *x_mix, t2s_tensor *y_mix,
+                               t2s_tensor *w_mix);
+static const masks_fn masks_slots[T2S_DEV_COUNT] = {
+    [T2S_DEV_CPU] = classmix_masks_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_classmix_masks_cuda)};
+static const apply_fn apply_slots[T2S_DEV_COUNT] = {
+    [T2S_DEV_CPU] = classmix_apply_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_classmix_apply_cuda)};
 
 t2s_status t2s_classmix_masks(t2s_ctx *ctx, const t2s_tensor *src_labels, int ignore_index,
                               uint64_t seed, int64_t iter, int64_t global_offset,
@@ -80,18 +98,9 @@ t2s_status t2s_classmix_masks(t2s_ctx *ctx, const t2s_tensor *src_labels, int ig
                          "classmix_masks: labels and mask must be uint8 (N, H, W) of one shape "
                          "on one device; labels %s",
                          src_labels ? t2s_shape_str(src_labels, s, sizeof s) : "NULL");
-  int64_t n = src_labels->shape[0], hw = src_labels->shape[1] * src_labels->shape[2];
-  if (src_labels->device == T2S_DEV_CUDA)
-    return classmix_masks_cuda(ctx, src_labels, ignore_index, seed, iter, global_offset, mask);
-  for (int64_t b = 0; b < n; b++) {
-    const uint8_t *y = t2s_u8(src_labels) + b * hw;
-    uint8_t chosen[256], take[256] = {0};
-    int m = t2s_classmix_choose(y, hw, ignore_index, seed, iter, global_offset + b, chosen);
-    for (int j = 0; j < m; j++) take[chosen[j]] = 1;
-    uint8_t *mb = t2s_u8(mask) + b * hw;
-    for (int64_t i = 0; i < hw; i++) mb[i] = take[y[i]];
-  }
-  return T2S_OK;
+  masks_fn fn = masks_slots[src_labels->device];
+  if (fn == NULL) return t2s_slot_missing(&ctx->err, "classmix_masks", src_labels->device);
+  return fn(ctx, src_labels, ignore_index, seed, iter, global_offset, mask);
 }
 
 t2s_status t2s_classmix_apply(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_tensor *x_s,
@@ -118,22 +127,7 @@ t2s_status t2s_classmix_apply(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_te
                          "x_s %s",
                          mask ? t2s_shape_str(mask, sm, sizeof sm) : "NULL",
                          x_s ? t2s_shape_str(x_s, sx, sizeof sx) : "NULL");
-  int64_t n = x_s->shape[0], ch = x_s->shape[1], hw = x_s->shape[2] * x_s->shape[3];
-  if (mask->device == T2S_DEV_CUDA)
-    return t2s_classmix_apply_cuda(ctx, t2s_u8(mask), t2s_f32(x_s), t2s_f32(x_t), t2s_f32(x_mix),
-                                   n, ch, hw, x_s->layout == T2S_LAYOUT_NHWC, t2s_u8(y_s),
-                                   t2s_u8(yhat), t2s_f32(pl_weight), t2s_u8(y_mix),
-                                   t2s_f32(w_mix));
-  const uint8_t *m = t2s_u8(mask);
-  for (int64_t b = 0; b < n; b++)
-    for (int64_t c = 0; c < ch; c++) {
-      int64_t base = (b * ch + c) * hw;
-      for (int64_t i = 0; i < hw; i++)
-        t2s_f32(x_mix)[base + i] = m[b * hw + i] ? t2s_f32(x_s)[base + i] : t2s_f32(x_t)[base + i];
-    }
-  for (int64_t i = 0; i < n * hw; i++) {
-    t2s_u8(y_mix)[i] = m[i] ? t2s_u8(y_s)[i] : t2s_u8(yhat)[i];
-    t2s_f32(w_mix)[i] = m[i] ? 1.0f : t2s_f32(pl_weight)[i];
-  }
-  return T2S_OK;
+  apply_fn fn = apply_slots[mask->device];
+  if (fn == NULL) return t2s_slot_missing(&ctx->err, "classmix_apply", mask->device);
+  return fn(ctx, mask, x_s, x_t, y_s, yhat, pl_weight, x_mix, y_mix, w_mix);
 }

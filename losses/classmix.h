@@ -30,3 +30,13 @@ t2s_status t2s_classmix_apply(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_te
                               const t2s_tensor *x_t, const t2s_tensor *y_s, const t2s_tensor *yhat,
                               const t2s_tensor *pl_weight, t2s_tensor *x_mix, t2s_tensor *y_mix,
                               t2s_tensor *w_mix);
+
+/* The CUDA slots of the two calls above (losses/cuda/classmix.cu), picked by the device
+ * of the tensors; the arguments are already checked. */
+t2s_status t2s_classmix_masks_cuda(t2s_ctx *ctx, const t2s_tensor *src_labels, int ignore_index,
+                                   uint64_t seed, int64_t iter, int64_t global_offset,
+                                   t2s_tensor *mask);
+t2s_status t2s_classmix_apply_cuda(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_tensor *x_s,
+                                   const t2s_tensor *x_t, const t2s_tensor *y_s,
+                                   const t2s_tensor *yhat, const t2s_tensor *pl_weight,
+                                   t2s_tensor *x_mix, t2s_tensor *y_mix, t2s_tensor *w_mix);

@@ -5,7 +5,6 @@
 
 #include "core/device.h"
 #include "losses/batch_stats.h"
-#include "losses/losses_cuda.h"
 
 t2s_feature_distance_cfg t2s_feature_distance_cfg_defaults(void) {
   t2s_feature_distance_cfg c;
@@ -20,15 +19,8 @@ t2s_feature_distance_cfg t2s_feature_distance_cfg_defaults(void) {
   return c;
 }
 
-typedef struct fd_args {
-  uint8_t things[256];
-  int world_size;
-} fd_args;
-
-typedef struct fd_saved {
-  double scale;  /* world_size / global count */
-  double *dist;  /* CUDA: per-pixel distances (device), -1 where not counted */
-} fd_saved;
+typedef t2s_fd_args fd_args;
+typedef t2s_fd_saved fd_saved;
 
 static inline int fd_counts(const fd_args *a, uint8_t label) { return a->things[label]; }
 
@@ -86,44 +78,13 @@ static t2s_status fd_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   return T2S_OK;
 }
 
-/* CUDA: the distances and the two sums on the device (losses/losses_cuda.h), the count
- * reduced over ranks on the host exactly as above. */
-static t2s_status fd_forward_cuda(t2s_ctx *ctx, t2s_node *node) {
-  const fd_args *a = node->args;
-  const t2s_tensor *ft = node->in[0];
-  int64_t pixels = ft->shape[0] * ft->shape[2] * ft->shape[3], C = ft->shape[1];
-  fd_saved *sv = t2s_host_scratch(ctx, sizeof *sv);
-  if (sv == NULL) return ctx->err.status;
-  sv->dist = t2s_scratch(ctx, sizeof(double) * (size_t)pixels + 1);
-  if (sv->dist == NULL) return ctx->err.status;
-  double sums[2];
-  t2s_status st = t2s_feature_distance_cuda_sums(ctx, node, t2s_f32(ft), t2s_f32(node->in[1]),
-                                                 t2s_u8(node->in[2]), a->things, pixels, C,
-                                                 sv->dist, sums);
-  if (st != T2S_OK) return st;
-  double count = sums[1];
-  if ((st = t2s_batch_stats_reduce(ctx, &count, 1)) != T2S_OK) return st;
-  sv->scale = t2s_rank_loss_scale(count, a->world_size);
-  float loss = (float)(sums[0] * sv->scale);
-  st = t2s_device_copy(ctx->device, node->out->data, T2S_DEV_CPU, &loss, sizeof loss, &ctx->err);
-  if (st != T2S_OK) return st;
-  node->saved = sv;
-  return T2S_OK;
-}
-
-static t2s_status fd_backward_cuda(t2s_ctx *ctx, t2s_node *node, const float *beta) {
-  const fd_saved *sv = node->saved;
-  const t2s_tensor *ft = node->in[0];
-  return t2s_feature_distance_cuda_backward(
-      ctx, node, t2s_f32(ft), t2s_f32(node->in[1]), sv->dist,
-      ft->shape[0] * ft->shape[2] * ft->shape[3], ft->shape[1], node->out->grad, sv->scale,
-      ft->grad, beta[0] != 0.0f);
-}
-
 static const t2s_op fd_op = {
     .name = "feature_distance",
-    .forward = {[T2S_DEV_CPU] = fd_forward, [T2S_DEV_CUDA] = fd_forward_cuda},
-    .backward = {[T2S_DEV_CPU] = fd_backward, [T2S_DEV_CUDA] = fd_backward_cuda},
+    .differentiable = 1,
+    .forward = {[T2S_DEV_CPU] = fd_forward,
+                [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_feature_distance_cuda_forward)},
+    .backward = {[T2S_DEV_CPU] = fd_backward,
+                 [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_feature_distance_cuda_backward)},
 };
 
 t2s_tensor *t2s_feature_distance(t2s_ctx *ctx, t2s_tensor *f, t2s_tensor *g, t2s_tensor *labels,

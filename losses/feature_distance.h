@@ -29,3 +29,17 @@ t2s_feature_distance_cfg t2s_feature_distance_cfg_defaults(void);
 t2s_tensor *t2s_feature_distance(t2s_ctx *ctx, t2s_tensor *f_student, t2s_tensor *f_imnet,
                                  t2s_tensor *labels, const t2s_feature_distance_cfg *cfg,
                                  int world_size);
+
+/* ---- the fused op's slots ------------------------------------------------------------- */
+/* Shared by the CPU slots (losses/feature_distance.c) and the CUDA slots
+ * (losses/cuda/feature_distance.cu), which the op's descriptor holds. */
+typedef struct t2s_fd_args {
+  uint8_t things[256];  /* things[c] = 1: class c counts (ignore_index cleared) */
+  int world_size;
+} t2s_fd_args;
+typedef struct t2s_fd_saved {
+  double scale;  /* world_size / global count */
+  double *dist;  /* CUDA: per-pixel distances (device), -1 where not counted */
+} t2s_fd_saved;
+t2s_status t2s_feature_distance_cuda_forward(t2s_ctx *ctx, t2s_node *node);
+t2s_status t2s_feature_distance_cuda_backward(t2s_ctx *ctx, t2s_node *node, const float *beta);

@@ -5,7 +5,6 @@
 
 #include "core/device.h"
 #include "losses/batch_stats.h"
-#include "losses/losses_cuda.h"
 
 t2s_pseudo_label_cfg t2s_pseudo_label_cfg_defaults(void) {
   t2s_pseudo_label_cfg c = {0.968f, 15, 120, 512};
@@ -34,45 +33,12 @@ static int is_map(const t2s_tensor *t, t2s_dtype dtype, const t2s_tensor *z) {
          t->shape[0] == z->shape[0] && t->shape[1] == z->shape[2] && t->shape[2] == z->shape[3];
 }
 
-/* CUDA (logits stored NHWC): the per-pixel work on the device, the two counts reduced
- * over ranks on the host exactly as on the CPU, the weight rows on the device. */
-static t2s_status pseudo_labels_cuda(t2s_ctx *ctx, const t2s_pseudo_label_cfg *cfg,
-                                     const t2s_tensor *logits, t2s_tensor *yhat,
-                                     t2s_tensor *pixel_weight, t2s_tensor *max_prob,
-                                     double *q_out) {
-  int64_t n = logits->shape[0], C = logits->shape[1], H = logits->shape[2], W = logits->shape[3];
-  double counts[2] = {0.0, (double)(n * H * W)};
-  t2s_status st = t2s_pseudo_labels_cuda(ctx, t2s_f32(logits), n * H * W, C, cfg->threshold,
-                                         t2s_u8(yhat), max_prob ? t2s_f32(max_prob) : NULL,
-                                         &counts[0]);
-  if (st != T2S_OK || (st = t2s_batch_stats_reduce(ctx, counts, 2)) != T2S_OK) return st;
-  double q = counts[1] > 0.0 ? counts[0] / counts[1] : 0.0;
-  int64_t top, bottom;
-  t2s_pseudo_label_rows(cfg, H, &top, &bottom);
-  st = t2s_pseudo_weights_cuda(ctx, t2s_f32(pixel_weight), n, H, W, top, bottom, (float)q);
-  if (st == T2S_OK && q_out) *q_out = q;
-  return st;
-}
-
-t2s_status t2s_pseudo_labels(t2s_ctx *ctx, const t2s_pseudo_label_cfg *cfg,
-                             const t2s_tensor *logits, t2s_tensor *yhat,
-                             t2s_tensor *pixel_weight, t2s_tensor *max_prob, double *q_out) {
-  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
-  const char *bad = t2s_pseudo_label_cfg_check(cfg);
-  if (bad) return t2s_error_set(&ctx->err, T2S_ERR_INVALID, "%s", bad);
-  char sz[96];
-  if (logits == NULL || logits->dtype != T2S_F32 || logits->ndim != 4 ||
-      logits->shape[1] > 256 || !is_map(yhat, T2S_U8, logits) ||
-      !is_map(pixel_weight, T2S_F32, logits) || (max_prob && !is_map(max_prob, T2S_F32, logits)))
-    return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
-                         "pseudo_labels: logits must be float32 (N, C<=256, H, W) and the "
-                         "outputs (N, H, W) on the same device: yhat uint8, pixel_weight and "
-                         "max_prob float32; logits %s",
-                         logits ? t2s_shape_str(logits, sz, sizeof sz) : "NULL");
+/* The CPU slot (logits NCHW on the host). */
+static t2s_status pseudo_labels_cpu(t2s_ctx *ctx, const t2s_pseudo_label_cfg *cfg,
+                                    const t2s_tensor *logits, t2s_tensor *yhat,
+                                    t2s_tensor *pixel_weight, t2s_tensor *max_prob, double *q_out) {
   int64_t n = logits->shape[0], C = logits->shape[1], H = logits->shape[2], W = logits->shape[3];
   int64_t hw = H * W;
-  if (logits->device == T2S_DEV_CUDA)
-    return pseudo_labels_cuda(ctx, cfg, logits, yhat, pixel_weight, max_prob, q_out);
   const float *z = t2s_f32(logits);
   uint8_t *y = t2s_u8(yhat);
   /* counts[0] confident pixels, counts[1] all pixels */
@@ -104,4 +70,31 @@ t2s_status t2s_pseudo_labels(t2s_ctx *ctx, const t2s_pseudo_label_cfg *cfg,
     }
   if (q_out) *q_out = q;
   return T2S_OK;
+}
+
+typedef t2s_status (*pseudo_labels_fn)(t2s_ctx *ctx, const t2s_pseudo_label_cfg *cfg,
+                                       const t2s_tensor *logits, t2s_tensor *yhat,
+                                       t2s_tensor *pixel_weight, t2s_tensor *max_prob,
+                                       double *q_out);
+static const pseudo_labels_fn pseudo_labels_slots[T2S_DEV_COUNT] = {
+    [T2S_DEV_CPU] = pseudo_labels_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_pseudo_labels_cuda)};
+
+t2s_status t2s_pseudo_labels(t2s_ctx *ctx, const t2s_pseudo_label_cfg *cfg,
+                             const t2s_tensor *logits, t2s_tensor *yhat,
+                             t2s_tensor *pixel_weight, t2s_tensor *max_prob, double *q_out) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  const char *bad = t2s_pseudo_label_cfg_check(cfg);
+  if (bad) return t2s_error_set(&ctx->err, T2S_ERR_INVALID, "%s", bad);
+  char sz[96];
+  if (logits == NULL || logits->dtype != T2S_F32 || logits->ndim != 4 ||
+      logits->shape[1] > 256 || !is_map(yhat, T2S_U8, logits) ||
+      !is_map(pixel_weight, T2S_F32, logits) || (max_prob && !is_map(max_prob, T2S_F32, logits)))
+    return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
+                         "pseudo_labels: logits must be float32 (N, C<=256, H, W) and the "
+                         "outputs (N, H, W) on the same device: yhat uint8, pixel_weight and "
+                         "max_prob float32; logits %s",
+                         logits ? t2s_shape_str(logits, sz, sizeof sz) : "NULL");
+  pseudo_labels_fn fn = pseudo_labels_slots[logits->device];
+  if (fn == NULL) return t2s_slot_missing(&ctx->err, "pseudo_labels", logits->device);
+  return fn(ctx, cfg, logits, yhat, pixel_weight, max_prob, q_out);
 }

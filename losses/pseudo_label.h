@@ -29,3 +29,12 @@ void t2s_pseudo_label_rows(const t2s_pseudo_label_cfg *cfg, int64_t H, int64_t *
 t2s_status t2s_pseudo_labels(t2s_ctx *ctx, const t2s_pseudo_label_cfg *cfg,
                              const t2s_tensor *logits, t2s_tensor *yhat,
                              t2s_tensor *pixel_weight, t2s_tensor *max_prob, double *q_out);
+
+/* The CUDA slots (losses/cuda/pseudo_label.cu), picked by the device of the logits:
+ * t2s_pseudo_labels on device logits (stored NHWC), and the per-pixel argmax map
+ * (first maximum) of device logits into host memory pred (N H W bytes), the class
+ * map of losses/reweight.c. */
+t2s_status t2s_pseudo_labels_cuda(t2s_ctx *ctx, const t2s_pseudo_label_cfg *cfg,
+                                  const t2s_tensor *logits, t2s_tensor *yhat,
+                                  t2s_tensor *pixel_weight, t2s_tensor *max_prob, double *q_out);
+t2s_status t2s_class_map_cuda(t2s_ctx *ctx, const t2s_tensor *logits, uint8_t *pred);

@@ -10,7 +10,7 @@
  * are device tensors (t2s_prototypes_tensor copies the prototypes there). The CUDA
  * slot downloads the small label map and mask, draws the identical plan on the host,
  * and runs the loss and its gradient over the sampled pixels on the GPU
- * (losses/losses_cuda.h). t2s_class_prototypes reads device keys through a host copy. */
+ * (losses/cuda/pull_loss.cu). t2s_class_prototypes reads device keys through a host copy. */
 #include "losses/pull_loss.h"
 
 #include <math.h>
@@ -20,7 +20,6 @@
 #include "core/device.h"
 #include "core/ops.h"
 #include "losses/batch_stats.h"
-#include "losses/losses_cuda.h"
 
 enum { PURPOSE_QUERY = 1, PURPOSE_NEGATIVE = 2 };
 
@@ -420,12 +419,7 @@ done:
 
 /* ---- the fused op ------------------------------------------------------------------ */
 
-typedef struct pull_args {
-  t2s_pull_cfg cfg;
-  uint64_t seed;
-  int64_t iter, global_offset;
-  int world_size;
-} pull_args;
+typedef t2s_pull_args pull_args;
 
 typedef struct pull_saved {
   t2s_pull_plan plan;
@@ -516,9 +510,8 @@ static int check_pull_inputs(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *k, t2s_ten
   return 0;
 }
 
-/* Q_c reduced over ranks, then the per-group factor world_size w_c / (W Q_c). */
-static t2s_status group_scales(t2s_ctx *ctx, const pull_args *a, const t2s_pull_plan *plan,
-                               const float *cw, int C, double *scale) {
+t2s_status t2s_pull_group_scales(t2s_ctx *ctx, const t2s_pull_args *a, const t2s_pull_plan *plan,
+                                 const float *cw, int C, double *scale) {
   double qc[256] = {0};
   for (int g = 0; g < plan->n_groups; g++) qc[plan->groups[g].cls] += plan->groups[g].n_query;
   t2s_status st = t2s_batch_stats_reduce(ctx, qc, (size_t)C);
@@ -549,7 +542,7 @@ static t2s_status pull_forward(t2s_ctx *ctx, t2s_node *node) {
   sv->prob = t2s_scratch(ctx, sizeof(float) * (size_t)(plan->n_queries + plan->n_negs) + 1);
   if (sv->group_scale == NULL || sv->prob == NULL) return ctx->err.status;
   const float *cw = node->in[3] ? t2s_f32(node->in[3]) : NULL;
-  if ((st = group_scales(ctx, a, plan, cw, C, sv->group_scale)) != T2S_OK) return st;
+  if ((st = t2s_pull_group_scales(ctx, a, plan, cw, C, sv->group_scale)) != T2S_OK) return st;
   const float *proto = t2s_f32(node->in[4]);
   double total = 0.0;
   int64_t poff = 0;
@@ -627,93 +620,13 @@ static t2s_status pull_backward(t2s_ctx *ctx, t2s_node *node, const float *beta)
   return T2S_OK;
 }
 
-/* ---- the CUDA slots ------------------------------------------------------------------ */
-
-typedef struct pull_cuda_saved {
-  t2s_pull_cuda_batch batch;  /* device copies of the plan, the probabilities */
-} pull_cuda_saved;
-
-/* A host copy of a (small) device tensor's bytes, in the pass's host scratch. */
-static void *download(t2s_ctx *ctx, const t2s_tensor *t) {
-  size_t bytes = (size_t)t2s_numel(t) * t2s_dtype_size(t->dtype);
-  void *h = t2s_host_scratch(ctx, bytes + 1);
-  if (h == NULL || t2s_device_copy(T2S_DEV_CPU, h, t->device, t->data, bytes, &ctx->err) != T2S_OK)
-    return NULL;
-  return h;
-}
-
-/* A device copy of host bytes, in the pass arena. */
-static const void *upload(t2s_ctx *ctx, const void *host, size_t bytes) {
-  void *d = t2s_scratch(ctx, bytes + 1);
-  if (d == NULL || t2s_device_copy(ctx->device, d, T2S_DEV_CPU, host, bytes, &ctx->err) != T2S_OK)
-    return NULL;
-  return d;
-}
-
-/* The same plan and normalisers as the CPU slot (from host copies of the labels, the
- * present mask and the class weights), then the arithmetic on the device. */
-static t2s_status pull_forward_cuda(t2s_ctx *ctx, t2s_node *node) {
-  const pull_args *a = node->args;
-  t2s_tensor *qt = node->in[0];
-  int C = (int)node->in[4]->shape[0];
-  t2s_tensor labels = *node->in[2], present = *node->in[5];
-  labels.data = download(ctx, node->in[2]);
-  present.data = download(ctx, node->in[5]);
-  labels.device = present.device = T2S_DEV_CPU;
-  const float *cw = node->in[3] ? download(ctx, node->in[3]) : NULL;
-  pull_cuda_saved *sv = t2s_host_scratch(ctx, sizeof *sv);
-  if (labels.data == NULL || present.data == NULL || (node->in[3] && cw == NULL) || sv == NULL)
-    return ctx->err.status;
-  t2s_pull_plan plan;
-  t2s_status st = t2s_pull_loss_plan(ctx, &labels, &present, C, &a->cfg, a->seed, a->iter,
-                                     a->global_offset, &plan);
-  if (st != T2S_OK) return st;
-  double *scale = t2s_host_scratch(ctx, sizeof(double) * (size_t)plan.n_groups + 1);
-  int32_t *qgroup = t2s_host_scratch(ctx, sizeof(int32_t) * (size_t)plan.n_queries + 1);
-  if (scale == NULL || qgroup == NULL) return ctx->err.status;
-  if ((st = group_scales(ctx, a, &plan, cw, C, scale)) != T2S_OK) return st;
-  for (int g = 0; g < plan.n_groups; g++)
-    for (int32_t i = 0; i < plan.groups[g].n_query; i++) qgroup[plan.groups[g].query_off + i] = g;
-  t2s_pull_cuda_batch *b = &sv->batch;
-  memset(b, 0, sizeof *b);
-  b->q = t2s_f32(qt);
-  b->k = t2s_f32(node->in[1]);
-  b->proto = t2s_f32(node->in[4]);
-  b->hw = qt->shape[2] * qt->shape[3];
-  b->dim = qt->shape[1];
-  b->negatives_are_keys = a->cfg.negatives == T2S_PULL_NEG_KEYS;
-  b->tau = a->cfg.tau;
-  b->n_groups = plan.n_groups;
-  b->n_queries = plan.n_queries;
-  b->n_negs = plan.n_negs;
-  b->groups = upload(ctx, plan.groups, sizeof(t2s_pull_group) * (size_t)plan.n_groups);
-  b->query_pixel = upload(ctx, plan.query_pixel, sizeof(int32_t) * (size_t)plan.n_queries);
-  b->neg_index = upload(ctx, plan.neg_index, sizeof(int32_t) * (size_t)plan.n_negs);
-  b->query_group = upload(ctx, qgroup, sizeof(int32_t) * (size_t)plan.n_queries);
-  b->group_scale = upload(ctx, scale, sizeof(double) * (size_t)plan.n_groups);
-  b->prob = t2s_scratch(ctx, sizeof(float) * (size_t)(plan.n_queries + plan.n_negs) + 1);
-  b->work = t2s_scratch(ctx, sizeof(double) * (size_t)(plan.n_queries + plan.n_groups) + 1);
-  if (!b->groups || !b->query_pixel || !b->neg_index || !b->query_group || !b->group_scale ||
-      !b->prob || !b->work)
-    return ctx->err.status;
-  if ((st = t2s_pull_loss_cuda_forward(ctx, node, b, t2s_f32(node->out))) != T2S_OK) return st;
-  node->saved = sv;
-  return T2S_OK;
-}
-
-static t2s_status pull_backward_cuda(t2s_ctx *ctx, t2s_node *node, const float *beta) {
-  const pull_cuda_saved *sv = node->saved;
-  if (sv == NULL)
-    return t2s_error_set(&ctx->err, T2S_ERR_INVALID, "pull_loss backward on cuda: no saved plan "
-                         "(the forward did not run on this node)");
-  return t2s_pull_loss_cuda_backward(ctx, node, &sv->batch, node->out->grad, node->in[0]->grad,
-                                     t2s_numel(node->in[0]), beta[0] != 0.0f);
-}
-
 static const t2s_op pull_op = {
     .name = "pull_loss",
-    .forward = {[T2S_DEV_CPU] = pull_forward, [T2S_DEV_CUDA] = pull_forward_cuda},
-    .backward = {[T2S_DEV_CPU] = pull_backward, [T2S_DEV_CUDA] = pull_backward_cuda},
+    .differentiable = 1,
+    .forward = {[T2S_DEV_CPU] = pull_forward,
+                [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_pull_loss_cuda_forward)},
+    .backward = {[T2S_DEV_CPU] = pull_backward,
+                 [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_pull_loss_cuda_backward)},
 };
 
 t2s_tensor *t2s_pull_loss(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *k, t2s_tensor *labels,

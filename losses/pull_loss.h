@@ -120,3 +120,21 @@ t2s_tensor *t2s_pull_loss(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *k, t2s_tensor
                           t2s_tensor *class_weight, t2s_tensor *prototypes, t2s_tensor *present,
                           const t2s_pull_cfg *cfg, uint64_t seed, int64_t iter,
                           int64_t global_offset, int world_size);
+
+/* ---- the fused op's slots ------------------------------------------------------------- */
+/* Shared by the CPU slots (losses/pull_loss.c) and the CUDA slots (losses/cuda/pull_loss.cu),
+ * which the op's descriptor in losses/pull_loss.c holds. */
+typedef struct t2s_pull_args {
+  t2s_pull_cfg cfg;
+  uint64_t seed;
+  int64_t iter, global_offset;
+  int world_size;
+} t2s_pull_args;
+/* Q_c reduced over ranks, then the per-group factor world_size w_c / (W Q_c) into
+ * scale[g]; cw (C) host class weights or NULL (all 1). */
+t2s_status t2s_pull_group_scales(t2s_ctx *ctx, const t2s_pull_args *a, const t2s_pull_plan *plan,
+                                 const float *cw, int C, double *scale);
+/* The CUDA slots: the plan drawn on the host from copies of the labels and the mask
+ * (the same plan as the CPU slot), the arithmetic over the sampled pixels on the GPU. */
+t2s_status t2s_pull_loss_cuda_forward(t2s_ctx *ctx, t2s_node *node);
+t2s_status t2s_pull_loss_cuda_backward(t2s_ctx *ctx, t2s_node *node, const float *beta);

@@ -6,7 +6,7 @@
 
 #include "core/device.h"
 #include "losses/batch_stats.h"
-#include "losses/losses_cuda.h"
+#include "losses/pseudo_label.h"
 
 t2s_reweight_cfg t2s_reweight_cfg_defaults(void) {
   t2s_reweight_cfg c = {1, 0.99, 1.0, T2S_REWEIGHT_T2S_ONLY, 255};
@@ -100,23 +100,24 @@ static void update_weights(const t2s_reweight_cfg *cfg, const double *buf, t2s_r
                        : (float)(pow(1.0 - s->score[c], cfg->gamma) * n_present / wsum);
 }
 
-/* The class map (N h w) in host memory: argmax on the host for host logits; on CUDA
- * the per-pixel argmax of the pseudo-label kernel (first maximum, as here; stored NHWC,
- * so pixel b hw + i is the same index) and one byte per pixel comes back instead of
- * C floats. */
-static t2s_status predicted_classes(t2s_ctx *ctx, const t2s_tensor *logits, uint8_t *pred) {
+/* The class map (N h w) in host memory: argmax on the host for host logits (the CPU
+ * slot); on CUDA the per-pixel argmax of the pseudo-label kernel (first maximum, as
+ * here; stored NHWC, so pixel b hw + i is the same index) and one byte per pixel comes
+ * back instead of C floats. */
+static t2s_status class_map_cpu(t2s_ctx *ctx, const t2s_tensor *logits, uint8_t *pred) {
   int64_t n = logits->shape[0], C = logits->shape[1], hw = logits->shape[2] * logits->shape[3];
-  if (logits->device == T2S_DEV_CPU) {
-    argmax_map(t2s_f32(logits), n, C, hw, pred);
-    return T2S_OK;
-  }
-  uint8_t *pred_dev = t2s_scratch(ctx, (size_t)(n * hw) + 1);
-  double confident = 0;
-  if (pred_dev == NULL) return ctx->err.status;
-  /* threshold 2: no pixel counts as confident; only the argmax map is wanted */
-  t2s_status st = t2s_pseudo_labels_cuda(ctx, t2s_f32(logits), n * hw, C, 2.0f, pred_dev, NULL, &confident);
-  if (st == T2S_OK) st = t2s_device_copy(T2S_DEV_CPU, pred, logits->device, pred_dev, (size_t)(n * hw), &ctx->err);
-  return st;
+  argmax_map(t2s_f32(logits), n, C, hw, pred);
+  return T2S_OK;
+}
+
+typedef t2s_status (*class_map_fn)(t2s_ctx *ctx, const t2s_tensor *logits, uint8_t *pred);
+static const class_map_fn class_map_slots[T2S_DEV_COUNT] = {
+    [T2S_DEV_CPU] = class_map_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_class_map_cuda)};
+
+static t2s_status predicted_classes(t2s_ctx *ctx, const t2s_tensor *logits, uint8_t *pred) {
+  class_map_fn fn = class_map_slots[logits->device];
+  if (fn == NULL) return t2s_slot_missing(&ctx->err, "reweight class map", logits->device);
+  return fn(ctx, logits, pred);
 }
 
 t2s_status t2s_reweight_update(t2s_ctx *ctx, const t2s_reweight_cfg *cfg,

@@ -1,17 +1,19 @@
-/* The ImageNet feature distance on CUDA (maths in losses/feature_distance.h).
+/* The CUDA slots of the ImageNet feature distance (maths in losses/feature_distance.h).
  *
  * Forward: one warp per pixel, ||f_i - g_i|| over its C contiguous channels (NHWC)
  * in double; then one block folds the distances and the counted pixels with a fixed
  * geometry (thread t takes pixels t, t + 256, ..., then a shared-memory tree), so the
  * sum is the same on every run. The count crosses to the host for the cross-rank
- * reduction and the normaliser. Backward: one thread per element. */
+ * reduction (t2s_batch_stats_reduce, as on the CPU) and the normaliser. Backward: one
+ * thread per element. Features are 4-d activations stored NHWC. */
 #include <math.h>
 #include <string.h>
 
-extern "C" {
-#include "losses/losses_cuda.h"
-}
 #include "core/cuda/kernels.cuh"
+extern "C" {
+#include "losses/batch_stats.h"
+#include "losses/feature_distance.h"
+}
 
 using namespace t2s_cuda;
 
@@ -68,13 +70,12 @@ struct fd_grad {
   }
 };
 
-}  // namespace
-
-extern "C" t2s_status t2s_feature_distance_cuda_sums(t2s_ctx *ctx, const t2s_node *node,
-                                                     const float *f, const float *g,
-                                                     const uint8_t *labels, const uint8_t *things,
-                                                     int64_t pixels, int64_t channels,
-                                                     double *dist, double sums_host[2]) {
+/* dist[i] = ||f_i - g_i|| over the C channels of pixel i (0 where things[label_i] is 0)
+ * for the `pixels` = N hw pixels; sums_host[0] = sum of dist, sums_host[1] = the number
+ * of counted pixels (host doubles, after a synchronising copy). things: host, 256 flags. */
+t2s_status distance_sums(t2s_ctx *ctx, const t2s_node *node, const float *f, const float *g,
+                         const uint8_t *labels, const uint8_t *things, int64_t pixels,
+                         int64_t channels, double *dist, double sums_host[2]) {
   cudaStream_t stream = t2s_cuda_be(ctx)->stream;
   things_mask mask;
   memcpy(mask.on, things, sizeof mask.on);
@@ -95,12 +96,38 @@ extern "C" t2s_status t2s_feature_distance_cuda_sums(t2s_ctx *ctx, const t2s_nod
   return T2S_OK;
 }
 
-extern "C" t2s_status t2s_feature_distance_cuda_backward(t2s_ctx *ctx, const t2s_node *node,
-                                                         const float *f, const float *g,
-                                                         const double *dist, int64_t pixels,
-                                                         int64_t channels, const float *dloss,
-                                                         double scale, float *df,
-                                                         int accumulate) {
+}  // namespace
+
+/* The distances and the two sums on the device, the count reduced over ranks on the
+ * host exactly as in the CPU slot. */
+t2s_status t2s_feature_distance_cuda_forward(t2s_ctx *ctx, t2s_node *node) {
+  const t2s_fd_args *a = (const t2s_fd_args *)node->args;
+  const t2s_tensor *ft = node->in[0];
+  int64_t pixels = ft->shape[0] * ft->shape[2] * ft->shape[3], C = ft->shape[1];
+  t2s_fd_saved *sv = (t2s_fd_saved *)t2s_host_scratch(ctx, sizeof *sv);
+  if (sv == NULL) return ctx->err.status;
+  sv->dist = (double *)t2s_scratch(ctx, sizeof(double) * (size_t)pixels + 1);
+  if (sv->dist == NULL) return ctx->err.status;
+  double sums[2];
+  t2s_status st = distance_sums(ctx, node, t2s_f32(ft), t2s_f32(node->in[1]), t2s_u8(node->in[2]),
+                                a->things, pixels, C, sv->dist, sums);
+  if (st != T2S_OK) return st;
+  double count = sums[1];
+  if ((st = t2s_batch_stats_reduce(ctx, &count, 1)) != T2S_OK) return st;
+  sv->scale = t2s_rank_loss_scale(count, a->world_size);
+  float loss = (float)(sums[0] * sv->scale);
+  st = t2s_device_copy(ctx->device, node->out->data, T2S_DEV_CPU, &loss, sizeof loss, &ctx->err);
+  if (st != T2S_OK) return st;
+  node->saved = sv;
+  return T2S_OK;
+}
+
+/* df (+)= dloss[0] scale (f - g) / dist per pixel (0 where dist is 0). */
+t2s_status t2s_feature_distance_cuda_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  const t2s_fd_saved *sv = (const t2s_fd_saved *)node->saved;
+  const t2s_tensor *ft = node->in[0];
+  int64_t pixels = ft->shape[0] * ft->shape[2] * ft->shape[3], channels = ft->shape[1];
   return launch_each(ctx, node, pixels * channels,
-                     fd_grad{f, g, dist, channels, dloss, scale, df, accumulate != 0});
+                     fd_grad{t2s_f32(ft), t2s_f32(node->in[1]), sv->dist, channels,
+                             node->out->grad, sv->scale, ft->grad, beta[0] != 0.0f});
 }

@@ -1,5 +1,10 @@
-/* The pulling loss over the sampled queries on CUDA (the host plans; see
- * losses/losses_cuda.h and losses/pull_loss.c for the maths).
+/* The CUDA slots of the pulling loss (maths in losses/pull_loss.c).
+ *
+ * The host half is the CPU slot's: it downloads the small label map, the present
+ * mask and the class weights, draws the identical plan (t2s_pull_loss_plan) and the
+ * per-group normalisers reduced over ranks (t2s_pull_group_scales), and uploads
+ * them. Features on CUDA are 4-d activations stored NHWC: the D-vector of pixel i of
+ * image b starts at (b hw + i) D.
  *
  * Forward: one warp per query. The scores s_0 = q.k_c / tau (positive) and
  * s_j = q.k_j / tau (negatives) are warp dot products in double; then, as on the CPU,
@@ -11,17 +16,37 @@
  * group, so the scatter into dq has no collisions and needs no atomics. */
 #include <math.h>
 
-extern "C" {
-#include "losses/losses_cuda.h"
-}
+#include <string.h>
+
 #include "core/cuda/kernels.cuh"
+extern "C" {
+#include "losses/pull_loss.h"
+}
 
 using namespace t2s_cuda;
 
 namespace {
 
+/* The plan and buffers of one forward on the device (every pointer device memory). */
+typedef struct pull_batch {
+  const float *q, *k;              /* (N, hw, D) NHWC storage of the (N, D, h, w) features */
+  const float *proto;              /* (C, D) prototypes */
+  int64_t hw, dim;
+  int negatives_are_keys;          /* negatives index key pixels (else prototypes) */
+  float tau;
+  int n_groups;
+  int64_t n_queries, n_negs;
+  const t2s_pull_group *groups;    /* the plan's groups, copied to the device */
+  const int32_t *query_pixel;      /* (n_queries) */
+  const int32_t *neg_index;        /* (n_negs) */
+  const int32_t *query_group;      /* (n_queries) the group of each query */
+  const double *group_scale;       /* (n_groups) world_size w_c / (sum_c' w_c' Q_c) */
+  float *prob;                     /* (n_queries + n_negs) softmax per query, forward output */
+  double *work;                    /* (n_queries + n_groups) scratch */
+} pull_batch;
+
 struct pull_view {
-  t2s_pull_cuda_batch b;
+  pull_batch b;
   __device__ const float *query(int64_t qi) const {
     const t2s_pull_group &g = b.groups[b.query_group[qi]];
     return b.q + ((int64_t)g.image * b.hw + b.query_pixel[qi]) * b.dim;
@@ -102,10 +127,8 @@ struct pull_grad {
   }
 };
 
-}  // namespace
-
-extern "C" t2s_status t2s_pull_loss_cuda_forward(t2s_ctx *ctx, const t2s_node *node,
-                                                 const t2s_pull_cuda_batch *b, float *loss) {
+/* loss[0] = sum_g group_scale[g] sum_{i in g} l_i (one float on the device); fills prob. */
+t2s_status launch_forward(t2s_ctx *ctx, const t2s_node *node, const pull_batch *b, float *loss) {
   cudaStream_t stream = t2s_cuda_be(ctx)->stream;
   double *loss_q = b->work, *group_sum = b->work + b->n_queries;
   double *s = (double *)t2s_scratch(ctx, sizeof(double) * (size_t)(b->n_queries + b->n_negs + 1));
@@ -125,12 +148,100 @@ extern "C" t2s_status t2s_pull_loss_cuda_forward(t2s_ctx *ctx, const t2s_node *n
   return T2S_OK;
 }
 
-extern "C" t2s_status t2s_pull_loss_cuda_backward(t2s_ctx *ctx, const t2s_node *node,
-                                                  const t2s_pull_cuda_batch *b,
-                                                  const float *dloss, float *dq,
-                                                  int64_t dq_numel, int accumulate) {
+/* dq (N, hw, D) (+)= dloss[0] group_scale / tau ((p_0 - 1) k_c + sum_n p_n k_n) at each
+ * query pixel; with accumulate 0 every other element is set to 0 first. */
+t2s_status launch_backward(t2s_ctx *ctx, const t2s_node *node, const pull_batch *b,
+                           const float *dloss, float *dq, int64_t dq_numel, int accumulate) {
   if (!accumulate)
     T2S_CU(ctx, node, cudaMemsetAsync(dq, 0, (size_t)dq_numel * sizeof(float),
                                       t2s_cuda_be(ctx)->stream));
   return launch_each(ctx, node, b->n_queries * b->dim, pull_grad{pull_view{*b}, dloss, dq});
+}
+
+/* A host copy of a (small) device tensor's bytes, in the pass's host scratch. */
+void *download(t2s_ctx *ctx, const t2s_tensor *t) {
+  size_t bytes = (size_t)t2s_numel(t) * t2s_dtype_size(t->dtype);
+  void *h = t2s_host_scratch(ctx, bytes + 1);
+  if (h == NULL || t2s_device_copy(T2S_DEV_CPU, h, t->device, t->data, bytes, &ctx->err) != T2S_OK)
+    return NULL;
+  return h;
+}
+
+/* A device copy of host bytes, in the pass arena. */
+template <class T>
+const T *upload(t2s_ctx *ctx, const T *host, int64_t count) {
+  size_t bytes = sizeof(T) * (size_t)count;
+  void *d = t2s_scratch(ctx, bytes + 1);
+  if (d == NULL || t2s_device_copy(ctx->device, d, T2S_DEV_CPU, host, bytes, &ctx->err) != T2S_OK)
+    return NULL;
+  return (const T *)d;
+}
+
+/* The device copy of the plan: the group of every query, the scales, the buffers. */
+t2s_status upload_plan(t2s_ctx *ctx, const t2s_pull_plan &plan, const double *scale,
+                       pull_batch *b) {
+  int32_t *qgroup = (int32_t *)t2s_host_scratch(ctx, sizeof(int32_t) * (size_t)plan.n_queries + 1);
+  if (qgroup == NULL) return ctx->err.status;
+  for (int g = 0; g < plan.n_groups; g++)
+    for (int32_t i = 0; i < plan.groups[g].n_query; i++) qgroup[plan.groups[g].query_off + i] = g;
+  b->n_groups = plan.n_groups;
+  b->n_queries = plan.n_queries;
+  b->n_negs = plan.n_negs;
+  b->groups = upload(ctx, plan.groups, plan.n_groups);
+  b->query_pixel = upload(ctx, plan.query_pixel, plan.n_queries);
+  b->neg_index = upload(ctx, plan.neg_index, plan.n_negs);
+  b->query_group = upload(ctx, qgroup, plan.n_queries);
+  b->group_scale = upload(ctx, scale, plan.n_groups);
+  b->prob = (float *)t2s_scratch(ctx, sizeof(float) * (size_t)(plan.n_queries + plan.n_negs) + 1);
+  b->work = (double *)t2s_scratch(ctx, sizeof(double) * (size_t)(plan.n_queries + plan.n_groups) + 1);
+  if (!b->groups || !b->query_pixel || !b->neg_index || !b->query_group || !b->group_scale ||
+      !b->prob || !b->work)
+    return ctx->err.status;
+  return T2S_OK;
+}
+
+}  // namespace
+
+/* The same plan and normalisers as the CPU slot (from host copies of the labels, the
+ * present mask and the class weights), then the arithmetic on the device. */
+t2s_status t2s_pull_loss_cuda_forward(t2s_ctx *ctx, t2s_node *node) {
+  const t2s_pull_args *a = (const t2s_pull_args *)node->args;
+  t2s_tensor *qt = node->in[0];
+  int C = (int)node->in[4]->shape[0];
+  t2s_tensor labels = *node->in[2], present = *node->in[5];
+  labels.data = download(ctx, node->in[2]);
+  present.data = download(ctx, node->in[5]);
+  labels.device = present.device = T2S_DEV_CPU;
+  const float *cw = node->in[3] ? (const float *)download(ctx, node->in[3]) : NULL;
+  pull_batch *b = (pull_batch *)t2s_host_scratch(ctx, sizeof *b);
+  if (labels.data == NULL || present.data == NULL || (node->in[3] && cw == NULL) || b == NULL)
+    return ctx->err.status;
+  t2s_pull_plan plan;
+  t2s_status st = t2s_pull_loss_plan(ctx, &labels, &present, C, &a->cfg, a->seed, a->iter,
+                                     a->global_offset, &plan);
+  if (st != T2S_OK) return st;
+  double *scale = (double *)t2s_host_scratch(ctx, sizeof(double) * (size_t)plan.n_groups + 1);
+  if (scale == NULL) return ctx->err.status;
+  if ((st = t2s_pull_group_scales(ctx, a, &plan, cw, C, scale)) != T2S_OK) return st;
+  memset(b, 0, sizeof *b);
+  b->q = t2s_f32(qt);
+  b->k = t2s_f32(node->in[1]);
+  b->proto = t2s_f32(node->in[4]);
+  b->hw = qt->shape[2] * qt->shape[3];
+  b->dim = qt->shape[1];
+  b->negatives_are_keys = a->cfg.negatives == T2S_PULL_NEG_KEYS;
+  b->tau = a->cfg.tau;
+  if ((st = upload_plan(ctx, plan, scale, b)) != T2S_OK) return st;
+  if ((st = launch_forward(ctx, node, b, t2s_f32(node->out))) != T2S_OK) return st;
+  node->saved = b;
+  return T2S_OK;
+}
+
+t2s_status t2s_pull_loss_cuda_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  const pull_batch *b = (const pull_batch *)node->saved;
+  if (b == NULL)
+    return t2s_error_set(&ctx->err, T2S_ERR_INVALID, "pull_loss backward on cuda: no saved plan "
+                         "(the forward did not run on this node)");
+  return launch_backward(ctx, node, b, node->out->grad, node->in[0]->grad,
+                         t2s_numel(node->in[0]), beta[0] != 0.0f);
 }

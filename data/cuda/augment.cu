@@ -1,12 +1,14 @@
-/* Image steps of the UDA iteration on CUDA (interface and rationale in
- * losses/images_cuda.h): layout change at upload, colour jitter, Gaussian blur and
- * normalisation on NHWC f32 images. Each per-pixel formula is data/augment.c's, term
- * by term, with __f*_rn intrinsics so that nvcc contracts nothing into an FMA (the
- * CPU reference is built with -ffp-contract=off): a pixel gets the CPU's float. */
-extern "C" {
-#include "losses/images_cuda.h"
-}
+/* The CUDA slots of the batch image steps of data/augment.h (t2s_images_*): layout
+ * change at upload, colour jitter, Gaussian blur and normalisation on NHWC f32 images
+ * with 3 channels. The random draws stay on the host (the same keys as the CPU path);
+ * each per-pixel formula is data/augment.c's, term by term, with __f*_rn intrinsics so
+ * that nvcc contracts nothing into an FMA (the CPU reference is built with
+ * -ffp-contract=off): a pixel gets the CPU's float. The one reduction (the grey mean
+ * of contrast) is a fixed-geometry sum in double. */
 #include "core/cuda/kernels.cuh"
+extern "C" {
+#include "data/augment.h"
+}
 
 using namespace t2s_cuda;
 
@@ -179,19 +181,19 @@ T *upload(t2s_ctx *ctx, const T *host, size_t count) {
 
 }  // namespace
 
-extern "C" t2s_status t2s_images_layout_cuda(t2s_ctx *ctx, const float *src, float *dst, int64_t n,
-                                             int64_t channels, int64_t hw, int to_nhwc) {
+t2s_status t2s_images_layout_cuda(t2s_ctx *ctx, const float *src, float *dst, int64_t n,
+                                  int64_t channels, int64_t hw, int to_nhwc) {
   return launch_each(ctx, NULL, n * channels * hw, layout_f{src, dst, channels, hw, to_nhwc != 0});
 }
 
-extern "C" t2s_status t2s_images_normalize_cuda(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
-                                                const float mean[3], const float std[3]) {
+t2s_status t2s_images_normalize_cuda(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                                     const float mean[3], const float std[3]) {
   return launch_each(ctx, NULL, n * hw * 3,
                      normalize_f{x, mean[0], mean[1], mean[2], std[0], std[1], std[2]});
 }
 
-extern "C" t2s_status t2s_images_jitter_cuda(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
-                                             const t2s_jitter_params *params) {
+t2s_status t2s_images_jitter_cuda(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                                  const t2s_jitter_params *params) {
   if (n <= 0) return T2S_OK;
   int any = 0;
   for (int64_t b = 0; b < n; b++) any |= params[b].apply;
@@ -213,9 +215,9 @@ extern "C" t2s_status t2s_images_jitter_cuda(t2s_ctx *ctx, float *x, int64_t n, 
   return st;
 }
 
-extern "C" t2s_status t2s_images_blur_cuda(t2s_ctx *ctx, float *x, int h, int w,
-                                           const float *ky_host, int kh, int ry,
-                                           const float *kx_host, int kw, int rx) {
+t2s_status t2s_images_blur_cuda(t2s_ctx *ctx, float *x, int h, int w,
+                                const float *ky_host, int kh, int ry,
+                                const float *kx_host, int kw, int rx) {
   int64_t n = (int64_t)h * w * 3;
   float *ky = upload(ctx, ky_host, (size_t)kh), *kx = upload(ctx, kx_host, (size_t)kw);
   float *tmp = (float *)t2s_scratch(ctx, (size_t)n * sizeof(float));
