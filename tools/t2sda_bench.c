@@ -1,6 +1,6 @@
-/* t2sda_bench: timing of whole training steps, data loading, all-reduce and scaling
- * (tools/bench/bench_data.c, bench_comm.c and bench_scaling.c; t2s_bench is linked by
- * this program alone).
+/* t2sda_bench: timing of whole training steps, of every op, data loading, all-reduce
+ * and scaling (tools/bench/bench_ops.c, bench_data.c, bench_comm.c and bench_scaling.c;
+ * t2s_bench is linked by this program and test_op_table alone).
  *
  *   t2sda_bench step [--depth 50] [--base-channels 64] [--batch 2] [--crop W H]
  *                    [--classes 19] [--iters 5] [--warmup 2] [--threads 2] [--json FILE]
@@ -27,6 +27,7 @@
 #include "core/rng.h"
 #include "core/version.h"
 #include "tools/bench/bench_data.h"
+#include "tools/bench/bench_ops.h"
 #include "tools/bench/bench_comm.h"
 #include "tools/bench/bench_scaling.h"
 
@@ -416,6 +417,8 @@ int main(int argc, char **argv) {
            "                        [--backbone resnet_v1c|mit_b0..mit_b5] [--head dlv2|daformer_sepaspp|\n"
            "                        daformer_conv1|segformer_mlp]\n"
            "                        [--device cpu|cuda] [--precision fp32|tf32]\n"
+           "       t2sda_bench ops [--device cpu|cuda] [--iters 10] [--warmup 2] [--only NAME]\n"
+           "                        (forward and backward ms of every op at a typical shape)\n"
            "       t2sda_bench data --help   (loader images/s for 1 and 2 threads)\n"
            "       mpirun -np 2 t2sda_bench allreduce [--device cpu|cuda] [--min-bytes 4K]\n"
            "                        [--max-bytes 256M] [--iters 20] [--warmup 3] [--json FILE]\n"
@@ -435,6 +438,7 @@ int main(int argc, char **argv) {
     return bench_step(&o);
   }
   if (strcmp(argv[1], "data") == 0) return t2s_bench_data(argc - 1, argv + 1);
+  if (strcmp(argv[1], "ops") == 0) return t2s_bench_ops(argc - 1, argv + 1);
   if (strcmp(argv[1], "selfcheck") == 0) {
     int iters = 150;
     if (argc > 3 && strcmp(argv[2], "--iters") == 0 && !parse_int("--iters", argv[3], 1, 100000, &iters)) return 2;
@@ -443,7 +447,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "allreduce") == 0 || strcmp(argv[1], "comm") == 0)
     return t2s_bench_comm(argc - 1, argv + 1);
   if (strcmp(argv[1], "scaling") == 0) return t2s_bench_scaling(argc - 1, argv + 1);
-  fprintf(stderr, "t2sda_bench: unknown benchmark '%s' (available: step, data, allreduce, "
-                  "scaling, selfcheck)\n", argv[1]);
+  fprintf(stderr, "t2sda_bench: unknown benchmark '%s' (available: step, ops, data, "
+                  "allreduce, scaling, selfcheck)\n", argv[1]);
   return 2;
 }
