@@ -2,9 +2,9 @@
 
 #include <stdio.h>
 
-static t2s_tensor *add_named(t2s_params *p, const char *prefix, const char *suffix,
-                             t2s_param_kind kind, int ndim, const int64_t *shape, t2s_init init,
-                             float scale, t2s_error *err) {
+t2s_tensor *t2s_param_add_named(t2s_params *p, const char *prefix, const char *suffix,
+                                t2s_param_kind kind, int ndim, const int64_t *shape, t2s_init init,
+                                float scale, t2s_error *err) {
   char name[160];
   snprintf(name, sizeof name, "%s.%s", prefix, suffix);
   t2s_tensor *t = t2s_params_add(p, name, kind, ndim, shape, init, scale);
@@ -19,9 +19,11 @@ t2s_status t2s_conv_build(t2s_conv *c, t2s_params *p, const char *name, int64_t 
     return t2s_error_set(err, T2S_ERR_INVALID, "%s: %lld -> %lld channels are not divisible by %d groups",
                          name, (long long)cin, (long long)cout, groups);
   int64_t wshape[4] = {cout, cin / groups, k, k};
-  c->w = add_named(p, name, "weight", T2S_PARAM_WEIGHT, 4, wshape, init, init_scale, err);
+  c->w = t2s_param_add_named(p, name, "weight", T2S_PARAM_WEIGHT, 4, wshape, init, init_scale,
+                             err);
   c->b = NULL;
-  if (bias) c->b = add_named(p, name, "bias", T2S_PARAM_BIAS, 1, &cout, T2S_INIT_ZEROS, 0, err);
+  if (bias)
+    c->b = t2s_param_add_named(p, name, "bias", T2S_PARAM_BIAS, 1, &cout, T2S_INIT_ZEROS, 0, err);
   c->a = (t2s_conv2d_args){stride, stride, pad, pad, dil, dil, groups};
   return (c->w && (!bias || c->b)) ? T2S_OK : T2S_ERR_NOMEM;
 }
@@ -32,10 +34,14 @@ t2s_tensor *t2s_conv_forward(t2s_ctx *ctx, const t2s_conv *c, t2s_tensor *x) {
 
 t2s_status t2s_bn_build(t2s_bn *bn, t2s_params *p, const char *name, int64_t channels,
                         t2s_norm_kind kind, int norm_eval, t2s_error *err) {
-  bn->gamma = add_named(p, name, "weight", T2S_PARAM_NORM, 1, &channels, T2S_INIT_ONES, 0, err);
-  bn->beta = add_named(p, name, "bias", T2S_PARAM_NORM, 1, &channels, T2S_INIT_ZEROS, 0, err);
-  bn->mean = add_named(p, name, "running_mean", T2S_PARAM_BUFFER, 1, &channels, T2S_INIT_ZEROS, 0, err);
-  bn->var = add_named(p, name, "running_var", T2S_PARAM_BUFFER, 1, &channels, T2S_INIT_ONES, 0, err);
+  bn->gamma = t2s_param_add_named(p, name, "weight", T2S_PARAM_NORM, 1, &channels,
+                                  T2S_INIT_ONES, 0, err);
+  bn->beta = t2s_param_add_named(p, name, "bias", T2S_PARAM_NORM, 1, &channels,
+                                 T2S_INIT_ZEROS, 0, err);
+  bn->mean = t2s_param_add_named(p, name, "running_mean", T2S_PARAM_BUFFER, 1, &channels,
+                                 T2S_INIT_ZEROS, 0, err);
+  bn->var = t2s_param_add_named(p, name, "running_var", T2S_PARAM_BUFFER, 1, &channels,
+                                T2S_INIT_ONES, 0, err);
   bn->kind = kind;
   bn->norm_eval = norm_eval;
   bn->momentum = 0.1f;

@@ -5,6 +5,12 @@
 #include "core/ops.h"
 #include "core/params.h"
 
+/* Registers the parameter "<prefix>.<suffix>" (PyTorch naming) and returns its tensor,
+ * or NULL with err set. Every layer's build function goes through it. */
+t2s_tensor *t2s_param_add_named(t2s_params *p, const char *prefix, const char *suffix,
+                                t2s_param_kind kind, int ndim, const int64_t *shape, t2s_init init,
+                                float scale, t2s_error *err);
+
 typedef enum t2s_norm_kind {
   T2S_NORM_BN = 0,   /* batch statistics while training */
   T2S_NORM_SYNCBN,   /* the same, reduced over ranks (ctx->sync_bn is set by dist/) */

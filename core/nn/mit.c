@@ -46,29 +46,19 @@ t2s_status t2s_mit_cfg_by_name(const char *name, t2s_mit_cfg *cfg, t2s_error *er
                        "mit_b2, mit_b3, mit_b4 or mit_b5)", name);
 }
 
-static t2s_tensor *add_param(t2s_params *p, const char *prefix, const char *suffix,
-                             t2s_param_kind kind, int ndim, const int64_t *shape, t2s_init init,
-                             float scale, t2s_error *err) {
-  char name[160];
-  snprintf(name, sizeof name, "%s.%s", prefix, suffix);
-  t2s_tensor *t = t2s_params_add(p, name, kind, ndim, shape, init, scale);
-  if (t == NULL) t2s_error_set(err, T2S_ERR_NOMEM, "could not register parameter '%s'", name);
-  return t;
-}
-
 t2s_status t2s_linear_layer_build(t2s_linear_layer *l, t2s_params *p, const char *name,
                                   int64_t in, int64_t out, t2s_error *err) {
   int64_t shape[2] = {out, in};
-  l->w = add_param(p, name, "weight", T2S_PARAM_WEIGHT, 2, shape, T2S_INIT_TRUNC_NORMAL, 0.02f,
-                   err);
-  l->b = add_param(p, name, "bias", T2S_PARAM_BIAS, 1, &out, T2S_INIT_ZEROS, 0, err);
+  l->w = t2s_param_add_named(p, name, "weight", T2S_PARAM_WEIGHT, 2, shape,
+                             T2S_INIT_TRUNC_NORMAL, 0.02f, err);
+  l->b = t2s_param_add_named(p, name, "bias", T2S_PARAM_BIAS, 1, &out, T2S_INIT_ZEROS, 0, err);
   return l->w && l->b ? T2S_OK : T2S_ERR_NOMEM;
 }
 
 t2s_status t2s_ln_layer_build(t2s_ln_layer *l, t2s_params *p, const char *name, int64_t c,
                               float eps, t2s_error *err) {
-  l->w = add_param(p, name, "weight", T2S_PARAM_NORM, 1, &c, T2S_INIT_ONES, 0, err);
-  l->b = add_param(p, name, "bias", T2S_PARAM_NORM, 1, &c, T2S_INIT_ZEROS, 0, err);
+  l->w = t2s_param_add_named(p, name, "weight", T2S_PARAM_NORM, 1, &c, T2S_INIT_ONES, 0, err);
+  l->b = t2s_param_add_named(p, name, "bias", T2S_PARAM_NORM, 1, &c, T2S_INIT_ZEROS, 0, err);
   l->eps = eps;
   return l->w && l->b ? T2S_OK : T2S_ERR_NOMEM;
 }
