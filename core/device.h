@@ -24,6 +24,13 @@
  * dev in this build; says how to get one. Returns T2S_ERR_UNSUPPORTED. */
 t2s_status t2s_slot_missing(t2s_error *err, const char *what, t2s_device dev);
 
+/* The one dispatch: calls slots[dev](...) (a per-device array of function pointers
+ * returning t2s_status), or answers t2s_slot_missing(err, what, dev) for an empty slot. */
+#define T2S_DISPATCH(slots, dev, err, what, ...)                        \
+  ((unsigned)(dev) < T2S_DEV_COUNT && (slots)[(dev)] != NULL            \
+       ? (slots)[(dev)](__VA_ARGS__)                                    \
+       : t2s_slot_missing((err), (what), (dev)))
+
 void *t2s_device_malloc(t2s_device dev, size_t bytes, t2s_error *err);
 void t2s_device_free(t2s_device dev, void *ptr);
 t2s_status t2s_device_zero(t2s_device dev, void *ptr, size_t bytes, t2s_error *err);

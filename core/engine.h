@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "core/arena.h"
+#include "core/device.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 
@@ -78,6 +79,14 @@ typedef struct t2s_op {
 } t2s_op;
 
 extern const t2s_op t2s_ops[T2S_OP_COUNT];
+
+/* Initialiser of a differentiable op's descriptor outside the core table: CPU slots and
+ * CUDA slots (NULL in a build without the backend). */
+#define T2S_OP_DESCRIPTOR(op_name, cpu_forward, cpu_backward, cuda_forward, cuda_backward) \
+  {.name = (op_name),                                                                     \
+   .differentiable = 1,                                                                   \
+   .forward = {[T2S_DEV_CPU] = (cpu_forward), [T2S_DEV_CUDA] = T2S_CUDA_SLOT(cuda_forward)}, \
+   .backward = {[T2S_DEV_CPU] = (cpu_backward), [T2S_DEV_CUDA] = T2S_CUDA_SLOT(cuda_backward)}}
 
 /* The slots of every core op (core/ops/<family>.c, core/cuda/<family>.cu). */
 #define T2S_OP_DECLARE(name, grad)                                                        \
@@ -164,7 +173,7 @@ t2s_tensor *t2s_op_apply(t2s_ctx *ctx, t2s_op_id id, t2s_tensor **in, int n_in, 
                          const void *args, size_t args_size);
 
 /* The same for an op whose descriptor lives outside the core table (the method's
- * fused losses in losses/ define their own, with CPU and CUDA slots). */
+ * fused losses in losses/ define their own with T2S_OP_DESCRIPTOR). */
 t2s_tensor *t2s_op_apply_desc(t2s_ctx *ctx, const t2s_op *op, t2s_tensor **in, int n_in,
                               t2s_tensor *out, const void *args, size_t args_size);
 

@@ -140,21 +140,20 @@ static const ema_fn ema_slots[T2S_DEV_COUNT] = {
 double t2s_grad_global_norm(const t2s_params *p) {
   double norm = NAN;
   t2s_error err = {0};
-  grad_norm_fn fn = grad_norm_slots[p->device];
-  return fn != NULL && fn(p, &norm, &err) == T2S_OK ? norm : NAN;
+  t2s_status st =
+      T2S_DISPATCH(grad_norm_slots, p->device, &err, "the gradient norm", p, &norm, &err);
+  return st == T2S_OK ? norm : NAN;
 }
 
 t2s_status t2s_optim_step(t2s_optim *o, double lr, double *grad_norm, t2s_error *err) {
-  step_fn fn = step_slots[o->params->device];
-  if (fn == NULL) return t2s_slot_missing(err, "the optimizer step", o->params->device);
-  return fn(o, lr, grad_norm, err);
+  return T2S_DISPATCH(step_slots, o->params->device, err, "the optimizer step", o, lr, grad_norm,
+                      err);
 }
 
 t2s_status t2s_ema_update(t2s_params *teacher, const t2s_params *student, double alpha,
                           int64_t iter, int copy_buffers, t2s_error *err) {
   if (teacher->numel != student->numel || teacher->count != student->count)
     return t2s_error_set(err, T2S_ERR_INVALID, "EMA teacher and student have different parameters");
-  ema_fn fn = ema_slots[student->device];
-  if (fn == NULL) return t2s_slot_missing(err, "the EMA update", student->device);
-  return fn(teacher, student, alpha, iter, copy_buffers, err);
+  return T2S_DISPATCH(ema_slots, student->device, err, "the EMA update", teacher, student, alpha,
+                      iter, copy_buffers, err);
 }

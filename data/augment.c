@@ -447,7 +447,8 @@ static t2s_status images_blur_cpu(t2s_ctx *ctx, float *x, int h, int w, const fl
                                   int ry, const float *kx, int kw, int rx) {
   float *tmp = t2s_scratch(ctx, sizeof(float) * (size_t)h * w);
   if (tmp == NULL) return ctx->err.status;
-  for (int c = 0; c < 3; c++) blur_plane(x + (size_t)c * h * w, tmp, h, w, kx, rx, kw / 2, ky, ry, kh / 2);
+  for (int c = 0; c < 3; c++)
+    blur_plane(x + (size_t)c * h * w, tmp, h, w, kx, rx, kw / 2, ky, ry, kh / 2);
   return T2S_OK;
 }
 
@@ -471,28 +472,23 @@ static const blur_fn blur_slots[T2S_DEV_COUNT] = {
 
 t2s_status t2s_images_layout(t2s_ctx *ctx, const float *src, float *dst, int64_t n,
                              int64_t channels, int64_t hw, int to_nhwc) {
-  layout_fn fn = layout_slots[ctx->device];
-  if (fn == NULL) return t2s_slot_missing(&ctx->err, "images_layout", ctx->device);
-  return fn(ctx, src, dst, n, channels, hw, to_nhwc);
+  return T2S_DISPATCH(layout_slots, ctx->device, &ctx->err, "images_layout", ctx, src, dst, n,
+                      channels, hw, to_nhwc);
 }
 
 t2s_status t2s_images_normalize(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
                                 const float mean[3], const float std[3]) {
-  normalize_fn fn = normalize_slots[ctx->device];
-  if (fn == NULL) return t2s_slot_missing(&ctx->err, "images_normalize", ctx->device);
-  return fn(ctx, x, n, hw, mean, std);
+  return T2S_DISPATCH(normalize_slots, ctx->device, &ctx->err, "images_normalize", ctx, x, n, hw,
+                      mean, std);
 }
 
 t2s_status t2s_images_jitter(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
                              const t2s_jitter_params *params) {
-  jitter_fn fn = jitter_slots[ctx->device];
-  if (fn == NULL) return t2s_slot_missing(&ctx->err, "images_jitter", ctx->device);
-  return fn(ctx, x, n, hw, params);
+  return T2S_DISPATCH(jitter_slots, ctx->device, &ctx->err, "images_jitter", ctx, x, n, hw, params);
 }
 
 t2s_status t2s_images_blur(t2s_ctx *ctx, float *x, int h, int w, const float *ky_host, int kh,
                            int ry, const float *kx_host, int kw, int rx) {
-  blur_fn fn = blur_slots[ctx->device];
-  if (fn == NULL) return t2s_slot_missing(&ctx->err, "images_blur", ctx->device);
-  return fn(ctx, x, h, w, ky_host, kh, ry, kx_host, kw, rx);
+  return T2S_DISPATCH(blur_slots, ctx->device, &ctx->err, "images_blur", ctx, x, h, w, ky_host, kh,
+                      ry, kx_host, kw, rx);
 }

@@ -98,9 +98,8 @@ t2s_status t2s_classmix_masks(t2s_ctx *ctx, const t2s_tensor *src_labels, int ig
                          "classmix_masks: labels and mask must be uint8 (N, H, W) of one shape "
                          "on one device; labels %s",
                          src_labels ? t2s_shape_str(src_labels, s, sizeof s) : "NULL");
-  masks_fn fn = masks_slots[src_labels->device];
-  if (fn == NULL) return t2s_slot_missing(&ctx->err, "classmix_masks", src_labels->device);
-  return fn(ctx, src_labels, ignore_index, seed, iter, global_offset, mask);
+  return T2S_DISPATCH(masks_slots, src_labels->device, &ctx->err, "classmix_masks", ctx,
+                      src_labels, ignore_index, seed, iter, global_offset, mask);
 }
 
 t2s_status t2s_classmix_apply(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_tensor *x_s,
@@ -127,7 +126,6 @@ t2s_status t2s_classmix_apply(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_te
                          "x_s %s",
                          mask ? t2s_shape_str(mask, sm, sizeof sm) : "NULL",
                          x_s ? t2s_shape_str(x_s, sx, sizeof sx) : "NULL");
-  apply_fn fn = apply_slots[mask->device];
-  if (fn == NULL) return t2s_slot_missing(&ctx->err, "classmix_apply", mask->device);
-  return fn(ctx, mask, x_s, x_t, y_s, yhat, pl_weight, x_mix, y_mix, w_mix);
+  return T2S_DISPATCH(apply_slots, mask->device, &ctx->err, "classmix_apply", ctx, mask, x_s, x_t,
+                      y_s, yhat, pl_weight, x_mix, y_mix, w_mix);
 }

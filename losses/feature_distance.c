@@ -78,14 +78,9 @@ static t2s_status fd_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   return T2S_OK;
 }
 
-static const t2s_op fd_op = {
-    .name = "feature_distance",
-    .differentiable = 1,
-    .forward = {[T2S_DEV_CPU] = fd_forward,
-                [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_feature_distance_cuda_forward)},
-    .backward = {[T2S_DEV_CPU] = fd_backward,
-                 [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_feature_distance_cuda_backward)},
-};
+static const t2s_op fd_op =
+    T2S_OP_DESCRIPTOR("feature_distance", fd_forward, fd_backward,
+                      t2s_feature_distance_cuda_forward, t2s_feature_distance_cuda_backward);
 
 t2s_tensor *t2s_feature_distance(t2s_ctx *ctx, t2s_tensor *f, t2s_tensor *g, t2s_tensor *labels,
                                  const t2s_feature_distance_cfg *cfg, int world_size) {

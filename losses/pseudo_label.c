@@ -94,7 +94,6 @@ t2s_status t2s_pseudo_labels(t2s_ctx *ctx, const t2s_pseudo_label_cfg *cfg,
                          "outputs (N, H, W) on the same device: yhat uint8, pixel_weight and "
                          "max_prob float32; logits %s",
                          logits ? t2s_shape_str(logits, sz, sizeof sz) : "NULL");
-  pseudo_labels_fn fn = pseudo_labels_slots[logits->device];
-  if (fn == NULL) return t2s_slot_missing(&ctx->err, "pseudo_labels", logits->device);
-  return fn(ctx, cfg, logits, yhat, pixel_weight, max_prob, q_out);
+  return T2S_DISPATCH(pseudo_labels_slots, logits->device, &ctx->err, "pseudo_labels", ctx, cfg,
+                      logits, yhat, pixel_weight, max_prob, q_out);
 }

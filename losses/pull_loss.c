@@ -620,14 +620,9 @@ static t2s_status pull_backward(t2s_ctx *ctx, t2s_node *node, const float *beta)
   return T2S_OK;
 }
 
-static const t2s_op pull_op = {
-    .name = "pull_loss",
-    .differentiable = 1,
-    .forward = {[T2S_DEV_CPU] = pull_forward,
-                [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_pull_loss_cuda_forward)},
-    .backward = {[T2S_DEV_CPU] = pull_backward,
-                 [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_pull_loss_cuda_backward)},
-};
+static const t2s_op pull_op = T2S_OP_DESCRIPTOR("pull_loss", pull_forward, pull_backward,
+                                                t2s_pull_loss_cuda_forward,
+                                                t2s_pull_loss_cuda_backward);
 
 t2s_tensor *t2s_pull_loss(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *k, t2s_tensor *labels,
                           t2s_tensor *class_weight, t2s_tensor *prototypes, t2s_tensor *present,

@@ -115,9 +115,8 @@ static const class_map_fn class_map_slots[T2S_DEV_COUNT] = {
     [T2S_DEV_CPU] = class_map_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_class_map_cuda)};
 
 static t2s_status predicted_classes(t2s_ctx *ctx, const t2s_tensor *logits, uint8_t *pred) {
-  class_map_fn fn = class_map_slots[logits->device];
-  if (fn == NULL) return t2s_slot_missing(&ctx->err, "reweight class map", logits->device);
-  return fn(ctx, logits, pred);
+  return T2S_DISPATCH(class_map_slots, logits->device, &ctx->err, "reweight class map", ctx,
+                      logits, pred);
 }
 
 t2s_status t2s_reweight_update(t2s_ctx *ctx, const t2s_reweight_cfg *cfg,

@@ -83,13 +83,15 @@ static void slots(void) {
     const t2s_op *op = &t2s_ops[id];
     CHECK_MSG(op->name != NULL, "op %d has no name", id);
     if (op->name == NULL) continue;
-    for (int j = 0; j < id; j++) CHECK_MSG(strcmp(op->name, t2s_ops[j].name) != 0, "op '%s' twice", op->name);
+    for (int j = 0; j < id; j++)
+      CHECK_MSG(strcmp(op->name, t2s_ops[j].name) != 0, "op '%s' twice", op->name);
     CHECK_MSG(op->forward[T2S_DEV_CPU] != NULL, "op '%s' has no CPU forward", op->name);
     CHECK_MSG((op->backward[T2S_DEV_CPU] != NULL) == op->differentiable,
               "op '%s': CPU backward %s but differentiable %d", op->name,
               op->backward[T2S_DEV_CPU] ? "present" : "missing", op->differentiable);
     CHECK_MSG((op->forward[T2S_DEV_CUDA] != NULL) == cuda, "op '%s': CUDA forward %s in a %s build",
-              op->name, op->forward[T2S_DEV_CUDA] ? "present" : "missing", cuda ? "CUDA" : "CPU-only");
+              op->name, op->forward[T2S_DEV_CUDA] ? "present" : "missing",
+              cuda ? "CUDA" : "CPU-only");
     CHECK_MSG((op->backward[T2S_DEV_CUDA] != NULL) == (cuda && op->differentiable),
               "op '%s': CUDA backward %s (differentiable %d, %s build)", op->name,
               op->backward[T2S_DEV_CUDA] ? "present" : "missing", op->differentiable,
@@ -103,7 +105,8 @@ static void gradient_checks(void) {
               "op '%s' has no %s check: add its test and public call to `checks` in "
               "tests/test_op_table.c (named: %s, %s)", t2s_ops[id].name,
               t2s_ops[id].differentiable ? "gradient" : "forward",
-              checks[id].test ? checks[id].test : "none", checks[id].call ? checks[id].call : "none");
+              checks[id].test ? checks[id].test : "none",
+              checks[id].call ? checks[id].call : "none");
   /* the coverage test itself can fail: a file without the call is rejected */
   op_check bogus = {"test_grad_conv.c", "t2s_no_such_op("};
   CHECK(!covers(&bogus, 1));

@@ -39,8 +39,12 @@ static t2s_tensor *batch_norm(t2s_ctx *c, t2s_tensor **in) {
 static t2s_tensor *relu(t2s_ctx *c, t2s_tensor **in) { return t2s_relu(c, in[0]); }
 static t2s_tensor *gelu(t2s_ctx *c, t2s_tensor **in) { return t2s_gelu(c, in[0]); }
 static const t2s_pool2d_args pool3s2 = {3, 3, 2, 2, 1, 1, 0, 1};
-static t2s_tensor *max_pool2d(t2s_ctx *c, t2s_tensor **in) { return t2s_max_pool2d(c, in[0], &pool3s2); }
-static t2s_tensor *avg_pool2d(t2s_ctx *c, t2s_tensor **in) { return t2s_avg_pool2d(c, in[0], &pool3s2); }
+static t2s_tensor *max_pool2d(t2s_ctx *c, t2s_tensor **in) {
+  return t2s_max_pool2d(c, in[0], &pool3s2);
+}
+static t2s_tensor *avg_pool2d(t2s_ctx *c, t2s_tensor **in) {
+  return t2s_avg_pool2d(c, in[0], &pool3s2);
+}
 static t2s_tensor *add(t2s_ctx *c, t2s_tensor **in) { return t2s_add(c, in[0], in[1]); }
 static t2s_tensor *scale(t2s_ctx *c, t2s_tensor **in) { return t2s_scale(c, in[0], 0.5f); }
 static t2s_tensor *mul(t2s_ctx *c, t2s_tensor **in) { return t2s_mul(c, in[0], in[1]); }
@@ -51,7 +55,9 @@ static t2s_tensor *resize_bilinear(t2s_ctx *c, t2s_tensor **in) {
 static t2s_tensor *resize_nearest(t2s_ctx *c, t2s_tensor **in) {
   return t2s_resize_nearest(c, in[0], 64, 64);
 }
-static t2s_tensor *linear(t2s_ctx *c, t2s_tensor **in) { return t2s_linear(c, in[0], in[1], in[2]); }
+static t2s_tensor *linear(t2s_ctx *c, t2s_tensor **in) {
+  return t2s_linear(c, in[0], in[1], in[2]);
+}
 static t2s_tensor *matmul(t2s_ctx *c, t2s_tensor **in) { return t2s_matmul(c, in[0], in[1], 0, 1); }
 static t2s_tensor *layer_norm(t2s_ctx *c, t2s_tensor **in) {
   return t2s_layer_norm(c, in[0], in[1], in[2], 1e-6f);
@@ -60,14 +66,22 @@ static t2s_tensor *softmax(t2s_ctx *c, t2s_tensor **in) { return t2s_softmax(c, 
 static t2s_tensor *dropout(t2s_ctx *c, t2s_tensor **in) {
   return t2s_dropout(c, in[0], 0.1f, t2s_ctx_rng_key(c, 1));
 }
-static t2s_tensor *l2_normalize(t2s_ctx *c, t2s_tensor **in) { return t2s_l2_normalize(c, in[0], 1, 1e-12f); }
+static t2s_tensor *l2_normalize(t2s_ctx *c, t2s_tensor **in) {
+  return t2s_l2_normalize(c, in[0], 1, 1e-12f);
+}
 static t2s_tensor *cross_entropy(t2s_ctx *c, t2s_tensor **in) {
   t2s_ce_args a = {255, T2S_CE_MEAN_VALID, 0.0};
   return t2s_cross_entropy(c, in[0], in[1], NULL, NULL, &a);
 }
-static t2s_tensor *weighted_sum(t2s_ctx *c, t2s_tensor **in) { return t2s_weighted_sum(c, in[0], in[1]); }
-static t2s_tensor *attention(t2s_ctx *c, t2s_tensor **in) { return t2s_attention(c, in[0], in[1], 2); }
-static t2s_tensor *tokens_transpose(t2s_ctx *c, t2s_tensor **in) { return t2s_nchw_to_tokens(c, in[0]); }
+static t2s_tensor *weighted_sum(t2s_ctx *c, t2s_tensor **in) {
+  return t2s_weighted_sum(c, in[0], in[1]);
+}
+static t2s_tensor *attention(t2s_ctx *c, t2s_tensor **in) {
+  return t2s_attention(c, in[0], in[1], 2);
+}
+static t2s_tensor *tokens_transpose(t2s_ctx *c, t2s_tensor **in) {
+  return t2s_nchw_to_tokens(c, in[0]);
+}
 static t2s_tensor *drop_path(t2s_ctx *c, t2s_tensor **in) {
   return t2s_drop_path(c, in[0], 0.1f, t2s_ctx_rng_key(c, 2));
 }
@@ -214,8 +228,8 @@ int t2s_bench_ops(int argc, char **argv) {
       dev = strcmp(v, "cuda") == 0 ? T2S_DEV_CUDA : T2S_DEV_CPU;
     } else ok = 0;
     if (!ok) {
-      fprintf(stderr, "t2sda_bench ops: bad option '%s' (usage: t2sda_bench ops [--device cpu|cuda] "
-                      "[--iters 10] [--warmup 2] [--only NAME])\n", a);
+      fprintf(stderr, "t2sda_bench ops: bad option '%s' (usage: t2sda_bench ops "
+                      "[--device cpu|cuda] [--iters 10] [--warmup 2] [--only NAME])\n", a);
       return 2;
     }
     i++;
@@ -241,7 +255,8 @@ int t2s_bench_ops(int argc, char **argv) {
     printf("%-18s %-40s %10.3f %10.3f\n", t2s_ops[id].name, cases[id].shape, f, b);
   }
   if (!found) {
-    fprintf(stderr, "t2sda_bench ops: no op named '%s' (names as in core/engine.h T2S_OP_LIST)\n", only);
+    fprintf(stderr, "t2sda_bench ops: no op named '%s' (names as in core/engine.h T2S_OP_LIST)\n",
+            only);
     rc = 2;
   }
   t2s_ctx_destroy(ctx);
