@@ -9,7 +9,7 @@
 2. Links: LINKS_FILE (written by tests/CMakeLists.txt at configure time: one line
    "target<TAB>type<TAB>link;libraries") must give each t2s_* library only the
    project libraries below it, the engine no HDF5/YAML/MPI, and t2s_bench to
-   t2sda_bench alone.
+   BENCH_TARGETS alone.
 3. Pointers out of the repository: no project file may send its reader to files
    that are not part of it (the design notes next to the checkout).
 
@@ -33,8 +33,11 @@ LAYERS = {
     "tools": {"core", "core/formats", "dist", "data", "losses", "launch", "tools"},
     "tests": {"core", "core/formats", "dist", "data", "losses", "launch", "tests"},
 }
-# Only this file outside tools/bench may include the benchmarks.
-BENCH_USERS = {"tools/t2sda_bench.c"}
+# Only these files outside tools/bench may include the benchmarks, and only these
+# targets link them: the program, and the test that checks every op of the table has a
+# benchmark entry (tools/bench/bench_ops.c) and runs each once.
+BENCH_USERS = {"tools/t2sda_bench.c", "tests/test_op_table.c"}
+BENCH_TARGETS = {"t2sda_bench", "test_op_table"}
 # System headers a layer must not include: the engine links no file-format or MPI
 # library, and the method's losses and the communicator read no files.
 FORBIDDEN_SYSTEM = {
@@ -44,11 +47,7 @@ FORBIDDEN_SYSTEM = {
 }
 # Known departures, each with why it is tolerated and what removes it. An entry
 # that no longer matches anything is itself reported, so the list only shrinks.
-EXCEPTIONS = {
-    ("losses/images_cuda.h", "data/augment.h"):
-        "the CUDA photometric augmentation takes data/augment.h's t2s_jitter_params; "
-        "moving that struct below data/ (or the kernels into data/) removes this",
-}
+EXCEPTIONS = {}
 
 # The project libraries each library may link; executables may link all of them
 # except t2s_bench, which only t2sda_bench links.
@@ -149,8 +148,8 @@ def check_links(links_file):
                     if ENGINE_FORBIDDEN_LIBS.search(lib):
                         problems.append(f"target t2s_core links {lib}: the engine links no "
                                         "HDF5, YAML or MPI (that belongs in t2s_formats / t2s_dist)")
-        elif "t2s_bench" in ours and target != "t2sda_bench":
-            problems.append(f"target {target} links t2s_bench; only t2sda_bench may")
+        elif "t2s_bench" in ours and target not in BENCH_TARGETS:
+            problems.append(f"target {target} links t2s_bench; only {sorted(BENCH_TARGETS)} may")
     for lib in LINKS:
         if lib not in seen:
             problems.append(f"{links_file}: no line for {lib} (was the library renamed? update "
