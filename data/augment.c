@@ -452,22 +452,14 @@ static t2s_status images_blur_cpu(t2s_ctx *ctx, float *x, int h, int w, const fl
   return T2S_OK;
 }
 
-typedef t2s_status (*layout_fn)(t2s_ctx *ctx, const float *src, float *dst, int64_t n,
-                                int64_t channels, int64_t hw, int to_nhwc);
-typedef t2s_status (*normalize_fn)(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
-                                   const float mean[3], const float std[3]);
-typedef t2s_status (*jitter_fn)(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
-                                const t2s_jitter_params *params);
-typedef t2s_status (*blur_fn)(t2s_ctx *ctx, float *x, int h, int w, const float *ky, int kh,
-                              int ry, const float *kx, int kw, int rx);
-static const layout_fn layout_slots[T2S_DEV_COUNT] = {
+static t2s_images_layout_fn *const layout_slots[T2S_DEV_COUNT] = {
     [T2S_DEV_CPU] = images_layout_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_images_layout_cuda)};
-static const normalize_fn normalize_slots[T2S_DEV_COUNT] = {
+static t2s_images_normalize_fn *const normalize_slots[T2S_DEV_COUNT] = {
     [T2S_DEV_CPU] = images_normalize_cpu,
     [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_images_normalize_cuda)};
-static const jitter_fn jitter_slots[T2S_DEV_COUNT] = {
+static t2s_images_jitter_fn *const jitter_slots[T2S_DEV_COUNT] = {
     [T2S_DEV_CPU] = images_jitter_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_images_jitter_cuda)};
-static const blur_fn blur_slots[T2S_DEV_COUNT] = {
+static t2s_images_blur_fn *const blur_slots[T2S_DEV_COUNT] = {
     [T2S_DEV_CPU] = images_blur_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_images_blur_cuda)};
 
 t2s_status t2s_images_layout(t2s_ctx *ctx, const float *src, float *dst, int64_t n,

@@ -149,26 +149,22 @@ extern const float t2s_norm_mean[3], t2s_norm_std[3];
  * each call dispatches on ctx->device to its CPU slot (data/augment.c) or CUDA slot
  * (data/cuda/augment.cu), which compute the same floats. Every pointer is memory of the
  * context's device unless the comment says host. */
+/* Each step's signature is one function type; the call (the dispatcher), its CPU slot and
+ * its CUDA slot (data/cuda/augment.cu) are declared with it. */
 /* dst (N, hw, C) = src (N, C, hw) when to_nhwc, else the inverse. */
-t2s_status t2s_images_layout(t2s_ctx *ctx, const float *src, float *dst, int64_t n,
-                             int64_t channels, int64_t hw, int to_nhwc);
+typedef t2s_status t2s_images_layout_fn(t2s_ctx *ctx, const float *src, float *dst, int64_t n,
+                                        int64_t channels, int64_t hw, int to_nhwc);
 /* x in place: (x - mean_c) / std_c (host arrays of 3). */
-t2s_status t2s_images_normalize(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
-                                const float mean[3], const float std[3]);
+typedef t2s_status t2s_images_normalize_fn(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                                           const float mean[3], const float std[3]);
 /* x in [0, 255] in place: sample i gets params[i] (host, N entries), as t2s_jitter_apply. */
-t2s_status t2s_images_jitter(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
-                             const t2s_jitter_params *params);
+typedef t2s_status t2s_images_jitter_fn(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
+                                        const t2s_jitter_params *params);
 /* One image x (h, w) of 3 channels in place: the separable blur of t2s_blur_apply with
  * the host taps ky (kh taps, used radius ry) and kx (kw taps, radius rx). */
-t2s_status t2s_images_blur(t2s_ctx *ctx, float *x, int h, int w, const float *ky_host, int kh,
-                           int ry, const float *kx_host, int kw, int rx);
-
-/* The CUDA slots of the four calls above (data/cuda/augment.cu). */
-t2s_status t2s_images_layout_cuda(t2s_ctx *ctx, const float *src, float *dst, int64_t n,
-                                  int64_t channels, int64_t hw, int to_nhwc);
-t2s_status t2s_images_normalize_cuda(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
-                                     const float mean[3], const float std[3]);
-t2s_status t2s_images_jitter_cuda(t2s_ctx *ctx, float *x, int64_t n, int64_t hw,
-                                  const t2s_jitter_params *params);
-t2s_status t2s_images_blur_cuda(t2s_ctx *ctx, float *x, int h, int w, const float *ky_host,
-                                int kh, int ry, const float *kx_host, int kw, int rx);
+typedef t2s_status t2s_images_blur_fn(t2s_ctx *ctx, float *x, int h, int w, const float *ky_host,
+                                      int kh, int ry, const float *kx_host, int kw, int rx);
+t2s_images_layout_fn t2s_images_layout, t2s_images_layout_cuda;
+t2s_images_normalize_fn t2s_images_normalize, t2s_images_normalize_cuda;
+t2s_images_jitter_fn t2s_images_jitter, t2s_images_jitter_cuda;
+t2s_images_blur_fn t2s_images_blur, t2s_images_blur_cuda;

@@ -3,7 +3,8 @@
  * count, flips that move image and label together, padding, an identity
  * rescale, torchvision's colour jitter formulas, the Gaussian blur of a
  * constant and of a delta (the normalised kernel, reflect at the border), DACS's
- * kernel size, and normalisation values. */
+ * kernel size, and normalisation values. The batch steps of a context (t2s_images_*)
+ * on the CPU against the per-sample functions with the same draws. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,7 +256,51 @@ static void test_normalize(void) {
   CHECK(fabsf(img[5] - (float)(-103.53 / 57.375)) < 1e-6f);
 }
 
+/* The CPU slots of t2s_images_* give the bits of the per-sample functions they stand for
+ * on a CPU context (NCHW batches), and the layout change is the NCHW <-> NHWC transpose. */
+static void test_batch_steps(void) {
+  enum { N = 2, H = 24, W = 41, HW = H * W, SIZE = N * 3 * HW };  /* blur taps 3 and 5 */
+  t2s_error err = {0};
+  t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, (size_t)1 << 20, &err);
+  CHECK_MSG(ctx != NULL, "%s", err.msg);
+  if (ctx == NULL) return;
+  static float a[SIZE], b[SIZE], c[SIZE];
+  for (int i = 0; i < SIZE; i++) a[i] = (float)((i * 37) % 256);
+  memcpy(b, a, sizeof a);
+  t2s_jitter_cfg jc = t2s_jitter_cfg_default();
+  jc.prob = 1.0;
+  t2s_jitter_params p[N];
+  for (int i = 0; i < N; i++) p[i] = t2s_jitter_draw(&jc, key_of(3, 5 + i));
+  t2s_color_jitter(a, N, H, W, &jc, key_of(3, 5));
+  CHECK(t2s_images_jitter(ctx, b, N, HW, p) == T2S_OK);
+  CHECK(memcmp(a, b, sizeof a) == 0);
+  t2s_blur_cfg bc = t2s_blur_cfg_default();
+  bc.prob = 1.0;
+  CHECK(t2s_gaussian_blur(a, N, H, W, &bc, key_of(4, 0), &err) == T2S_OK);
+  int kh = t2s_blur_kernel_size(H), kw = t2s_blur_kernel_size(W);
+  for (int i = 0; i < N; i++) {
+    float ky[16], kx[16];
+    t2s_blur_params bp = t2s_blur_draw(&bc, key_of(4, i));
+    int ry = t2s_blur_kernel1d(kh, bp.sigma, ky), rx = t2s_blur_kernel1d(kw, bp.sigma, kx);
+    CHECK(t2s_images_blur(ctx, b + i * 3 * HW, H, W, ky, kh, ry, kx, kw, rx) == T2S_OK);
+  }
+  CHECK(memcmp(a, b, sizeof a) == 0);
+  t2s_normalize(a, N, H, W);
+  CHECK(t2s_images_normalize(ctx, b, N, HW, t2s_norm_mean, t2s_norm_std) == T2S_OK);
+  CHECK(memcmp(a, b, sizeof a) == 0);
+  CHECK(t2s_images_layout(ctx, a, c, N, 3, HW, 1) == T2S_OK);
+  int bad = 0;
+  for (int n = 0; n < N; n++)
+    for (int ch = 0; ch < 3; ch++)
+      for (int q = 0; q < HW; q++) bad += c[(n * HW + q) * 3 + ch] != a[(n * 3 + ch) * HW + q];
+  CHECK_MSG(bad == 0, "%d elements of the NHWC copy are misplaced", bad);
+  CHECK(t2s_images_layout(ctx, c, b, N, 3, HW, 0) == T2S_OK);
+  CHECK(memcmp(a, b, sizeof a) == 0);
+  t2s_ctx_destroy(ctx);
+}
+
 int main(void) {
+  test_batch_steps();
   test_cat_max_ratio();
   test_flip_crop_pad();
   test_jitter();
