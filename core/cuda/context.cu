@@ -80,7 +80,7 @@ t2s_status t2s_cuda__ctx_init(t2s_ctx *ctx, t2s_error *err) {
     return t2s_error_set(err, T2S_ERR_NOMEM, "out of host memory creating the CUDA backend");
   INIT_CHECK(cudaGetDevice(&be->device));
   /* A blocking stream: it stays ordered with the legacy default stream, on which
-   * t2s_cuda_copy runs, so host copies see every finished op. */
+   * t2s_device_copy (core/cuda/memory.cu) runs, so host copies see every finished op. */
   INIT_CHECK(cudaStreamCreateWithFlags(&be->stream, cudaStreamDefault));
   INIT_CHECK(cublasCreate(&be->cublas));
   INIT_CHECK(cublasSetStream(be->cublas, be->stream));
