@@ -1050,6 +1050,28 @@ static void test_cli(void) {
   CHECK_MSG(system(cmd) == 0, "the summary should name the domain acdc_snow");
   snprintf(cmd, sizeof cmd, "'%s' acdc a b --condition all --domain x > '%s' 2>&1", exe, log);
   CHECK_MSG(WEXITSTATUS(system(cmd)) == 2, "--condition all with --domain must be refused");
+  /* t2sda_synth --styles: one labelled validation set per DG style, its own domain */
+  snprintf(out, sizeof out, "%s/synth_styles", g_dir);
+  snprintf(cmd, sizeof cmd, "%s/bin/t2sda_synth '%s' --source 0 --target 0 --val 3 --size 32 32 "
+           "--seed 1 --styles night,storm > '%s' 2>&1", bin ? bin : ".", out, log);
+  CHECK_MSG(system(cmd) == 0, "%s failed", cmd);
+  const char *styles[] = {"night", "storm"};
+  for (int k = 0; k < 2; k++) {
+    char path[1400], domain[64];
+    snprintf(path, sizeof path, "%s/%s_val-00000-of-00001.h5", out, styles[k]);
+    snprintf(domain, sizeof domain, "synthetic_%s", styles[k]);
+    t2s_error e = {0};
+    t2s_shard *s = t2s_shard_open(path, &e);
+    CHECK_MSG(s != NULL, "%s", e.msg);
+    if (s == NULL) continue;
+    const t2s_shard_meta *m = t2s_shard_info(s);
+    CHECK(m->count == 3 && m->has_label && strcmp(m->domain, domain) == 0 &&
+          strcmp(m->split, "val") == 0);
+    t2s_shard_close(s);
+  }
+  snprintf(cmd, sizeof cmd, "%s/bin/t2sda_synth '%s' --source 0 --target 0 --val 1 --size 32 32 "
+           "--seed 1 --styles hail 2>&1 | grep -q \"unknown style 'hail'\"", bin ? bin : ".", out);
+  CHECK_MSG(system(cmd) == 0, "an unknown style must be named");
   /* an unknown layout is named */
   snprintf(cmd, sizeof cmd, "'%s' kitti a b 2>&1 | grep -q \"unknown dataset layout 'kitti'\"", exe);
   CHECK_MSG(system(cmd) == 0, "an unknown layout must be named in the error");
