@@ -472,7 +472,7 @@ static t2s_status scan_tree(const t2s_import_opts *o, import_scan *sc, char *whe
       under_root(o->root, o->label_dir ? o->label_dir : "labels", lab, sizeof lab);
       break;
     case T2S_IMPORT_NUM_LAYOUTS:
-      break;
+      return t2s_error_set(err, T2S_ERR_INVALID, "import: unknown layout %d", (int)o->layout);
   }
   snprintf(where, wsize, "%s/*%s", img, suffix);
   return scan_pairs(img, suffix, lab, name, sc, err);
