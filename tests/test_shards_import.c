@@ -1048,6 +1048,15 @@ static void test_cli(void) {
   for (int c = 0; c < 4; c++) check_acdc(out, c);
   snprintf(cmd, sizeof cmd, "grep -q 'acdc_snow val: 2 images' '%s'", log);
   CHECK_MSG(system(cmd) == 0, "the summary should name the domain acdc_snow");
+  /* --skip-bad: one list per condition, none overwriting another */
+  snprintf(cmd, sizeof cmd, "'%s' acdc '%s' '%s' --split val --condition all --resize %d %d "
+           "--skip-bad > '%s' 2>&1", exe, root, out, TW, TH, log);
+  CHECK_MSG(system(cmd) == 0, "%s failed", cmd);
+  for (int c = 0; c < 4; c++) {
+    char listing[1400];
+    snprintf(listing, sizeof listing, "%s/skipped_acdc_%s.txt", out, CONDITIONS[c]);
+    CHECK_MSG(access(listing, R_OK) == 0, "no %s", listing);
+  }
   snprintf(cmd, sizeof cmd, "'%s' acdc a b --condition all --domain x > '%s' 2>&1", exe, log);
   CHECK_MSG(WEXITSTATUS(system(cmd)) == 2, "--condition all with --domain must be refused");
   /* t2sda_synth --styles: one labelled validation set per DG style, its own domain */

@@ -20,7 +20,8 @@
  * refused, or replaced with --overwrite once the new one is complete. Ctrl-C stops
  * the run and removes its partial shards; files of a killed run are removed by
  * the next run. ACDC's --condition all imports the four conditions one after the
- * other, each as its own shard set and domain (acdc_fog, acdc_night, ...). */
+ * other, each as its own shard set and domain (acdc_fog, acdc_night, ...); with
+ * --skip-bad each condition's list is OUT/skipped_<domain>.txt. */
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -164,6 +165,16 @@ static void print_summary(const t2s_import_opts *o, const t2s_import_summary *s,
          total ? 100.0 * (double)s->ignored_pixels / (double)total : 0.0);
 }
 
+/* With --condition all every condition's run writes OUT/skipped.txt: each is kept
+ * under its domain's name (OUT/skipped_acdc_fog.txt) instead of overwriting the last. */
+static void keep_skipped_report(const t2s_import_opts *o, t2s_import_summary *s, int every) {
+  if (!every || !s->skipped_report[0]) return;
+  char dst[sizeof s->skipped_report];
+  int n = snprintf(dst, sizeof dst, "%s/skipped_%s.txt", o->out_dir, s->domain);
+  if (n > 0 && (size_t)n < sizeof dst && rename(s->skipped_report, dst) == 0)
+    memcpy(s->skipped_report, dst, sizeof dst);
+}
+
 /* Ctrl-C: the import stops at the next image and removes its partial shards; a
  * second Ctrl-C kills at once (SA_RESETHAND), and the next run cleans up. */
 static volatile sig_atomic_t interrupted;
@@ -219,6 +230,7 @@ int main(int argc, char **argv) {
               every && k > 0 ? " (the conditions before it are complete)" : "");
       rc = 1;
     } else {
+      keep_skipped_report(&o, sum, every);
       print_summary(&o, sum, now_s() - ps.start);
     }
   }
