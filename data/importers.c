@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "data/image_io.h"
 #include "data/png_io.h"
 #include "data/shard_fast.h"
 
@@ -26,10 +27,11 @@ const char *const t2s_cityscapes_class_names[T2S_CITYSCAPES_CLASSES] = {
     "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
     "truck",  "bus",        "train",    "motorcycle", "bicycle"};
 
-static const char *const layout_names[] = {"cityscapes", "gta5", "synthia", "generic"};
+static const char *const layout_names[T2S_IMPORT_NUM_LAYOUTS] = {
+    "cityscapes", "gta5", "synthia", "generic", "bdd100k", "mapillary", "acdc", "darkzurich"};
 
 int t2s_import_layout_parse(const char *name, t2s_import_layout *out) {
-  for (int k = 0; k < 4; k++)
+  for (int k = 0; k < T2S_IMPORT_NUM_LAYOUTS; k++)
     if (name != NULL && strcmp(name, layout_names[k]) == 0) {
       *out = (t2s_import_layout)k;
       return 1;
@@ -38,7 +40,7 @@ int t2s_import_layout_parse(const char *name, t2s_import_layout *out) {
 }
 
 const char *t2s_import_layout_name(t2s_import_layout layout) {
-  return (unsigned)layout < 4 ? layout_names[layout] : "unknown";
+  return (unsigned)layout < T2S_IMPORT_NUM_LAYOUTS ? layout_names[layout] : "unknown";
 }
 
 /* ---- label mappings ------------------------------------------------------------ */
@@ -62,6 +64,20 @@ t2s_status t2s_label_mapping_builtin(t2s_label_mapping *m, t2s_import_layout lay
   /* SYNTHIA-RAND-CITYSCAPES ids 0..22 -> train ids (docs/method.md "Datasets") */
   static const int syn_train[23] = {255, 10, 2,  0,  1,  4,  8,  5,  13, 7,  11, 18,
                                     17,  255, 255, 6, 9, 12, 14, 15, 16, 3, 255};
+  /* Mapillary Vistas v1.2 class id -> Cityscapes train id; every other id of 0..65 is
+   * ignored (the table of docs/datasets.md, as the DG benchmarks use it) */
+  static const int vistas[][2] = {
+      {13, 0},  {24, 0},  {41, 0},  /* road, lane marking (general), manhole -> road */
+      {2, 1},   {15, 1},            /* curb, sidewalk -> sidewalk */
+      {17, 2},  {6, 3},   {3, 4},   /* building, wall, fence */
+      {45, 5},  {47, 5},            /* pole, utility pole -> pole */
+      {48, 6},  {50, 7},            /* traffic light, traffic sign (front) */
+      {30, 8},  {29, 9},  {27, 10}, /* vegetation, terrain, sky */
+      {19, 11},                     /* person */
+      {20, 12}, {21, 12}, {22, 12}, /* bicyclist, motorcyclist, other rider -> rider */
+      {55, 13}, {61, 14}, {54, 15}, /* car, truck, bus */
+      {58, 16}, {57, 17}, {52, 18}, /* on rails -> train, motorcycle, bicycle */
+  };
   if (layout == T2S_IMPORT_GENERIC)
     return t2s_error_set(err, T2S_ERR_INVALID, "generic layout: the mapping comes from a table "
                          "file (--mapping FILE), there is no built-in one");
@@ -70,6 +86,15 @@ t2s_status t2s_label_mapping_builtin(t2s_label_mapping *m, t2s_import_layout lay
   if (layout == T2S_IMPORT_SYNTHIA) {
     for (int v = 0; v < 23; v++) m->lut[v] = (uint16_t)syn_train[v];
     snprintf(m->known, sizeof m->known, "0..22");
+  } else if (layout == T2S_IMPORT_BDD100K) {
+    /* the masks hold train ids already */
+    for (int v = 0; v < T2S_CITYSCAPES_CLASSES; v++) m->lut[v] = (uint16_t)v;
+    m->lut[255] = 255;
+    snprintf(m->known, sizeof m->known, "0..18 and 255");
+  } else if (layout == T2S_IMPORT_MAPILLARY) {
+    for (int v = 0; v < 66; v++) m->lut[v] = 255;
+    for (size_t k = 0; k < sizeof vistas / sizeof *vistas; k++) m->lut[vistas[k][0]] = (uint16_t)vistas[k][1];
+    snprintf(m->known, sizeof m->known, "0..65");
   } else {
     for (int v = 0; v <= 33; v++) m->lut[v] = 255;
     for (int c = 0; c < T2S_CITYSCAPES_CLASSES; c++) m->lut[cs_ids[c]] = (uint16_t)c;
@@ -340,15 +365,16 @@ static char *stem_of(const char *file, const char *suffix) {
   return strndup(file, n);
 }
 
-/* Pairs IMAGE_DIR/<x>.png with LABEL_DIR/<x>.png (gta5, synthia, generic). */
-static t2s_status scan_pairs(const char *img_dir, const char *lab_dir, const char *what,
-                             import_scan *sc, t2s_error *err) {
+/* Pairs IMAGE_DIR/<x><img_suffix> with LABEL_DIR/<x>.png (gta5, synthia, generic:
+ * ".png"; bdd100k, mapillary: ".jpg"). */
+static t2s_status scan_pairs(const char *img_dir, const char *img_suffix, const char *lab_dir,
+                             const char *what, import_scan *sc, t2s_error *err) {
   str_list files = {0};
   int64_t cap = 0;
-  t2s_status st = list_dir(img_dir, 0, ".png", &files, what, err);
+  t2s_status st = list_dir(img_dir, 0, img_suffix, &files, what, err);
   for (int64_t k = 0; st == T2S_OK && k < files.n; k++) {
     const char *f = files.v[k];
-    char *stem = stem_of(f, ".png");
+    char *stem = stem_of(f, img_suffix);
     st = scan_push(sc, &cap, str_printf("%s/%s", img_dir, f),
                    stem ? str_printf("%s/%s.png", lab_dir, stem) : NULL, stem, err);
   }
@@ -356,32 +382,45 @@ static t2s_status scan_pairs(const char *img_dir, const char *lab_dir, const cha
   return st;
 }
 
-static t2s_status scan_cityscapes(const char *root, const char *split, import_scan *sc,
-                                  t2s_error *err) {
-  char img_root[PATH_CAP], lab_root[PATH_CAP];
-  snprintf(img_root, sizeof img_root, "%s/leftImg8bit/%s", root, split);
-  snprintf(lab_root, sizeof lab_root, "%s/gtFine/%s", root, split);
-  str_list cities = {0};
+/* IMG_ROOT/<group>/<prefix><img_suffix> with LAB_ROOT/<group>/<prefix><lab_suffix>:
+ * Cityscapes (groups are cities), ACDC and Dark Zurich (groups are recordings).
+ * Items are named after the image file without ".png". */
+static t2s_status scan_nested(const char *img_root, const char *lab_root, const char *img_suffix,
+                              const char *lab_suffix, const char *what, import_scan *sc,
+                              t2s_error *err) {
+  str_list groups = {0};
   int64_t cap = 0;
-  t2s_status st = list_dir(img_root, 1, "", &cities, "cityscapes", err);
-  for (int64_t c = 0; st == T2S_OK && c < cities.n; c++) {
+  t2s_status st = list_dir(img_root, 1, "", &groups, what, err);
+  for (int64_t c = 0; st == T2S_OK && c < groups.n; c++) {
     char dir[PATH_CAP];
-    snprintf(dir, sizeof dir, "%s/%s", img_root, cities.v[c]);
+    snprintf(dir, sizeof dir, "%s/%s", img_root, groups.v[c]);
     str_list files = {0};
-    st = list_dir(dir, 0, "_leftImg8bit.png", &files, "cityscapes", err);
+    st = list_dir(dir, 0, img_suffix, &files, what, err);
     for (int64_t k = 0; st == T2S_OK && k < files.n; k++) {
       const char *f = files.v[k];
-      char *prefix = stem_of(f, "_leftImg8bit.png");
+      char *prefix = stem_of(f, img_suffix);
       st = scan_push(sc, &cap, str_printf("%s/%s", dir, f),
-                     prefix ? str_printf("%s/%s/%s_gtFine_labelIds.png", lab_root, cities.v[c], prefix)
+                     prefix ? str_printf("%s/%s/%s%s", lab_root, groups.v[c], prefix, lab_suffix)
                             : NULL,
                      stem_of(f, ".png"), err);
       free(prefix);
     }
     list_free(&files);
   }
-  list_free(&cities);
+  list_free(&groups);
   return st;
+}
+
+/* Vistas' split directories; the v2.0 archive keeps the v1.2 labels one level down. */
+static void mapillary_dirs(const t2s_import_opts *o, char *img, char *lab, size_t size) {
+  const char *dir = strcmp(o->split, "train") == 0 ? "training"
+                    : strcmp(o->split, "val") == 0 ? "validation"
+                    : strcmp(o->split, "test") == 0 ? "testing" : o->split;
+  snprintf(img, size, "%s/%s/images", o->root, dir);
+  snprintf(lab, size, "%s/%s/labels", o->root, dir);
+  char v12[PATH_CAP];
+  snprintf(v12, sizeof v12, "%s/%s/v1.2/labels", o->root, dir);
+  if (access(lab, F_OK) != 0 && access(v12, F_OK) == 0) snprintf(lab, size, "%s", v12);
 }
 
 static const char *under_root(const char *root, const char *dir, char *buf, size_t size) {
@@ -393,11 +432,33 @@ static const char *under_root(const char *root, const char *dir, char *buf, size
 static t2s_status scan_tree(const t2s_import_opts *o, import_scan *sc, char *where, size_t wsize,
                             t2s_error *err) {
   char img[PATH_CAP], lab[PATH_CAP];
-  const char *name = t2s_import_layout_name(o->layout);
+  const char *name = t2s_import_layout_name(o->layout), *suffix = ".png";
   switch (o->layout) {
     case T2S_IMPORT_CITYSCAPES:
-      snprintf(where, wsize, "%s/leftImg8bit/%s/<city>/*_leftImg8bit.png", o->root, o->split);
-      return scan_cityscapes(o->root, o->split, sc, err);
+      snprintf(img, sizeof img, "%s/leftImg8bit/%s", o->root, o->split);
+      snprintf(lab, sizeof lab, "%s/gtFine/%s", o->root, o->split);
+      snprintf(where, wsize, "%s/<city>/*_leftImg8bit.png", img);
+      return scan_nested(img, lab, "_leftImg8bit.png", "_gtFine_labelIds.png", name, sc, err);
+    case T2S_IMPORT_ACDC:
+    case T2S_IMPORT_DARK_ZURICH:
+      if (o->layout == T2S_IMPORT_ACDC) {
+        snprintf(img, sizeof img, "%s/rgb_anon/%s/%s", o->root, o->condition, o->split);
+        snprintf(lab, sizeof lab, "%s/gt/%s/%s", o->root, o->condition, o->split);
+      } else {
+        snprintf(img, sizeof img, "%s/rgb_anon/%s/%s", o->root, o->split, o->condition);
+        snprintf(lab, sizeof lab, "%s/gt/%s/%s", o->root, o->split, o->condition);
+      }
+      snprintf(where, wsize, "%s/<recording>/*_rgb_anon.png", img);
+      return scan_nested(img, lab, "_rgb_anon.png", "_gt_labelIds.png", name, sc, err);
+    case T2S_IMPORT_BDD100K:
+      snprintf(img, sizeof img, "%s/images/10k/%s", o->root, o->split);
+      snprintf(lab, sizeof lab, "%s/labels/sem_seg/masks/%s", o->root, o->split);
+      suffix = ".jpg";
+      break;
+    case T2S_IMPORT_MAPILLARY:
+      mapillary_dirs(o, img, lab, sizeof img);
+      suffix = ".jpg";
+      break;
     case T2S_IMPORT_GTA5:
       under_root(o->root, "images", img, sizeof img);
       under_root(o->root, "labels", lab, sizeof lab);
@@ -410,9 +471,11 @@ static t2s_status scan_tree(const t2s_import_opts *o, import_scan *sc, char *whe
       under_root(o->root, o->image_dir ? o->image_dir : "images", img, sizeof img);
       under_root(o->root, o->label_dir ? o->label_dir : "labels", lab, sizeof lab);
       break;
+    case T2S_IMPORT_NUM_LAYOUTS:
+      return t2s_error_set(err, T2S_ERR_INVALID, "import: unknown layout %d", (int)o->layout);
   }
-  snprintf(where, wsize, "%s/*.png", img);
-  return scan_pairs(img, lab, name, sc, err);
+  snprintf(where, wsize, "%s/*%s", img, suffix);
+  return scan_pairs(img, suffix, lab, name, sc, err);
 }
 
 static void scan_free(import_scan *sc) {
@@ -533,7 +596,7 @@ static void process_item(const pipeline *p, const import_item *it, slot *sl) {
   sl->bad = 1;
   sl->reason[0] = '\0';
   sl->ignored = 0;
-  if (t2s_png_read_rgb(it->image, &rgb, &sw, &sh, &e) != T2S_OK) {
+  if (t2s_image_read_rgb(it->image, &rgb, &sw, &sh, &e) != T2S_OK) {
     snprintf(sl->reason, sizeof sl->reason, "%s", e.msg);
   } else if (!p->resize && (sw != tw || sh != th)) {
     snprintf(sl->reason, sizeof sl->reason, "image %s is %dx%d but the first image is %dx%d; all "
@@ -740,7 +803,15 @@ void t2s_import_opts_default(t2s_import_opts *o, t2s_import_layout layout) {
     case T2S_IMPORT_CITYSCAPES: o->width = 1024, o->height = 512; break;
     case T2S_IMPORT_GTA5: o->width = 1280, o->height = 720; break;
     case T2S_IMPORT_SYNTHIA: o->width = 1280, o->height = 760; break;
-    case T2S_IMPORT_GENERIC: break;
+    case T2S_IMPORT_BDD100K: o->width = 1280, o->height = 720; break;
+    case T2S_IMPORT_MAPILLARY: o->width = 1024, o->height = 512; break;
+    case T2S_IMPORT_ACDC: o->width = 960, o->height = 540; break;
+    case T2S_IMPORT_DARK_ZURICH:
+      o->width = 960, o->height = 540;
+      o->condition = "night";
+      break;
+    case T2S_IMPORT_GENERIC:
+    case T2S_IMPORT_NUM_LAYOUTS: break;
   }
 }
 
@@ -783,7 +854,7 @@ static t2s_status target_size(const t2s_import_opts *o, const import_scan *sc, p
   t2s_error first = {0};
   for (int64_t k = 0; k < sc->n; k++) {
     t2s_error e = {0};
-    if (t2s_png_read_info(sc->items[k].image, &p->meta.width, &p->meta.height, NULL, NULL, &e) == T2S_OK)
+    if (t2s_image_read_info(sc->items[k].image, &p->meta.width, &p->meta.height, &e) == T2S_OK)
       return T2S_OK;
     if (first.status == T2S_OK) first = e;
   }
@@ -892,6 +963,33 @@ static void remove_other_set(run_state *r) {
     if (unlink(r->other_set.v[k]) == 0) r->sum->replaced++;
 }
 
+static int in_list(const char *s, const char *const *list) {
+  for (; *list; list++)
+    if (strcmp(s, *list) == 0) return 1;
+  return 0;
+}
+
+/* ACDC's four adverse conditions; Dark Zurich's three times of day. */
+static t2s_status check_condition(const t2s_import_opts *o, t2s_error *err) {
+  static const char *const acdc[] = {"fog", "night", "rain", "snow", NULL};
+  static const char *const dz[] = {"night", "twilight", "day", NULL};
+  int acdc_layout = o->layout == T2S_IMPORT_ACDC, dz_layout = o->layout == T2S_IMPORT_DARK_ZURICH;
+  if (!acdc_layout && !dz_layout)
+    return o->condition == NULL ? T2S_OK
+                                : t2s_error_set(err, T2S_ERR_INVALID, "--condition is for the acdc "
+                                                "and darkzurich layouts, not %s",
+                                                t2s_import_layout_name(o->layout));
+  if (o->condition == NULL)
+    return t2s_error_set(err, T2S_ERR_INVALID, "acdc: --condition fog|night|rain|snow is required "
+                         "(t2sda_shards also takes 'all': one shard set per condition)");
+  if (!in_list(o->condition, acdc_layout ? acdc : dz))
+    return t2s_error_set(err, T2S_ERR_INVALID, "%s: unknown --condition '%s' (choose %s)",
+                         t2s_import_layout_name(o->layout), o->condition,
+                         acdc_layout ? "fog, night, rain or snow; t2sda_shards also takes 'all'"
+                                     : "night, twilight or day");
+  return T2S_OK;
+}
+
 static t2s_status check_opts(const t2s_import_opts *o, t2s_error *err) {
   if (o->root == NULL || o->out_dir == NULL || o->split == NULL || !o->split[0])
     return t2s_error_set(err, T2S_ERR_INVALID, "import: ROOT, OUT and --split are required");
@@ -902,6 +1000,8 @@ static t2s_status check_opts(const t2s_import_opts *o, t2s_error *err) {
     return t2s_error_set(err, T2S_ERR_INVALID, "import: --shards must be at least 1");
   if ((o->width > 0) != (o->height > 0))
     return t2s_error_set(err, T2S_ERR_INVALID, "import: --resize needs both W and H");
+  t2s_status st = check_condition(o, err);
+  if (st != T2S_OK) return st;
   if (o->layout == T2S_IMPORT_GENERIC && o->mapping_path == NULL && !o->unlabelled)
     return t2s_error_set(err, T2S_ERR_INVALID, "generic: --mapping FILE is required (the label id "
                          "-> train id table; see data/importers.h); for images without labels "
@@ -968,10 +1068,24 @@ static t2s_status import_scanned(run_state *r, import_scan *sc, const t2s_label_
   return st;
 }
 
-t2s_status t2s_import_run(const t2s_import_opts *o, t2s_import_summary *sum, t2s_error *err) {
+/* The shard domain without --domain: the layout's name, and the condition where the
+ * layout has conditions ("acdc_fog"), so that each condition is its own domain. */
+const char *t2s_import_default_domain(const t2s_import_opts *o, char *buf, size_t size) {
+  if (o->condition != NULL)
+    snprintf(buf, size, "%s_%s", t2s_import_layout_name(o->layout), o->condition);
+  else
+    snprintf(buf, size, "%s", t2s_import_layout_name(o->layout));
+  return buf;
+}
+
+t2s_status t2s_import_run(const t2s_import_opts *opts, t2s_import_summary *sum, t2s_error *err) {
   memset(sum, 0, sizeof *sum);
-  t2s_status st = check_opts(o, err);
+  t2s_status st = check_opts(opts, err);
   if (st != T2S_OK) return st;
+  t2s_import_opts oc = *opts;
+  const t2s_import_opts *o = &oc;
+  if (oc.domain == NULL) oc.domain = t2s_import_default_domain(opts, sum->domain, sizeof sum->domain);
+  else snprintf(sum->domain, sizeof sum->domain, "%s", oc.domain);
   t2s_label_mapping map = {0};
   /* unlabelled generic data without a table: the shards name the 19 Cityscapes classes */
   st = o->layout == T2S_IMPORT_GENERIC && o->mapping_path != NULL

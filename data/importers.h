@@ -8,6 +8,17 @@
  *                                                                         ids 0..22)
  *   generic     IMAGES/<stem>.png, LABELS/<stem>.png (any bit depth; channel 0) and a mapping
  *               table file (see t2s_label_mapping_load)
+ *   bdd100k     ROOT/images/10k/SPLIT/<stem>.jpg
+ *               ROOT/labels/sem_seg/masks/SPLIT/<stem>.png              (train ids 0..18, 255)
+ *   mapillary   ROOT/{training,validation}/images/<stem>.jpg             (Vistas v1.2)
+ *               ROOT/{training,validation}/labels/<stem>.png             (ids 0..65, palette;
+ *               or .../v1.2/labels/ as in the v2.0 archive)
+ *   acdc        ROOT/rgb_anon/COND/SPLIT/<seq>/<stem>_rgb_anon.png
+ *               ROOT/gt/COND/SPLIT/<seq>/<stem>_gt_labelIds.png          (ids 0..33)
+ *   darkzurich  ROOT/rgb_anon/SPLIT/COND/<seq>/<stem>_rgb_anon.png
+ *               ROOT/gt/SPLIT/COND/<seq>/<stem>_gt_labelIds.png          (ids 0..33)
+ * (docs/datasets.md: the sources, the Vistas -> Cityscapes table, the conditions).
+ * Images may be PNG or JPEG in every layout (data/image_io.h).
  * Every image is resized to one size (DAFormer's recipe by default: GTA5 1280x720,
  * SYNTHIA 1280x760, Cityscapes 1024x512; images bilinear, labels nearest), label
  * ids are mapped to train ids, and the images are spread over K shards in order.
@@ -24,6 +35,7 @@
  * removes it once the new set is complete. */
 #pragma once
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -35,13 +47,19 @@ typedef enum t2s_import_layout {
   T2S_IMPORT_GTA5,
   T2S_IMPORT_SYNTHIA,
   T2S_IMPORT_GENERIC,
+  T2S_IMPORT_BDD100K,
+  T2S_IMPORT_MAPILLARY,
+  T2S_IMPORT_ACDC,
+  T2S_IMPORT_DARK_ZURICH,
+  T2S_IMPORT_NUM_LAYOUTS
 } t2s_import_layout;
 
 #define T2S_CITYSCAPES_CLASSES 19
 /* The 19 Cityscapes train-id class names, in train-id order (mmseg's spelling). */
 extern const char *const t2s_cityscapes_class_names[T2S_CITYSCAPES_CLASSES];
 
-/* "cityscapes" | "gta5" | "synthia" | "generic"; returns 0 for anything else. */
+/* "cityscapes" | "gta5" | "synthia" | "generic" | "bdd100k" | "mapillary" | "acdc" |
+ * "darkzurich"; returns 0 for anything else. */
 int t2s_import_layout_parse(const char *name, t2s_import_layout *out);
 const char *t2s_import_layout_name(t2s_import_layout layout);
 
@@ -56,7 +74,8 @@ typedef struct t2s_label_mapping {
   char known[96];    /* the ids the table knows, for messages ("0..33") */
 } t2s_label_mapping;
 
-/* The table of a built-in layout (cityscapes and gta5 share one). */
+/* The table of a built-in layout (cityscapes, gta5, acdc and darkzurich share one:
+ * Cityscapes label ids; bdd100k: train ids as stored; mapillary: docs/datasets.md). */
 t2s_status t2s_label_mapping_builtin(t2s_label_mapping *m, t2s_import_layout layout,
                                      t2s_error *err);
 /* A mapping table file, one rule per line, later lines winning:
@@ -91,6 +110,9 @@ typedef struct t2s_import_opts {
   const char *image_dir;    /* generic: relative to root unless absolute (default "images") */
   const char *label_dir;    /* generic: (default "labels") */
   const char *mapping_path; /* generic: required */
+  const char *condition;    /* acdc: fog | night | rain | snow (required); darkzurich:
+                               night (default) | twilight | day. Names the default domain:
+                               "acdc_fog", "darkzurich_night" */
   int shards;               /* K >= 1 */
   int width, height;        /* 0: the layout's default (generic: the first image's size) */
   int skip_bad;             /* skip bad inputs, listing them in OUT/skipped.txt */
@@ -104,7 +126,8 @@ typedef struct t2s_import_opts {
   void *progress_user;
 } t2s_import_opts;
 
-/* Fills the defaults of a layout (split "train", 1 shard, 2 threads, DAFormer size). */
+/* Fills the defaults of a layout (split "train", 1 shard, 2 threads, DAFormer size;
+ * bdd100k 1280x720 (as stored), mapillary 1024x512, acdc and darkzurich 960x540). */
 void t2s_import_opts_default(t2s_import_opts *o, t2s_import_layout layout);
 
 typedef struct t2s_import_summary {
@@ -121,6 +144,11 @@ typedef struct t2s_import_summary {
   char skipped_report[4096];/* OUT/skipped.txt when skip_bad, else "" */
   int64_t cleaned;          /* leftover temporary files of an interrupted run, removed */
   int64_t replaced;         /* shards of another set removed (overwrite) */
+  char domain[32];          /* the shards' domain attribute */
 } t2s_import_summary;
+
+/* The domain a run without o->domain gives its shards: the layout's name, with the
+ * condition for acdc and darkzurich ("acdc_fog"). Returns buf. */
+const char *t2s_import_default_domain(const t2s_import_opts *o, char *buf, size_t size);
 
 t2s_status t2s_import_run(const t2s_import_opts *o, t2s_import_summary *sum, t2s_error *err);

@@ -77,6 +77,55 @@ static const style STYLES[2] = {
 };
 #undef ROW
 
+/* ---- DG validation styles: the target's scenes seen under other conditions ----
+ * Each starts from the target style (same geometry and label frequencies) and moves
+ * its colour, texture/noise and blur somewhere else; storm is the hard one (dark,
+ * dense haze, strong blur, heavy sensor noise and rain speckle all at once). */
+static const char *const DG_STYLE_NAMES[T2S_SYNTH_NUM_STYLES] = {"fog", "night", "snow", "storm"};
+
+static void set3(float v[3], float a, float b, float c) { v[0] = a, v[1] = b, v[2] = c; }
+
+/* Palette moved towards a colour: p <- (1 - t) p + t c. */
+static void palette_towards(style *st, const float c[3], float t) {
+  for (int k = 0; k < NC; k++)
+    for (int j = 0; j < 3; j++) st->palette[k][j] = (1.0f - t) * st->palette[k][j] + t * c[j];
+}
+
+static void dg_style(int k, style *st) {
+  *st = STYLES[T2S_SYNTH_TARGET];
+  st->clouds = 0.0f;
+  st->warm = 0.0f;
+  switch (k) {
+    case 0: /* fog: white haze that swallows depth, low contrast, soft optics */
+      set3(st->sky_top, 205, 208, 212), set3(st->sky_bottom, 214, 216, 218);
+      st->fog_dist = 9.0f, st->contrast = 0.55f, st->gain = 1.0f, st->noise = 2.0f, st->blur = 2;
+      break;
+    case 1: /* night: dark, blue cast, lit windows, sensor noise */
+      set3(st->sky_top, 6, 8, 22), set3(st->sky_bottom, 22, 26, 48);
+      set3(st->window, 255, 214, 120);
+      st->window_mix = 0.85f, st->fog_dist = 70.0f, st->gain = 0.32f, st->warm = -0.35f;
+      st->contrast = 1.0f, st->noise = 9.0f, st->blur = 1;
+      break;
+    case 2: { /* snow: bright, desaturated, speckled with flakes, crisp */
+      const float white[3] = {236, 238, 242};
+      palette_towards(st, white, 0.45f);
+      set3(st->sky_top, 218, 222, 228), set3(st->sky_bottom, 232, 234, 238);
+      for (int c = 0; c < NC; c++) st->tex_px[c] = 0.18f;
+      st->gain = 1.12f, st->contrast = 0.9f, st->fog_dist = 60.0f, st->noise = 3.0f, st->blur = 0;
+      break;
+    }
+    default: { /* storm: everything at once: the hard one */
+      const float grey[3] = {84, 88, 94};
+      palette_towards(st, grey, 0.35f);
+      set3(st->sky_top, 52, 56, 64), set3(st->sky_bottom, 78, 82, 90);
+      for (int c = 0; c < NC; c++) st->tex_px[c] = 0.25f;
+      st->fog_dist = 14.0f, st->gain = 0.5f, st->warm = -0.15f, st->contrast = 0.7f;
+      st->noise = 16.0f, st->blur = 2;
+      break;
+    }
+  }
+}
+
 /* RNG purposes: separate keys, so e.g. the number of objects never shifts the
  * colours or the noise of an image. */
 enum { P_LAYOUT = 1, P_OBJECTS, P_COLOUR, P_TEXTURE, P_SENSOR };
@@ -716,8 +765,17 @@ const char *t2s_synth_domain_name(t2s_synth_domain domain) {
   return domain == T2S_SYNTH_SOURCE ? "synthetic_source" : "synthetic_target";
 }
 
-t2s_status t2s_synth_draw(const t2s_synth_cfg *cfg, t2s_synth_domain domain, uint64_t index,
-                          uint8_t *rgb, uint8_t *label, t2s_error *err) {
+const char *t2s_synth_style_name(int style) {
+  return style >= 0 && style < T2S_SYNTH_NUM_STYLES ? DG_STYLE_NAMES[style] : NULL;
+}
+
+int t2s_synth_style_find(const char *name) {
+  for (int k = 0; name != NULL && k < T2S_SYNTH_NUM_STYLES; k++)
+    if (strcmp(name, DG_STYLE_NAMES[k]) == 0) return k;
+  return -1;
+}
+
+static t2s_status check_cfg(const t2s_synth_cfg *cfg, const uint8_t *rgb, t2s_error *err) {
   if (!cfg || !rgb)
     return t2s_error_set(err, T2S_ERR_INVALID, "t2s_synth_draw: cfg and rgb must not be NULL");
   if (cfg->width < T2S_SYNTH_MIN_SIZE || cfg->width > T2S_SYNTH_MAX_SIZE ||
@@ -725,10 +783,14 @@ t2s_status t2s_synth_draw(const t2s_synth_cfg *cfg, t2s_synth_domain domain, uin
     return t2s_error_set(err, T2S_ERR_INVALID,
                          "t2s_synth_draw: image size %d x %d is outside %d..%d pixels per side",
                          cfg->width, cfg->height, T2S_SYNTH_MIN_SIZE, T2S_SYNTH_MAX_SIZE);
-  if (domain != T2S_SYNTH_SOURCE && domain != T2S_SYNTH_TARGET)
-    return t2s_error_set(err, T2S_ERR_INVALID, "t2s_synth_draw: unknown domain %d (0 source, 1 target)",
-                         (int)domain);
-  scene sc = {.W = cfg->width, .H = cfg->height, .st = &STYLES[domain]};
+  return T2S_OK;
+}
+
+/* Draws one image in style st; `domain` keys every random stream (0 source, 1 target,
+ * 2 + k style k), so the styles' scenes are their own, not the target's repainted. */
+static t2s_status draw_scene(const t2s_synth_cfg *cfg, const style *st, int domain, uint64_t index,
+                             uint8_t *rgb, uint8_t *label, t2s_error *err) {
+  scene sc = {.W = cfg->width, .H = cfg->height, .st = st};
   size_t n = (size_t)sc.W * (size_t)sc.H;
   /* Lattice cells are at least max(W, H) / 40 wide: at most 42 x 42 points each. */
   const size_t nlat = 42 * 42;
@@ -755,4 +817,26 @@ t2s_status t2s_synth_draw(const t2s_synth_cfg *cfg, t2s_synth_domain domain, uin
   free(col);
   if (!label) free(lab);
   return T2S_OK;
+}
+
+t2s_status t2s_synth_draw(const t2s_synth_cfg *cfg, t2s_synth_domain domain, uint64_t index,
+                          uint8_t *rgb, uint8_t *label, t2s_error *err) {
+  t2s_status st = check_cfg(cfg, rgb, err);
+  if (st != T2S_OK) return st;
+  if (domain != T2S_SYNTH_SOURCE && domain != T2S_SYNTH_TARGET)
+    return t2s_error_set(err, T2S_ERR_INVALID, "t2s_synth_draw: unknown domain %d (0 source, 1 target)",
+                         (int)domain);
+  return draw_scene(cfg, &STYLES[domain], (int)domain, index, rgb, label, err);
+}
+
+t2s_status t2s_synth_draw_style(const t2s_synth_cfg *cfg, int style_index, uint64_t index,
+                                uint8_t *rgb, uint8_t *label, t2s_error *err) {
+  t2s_status st = check_cfg(cfg, rgb, err);
+  if (st != T2S_OK) return st;
+  if (style_index < 0 || style_index >= T2S_SYNTH_NUM_STYLES)
+    return t2s_error_set(err, T2S_ERR_INVALID, "t2s_synth_draw_style: unknown style %d (0..%d: "
+                         "fog, night, snow, storm)", style_index, T2S_SYNTH_NUM_STYLES - 1);
+  style s;
+  dg_style(style_index, &s);
+  return draw_scene(cfg, &s, 2 + style_index, index, rgb, label, err);
 }

@@ -56,6 +56,27 @@ const char *t2s_synth_class_name(int c);
 /* The shard `domain` attribute: "synthetic_source" / "synthetic_target". */
 const char *t2s_synth_domain_name(t2s_synth_domain domain);
 
+/* ---- DG validation styles ----
+ * Extra labelled target conditions for a synthetic domain-generalisation benchmark:
+ * the target's scene distribution (geometry, label frequencies) under other colour,
+ * texture/noise and blur, each meant as its own validation set:
+ *   0 fog    white haze swallowing depth, low contrast, strong blur
+ *   1 night  dark, blue cast, lit windows, sensor noise
+ *   2 snow   bright and desaturated, speckle texture (flakes), crisp
+ *   3 storm  the hard one: dark, dense haze, strong blur, heavy noise and rain speckle
+ * Image `index` of style k depends only on (seed, k, index), as for the domains; its
+ * random streams are keyed by domain number 2 + k, so it never repeats a source or
+ * target image. The shard domain attribute is "synthetic_<name>". */
+#define T2S_SYNTH_NUM_STYLES 4
+
+/* "fog", "night", "snow", "storm"; NULL when out of range. */
+const char *t2s_synth_style_name(int style);
+/* The index of a style name, or -1. */
+int t2s_synth_style_find(const char *name);
+/* As t2s_synth_draw, in DG style `style` (0..T2S_SYNTH_NUM_STYLES-1). */
+t2s_status t2s_synth_draw_style(const t2s_synth_cfg *cfg, int style, uint64_t index, uint8_t *rgb,
+                                uint8_t *label, t2s_error *err);
+
 /* Draws image `index` of `domain`: rgb is H x W x 3 (RGB, row-major), label is
  * H x W class ids < t2s_synth_class_count() (no ignore pixels), or NULL when only
  * the image is wanted. Allocates its scratch (about 25 bytes per pixel) per call. */

@@ -4,12 +4,17 @@
  * id -> train-id tables and nearest resize, images the test's own bilinear
  * reference (half-pixel centres) within one grey level. Every bad-input case
  * stops the run with a message naming the file and leaves no shard; --skip-bad
- * lists them in OUT/skipped.txt. Also PNG I/O and the resize closed forms. */
+ * lists them in OUT/skipped.txt. Also PNG I/O and the resize closed forms.
+ * The DG layouts (bdd100k, mapillary, acdc, darkzurich) import JPEG and PNG trees
+ * written here; JPEG images are compared with the test's own libjpeg decode (JPEG is
+ * lossy: the reference is what the file holds), and broken JPEGs are bad inputs. */
 #include <errno.h>
 #include <glob.h>
 #include <math.h>
 #include <png.h>
 #include <stdio.h>
+/* after stdio.h: jpeglib.h needs FILE */
+#include <jpeglib.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
@@ -17,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "data/image_io.h"
 #include "data/importers.h"
 #include "data/png_io.h"
 #include "data/shard.h"
@@ -142,7 +148,35 @@ typedef struct expect {
   const int *table;    /* id -> train id */
   int n_ids;
   int nshards;
+  const char *jpeg[8]; /* image i is this JPEG (decoded by the test), not ref_pixel */
 } expect;
+
+/* The test's own JPEG decode: native colour space, grey replicated to R = G = B. */
+static uint8_t *ref_decode_jpeg(const char *path, int *w, int *h) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) return NULL;
+  struct jpeg_decompress_struct ci;
+  struct jpeg_error_mgr jerr;
+  ci.err = jpeg_std_error(&jerr);
+  jpeg_create_decompress(&ci);
+  jpeg_stdio_src(&ci, f);
+  jpeg_read_header(&ci, TRUE);
+  jpeg_start_decompress(&ci);
+  *w = (int)ci.output_width, *h = (int)ci.output_height;
+  int nc = ci.output_components;
+  uint8_t *rgb = malloc((size_t)*w * *h * 3), *row = malloc((size_t)*w * nc);
+  while (ci.output_scanline < ci.output_height) {
+    int y = (int)ci.output_scanline;
+    jpeg_read_scanlines(&ci, &row, 1);
+    for (int x = 0; x < *w; x++)
+      for (int c = 0; c < 3; c++) rgb[((size_t)y * *w + x) * 3 + c] = row[x * nc + (nc == 1 ? 0 : c)];
+  }
+  jpeg_finish_decompress(&ci);
+  jpeg_destroy_decompress(&ci);
+  fclose(f);
+  free(row);
+  return rgb;
+}
 
 static void check_import(const char *out, const char *domain, const char *split, const expect *e) {
   char pattern[1400];
@@ -177,6 +211,13 @@ static void check_import(const char *out, const char *domain, const char *split,
     for (int y = 0; y < e->sh; y++)
       for (int x = 0; x < e->sw; x++)
         for (int c = 0; c < 3; c++) src[((size_t)y * e->sw + x) * 3 + c] = ref_pixel(seed, y, x, c);
+    if (e->jpeg[i] != NULL) {
+      int jw = 0, jh = 0;
+      uint8_t *dec = ref_decode_jpeg(e->jpeg[i], &jw, &jh);
+      CHECK_MSG(dec != NULL && jw == e->sw && jh == e->sh, "cannot decode %s", e->jpeg[i]);
+      if (dec != NULL && jw == e->sw && jh == e->sh) memcpy(src, dec, (size_t)jw * jh * 3);
+      free(dec);
+    }
     int64_t counts[19] = {0}, bad_labels = 0;
     for (int y = 0; y < e->th; y++)
       for (int x = 0; x < e->tw; x++) {
@@ -242,7 +283,7 @@ static void test_gta5(void) {
   t2s_error err = {0};
   CHECK_MSG(run_import(T2S_IMPORT_GTA5, root, out, "train", 2, TW, TH, 0, NULL, &err) == T2S_OK,
             "%s", err.msg);
-  expect e = {{"00001", "00002", "00003"}, {1, 2, 3}, 3, SW, SH, TW, TH, CS_TRAIN, 34, 2};
+  expect e = {{"00001", "00002", "00003"}, {1, 2, 3}, 3, SW, SH, TW, TH, CS_TRAIN, 34, 2, {NULL}};
   check_import(out, "gta5", "train", &e);
 }
 
@@ -268,7 +309,7 @@ static void test_cityscapes(void) {
             "%s", err.msg);
   expect e = {{"aachen_000000_000019_leftImg8bit", "aachen_000001_000019_leftImg8bit",
                "bremen_000000_000019_leftImg8bit"},
-              {10, 11, 12}, 3, SW, SH, TW, TH, CS_TRAIN, 34, 1};
+              {10, 11, 12}, 3, SW, SH, TW, TH, CS_TRAIN, 34, 1, {NULL}};
   check_import(out, "cityscapes", "val", &e);
   /* the train split of this tree is absent: a clear message, not an empty shard */
   t2s_error e2 = {0};
@@ -292,7 +333,7 @@ static void test_synthia(void) {
   /* an upscale too: 13x9 -> 20x11 */
   CHECK_MSG(run_import(T2S_IMPORT_SYNTHIA, root, out, "train", 2, 20, 11, 0, NULL, &err) == T2S_OK,
             "%s", err.msg);
-  expect e = {{"0000000", "0000001"}, {20, 21}, 2, SW, SH, 20, 11, SYN_TRAIN, 23, 2};
+  expect e = {{"0000000", "0000001"}, {20, 21}, 2, SW, SH, 20, 11, SYN_TRAIN, 23, 2, {NULL}};
   check_import(out, "synthia", "train", &e);
 }
 
@@ -325,7 +366,7 @@ static void test_generic(void) {
   CHECK_MSG(t2s_import_run(&o, sum, &err) == T2S_OK, "%s", err.msg);
   CHECK(sum->images == 2 && sum->width == SW && sum->height == SH && sum->bytes > 0);
   free(sum);
-  expect e = {{"frame_0", "frame_1"}, {30, 31}, 2, SW, SH, SW, SH, CS_TRAIN, 34, 1};
+  expect e = {{"frame_0", "frame_1"}, {30, 31}, 2, SW, SH, SW, SH, CS_TRAIN, 34, 1, {NULL}};
   check_import(out, "mycam", "val", &e);
 
   /* mapping table errors name the file and line */
@@ -446,7 +487,7 @@ static void test_bad_inputs(void) {
   t2s_error e2 = {0};
   CHECK_MSG(run_import(T2S_IMPORT_GTA5, root, out, "train", 2, TW, TH, 1, NULL, &e2) == T2S_OK,
             "%s", e2.msg);
-  expect e = {{"00000", "00001", "00002", "00003"}, {0, 1, 2, 3}, 4, SW, SH, TW, TH, CS_TRAIN, 34, 2};
+  expect e = {{"00000", "00001", "00002", "00003"}, {0, 1, 2, 3}, 4, SW, SH, TW, TH, CS_TRAIN, 34, 2, {NULL}};
   check_import(out, "gta5", "train", &e);
   char report[1400], text[8192] = "";
   snprintf(report, sizeof report, "%s/skipped.txt", out);
@@ -673,6 +714,299 @@ static void test_resize(void) {
   CHECK(o.width == 1024 && o.height == 512);
 }
 
+/* ---- DG and adverse-condition layouts (JPEG and PNG trees) ---- */
+
+/* A JPEG of the ref_pixel picture at quality 95: 3 components (stored as YCbCr),
+ * 1 (grayscale) or 4 (CMYK, which the importer refuses). */
+static void write_jpeg(const char *path, int w, int h, int seed, int components) {
+  FILE *f = fopen(path, "wb");
+  CHECK_MSG(f != NULL, "cannot create %s", path);
+  if (f == NULL) return;
+  struct jpeg_compress_struct ci;
+  struct jpeg_error_mgr jerr;
+  ci.err = jpeg_std_error(&jerr);
+  jpeg_create_compress(&ci);
+  jpeg_stdio_dest(&ci, f);
+  ci.image_width = (JDIMENSION)w;
+  ci.image_height = (JDIMENSION)h;
+  ci.input_components = components;
+  ci.in_color_space = components == 1 ? JCS_GRAYSCALE : (components == 4 ? JCS_CMYK : JCS_RGB);
+  jpeg_set_defaults(&ci);
+  jpeg_set_quality(&ci, 95, TRUE);
+  jpeg_start_compress(&ci, TRUE);
+  uint8_t *row = malloc((size_t)w * components);
+  while (ci.next_scanline < ci.image_height) {
+    int y = (int)ci.next_scanline;
+    for (int x = 0; x < w; x++)
+      for (int c = 0; c < components; c++) row[x * components + c] = ref_pixel(seed, y, x, c % 3);
+    jpeg_write_scanlines(&ci, &row, 1);
+  }
+  jpeg_finish_compress(&ci);
+  jpeg_destroy_compress(&ci);
+  fclose(f);
+  free(row);
+}
+
+/* A label whose pixel holds values[ref_id] (gray or palette PNG). */
+static void write_label_values(const char *path, int w, int h, int seed, int n_ids,
+                               const int *values, int palette) {
+  uint8_t *ids = malloc((size_t)w * h);
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++) ids[(size_t)y * w + x] = (uint8_t)values[ref_id(seed, y, x, n_ids)];
+  t2s_error err = {0};
+  if (palette) write_palette_png(path, ids, w, h);
+  else CHECK_MSG(t2s_png_write_gray(path, ids, w, h, &err) == T2S_OK, "%s", err.msg);
+  free(ids);
+}
+
+/* BDD100K masks hold train ids (and 255); the test writes ref id r as BDD_IDS[r]. */
+static const int BDD_IDS[20] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 255};
+/* Mapillary Vistas v1.2 class id -> Cityscapes train id (docs/datasets.md), by class
+ * name: curb and sidewalk -> sidewalk; road, lane marking (general), manhole -> road;
+ * pole and utility pole -> pole; the three riders -> rider; on rails -> train. */
+static const int VISTAS_TRAIN[66] = {
+    255, 255, 1,   4,   255, 255, 3,   255, 255, 255, /* bird .. curb cut */
+    255, 255, 255, 0,   255, 1,   255, 2,   255, 11,  /* parking .. person */
+    12,  12,  12,  255, 0,   255, 255, 10,  255, 9,   /* bicyclist .. terrain */
+    8,   255, 255, 255, 255, 255, 255, 255, 255, 255, /* vegetation .. junction box */
+    255, 0,   255, 255, 255, 5,   255, 5,   6,   255, /* mailbox .. sign (back) */
+    7,   255, 18,  255, 15,  13,  255, 17,  16,  255, /* sign (front) .. other vehicle */
+    255, 14,  255, 255, 255, 255};                    /* trailer .. unlabeled */
+static int identity_ids[256];
+
+static t2s_status run_dg(t2s_import_layout layout, const char *root, const char *out,
+                         const char *split, const char *condition, int skip_bad, t2s_error *err) {
+  t2s_import_opts o;
+  t2s_import_opts_default(&o, layout);
+  o.root = root, o.out_dir = out, o.split = split, o.skip_bad = skip_bad;
+  o.width = TW, o.height = TH;
+  if (condition != NULL) o.condition = condition;
+  t2s_import_summary *sum = malloc(sizeof *sum);
+  t2s_status st = t2s_import_run(&o, sum, err);
+  free(sum);
+  return st;
+}
+
+static void test_bdd100k(void) {
+  char root[1200], out[1200], p[1400];
+  static char jpg[3][1400];
+  snprintf(root, sizeof root, "%s/bdd", g_dir);
+  snprintf(out, sizeof out, "%s/bdd_out", g_dir);
+  snprintf(p, sizeof p, "%s/images/10k/val", root), mkdirs(p);
+  snprintf(p, sizeof p, "%s/labels/sem_seg/masks/val", root), mkdirs(p);
+  for (int k = 0; k < 3; k++) {
+    /* b2 is a grayscale JPEG: expanded to R = G = B */
+    snprintf(jpg[k], sizeof jpg[k], "%s/images/10k/val/b%d.jpg", root, k);
+    write_jpeg(jpg[k], SW, SH, 60 + k, k == 2 ? 1 : 3);
+    snprintf(p, sizeof p, "%s/labels/sem_seg/masks/val/b%d.png", root, k);
+    write_label_values(p, SW, SH, 60 + k, 20, BDD_IDS, 0);
+  }
+  t2s_error err = {0};
+  CHECK_MSG(run_dg(T2S_IMPORT_BDD100K, root, out, "val", NULL, 0, &err) == T2S_OK, "%s", err.msg);
+  expect e = {{"b0", "b1", "b2"}, {60, 61, 62}, 3, SW, SH, TW, TH, BDD_IDS, 20, 1,
+              {jpg[0], jpg[1], jpg[2]}};
+  check_import(out, "bdd100k", "val", &e);
+  t2s_import_opts o;
+  t2s_import_opts_default(&o, T2S_IMPORT_BDD100K);
+  CHECK(o.width == 1280 && o.height == 720);
+}
+
+static void test_mapillary(void) {
+  char root[1200], out[1200], p[1400];
+  static char jpg[1400];
+  snprintf(root, sizeof root, "%s/vistas", g_dir);
+  snprintf(out, sizeof out, "%s/vistas_out", g_dir);
+  for (int v = 0; v < 256; v++) identity_ids[v] = v;
+  /* the v2.0 archive's place for the v1.2 labels */
+  snprintf(p, sizeof p, "%s/validation/images", root), mkdirs(p);
+  snprintf(p, sizeof p, "%s/validation/v1.2/labels", root), mkdirs(p);
+  snprintf(jpg, sizeof jpg, "%s/validation/images/m0.jpg", root);
+  write_jpeg(jpg, SW, SH, 70, 3);
+  /* a PNG under a .jpg name is read by its signature, exactly */
+  snprintf(p, sizeof p, "%s/validation/images/m1.jpg", root);
+  write_image(p, SW, SH, 71);
+  for (int k = 0; k < 2; k++) {
+    snprintf(p, sizeof p, "%s/validation/v1.2/labels/m%d.png", root, k);
+    write_label_values(p, SW, SH, 70 + k, 66, identity_ids, 1);
+  }
+  t2s_error err = {0};
+  CHECK_MSG(run_dg(T2S_IMPORT_MAPILLARY, root, out, "val", NULL, 0, &err) == T2S_OK, "%s", err.msg);
+  expect e = {{"m0", "m1"}, {70, 71}, 2, SW, SH, TW, TH, VISTAS_TRAIN, 66, 1, {jpg, NULL}};
+  check_import(out, "mapillary", "val", &e);
+  /* an id beyond v1.2's 0..65 is a bad input naming the file */
+  snprintf(p, sizeof p, "%s/validation/v1.2/labels/m1.png", root);
+  uint8_t ids[SW * SH];
+  memset(ids, 66, sizeof ids);
+  write_palette_png(p, ids, SW, SH);
+  CHECK(run_dg(T2S_IMPORT_MAPILLARY, root, out, "val", NULL, 0, &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, p) && strstr(err.msg, "0..65"), "%s", err.msg);
+}
+
+static const char *const CONDITIONS[4] = {"fog", "night", "rain", "snow"};
+
+/* ACDC: every condition, one recording, val split, plus what a real tree also holds. */
+static void make_acdc(const char *root) {
+  char p[1400];
+  for (int c = 0; c < 4; c++)
+    for (int k = 0; k < 2; k++) {
+      const char *cond = CONDITIONS[c];
+      snprintf(p, sizeof p, "%s/rgb_anon/%s/val/GOPR0475", root, cond), mkdirs(p);
+      snprintf(p, sizeof p, "%s/gt/%s/val/GOPR0475", root, cond), mkdirs(p);
+      snprintf(p, sizeof p, "%s/rgb_anon/%s/val/GOPR0475/GOPR0475_frame_%06d_rgb_anon.png", root,
+               cond, 40 + k);
+      write_image(p, SW, SH, 80 + 2 * c + k);
+      snprintf(p, sizeof p, "%s/gt/%s/val/GOPR0475/GOPR0475_frame_%06d_gt_labelIds.png", root,
+               cond, 40 + k);
+      write_label(p, SW, SH, 80 + 2 * c + k, 34, LABEL_GRAY8, 0, 0);
+      /* the train ids and colour files next to it, and the reference images, are ignored */
+      snprintf(p, sizeof p, "%s/gt/%s/val/GOPR0475/GOPR0475_frame_%06d_gt_labelTrainIds.png",
+               root, cond, 40 + k);
+      write_image(p, 2, 2, 0);
+      snprintf(p, sizeof p, "%s/rgb_anon/%s/val_ref/GOPR0475", root, cond), mkdirs(p);
+      snprintf(p, sizeof p, "%s/rgb_anon/%s/val_ref/GOPR0475/GOPR0475_frame_%06d_ref_anon.png",
+               root, cond, 40 + k);
+      write_image(p, 3, 3, 0);
+    }
+}
+
+static void check_acdc(const char *out, int c) {
+  char domain[32];
+  snprintf(domain, sizeof domain, "acdc_%s", CONDITIONS[c]);
+  expect e = {{"GOPR0475_frame_000040_rgb_anon", "GOPR0475_frame_000041_rgb_anon"},
+              {80 + 2 * c, 81 + 2 * c}, 2, SW, SH, TW, TH, CS_TRAIN, 34, 1, {NULL}};
+  check_import(out, domain, "val", &e);
+}
+
+static void test_acdc(void) {
+  char root[1200], out[1200];
+  snprintf(root, sizeof root, "%s/acdc", g_dir);
+  snprintf(out, sizeof out, "%s/acdc_out", g_dir);
+  make_acdc(root);
+  t2s_error err = {0};
+  CHECK_MSG(run_dg(T2S_IMPORT_ACDC, root, out, "val", "rain", 0, &err) == T2S_OK, "%s", err.msg);
+  check_acdc(out, 2);
+  /* the condition is required, must be known, and belongs to acdc and darkzurich only */
+  t2s_error e1 = {0}, e2 = {0}, e3 = {0};
+  CHECK(run_dg(T2S_IMPORT_ACDC, root, out, "val", NULL, 0, &e1) != T2S_OK);
+  CHECK_MSG(strstr(e1.msg, "--condition fog|night|rain|snow is required"), "%s", e1.msg);
+  CHECK(run_dg(T2S_IMPORT_ACDC, root, out, "val", "hail", 0, &e2) != T2S_OK);
+  CHECK_MSG(strstr(e2.msg, "unknown --condition 'hail'"), "%s", e2.msg);
+  CHECK(run_dg(T2S_IMPORT_BDD100K, root, out, "val", "fog", 0, &e3) != T2S_OK);
+  CHECK_MSG(strstr(e3.msg, "--condition is for the acdc"), "%s", e3.msg);
+}
+
+static void test_dark_zurich(void) {
+  char root[1200], out[1200], p[1400];
+  snprintf(root, sizeof root, "%s/dz", g_dir);
+  snprintf(out, sizeof out, "%s/dz_out", g_dir);
+  snprintf(p, sizeof p, "%s/rgb_anon/val/night/GOPR0356", root), mkdirs(p);
+  snprintf(p, sizeof p, "%s/gt/val/night/GOPR0356", root), mkdirs(p);
+  for (int k = 0; k < 2; k++) {
+    snprintf(p, sizeof p, "%s/rgb_anon/val/night/GOPR0356/GOPR0356_frame_%06d_rgb_anon.png", root,
+             321 + k);
+    write_image(p, SW, SH, 90 + k);
+    snprintf(p, sizeof p, "%s/gt/val/night/GOPR0356/GOPR0356_frame_%06d_gt_labelIds.png", root,
+             321 + k);
+    write_label(p, SW, SH, 90 + k, 34, LABEL_GRAY8, 0, 0);
+  }
+  t2s_error err = {0};
+  CHECK_MSG(run_dg(T2S_IMPORT_DARK_ZURICH, root, out, "val", NULL, 0, &err) == T2S_OK, "%s", err.msg);
+  expect e = {{"GOPR0356_frame_000321_rgb_anon", "GOPR0356_frame_000322_rgb_anon"}, {90, 91}, 2,
+              SW, SH, TW, TH, CS_TRAIN, 34, 1, {NULL}};
+  check_import(out, "darkzurich_night", "val", &e);
+  /* twilight is a condition of the tree, absent here: the message names where it looked */
+  CHECK(run_dg(T2S_IMPORT_DARK_ZURICH, root, out, "val", "twilight", 0, &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "rgb_anon/val/twilight"), "%s", err.msg);
+}
+
+/* Sets the SOF0 frame size of a JPEG file to 40000 x 40000 (libjpeg accepts up to
+ * 65500 per side; the importer refuses it before allocating 4.8 GB). */
+static void claim_huge(const char *path) {
+  FILE *f = fopen(path, "r+b");
+  uint8_t b[4096];
+  size_t n = f ? fread(b, 1, sizeof b, f) : 0;
+  size_t k = 0;
+  while (k + 9 < n && !(b[k] == 0xFF && b[k + 1] == 0xC0)) k++;
+  CHECK_MSG(k + 9 < n, "no SOF0 marker in %s", path);
+  if (f && k + 9 < n) {
+    const uint8_t size[4] = {0x9C, 0x40, 0x9C, 0x40}; /* height, width: big-endian 40000 */
+    memcpy(b + k + 5, size, 4); /* after the marker, the length and the precision */
+    fseek(f, (long)(k + 5), SEEK_SET);
+    fwrite(b + k + 5, 1, 4, f);
+  }
+  if (f) fclose(f);
+}
+
+static void test_bad_jpeg(void) {
+  char root[1200], out[1200], p[1400];
+  static char jpg[2][1400];
+  snprintf(root, sizeof root, "%s/badjpg", g_dir);
+  snprintf(out, sizeof out, "%s/badjpg_out", g_dir);
+  snprintf(p, sizeof p, "%s/images/10k/train", root), mkdirs(p);
+  snprintf(p, sizeof p, "%s/labels/sem_seg/masks/train", root), mkdirs(p);
+  const char *names[] = {"a_good", "b_good", "cmyk", "empty", "huge", "text", "trunc"};
+  for (int k = 0; k < 7; k++) {
+    snprintf(p, sizeof p, "%s/images/10k/train/%s.jpg", root, names[k]);
+    if (k < 2) snprintf(jpg[k], sizeof jpg[k], "%s", p);
+    write_jpeg(p, SW, SH, 100 + k, strcmp(names[k], "cmyk") == 0 ? 4 : 3);
+    if (strcmp(names[k], "empty") == 0) CHECK(truncate(p, 0) == 0);
+    if (strcmp(names[k], "huge") == 0) claim_huge(p);
+    if (strcmp(names[k], "text") == 0) {
+      FILE *f = fopen(p, "w");
+      fputs("<html>not found</html>\n", f);
+      fclose(f);
+    }
+    if (strcmp(names[k], "trunc") == 0) {
+      struct stat sb;
+      CHECK(stat(p, &sb) == 0 && truncate(p, sb.st_size - 20) == 0); /* inside the scan data */
+    }
+    snprintf(p, sizeof p, "%s/labels/sem_seg/masks/train/%s.png", root, names[k]);
+    write_label_values(p, SW, SH, 100 + k, 20, BDD_IDS, 0);
+  }
+  struct {
+    const char *name, *words;
+  } bad[] = {{"cmyk", "CMYK"}, {"empty", "shorter than a JPEG header"},
+             {"huge", "pixels an image may have"}, {"text", "not a JPEG file"},
+             {"trunc", "libjpeg"}};
+  t2s_error err = {0};
+  CHECK(run_dg(T2S_IMPORT_BDD100K, root, out, "train", NULL, 0, &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "5 bad input(s)"), "%s", err.msg);
+  CHECK_MSG(count_files(out) == 0, "%d shard file(s) left in %s", count_files(out), out);
+  char listing[1400], listed[8192] = "";
+  snprintf(listing, sizeof listing, "%s/bad_inputs.txt", out);
+  FILE *bf = fopen(listing, "r");
+  CHECK_MSG(bf != NULL, "no %s", listing);
+  if (bf) {
+    listed[fread(listed, 1, sizeof listed - 1, bf)] = '\0';
+    fclose(bf);
+  }
+  printf("  bad JPEGs:\n%s", listed);
+  for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+    char line[256];
+    snprintf(line, sizeof line, "JPEG %s/images/10k/train/%s.jpg", root, bad[k].name);
+    const char *at = strstr(listed, line), *eol = at ? strchr(at, '\n') : NULL;
+    const char *hit = at ? strstr(at, bad[k].words) : NULL;
+    CHECK_MSG(at && hit && (eol == NULL || hit < eol), "%s: want a line naming %s and saying '%s'",
+              listing, line, bad[k].words);
+  }
+  /* --skip-bad: the two good images are written */
+  t2s_error e2 = {0};
+  CHECK_MSG(run_dg(T2S_IMPORT_BDD100K, root, out, "train", NULL, 1, &e2) == T2S_OK, "%s", e2.msg);
+  expect e = {{"a_good", "b_good"}, {100, 101}, 2, SW, SH, TW, TH, BDD_IDS, 20, 1, {jpg[0], jpg[1]}};
+  check_import(out, "bdd100k", "train", &e);
+  /* the readers on their own: grey expands to R = G = B, header-only reads refuse the same */
+  snprintf(p, sizeof p, "%s/grey.jpg", g_dir);
+  write_jpeg(p, SW, SH, 7, 1);
+  uint8_t *rgb = NULL;
+  int w = 0, h = 0, grey = 1;
+  CHECK_MSG(t2s_image_read_rgb(p, &rgb, &w, &h, &err) == T2S_OK && w == SW && h == SH, "%s", err.msg);
+  for (int i = 0; rgb && i < SW * SH; i++) grey &= rgb[3 * i] == rgb[3 * i + 1] && rgb[3 * i] == rgb[3 * i + 2];
+  CHECK(grey);
+  free(rgb);
+  snprintf(p, sizeof p, "%s/images/10k/train/huge.jpg", root);
+  CHECK(t2s_image_read_info(p, &w, &h, &err) != T2S_OK && strstr(err.msg, p));
+}
+
 /* ---- the command-line tool ---- */
 
 static void test_cli(void) {
@@ -705,6 +1039,48 @@ static void test_cli(void) {
   CHECK_MSG(WEXITSTATUS(system(cmd)) == 1, "a missing tree must exit 1");
   snprintf(cmd, sizeof cmd, "'%s' gta5 a b --shards x > '%s' 2>&1", exe, log);
   CHECK_MSG(WEXITSTATUS(system(cmd)) == 2, "a usage error must exit 2");
+  /* ACDC --condition all: one set and domain per condition */
+  snprintf(root, sizeof root, "%s/acdc", g_dir);
+  snprintf(out, sizeof out, "%s/acdc_cli", g_dir);
+  snprintf(cmd, sizeof cmd, "'%s' acdc '%s' '%s' --split val --condition all --resize %d %d > '%s' 2>&1",
+           exe, root, out, TW, TH, log);
+  CHECK_MSG(system(cmd) == 0, "%s failed", cmd);
+  for (int c = 0; c < 4; c++) check_acdc(out, c);
+  snprintf(cmd, sizeof cmd, "grep -q 'acdc_snow val: 2 images' '%s'", log);
+  CHECK_MSG(system(cmd) == 0, "the summary should name the domain acdc_snow");
+  /* --skip-bad: one list per condition, none overwriting another */
+  snprintf(cmd, sizeof cmd, "'%s' acdc '%s' '%s' --split val --condition all --resize %d %d "
+           "--skip-bad > '%s' 2>&1", exe, root, out, TW, TH, log);
+  CHECK_MSG(system(cmd) == 0, "%s failed", cmd);
+  for (int c = 0; c < 4; c++) {
+    char listing[1400];
+    snprintf(listing, sizeof listing, "%s/skipped_acdc_%s.txt", out, CONDITIONS[c]);
+    CHECK_MSG(access(listing, R_OK) == 0, "no %s", listing);
+  }
+  snprintf(cmd, sizeof cmd, "'%s' acdc a b --condition all --domain x > '%s' 2>&1", exe, log);
+  CHECK_MSG(WEXITSTATUS(system(cmd)) == 2, "--condition all with --domain must be refused");
+  /* t2sda_synth --styles: one labelled validation set per DG style, its own domain */
+  snprintf(out, sizeof out, "%s/synth_styles", g_dir);
+  snprintf(cmd, sizeof cmd, "%s/bin/t2sda_synth '%s' --source 0 --target 0 --val 3 --size 32 32 "
+           "--seed 1 --styles night,storm > '%s' 2>&1", bin ? bin : ".", out, log);
+  CHECK_MSG(system(cmd) == 0, "%s failed", cmd);
+  const char *styles[] = {"night", "storm"};
+  for (int k = 0; k < 2; k++) {
+    char path[1400], domain[64];
+    snprintf(path, sizeof path, "%s/%s_val-00000-of-00001.h5", out, styles[k]);
+    snprintf(domain, sizeof domain, "synthetic_%s", styles[k]);
+    t2s_error e = {0};
+    t2s_shard *s = t2s_shard_open(path, &e);
+    CHECK_MSG(s != NULL, "%s", e.msg);
+    if (s == NULL) continue;
+    const t2s_shard_meta *m = t2s_shard_info(s);
+    CHECK(m->count == 3 && m->has_label && strcmp(m->domain, domain) == 0 &&
+          strcmp(m->split, "val") == 0);
+    t2s_shard_close(s);
+  }
+  snprintf(cmd, sizeof cmd, "%s/bin/t2sda_synth '%s' --source 0 --target 0 --val 1 --size 32 32 "
+           "--seed 1 --styles hail 2>&1 | grep -q \"unknown style 'hail'\"", bin ? bin : ".", out);
+  CHECK_MSG(system(cmd) == 0, "an unknown style must be named");
   /* an unknown layout is named */
   snprintf(cmd, sizeof cmd, "'%s' kitti a b 2>&1 | grep -q \"unknown dataset layout 'kitti'\"", exe);
   CHECK_MSG(system(cmd) == 0, "an unknown layout must be named in the error");
@@ -739,6 +1115,11 @@ int main(void) {
   test_bad_inputs();
   test_sets();
   test_unlabelled();
+  test_bdd100k();
+  test_mapillary();
+  test_acdc();
+  test_dark_zurich();
+  test_bad_jpeg();
   test_cli();
   if (t2s_test_failures == 0) {
     char cmd[1200];

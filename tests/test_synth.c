@@ -2,7 +2,10 @@
 /* The synthetic street-scene generator (data/synth.c): determinism per (seed,
  * domain, index), label sanity and layout, class frequencies and their mild shift
  * between the domains, and an appearance shift large enough that colour learnt on
- * the source does not transfer (a nearest-class-mean colour classifier). */
+ * the source does not transfer (a nearest-class-mean colour classifier). The DG
+ * styles: deterministic, their own scenes, told apart from each other and from both
+ * domains by mean colour, contrast and high-frequency energy, each in its designed
+ * direction, storm the hardest by own-domain colour separability. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,9 +164,129 @@ static void test_appearance(const t2s_synth_cfg *cfg, const domain_stats *s, con
   CHECK_MSG(acc_t - acc_s > 0.15, "source colours transfer too well: %.3f vs %.3f", acc_s, acc_t);
 }
 
+/* ---- DG styles ---- */
+
+/* Image statistics of one look: mean luma and colour cast, contrast (sd of luma),
+ * high-frequency energy (mean |horizontal luma difference|: noise and texture up,
+ * blur down) and own-domain nearest-class-mean colour accuracy (how well colour alone
+ * separates the classes: the lower, the harder the condition). */
+typedef struct look_stats {
+  double luma, blue_red, contrast, hf, ncm;
+  double pixels[NC];
+} look_stats;
+
+#define STYLE_IMAGES 12
+
+/* style -1: target val images; -2: source; else the DG style. */
+static void look(const t2s_synth_cfg *cfg, int style, look_stats *ls) {
+  int W = cfg->width, H = cfg->height;
+  size_t n = (size_t)W * H;
+  uint8_t *rgb = malloc(STYLE_IMAGES * n * 3), *lab = malloc(STYLE_IMAGES * n);
+  t2s_error err = {0};
+  memset(ls, 0, sizeof *ls);
+  double s1 = 0, s2 = 0, br = 0, hf = 0, sum[NC][3] = {{0}};
+  for (int i = 0; i < STYLE_IMAGES; i++) {
+    uint8_t *im = rgb + i * n * 3, *lb = lab + i * n;
+    t2s_status st = style >= 0 ? t2s_synth_draw_style(cfg, style, (uint64_t)i, im, lb, &err)
+                    : t2s_synth_draw(cfg, style == -1 ? T2S_SYNTH_TARGET : T2S_SYNTH_SOURCE,
+                                     T2S_SYNTH_VAL_INDEX + (uint64_t)i, im, lb, &err);
+    CHECK_MSG(st == T2S_OK, "%s", err.msg);
+    for (size_t p = 0; p < n; p++) {
+      double y = (im[3 * p] + im[3 * p + 1] + im[3 * p + 2]) / 3.0;
+      s1 += y, s2 += y * y, br += im[3 * p + 2] - im[3 * p];
+      if (p % (size_t)W != 0) hf += fabs(y - (im[3 * p - 3] + im[3 * p - 2] + im[3 * p - 1]) / 3.0);
+      CHECK(lb[p] < NC);
+      if (lb[p] >= NC) continue;
+      ls->pixels[lb[p]]++;
+      for (int k = 0; k < 3; k++) sum[lb[p]][k] += im[3 * p + k];
+    }
+  }
+  double total = (double)STYLE_IMAGES * n;
+  ls->luma = s1 / total;
+  ls->contrast = sqrt(s2 / total - ls->luma * ls->luma);
+  ls->blue_red = br / total;
+  ls->hf = hf / ((double)STYLE_IMAGES * H * (W - 1));
+  double hit = 0;
+  for (size_t p = 0; p < STYLE_IMAGES * n; p++) {
+    int best = 0;
+    double bd = 1e30;
+    for (int c = 0; c < NC; c++) {
+      if (ls->pixels[c] == 0) continue;
+      double d = 0;
+      for (int k = 0; k < 3; k++) {
+        double m = sum[c][k] / ls->pixels[c] - rgb[3 * p + k];
+        d += m * m;
+      }
+      if (d < bd) bd = d, best = c;
+    }
+    hit += best == lab[p];
+  }
+  ls->ncm = hit / total;
+  free(rgb);
+  free(lab);
+}
+
+/* Two looks are told apart by at least one statistic, by a clear margin. */
+static int distinct(const look_stats *a, const look_stats *b) {
+  double cr = a->contrast > b->contrast ? a->contrast / b->contrast : b->contrast / a->contrast;
+  double hr = a->hf > b->hf ? a->hf / b->hf : b->hf / a->hf;
+  return fabs(a->luma - b->luma) > 15 || fabs(a->blue_red - b->blue_red) > 15 || cr > 1.3 || hr > 1.5;
+}
+
+static void test_styles(void) {
+  CHECK(T2S_SYNTH_NUM_STYLES >= 3);
+  CHECK(t2s_synth_style_find("storm") == 3 && t2s_synth_style_find("hail") == -1);
+  CHECK(strcmp(t2s_synth_style_name(1), "night") == 0 && t2s_synth_style_name(4) == NULL);
+  t2s_synth_cfg cfg = {96, 64, 7};
+  size_t n = 96 * 64;
+  uint8_t *a = malloc(3 * n), *b = malloc(3 * n), *la = malloc(n), *lb = malloc(n);
+  t2s_error err = {0};
+  CHECK(t2s_synth_draw_style(&cfg, 4, 0, a, la, &err) == T2S_ERR_INVALID && strstr(err.msg, "style 4"));
+  for (int k = 0; k < T2S_SYNTH_NUM_STYLES; k++) {
+    /* determinism: image 3 is the same bytes, whatever was drawn before */
+    CHECK(t2s_synth_draw_style(&cfg, k, 3, a, la, &err) == T2S_OK);
+    CHECK(t2s_synth_draw_style(&cfg, (k + 1) % T2S_SYNTH_NUM_STYLES, 3, b, lb, &err) == T2S_OK);
+    CHECK_MSG(memcmp(la, lb, n) != 0, "styles %d and %d drew the same scene", k, k + 1);
+    CHECK(t2s_synth_draw_style(&cfg, k, 3, b, lb, &err) == T2S_OK);
+    CHECK(memcmp(a, b, 3 * n) == 0 && memcmp(la, lb, n) == 0);
+    /* its own scenes: not a repainted target image of the same index */
+    CHECK(t2s_synth_draw(&cfg, T2S_SYNTH_TARGET, 3, b, lb, &err) == T2S_OK);
+    CHECK(memcmp(la, lb, n) != 0);
+  }
+  free(a), free(b), free(la), free(lb);
+
+  look_stats ls[2 + T2S_SYNTH_NUM_STYLES]; /* source, target, the styles */
+  const char *names[2 + T2S_SYNTH_NUM_STYLES] = {"source", "target", "fog", "night", "snow", "storm"};
+  for (int i = 0; i < 2 + T2S_SYNTH_NUM_STYLES; i++) {
+    look(&cfg, i == 0 ? -2 : i == 1 ? -1 : i - 2, &ls[i]);
+    printf("%-7s luma %6.1f  blue-red %6.1f  contrast %5.1f  hf %5.2f  ncm %.3f\n", names[i],
+           ls[i].luma, ls[i].blue_red, ls[i].contrast, ls[i].hf, ls[i].ncm);
+  }
+  for (int i = 0; i < 2 + T2S_SYNTH_NUM_STYLES; i++)
+    for (int j = i + 1; j < 2 + T2S_SYNTH_NUM_STYLES; j++)
+      CHECK_MSG(distinct(&ls[i], &ls[j]), "%s and %s look alike", names[i], names[j]);
+  const look_stats *t = &ls[1], *fog = &ls[2], *night = &ls[3], *snow = &ls[4], *storm = &ls[5];
+  CHECK_MSG(fog->hf < 0.6 * t->hf && fog->contrast < 0.85 * t->contrast && fog->luma > t->luma + 10,
+            "fog should be blurred, flat and light");
+  CHECK_MSG(night->luma < 0.5 * t->luma && night->blue_red > t->blue_red + 8, "night should be dark and blue");
+  CHECK_MSG(snow->luma > t->luma + 40 && snow->hf > 2.0 * t->hf, "snow should be bright and speckled");
+  double easiest_other = 1.0;
+  for (int k = 2; k < 5; k++) easiest_other = ls[k].ncm < easiest_other ? ls[k].ncm : easiest_other;
+  CHECK_MSG(storm->ncm < 0.75 * easiest_other && storm->contrast < 0.7 * t->contrast,
+            "storm should be the hard one: colour accuracy %.3f vs %.3f at best elsewhere", storm->ncm,
+            easiest_other);
+  /* the styles keep the target's scenes: the same label frequencies, near enough */
+  for (int k = 2; k < 2 + T2S_SYNTH_NUM_STYLES; k++) {
+    double road = ls[k].pixels[T2S_SYNTH_ROAD] / (STYLE_IMAGES * (double)n);
+    double road_t = t->pixels[T2S_SYNTH_ROAD] / (STYLE_IMAGES * (double)n);
+    CHECK_MSG(fabs(road - road_t) < 0.08, "%s: road covers %.3f, the target %.3f", names[k], road, road_t);
+  }
+}
+
 int main(void) {
   test_determinism();
   test_errors();
+  test_styles();
   t2s_synth_cfg cfg = {160, 120, 2024};
   domain_stats *s = malloc(sizeof *s), *t = malloc(sizeof *t);
   collect(&cfg, T2S_SYNTH_SOURCE, s);

@@ -1,9 +1,12 @@
-/* t2sda_shards: PNG dataset trees -> HDF5 shards (the shard contract of docs/formats.md).
+/* t2sda_shards: PNG/JPEG dataset trees -> HDF5 shards (the shard contract of docs/formats.md).
  *
- *   t2sda_shards cityscapes|gta5|synthia|generic ROOT OUT [--split train|val|test]
+ *   t2sda_shards LAYOUT ROOT OUT [--split train|val|test]
  *                [--shards K] [--resize W H | --no-resize] [--skip-bad] [--threads N]
  *                [--level 1-4] [--domain NAME] [--unlabelled] [--overwrite]
  *                [--images DIR --labels DIR --mapping FILE]        (generic)
+ *                [--condition fog|night|rain|snow|all]              (acdc)
+ *                [--condition night|twilight|day]                   (darkzurich)
+ *   LAYOUT: cityscapes gta5 synthia generic bdd100k mapillary acdc darkzurich
  *
  * Writes OUT/<domain>_<split>-00000-of-0000K.h5 ... The layouts, the label id ->
  * train id tables and the default sizes (DAFormer: GTA5 1280x720, SYNTHIA 1280x760,
@@ -16,7 +19,9 @@
  * OUT holds one set per domain and split: another set (a different --shards) is
  * refused, or replaced with --overwrite once the new one is complete. Ctrl-C stops
  * the run and removes its partial shards; files of a killed run are removed by
- * the next run. */
+ * the next run. ACDC's --condition all imports the four conditions one after the
+ * other, each as its own shard set and domain (acdc_fog, acdc_night, ...); with
+ * --skip-bad each condition's list is OUT/skipped_<domain>.txt. */
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -29,10 +34,14 @@
 #include "data/importers.h"
 
 static const char *usage =
-    "usage: t2sda_shards cityscapes|gta5|synthia|generic ROOT OUT [--split train|val|test]\n"
+    "usage: t2sda_shards LAYOUT ROOT OUT [--split train|val|test]\n"
     "                    [--shards K] [--resize W H | --no-resize] [--skip-bad] [--threads N]\n"
     "                    [--level 1-4] [--domain NAME] [--unlabelled] [--overwrite]\n"
     "                    [--images DIR --labels DIR --mapping FILE]   (generic)\n"
+    "                    [--condition fog|night|rain|snow|all]        (acdc)\n"
+    "                    [--condition night|twilight|day]             (darkzurich, default night)\n"
+    "  LAYOUT: cityscapes gta5 synthia generic bdd100k mapillary acdc darkzurich\n"
+    "          (the trees and label tables: docs/datasets.md)\n"
     "  --unlabelled  images only (e.g. a target domain): no labels are read\n"
     "  --overwrite   replace another set of this domain and split in OUT (another --shards)\n"
     "  --skip-bad    skip unusable inputs (listed in OUT/skipped.txt) instead of failing\n";
@@ -76,6 +85,7 @@ static int parse_args(int argc, char **argv, t2s_import_opts *o) {
     else if (strcmp(a, "--images") == 0) o->image_dir = argv[++i];
     else if (strcmp(a, "--labels") == 0) o->label_dir = argv[++i];
     else if (strcmp(a, "--mapping") == 0) o->mapping_path = argv[++i];
+    else if (strcmp(a, "--condition") == 0) o->condition = argv[++i];
     else if (strcmp(a, "--skip-bad") == 0) o->skip_bad = 1;
     else if (strcmp(a, "--unlabelled") == 0) o->unlabelled = 1;
     else if (strcmp(a, "--overwrite") == 0) o->overwrite = 1;
@@ -97,6 +107,11 @@ static int parse_args(int argc, char **argv, t2s_import_opts *o) {
   if (o->layout != T2S_IMPORT_GENERIC && (o->image_dir || o->label_dir || o->mapping_path)) {
     fprintf(stderr, "t2sda_shards: --images, --labels and --mapping are for the generic layout; "
             "%s has a fixed layout\n", t2s_import_layout_name(o->layout));
+    return 0;
+  }
+  if (o->condition != NULL && strcmp(o->condition, "all") == 0 && o->domain != NULL) {
+    fprintf(stderr, "t2sda_shards: --condition all writes one domain per condition "
+            "(acdc_fog, ...): drop --domain, or import one condition\n");
     return 0;
   }
   return 1;
@@ -127,7 +142,7 @@ static void show_progress(void *user, int64_t done, int64_t total, int64_t skipp
 
 static void print_summary(const t2s_import_opts *o, const t2s_import_summary *s, double secs) {
   printf("t2sda_shards: %s %s: %" PRId64 " images (%dx%d) in %d shard(s), %.1f MiB, %.1f s\n",
-         o->domain ? o->domain : t2s_import_layout_name(o->layout), o->split, s->images, s->width,
+         s->domain, o->split, s->images, s->width,
          s->height, s->shards, (double)s->bytes / (1024.0 * 1024.0), secs);
   printf("  first shard: %s\n", s->first_shard);
   if (s->cleaned)
@@ -150,6 +165,16 @@ static void print_summary(const t2s_import_opts *o, const t2s_import_summary *s,
          total ? 100.0 * (double)s->ignored_pixels / (double)total : 0.0);
 }
 
+/* With --condition all every condition's run writes OUT/skipped.txt: each is kept
+ * under its domain's name (OUT/skipped_acdc_fog.txt) instead of overwriting the last. */
+static void keep_skipped_report(const t2s_import_opts *o, t2s_import_summary *s, int every) {
+  if (!every || !s->skipped_report[0]) return;
+  char dst[sizeof s->skipped_report];
+  int n = snprintf(dst, sizeof dst, "%s/skipped_%s.txt", o->out_dir, s->domain);
+  if (n > 0 && (size_t)n < sizeof dst && rename(s->skipped_report, dst) == 0)
+    memcpy(s->skipped_report, dst, sizeof dst);
+}
+
 /* Ctrl-C: the import stops at the next image and removes its partial shards; a
  * second Ctrl-C kills at once (SA_RESETHAND), and the next run cleans up. */
 static volatile sig_atomic_t interrupted;
@@ -166,8 +191,8 @@ int main(int argc, char **argv) {
     }
   t2s_import_layout layout;
   if (argc >= 2 && !t2s_import_layout_parse(argv[1], &layout)) {
-    fprintf(stderr, "t2sda_shards: unknown dataset layout '%s' (choose cityscapes, gta5, synthia "
-            "or generic)\n%s", argv[1], usage);
+    fprintf(stderr, "t2sda_shards: unknown dataset layout '%s' (choose cityscapes, gta5, synthia, "
+            "generic, bdd100k, mapillary, acdc or darkzurich)\n%s", argv[1], usage);
     return 2;
   }
   if (argc < 4) {
@@ -192,15 +217,23 @@ int main(int argc, char **argv) {
     fprintf(stderr, "t2sda_shards: out of memory\n");
     return 1;
   }
-  t2s_error err = {0};
-  t2s_status st = t2s_import_run(&o, sum, &err);
-  if (st != T2S_OK) {
-    fprintf(stderr, "%st2sda_shards: %s\nt2sda_shards: no shard was written under its final name\n",
-            ps.tty ? "\n" : "", err.msg);
-    free(sum);
-    return 1;
+  static const char *const all[] = {"fog", "night", "rain", "snow"};
+  int every = o.condition != NULL && strcmp(o.condition, "all") == 0;
+  int rc = 0;
+  for (int k = 0; k < (every ? 4 : 1) && rc == 0; k++) {
+    if (every) o.condition = all[k];
+    ps = (progress_state){now_s(), 0, isatty(2), -1};
+    t2s_error err = {0};
+    if (t2s_import_run(&o, sum, &err) != T2S_OK) {
+      fprintf(stderr, "%st2sda_shards: %s\nt2sda_shards: no shard of %s was written under its "
+              "final name%s\n", ps.tty ? "\n" : "", err.msg, every ? o.condition : "this run",
+              every && k > 0 ? " (the conditions before it are complete)" : "");
+      rc = 1;
+    } else {
+      keep_skipped_report(&o, sum, every);
+      print_summary(&o, sum, now_s() - ps.start);
+    }
   }
-  print_summary(&o, sum, now_s() - ps.start);
   free(sum);
-  return 0;
+  return rc;
 }

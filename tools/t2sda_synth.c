@@ -1,12 +1,16 @@
 /* t2sda_synth: writes the synthetic domain-shift data set (data/synth.h) as shards.
  *
  *   t2sda_synth OUT --source N --target N --val N --size W H --seed S
- *               [--shards K] [--threads T] [--deflate L]
+ *               [--shards K] [--threads T] [--deflate L] [--styles N | --styles a,b,...]
  *
  * OUT/source-0000i-of-0000K.h5  labelled source domain   (domain "synthetic_source", split "train")
  * OUT/target-0000i-of-0000K.h5  unlabelled target domain (domain "synthetic_target", split "train")
  * OUT/val-0000i-of-0000K.h5     labelled target images   (domain "synthetic_target", split "val"),
  *                               target indices from T2S_SYNTH_VAL_INDEX on: never a training image.
+ * OUT/<style>_val-0000i-of-0000K.h5  with --styles: --val labelled images of each DG style
+ *                               (data/synth.h: fog, night, snow, storm; domain
+ *                               "synthetic_<style>", split "val"), one validation set each.
+ *                               The other files are the same bytes with or without --styles.
  * A split with fewer than K images gets one shard per image; an empty split is skipped.
  *
  * T threads (default 2) draw and compress images (no HDF5 call); the main thread
@@ -31,6 +35,7 @@
 typedef struct split {
   const char *name, *split;
   t2s_synth_domain domain;
+  int style;            /* a DG style (data/synth.h), or -1: the domain's own look */
   uint64_t first_index;
   int labelled;
   int64_t count;
@@ -64,7 +69,9 @@ static void *worker_run(void *arg) {
   worker *w = arg;
   for (int64_t j = w->k; j < w->b->n && w->st == T2S_OK; j += w->threads) {
     uint64_t index = w->sp->first_index + (uint64_t)(w->b->start + j);
-    w->st = t2s_synth_draw(w->cfg, w->sp->domain, index, w->rgb, w->label, &w->err);
+    w->st = w->sp->style >= 0
+                ? t2s_synth_draw_style(w->cfg, w->sp->style, index, w->rgb, w->label, &w->err)
+                : t2s_synth_draw(w->cfg, w->sp->domain, index, w->rgb, w->label, &w->err);
     if (w->st == T2S_OK)
       w->st = t2s_shard_encode_item(w->meta, w->deflate, w->rgb, w->sp->labelled ? w->label : NULL,
                                     &w->b->items[j], &w->err);
@@ -150,7 +157,10 @@ static void fill_meta(const t2s_synth_cfg *cfg, const split *sp, t2s_shard_meta 
   m->ignore_index = 255;
   for (int c = 0; c < m->num_classes; c++)
     snprintf(m->class_names[c], T2S_CLASS_NAME_MAX, "%s", t2s_synth_class_name(c));
-  snprintf(m->domain, sizeof m->domain, "%s", t2s_synth_domain_name(sp->domain));
+  if (sp->style >= 0)
+    snprintf(m->domain, sizeof m->domain, "synthetic_%s", t2s_synth_style_name(sp->style));
+  else
+    snprintf(m->domain, sizeof m->domain, "%s", t2s_synth_domain_name(sp->domain));
   snprintf(m->split, sizeof m->split, "%s", sp->split);
   m->has_label = sp->labelled;
   m->width = cfg->width;
@@ -214,6 +224,7 @@ static int parse_i64(const char *flag, const char *s, long long lo, long long hi
 typedef struct opts {
   const char *out;
   long long source, target, val, width, height, seed, shards, threads, deflate;
+  int styles[T2S_SYNTH_NUM_STYLES], nstyles; /* DG styles to draw, in order */
 } opts;
 
 static const char *usage =
@@ -224,7 +235,35 @@ static const char *usage =
     "    OUT/val-*.h5     labelled target images (never a training image)\n"
     "  --size W H   image size (%d..%d)      --seed S     the data set's seed\n"
     "  --shards K   shards per split (default 1)   --threads T  drawing threads (default 2)\n"
-    "  --deflate L  zlib level 1-4 (default 1)\n";
+    "  --deflate L  zlib level 1-4 (default 1)\n"
+    "  --styles N | --styles NAME,...  also draw --val labelled images of DG styles (the first\n"
+    "               N of fog,night,snow,storm, or the named ones) as OUT/<style>_val-*.h5\n";
+
+/* "--styles 3" (the first three) or "--styles night,storm". */
+static int parse_styles(const char *s, opts *o) {
+  long long n;
+  if (s[0] >= '0' && s[0] <= '9') {
+    if (!parse_i64("--styles", s, 0, T2S_SYNTH_NUM_STYLES, &n)) return 0;
+    for (o->nstyles = 0; o->nstyles < (int)n; o->nstyles++) o->styles[o->nstyles] = o->nstyles;
+    return 1;
+  }
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", s);
+  o->nstyles = 0;
+  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+    int k = t2s_synth_style_find(tok);
+    int dup = 0;
+    for (int j = 0; j < o->nstyles; j++) dup |= o->styles[j] == k;
+    if (k < 0 || dup) {
+      fprintf(stderr, "t2sda_synth: --styles: %s style '%s' (the styles are fog, night, snow, "
+              "storm; or give a count 0..%d)\n", k < 0 ? "unknown" : "repeated", tok,
+              T2S_SYNTH_NUM_STYLES);
+      return 0;
+    }
+    o->styles[o->nstyles++] = k;
+  }
+  return 1;
+}
 
 static int parse_args(int argc, char **argv, opts *o) {
   *o = (opts){.source = -1, .target = -1, .val = -1, .width = -1, .height = -1, .seed = -1,
@@ -252,6 +291,7 @@ static int parse_args(int argc, char **argv, opts *o) {
     else if (strcmp(a, "--shards") == 0) ok = parse_i64(a, argv[++i], 1, 99999, &o->shards);
     else if (strcmp(a, "--threads") == 0) ok = parse_i64(a, argv[++i], 1, MAX_THREADS, &o->threads);
     else if (strcmp(a, "--deflate") == 0) ok = parse_i64(a, argv[++i], 1, 4, &o->deflate);
+    else if (strcmp(a, "--styles") == 0) ok = parse_styles(argv[++i], o);
     else if (strcmp(a, "--size") == 0) {
       ok = parse_i64(a, argv[i + 1], T2S_SYNTH_MIN_SIZE, T2S_SYNTH_MAX_SIZE, &o->width) &&
            parse_i64(a, argv[i + 2], T2S_SYNTH_MIN_SIZE, T2S_SYNTH_MAX_SIZE, &o->height);
@@ -282,14 +322,19 @@ int main(int argc, char **argv) {
     return 1;
   }
   t2s_synth_cfg cfg = {(int)o.width, (int)o.height, (uint64_t)o.seed};
-  const split splits[3] = {
-      {"source", "train", T2S_SYNTH_SOURCE, 0, 1, o.source},
-      {"target", "train", T2S_SYNTH_TARGET, 0, 0, o.target},
-      {"val", "val", T2S_SYNTH_TARGET, T2S_SYNTH_VAL_INDEX, 1, o.val},
+  char style_names[T2S_SYNTH_NUM_STYLES][32];
+  split splits[3 + T2S_SYNTH_NUM_STYLES] = {
+      {"source", "train", T2S_SYNTH_SOURCE, -1, 0, 1, o.source},
+      {"target", "train", T2S_SYNTH_TARGET, -1, 0, 0, o.target},
+      {"val", "val", T2S_SYNTH_TARGET, -1, T2S_SYNTH_VAL_INDEX, 1, o.val},
   };
+  for (int k = 0; k < o.nstyles; k++) {
+    snprintf(style_names[k], sizeof style_names[k], "%s_val", t2s_synth_style_name(o.styles[k]));
+    splits[3 + k] = (split){style_names[k], "val", T2S_SYNTH_TARGET, o.styles[k], 0, 1, o.val};
+  }
   double t0 = now_s();
   int64_t total = 0;
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 3 + o.nstyles; i++) {
     if (splits[i].count == 0) continue;
     double t = now_s();
     if (!write_split(o.out, &cfg, &splits[i], (int)o.shards, (int)o.threads, (int)o.deflate)) return 1;
