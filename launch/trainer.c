@@ -480,7 +480,9 @@ static t2s_status iterate(t2s_trainer *t, t2s_uda_losses *l, double *lr, t2s_err
   if ((st = t2s_params_zero_grad(&t->student.params, err)) != T2S_OK) return st;
   t->ctx->step = (uint64_t)t->iter;
   t->ctx->sample_offset = (int64_t)t->comm.rank * t->cfg->data.samples_per_gpu;
-  st = t2s_uda_step(t, &sb, t->tgt ? &tb : NULL, l, err);
+  t2s_uda_nets nets = {&t->student, t->have_teacher ? &t->teacher : NULL, t->have_imnet ? &t->imnet : NULL,
+                       t->sync, &t->comm};
+  st = t2s_uda_step(t->ctx, &t->uda, &nets, &sb, t->tgt ? &tb : NULL, l, err);
   t2s_ctx_end_pass(t->ctx);
   if (st) return st;
   /* every rank sees the same verdict before anything changes */
