@@ -9,15 +9,6 @@
 
 static int on_host(const t2s_ctx *ctx) { return ctx->device == T2S_DEV_CPU; }
 
-t2s_tensor *t2s_host_view(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int64_t *shape,
-                          void *data) {
-  if (!t2s_ctx_ok(ctx)) return NULL;
-  t2s_tensor *t = t2s_host_scratch(ctx, sizeof *t);
-  if (t == NULL) return NULL;
-  t2s_tensor_init(t, dtype, T2S_DEV_CPU, ndim, shape, data);
-  return t;
-}
-
 /* Host f32 NCHW -> a 4-d f32 tensor of the context: a copy on the CPU; on CUDA the
  * NCHW bytes go to scratch and are transposed into the NHWC tensor on the device. */
 static t2s_tensor *upload_nchw(t2s_ctx *ctx, const float *src, const int64_t shape[4]) {
@@ -109,10 +100,10 @@ t2s_tensor *t2s_batch_host_images(t2s_ctx *ctx, t2s_tensor *x, const float *host
   return t2s_host_view(ctx, T2S_F32, 4, shape, (void *)host);
 }
 
-t2s_tensor *t2s_host_images_new(t2s_ctx *ctx, int n, int h, int w) {
-  if (on_host(ctx)) return t2s_tensor_new4(ctx, T2S_F32, n, 3, h, w);
-  int64_t shape[4] = {n, 3, h, w};
-  void *data = t2s_host_scratch(ctx, (size_t)n * 3 * h * w * sizeof(float));
+t2s_tensor *t2s_host_batch_new(t2s_ctx *ctx, int64_t n, int64_t c, int64_t h, int64_t w) {
+  if (on_host(ctx)) return t2s_tensor_new4(ctx, T2S_F32, n, c, h, w);
+  int64_t shape[4] = {n, c, h, w};
+  void *data = t2s_host_scratch(ctx, (size_t)(n * c * h * w) * sizeof(float));
   return data ? t2s_host_view(ctx, T2S_F32, 4, shape, data) : NULL;
 }
 

@@ -16,12 +16,9 @@
 
 #include "core/engine.h"
 #include "data/augment.h"
+#include "losses/host_view.h"
 #include "losses/pull_loss.h"
 
-/* A header (host scratch) over host memory, whatever the run's device: for the host
- * halves of the step (counts, sampling plans, FFTW). 4-d views are NCHW. */
-t2s_tensor *t2s_host_view(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int64_t *shape,
-                          void *data);
 /* (n, 3, h, w) f32 images from host NCHW memory, in the context's device and layout. */
 t2s_tensor *t2s_batch_images(t2s_ctx *ctx, const float *host_nchw, int n, int h, int w);
 /* (n, h, w) u8 labels from host memory (NULL: uninitialised). */
@@ -45,9 +42,9 @@ t2s_tensor *t2s_batch_host_labels(t2s_ctx *ctx, t2s_tensor *y, const uint8_t *ho
 /* A host (n, 3, h, w) f32 view of the loader's images `host`; on the CPU `x` itself. */
 t2s_tensor *t2s_batch_host_images(t2s_ctx *ctx, t2s_tensor *x, const float *host, int n, int h,
                                   int w);
-/* A new (n, 3, h, w) f32 batch in host memory for host code to write; on the CPU a
+/* A new (n, c, h, w) f32 batch in host memory for host code to write; on the CPU a
  * tensor of the context, so t2s_tensor_to_device hands it on without a copy. */
-t2s_tensor *t2s_host_images_new(t2s_ctx *ctx, int n, int h, int w);
+t2s_tensor *t2s_host_batch_new(t2s_ctx *ctx, int64_t n, int64_t c, int64_t h, int64_t w);
 /* A host tensor on the run's device: itself on the CPU, else uploaded. */
 t2s_tensor *t2s_tensor_to_device(t2s_ctx *ctx, t2s_tensor *host);
 /* The tensor's values in host memory (NCHW for 4-d f32): its own data on the CPU, else

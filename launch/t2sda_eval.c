@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
     mkdir(cfg->work_dir, 0775);
     mkdir(pred_dir, 0775);
   }
-  t2s_eval_cfg ec = {cfg->evaluation.mode == T2S_CFG_INFER_SLIDE ? T2S_INFER_SLIDE : T2S_INFER_WHOLE,
+  t2s_eval_cfg ec = {cfg->evaluation.mode,
                      {cfg->evaluation.crop[0], cfg->evaluation.crop[1]},
                      {cfg->evaluation.stride[0], cfg->evaluation.stride[1]},
                      cfg->evaluation.save_predictions, pred_dir, comm.rank, comm.world,

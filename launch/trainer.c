@@ -83,13 +83,13 @@ static t2s_status build_networks(t2s_trainer *t, t2s_error *err) {
 
 static t2s_status build_optimizer(t2s_trainer *t, t2s_error *err) {
   const t2s_train_config *c = t->cfg;
-  t2s_optim_cfg oc = {c->optimizer.type == T2S_CFG_OPTIM_ADAMW ? T2S_OPTIM_ADAMW : T2S_OPTIM_SGD,
+  t2s_optim_cfg oc = {c->optimizer.type,
                       c->optimizer.lr, c->optimizer.momentum, c->optimizer.weight_decay,
                       c->optimizer.betas[0], c->optimizer.betas[1], c->optimizer.eps,
                       c->optimizer.grad_clip};
   t->lr = c->optimizer.lr * lr_scale(c, t->comm.world);
   oc.lr = t->lr;
-  t->sched.policy = c->lr_config.policy == T2S_CFG_LR_CONSTANT ? T2S_LR_CONSTANT : T2S_LR_POLY;
+  t->sched.policy = c->lr_config.policy;
   t->sched.power = c->lr_config.power;
   t->sched.min_lr = c->lr_config.min_lr;
   t->sched.max_iters = c->runner.max_iters;
@@ -251,10 +251,7 @@ static t2s_status choose_device(const t2s_train_config *cfg, t2s_device *dev, t2
 
 static t2s_status set_precision(t2s_trainer *t, t2s_error *err) {
   if (t->ctx->device != T2S_DEV_CUDA) return T2S_OK;
-  t2s_precision p = t->cfg->precision == T2S_CFG_PRECISION_TF32   ? T2S_PRECISION_TF32
-                    : t->cfg->precision == T2S_CFG_PRECISION_BF16 ? T2S_PRECISION_BF16
-                                                                  : T2S_PRECISION_FP32;
-  if (t2s_cuda_set_precision(t->ctx, p) != T2S_OK)
+  if (t2s_cuda_set_precision(t->ctx, t->cfg->precision) != T2S_OK)
     return t2s_error_set(err, t->ctx->err.status, "precision: %s", t->ctx->err.msg);
   return T2S_OK;
 }
@@ -282,7 +279,7 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   t->ctx->seed = (uint64_t)cfg->seed;
   t->ctx->deterministic = cfg->deterministic;
   if ((st = set_precision(t, err)) != T2S_OK) return st;
-  t2s_dist_attach(&t->comm, t->ctx, cfg->model.backbone.norm == T2S_CFG_NORM_SYNCBN);
+  t2s_dist_attach(&t->comm, t->ctx, cfg->model.backbone.norm == T2S_NORM_SYNCBN);
   if (is_root(t) && (st = make_dirs(cfg->work_dir, err)) != T2S_OK) return st;
   if ((st = build_networks(t, err)) != T2S_OK) return st;
   if ((st = build_optimizer(t, err)) != T2S_OK) return st;
@@ -340,7 +337,7 @@ t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
   const t2s_train_config *c = t->cfg;
   char pred_dir[1100];
   snprintf(pred_dir, sizeof pred_dir, "%s/predictions", c->work_dir);
-  t2s_eval_cfg ec = {c->evaluation.mode == T2S_CFG_INFER_SLIDE ? T2S_INFER_SLIDE : T2S_INFER_WHOLE,
+  t2s_eval_cfg ec = {c->evaluation.mode,
                      {c->evaluation.crop[0], c->evaluation.crop[1]},
                      {c->evaluation.stride[0], c->evaluation.stride[1]},
                      c->evaluation.save_predictions, pred_dir, t->comm.rank, t->comm.world,

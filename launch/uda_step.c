@@ -49,8 +49,8 @@ t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int wor
   u->pull.num_queries = c->uda.t2s.num_queries;
   u->pull.num_negatives = c->uda.t2s.num_negatives;
   u->pull.tau = (float)c->uda.t2s.tau;
-  u->pull.negatives = c->uda.t2s.negatives == T2S_CFG_NEG_PROTOTYPES ? T2S_PULL_NEG_PROTOTYPES : T2S_PULL_NEG_KEYS;
-  u->pull.label_down = c->uda.t2s.label_down == T2S_CFG_LD_MAJORITY ? T2S_LABEL_DOWN_MAJORITY : T2S_LABEL_DOWN_NEAREST;
+  u->pull.negatives = c->uda.t2s.negatives;
+  u->pull.label_down = c->uda.t2s.label_down;
   u->pull.majority_ratio = (float)c->uda.t2s.majority_ratio;
   u->pull.proto_momentum = (float)c->uda.t2s.proto_momentum;
   u->pull.ignore_index = c->data.ignore_index;
@@ -58,17 +58,16 @@ t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int wor
   u->rw.enabled = c->uda.reweight.enabled;
   u->rw.momentum = c->uda.reweight.momentum;
   u->rw.gamma = c->uda.reweight.gamma;
-  u->rw.apply_to = c->uda.reweight.apply_to == T2S_CFG_RW_ALL ? T2S_REWEIGHT_ALL : T2S_REWEIGHT_T2S_ONLY;
+  u->rw.apply_to = c->uda.reweight.apply_to;
   u->rw.ignore_index = c->data.ignore_index;
   t2s_status st = t2s_reweight_init(&u->rw_state, u->num_classes, err);
   if (st == T2S_OK && u->type == T2S_CFG_UDA_T2SDA)
     st = t2s_prototypes_init(&u->protos, u->num_classes, c->uda.t2s.proj_dim, u->pull.proto_momentum, err);
   if (st == T2S_OK && u->type == T2S_CFG_UDA_T2SDA) {
     t2s_pseudo_target_cfg pc = t2s_pseudo_target_cfg_defaults();
-    pc.method = c->uda.pseudo_target.type == T2S_CFG_PT_FOURIER ? T2S_PT_FOURIER
-                : c->uda.pseudo_target.type == T2S_CFG_PT_COLOR ? T2S_PT_COLOR : T2S_PT_NONE;
+    pc.method = c->uda.pseudo_target.type;
     pc.beta = (float)c->uda.pseudo_target.beta;
-    pc.color_space = c->uda.pseudo_target.color_space == T2S_CFG_CS_LAB ? T2S_PT_LAB : T2S_PT_RGB;
+    pc.color_space = c->uda.pseudo_target.color_space;
     st = t2s_pseudo_target_create(&u->restyle, &pc, c->data.crop[1], c->data.crop[0], err);
   }
   return st;
@@ -230,7 +229,7 @@ static t2s_status pseudo_target_image(t2s_ctx *ctx, const t2s_uda *u, const t2s_
   int64_t ss = t2s_pseudo_target_style_size(pt), n_global = (int64_t)B * u->world_size;
   float *local = t2s_host_scratch(ctx, (size_t)(ss * B + 1) * sizeof(float));
   float *global = t2s_host_scratch(ctx, (size_t)(ss * n_global + 1) * sizeof(float));
-  t2s_tensor *x_st = t2s_host_images_new(ctx, B, it->h, it->w);
+  t2s_tensor *x_st = t2s_host_batch_new(ctx, B, 3, it->h, it->w);
   t2s_tensor *xs = t2s_batch_host_images(ctx, it->xs_raw, src->images, B, it->h, it->w);
   t2s_tensor *xt = t2s_batch_host_images(ctx, it->xt_raw, tgt->images, B, it->h, it->w);
   if (need(ctx, local && global && x_st && xs && xt, "the pseudo-target image")) return ctx->err.status;
@@ -326,7 +325,9 @@ static t2s_status pull_features(t2s_ctx *ctx, t2s_uda *u, const t2s_segmentor *t
   p->labels = t2s_batch_labels_down(ctx, it->ys, it->ys_host, (int)p->keys->shape[2], (int)p->keys->shape[3],
                                     u->pull.label_down, u->pull.majority_ratio, u->ignore_index);
   if (need(ctx, p->queries && p->labels, "the queries")) return ctx->err.status;
-  return sticky(ctx, t2s_class_prototypes(ctx, p->keys, p->labels, u->ignore_index, &u->protos));
+  t2s_tensor *keys = t2s_tensor_host(ctx, p->keys), *labels = t2s_tensor_host(ctx, p->labels);
+  if (need(ctx, keys && labels, "the host keys")) return ctx->err.status;
+  return sticky(ctx, t2s_class_prototypes(ctx, keys, labels, u->ignore_index, &u->protos));
 }
 
 /* 8. Class weights from the student's per-class IoU on the pseudo-target image. */
@@ -342,10 +343,11 @@ static t2s_status reweight(t2s_ctx *ctx, t2s_uda *u, const uda_iter *it, t2s_ten
 static t2s_tensor *pull_loss(t2s_ctx *ctx, t2s_uda *u, const uda_iter *it, const uda_pull *p,
                              double *value) {
   if (!t2s_ctx_ok(ctx)) return NULL;
-  t2s_tensor *l = t2s_pull_loss(ctx, p->queries, p->keys, p->labels, t2s_reweight_tensor(ctx, &u->rw_state),
-                                t2s_prototypes_tensor(ctx, &u->protos),
-                                t2s_prototypes_present_tensor(ctx, &u->protos), &u->pull, u->seed, it->iter,
-                                it->offset, u->world_size);
+  t2s_tensor *w = t2s_tensor_to_device(ctx, t2s_reweight_tensor(ctx, &u->rw_state));
+  t2s_tensor *protos = t2s_tensor_to_device(ctx, t2s_prototypes_tensor(ctx, &u->protos));
+  t2s_tensor *present = t2s_tensor_to_device(ctx, t2s_prototypes_present_tensor(ctx, &u->protos));
+  t2s_tensor *l = t2s_pull_loss(ctx, p->queries, p->keys, p->labels, w, protos, present, &u->pull, u->seed,
+                                it->iter, it->offset, u->world_size);
   *value = t2s_tensor_scalar(ctx, l);
   return t2s_scale(ctx, l, (float)u->lambda_t2s);
 }
@@ -376,7 +378,8 @@ t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, cons
   uda_pull p = {0};
   memset(out, 0, sizeof *out);
   load_batches(ctx, src, tgt, adapt, u->rank, &it);
-  if (u->rw.apply_to == T2S_REWEIGHT_ALL && u->rw.enabled) it.class_w = t2s_reweight_tensor(ctx, &u->rw_state);
+  if (u->rw.apply_to == T2S_REWEIGHT_ALL && u->rw.enabled)
+    it.class_w = t2s_tensor_to_device(ctx, t2s_reweight_tensor(ctx, &u->rw_state));
 
   if (adapt) ema_teacher(ctx, nets->teacher, nets->student, u->alpha, it.iter);          /* 1 */
   if (pull) pseudo_target_image(ctx, u, src, tgt, &it);                                  /* 2 */
