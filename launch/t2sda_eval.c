@@ -15,6 +15,7 @@
 #include "dist/comm.h"
 #include "launch/evaluator.h"
 #include "launch/model_config.h"
+#include "launch/run_eval.h"
 #include "launch/train_config.h"
 
 static int usage(int code) {
@@ -22,10 +23,6 @@ static int usage(int code) {
           "usage: t2sda_eval CONFIG.yaml --checkpoint PATH [key.path=value ...] [--which student|teacher]\n"
           "                  [--out FILE.json] [--mode whole|slide] [--save-predictions N] [--quiet]\n");
   return code;
-}
-
-static t2s_status allreduce_i64(void *user, int64_t *buf, size_t n, t2s_error *err) {
-  return t2s_dist_allreduce_i64(user, buf, n, err);
 }
 
 static int fail(const char *msg) {
@@ -119,11 +116,7 @@ int main(int argc, char **argv) {
     mkdir(cfg->work_dir, 0775);
     mkdir(pred_dir, 0775);
   }
-  t2s_eval_cfg ec = {cfg->evaluation.mode,
-                     {cfg->evaluation.crop[0], cfg->evaluation.crop[1]},
-                     {cfg->evaluation.stride[0], cfg->evaluation.stride[1]},
-                     cfg->evaluation.save_predictions, pred_dir, comm.rank, comm.world,
-                     comm.world > 1 ? allreduce_i64 : NULL, &comm};
+  t2s_eval_cfg ec = t2s_run_eval_cfg(cfg, &comm, pred_dir);
   t2s_confusion conf = {0};
   t2s_seg_metrics met = {0};
   if (ctx == NULL || t2s_confusion_init(&conf, val.meta.num_classes, cfg->data.ignore_index, &err) != T2S_OK ||
@@ -150,26 +143,14 @@ int main(int argc, char **argv) {
       rc = 1;
     } else {
       t2s_metrics_json(f, &met, (const char(*)[32])val.meta.class_names, NULL, iteration, "");
-      for (int k = 0; k < cfg->evaluation.n_subsets; k++) {
-        uint8_t use[T2S_MAX_CLASSES];
-        t2s_seg_metrics ms;
-        if (!t2s_class_subset(cfg->evaluation.subsets[k], val.meta.num_classes, use)) continue;
-        t2s_metrics_compute(&conf, use, &ms, &err);
-        char title[64], sub_path[1300];
-        snprintf(title, sizeof title, "%s: ", cfg->evaluation.subsets[k]);
-        t2s_metrics_print(stdout, &ms, (const char(*)[32])val.meta.class_names, use, title);
-        /* one JSON object per file: the subset goes beside the main file */
-        snprintf(sub_path, sizeof sub_path, "%.*s.%s.json", (int)(strlen(out) > 5 && strcmp(out + strlen(out) - 5, ".json") == 0 ? strlen(out) - 5 : strlen(out)), out, cfg->evaluation.subsets[k]);
-        FILE *g = fopen(sub_path, "w");
-        if (g) {
-          t2s_metrics_json(g, &ms, (const char(*)[32])val.meta.class_names, use, iteration, "");
-          fclose(g);
-          printf("wrote %s\n", sub_path);
-        }
-        t2s_metrics_free(&ms);
-      }
       fclose(f);
       printf("wrote %s\n", out);
+      /* one JSON object per file: each subset goes beside the main file */
+      char base[1200];
+      size_t len = strlen(out);
+      if (len > 5 && strcmp(out + len - 5, ".json") == 0) len -= 5;
+      snprintf(base, sizeof base, "%.*s", (int)len, out);
+      if (t2s_run_eval_subsets(cfg, &conf, &val.meta, 1, base, iteration, &err) != T2S_OK) rc = fail(err.msg);
     }
   }
   t2s_metrics_free(&met);

@@ -12,6 +12,7 @@
 #include "core/formats/pretrained.h"
 #include "launch/evaluator.h"
 #include "launch/model_config.h"
+#include "launch/run_eval.h"
 #include "launch/train_checkpoint.h"
 
 static volatile sig_atomic_t stop_requested = 0;
@@ -312,10 +313,6 @@ t2s_status t2s_trainer_save(t2s_trainer *t, t2s_error *err) {
   return st;
 }
 
-static t2s_status allreduce_i64(void *user, int64_t *buf, size_t n, t2s_error *err) {
-  return t2s_dist_allreduce_i64(user, buf, n, err);
-}
-
 /* A metrics line that cannot be written (a full disk) is reported once per failing
  * streak on stderr; training goes on, and the checkpoint writer reports the disk
  * on its own. */
@@ -337,11 +334,7 @@ t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
   const t2s_train_config *c = t->cfg;
   char pred_dir[1100];
   snprintf(pred_dir, sizeof pred_dir, "%s/predictions", c->work_dir);
-  t2s_eval_cfg ec = {c->evaluation.mode,
-                     {c->evaluation.crop[0], c->evaluation.crop[1]},
-                     {c->evaluation.stride[0], c->evaluation.stride[1]},
-                     c->evaluation.save_predictions, pred_dir, t->comm.rank, t->comm.world,
-                     t->comm.world > 1 ? allreduce_i64 : NULL, &t->comm};
+  t2s_eval_cfg ec = t2s_run_eval_cfg(c, &t->comm, pred_dir);
   if (ec.save_predictions && is_root(t) && make_dirs(pred_dir, err) != T2S_OK) return err->status;
   t2s_confusion conf;
   t2s_status st = t2s_confusion_init(&conf, t->val.meta.num_classes, c->data.ignore_index, err);
@@ -361,23 +354,7 @@ t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
         metrics_flush(t);
       }
     }
-    for (int k = 0; k < c->evaluation.n_subsets && st == T2S_OK; k++) {
-      uint8_t use[T2S_MAX_CLASSES];
-      if (!t2s_class_subset(c->evaluation.subsets[k], t->val.meta.num_classes, use)) {
-        st = t2s_error_set(err, T2S_ERR_INVALID, "evaluation.subsets: '%s' does not apply to %d classes "
-                           "(synthia16 and synthia13 need the 19 Cityscapes classes)",
-                           c->evaluation.subsets[k], t->val.meta.num_classes);
-        break;
-      }
-      t2s_seg_metrics ms;
-      if ((st = t2s_metrics_compute(&conf, use, &ms, err)) != T2S_OK) break;
-      if (is_root(t) && !t->opts.quiet) {
-        char title[64];
-        snprintf(title, sizeof title, "%s: ", c->evaluation.subsets[k]);
-        t2s_metrics_print(stdout, &ms, (const char(*)[32])t->val.meta.class_names, use, title);
-      }
-      t2s_metrics_free(&ms);
-    }
+    st = t2s_run_eval_subsets(c, &conf, &t->val.meta, is_root(t) && !t->opts.quiet, NULL, t->iter, err);
     t2s_metrics_free(&m);
   }
   t2s_confusion_free(&conf);
@@ -478,7 +455,7 @@ static t2s_status iterate(t2s_trainer *t, t2s_uda_losses *l, double *lr, t2s_err
   t->ctx->step = (uint64_t)t->iter;
   t->ctx->sample_offset = (int64_t)t->comm.rank * t->cfg->data.samples_per_gpu;
   t2s_uda_nets nets = {&t->student, t->have_teacher ? &t->teacher : NULL, t->have_imnet ? &t->imnet : NULL,
-                       t->sync, &t->comm};
+                       t->sync};
   st = t2s_uda_step(t->ctx, &t->uda, &nets, &sb, t->tgt ? &tb : NULL, l, err);
   t2s_ctx_end_pass(t->ctx);
   if (st) return st;

@@ -354,11 +354,10 @@ static t2s_tensor *pull_loss(t2s_ctx *ctx, t2s_uda *u, const uda_iter *it, const
 
 /* 9. After the last backward: wait for the gradient all-reduce; the logged values
  * are the means over ranks (= the global losses). */
-static t2s_status finish(t2s_ctx *ctx, const t2s_uda *u, const t2s_uda_nets *nets, t2s_uda_losses *out) {
-  if (!t2s_ctx_ok(ctx) || sticky(ctx, t2s_grad_sync_finish(nets->sync, &ctx->err))) return ctx->err.status;
+static t2s_status finish(t2s_ctx *ctx, const t2s_uda *u, t2s_grad_sync *sync, t2s_uda_losses *out) {
+  if (!t2s_ctx_ok(ctx) || sticky(ctx, t2s_grad_sync_finish(sync, &ctx->err))) return ctx->err.status;
   double sums[4] = {out->src, out->mix, out->fd, out->t2s};
-  if (u->world_size > 1 && sticky(ctx, t2s_dist_allreduce_f64(nets->comm, sums, 4, &ctx->err)))
-    return ctx->err.status;
+  if (t2s_batch_stats_reduce(ctx, sums, 4) != T2S_OK) return ctx->err.status;
   out->src = sums[0] / u->world_size;
   out->mix = sums[1] / u->world_size;
   out->fd = sums[2] / u->world_size;
@@ -399,7 +398,7 @@ t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, cons
     reweight(ctx, u, &it, p.student_logits);                                             /* 8 */
     backward_term(ctx, &bp, pull_loss(ctx, u, &it, &p, &out->t2s));
   }
-  if (finish(ctx, u, nets, out) != T2S_OK)                                               /* 9 */
+  if (finish(ctx, u, nets->sync, out) != T2S_OK)                                               /* 9 */
     return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
   return T2S_OK;
 }

@@ -10,7 +10,6 @@
 #include "core/nn/segmentor.h"
 #include "data/augment.h"
 #include "data/loader.h"
-#include "dist/comm.h"
 #include "dist/grad_sync.h"
 #include "launch/train_checkpoint.h"
 #include "launch/train_config.h"
@@ -47,13 +46,13 @@ typedef struct t2s_uda {
   t2s_pseudo_target *restyle;  /* FFTW plans of the pseudo-target image (t2sda only) */
 } t2s_uda;
 
-/* The networks one iteration trains and reads, and the rank's gradient all-reduce. */
+/* The networks one iteration trains and reads, and the rank's gradient all-reduce
+ * (the batch statistics cross ranks through ctx->stat_allreduce, dist/comm.h). */
 typedef struct t2s_uda_nets {
   t2s_segmentor *student;
   t2s_segmentor *teacher;    /* EMA teacher; NULL for source_only */
   const t2s_segmentor *imnet;  /* frozen ImageNet copy; NULL without the feature distance */
   t2s_grad_sync *sync;
-  t2s_comm *comm;
 } t2s_uda_nets;
 
 t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *cfg, int rank, int world_size,

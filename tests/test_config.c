@@ -417,10 +417,44 @@ static void test_generic_schema(void) {
   }
 }
 
+/* An ENUM row with values stores the program's own enum value, not the choice's
+ * index, and dumps it back by name. */
+typedef enum mini_colour { MINI_RED = 7, MINI_GREEN = -2, MINI_BLUE = 40 } mini_colour;
+typedef struct mini_enum { mini_colour c; int plain; } mini_enum;
+static const char *const colour_names[] = {"red", "green", "blue", NULL};
+static const int colour_values[] = {MINI_RED, MINI_GREEN, MINI_BLUE};
+
+static void test_enum_values(void) {
+  const t2s_cfg_row rows[] = {
+      {"c", T2S_CFG_TYPE_ENUM, T2S_CFG_AT(mini_enum, c), .choices = colour_names, .values = colour_values,
+       .def = "green"},
+      {"plain", T2S_CFG_TYPE_ENUM, T2S_CFG_AT(mini_enum, plain), .choices = colour_names, .def = "blue"},
+  };
+  mini_enum m;
+  t2s_error err = {0};
+  CHECK(t2s_config_apply_defaults(rows, 2, &m, &err) == T2S_OK);
+  CHECK_MSG(m.c == MINI_GREEN && m.plain == 2, "defaults: c %d, plain %d", (int)m.c, m.plain);
+  CHECK(t2s_config_set(rows, 2, &m, "c=blue", &err) == T2S_OK && m.c == MINI_BLUE);
+  CHECK(t2s_config_set(rows, 2, &m, "c=bleu", &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "did you mean 'blue'?"), "%s", err.msg);
+  t2s_error_clear(&err);
+  char *text = NULL;
+  m.c = MINI_RED;
+  CHECK(t2s_config_dump_string(rows, 2, &m, &text, &err) == T2S_OK);
+  CHECK_MSG(text && !strcmp(text, "c: red\nplain: blue\n"), "dump:\n%s", text ? text : "(null)");
+  free(text);
+  static const int twice[] = {1, 2, 1};
+  t2s_cfg_row bad = rows[0];
+  bad.values = twice;
+  CHECK(t2s_config_check_schema(&bad, 1, &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "values must be distinct"), "%s", err.msg);
+}
+
 int main(void) {
   const char *dir = getenv("T2S_SOURCE_DIR");
   if (dir != NULL) snprintf(source_dir, sizeof source_dir, "%s", dir);
   test_generic_schema();
+  test_enum_values();
   test_defaults_and_overrides();
   test_examples_and_round_trip();
   test_malformed_files();
