@@ -1,16 +1,13 @@
 /* One UDA iteration; see launch/uda_step.h and docs/method.md. Per rank the batch is
  * B source and B target crops (f32 NCHW RGB in [0, 255]); global sample index of
  * local image k is rank * B + k, which keys every random choice. Loss terms are
- * back-propagated one after another (gradients accumulate); the gradient all-reduce
- * is armed before the last backward. Every statistic goes through
- * t2s_batch_stats_reduce on every rank in the same order. */
+ * back-propagated one after another (gradients accumulate). Every statistic goes
+ * through t2s_batch_stats_reduce on every rank in the same order. The driver,
+ * t2s_uda_step, is at the end: one call per step of METHOD.md. */
 #include "launch/uda_step.h"
 
-#include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "core/device.h"
 #include "core/optim.h"
 #include "launch/device_batch.h"
 #include "losses/batch_stats.h"
@@ -19,6 +16,45 @@
 #include "losses/pseudo_target.h"
 
 enum { STREAM_MIX = 2 };
+
+/* uda.t2s.* as the pulling loss's settings. */
+static t2s_pull_cfg pull_cfg(const t2s_train_config *c) {
+  t2s_pull_cfg p = t2s_pull_cfg_defaults();
+  p.num_queries = c->uda.t2s.num_queries;
+  p.num_negatives = c->uda.t2s.num_negatives;
+  p.tau = (float)c->uda.t2s.tau;
+  p.negatives = c->uda.t2s.negatives;
+  p.label_down = c->uda.t2s.label_down;
+  p.majority_ratio = (float)c->uda.t2s.majority_ratio;
+  p.proto_momentum = (float)c->uda.t2s.proto_momentum;
+  p.ignore_index = c->data.ignore_index;
+  return p;
+}
+
+/* uda.reweight.* as the re-weighting's settings. */
+static t2s_reweight_cfg reweight_cfg(const t2s_train_config *c) {
+  t2s_reweight_cfg r = t2s_reweight_cfg_defaults();
+  r.enabled = c->uda.reweight.enabled;
+  r.momentum = c->uda.reweight.momentum;
+  r.gamma = c->uda.reweight.gamma;
+  r.apply_to = c->uda.reweight.apply_to;
+  r.ignore_index = c->data.ignore_index;
+  return r;
+}
+
+/* The pseudo-labels' and the mix's augmentation settings. */
+static void self_training_cfg(const t2s_train_config *c, t2s_uda *u) {
+  u->pl = t2s_pseudo_label_cfg_defaults();
+  u->pl.threshold = (float)c->uda.pseudo_threshold;
+  u->pl.ignore_top = c->uda.pseudo_weight_ignore_top;
+  u->pl.ignore_bottom = c->uda.pseudo_weight_ignore_bottom;
+  u->jitter = t2s_jitter_cfg_default();
+  u->jitter.brightness = u->jitter.contrast = u->jitter.saturation = u->jitter.hue =
+      c->uda.color_jitter_strength;
+  u->jitter.prob = c->uda.color_jitter_probability;
+  u->blur = t2s_blur_cfg_default();
+  u->use_blur = c->uda.blur;
+}
 
 t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int world_size,
                         t2s_error *err) {
@@ -31,45 +67,19 @@ t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int wor
   u->world_size = world_size;
   u->alpha = c->uda.alpha;
   u->teacher_bn_batch = c->uda.teacher_bn == T2S_CFG_TEACHER_BN_BATCH;
-  u->pl = t2s_pseudo_label_cfg_defaults();
-  u->pl.threshold = (float)c->uda.pseudo_threshold;
-  u->pl.ignore_top = c->uda.pseudo_weight_ignore_top;
-  u->pl.ignore_bottom = c->uda.pseudo_weight_ignore_bottom;
-  u->jitter = t2s_jitter_cfg_default();
-  u->jitter.brightness = u->jitter.contrast = u->jitter.saturation = u->jitter.hue =
-      c->uda.color_jitter_strength;
-  u->jitter.prob = c->uda.color_jitter_probability;
-  u->blur = t2s_blur_cfg_default();
-  u->use_blur = c->uda.blur;
+  self_training_cfg(c, u);
   u->lambda_fd = c->uda.type == T2S_CFG_UDA_SOURCE_ONLY ? 0.0 : c->uda.imnet_feature_dist_lambda;
   for (int i = 0; i < c->uda.n_imnet_feature_dist_classes; i++)
     u->fd_class[c->uda.imnet_feature_dist_classes[i]] = 1;
   u->lambda_t2s = c->uda.t2s.lambda;
-  u->pull = t2s_pull_cfg_defaults();
-  u->pull.num_queries = c->uda.t2s.num_queries;
-  u->pull.num_negatives = c->uda.t2s.num_negatives;
-  u->pull.tau = (float)c->uda.t2s.tau;
-  u->pull.negatives = c->uda.t2s.negatives;
-  u->pull.label_down = c->uda.t2s.label_down;
-  u->pull.majority_ratio = (float)c->uda.t2s.majority_ratio;
-  u->pull.proto_momentum = (float)c->uda.t2s.proto_momentum;
-  u->pull.ignore_index = c->data.ignore_index;
-  u->rw = t2s_reweight_cfg_defaults();
-  u->rw.enabled = c->uda.reweight.enabled;
-  u->rw.momentum = c->uda.reweight.momentum;
-  u->rw.gamma = c->uda.reweight.gamma;
-  u->rw.apply_to = c->uda.reweight.apply_to;
-  u->rw.ignore_index = c->data.ignore_index;
+  u->pull = pull_cfg(c);
+  u->rw = reweight_cfg(c);
   t2s_status st = t2s_reweight_init(&u->rw_state, u->num_classes, err);
-  if (st == T2S_OK && u->type == T2S_CFG_UDA_T2SDA)
-    st = t2s_prototypes_init(&u->protos, u->num_classes, c->uda.t2s.proj_dim, u->pull.proto_momentum, err);
-  if (st == T2S_OK && u->type == T2S_CFG_UDA_T2SDA) {
-    t2s_pseudo_target_cfg pc = t2s_pseudo_target_cfg_defaults();
-    pc.method = c->uda.pseudo_target.type;
-    pc.beta = (float)c->uda.pseudo_target.beta;
-    pc.color_space = c->uda.pseudo_target.color_space;
-    st = t2s_pseudo_target_create(&u->restyle, &pc, c->data.crop[1], c->data.crop[0], err);
-  }
+  if (st != T2S_OK || u->type != T2S_CFG_UDA_T2SDA) return st;
+  st = t2s_prototypes_init(&u->protos, u->num_classes, c->uda.t2s.proj_dim, u->pull.proto_momentum, err);
+  t2s_pseudo_target_cfg pc = {c->uda.pseudo_target.type, (float)c->uda.pseudo_target.beta,
+                              c->uda.pseudo_target.color_space};
+  if (st == T2S_OK) st = t2s_pseudo_target_create(&u->restyle, &pc, c->data.crop[1], c->data.crop[0], err);
   return st;
 }
 
@@ -366,7 +376,12 @@ static t2s_status finish(t2s_ctx *ctx, const t2s_uda *u, t2s_grad_sync *sync, t2
   return T2S_OK;
 }
 
-/* ---- the iteration ---- */
+/* ---- the iteration ----
+ * METHOD.md's steps in its order, with two placements the data dictates: the feature
+ * distance (6) reads the student's features of the source forward (3) and is
+ * back-propagated with it, and the re-weighting (8) reads the student's logits of the
+ * pull's query forward (7) and weighs this iteration's pulling loss. Each loss term is
+ * back-propagated as its forward finishes (9); the all-reduce is armed before the last. */
 
 t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, const t2s_batch *src,
                         const t2s_batch *tgt, t2s_uda_losses *out, t2s_error *err) {
@@ -375,30 +390,31 @@ t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, cons
   uda_backprop bp = {nets->sync, 0, 1 + adapt + pull};
   uda_iter it;
   uda_pull p = {0};
+  t2s_seg_out so = {0};
   memset(out, 0, sizeof *out);
   load_batches(ctx, src, tgt, adapt, u->rank, &it);
   if (u->rw.apply_to == T2S_REWEIGHT_ALL && u->rw.enabled)
     it.class_w = t2s_tensor_to_device(ctx, t2s_reweight_tensor(ctx, &u->rw_state));
 
-  if (adapt) ema_teacher(ctx, nets->teacher, nets->student, u->alpha, it.iter);          /* 1 */
-  if (pull) pseudo_target_image(ctx, u, src, tgt, &it);                                  /* 2 */
-  t2s_seg_out so = {0};
-  t2s_tensor *l_src = source_loss(ctx, u, nets->student, &it, &so);                      /* 3 */
+  if (adapt) ema_teacher(ctx, nets->teacher, nets->student, u->alpha, it.iter);      /* 1 */
+  if (pull) pseudo_target_image(ctx, u, src, tgt, &it);                              /* 2 */
+  t2s_tensor *l_src = source_loss(ctx, u, nets->student, &it, &so);                  /* 3 */
   out->src = t2s_tensor_scalar(ctx, l_src);
-  if (fd) l_src = t2s_add(ctx, l_src, feature_distance(ctx, u, nets->imnet, &it, so.features, &out->fd)); /* 6 */
+  if (fd)                                                                            /* 6 */
+    l_src = t2s_add(ctx, l_src, feature_distance(ctx, u, nets->imnet, &it, so.features, &out->fd));
   backward_term(ctx, &bp, l_src);
   if (adapt) {
-    pseudo_labels(ctx, u, nets->teacher, &it, &out->q);                                  /* 4 */
-    t2s_tensor *l_mix = mix_loss(ctx, u, nets->student, &it);                            /* 5 */
+    pseudo_labels(ctx, u, nets->teacher, &it, &out->q);                              /* 4 */
+    t2s_tensor *l_mix = mix_loss(ctx, u, nets->student, &it);                        /* 5 */
     out->mix = t2s_tensor_scalar(ctx, l_mix);
     backward_term(ctx, &bp, l_mix);
   }
   if (pull) {
-    pull_features(ctx, u, nets->teacher, nets->student, &it, &p);                        /* 7 */
-    reweight(ctx, u, &it, p.student_logits);                                             /* 8 */
-    backward_term(ctx, &bp, pull_loss(ctx, u, &it, &p, &out->t2s));
+    pull_features(ctx, u, nets->teacher, nets->student, &it, &p);                    /* 7 */
+    reweight(ctx, u, &it, p.student_logits);                                         /* 8 */
+    backward_term(ctx, &bp, pull_loss(ctx, u, &it, &p, &out->t2s));                  /* 7 */
   }
-  if (finish(ctx, u, nets->sync, out) != T2S_OK)                                               /* 9 */
+  if (finish(ctx, u, nets->sync, out) != T2S_OK)                                     /* 9 */
     return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
   return T2S_OK;
 }
