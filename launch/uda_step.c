@@ -3,7 +3,7 @@
  * local image k is rank * B + k, which keys every random choice. Loss terms are
  * back-propagated one after another (gradients accumulate). Every statistic goes
  * through t2s_batch_stats_reduce on every rank in the same order. The driver,
- * t2s_uda_step, is at the end: one call per step of METHOD.md. */
+ * t2s_uda_step, is at the end: one call per step of docs/method.md. */
 #include "launch/uda_step.h"
 
 #include <string.h>
@@ -219,7 +219,7 @@ static t2s_tensor *resized_no_grad(t2s_ctx *ctx, t2s_tensor *logits, int h, int 
   return out;
 }
 
-/* ---- the steps of METHOD.md, one function each ---- */
+/* ---- the steps of the method (docs/method.md), one function each ---- */
 
 /* 1. EMA teacher: a copy at iteration 0, then alpha_t = min(1 - 1/(t+1), alpha). */
 static t2s_status ema_teacher(t2s_ctx *ctx, t2s_segmentor *teacher, const t2s_segmentor *student,
@@ -377,8 +377,8 @@ static t2s_status finish(t2s_ctx *ctx, const t2s_uda *u, t2s_grad_sync *sync, t2
 }
 
 /* ---- the iteration ----
- * METHOD.md's steps in its order, with two placements the data dictates: the feature
- * distance (6) reads the student's features of the source forward (3) and is
+ * The steps of docs/method.md in their order, with two placements the data dictates:
+ * the feature distance (6) reads the student's features of the source forward (3) and is
  * back-propagated with it, and the re-weighting (8) reads the student's logits of the
  * pull's query forward (7) and weighs this iteration's pulling loss. Each loss term is
  * back-propagated as its forward finishes (9); the all-reduce is armed before the last. */
