@@ -1,6 +1,9 @@
 /* Batches on the run's device: the edge where host data (the loader's f32 NCHW crops
  * in [0, 255], u8 label maps) becomes tensors of the context, and where the small
- * results that the host needs (a loss value, a label map to count) come back.
+ * results that the host needs (a loss value, a label map to count) come back. The
+ * training step (launch/uda_step.c) and the evaluator cross between host and device
+ * only through these functions; the losses take and hand out host views
+ * (losses/host_view.h) or tensors already on the run's device.
  *
  * On the CPU every function is the host code the training step always ran (a copy
  * into the pass arena; data/augment.h's photometric functions), so the CPU path is
