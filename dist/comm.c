@@ -359,10 +359,11 @@ t2s_status t2s_dist_max_f64(t2s_comm *c, double *buf, size_t n, t2s_error *err) 
 }
 
 t2s_status t2s_dist_stat_allreduce(void *user, double *buf, size_t n, t2s_error *err) {
-  t2s_comm *c = user;
-  if (c->world == 1 || n == 0) return T2S_OK;
-  return t2s__mpi_allreduce(c, t2s__comm_mpi(c), buf, n, MPI_DOUBLE, MPI_SUM,
-                            "batch statistic all-reduce", err);
+  return t2s_dist_allreduce_f64(user, buf, n, err);
+}
+
+t2s_status t2s_dist_sum_i64(void *user, int64_t *buf, size_t n, t2s_error *err) {
+  return t2s_dist_allreduce_i64(user, buf, n, err);
 }
 
 t2s_status t2s_dist_bcast(t2s_comm *c, void *buf, size_t bytes, int root, t2s_error *err) {

@@ -114,8 +114,10 @@ t2s_status t2s_dist_allreduce_f32_start(t2s_comm *c, t2s_device dev, float *buf,
 t2s_status t2s_dist_wait(t2s_comm *c, t2s_error *err);
 /* In-place maxima over ranks of host doubles (e.g. the slowest rank's time). */
 t2s_status t2s_dist_max_f64(t2s_comm *c, double *buf, size_t n, t2s_error *err);
-/* The ctx->stat_allreduce signature: user is the t2s_comm; buf is host memory. */
+/* The sums above in the callback shape (user is the t2s_comm): ctx->stat_allreduce
+ * (SyncBN, the method's batch statistics) and the evaluator's confusion matrix. */
 t2s_status t2s_dist_stat_allreduce(void *user, double *buf, size_t n, t2s_error *err);
+t2s_status t2s_dist_sum_i64(void *user, int64_t *buf, size_t n, t2s_error *err);
 /* Host bytes from `root` to every rank. */
 t2s_status t2s_dist_bcast(t2s_comm *c, void *buf, size_t bytes, int root, t2s_error *err);
 /* Every parameter and buffer value of p from rank 0, so that all ranks start identical

@@ -9,15 +9,6 @@
 
 static int on_host(const t2s_ctx *ctx) { return ctx->device == T2S_DEV_CPU; }
 
-t2s_tensor *t2s_host_view(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int64_t *shape,
-                          void *data) {
-  if (!t2s_ctx_ok(ctx)) return NULL;
-  t2s_tensor *t = t2s_host_scratch(ctx, sizeof *t);
-  if (t == NULL) return NULL;
-  t2s_tensor_init(t, dtype, T2S_DEV_CPU, ndim, shape, data);
-  return t;
-}
-
 /* Host f32 NCHW -> a 4-d f32 tensor of the context: a copy on the CPU; on CUDA the
  * NCHW bytes go to scratch and are transposed into the NHWC tensor on the device. */
 static t2s_tensor *upload_nchw(t2s_ctx *ctx, const float *src, const int64_t shape[4]) {
@@ -91,6 +82,69 @@ double t2s_tensor_scalar(t2s_ctx *ctx, const t2s_tensor *t) {
   if (t->device == T2S_DEV_CPU) return (double)t2s_f32(t)[0];
   if (t2s_device_copy(T2S_DEV_CPU, &v, t->device, t->data, sizeof v, &ctx->err) != T2S_OK) return NAN;
   return (double)v;
+}
+
+/* ---- the host halves of the training step ---- */
+
+t2s_tensor *t2s_batch_host_labels(t2s_ctx *ctx, t2s_tensor *y, const uint8_t *host, int n, int h,
+                                  int w) {
+  if (on_host(ctx) || y == NULL) return y;
+  int64_t shape[3] = {n, h, w};
+  return t2s_host_view(ctx, T2S_U8, 3, shape, (void *)host);
+}
+
+t2s_tensor *t2s_batch_host_images(t2s_ctx *ctx, t2s_tensor *x, const float *host, int n, int h,
+                                  int w) {
+  if (on_host(ctx) || x == NULL) return x;
+  int64_t shape[4] = {n, 3, h, w};
+  return t2s_host_view(ctx, T2S_F32, 4, shape, (void *)host);
+}
+
+t2s_tensor *t2s_host_batch_new(t2s_ctx *ctx, int64_t n, int64_t c, int64_t h, int64_t w) {
+  if (on_host(ctx)) return t2s_tensor_new4(ctx, T2S_F32, n, c, h, w);
+  int64_t shape[4] = {n, c, h, w};
+  void *data = t2s_host_scratch(ctx, (size_t)(n * c * h * w) * sizeof(float));
+  return data ? t2s_host_view(ctx, T2S_F32, 4, shape, data) : NULL;
+}
+
+t2s_tensor *t2s_tensor_to_device(t2s_ctx *ctx, t2s_tensor *host) {
+  return on_host(ctx) ? host : t2s_tensor_upload(ctx, host);
+}
+
+const void *t2s_tensor_host_data(t2s_ctx *ctx, const t2s_tensor *t) {
+  if (!t2s_ctx_ok(ctx) || t == NULL) return NULL;
+  if (t->device == T2S_DEV_CPU) return t->data;
+  void *h = t2s_host_scratch(ctx, (size_t)t2s_numel(t) * t2s_dtype_size(t->dtype) + 1);
+  return h && t2s_tensor_download(ctx, t, h) == T2S_OK ? h : NULL;
+}
+
+t2s_tensor *t2s_tensor_host(t2s_ctx *ctx, const t2s_tensor *t) {
+  if (t != NULL && t->device == T2S_DEV_CPU) return (t2s_tensor *)t;
+  const void *data = t2s_tensor_host_data(ctx, t);
+  return data ? t2s_host_view(ctx, t->dtype, t->ndim, t->shape, (void *)data) : NULL;
+}
+
+t2s_tensor *t2s_batch_normalized(t2s_ctx *ctx, const t2s_tensor *raw) {
+  if (raw == NULL) return NULL;
+  t2s_tensor *x = t2s_tensor_new(ctx, T2S_F32, 4, raw->shape);
+  if (x == NULL || t2s_device_copy(ctx->device, x->data, raw->device, raw->data,
+                                   (size_t)t2s_numel(raw) * sizeof(float), &ctx->err) != T2S_OK)
+    return NULL;
+  return t2s_batch_normalize(ctx, x) == T2S_OK ? x : NULL;
+}
+
+t2s_tensor *t2s_batch_labels_down(t2s_ctx *ctx, t2s_tensor *y, t2s_tensor *y_host, int h, int w,
+                                  t2s_label_down mode, float ratio, int ignore_index) {
+  if (on_host(ctx) || mode == T2S_LABEL_DOWN_NEAREST)
+    return t2s_labels_downsample(ctx, y, h, w, mode, ratio, ignore_index);
+  if (!t2s_ctx_ok(ctx) || y_host == NULL) return NULL;
+  t2s_error e = {0};
+  t2s_ctx *host = t2s_ctx_create(T2S_DEV_CPU, (size_t)1 << 20, &e);
+  if (host == NULL) return t2s_ctx_fail(ctx, e.status, "labels_downsample on the host: %s", e.msg);
+  t2s_tensor *small = t2s_labels_downsample(host, y_host, h, w, mode, ratio, ignore_index);
+  t2s_tensor *out = small ? t2s_tensor_upload(ctx, small) : t2s_ctx_fail(ctx, host->err.status, "%s", host->err.msg);
+  t2s_ctx_destroy(host);
+  return out;
 }
 
 /* ---- photometric ---- */

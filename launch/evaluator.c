@@ -35,28 +35,17 @@ static t2s_tensor *forward_logits(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tens
   return t2s_resize_bilinear(ctx, out.logits, h, w, 0);
 }
 
-/* Host NCHW values of a tensor: the data itself on the CPU, a copy (pass host
- * scratch) from the GPU. */
-static const float *host_values(t2s_ctx *ctx, const t2s_tensor *t) {
-  if (t == NULL) return NULL;
-  if (t->device == T2S_DEV_CPU) return t2s_f32(t);
-  float *h = t2s_host_scratch(ctx, (size_t)t2s_numel(t) * sizeof(float));
-  return h && t2s_tensor_download(ctx, t, h) == T2S_OK ? h : NULL;
-}
 
 /* Copies rows/cols [y0, y0+h) x [x0, x0+w) of an (1, C, H, W) image given by its host
  * NCHW values into a new tensor of the context (uploaded on CUDA). */
 static t2s_tensor *crop_window(t2s_ctx *ctx, const float *x, int64_t C, int64_t H, int64_t W, int y0,
                                int x0, int h, int w) {
-  int64_t shape[4] = {1, C, h, w};
-  t2s_tensor *y = ctx->device == T2S_DEV_CPU ? t2s_tensor_new4(ctx, T2S_F32, 1, C, h, w)
-                                             : t2s_host_view(ctx, T2S_F32, 4, shape,
-                                                             t2s_host_scratch(ctx, (size_t)(C * h * w) * sizeof(float)));
-  if (y == NULL || y->data == NULL) return NULL;
+  t2s_tensor *y = t2s_host_batch_new(ctx, 1, C, h, w);
+  if (y == NULL) return NULL;
   for (int64_t c = 0; c < C; c++)
     for (int r = 0; r < h; r++)
       memcpy(t2s_f32(y) + (c * h + r) * w, x + (c * H + y0 + r) * W + x0, (size_t)w * sizeof(float));
-  return ctx->device == T2S_DEV_CPU ? y : t2s_tensor_upload(ctx, y);
+  return t2s_tensor_to_device(ctx, y);
 }
 
 t2s_tensor *t2s_infer_logits(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *image,
@@ -78,7 +67,7 @@ t2s_tensor *t2s_infer_logits(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *i
                                             t2s_host_scratch(ctx, (size_t)C * H * W * sizeof(float)));
   float *count = on_host ? t2s_scratch(ctx, (size_t)H * W * sizeof(float))
                          : t2s_host_scratch(ctx, (size_t)H * W * sizeof(float));
-  const float *img = host_values(ctx, image);
+  const float *img = (const float *)t2s_tensor_host_data(ctx, image);
   if (sum == NULL || sum->data == NULL || count == NULL || img == NULL) return NULL;
   memset(sum->data, 0, (size_t)C * H * W * sizeof(float));
   memset(count, 0, (size_t)H * W * sizeof(float));
@@ -89,7 +78,7 @@ t2s_tensor *t2s_infer_logits(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *i
       y1 = y2 - ch > 0 ? y2 - ch : 0;
       x1 = x2 - cw > 0 ? x2 - cw : 0;
       t2s_tensor *win = crop_window(ctx, img, image->shape[1], H, W, y1, x1, y2 - y1, x2 - x1);
-      const float *lg = host_values(ctx, win ? forward_logits(ctx, m, win, y2 - y1, x2 - x1) : NULL);
+      const float *lg = (const float *)t2s_tensor_host_data(ctx, win ? forward_logits(ctx, m, win, y2 - y1, x2 - x1) : NULL);
       if (lg == NULL) return NULL;
       for (int c = 0; c < C; c++)
         for (int r = y1; r < y2; r++)
@@ -182,7 +171,7 @@ t2s_status t2s_evaluate(t2s_ctx *ctx, const t2s_segmentor *m, t2s_dataset *val,
     }
     if (image) {
       t2s_tensor *logits = t2s_infer_logits(ctx, m, image, cfg);
-      const float *z = host_values(ctx, logits);
+      const float *z = (const float *)t2s_tensor_host_data(ctx, logits);
       if (z == NULL) st = t2s_error_set(err, ctx->err.status, "evaluating image %lld: %s", (long long)i, ctx->err.msg);
       else {
         argmax_classes(logits, z, pred);

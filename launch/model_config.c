@@ -6,10 +6,6 @@
 static const char *const backbone_spelling[] = {"resnet_v1c", "mit_b0", "mit_b1", "mit_b2",
                                                 "mit_b3", "mit_b4", "mit_b5"};
 
-static t2s_norm_kind norm_kind(t2s_cfg_norm n) {
-  return n == T2S_CFG_NORM_SYNCBN ? T2S_NORM_SYNCBN : n == T2S_CFG_NORM_FROZEN_BN ? T2S_NORM_FROZEN : T2S_NORM_BN;
-}
-
 static void map_resnet(const t2s_train_config *cfg, t2s_model_cfg *out) {
   out->backbone = T2S_BACKBONE_RESNET_V1C;
   t2s_resnet_cfg *r = &out->resnet;
@@ -19,7 +15,7 @@ static void map_resnet(const t2s_train_config *cfg, t2s_model_cfg *out) {
   memcpy(r->strides, cfg->model.backbone.strides, sizeof r->strides);
   memcpy(r->dilations, cfg->model.backbone.dilations, sizeof r->dilations);
   r->contract_dilation = cfg->model.backbone.contract_dilation;
-  r->norm = norm_kind(cfg->model.backbone.norm);
+  r->norm = cfg->model.backbone.norm;
   r->norm_eval = cfg->model.backbone.norm_eval;
 }
 
@@ -36,7 +32,7 @@ t2s_status t2s_model_cfg_from_train_config(const t2s_train_config *cfg, t2s_mode
     if (st) return st;
     out->mit.drop_path_rate = (float)cfg->model.backbone.drop_path_rate;
   }
-  if (cfg->model.decode_head.type == T2S_CFG_HEAD_DLV2) {
+  if (cfg->model.decode_head.type == T2S_HEAD_DLV2) {
     if (cfg->model.decode_head.n_dilations > T2S_DLV2_MAX_BRANCHES)
       return t2s_error_set(err, T2S_ERR_INVALID, "model.decode_head.dilations: %d entries, at most %d",
                            cfg->model.decode_head.n_dilations, T2S_DLV2_MAX_BRANCHES);
@@ -46,12 +42,10 @@ t2s_status t2s_model_cfg_from_train_config(const t2s_train_config *cfg, t2s_mode
     memcpy(out->head_dilations, cfg->model.decode_head.dilations,
            (size_t)cfg->model.decode_head.n_dilations * sizeof *out->head_dilations);
   } else {
-    out->head = cfg->model.decode_head.type == T2S_CFG_HEAD_DAFORMER_SEPASPP ? T2S_HEAD_DAFORMER_SEPASPP
-                : cfg->model.decode_head.type == T2S_CFG_HEAD_DAFORMER_CONV1 ? T2S_HEAD_DAFORMER_CONV1
-                                                                             : T2S_HEAD_SEGFORMER_MLP;
+    out->head = cfg->model.decode_head.type;
     out->daformer.channels = cfg->model.decode_head.channels;
     out->daformer.dropout = (float)cfg->model.decode_head.dropout;
-    out->daformer.norm = norm_kind(cfg->model.decode_head.norm);
+    out->daformer.norm = cfg->model.decode_head.norm;
     /* the ASPP dilations of the DAFormer head are its own (1, 6, 12, 18 by default);
      * model.decode_head.dilations belongs to DeepLab-V2 unless set in aspp_dilations */
     if (cfg->model.decode_head.n_aspp_dilations > 0) {

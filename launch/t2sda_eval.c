@@ -20,6 +20,7 @@
 #include "dist/comm.h"
 #include "launch/evaluator.h"
 #include "launch/model_config.h"
+#include "launch/run_eval.h"
 #include "launch/train_config.h"
 
 static int usage(int code) {
@@ -36,10 +37,6 @@ static int usage(int code) {
           "  --quiet           no per-class table or progress lines\n"
           "A PyTorch .pth / .safetensors file is converted first: t2sda_convert import SRC OUT.h5 --arch CONFIG.yaml\n");
   return code;
-}
-
-static t2s_status allreduce_i64(void *user, int64_t *buf, size_t n, t2s_error *err) {
-  return t2s_dist_allreduce_i64(user, buf, n, err);
 }
 
 static int fail(const char *msg) {
@@ -131,7 +128,8 @@ static t2s_status load_weights(const eval_args *a, t2s_segmentor *m, int64_t *it
   return st;
 }
 
-/* The main JSON file and one per evaluation.subsets entry beside it. */
+/* The main JSON file, then one per evaluation.subsets entry beside it
+ * (launch/run_eval.c, shared with training's evaluation). */
 static int write_outputs(const eval_args *a, const t2s_train_config *cfg, const t2s_dataset *val,
                          const t2s_confusion *conf, const t2s_seg_metrics *met, const char *tag,
                          int64_t iteration) {
@@ -149,27 +147,18 @@ static int write_outputs(const eval_args *a, const t2s_train_config *cfg, const 
     return 1;
   }
   t2s_metrics_json(f, met, (const char(*)[32])val->meta.class_names, NULL, iteration, "");
-  for (int k = 0; k < cfg->evaluation.n_subsets; k++) {
-    uint8_t use[T2S_MAX_CLASSES];
-    t2s_seg_metrics ms;
-    if (!t2s_class_subset(cfg->evaluation.subsets[k], val->meta.num_classes, use)) continue;
-    if (t2s_metrics_compute(conf, use, &ms, &err) != T2S_OK) continue;
-    char title[64], sub_path[1300];
-    snprintf(title, sizeof title, "%s: ", cfg->evaluation.subsets[k]);
-    t2s_metrics_print(stdout, &ms, (const char(*)[32])val->meta.class_names, use, title);
-    /* one JSON object per file: the subset goes beside the main file */
-    size_t stem = ends_with(out, ".json") ? strlen(out) - 5 : strlen(out);
-    snprintf(sub_path, sizeof sub_path, "%.*s.%s.json", (int)stem, out, cfg->evaluation.subsets[k]);
-    FILE *g = fopen(sub_path, "w");
-    if (g) {
-      t2s_metrics_json(g, &ms, (const char(*)[32])val->meta.class_names, use, iteration, "");
-      fclose(g);
-      printf("wrote %s\n", sub_path);
-    }
-    t2s_metrics_free(&ms);
+  if (fclose(f) != 0) {
+    fprintf(stderr, "t2sda_eval: cannot write %s: %s\n", out, strerror(errno));
+    return 1;
   }
-  fclose(f);
   printf("wrote %s\n", out);
+  char base[1200];
+  size_t stem = ends_with(out, ".json") ? strlen(out) - 5 : strlen(out);
+  snprintf(base, sizeof base, "%.*s", (int)stem, out);
+  if (t2s_run_eval_subsets(cfg, conf, &val->meta, 1, base, iteration, &err) != T2S_OK) {
+    fprintf(stderr, "t2sda_eval: %s\n", err.msg);
+    return 1;
+  }
   return 0;
 }
 
@@ -225,7 +214,7 @@ int main(int argc, char **argv) {
     goto done_model;
   }
   ctx = t2s_ctx_create(T2S_DEV_CPU, (size_t)256 << 20, &err);
-  const char *mode_name = cfg->evaluation.mode == T2S_CFG_INFER_SLIDE ? "slide" : "whole";
+  const char *mode_name = cfg->evaluation.mode == T2S_INFER_SLIDE ? "slide" : "whole";
   char tag[128], pred_dir[1300];
   snprintf(tag, sizeof tag, "%08lld_%s_%s", (long long)iteration, a.which, mode_name);
   snprintf(pred_dir, sizeof pred_dir, "%s/predictions_%s", cfg->work_dir, tag);
@@ -233,11 +222,7 @@ int main(int argc, char **argv) {
     mkdir(cfg->work_dir, 0775);
     mkdir(pred_dir, 0775);
   }
-  t2s_eval_cfg ec = {cfg->evaluation.mode == T2S_CFG_INFER_SLIDE ? T2S_INFER_SLIDE : T2S_INFER_WHOLE,
-                     {cfg->evaluation.crop[0], cfg->evaluation.crop[1]},
-                     {cfg->evaluation.stride[0], cfg->evaluation.stride[1]},
-                     cfg->evaluation.save_predictions, pred_dir, comm.rank, comm.world,
-                     comm.world > 1 ? allreduce_i64 : NULL, &comm, NULL};
+  t2s_eval_cfg ec = t2s_run_eval_cfg(cfg, &comm, pred_dir);
   ec.progress = comm.rank == 0 && !a.quiet ? stderr : NULL;
   if (comm.rank == 0)
     printf("checkpoint %s (%s, iteration %lld), config %s, %lld validation images, %s inference\n", a.ckpt, a.which,

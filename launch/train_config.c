@@ -30,23 +30,35 @@ _Static_assert(sizeof(t2s_cfg_backbone) == sizeof(int), "enum fields must be int
 
 static const char *const device_names[] = {"cpu", "cuda", "auto", NULL};
 static const char *const precision_names[] = {"fp32", "tf32", "bf16", NULL};
+static const int precision_values[] = {T2S_PRECISION_FP32, T2S_PRECISION_TF32, T2S_PRECISION_BF16};
 static const char *const backbone_names[] = {"resnet_v1c", "mit_b0", "mit_b1", "mit_b2",
                                              "mit_b3", "mit_b4", "mit_b5", NULL};
 static const char *const depth_values[] = {"18", "34", "50", "101", "152", NULL};
 static const char *const norm_names[] = {"bn", "syncbn", "frozen_bn", NULL};
+static const int norm_values[] = {T2S_NORM_BN, T2S_NORM_SYNCBN, T2S_NORM_FROZEN};
 static const char *const head_names[] = {"dlv2", "daformer_sepaspp", "daformer_conv1",
                                          "segformer_mlp", NULL};
+static const int head_values[] = {T2S_HEAD_DLV2, T2S_HEAD_DAFORMER_SEPASPP, T2S_HEAD_DAFORMER_CONV1,
+                                   T2S_HEAD_SEGFORMER_MLP};
 static const char *const uda_names[] = {"source_only", "dacs", "t2sda", NULL};
 static const char *const optimizer_names[] = {"sgd", "adamw", NULL};
+static const int optimizer_values[] = {T2S_OPTIM_SGD, T2S_OPTIM_ADAMW};
 static const char *const policy_names[] = {"poly", "constant", NULL};
+static const int policy_values[] = {T2S_LR_POLY, T2S_LR_CONSTANT};
 static const char *const warmup_names[] = {"none", "linear", NULL};
 static const char *const pseudo_target_names[] = {"fourier", "color", "none", NULL};
+static const int pseudo_target_values[] = {T2S_PT_FOURIER, T2S_PT_COLOR, T2S_PT_NONE};
 static const char *const color_space_names[] = {"rgb", "lab", NULL};
+static const int color_space_values[] = {T2S_PT_RGB, T2S_PT_LAB};
 static const char *const negatives_names[] = {"keys", "prototypes", NULL};
+static const int negatives_values[] = {T2S_PULL_NEG_KEYS, T2S_PULL_NEG_PROTOTYPES};
 static const char *const label_down_names[] = {"nearest", "majority", NULL};
+static const int label_down_values[] = {T2S_LABEL_DOWN_NEAREST, T2S_LABEL_DOWN_MAJORITY};
 static const char *const reweight_apply_names[] = {"t2s_only", "all", NULL};
+static const int reweight_apply_values[] = {T2S_REWEIGHT_T2S_ONLY, T2S_REWEIGHT_ALL};
 static const char *const lr_scaling_names[] = {"none", "linear", "sqrt", NULL};
 static const char *const infer_mode_names[] = {"whole", "slide", NULL};
+static const int infer_mode_values[] = {T2S_INFER_WHOLE, T2S_INFER_SLIDE};
 static const char *const teacher_bn_names[] = {"batch", "running", NULL};
 
 #define SHARDS(k, f, n, what)                                                               \
@@ -64,7 +76,7 @@ static const t2s_cfg_row schema[] = {
      .help = "backend: cpu, cuda, or auto (cuda when a GPU is visible)"},
     {"deterministic", BOOL_T, AT(deterministic), .def = "false",
      .help = "bit-reproducible kernels (slower on GPU)"},
-    {"precision", ENUM_T, AT(precision), .choices = precision_names, .def = "fp32",
+    {"precision", ENUM_T, AT(precision), .choices = precision_names, .values = precision_values, .def = "fp32",
      .help = "activation precision: fp32, tf32 or bf16 (tf32/bf16 are CUDA settings)"},
 
     SHARDS("data.source.shards", data.source_shards, data.n_source_shards, "labelled source"),
@@ -113,13 +125,13 @@ static const t2s_cfg_row schema[] = {
      .help = "ResNet dilation of each of the 4 stages (DeepLab: output stride 8)"},
     {"model.backbone.contract_dilation", BOOL_T, AT(model.backbone.contract_dilation),
      .def = "true", .help = "first block of a dilated stage uses half the dilation (mmseg)"},
-    {"model.backbone.norm", ENUM_T, AT(model.backbone.norm), .choices = norm_names, .def = "bn",
+    {"model.backbone.norm", ENUM_T, AT(model.backbone.norm), .choices = norm_names, .values = norm_values, .def = "bn",
      .help = "bn (per rank; breaks rank equivalence), syncbn, or frozen_bn"},
     {"model.backbone.drop_path_rate", FLOAT_T, AT(model.backbone.drop_path_rate), .min = 0,
      .max = 1, .def = "0.1", .help = "MiT stochastic depth rate of the last block (linear from 0)"},
     {"model.backbone.norm_eval", BOOL_T, AT(model.backbone.norm_eval), .def = "false",
      .help = "keep BN layers in eval mode (running statistics) while training"},
-    {"model.decode_head.type", ENUM_T, AT(model.decode_head.type), .choices = head_names,
+    {"model.decode_head.type", ENUM_T, AT(model.decode_head.type), .choices = head_names, .values = head_values,
      .def = "dlv2", .help = "decoder: DeepLab-V2 ASPP sum, DAFormer, or SegFormer MLP"},
     {"model.decode_head.dilations", INTS_T, ARRAY(model.decode_head.dilations),
      COUNT(model.decode_head.n_dilations), .min_len = 1,
@@ -129,7 +141,7 @@ static const t2s_cfg_row schema[] = {
      .max = 4096, .def = "256", .help = "decoder channels (DAFormer embedding/fusion width)"},
     {"model.decode_head.dropout", FLOAT_T, AT(model.decode_head.dropout), .min = 0, .max = 1,
      .def = "0.1", .help = "dropout before the classifier"},
-    {"model.decode_head.norm", ENUM_T, AT(model.decode_head.norm), .choices = norm_names,
+    {"model.decode_head.norm", ENUM_T, AT(model.decode_head.norm), .choices = norm_names, .values = norm_values,
      .def = "bn", .help = "normalisation of the DAFormer/SegFormer heads (DAFormer: syncbn)"},
     {"model.decode_head.aspp_dilations", INTS_T, ARRAY(model.decode_head.aspp_dilations),
      COUNT(model.decode_head.n_aspp_dilations), .min_len = 0,
@@ -163,12 +175,12 @@ static const t2s_cfg_row schema[] = {
      .min = 0, .max = 254, .def = "[6, 7, 11, 12, 13, 14, 15, 16, 17, 18]",
      .help = "'thing' classes whose pixels the feature distance averages over"},
     {"uda.pseudo_target.type", ENUM_T, AT(uda.pseudo_target.type),
-     .choices = pseudo_target_names, .def = "fourier",
+     .choices = pseudo_target_names, .values = pseudo_target_values, .def = "fourier",
      .help = "pseudo-target image: fourier (FDA amplitude swap), color (mean/std), none"},
     {"uda.pseudo_target.beta", FLOAT_T, AT(uda.pseudo_target.beta), .min = 0, .max = 0.5,
      .def = "0.01", .help = "FDA: half-side of the swapped low-frequency square / min(H, W)"},
     {"uda.pseudo_target.color_space", ENUM_T, AT(uda.pseudo_target.color_space),
-     .choices = color_space_names, .def = "lab", .help = "colour transfer space: rgb or lab"},
+     .choices = color_space_names, .values = color_space_values, .def = "lab", .help = "colour transfer space: rgb or lab"},
     {"uda.t2s.lambda", FLOAT_T, AT(uda.t2s.lambda), .min = 0, .max = 100, .def = "1.0",
      .help = "weight of the pulling loss"},
     {"uda.t2s.proj_dim", INT_T, AT(uda.t2s.proj_dim), .min = 8, .max = 4096, .def = "256",
@@ -179,9 +191,9 @@ static const t2s_cfg_row schema[] = {
      .def = "50", .help = "negatives per query"},
     {"uda.t2s.tau", FLOAT_T, AT(uda.t2s.tau), .min = 1e-4, .max = 100, .def = "0.5",
      .help = "temperature of the pulling loss"},
-    {"uda.t2s.negatives", ENUM_T, AT(uda.t2s.negatives), .choices = negatives_names,
+    {"uda.t2s.negatives", ENUM_T, AT(uda.t2s.negatives), .choices = negatives_names, .values = negatives_values,
      .def = "keys", .help = "negatives: source keys of other classes, or their prototypes"},
-    {"uda.t2s.label_down", ENUM_T, AT(uda.t2s.label_down), .choices = label_down_names,
+    {"uda.t2s.label_down", ENUM_T, AT(uda.t2s.label_down), .choices = label_down_names, .values = label_down_values,
      .def = "nearest", .help = "source labels at feature size: nearest, or majority (>= ratio)"},
     {"uda.t2s.majority_ratio", FLOAT_T, AT(uda.t2s.majority_ratio), .min = 0, .max = 1,
      .def = "0.75", .help = "label_down majority: share a class needs, else ignore"},
@@ -193,10 +205,10 @@ static const t2s_cfg_row schema[] = {
      .def = "0.99", .help = "EMA momentum m of the per-class IoU score"},
     {"uda.reweight.gamma", FLOAT_T, AT(uda.reweight.gamma), .min = 0, .max = 100, .def = "1.0",
      .help = "w_c = (1 - s_c)^gamma, normalised to mean 1"},
-    {"uda.reweight.apply_to", ENUM_T, AT(uda.reweight.apply_to), .choices = reweight_apply_names,
+    {"uda.reweight.apply_to", ENUM_T, AT(uda.reweight.apply_to), .choices = reweight_apply_names, .values = reweight_apply_values,
      .def = "t2s_only", .help = "weights apply to the pulling loss only, or also to the CE terms"},
 
-    {"optimizer.type", ENUM_T, AT(optimizer.type), .choices = optimizer_names, .def = "sgd",
+    {"optimizer.type", ENUM_T, AT(optimizer.type), .choices = optimizer_names, .values = optimizer_values, .def = "sgd",
      .help = "sgd (momentum) or adamw"},
     {"optimizer.lr", FLOAT_T, AT(optimizer.lr), .min = 0, .min_open = true, .max = 10,
      .def = "2.5e-3", .help = "base learning rate"},
@@ -217,7 +229,7 @@ static const t2s_cfg_row schema[] = {
     {"optimizer.base_batch", INT_T, AT(optimizer.base_batch), .min = 1, .max = 1000000,
      .def = "2", .help = "global batch (images per domain) that optimizer.lr is stated for"},
 
-    {"lr_config.policy", ENUM_T, AT(lr_config.policy), .choices = policy_names, .def = "poly",
+    {"lr_config.policy", ENUM_T, AT(lr_config.policy), .choices = policy_names, .values = policy_values, .def = "poly",
      .help = "poly: lr = (lr - min_lr) (1 - t/T)^power + min_lr; constant"},
     {"lr_config.power", FLOAT_T, AT(lr_config.power), .min = 0, .max = 10, .def = "1.0",
      .help = "poly exponent"},
@@ -234,7 +246,7 @@ static const t2s_cfg_row schema[] = {
      .def = "40000", .help = "training length in iterations"},
     {"evaluation.interval", INT_T, AT(evaluation.interval), .min = 0, .max = NO_MAX_I,
      .def = "4000", .help = "evaluate on data.val.shards every N iterations; 0 = off"},
-    {"evaluation.mode", ENUM_T, AT(evaluation.mode), .choices = infer_mode_names,
+    {"evaluation.mode", ENUM_T, AT(evaluation.mode), .choices = infer_mode_names, .values = infer_mode_values,
      .def = "whole", .help = "inference: whole image, or slide (sliding window)"},
     {"evaluation.crop", INTS_T, ARRAY(evaluation.crop), .min_len = 2, .max_len = 2, .min = 8,
      .max = 8192, .def = "[1024, 1024]", .help = "sliding window size [W, H]"},
@@ -313,7 +325,7 @@ static t2s_status check_cross_fields(const t2s_train_config *cfg, const t2s_cfg_
                                      const char *file, char **overrides, t2s_error *err) {
   /* DeepLab-V2's head reads the last stage of any backbone (ResNet at stride 8, MiT
    * at stride 32); the DAFormer heads read all four: every pairing builds. */
-  if (cfg->evaluation.mode == T2S_CFG_INFER_SLIDE &&
+  if (cfg->evaluation.mode == T2S_INFER_SLIDE &&
       (cfg->evaluation.stride[0] > cfg->evaluation.crop[0] || cfg->evaluation.stride[1] > cfg->evaluation.crop[1]))
     return fail_pair("evaluation.stride", "evaluation.crop", origins, file, overrides, err,
                      "evaluation.stride [%d, %d] is larger than evaluation.crop [%d, %d]: sliding "
@@ -330,7 +342,7 @@ static t2s_status check_cross_fields(const t2s_train_config *cfg, const t2s_cfg_
                      "lr_config.min_lr %g is above optimizer.lr %g; the schedule decays "
                      "towards min_lr, so lower it",
                      cfg->lr_config.min_lr, cfg->optimizer.lr);
-  if (cfg->device == T2S_CFG_DEVICE_CPU && cfg->precision != T2S_CFG_PRECISION_FP32)
+  if (cfg->device == T2S_CFG_DEVICE_CPU && cfg->precision != T2S_PRECISION_FP32)
     return fail_pair("precision", "device", origins, file, overrides, err,
                      "precision '%s' is a CUDA setting but device is 'cpu'; use precision fp32 "
                      "or device cuda/auto",

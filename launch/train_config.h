@@ -9,8 +9,15 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "core/device.h"
 #include "core/formats/config.h"
+#include "core/nn/segmentor.h"
+#include "core/optim.h"
 #include "core/status.h"
+#include "launch/evaluator.h"
+#include "losses/pseudo_target.h"
+#include "losses/pull_loss.h"
+#include "losses/reweight.h"
 
 #define T2S_CFG_NAME_MAX 128
 #define T2S_CFG_PATH_MAX 512
@@ -18,52 +25,30 @@
 #define T2S_CFG_MAX_HEAD_DILATIONS 8
 #define T2S_CFG_MAX_CLASS_LIST 32
 
-/* Enum values are the index of the YAML spelling in the schema's choice list. */
+/* Keys whose choices are a module's own enum store that enum (the schema rows carry
+ * its values: t2s_precision, t2s_norm_kind, t2s_head_type, t2s_optim_type,
+ * t2s_lr_policy, t2s_pt_method, t2s_pt_space, t2s_pull_negatives, t2s_label_down,
+ * t2s_reweight_apply, t2s_infer_mode). The enums below are the config's own: their
+ * values are the index of the YAML spelling in the schema's choice list. */
 typedef enum t2s_cfg_device {
   T2S_CFG_DEVICE_CPU, T2S_CFG_DEVICE_CUDA, T2S_CFG_DEVICE_AUTO,
 } t2s_cfg_device;
-typedef enum t2s_cfg_precision {
-  T2S_CFG_PRECISION_FP32, T2S_CFG_PRECISION_TF32, T2S_CFG_PRECISION_BF16,
-} t2s_cfg_precision;
 typedef enum t2s_cfg_backbone {
   T2S_CFG_BACKBONE_RESNET_V1C,
   T2S_CFG_BACKBONE_MIT_B0, T2S_CFG_BACKBONE_MIT_B1, T2S_CFG_BACKBONE_MIT_B2,
   T2S_CFG_BACKBONE_MIT_B3, T2S_CFG_BACKBONE_MIT_B4, T2S_CFG_BACKBONE_MIT_B5,
 } t2s_cfg_backbone;
-typedef enum t2s_cfg_norm {
-  T2S_CFG_NORM_BN, T2S_CFG_NORM_SYNCBN, T2S_CFG_NORM_FROZEN_BN,
-} t2s_cfg_norm;
-typedef enum t2s_cfg_head {
-  T2S_CFG_HEAD_DLV2, T2S_CFG_HEAD_DAFORMER_SEPASPP, T2S_CFG_HEAD_DAFORMER_CONV1,
-  T2S_CFG_HEAD_SEGFORMER_MLP,
-} t2s_cfg_head;
 typedef enum t2s_cfg_uda {
   T2S_CFG_UDA_SOURCE_ONLY, T2S_CFG_UDA_DACS, T2S_CFG_UDA_T2SDA,
 } t2s_cfg_uda;
-typedef enum t2s_cfg_optimizer {
-  T2S_CFG_OPTIM_SGD, T2S_CFG_OPTIM_ADAMW,
-} t2s_cfg_optimizer;
-typedef enum t2s_cfg_lr_policy {
-  T2S_CFG_LR_POLY, T2S_CFG_LR_CONSTANT,
-} t2s_cfg_lr_policy;
 typedef enum t2s_cfg_warmup {
   T2S_CFG_WARMUP_NONE, T2S_CFG_WARMUP_LINEAR,
 } t2s_cfg_warmup;
 
-typedef enum t2s_cfg_pseudo_target {
-  T2S_CFG_PT_FOURIER = 0, T2S_CFG_PT_COLOR, T2S_CFG_PT_NONE
-} t2s_cfg_pseudo_target;
-typedef enum t2s_cfg_color_space { T2S_CFG_CS_RGB = 0, T2S_CFG_CS_LAB } t2s_cfg_color_space;
-typedef enum t2s_cfg_negatives { T2S_CFG_NEG_KEYS = 0, T2S_CFG_NEG_PROTOTYPES } t2s_cfg_negatives;
-typedef enum t2s_cfg_label_down { T2S_CFG_LD_NEAREST = 0, T2S_CFG_LD_MAJORITY } t2s_cfg_label_down;
-typedef enum t2s_cfg_reweight_apply {
-  T2S_CFG_RW_T2S_ONLY = 0, T2S_CFG_RW_ALL
-} t2s_cfg_reweight_apply;
 typedef enum t2s_cfg_lr_scaling {
   T2S_CFG_LRS_NONE = 0, T2S_CFG_LRS_LINEAR, T2S_CFG_LRS_SQRT
 } t2s_cfg_lr_scaling;
 typedef enum t2s_cfg_teacher_bn { T2S_CFG_TEACHER_BN_BATCH = 0, T2S_CFG_TEACHER_BN_RUNNING } t2s_cfg_teacher_bn;
-typedef enum t2s_cfg_infer_mode { T2S_CFG_INFER_WHOLE = 0, T2S_CFG_INFER_SLIDE } t2s_cfg_infer_mode;
 
 typedef struct t2s_train_config {
   char name[T2S_CFG_NAME_MAX];
@@ -71,7 +56,7 @@ typedef struct t2s_train_config {
   char work_dir[T2S_CFG_PATH_MAX];   /* "work_dirs/<name>" when left empty */
   t2s_cfg_device device;
   bool deterministic;
-  t2s_cfg_precision precision;
+  t2s_precision precision;
 
   struct {
     char source_shards[T2S_CFG_MAX_SHARDS][T2S_CFG_PATH_MAX];
@@ -105,17 +90,17 @@ typedef struct t2s_train_config {
       int strides[4];
       int dilations[4];
       bool contract_dilation;
-      t2s_cfg_norm norm;
+      t2s_norm_kind norm;
       bool norm_eval;
       double drop_path_rate;         /* MiT stochastic depth of the last block */
     } backbone;
     struct {
-      t2s_cfg_head type;
+      t2s_head_type type;
       int dilations[T2S_CFG_MAX_HEAD_DILATIONS];
       int n_dilations;
       int channels;
       double dropout;
-      t2s_cfg_norm norm;             /* DAFormer heads' BN */
+      t2s_norm_kind norm;             /* DAFormer heads' BN */
       int aspp_dilations[T2S_CFG_MAX_HEAD_DILATIONS];  /* DAFormer sepaspp; empty = 1, 6, 12, 18 */
       int n_aspp_dilations;
     } decode_head;
@@ -135,9 +120,9 @@ typedef struct t2s_train_config {
     int imnet_feature_dist_classes[T2S_CFG_MAX_CLASS_LIST];
     int n_imnet_feature_dist_classes;
     struct {
-      t2s_cfg_pseudo_target type;
+      t2s_pt_method type;
       double beta;                   /* FDA low-frequency square half-size / min(H, W) */
-      t2s_cfg_color_space color_space;
+      t2s_pt_space color_space;
     } pseudo_target;
     struct {
       double lambda;
@@ -145,8 +130,8 @@ typedef struct t2s_train_config {
       int num_queries;               /* per class per image */
       int num_negatives;
       double tau;
-      t2s_cfg_negatives negatives;
-      t2s_cfg_label_down label_down;
+      t2s_pull_negatives negatives;
+      t2s_label_down label_down;
       double majority_ratio;
       double proto_momentum;         /* EMA of class prototypes; 0 = batch prototypes */
     } t2s;
@@ -154,12 +139,12 @@ typedef struct t2s_train_config {
       bool enabled;
       double momentum;
       double gamma;
-      t2s_cfg_reweight_apply apply_to;
+      t2s_reweight_apply apply_to;
     } reweight;
   } uda;
 
   struct {
-    t2s_cfg_optimizer type;
+    t2s_optim_type type;
     double lr;
     double momentum;
     double weight_decay;
@@ -172,7 +157,7 @@ typedef struct t2s_train_config {
   } optimizer;
 
   struct {
-    t2s_cfg_lr_policy policy;
+    t2s_lr_policy policy;
     double power;
     double min_lr;
     t2s_cfg_warmup warmup;
@@ -183,7 +168,7 @@ typedef struct t2s_train_config {
   struct { int max_iters; } runner;
   struct {
     int interval;                    /* 0 = off */
-    t2s_cfg_infer_mode mode;
+    t2s_infer_mode mode;
     int crop[2], stride[2];          /* sliding window [W, H] */
     char subsets[4][16];             /* extra class subsets reported (synthia16, synthia13) */
     int n_subsets;

@@ -12,6 +12,7 @@
 #include "core/formats/pretrained.h"
 #include "launch/evaluator.h"
 #include "launch/model_config.h"
+#include "launch/run_eval.h"
 #include "launch/train_checkpoint.h"
 #include "launch/train_workdir.h"
 
@@ -86,13 +87,13 @@ static t2s_status build_networks(t2s_trainer *t, t2s_error *err) {
 
 static t2s_status build_optimizer(t2s_trainer *t, t2s_error *err) {
   const t2s_train_config *c = t->cfg;
-  t2s_optim_cfg oc = {c->optimizer.type == T2S_CFG_OPTIM_ADAMW ? T2S_OPTIM_ADAMW : T2S_OPTIM_SGD,
+  t2s_optim_cfg oc = {c->optimizer.type,
                       c->optimizer.lr, c->optimizer.momentum, c->optimizer.weight_decay,
                       c->optimizer.betas[0], c->optimizer.betas[1], c->optimizer.eps,
                       c->optimizer.grad_clip};
   t->lr = c->optimizer.lr * lr_scale(c, t->comm.world);
   oc.lr = t->lr;
-  t->sched.policy = c->lr_config.policy == T2S_CFG_LR_CONSTANT ? T2S_LR_CONSTANT : T2S_LR_POLY;
+  t->sched.policy = c->lr_config.policy;
   t->sched.power = c->lr_config.power;
   t->sched.min_lr = c->lr_config.min_lr;
   t->sched.max_iters = c->runner.max_iters;
@@ -366,10 +367,7 @@ static t2s_status choose_device(const t2s_train_config *cfg, t2s_device *dev, t2
 
 static t2s_status set_precision(t2s_trainer *t, t2s_error *err) {
   if (t->ctx->device != T2S_DEV_CUDA) return T2S_OK;
-  t2s_precision p = t->cfg->precision == T2S_CFG_PRECISION_TF32   ? T2S_PRECISION_TF32
-                    : t->cfg->precision == T2S_CFG_PRECISION_BF16 ? T2S_PRECISION_BF16
-                                                                  : T2S_PRECISION_FP32;
-  if (t2s_cuda_set_precision(t->ctx, p) != T2S_OK)
+  if (t2s_cuda_set_precision(t->ctx, t->cfg->precision) != T2S_OK)
     return t2s_error_set(err, t->ctx->err.status, "precision: %s", t->ctx->err.msg);
   return T2S_OK;
 }
@@ -403,7 +401,7 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   t->ctx->seed = (uint64_t)cfg->seed;
   t->ctx->deterministic = cfg->deterministic;
   if ((st = set_precision(t, err)) != T2S_OK) return st;
-  t2s_dist_attach(&t->comm, t->ctx, cfg->model.backbone.norm == T2S_CFG_NORM_SYNCBN);
+  t2s_dist_attach(&t->comm, t->ctx, cfg->model.backbone.norm == T2S_NORM_SYNCBN);
   if (is_root(t) && (st = make_dirs(cfg->work_dir, err)) != T2S_OK) return st;
   if (is_root(t) && !opts->resume && !opts->overwrite && (st = t2s_workdir_check_fresh(cfg->work_dir, err)) != T2S_OK)
     return st;
@@ -439,10 +437,6 @@ t2s_status t2s_trainer_save(t2s_trainer *t, t2s_error *err) {
   return st;
 }
 
-static t2s_status allreduce_i64(void *user, int64_t *buf, size_t n, t2s_error *err) {
-  return t2s_dist_allreduce_i64(user, buf, n, err);
-}
-
 /* A metrics line that cannot be written (a full disk) is reported once per failing
  * streak on stderr; training goes on, and the checkpoint writer reports the disk
  * on its own. */
@@ -465,12 +459,8 @@ t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
   char pred_dir[1100];
   /* named like t2sda_eval's: iteration, model (the student is evaluated here), mode */
   snprintf(pred_dir, sizeof pred_dir, "%s/predictions_%08lld_student_%s", c->work_dir, (long long)t->iter,
-           c->evaluation.mode == T2S_CFG_INFER_SLIDE ? "slide" : "whole");
-  t2s_eval_cfg ec = {c->evaluation.mode == T2S_CFG_INFER_SLIDE ? T2S_INFER_SLIDE : T2S_INFER_WHOLE,
-                     {c->evaluation.crop[0], c->evaluation.crop[1]},
-                     {c->evaluation.stride[0], c->evaluation.stride[1]},
-                     c->evaluation.save_predictions, pred_dir, t->comm.rank, t->comm.world,
-                     t->comm.world > 1 ? allreduce_i64 : NULL, &t->comm, NULL};
+           c->evaluation.mode == T2S_INFER_SLIDE ? "slide" : "whole");
+  t2s_eval_cfg ec = t2s_run_eval_cfg(c, &t->comm, pred_dir);
   ec.progress = is_root(t) && !t->opts.quiet ? stdout : NULL;
   if (ec.save_predictions && is_root(t) && make_dirs(pred_dir, err) != T2S_OK) return err->status;
   t2s_confusion conf;
@@ -491,23 +481,7 @@ t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
         metrics_flush(t);
       }
     }
-    for (int k = 0; k < c->evaluation.n_subsets && st == T2S_OK; k++) {
-      uint8_t use[T2S_MAX_CLASSES];
-      if (!t2s_class_subset(c->evaluation.subsets[k], t->val.meta.num_classes, use)) {
-        st = t2s_error_set(err, T2S_ERR_INVALID, "evaluation.subsets: '%s' does not apply to %d classes "
-                           "(synthia16 and synthia13 need the 19 Cityscapes classes)",
-                           c->evaluation.subsets[k], t->val.meta.num_classes);
-        break;
-      }
-      t2s_seg_metrics ms;
-      if ((st = t2s_metrics_compute(&conf, use, &ms, err)) != T2S_OK) break;
-      if (is_root(t) && !t->opts.quiet) {
-        char title[64];
-        snprintf(title, sizeof title, "%s: ", c->evaluation.subsets[k]);
-        t2s_metrics_print(stdout, &ms, (const char(*)[32])t->val.meta.class_names, use, title);
-      }
-      t2s_metrics_free(&ms);
-    }
+    st = t2s_run_eval_subsets(c, &conf, &t->val.meta, is_root(t) && !t->opts.quiet, NULL, t->iter, err);
     t2s_metrics_free(&m);
   }
   t2s_confusion_free(&conf);
@@ -640,7 +614,9 @@ static t2s_status iterate(t2s_trainer *t, t2s_uda_losses *l, double *lr, t2s_err
   if ((st = t2s_params_zero_grad(&t->student.params, err)) != T2S_OK) return st;
   t->ctx->step = (uint64_t)t->iter;
   t->ctx->sample_offset = (int64_t)t->comm.rank * t->cfg->data.samples_per_gpu;
-  st = t2s_uda_step(t, &sb, t->tgt ? &tb : NULL, l, err);
+  t2s_uda_nets nets = {&t->student, t->have_teacher ? &t->teacher : NULL, t->have_imnet ? &t->imnet : NULL,
+                       t->sync};
+  st = t2s_uda_step(t->ctx, &t->uda, &nets, &sb, t->tgt ? &tb : NULL, l, err);
   t2s_ctx_end_pass(t->ctx);
   if (st) return st;
   poison(t, l);

@@ -1,19 +1,15 @@
 /* One UDA iteration; see launch/uda_step.h and docs/method.md. Per rank the batch is
  * B source and B target crops (f32 NCHW RGB in [0, 255]); global sample index of
  * local image k is rank * B + k, which keys every random choice. Loss terms are
- * back-propagated one after another (gradients accumulate); the gradient all-reduce
- * is armed before the last backward. Every statistic goes through
- * t2s_batch_stats_reduce on every rank in the same order. */
+ * back-propagated one after another (gradients accumulate). Every statistic goes
+ * through t2s_batch_stats_reduce on every rank in the same order. The driver,
+ * t2s_uda_step, is at the end: one call per step of docs/method.md. */
 #include "launch/uda_step.h"
 
-#include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "core/device.h"
 #include "core/optim.h"
 #include "launch/device_batch.h"
-#include "launch/trainer.h"
 #include "losses/batch_stats.h"
 #include "losses/classmix.h"
 #include "losses/feature_distance.h"
@@ -21,18 +17,33 @@
 
 enum { STREAM_MIX = 2 };
 
-t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int world_size,
-                        t2s_error *err) {
-  memset(u, 0, sizeof *u);
-  u->type = c->uda.type;
-  u->num_classes = c->model.num_classes;
-  u->ignore_index = c->data.ignore_index;
-  u->seed = (uint64_t)c->seed;
-  u->rank = rank;
-  u->world_size = world_size;
-  u->samples_per_gpu = c->data.samples_per_gpu;
-  u->alpha = c->uda.alpha;
-  u->teacher_bn_batch = c->uda.teacher_bn == T2S_CFG_TEACHER_BN_BATCH;
+/* uda.t2s.* as the pulling loss's settings. */
+static t2s_pull_cfg pull_cfg(const t2s_train_config *c) {
+  t2s_pull_cfg p = t2s_pull_cfg_defaults();
+  p.num_queries = c->uda.t2s.num_queries;
+  p.num_negatives = c->uda.t2s.num_negatives;
+  p.tau = (float)c->uda.t2s.tau;
+  p.negatives = c->uda.t2s.negatives;
+  p.label_down = c->uda.t2s.label_down;
+  p.majority_ratio = (float)c->uda.t2s.majority_ratio;
+  p.proto_momentum = (float)c->uda.t2s.proto_momentum;
+  p.ignore_index = c->data.ignore_index;
+  return p;
+}
+
+/* uda.reweight.* as the re-weighting's settings. */
+static t2s_reweight_cfg reweight_cfg(const t2s_train_config *c) {
+  t2s_reweight_cfg r = t2s_reweight_cfg_defaults();
+  r.enabled = c->uda.reweight.enabled;
+  r.momentum = c->uda.reweight.momentum;
+  r.gamma = c->uda.reweight.gamma;
+  r.apply_to = c->uda.reweight.apply_to;
+  r.ignore_index = c->data.ignore_index;
+  return r;
+}
+
+/* The pseudo-labels' and the mix's augmentation settings. */
+static void self_training_cfg(const t2s_train_config *c, t2s_uda *u) {
   u->pl = t2s_pseudo_label_cfg_defaults();
   u->pl.threshold = (float)c->uda.pseudo_threshold;
   u->pl.ignore_top = c->uda.pseudo_weight_ignore_top;
@@ -43,47 +54,39 @@ t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int wor
   u->jitter.prob = c->uda.color_jitter_probability;
   u->blur = t2s_blur_cfg_default();
   u->use_blur = c->uda.blur;
-  u->pseudo_target = c->uda.pseudo_target.type;
-  u->fda_beta = c->uda.pseudo_target.beta;
-  u->color_lab = c->uda.pseudo_target.color_space == T2S_CFG_CS_LAB;
+}
+
+t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int world_size,
+                        t2s_error *err) {
+  memset(u, 0, sizeof *u);
+  u->type = c->uda.type;
+  u->num_classes = c->model.num_classes;
+  u->ignore_index = c->data.ignore_index;
+  u->seed = (uint64_t)c->seed;
+  u->rank = rank;
+  u->world_size = world_size;
+  u->alpha = c->uda.alpha;
+  u->teacher_bn_batch = c->uda.teacher_bn == T2S_CFG_TEACHER_BN_BATCH;
+  self_training_cfg(c, u);
   u->lambda_fd = c->uda.type == T2S_CFG_UDA_SOURCE_ONLY ? 0.0 : c->uda.imnet_feature_dist_lambda;
   for (int i = 0; i < c->uda.n_imnet_feature_dist_classes; i++)
     u->fd_class[c->uda.imnet_feature_dist_classes[i]] = 1;
   u->lambda_t2s = c->uda.t2s.lambda;
-  u->pull = t2s_pull_cfg_defaults();
-  u->pull.num_queries = c->uda.t2s.num_queries;
-  u->pull.num_negatives = c->uda.t2s.num_negatives;
-  u->pull.tau = (float)c->uda.t2s.tau;
-  u->pull.negatives = c->uda.t2s.negatives == T2S_CFG_NEG_PROTOTYPES ? T2S_PULL_NEG_PROTOTYPES : T2S_PULL_NEG_KEYS;
-  u->pull.label_down = c->uda.t2s.label_down == T2S_CFG_LD_MAJORITY ? T2S_LABEL_DOWN_MAJORITY : T2S_LABEL_DOWN_NEAREST;
-  u->pull.majority_ratio = (float)c->uda.t2s.majority_ratio;
-  u->pull.proto_momentum = (float)c->uda.t2s.proto_momentum;
-  u->pull.ignore_index = c->data.ignore_index;
-  u->rw = t2s_reweight_cfg_defaults();
-  u->rw.enabled = c->uda.reweight.enabled;
-  u->rw.momentum = c->uda.reweight.momentum;
-  u->rw.gamma = c->uda.reweight.gamma;
-  u->rw.apply_to = c->uda.reweight.apply_to == T2S_CFG_RW_ALL ? T2S_REWEIGHT_ALL : T2S_REWEIGHT_T2S_ONLY;
-  u->rw.ignore_index = c->data.ignore_index;
+  u->pull = pull_cfg(c);
+  u->rw = reweight_cfg(c);
   t2s_status st = t2s_reweight_init(&u->rw_state, u->num_classes, err);
-  if (st == T2S_OK && u->type == T2S_CFG_UDA_T2SDA)
-    st = t2s_prototypes_init(&u->protos, u->num_classes, c->uda.t2s.proj_dim, u->pull.proto_momentum, err);
-  if (st == T2S_OK && u->type != T2S_CFG_UDA_SOURCE_ONLY) {
-    t2s_pseudo_target_cfg pc = t2s_pseudo_target_cfg_defaults();
-    pc.method = u->pseudo_target == T2S_CFG_PT_FOURIER ? T2S_PT_FOURIER
-                : u->pseudo_target == T2S_CFG_PT_COLOR ? T2S_PT_COLOR : T2S_PT_NONE;
-    pc.beta = (float)u->fda_beta;
-    pc.color_space = u->color_lab ? T2S_PT_LAB : T2S_PT_RGB;
-    if (u->type == T2S_CFG_UDA_T2SDA)
-      st = t2s_pseudo_target_create((t2s_pseudo_target **)&u->fourier, &pc, c->data.crop[1], c->data.crop[0], err);
-  }
+  if (st != T2S_OK || u->type != T2S_CFG_UDA_T2SDA) return st;
+  st = t2s_prototypes_init(&u->protos, u->num_classes, c->uda.t2s.proj_dim, u->pull.proto_momentum, err);
+  t2s_pseudo_target_cfg pc = {c->uda.pseudo_target.type, (float)c->uda.pseudo_target.beta,
+                              c->uda.pseudo_target.color_space};
+  if (st == T2S_OK) st = t2s_pseudo_target_create(&u->restyle, &pc, c->data.crop[1], c->data.crop[0], err);
   return st;
 }
 
 void t2s_uda_free(t2s_uda *u) {
   t2s_reweight_free(&u->rw_state);
   if (u->protos.proto) t2s_prototypes_free(&u->protos);
-  if (u->fourier) t2s_pseudo_target_destroy(u->fourier);
+  if (u->restyle) t2s_pseudo_target_destroy(u->restyle);
   memset(u, 0, sizeof *u);
 }
 
@@ -101,86 +104,87 @@ int t2s_uda_state_arrays(t2s_uda *u, t2s_state_array *out, int max) {
   return n;
 }
 
-/* ---- helpers ----
- * Where the run is on CUDA, images and labels live on the device (NHWC images) and
- * the host keeps views of the loader's batch for the host halves of the step: pixel
- * counts, majority label downsampling and the Fourier pseudo-target image (FFTW).
- * launch/device_batch.h is the edge; on the CPU every helper is the former host copy. */
+/* ---- what the steps hand on to each other ----
+ * Every step starts by checking ctx->err and records its failure there (sticky), so
+ * the driver reads as the method and checks once at the end. Host/device crossings
+ * go through launch/device_batch.h. */
 
-static int on_cpu(const t2s_ctx *ctx) { return ctx->device == T2S_DEV_CPU; }
+typedef struct uda_iter {
+  int n, h, w;
+  int64_t iter, offset;         /* iteration; global index of this rank's first sample */
+  t2s_tensor *xs_raw, *xs;      /* source crops in [0, 255], and normalised */
+  t2s_tensor *ys, *ys_host;     /* source labels (N, H, W), and their host view */
+  t2s_tensor *xt_raw, *xt;      /* target crops */
+  t2s_tensor *x_st;             /* pseudo-target image, normalised */
+  t2s_tensor *class_w;          /* class weights of the CE terms (reweight.apply_to: all) */
+  t2s_tensor *yhat, *pl_weight; /* pseudo-labels and their pixel weights */
+} uda_iter;
 
-static t2s_tensor *normalized(t2s_ctx *ctx, const t2s_tensor *raw) {
-  if (raw == NULL) return NULL;
-  t2s_tensor *x = t2s_tensor_new(ctx, T2S_F32, 4, raw->shape);
-  if (x == NULL || t2s_device_copy(ctx->device, x->data, raw->device, raw->data,
-                                   (size_t)t2s_numel(raw) * sizeof(float), &ctx->err) != T2S_OK)
-    return NULL;
-  return t2s_batch_normalize(ctx, x) == T2S_OK ? x : NULL;
+/* The pulling loss's inputs: keys, queries and labels at feature size. */
+typedef struct uda_pull {
+  t2s_tensor *keys, *queries, *labels;
+  t2s_tensor *student_logits;   /* the student on x_st, for the re-weighting */
+} uda_pull;
+
+/* Backward of one loss term; the gradient all-reduce is armed before the last. */
+typedef struct uda_backprop {
+  t2s_grad_sync *sync;
+  int done, total;
+} uda_backprop;
+
+/* A failing call that did not record itself in ctx->err is recorded there. */
+static t2s_status sticky(t2s_ctx *ctx, t2s_status st) {
+  if (st != T2S_OK && t2s_ctx_ok(ctx)) t2s_error_set(&ctx->err, st, "uda step: %s", t2s_status_name(st));
+  return ctx->err.status;
 }
 
-/* A host (N, H, W) u8 view of the loader's labels, or the tensor itself on the CPU. */
-static t2s_tensor *host_labels(t2s_ctx *ctx, t2s_tensor *y, const uint8_t *host, int n, int h, int w) {
-  if (on_cpu(ctx) || y == NULL) return y;
-  int64_t shape[3] = {n, h, w};
-  return t2s_host_view(ctx, T2S_U8, 3, shape, (void *)host);
+static t2s_status need(t2s_ctx *ctx, int ok, const char *what) {
+  if (!t2s_ctx_ok(ctx) || ok) return ctx->err.status;
+  return t2s_error_set(&ctx->err, T2S_ERR_NOMEM, "uda step: no memory for %s", what);
 }
 
-/* A host (N, 3, H, W) f32 view of the loader's images, or the tensor itself on the CPU. */
-static t2s_tensor *host_images(t2s_ctx *ctx, t2s_tensor *x, const float *host, int n, int h, int w) {
-  if (on_cpu(ctx) || x == NULL) return x;
-  int64_t shape[4] = {n, 3, h, w};
-  return t2s_host_view(ctx, T2S_F32, 4, shape, (void *)host);
-}
-
-/* Labels at feature resolution. Nearest is a core op (device slot); majority is host
- * code (losses/pull_loss.c), so on CUDA it runs in a short-lived CPU context on the
- * host labels and the (small) result is uploaded. */
-static t2s_tensor *labels_down(t2s_ctx *ctx, t2s_tensor *y, t2s_tensor *y_host, int h, int w,
-                               t2s_label_down mode, float ratio, int ignore) {
-  if (on_cpu(ctx) || mode == T2S_LABEL_DOWN_NEAREST)
-    return t2s_labels_downsample(ctx, y, h, w, mode, ratio, ignore);
-  if (!t2s_ctx_ok(ctx) || y_host == NULL) return NULL;
-  t2s_error e = {0};
-  t2s_ctx *host = t2s_ctx_create(T2S_DEV_CPU, (size_t)1 << 20, &e);
-  if (host == NULL) return t2s_ctx_fail(ctx, e.status, "labels_downsample on the host: %s", e.msg);
-  t2s_tensor *small = t2s_labels_downsample(host, y_host, h, w, mode, ratio, ignore);
-  t2s_tensor *out = small ? t2s_tensor_upload(ctx, small) : t2s_ctx_fail(ctx, host->err.status, "%s", host->err.msg);
-  t2s_ctx_destroy(host);
-  return out;
+/* The rank's crops on the run's device; tgt is read when the method adapts. */
+static t2s_status load_batches(t2s_ctx *ctx, const t2s_batch *src, const t2s_batch *tgt, int adapt,
+                               int64_t rank, uda_iter *it) {
+  memset(it, 0, sizeof *it);
+  it->n = src->n, it->h = src->h, it->w = src->w;
+  it->iter = src->iteration;
+  it->offset = rank * src->n;
+  if (!adapt) tgt = NULL;
+  else if (tgt == NULL || tgt->n != it->n || tgt->h != it->h || tgt->w != it->w)
+    return t2s_error_set(&ctx->err, T2S_ERR_INVALID, "the target batch does not match the source batch");
+  it->xs_raw = t2s_batch_images(ctx, src->images, it->n, it->h, it->w);
+  it->ys = t2s_batch_labels(ctx, src->labels, it->n, it->h, it->w);
+  it->ys_host = t2s_batch_host_labels(ctx, it->ys, src->labels, it->n, it->h, it->w);
+  it->xs = t2s_batch_normalized(ctx, it->xs_raw);
+  if (tgt != NULL) {
+    it->xt_raw = t2s_batch_images(ctx, tgt->images, it->n, it->h, it->w);
+    it->xt = t2s_batch_normalized(ctx, it->xt_raw);
+  }
+  return need(ctx, it->xs && it->ys && it->ys_host && (tgt == NULL || it->xt), "the batch");
 }
 
 /* CE over labels with the global count of non-ignored pixels as the divisor
- * (each rank's share x world size, so averaged gradients equal the full batch's).
- * labels_host: the labels in host memory, or NULL (then copied from the device). */
+ * (each rank's share x world size, so averaged gradients equal the full batch's). */
 static t2s_tensor *seg_ce(t2s_ctx *ctx, const t2s_uda *u, t2s_tensor *logits, t2s_tensor *labels,
-                          const uint8_t *labels_host, t2s_tensor *pixel_weight, t2s_tensor *class_weight) {
+                          t2s_tensor *labels_host, t2s_tensor *pixel_weight, t2s_tensor *class_weight) {
   if (logits == NULL || labels == NULL) return NULL;
   t2s_tensor *up = t2s_resize_bilinear(ctx, logits, (int)labels->shape[1], (int)labels->shape[2], 0);
+  const uint8_t *y = t2s_tensor_host_data(ctx, labels_host ? labels_host : labels);
+  if (y == NULL) return NULL;
   double valid = 0;
-  const uint8_t *y = labels_host ? labels_host : labels->device == T2S_DEV_CPU ? t2s_u8(labels) : NULL;
-  if (y == NULL) {
-    /* one byte per pixel back to the host (the ClassMix labels on CUDA) */
-    uint8_t *copy = t2s_host_scratch(ctx, (size_t)t2s_numel(labels) + 1);
-    if (copy == NULL || t2s_tensor_download(ctx, labels, copy) != T2S_OK) return NULL;
-    y = copy;
-  }
   for (int64_t i = 0; i < t2s_numel(labels); i++) valid += y[i] != u->ignore_index;
   if (t2s_batch_stats_reduce(ctx, &valid, 1) != T2S_OK) return NULL;
   t2s_ce_args a = {u->ignore_index, T2S_CE_MEAN_VALID, valid > 0 ? valid / u->world_size : 1.0};
   return t2s_cross_entropy(ctx, up, labels, pixel_weight, class_weight, &a);
 }
 
-static t2s_status backward_term(t2s_trainer *t, t2s_tensor *loss, int last, t2s_error *err) {
-  t2s_ctx *ctx = t->ctx;
-  if (!t2s_ctx_ok(ctx) || loss == NULL)
-    return t2s_error_set(err, ctx->err.status ? ctx->err.status : T2S_ERR_INVALID, "%s", ctx->err.msg);
-  t2s_status st = t2s_grad_sync_begin(t->sync, ctx, last, err);
-  if (st == T2S_OK && t2s_backward(ctx, loss, 1.0f) != T2S_OK)
-    st = t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-  return st;
+static t2s_status backward_term(t2s_ctx *ctx, uda_backprop *b, t2s_tensor *loss) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  if (loss == NULL) return t2s_error_set(&ctx->err, T2S_ERR_INVALID, "uda step: a loss term is missing");
+  if (sticky(ctx, t2s_grad_sync_begin(b->sync, ctx, ++b->done == b->total, &ctx->err))) return ctx->err.status;
+  return sticky(ctx, t2s_backward(ctx, loss, 1.0f));
 }
-
-static double value(t2s_ctx *ctx, const t2s_tensor *loss) { return t2s_tensor_scalar(ctx, loss); }
 
 /* Teacher or frozen network forward without the tape, BN on running statistics. */
 static t2s_status frozen_forward(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *x, t2s_seg_out *out) {
@@ -207,151 +211,210 @@ static t2s_status teacher_forward(t2s_ctx *ctx, const t2s_uda *u, const t2s_segm
   return st;
 }
 
-/* ---- the iteration ---- */
+/* Logits resized to (h, w) outside the tape (pseudo-labels, re-weighting). */
+static t2s_tensor *resized_no_grad(t2s_ctx *ctx, t2s_tensor *logits, int h, int w) {
+  int prev = t2s_set_grad_enabled(ctx, 0);
+  t2s_tensor *out = t2s_resize_bilinear(ctx, logits, h, w, 0);
+  t2s_set_grad_enabled(ctx, prev);
+  return out;
+}
 
-t2s_status t2s_uda_step(t2s_trainer *t, const t2s_batch *src, const t2s_batch *tgt,
-                        t2s_uda_losses *out, t2s_error *err) {
-  t2s_ctx *ctx = t->ctx;
-  t2s_uda *u = &t->uda;
-  const int B = src->n, H = src->h, W = src->w;
-  const int64_t iter = src->iteration, offset = (int64_t)u->rank * B;
-  const int adapt = u->type != T2S_CFG_UDA_SOURCE_ONLY, pull = u->type == T2S_CFG_UDA_T2SDA;
-  const int n_backward = 1 + adapt + pull;
-  int done = 0;
-  memset(out, 0, sizeof *out);
-  if (adapt && (tgt == NULL || tgt->n != B || tgt->h != H || tgt->w != W))
-    return t2s_error_set(err, T2S_ERR_INVALID, "the target batch does not match the source batch");
+/* ---- the steps of the method (docs/method.md), one function each ---- */
 
-  t2s_status st = T2S_OK;
-  /* 1. EMA teacher: a copy at iteration 0, then alpha_t = min(1 - 1/(t+1), alpha) */
-  if (adapt && (st = t2s_ema_update(&t->teacher.params, &t->student.params, u->alpha, iter, 1, err)))
-    return st;
+/* 1. EMA teacher: a copy at iteration 0, then alpha_t = min(1 - 1/(t+1), alpha). */
+static t2s_status ema_teacher(t2s_ctx *ctx, t2s_segmentor *teacher, const t2s_segmentor *student,
+                              double alpha, int64_t iter) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  return sticky(ctx, t2s_ema_update(&teacher->params, &student->params, alpha, iter, 1, &ctx->err));
+}
 
-  t2s_tensor *xs_raw = t2s_batch_images(ctx, src->images, B, H, W);
-  t2s_tensor *ys = t2s_batch_labels(ctx, src->labels, B, H, W);
-  t2s_tensor *ys_h = host_labels(ctx, ys, src->labels, B, H, W);
-  t2s_tensor *xs = xs_raw ? normalized(ctx, xs_raw) : NULL;
-  t2s_tensor *cw = u->rw.apply_to == T2S_REWEIGHT_ALL && u->rw.enabled ? t2s_reweight_tensor(ctx, &u->rw_state) : NULL;
+/* 2. Pseudo-target image: each source crop restyled like a paired target crop of the
+ * global batch. FFTW works on host images (on CUDA the loader's host batch, no
+ * download); the restyled batch goes to the device once. */
+static t2s_status pseudo_target_image(t2s_ctx *ctx, const t2s_uda *u, const t2s_batch *src,
+                                      const t2s_batch *tgt, uda_iter *it) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  t2s_pseudo_target *pt = u->restyle;
+  int B = it->n;
+  int64_t ss = t2s_pseudo_target_style_size(pt), n_global = (int64_t)B * u->world_size;
+  float *local = t2s_host_scratch(ctx, (size_t)(ss * B + 1) * sizeof(float));
+  float *global = t2s_host_scratch(ctx, (size_t)(ss * n_global + 1) * sizeof(float));
+  t2s_tensor *x_st = t2s_host_batch_new(ctx, B, 3, it->h, it->w);
+  t2s_tensor *xs = t2s_batch_host_images(ctx, it->xs_raw, src->images, B, it->h, it->w);
+  t2s_tensor *xt = t2s_batch_host_images(ctx, it->xt_raw, tgt->images, B, it->h, it->w);
+  if (need(ctx, local && global && x_st && xs && xt, "the pseudo-target image")) return ctx->err.status;
+  if (sticky(ctx, t2s_pseudo_target_style(ctx, pt, xt, local)) ||
+      sticky(ctx, t2s_pseudo_target_gather_styles(ctx, pt, local, B, it->offset, n_global, global)) ||
+      sticky(ctx, t2s_pseudo_target_apply(ctx, pt, xs, global, n_global, u->seed, it->iter, it->offset, x_st)))
+    return ctx->err.status;
+  it->x_st = t2s_batch_normalized(ctx, t2s_tensor_to_device(ctx, x_st));
+  return ctx->err.status;
+}
 
-  /* 3 (+6). source CE, with the ImageNet feature distance on the same forward */
-  t2s_seg_out so;
-  if (t2s_segmentor_forward(ctx, &t->student, xs, &so) != T2S_OK)
-    return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-  t2s_tensor *l_src = seg_ce(ctx, u, so.logits, ys, src->labels, NULL, cw), *loss = l_src;
-  if (t->have_imnet && u->lambda_fd > 0 && l_src) {
-    t2s_seg_out io;
-    if (frozen_forward(ctx, &t->imnet, xs, &io) != T2S_OK) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-    t2s_tensor *ys_small = labels_down(ctx, ys, ys_h, (int)so.features->shape[2], (int)so.features->shape[3],
-                                       T2S_LABEL_DOWN_MAJORITY, 0.75f, u->ignore_index);
-    t2s_feature_distance_cfg fc = t2s_feature_distance_cfg_defaults();
-    fc.enabled = 1;
-    fc.lambda = (float)u->lambda_fd;
-    memcpy(fc.things, u->fd_class, sizeof fc.things);
-    fc.ignore_index = u->ignore_index;
-    t2s_tensor *l_fd = t2s_feature_distance(ctx, so.features, io.features, ys_small, &fc, u->world_size);
-    out->fd = value(ctx, l_fd);
-    loss = t2s_add(ctx, l_src, t2s_scale(ctx, l_fd, (float)u->lambda_fd));
-  }
-  out->src = value(ctx, l_src);
-  if ((st = backward_term(t, loss, ++done == n_backward, err))) return st;
+/* 3. Source loss: CE of the student on the source crop; so receives its forward. */
+static t2s_tensor *source_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *student,
+                               const uda_iter *it, t2s_seg_out *so) {
+  if (sticky(ctx, t2s_ctx_ok(ctx) ? t2s_segmentor_forward(ctx, student, it->xs, so) : T2S_OK)) return NULL;
+  return seg_ce(ctx, u, so->logits, it->ys, it->ys_host, NULL, it->class_w);
+}
 
-  if (adapt) {
-    /* 4. pseudo-labels from the teacher on the clean target crop */
-    t2s_tensor *xt_raw = t2s_batch_images(ctx, tgt->images, B, H, W);
-    t2s_tensor *xt = xt_raw ? normalized(ctx, xt_raw) : NULL;
-    t2s_seg_out to;
-    if (teacher_forward(ctx, u, &t->teacher, xt, &to) != T2S_OK) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-    int prev = t2s_set_grad_enabled(ctx, 0);
-    t2s_tensor *lt = t2s_resize_bilinear(ctx, to.logits, H, W, 0);
-    t2s_set_grad_enabled(ctx, prev);
-    int64_t map_shape[3] = {B, H, W};
-    t2s_tensor *yhat = t2s_batch_labels(ctx, NULL, B, H, W), *pw = t2s_tensor_new(ctx, T2S_F32, 3, map_shape);
-    if (lt == NULL || yhat == NULL || pw == NULL) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-    if ((st = t2s_pseudo_labels(ctx, &u->pl, lt, yhat, pw, NULL, &out->q))) return t2s_error_set(err, st, "%s", ctx->err.msg);
+/* 4. Pseudo-labels from the teacher on the clean target crop; *q the global
+ * confidence weight. */
+static t2s_status pseudo_labels(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *teacher,
+                                uda_iter *it, double *q) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  t2s_seg_out to;
+  if (sticky(ctx, teacher_forward(ctx, u, teacher, it->xt, &to))) return ctx->err.status;
+  t2s_tensor *logits = resized_no_grad(ctx, to.logits, it->h, it->w);
+  int64_t map_shape[3] = {it->n, it->h, it->w};
+  it->yhat = t2s_batch_labels(ctx, NULL, it->n, it->h, it->w);
+  it->pl_weight = t2s_tensor_new(ctx, T2S_F32, 3, map_shape);
+  if (need(ctx, logits && it->yhat && it->pl_weight, "the pseudo-labels")) return ctx->err.status;
+  return sticky(ctx, t2s_pseudo_labels(ctx, &u->pl, logits, it->yhat, it->pl_weight, NULL, q));
+}
 
-    /* 5. ClassMix + colour jitter + blur */
-    t2s_tensor *mask = t2s_batch_labels(ctx, NULL, B, H, W), *y_mix = t2s_batch_labels(ctx, NULL, B, H, W);
-    t2s_tensor *x_mix = t2s_tensor_new4(ctx, T2S_F32, B, 3, H, W), *w_mix = t2s_tensor_new(ctx, T2S_F32, 3, map_shape);
-    if (!mask || !y_mix || !x_mix || !w_mix) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-    if ((st = t2s_classmix_masks(ctx, ys, u->ignore_index, u->seed, iter, offset, mask)) ||
-        (st = t2s_classmix_apply(ctx, mask, xs_raw, xt_raw, ys, yhat, pw, x_mix, y_mix, w_mix)))
-      return t2s_error_set(err, st, "%s", ctx->err.msg);
-    t2s_aug_key key = {u->seed, STREAM_MIX, iter, offset};
-    if ((st = t2s_batch_color_jitter(ctx, x_mix, &u->jitter, key)) ||
-        (u->use_blur && (st = t2s_batch_gaussian_blur(ctx, x_mix, &u->blur, key))) ||
-        (st = t2s_batch_normalize(ctx, x_mix)))
-      return t2s_error_set(err, st, "%s", ctx->err.msg);
-    t2s_seg_out mo;
-    if (t2s_segmentor_forward(ctx, &t->student, x_mix, &mo) != T2S_OK)
-      return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-    t2s_tensor *l_mix = seg_ce(ctx, u, mo.logits, y_mix, NULL, w_mix, cw);
-    out->mix = value(ctx, l_mix);
-    if ((st = backward_term(t, l_mix, ++done == n_backward, err))) return st;
+/* 5. ClassMix of source and target with colour jitter and blur; the weighted CE of
+ * the student on the mixed image. */
+static t2s_tensor *mix_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *student,
+                            const uda_iter *it) {
+  if (!t2s_ctx_ok(ctx)) return NULL;
+  int B = it->n, H = it->h, W = it->w;
+  int64_t map_shape[3] = {B, H, W};
+  t2s_tensor *mask = t2s_batch_labels(ctx, NULL, B, H, W), *y_mix = t2s_batch_labels(ctx, NULL, B, H, W);
+  t2s_tensor *x_mix = t2s_tensor_new4(ctx, T2S_F32, B, 3, H, W), *w_mix = t2s_tensor_new(ctx, T2S_F32, 3, map_shape);
+  if (need(ctx, mask && y_mix && x_mix && w_mix, "the mixed batch")) return NULL;
+  t2s_aug_key key = {u->seed, STREAM_MIX, it->iter, it->offset};
+  t2s_status st = t2s_classmix_masks(ctx, it->ys, u->ignore_index, u->seed, it->iter, it->offset, mask);
+  if (!st) st = t2s_classmix_apply(ctx, mask, it->xs_raw, it->xt_raw, it->ys, it->yhat, it->pl_weight, x_mix,
+                                   y_mix, w_mix);
+  if (!st) st = t2s_batch_color_jitter(ctx, x_mix, &u->jitter, key);
+  if (!st && u->use_blur) st = t2s_batch_gaussian_blur(ctx, x_mix, &u->blur, key);
+  if (!st) st = t2s_batch_normalize(ctx, x_mix);
+  t2s_seg_out mo;
+  if (!st) st = t2s_segmentor_forward(ctx, student, x_mix, &mo);
+  if (sticky(ctx, st)) return NULL;
+  return seg_ce(ctx, u, mo.logits, y_mix, NULL, w_mix, it->class_w);
+}
 
-    if (pull) {
-      /* 2. pseudo-target image: the source crop restyled like a paired target crop.
-       * FFTW works on host images: on CUDA it reads the loader's host batch (no
-       * download) and the restyled batch is uploaded once (B x 3 x H x W floats). */
-      t2s_pseudo_target *pt = u->fourier;
-      int64_t ss = t2s_pseudo_target_style_size(pt), n_global = (int64_t)B * u->world_size;
-      float *local = t2s_host_scratch(ctx, (size_t)(ss * B + 1) * sizeof(float));
-      float *global = t2s_host_scratch(ctx, (size_t)(ss * n_global + 1) * sizeof(float));
-      int64_t img_shape[4] = {B, 3, H, W};
-      t2s_tensor *x_st_h = on_cpu(ctx) ? t2s_tensor_new4(ctx, T2S_F32, B, 3, H, W)
-                                       : t2s_host_view(ctx, T2S_F32, 4, img_shape,
-                                                       t2s_host_scratch(ctx, (size_t)B * 3 * H * W * sizeof(float)));
-      t2s_tensor *xs_h = host_images(ctx, xs_raw, src->images, B, H, W);
-      t2s_tensor *xt_h = host_images(ctx, xt_raw, tgt->images, B, H, W);
-      if (!local || !global || !x_st_h || !x_st_h->data || !xs_h || !xt_h)
-        return t2s_error_set(err, ctx->err.status ? ctx->err.status : T2S_ERR_NOMEM, "%s", ctx->err.msg);
-      if ((st = t2s_pseudo_target_style(ctx, pt, xt_h, local)) ||
-          (st = t2s_pseudo_target_gather_styles(ctx, pt, local, B, offset, n_global, global)) ||
-          (st = t2s_pseudo_target_apply(ctx, pt, xs_h, global, n_global, u->seed, iter, offset, x_st_h)))
-        return t2s_error_set(err, st, "%s", ctx->err.msg);
-      t2s_tensor *x_st_raw = on_cpu(ctx) ? x_st_h : t2s_tensor_upload(ctx, x_st_h);
-      t2s_tensor *x_st = normalized(ctx, x_st_raw);
+/* 6. ImageNet feature distance between the student's features on x_s (of step 3)
+ * and the frozen copy's, over "thing" pixels; scaled by lambda_fd. *value gets the
+ * unscaled term. */
+static t2s_tensor *feature_distance(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *imnet,
+                                    const uda_iter *it, t2s_tensor *student_features, double *value) {
+  if (!t2s_ctx_ok(ctx)) return NULL;
+  t2s_seg_out io;
+  if (sticky(ctx, frozen_forward(ctx, imnet, it->xs, &io))) return NULL;
+  t2s_tensor *labels = t2s_batch_labels_down(ctx, it->ys, it->ys_host, (int)student_features->shape[2],
+                                             (int)student_features->shape[3], T2S_LABEL_DOWN_MAJORITY, 0.75f,
+                                             u->ignore_index);
+  t2s_feature_distance_cfg fc = t2s_feature_distance_cfg_defaults();
+  fc.enabled = 1;
+  fc.lambda = (float)u->lambda_fd;
+  memcpy(fc.things, u->fd_class, sizeof fc.things);
+  fc.ignore_index = u->ignore_index;
+  t2s_tensor *l_fd = t2s_feature_distance(ctx, student_features, io.features, labels, &fc, u->world_size);
+  *value = t2s_tensor_scalar(ctx, l_fd);
+  return t2s_scale(ctx, l_fd, (float)u->lambda_fd);
+}
 
-      /* 7. keys from the teacher on the source crop (no gradient) */
-      t2s_seg_out ko;
-      if (teacher_forward(ctx, u, &t->teacher, xs, &ko) != T2S_OK) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-      prev = t2s_set_grad_enabled(ctx, 0);
-      t2s_tensor *keys = t2s_segmentor_project(ctx, &t->teacher, ko.features);
-      t2s_set_grad_enabled(ctx, prev);
-      /* queries from the student on the pseudo-target image */
-      t2s_seg_out qo;
-      if (keys == NULL || t2s_segmentor_forward(ctx, &t->student, x_st, &qo) != T2S_OK)
-        return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-      t2s_tensor *queries = t2s_segmentor_project(ctx, &t->student, qo.features);
-      int fh = (int)keys->shape[2], fw = (int)keys->shape[3];
-      t2s_tensor *ys_small = labels_down(ctx, ys, ys_h, fh, fw, u->pull.label_down, u->pull.majority_ratio,
-                                         u->ignore_index);
-      if (queries == NULL || ys_small == NULL) return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
-      if ((st = t2s_class_prototypes(ctx, keys, ys_small, u->ignore_index, &u->protos)))
-        return t2s_error_set(err, st, "%s", ctx->err.msg);
-      /* 8. class weights from the student's IoU on the pseudo-target image */
-      if (u->rw.enabled) {
-        prev = t2s_set_grad_enabled(ctx, 0);
-        t2s_tensor *lq = t2s_resize_bilinear(ctx, qo.logits, H, W, 0);
-        t2s_set_grad_enabled(ctx, prev);
-        if (lq == NULL || (st = t2s_reweight_update(ctx, &u->rw, lq, ys_h, &u->rw_state)))
-          return t2s_error_set(err, st ? st : ctx->err.status, "%s", ctx->err.msg);
-      }
-      t2s_tensor *l_t2s = t2s_pull_loss(ctx, queries, keys, ys_small, t2s_reweight_tensor(ctx, &u->rw_state),
-                                        t2s_prototypes_tensor(ctx, &u->protos),
-                                        t2s_prototypes_present_tensor(ctx, &u->protos), &u->pull, u->seed, iter,
-                                        offset, u->world_size);
-      out->t2s = value(ctx, l_t2s);
-      if ((st = backward_term(t, t2s_scale(ctx, l_t2s, (float)u->lambda_t2s), ++done == n_backward, err))) return st;
-    }
-  }
-  if ((st = t2s_grad_sync_finish(t->sync, err))) return st;
-  /* the logged values are means over ranks (= the global losses) */
-  double sums[5] = {out->src, out->mix, out->fd, out->t2s, 0};
-  if (u->world_size > 1 && (st = t2s_dist_allreduce_f64(&t->comm, sums, 4, err))) return st;
+/* 7a. Keys from the teacher on x_s (no gradient), queries from the student on x_st,
+ * the source labels at feature size, and this batch's class prototypes. */
+static t2s_status pull_features(t2s_ctx *ctx, t2s_uda *u, const t2s_segmentor *teacher,
+                                const t2s_segmentor *student, const uda_iter *it, uda_pull *p) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  t2s_seg_out ko, qo;
+  if (sticky(ctx, teacher_forward(ctx, u, teacher, it->xs, &ko))) return ctx->err.status;
+  int prev = t2s_set_grad_enabled(ctx, 0);
+  p->keys = t2s_segmentor_project(ctx, teacher, ko.features);
+  t2s_set_grad_enabled(ctx, prev);
+  if (need(ctx, p->keys != NULL, "the keys") ||
+      sticky(ctx, t2s_segmentor_forward(ctx, student, it->x_st, &qo)))
+    return ctx->err.status;
+  p->queries = t2s_segmentor_project(ctx, student, qo.features);
+  p->student_logits = qo.logits;
+  p->labels = t2s_batch_labels_down(ctx, it->ys, it->ys_host, (int)p->keys->shape[2], (int)p->keys->shape[3],
+                                    u->pull.label_down, u->pull.majority_ratio, u->ignore_index);
+  if (need(ctx, p->queries && p->labels, "the queries")) return ctx->err.status;
+  t2s_tensor *keys = t2s_tensor_host(ctx, p->keys), *labels = t2s_tensor_host(ctx, p->labels);
+  if (need(ctx, keys && labels, "the host keys")) return ctx->err.status;
+  return sticky(ctx, t2s_class_prototypes(ctx, keys, labels, u->ignore_index, &u->protos));
+}
+
+/* 8. Class weights from the student's per-class IoU on the pseudo-target image. */
+static t2s_status reweight(t2s_ctx *ctx, t2s_uda *u, const uda_iter *it, t2s_tensor *student_logits) {
+  if (!t2s_ctx_ok(ctx) || !u->rw.enabled) return ctx->err.status;
+  t2s_tensor *logits = resized_no_grad(ctx, student_logits, it->h, it->w);
+  if (need(ctx, logits != NULL, "the re-weighting logits")) return ctx->err.status;
+  return sticky(ctx, t2s_reweight_update(ctx, &u->rw, logits, it->ys_host, &u->rw_state));
+}
+
+/* 7b. The pulling loss with the current class weights, scaled by lambda_t2s; *value
+ * gets the unscaled term. */
+static t2s_tensor *pull_loss(t2s_ctx *ctx, t2s_uda *u, const uda_iter *it, const uda_pull *p,
+                             double *value) {
+  if (!t2s_ctx_ok(ctx)) return NULL;
+  t2s_tensor *w = t2s_tensor_to_device(ctx, t2s_reweight_tensor(ctx, &u->rw_state));
+  t2s_tensor *protos = t2s_tensor_to_device(ctx, t2s_prototypes_tensor(ctx, &u->protos));
+  t2s_tensor *present = t2s_tensor_to_device(ctx, t2s_prototypes_present_tensor(ctx, &u->protos));
+  t2s_tensor *l = t2s_pull_loss(ctx, p->queries, p->keys, p->labels, w, protos, present, &u->pull, u->seed,
+                                it->iter, it->offset, u->world_size);
+  *value = t2s_tensor_scalar(ctx, l);
+  return t2s_scale(ctx, l, (float)u->lambda_t2s);
+}
+
+/* 9. After the last backward: wait for the gradient all-reduce; the logged values
+ * are the means over ranks (= the global losses). */
+static t2s_status finish(t2s_ctx *ctx, const t2s_uda *u, t2s_grad_sync *sync, t2s_uda_losses *out) {
+  if (!t2s_ctx_ok(ctx) || sticky(ctx, t2s_grad_sync_finish(sync, &ctx->err))) return ctx->err.status;
+  double sums[4] = {out->src, out->mix, out->fd, out->t2s};
+  if (t2s_batch_stats_reduce(ctx, sums, 4) != T2S_OK) return ctx->err.status;
   out->src = sums[0] / u->world_size;
   out->mix = sums[1] / u->world_size;
   out->fd = sums[2] / u->world_size;
   out->t2s = sums[3] / u->world_size;
   out->total = out->src + out->mix + u->lambda_fd * out->fd + u->lambda_t2s * out->t2s;
+  return T2S_OK;
+}
+
+/* ---- the iteration ----
+ * The steps of docs/method.md in their order, with two placements the data dictates:
+ * the feature distance (6) reads the student's features of the source forward (3) and is
+ * back-propagated with it, and the re-weighting (8) reads the student's logits of the
+ * pull's query forward (7) and weighs this iteration's pulling loss. Each loss term is
+ * back-propagated as its forward finishes (9); the all-reduce is armed before the last. */
+
+t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, const t2s_batch *src,
+                        const t2s_batch *tgt, t2s_uda_losses *out, t2s_error *err) {
+  const int adapt = u->type != T2S_CFG_UDA_SOURCE_ONLY, pull = u->type == T2S_CFG_UDA_T2SDA;
+  const int fd = nets->imnet != NULL && u->lambda_fd > 0;
+  uda_backprop bp = {nets->sync, 0, 1 + adapt + pull};
+  uda_iter it;
+  uda_pull p = {0};
+  t2s_seg_out so = {0};
+  memset(out, 0, sizeof *out);
+  load_batches(ctx, src, tgt, adapt, u->rank, &it);
+  if (u->rw.apply_to == T2S_REWEIGHT_ALL && u->rw.enabled)
+    it.class_w = t2s_tensor_to_device(ctx, t2s_reweight_tensor(ctx, &u->rw_state));
+
+  if (adapt) ema_teacher(ctx, nets->teacher, nets->student, u->alpha, it.iter);      /* 1 */
+  if (pull) pseudo_target_image(ctx, u, src, tgt, &it);                              /* 2 */
+  t2s_tensor *l_src = source_loss(ctx, u, nets->student, &it, &so);                  /* 3 */
+  out->src = t2s_tensor_scalar(ctx, l_src);
+  if (fd)                                                                            /* 6 */
+    l_src = t2s_add(ctx, l_src, feature_distance(ctx, u, nets->imnet, &it, so.features, &out->fd));
+  backward_term(ctx, &bp, l_src);
+  if (adapt) {
+    pseudo_labels(ctx, u, nets->teacher, &it, &out->q);                              /* 4 */
+    t2s_tensor *l_mix = mix_loss(ctx, u, nets->student, &it);                        /* 5 */
+    out->mix = t2s_tensor_scalar(ctx, l_mix);
+    backward_term(ctx, &bp, l_mix);
+  }
+  if (pull) {
+    pull_features(ctx, u, nets->teacher, nets->student, &it, &p);                    /* 7 */
+    reweight(ctx, u, &it, p.student_logits);                                         /* 8 */
+    backward_term(ctx, &bp, pull_loss(ctx, u, &it, &p, &out->t2s));                  /* 7 */
+  }
+  if (finish(ctx, u, nets->sync, out) != T2S_OK)                                     /* 9 */
+    return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
   return T2S_OK;
 }

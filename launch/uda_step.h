@@ -7,15 +7,16 @@
 #pragma once
 #include <stdint.h>
 
+#include "core/nn/segmentor.h"
 #include "data/augment.h"
 #include "data/loader.h"
+#include "dist/grad_sync.h"
 #include "launch/train_checkpoint.h"
 #include "launch/train_config.h"
 #include "losses/pseudo_label.h"
+#include "losses/pseudo_target.h"
 #include "losses/pull_loss.h"
 #include "losses/reweight.h"
-
-struct t2s_trainer;
 
 typedef struct t2s_uda_losses {
   double src, mix, fd, t2s;  /* loss terms (this rank's share scaled as the global loss) */
@@ -23,20 +24,18 @@ typedef struct t2s_uda_losses {
   double q;                  /* pseudo-label confidence fraction */
 } t2s_uda_losses;
 
+/* The method's settings (from the config) and its running state. */
 typedef struct t2s_uda {
   t2s_cfg_uda type;
   int num_classes, ignore_index;
   uint64_t seed;
-  int rank, world_size, samples_per_gpu;
+  int rank, world_size;
   double alpha;
   int teacher_bn_batch;      /* teacher BN on batch statistics (uda.teacher_bn: batch) */
   t2s_pseudo_label_cfg pl;
   t2s_jitter_cfg jitter;
   t2s_blur_cfg blur;
   int use_blur;
-  t2s_cfg_pseudo_target pseudo_target;
-  double fda_beta;
-  int color_lab;
   double lambda_fd;
   uint8_t fd_class[256];
   double lambda_t2s;
@@ -44,13 +43,24 @@ typedef struct t2s_uda {
   t2s_reweight_cfg rw;
   t2s_prototypes protos;
   t2s_reweight_state rw_state;
-  void *fourier;             /* FFTW plans for the pseudo-target image (losses/pseudo_target.h) */
+  t2s_pseudo_target *restyle;  /* FFTW plans of the pseudo-target image (t2sda only) */
 } t2s_uda;
+
+/* The networks one iteration trains and reads, and the rank's gradient all-reduce
+ * (the batch statistics cross ranks through ctx->stat_allreduce, dist/comm.h). */
+typedef struct t2s_uda_nets {
+  t2s_segmentor *student;
+  t2s_segmentor *teacher;    /* EMA teacher; NULL for source_only */
+  const t2s_segmentor *imnet;  /* frozen ImageNet copy; NULL without the feature distance */
+  t2s_grad_sync *sync;
+} t2s_uda_nets;
 
 t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *cfg, int rank, int world_size,
                         t2s_error *err);
 void t2s_uda_free(t2s_uda *u);
 /* The method's running state as named arrays for checkpoints; returns the count. */
 int t2s_uda_state_arrays(t2s_uda *u, t2s_state_array *out, int max);
-t2s_status t2s_uda_step(struct t2s_trainer *t, const t2s_batch *src, const t2s_batch *tgt,
-                        t2s_uda_losses *out, t2s_error *err);
+/* One iteration on this rank's B source and B target crops (tgt NULL for
+ * source_only). Failures land in ctx->err (sticky) and are returned through err. */
+t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, const t2s_batch *src,
+                        const t2s_batch *tgt, t2s_uda_losses *out, t2s_error *err);

@@ -20,6 +20,7 @@
 #include "core/device.h"
 #include "core/ops.h"
 #include "losses/batch_stats.h"
+#include "losses/host_view.h"
 
 enum { PURPOSE_QUERY = 1, PURPOSE_NEGATIVE = 2 };
 
@@ -162,7 +163,7 @@ t2s_status t2s_class_prototypes(t2s_ctx *ctx, const t2s_tensor *keys, const t2s_
   if (!t2s_ctx_ok(ctx)) return ctx->err.status;
   if (keys == NULL || labels == NULL || p == NULL || p->proto == NULL)
     return t2s_error_set(&ctx->err, T2S_ERR_INVALID, "class_prototypes: NULL argument");
-  if (!check_feature_labels(ctx, "class_prototypes", keys, labels, keys->device))
+  if (!check_feature_labels(ctx, "class_prototypes", keys, labels, T2S_DEV_CPU))
     return ctx->err.status;
   int C = p->num_classes, D = p->dim;
   if (keys->shape[1] != D)
@@ -170,49 +171,22 @@ t2s_status t2s_class_prototypes(t2s_ctx *ctx, const t2s_tensor *keys, const t2s_
                          "class_prototypes: keys have %lld channels, the prototypes %d",
                          (long long)keys->shape[1], D);
   int64_t n = keys->shape[0], hw = keys->shape[2] * keys->shape[3];
-  /* Device keys (stored NHWC) and labels are read through host copies: the sums are
-   * C x D numbers over the whole batch, small next to the copy, and the host loop
-   * keeps the CPU's summation order, so both backends give the same prototypes. */
-  void *copies = NULL;
+  /* Host keys (NCHW) and labels: the sums are C x D numbers over the whole batch and
+   * the host loop keeps one summation order, so every backend gives the same
+   * prototypes (the training step hands device keys over as host copies). */
   const uint8_t *y = t2s_u8(labels);
   const float *k = t2s_f32(keys);
-  int64_t st_d = hw, st_i = 1; /* NCHW: element (b, d, i) at (b D + d) hw + i */
-  if (keys->device != T2S_DEV_CPU) {
-    size_t kb = (size_t)(n * D * hw) * sizeof(float), yb = (size_t)(n * hw);
-    copies = malloc(kb + yb + 1);
-    if (copies == NULL)
-      return t2s_error_set(&ctx->err, T2S_ERR_NOMEM, "class_prototypes: no host memory for a "
-                           "copy of the %zu-byte keys", kb);
-    if (t2s_device_copy(T2S_DEV_CPU, copies, keys->device, keys->data, kb, &ctx->err) != T2S_OK ||
-        t2s_device_copy(T2S_DEV_CPU, (char *)copies + kb, labels->device, labels->data, yb,
-                        &ctx->err) != T2S_OK) {
-      free(copies);
-      return ctx->err.status;
-    }
-    k = copies;
-    y = (const uint8_t *)copies + kb;
-    if (keys->layout == T2S_LAYOUT_NHWC) st_d = 1, st_i = D; /* (b hw + i) D + d */
-  }
-  t2s_tensor yh = *labels;
-  yh.data = (void *)y;
-  yh.device = T2S_DEV_CPU;
-  if (!check_label_values(ctx, "class_prototypes", &yh, C, ignore_index)) {
-    free(copies);
-    return ctx->err.status;
-  }
+  if (!check_label_values(ctx, "class_prototypes", labels, C, ignore_index)) return ctx->err.status;
   /* one buffer, one reduction: sums (C x D) then counts (C) */
   double *buf = calloc((size_t)C * D + C, sizeof(double));
-  if (buf == NULL) {
-    free(copies);
-    return t2s_error_set(&ctx->err, T2S_ERR_NOMEM, "class_prototypes: no memory");
-  }
+  if (buf == NULL) return t2s_error_set(&ctx->err, T2S_ERR_NOMEM, "class_prototypes: no memory");
   double *count = buf + (size_t)C * D;
   for (int64_t b = 0; b < n; b++)
     for (int64_t d = 0; d < D; d++) {
-      const float *kd = k + b * D * hw + d * st_d;
+      const float *kd = k + (b * D + d) * hw;
       const uint8_t *yb = y + b * hw;
       for (int64_t i = 0; i < hw; i++)
-        if (yb[i] != ignore_index) buf[(size_t)yb[i] * D + d] += kd[i * st_i];
+        if (yb[i] != ignore_index) buf[(size_t)yb[i] * D + d] += kd[i];
     }
   for (int64_t i = 0; i < n * hw; i++)
     if (y[i] != ignore_index) count[y[i]] += 1.0;
@@ -230,39 +204,17 @@ t2s_status t2s_class_prototypes(t2s_ctx *ctx, const t2s_tensor *keys, const t2s_
       p->seen[c] = 1;
     }
   free(buf);
-  free(copies);
   return st;
-}
-
-static t2s_tensor *host_view(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int64_t *shape,
-                             void *data) {
-  if (!t2s_ctx_ok(ctx)) return NULL;
-  t2s_tensor *t = t2s_host_scratch(ctx, sizeof *t);
-  if (t == NULL) return NULL;
-  t2s_tensor_init(t, dtype, T2S_DEV_CPU, ndim, shape, data);
-  return t;
-}
-
-/* A host view on the CPU; on another device a copy in the pass arena (the fused op
- * wants every input on the run's device). */
-static t2s_tensor *run_device_view(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int64_t *shape,
-                                   void *data) {
-  if (ctx->device == T2S_DEV_CPU) return host_view(ctx, dtype, ndim, shape, data);
-  t2s_tensor *t = t2s_tensor_new(ctx, dtype, ndim, shape);
-  if (t == NULL) return NULL;
-  size_t bytes = (size_t)t2s_numel(t) * t2s_dtype_size(dtype);
-  return t2s_device_copy(ctx->device, t->data, T2S_DEV_CPU, data, bytes, &ctx->err) == T2S_OK ? t
-                                                                                              : NULL;
 }
 
 t2s_tensor *t2s_prototypes_tensor(t2s_ctx *ctx, t2s_prototypes *p) {
   int64_t shape[2] = {p->num_classes, p->dim};
-  return run_device_view(ctx, T2S_F32, 2, shape, p->proto);
+  return t2s_host_view(ctx, T2S_F32, 2, shape, p->proto);
 }
 
 t2s_tensor *t2s_prototypes_present_tensor(t2s_ctx *ctx, t2s_prototypes *p) {
   int64_t c = p->num_classes;
-  return run_device_view(ctx, T2S_U8, 1, &c, p->present);
+  return t2s_host_view(ctx, T2S_U8, 1, &c, p->present);
 }
 
 /* ---- sampling ----------------------------------------------------------------------- */

@@ -73,12 +73,12 @@ t2s_status t2s_prototypes_init(t2s_prototypes *p, int num_classes, int dim, floa
 void t2s_prototypes_free(t2s_prototypes *p);
 /* k_c = sum of k over pixels labelled c / their count, sums and counts reduced over
  * ranks in one call; classes absent from the global batch keep their previous value
- * and get present[c] = 0. keys (N, D, h, w) f32, labels (N, h, w) u8, both host or both
- * device (read through a host copy). */
+ * and get present[c] = 0. keys (N, D, h, w) f32 NCHW and labels (N, h, w) u8, both in
+ * host memory (from a device: t2s_tensor_host, launch/device_batch.h). */
 t2s_status t2s_class_prototypes(t2s_ctx *ctx, const t2s_tensor *keys, const t2s_tensor *labels,
                                 int ignore_index, t2s_prototypes *p);
-/* p->proto (C, D) f32 and p->present (C) u8 as tensors of the run: views of the host
- * arrays on the CPU, copies in the pass arena on CUDA. */
+/* p->proto (C, D) f32 and p->present (C) u8 as host views (losses/host_view.h); on
+ * another device the caller moves them there (t2s_tensor_to_device). */
 t2s_tensor *t2s_prototypes_tensor(t2s_ctx *ctx, t2s_prototypes *p);
 t2s_tensor *t2s_prototypes_present_tensor(t2s_ctx *ctx, t2s_prototypes *p);
 

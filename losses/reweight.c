@@ -6,6 +6,7 @@
 
 #include "core/device.h"
 #include "losses/batch_stats.h"
+#include "losses/host_view.h"
 #include "losses/pseudo_label.h"
 
 t2s_reweight_cfg t2s_reweight_cfg_defaults(void) {
@@ -129,26 +130,23 @@ t2s_status t2s_reweight_update(t2s_ctx *ctx, const t2s_reweight_cfg *cfg,
   int C = s->num_classes;
   if (logits->dtype != T2S_F32 || logits->ndim != 4 || logits->shape[1] != C ||
       labels->dtype != T2S_U8 || labels->ndim != 3 || labels->shape[0] != logits->shape[0] ||
-      (logits->device != T2S_DEV_CPU && logits->device != ctx->device))
+      (logits->device != T2S_DEV_CPU && logits->device != ctx->device) || labels->device != T2S_DEV_CPU)
     return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
                          "reweight: logits must be float32 (N, %d, h, w) on the host or the run's "
-                         "device and labels uint8 (N, H, W); got %s on %s and %s",
+                         "device and labels uint8 (N, H, W) in host memory; got %s on %s and %s on %s",
                          C, t2s_shape_str(logits, sz, sizeof sz), t2s_device_name(logits->device),
-                         t2s_shape_str(labels, sl, sizeof sl));
+                         t2s_shape_str(labels, sl, sizeof sl), t2s_device_name(labels->device));
   int64_t n = logits->shape[0], h = logits->shape[2], w = logits->shape[3];
   int64_t H = labels->shape[1], W = labels->shape[2];
   uint8_t *pred = malloc((size_t)(n * h * w) + 1);
-  uint8_t *y_copy = labels->device == T2S_DEV_CPU ? NULL : malloc((size_t)(n * H * W) + 1);
   double *buf = calloc((size_t)3 * C, sizeof(double));
-  if (pred == NULL || buf == NULL || (labels->device != T2S_DEV_CPU && y_copy == NULL)) {
+  if (pred == NULL || buf == NULL) {
     free(pred);
-    free(y_copy);
     free(buf);
     return t2s_error_set(&ctx->err, T2S_ERR_NOMEM, "reweight: out of host memory");
   }
   t2s_status st = T2S_OK;
-  if (y_copy) st = t2s_device_copy(T2S_DEV_CPU, y_copy, labels->device, labels->data, (size_t)(n * H * W), &ctx->err);
-  const uint8_t *y = y_copy ? y_copy : t2s_u8(labels);
+  const uint8_t *y = t2s_u8(labels);
   for (int64_t i = 0; st == T2S_OK && i < n * H * W; i++)
     if (y[i] != cfg->ignore_index && y[i] >= C)
       st = t2s_error_set(&ctx->err, T2S_ERR_INVALID,
@@ -161,22 +159,11 @@ t2s_status t2s_reweight_update(t2s_ctx *ctx, const t2s_reweight_cfg *cfg,
   }
   if (st == T2S_OK && cfg->enabled) update_weights(cfg, buf, s);
   free(pred);
-  free(y_copy);
   free(buf);
   return st;
 }
 
 t2s_tensor *t2s_reweight_tensor(t2s_ctx *ctx, t2s_reweight_state *s) {
-  if (!t2s_ctx_ok(ctx)) return NULL;
-  t2s_tensor *t = t2s_host_scratch(ctx, sizeof *t);
-  if (t == NULL) return NULL;
   int64_t c = s->num_classes;
-  t2s_tensor_init(t, T2S_F32, T2S_DEV_CPU, 1, &c, s->weight);
-  if (ctx->device == T2S_DEV_CPU) return t;
-  /* on another device a copy in the pass arena: the losses want every input there */
-  t2s_tensor *d = t2s_tensor_new(ctx, T2S_F32, 1, &c);
-  if (d == NULL || t2s_device_copy(ctx->device, d->data, T2S_DEV_CPU, s->weight, (size_t)c * sizeof(float),
-                                   &ctx->err) != T2S_OK)
-    return NULL;
-  return d;
+  return t2s_host_view(ctx, T2S_F32, 1, &c, s->weight);
 }

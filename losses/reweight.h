@@ -44,11 +44,13 @@ typedef struct t2s_reweight_state {
 t2s_status t2s_reweight_init(t2s_reweight_state *s, int num_classes, t2s_error *err);
 void t2s_reweight_free(t2s_reweight_state *s);
 
-/* logits (N, C, h, w) f32 (any resolution), labels (N, H, W) u8: the prediction at
+/* logits (N, C, h, w) f32 (any resolution; host or the run's device), labels (N, H, W)
+ * u8 in host memory: the prediction at
  * label pixel (y, x) is the argmax at logit pixel (floor(y h / H), floor(x w / W))
  * (nearest upsampling of the predicted class map). Updates the state. */
 t2s_status t2s_reweight_update(t2s_ctx *ctx, const t2s_reweight_cfg *cfg,
                                const t2s_tensor *logits, const t2s_tensor *labels,
                                t2s_reweight_state *s);
-/* A (C) f32 tensor view over s->weight (pass meta arena), for t2s_pull_loss and CE. */
+/* A (C) f32 host view over s->weight (losses/host_view.h), for t2s_pull_loss and CE;
+ * on another device the caller moves it there (t2s_tensor_to_device). */
 t2s_tensor *t2s_reweight_tensor(t2s_ctx *ctx, t2s_reweight_state *s);

@@ -174,7 +174,7 @@ static void test_generated_files(void) {
 static void check_gta2cs_values(const t2s_train_config *c) {
   CHECK(!strcmp(c->name, "gta2cs_t2sda_deeplabv2"));
   CHECK(!strcmp(c->work_dir, "work_dirs/gta2cs_t2sda_deeplabv2"));
-  CHECK(c->device == T2S_CFG_DEVICE_AUTO && c->precision == T2S_CFG_PRECISION_FP32);
+  CHECK(c->device == T2S_CFG_DEVICE_AUTO && c->precision == T2S_PRECISION_FP32);
   CHECK(c->data.n_source_shards == 1 && !strcmp(c->data.source_shards[0], "shards/gta5/gta5_train-*.h5"));
   CHECK(c->data.n_val_shards == 1 && !strcmp(c->data.val_shards[0], "shards/cityscapes/cityscapes_val-*.h5"));
   CHECK(c->data.crop[0] == 512 && c->data.crop[1] == 512 && c->data.samples_per_gpu == 2);
@@ -182,12 +182,12 @@ static void check_gta2cs_values(const t2s_train_config *c) {
   CHECK(c->model.backbone.type == T2S_CFG_BACKBONE_RESNET_V1C);
   CHECK(c->model.backbone.dilations[2] == 2 && c->model.backbone.dilations[3] == 4);
   CHECK(c->model.backbone.strides[1] == 2 && c->model.backbone.contract_dilation);
-  CHECK(c->model.backbone.norm == T2S_CFG_NORM_SYNCBN);
-  CHECK(c->model.decode_head.type == T2S_CFG_HEAD_DLV2 && c->model.decode_head.n_dilations == 2);
+  CHECK(c->model.backbone.norm == T2S_NORM_SYNCBN);
+  CHECK(c->model.decode_head.type == T2S_HEAD_DLV2 && c->model.decode_head.n_dilations == 2);
   CHECK(c->model.decode_head.dilations[0] == 6 && c->model.decode_head.dilations[1] == 12);
   CHECK(c->uda.type == T2S_CFG_UDA_T2SDA && c->uda.alpha == 0.999);
   CHECK(c->uda.pseudo_threshold == 0.968);
-  CHECK(c->optimizer.type == T2S_CFG_OPTIM_SGD && c->optimizer.lr == 2.5e-3);
+  CHECK(c->optimizer.type == T2S_OPTIM_SGD && c->optimizer.lr == 2.5e-3);
   CHECK(c->optimizer.weight_decay == 5e-4 && c->optimizer.betas[1] == 0.999);
   CHECK(c->lr_config.warmup == T2S_CFG_WARMUP_LINEAR && c->lr_config.warmup_iters == 1500);
   CHECK(c->lr_config.warmup_ratio == 1e-6 && c->runner.max_iters == 40000);
@@ -281,13 +281,13 @@ static void test_defaults_and_overrides(void) {
   CHECK(cfg->data.crop[0] == 512 && cfg->data.crop[1] == 512 && cfg->data.ignore_index == 255);
   CHECK(cfg->data.n_source_shards == 0 && cfg->model.pretrained[0] == '\0');
   CHECK(cfg->model.num_classes == 19 && cfg->model.backbone.depth == 101);
-  CHECK(cfg->model.backbone.base_channels == 64 && cfg->model.backbone.norm == T2S_CFG_NORM_BN);
+  CHECK(cfg->model.backbone.base_channels == 64 && cfg->model.backbone.norm == T2S_NORM_BN);
   CHECK(cfg->model.backbone.contract_dilation && !cfg->model.backbone.norm_eval);
   CHECK(cfg->model.decode_head.channels == 256 && cfg->model.decode_head.dropout == 0.1);
   CHECK(cfg->optimizer.lr == 2.5e-3 && cfg->optimizer.momentum == 0.9);
   CHECK(cfg->optimizer.eps == 1e-8 && cfg->optimizer.head_lr_mult == 10.0);
   CHECK(cfg->optimizer.grad_clip == 0.0 && cfg->optimizer.betas[0] == 0.9);
-  CHECK(cfg->lr_config.policy == T2S_CFG_LR_POLY && cfg->lr_config.power == 1.0);
+  CHECK(cfg->lr_config.policy == T2S_LR_POLY && cfg->lr_config.power == 1.0);
   CHECK(cfg->checkpoint.interval == 4000 && cfg->checkpoint.max_keep == 1);
 
   char path[2048];
@@ -417,10 +417,44 @@ static void test_generic_schema(void) {
   }
 }
 
+/* An ENUM row with values stores the program's own enum value, not the choice's
+ * index, and dumps it back by name. */
+typedef enum mini_colour { MINI_RED = 7, MINI_GREEN = -2, MINI_BLUE = 40 } mini_colour;
+typedef struct mini_enum { mini_colour c; int plain; } mini_enum;
+static const char *const colour_names[] = {"red", "green", "blue", NULL};
+static const int colour_values[] = {MINI_RED, MINI_GREEN, MINI_BLUE};
+
+static void test_enum_values(void) {
+  const t2s_cfg_row rows[] = {
+      {"c", T2S_CFG_TYPE_ENUM, T2S_CFG_AT(mini_enum, c), .choices = colour_names, .values = colour_values,
+       .def = "green"},
+      {"plain", T2S_CFG_TYPE_ENUM, T2S_CFG_AT(mini_enum, plain), .choices = colour_names, .def = "blue"},
+  };
+  mini_enum m;
+  t2s_error err = {0};
+  CHECK(t2s_config_apply_defaults(rows, 2, &m, &err) == T2S_OK);
+  CHECK_MSG(m.c == MINI_GREEN && m.plain == 2, "defaults: c %d, plain %d", (int)m.c, m.plain);
+  CHECK(t2s_config_set(rows, 2, &m, "c=blue", &err) == T2S_OK && m.c == MINI_BLUE);
+  CHECK(t2s_config_set(rows, 2, &m, "c=bleu", &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "did you mean 'blue'?"), "%s", err.msg);
+  t2s_error_clear(&err);
+  char *text = NULL;
+  m.c = MINI_RED;
+  CHECK(t2s_config_dump_string(rows, 2, &m, &text, &err) == T2S_OK);
+  CHECK_MSG(text && !strcmp(text, "c: red\nplain: blue\n"), "dump:\n%s", text ? text : "(null)");
+  free(text);
+  static const int twice[] = {1, 2, 1};
+  t2s_cfg_row bad = rows[0];
+  bad.values = twice;
+  CHECK(t2s_config_check_schema(&bad, 1, &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "values must be distinct"), "%s", err.msg);
+}
+
 int main(void) {
   const char *dir = getenv("T2S_SOURCE_DIR");
   if (dir != NULL) snprintf(source_dir, sizeof source_dir, "%s", dir);
   test_generic_schema();
+  test_enum_values();
   test_defaults_and_overrides();
   test_examples_and_round_trip();
   test_malformed_files();

@@ -13,9 +13,9 @@
  *   normaliser), a class present globally but not in these labels; 1e-5.
  * - feature_distance: C below and above 32, world_size 1 and 2, a counted pixel with
  *   f = g (zero distance: zero gradient, no division); 1e-5.
- * - the public path on a CUDA context: t2s_class_prototypes from device keys (the same
- *   prototypes as from host keys, bit for bit: the host loop keeps its order), then
- *   t2s_pull_loss with t2s_prototypes_tensor's device copies, backward through the
+ * - the public path on a CUDA context: t2s_class_prototypes from the device keys' host
+ *   copies (t2s_tensor_host: the same prototypes as from the host keys, bit for bit),
+ *   then t2s_pull_loss with t2s_prototypes_tensor uploaded, backward through the
  *   tape; loss and dq against the CPU.
  * - the per-pixel maps of the UDA step on device tensors: t2s_pseudo_labels (argmax,
  *   max probability, confidence fraction, weight rows) and t2s_classmix_masks /
@@ -23,6 +23,7 @@
  *   labels and masks exactly, floats to 1e-6.
  *
  * Skipped (exit 77) without a CUDA build or a visible GPU. */
+#include "launch/device_batch.h"
 #include "losses/classmix.h"
 #include "losses/feature_distance.h"
 #include "losses/pseudo_label.h"
@@ -166,13 +167,15 @@ static void public_path(t2s_ctx *cpu, t2s_ctx *gpu) {
   dq_t.grad = dbuf_data(&bg);
   dq_t.grad_accumulates = 1;
   t2s_ctx_end_pass(gpu);
-  CHECK_MSG(t2s_class_prototypes(gpu, &dk_t, &dy_t, 255, &pg) == T2S_OK,
+  CHECK_MSG(t2s_class_prototypes(gpu, t2s_tensor_host(gpu, &dk_t), t2s_tensor_host(gpu, &dy_t), 255, &pg) == T2S_OK,
             "prototypes from device keys: %s", gpu->err.msg);
   CHECK_MSG(memcmp(pc.proto, pg.proto, sizeof(float) * NCLS * (size_t)D) == 0 &&
                 memcmp(pc.present, pg.present, NCLS) == 0,
             "prototypes from device keys differ from those of host keys");
-  t2s_tensor *lg = t2s_pull_loss(gpu, &dq_t, &dk_t, &dy_t, NULL, t2s_prototypes_tensor(gpu, &pg),
-                                 t2s_prototypes_present_tensor(gpu, &pg), &cfg, 3, 9, 0, 1);
+  t2s_tensor *lg = t2s_pull_loss(gpu, &dq_t, &dk_t, &dy_t, NULL,
+                                 t2s_tensor_upload(gpu, t2s_prototypes_tensor(gpu, &pg)),
+                                 t2s_tensor_upload(gpu, t2s_prototypes_present_tensor(gpu, &pg)), &cfg, 3, 9,
+                                 0, 1);
   CHECK_MSG(lg && t2s_backward(gpu, lg, 1.0f) == T2S_OK, "public path: cuda: %s", gpu->err.msg);
   if (lc && lg && t2s_ctx_ok(gpu)) {
     float gl = NAN, cl = t2s_f32(lc)[0];

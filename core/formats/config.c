@@ -273,6 +273,10 @@ static const char *row_problem(const t2s_cfg_row *r) {
     return "a string field must be a char[N] array (char[CAP][N] for a string list)";
   if (r->type == T2S_CFG_TYPE_ENUM && (r->choices == NULL || r->choices[0] == NULL))
     return "an ENUM row needs choices";
+  if (r->type == T2S_CFG_TYPE_ENUM && r->values != NULL)
+    for (int i = 0; r->choices[i] != NULL; i++)
+      for (int j = 0; j < i; j++)
+        if (r->values[i] == r->values[j]) return "an ENUM row's values must be distinct";
   if (is_list(r->type)) {
     if (r->size % r->elem_size) return "the list size is not a multiple of its element size";
     if (r->min_len < 0 || r->min_len > r->max_len || r->max_len < 1 ||
@@ -481,7 +485,7 @@ static t2s_status parse_enum(const load_ctx *c, const t2s_cfg_row *r, const char
   int best = -1, best_d = INT_MAX;
   for (int i = 0; r->choices[i] != NULL; i++) {
     if (!strcmp(t, r->choices[i])) {
-      *out = i;
+      *out = r->values ? r->values[i] : i;
       return T2S_OK;
     }
     int d = edit_distance(t, r->choices[i]);
@@ -1031,9 +1035,10 @@ static void dump_value(strbuf *b, const t2s_cfg_row *r, const char *base, int de
       return;
     case T2S_CFG_TYPE_BOOL: sb_printf(b, " %s\n", *(const bool *)field ? "true" : "false"); return;
     case T2S_CFG_TYPE_ENUM: {
-      int v = *(const int *)(const void *)field, n = 0;
-      while (r->choices[n] != NULL) n++;
-      sb_printf(b, " %s\n", v >= 0 && v < n ? r->choices[v] : "(invalid)");
+      int v = *(const int *)(const void *)field, k = -1;
+      for (int i = 0; r->choices[i] != NULL && k < 0; i++)
+        if ((r->values ? r->values[i] : i) == v) k = i;
+      sb_printf(b, " %s\n", k >= 0 ? r->choices[k] : "(invalid)");
       return;
     }
     case T2S_CFG_TYPE_STRING:

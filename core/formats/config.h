@@ -18,7 +18,8 @@
  *   FLOAT        double
  *   BOOL         bool
  *   STRING       char[N]         (at most N-1 bytes)
- *   ENUM         int-sized C enum: the index into `choices`
+ *   ENUM         int-sized C enum: values[i] for choices[i] (the program's own enum, so
+ *                the struct is read without a translation), or the index i without values
  *   INT_LIST     int[CAP]        fixed length (min_len == max_len == CAP) or with an int count
  *   FLOAT_LIST   double[CAP]     likewise
  *   STRING_LIST  char[CAP][N]    with an int count; in YAML a list or one string (shard globs)
@@ -54,6 +55,7 @@ typedef struct t2s_cfg_row {
   double min, max;            /* numbers (and list elements): inclusive bounds */
   bool min_open;              /* min is exclusive (e.g. lr > 0) */
   const char *const *choices; /* ENUM: names; INT: allowed values as text; NULL-terminated */
+  const int *values;          /* ENUM: the value stored for each choice (distinct); NULL: index */
   const char *def;            /* default as YAML text ("[512, 512]", "auto", "\"\"") */
   bool required;              /* no default: the file or an override must set it */
   const char *help;           /* one line, shown by t2s_config_describe */
