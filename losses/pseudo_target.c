@@ -4,7 +4,9 @@
  * (k_y, k_x) = (r <= H/2 ? r : r - H, c). The square |k_y| < b, |k_x| < b is, in that
  * half, rows k_y = -(b-1)..b-1 and columns 0..b-1; the other half follows by Hermitian
  * symmetry inside c2r. A style lists the target amplitudes there, per channel, rows
- * in k_y order, columns in k_x order. c2r(r2c(x)) = H W x, hence the 1 / (H W). */
+ * in k_y order, columns in k_x order. c2r(r2c(x)) = H W x, hence the 1 / (H W).
+ * These are the CPU slots of style and apply; device images go to the CUDA slots
+ * (losses/cuda/pseudo_target.cu, cuFFT with the same layout and arithmetic). */
 #include "losses/pseudo_target.h"
 
 #include <fftw3.h>
