@@ -4,7 +4,9 @@
  * (k_y, k_x) = (r <= H/2 ? r : r - H, c). The square |k_y| < b, |k_x| < b is, in that
  * half, rows k_y = -(b-1)..b-1 and columns 0..b-1; the other half follows by Hermitian
  * symmetry inside c2r. A style lists the target amplitudes there, per channel, rows
- * in k_y order, columns in k_x order. c2r(r2c(x)) = H W x, hence the 1 / (H W). */
+ * in k_y order, columns in k_x order. c2r(r2c(x)) = H W x, hence the 1 / (H W).
+ * These are the CPU slots of style and apply; device images go to the CUDA slots
+ * (losses/cuda/pseudo_target.cu, cuFFT with the same layout and arithmetic). */
 #include "losses/pseudo_target.h"
 
 #include <fftw3.h>
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/device.h"
 #include "core/rng.h"
 #include "losses/batch_stats.h"
 
@@ -23,6 +26,7 @@ struct t2s_pseudo_target {
   float *real;           /* H x W */
   fftwf_complex *freq;   /* H x (W/2 + 1) */
   fftwf_plan forward, inverse;
+  t2s_pt_cuda *cuda;     /* cuFFT plans, made by the CUDA slot on first use */
 };
 
 t2s_pseudo_target_cfg t2s_pseudo_target_cfg_defaults(void) {
@@ -73,8 +77,12 @@ t2s_status t2s_pseudo_target_create(t2s_pseudo_target **out, const t2s_pseudo_ta
   return T2S_OK;
 }
 
+/* NULL in a build without the CUDA backend, where pt->cuda stays NULL too. */
+static void (*const cuda_release)(t2s_pt_cuda *) = T2S_CUDA_SLOT(t2s_pseudo_target_cuda_release);
+
 void t2s_pseudo_target_destroy(t2s_pseudo_target *pt) {
   if (pt == NULL) return;
+  if (pt->cuda != NULL && cuda_release != NULL) cuda_release(pt->cuda);
   if (pt->forward) fftwf_destroy_plan(pt->forward);
   if (pt->inverse) fftwf_destroy_plan(pt->inverse);
   fftwf_free(pt->real);
@@ -90,6 +98,11 @@ int64_t t2s_pseudo_target_style_size(const t2s_pseudo_target *pt) {
   }
 }
 
+t2s_pt_geometry t2s_pseudo_target_geometry(t2s_pseudo_target *pt) {
+  t2s_pt_geometry g = {pt->cfg, pt->H, pt->W, pt->b, t2s_pseudo_target_style_size(pt), &pt->cuda};
+  return g;
+}
+
 int64_t t2s_pseudo_target_pair(uint64_t seed, int64_t iter, int64_t global_index,
                                int64_t n_styles) {
   if (n_styles <= 1) return 0;
@@ -100,11 +113,11 @@ int64_t t2s_pseudo_target_pair(uint64_t seed, int64_t iter, int64_t global_index
 static int check_images(t2s_ctx *ctx, const char *op, const t2s_pseudo_target *pt,
                         const t2s_tensor *x) {
   char s[96];
-  if (x != NULL && x->dtype == T2S_F32 && x->ndim == 4 && x->device == T2S_DEV_CPU &&
+  if (x != NULL && x->dtype == T2S_F32 && x->ndim == 4 && (unsigned)x->device < T2S_DEV_COUNT &&
       x->shape[1] == 3 && x->shape[2] == pt->H && x->shape[3] == pt->W)
     return 1;
   t2s_ctx_fail(ctx, T2S_ERR_INVALID,
-               "%s: images must be host float32 (N, 3, %d, %d) RGB (the size the pseudo target "
+               "%s: images must be float32 (N, 3, %d, %d) RGB (the size the pseudo target "
                "was created for); got %s",
                op, pt->H, pt->W, x ? t2s_shape_str(x, s, sizeof s) : "NULL");
   return 0;
@@ -243,12 +256,10 @@ static void color_apply(const t2s_pseudo_target *pt, const float *src, const flo
   }
 }
 
-/* ---- public ---- */
+/* ---- the CPU slots (host images) ---- */
 
-t2s_status t2s_pseudo_target_style(t2s_ctx *ctx, t2s_pseudo_target *pt, const t2s_tensor *x_t,
-                                   float *styles) {
-  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
-  if (!check_images(ctx, "pseudo_target_style", pt, x_t)) return ctx->err.status;
+static t2s_status style_cpu(t2s_ctx *ctx, t2s_pseudo_target *pt, const t2s_tensor *x_t,
+                            float *styles) {
   int64_t n = x_t->shape[0], size = t2s_pseudo_target_style_size(pt), chw = 3 * (int64_t)pt->H * pt->W;
   for (int64_t b = 0; b < n && size > 0; b++) {
     const float *img = t2s_f32(x_t) + b * chw;
@@ -256,6 +267,45 @@ t2s_status t2s_pseudo_target_style(t2s_ctx *ctx, t2s_pseudo_target *pt, const t2
     else color_moments(pt, img, styles + b * size);
   }
   return T2S_OK;
+}
+
+static t2s_status apply_cpu(t2s_ctx *ctx, t2s_pseudo_target *pt, const t2s_tensor *x_s,
+                            const float *styles, int64_t n_styles, uint64_t seed, int64_t iter,
+                            int64_t global_offset, t2s_tensor *x_st) {
+  int64_t n = x_s->shape[0], chw = 3 * (int64_t)pt->H * pt->W;
+  int64_t size = t2s_pseudo_target_style_size(pt);
+  for (int64_t b = 0; b < n; b++) {
+    const float *src = t2s_f32(x_s) + b * chw;
+    float *dst = t2s_f32(x_st) + b * chw;
+    if (size == 0) {
+      memcpy(dst, src, sizeof(float) * (size_t)chw);
+      continue;
+    }
+    const float *style = styles + t2s_pseudo_target_pair(seed, iter, global_offset + b, n_styles) * size;
+    if (pt->cfg.method == T2S_PT_FOURIER) fda_apply(pt, src, style, dst);
+    else color_apply(pt, src, style, dst);
+  }
+  return T2S_OK;
+}
+
+typedef t2s_status (*style_fn)(t2s_ctx *ctx, t2s_pseudo_target *pt, const t2s_tensor *x_t,
+                               float *styles);
+typedef t2s_status (*apply_fn)(t2s_ctx *ctx, t2s_pseudo_target *pt, const t2s_tensor *x_s,
+                               const float *styles, int64_t n_styles, uint64_t seed, int64_t iter,
+                               int64_t global_offset, t2s_tensor *x_st);
+static const style_fn style_slots[T2S_DEV_COUNT] = {
+    [T2S_DEV_CPU] = style_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_pseudo_target_style_cuda)};
+static const apply_fn apply_slots[T2S_DEV_COUNT] = {
+    [T2S_DEV_CPU] = apply_cpu, [T2S_DEV_CUDA] = T2S_CUDA_SLOT(t2s_pseudo_target_apply_cuda)};
+
+/* ---- public: checks, then the slot of the images' device ---- */
+
+t2s_status t2s_pseudo_target_style(t2s_ctx *ctx, t2s_pseudo_target *pt, const t2s_tensor *x_t,
+                                   float *styles) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  if (!check_images(ctx, "pseudo_target_style", pt, x_t)) return ctx->err.status;
+  return T2S_DISPATCH(style_slots, x_t->device, &ctx->err, "pseudo_target_style", ctx, pt, x_t,
+                      styles);
 }
 
 t2s_status t2s_pseudo_target_gather_styles(t2s_ctx *ctx, const t2s_pseudo_target *pt,
@@ -285,26 +335,16 @@ t2s_status t2s_pseudo_target_apply(t2s_ctx *ctx, t2s_pseudo_target *pt, const t2
   if (!check_images(ctx, "pseudo_target_apply", pt, x_s) ||
       !check_images(ctx, "pseudo_target_apply", pt, x_st))
     return ctx->err.status;
-  if (x_st->shape[0] != x_s->shape[0] || x_st->data == x_s->data)
+  if (x_st->shape[0] != x_s->shape[0] || x_st->data == x_s->data || x_st->device != x_s->device)
     return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
                          "pseudo_target_apply: the output must be a separate tensor of the "
-                         "source batch's size");
-  int64_t n = x_s->shape[0], chw = 3 * (int64_t)pt->H * pt->W;
+                         "source batch's size on its device (source on %s, output on %s)",
+                         t2s_device_name(x_s->device), t2s_device_name(x_st->device));
   int64_t size = t2s_pseudo_target_style_size(pt);
   if (size > 0 && n_styles < 1)
     return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
                          "pseudo_target_apply: no target styles to pair with (n_styles = %lld)",
                          (long long)n_styles);
-  for (int64_t b = 0; b < n; b++) {
-    const float *src = t2s_f32(x_s) + b * chw;
-    float *dst = t2s_f32(x_st) + b * chw;
-    if (size == 0) {
-      memcpy(dst, src, sizeof(float) * (size_t)chw);
-      continue;
-    }
-    const float *style = styles + t2s_pseudo_target_pair(seed, iter, global_offset + b, n_styles) * size;
-    if (pt->cfg.method == T2S_PT_FOURIER) fda_apply(pt, src, style, dst);
-    else color_apply(pt, src, style, dst);
-  }
-  return T2S_OK;
+  return T2S_DISPATCH(apply_slots, x_s->device, &ctx->err, "pseudo_target_apply", ctx, pt, x_s,
+                      styles, n_styles, seed, iter, global_offset, x_st);
 }

@@ -19,10 +19,15 @@
  * source image g (global index) takes style t2s_pseudo_target_pair(seed, iter, g, n).
  * The result depends only on the global batch, never on the split over ranks.
  *
- * Images are f32 (N, 3, H, W) RGB in [0, 255], host memory. One t2s_pseudo_target
- * object per image size holds the FFTW plans (FFTW_ESTIMATE: the same algorithm on
- * every rank and run). Create and destroy it on one thread (FFTW's planner is not
- * thread-safe); an object is used by one thread at a time. */
+ * Images are f32 (N, 3, H, W) RGB in [0, 255]. style and apply run where the images
+ * are, through a slot table (core/device.h): host images on the CPU slot (FFTW,
+ * colour moments), device images of a CUDA context on the CUDA slot
+ * (losses/cuda/pseudo_target.cu: cuFFT, in either layout, the images never leave the
+ * device; methods fourier and none). Styles are host floats on both: they are small
+ * and the gather reduces them on the host. One t2s_pseudo_target object per image size
+ * holds the FFTW plans (FFTW_ESTIMATE: the same algorithm on every rank and run) and,
+ * once the CUDA slot has run, its cuFFT plans. Create and destroy it on one thread
+ * (FFTW's planner is not thread-safe); an object is used by one thread at a time. */
 #pragma once
 #include <stdint.h>
 
@@ -66,3 +71,25 @@ t2s_status t2s_pseudo_target_gather_styles(t2s_ctx *ctx, const t2s_pseudo_target
 t2s_status t2s_pseudo_target_apply(t2s_ctx *ctx, t2s_pseudo_target *pt, const t2s_tensor *x_s,
                                    const float *styles, int64_t n_styles, uint64_t seed,
                                    int64_t iter, int64_t global_offset, t2s_tensor *x_st);
+
+/* ---- the CUDA slots (losses/cuda/pseudo_target.cu) ------------------------------ */
+/* What the slots need of an object: its configuration and size, and its cache of cuFFT
+ * plans (created by the CUDA slot, released by t2s_pseudo_target_destroy). */
+typedef struct t2s_pt_cuda t2s_pt_cuda;
+typedef struct t2s_pt_geometry {
+  t2s_pseudo_target_cfg cfg;
+  int H, W, b;
+  int64_t style_size;
+  t2s_pt_cuda **cuda;
+} t2s_pt_geometry;
+t2s_pt_geometry t2s_pseudo_target_geometry(t2s_pseudo_target *pt);
+
+/* The arguments are checked (shape, size, n_styles); the images are device tensors.
+ * The slot itself refuses a context that is not CUDA and the colour method. */
+t2s_status t2s_pseudo_target_style_cuda(t2s_ctx *ctx, t2s_pseudo_target *pt,
+                                        const t2s_tensor *x_t, float *styles);
+t2s_status t2s_pseudo_target_apply_cuda(t2s_ctx *ctx, t2s_pseudo_target *pt,
+                                        const t2s_tensor *x_s, const float *styles,
+                                        int64_t n_styles, uint64_t seed, int64_t iter,
+                                        int64_t global_offset, t2s_tensor *x_st);
+void t2s_pseudo_target_cuda_release(t2s_pt_cuda *plans);

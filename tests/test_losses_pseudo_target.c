@@ -3,7 +3,9 @@
  * output keeps the source phase everywhere, has exactly the paired target's amplitude
  * inside the low-frequency square and the source's outside; beta = 0 is the source.
  * Colour: the output's per-channel mean and std are the target's (RGB, and Lab with
- * a conversion written here). Pairing and the style gather do not depend on ranks. */
+ * a conversion written here). Pairing and the style gather do not depend on ranks.
+ * The CPU slot behind the device dispatch gives the bits of the FFTW arithmetic (a copy
+ * here); device images reach the CUDA slot (or its empty slot's message). */
 #include <complex.h>
 #include <fftw3.h>
 #include <math.h>
@@ -75,6 +77,50 @@ static void check_fda(const float *src, const float *tgt, const float *out, int 
   }
 }
 
+/* The FFTW arithmetic of losses/pseudo_target.c as it was before the slot table (one
+ * plan pair per size, FFTW_ESTIMATE, the same loops): the CPU slot behind the dispatch
+ * must give these bits exactly (the CPU path of a run does not change). styles: the
+ * source's paired style; a NULL style fills style_out with the image's own instead. */
+static void fda_reference(const float *img, int b, const float *style, float *style_out,
+                          float *dst) {
+  float *real = fftwf_malloc(sizeof(float) * HW);
+  fftwf_complex *freq = fftwf_malloc(sizeof(fftwf_complex) * H * WC);
+  fftwf_plan fwd = fftwf_plan_dft_r2c_2d(H, W, real, freq, FFTW_ESTIMATE);
+  fftwf_plan inv = fftwf_plan_dft_c2r_2d(H, W, freq, real, FFTW_ESTIMATE);
+  for (int ch = 0; ch < 3; ch++) {
+    memcpy(real, img + ch * HW, sizeof(float) * HW);
+    fftwf_execute(fwd);
+    for (int ky = -(b - 1); ky <= b - 1; ky++)
+      for (int kx = 0; kx < b; kx++) {
+        float *z = (float *)&freq[(ky >= 0 ? ky : ky + H) * WC + kx]; /* re, im */
+        float amp = hypotf(z[0], z[1]);
+        if (style == NULL) {
+          *style_out++ = amp;
+          continue;
+        }
+        float want = *style++;
+        if (amp > 0.0f) {
+          z[0] *= want / amp;
+          z[1] *= want / amp;
+        } else {
+          z[0] = want;
+          z[1] = 0.0f;
+        }
+      }
+    if (style == NULL) continue;
+    fftwf_execute(inv);
+    float scale = 1.0f / (float)HW;
+    for (int i = 0; i < HW; i++) {
+      float v = real[i] * scale;
+      dst[ch * HW + i] = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
+    }
+  }
+  fftwf_destroy_plan(fwd);
+  fftwf_destroy_plan(inv);
+  fftwf_free(real);
+  fftwf_free(freq);
+}
+
 static t2s_status add_buffer(void *user, double *buf, size_t n, t2s_error *err) {
   const float *other = user;
   for (size_t i = 0; i < n; i++) buf[i] += other[i];
@@ -125,6 +171,21 @@ static void test_fourier(t2s_ctx *ctx) {
     free(buf);
   }
   CHECK(used[0] + used[1] + used[2] >= 2);  /* the pairing is not constant */
+  /* the dispatch's CPU slot: the FFTW arithmetic bit for bit */
+  float *ref_style = malloc(sizeof(float) * size), *ref_img = malloc(sizeof(float) * 3 * HW);
+  for (int j = 0; j < NT; j++) {
+    fda_reference(t2s_f32(xt) + j * 3 * HW, b, NULL, ref_style, NULL);
+    CHECK_MSG(memcmp(ref_style, styles + j * size, sizeof(float) * size) == 0,
+              "style of target %d: not the FFTW arithmetic's bits", j);
+  }
+  for (int i = 0; i < NS; i++) {
+    int64_t j = t2s_pseudo_target_pair(5, 9, 20 + i, NT);
+    fda_reference(t2s_f32(xs) + i * 3 * HW, b, gathered + j * size, NULL, ref_img);
+    CHECK_MSG(memcmp(ref_img, t2s_f32(out) + i * 3 * HW, sizeof(float) * 3 * HW) == 0,
+              "source %d: the output is not the FFTW arithmetic's bits", i);
+  }
+  free(ref_style);
+  free(ref_img);
   t2s_pseudo_target_destroy(pt);
 
   /* beta = 0: the identity, bit for bit */
@@ -197,10 +258,34 @@ static void test_color(t2s_ctx *ctx, t2s_pt_space space) {
   t2s_test_tensor_free(out);
 }
 
+/* Device images reach the CUDA slot: without the CUDA backend an empty slot that says
+ * so; with it, the slot refuses a CPU context. The data pointer is never read. */
+static void device_dispatch(t2s_ctx *ctx) {
+  t2s_pseudo_target_cfg cfg = t2s_pseudo_target_cfg_defaults();
+  cfg.beta = 0.1f;
+  t2s_pseudo_target *pt;
+  CHECK(t2s_pseudo_target_create(&pt, &cfg, H, W, &ctx->err) == T2S_OK);
+  int64_t s[4] = {1, 3, H, W};
+  float dummy, style[3 * 5 * 3];
+  t2s_tensor x;
+  t2s_tensor_init(&x, T2S_F32, T2S_DEV_CUDA, 4, s, &dummy);
+  t2s_status st = t2s_pseudo_target_style(ctx, pt, &x, style);
+  if (t2s_cuda_built())
+    CHECK_MSG(st == T2S_ERR_INVALID && strstr(ctx->err.msg, "context runs on cpu"),
+              "device images on a cpu context: %s", ctx->err.msg);
+  else
+    CHECK_MSG(st == T2S_ERR_UNSUPPORTED && strstr(ctx->err.msg, "pseudo_target_style on cuda") &&
+                  strstr(ctx->err.msg, "no CUDA backend"),
+              "device images without the CUDA backend: %s", ctx->err.msg);
+  t2s_error_clear(&ctx->err);
+  t2s_pseudo_target_destroy(pt);
+}
+
 int main(void) {
   t2s_error err = {0};
   t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 1 << 20, &err);
   test_fourier(ctx);
+  device_dispatch(ctx);
   test_color(ctx, T2S_PT_RGB);
   test_color(ctx, T2S_PT_LAB);
   /* none: a copy */
