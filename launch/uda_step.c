@@ -80,6 +80,7 @@ t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int wor
   t2s_pseudo_target_cfg pc = {c->uda.pseudo_target.type, (float)c->uda.pseudo_target.beta,
                               c->uda.pseudo_target.color_space};
   if (st == T2S_OK) st = t2s_pseudo_target_create(&u->restyle, &pc, c->data.crop[1], c->data.crop[0], err);
+  u->restyle_on_device = pc.method != T2S_PT_COLOR;
   return st;
 }
 
@@ -229,25 +230,28 @@ static t2s_status ema_teacher(t2s_ctx *ctx, t2s_segmentor *teacher, const t2s_se
 }
 
 /* 2. Pseudo-target image: each source crop restyled like a paired target crop of the
- * global batch. FFTW works on host images (on CUDA the loader's host batch, no
- * download); the restyled batch goes to the device once. */
+ * global batch. Fourier restyling has a CUDA slot (cuFFT), so on CUDA the device crops are
+ * restyled where they are; colour moments run on the loader's host batch (no download) and
+ * the restyled batch goes to the device once. The styles are small host vectors either way. */
 static t2s_status pseudo_target_image(t2s_ctx *ctx, const t2s_uda *u, const t2s_batch *src,
                                       const t2s_batch *tgt, uda_iter *it) {
   if (!t2s_ctx_ok(ctx)) return ctx->err.status;
   t2s_pseudo_target *pt = u->restyle;
+  const int dev = u->restyle_on_device;
   int B = it->n;
   int64_t ss = t2s_pseudo_target_style_size(pt), n_global = (int64_t)B * u->world_size;
   float *local = t2s_host_scratch(ctx, (size_t)(ss * B + 1) * sizeof(float));
   float *global = t2s_host_scratch(ctx, (size_t)(ss * n_global + 1) * sizeof(float));
-  t2s_tensor *x_st = t2s_host_batch_new(ctx, B, 3, it->h, it->w);
-  t2s_tensor *xs = t2s_batch_host_images(ctx, it->xs_raw, src->images, B, it->h, it->w);
-  t2s_tensor *xt = t2s_batch_host_images(ctx, it->xt_raw, tgt->images, B, it->h, it->w);
+  t2s_tensor *x_st = dev ? t2s_tensor_new4(ctx, T2S_F32, B, 3, it->h, it->w)
+                         : t2s_host_batch_new(ctx, B, 3, it->h, it->w);
+  t2s_tensor *xs = dev ? it->xs_raw : t2s_batch_host_images(ctx, it->xs_raw, src->images, B, it->h, it->w);
+  t2s_tensor *xt = dev ? it->xt_raw : t2s_batch_host_images(ctx, it->xt_raw, tgt->images, B, it->h, it->w);
   if (need(ctx, local && global && x_st && xs && xt, "the pseudo-target image")) return ctx->err.status;
   if (sticky(ctx, t2s_pseudo_target_style(ctx, pt, xt, local)) ||
       sticky(ctx, t2s_pseudo_target_gather_styles(ctx, pt, local, B, it->offset, n_global, global)) ||
       sticky(ctx, t2s_pseudo_target_apply(ctx, pt, xs, global, n_global, u->seed, it->iter, it->offset, x_st)))
     return ctx->err.status;
-  it->x_st = t2s_batch_normalized(ctx, t2s_tensor_to_device(ctx, x_st));
+  it->x_st = t2s_batch_normalized(ctx, dev ? x_st : t2s_tensor_to_device(ctx, x_st));
   return ctx->err.status;
 }
 

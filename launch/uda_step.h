@@ -44,6 +44,7 @@ typedef struct t2s_uda {
   t2s_prototypes protos;
   t2s_reweight_state rw_state;
   t2s_pseudo_target *restyle;  /* FFTW plans of the pseudo-target image (t2sda only) */
+  int restyle_on_device;       /* the method has a CUDA slot (fourier, none): images stay on the device */
 } t2s_uda;
 
 /* The networks one iteration trains and reads, and the rank's gradient all-reduce
