@@ -119,6 +119,12 @@ t2s_tensor *t2s_op_apply(t2s_ctx *ctx, t2s_op_id id, t2s_tensor **in, int n_in, 
   return y;
 }
 
+/* Whether op's slots on the context's device read bf16 inputs (t2s_op_bf16). */
+static int takes_bf16(const t2s_ctx *ctx, const t2s_op *op) {
+  if (ctx->device != T2S_DEV_CUDA || op < t2s_ops || op >= t2s_ops + T2S_OP_COUNT) return 0;
+  return t2s_op_bf16[op - t2s_ops];
+}
+
 t2s_tensor *t2s_op_apply_desc(t2s_ctx *ctx, const t2s_op *op, t2s_tensor **in, int n_in,
                               t2s_tensor *out, const void *args, size_t args_size) {
   if (!t2s_ctx_ok(ctx) || out == NULL) return NULL;
@@ -139,6 +145,11 @@ t2s_tensor *t2s_op_apply_desc(t2s_ctx *ctx, const t2s_op *op, t2s_tensor **in, i
                           op->name, i, t2s_device_name(in[i]->device),
                           t2s_device_name(ctx->device));
     wants |= in[i]->requires_grad;
+    if (in[i]->dtype == T2S_BF16 && !takes_bf16(ctx, op))
+      return t2s_ctx_fail(ctx, T2S_ERR_UNSUPPORTED,
+                          "op '%s' on %s: input %d is a bf16 activation (precision: bf16), but "
+                          "this op has no bf16 path yet; set precision: tf32 (or fp32) in the "
+                          "run config", op->name, t2s_device_name(ctx->device), i);
   }
   t2s_node *node = t2s_arena_alloc(ctx->meta, sizeof *node, &ctx->err);
   if (node == NULL) return NULL;

@@ -79,6 +79,10 @@ typedef struct t2s_op {
 } t2s_op;
 
 extern const t2s_op t2s_ops[T2S_OP_COUNT];
+/* 1 where the op's CUDA slots take bf16 activations (precision bf16); every other op,
+ * and every op defined outside the table, refuses a bf16 input in t2s_op_apply with a
+ * message naming it (core/ops/registry.c lists the converted families). */
+extern const unsigned char t2s_op_bf16[T2S_OP_COUNT];
 
 /* Initialiser of a differentiable op's descriptor outside the core table: CPU slots and
  * CUDA slots (NULL in a build without the backend). */
@@ -139,6 +143,10 @@ struct t2s_ctx {
   t2s_node_hook after_backward_node;  /* called after each node's backward (dist buckets) */
   void *hook_user;
   void *backend;          /* backend handles (cuDNN, cuBLAS, streams) */
+  t2s_dtype act_dtype;    /* dtype of the activations the GEMM-shaped ops (conv2d, linear,
+                           * matmul) produce: T2S_F32, or T2S_BF16 under precision bf16
+                           * (CUDA only, set by t2s_cuda_set_precision); the ops that follow
+                           * them keep their input's dtype */
 };
 
 t2s_ctx *t2s_ctx_create(t2s_device device, size_t pass_block_bytes, t2s_error *err);
@@ -153,6 +161,13 @@ int t2s_set_grad_enabled(t2s_ctx *ctx, int enabled);
 t2s_tensor *t2s_tensor_new(t2s_ctx *ctx, t2s_dtype dtype, int ndim, const int64_t *shape);
 t2s_tensor *t2s_tensor_new4(t2s_ctx *ctx, t2s_dtype dtype, int64_t n, int64_t c, int64_t h,
                             int64_t w);
+/* The activation dtype of a GEMM-shaped op's output (ctx->act_dtype). */
+static inline t2s_dtype t2s_act_dtype(const t2s_ctx *ctx) { return ctx->act_dtype; }
+/* The output dtype of an op that follows its inputs: bf16 when either input is bf16
+ * (b may be NULL), else f32. */
+static inline t2s_dtype t2s_follow_dtype(const t2s_tensor *a, const t2s_tensor *b) {
+  return (a && a->dtype == T2S_BF16) || (b && b->dtype == T2S_BF16) ? T2S_BF16 : T2S_F32;
+}
 /* Raw scratch memory in the pass arena (on the run's device). */
 void *t2s_scratch(t2s_ctx *ctx, size_t bytes);
 /* Host memory that lives until the end of the pass (an op's host-side saved state). */

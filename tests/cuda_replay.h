@@ -12,7 +12,12 @@
  * device buffer carries canary words before and after it, checked after each op, and
  * the inputs and the output gradient must come back unchanged.
  *
- * The code is test_cuda_ops.c's harness with the dispatch through node->desc. */
+ * The code is test_cuda_ops.c's harness with the dispatch through node->desc.
+ *
+ * bf16 cases (test_cuda_bf16.c, run_case_dtypes): the chosen inputs are uploaded as bf16
+ * and the CUDA output is bf16, read back and widened; the test gives the CPU reference
+ * bf16-representable inputs, and dy is rounded to bf16 too, so the two sides see the
+ * same numbers and differ only by the GPU's bf16 rounding of its results. */
 #pragma once
 #include <math.h>
 #include <stdlib.h>
@@ -73,6 +78,49 @@ static void expect_close(const char *label, const char *what, const float *got, 
   CHECK_MSG(e <= tol, "%s: %s: relative error %.3g at element %lld (cuda %.9g, cpu %.9g), "
             "tolerance %.1g", label, what, e, (long long)at, at >= 0 ? got[at] : 0.0,
             at >= 0 ? ref[at] : 0.0, tol);
+}
+
+/* ---- bf16 on the host (round to nearest even, as __float2bfloat16_rn) -------------- */
+
+static inline uint16_t bf16_bits(float v) {
+  uint32_t u;
+  memcpy(&u, &v, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+static inline float bf16_value(uint16_t b) {
+  uint32_t u = (uint32_t)b << 16;
+  float v;
+  memcpy(&v, &u, sizeof v);
+  return v;
+}
+static inline float bf16_round(float v) { return bf16_value(bf16_bits(v)); }
+static inline void bf16_round_all(float *v, int64_t n) {
+  for (int64_t i = 0; i < n; i++) v[i] = bf16_round(v[i]);
+}
+/* Float slots that n bf16 values occupy in a device buffer. */
+static inline int64_t bf16_slots(int64_t n) { return (n + 1) / 2; }
+/* n values packed as bf16 into a fresh array of bf16_slots(n) floats (device bytes). */
+static inline float *bf16_pack(const float *v, int64_t n) {
+  int64_t slots = bf16_slots(n);
+  float *d = calloc((size_t)(slots ? slots : 1), sizeof(float));
+  uint16_t *h = (uint16_t *)d;
+  for (int64_t i = 0; i < n; i++) h[i] = bf16_bits(v[i]);
+  return d;
+}
+static inline void bf16_unpack(const float *d, float *v, int64_t n) {
+  const uint16_t *h = (const uint16_t *)d;
+  for (int64_t i = 0; i < n; i++) v[i] = bf16_value(h[i]);
+}
+
+/* Which tensors of a case live as bf16 on the device (NULL: all f32). */
+typedef struct replay_dtypes {
+  unsigned bf16_mask;  /* inputs uploaded as bf16 (bit k: input k) */
+  int bf16_out;        /* the CUDA output is bf16 */
+} replay_dtypes;
+static inline int input_bf16(const replay_dtypes *dt, int k) {
+  return dt != NULL && ((dt->bf16_mask >> k) & 1u);
 }
 
 /* ---- guarded device buffers -------------------------------------------------- */
@@ -177,6 +225,19 @@ static void from_device_order(const float *d, float *v, const t2s_tensor *t, int
   else memcpy(v, d, (size_t)t2s_numel(t) * sizeof(float));
 }
 
+/* Input k in device order and dtype (bf16 packed when dt says so); *slots gets its size
+ * in floats. A fresh array. */
+static float *input_device_bytes(const op_case *c, int k, const replay_dtypes *dt, int64_t *slots) {
+  const t2s_tensor *t = c->in[k];
+  float *v = to_device_order(t2s_f32(t), t, is_activation(c, k, t));
+  *slots = float_slots(t);
+  if (!input_bf16(dt, k)) return v;
+  float *packed = bf16_pack(v, t2s_numel(t));
+  *slots = bf16_slots(t2s_numel(t));
+  free(v);
+  return packed;
+}
+
 /* A device tensor header like t, whose data lives in buf. */
 static void device_tensor(t2s_tensor *dt, const t2s_tensor *t, const dbuf *buf) {
   t2s_tensor_init(dt, t->dtype, T2S_DEV_CUDA, t->ndim, t->shape, dbuf_data(buf));
@@ -255,12 +316,12 @@ static void cuda_backward_mode(t2s_ctx *gpu, op_case *c, replay *r, int accumula
 
 /* Inputs and dy must come back untouched (an op that writes its input corrupts a
  * saved activation of another op). */
-static void check_inputs_intact(op_case *c, replay *r, const float *dy_dev) {
+static void check_inputs_intact(op_case *c, replay *r, const float *dy_dev, const replay_dtypes *dt) {
   for (int k = 0; k < c->n_in; k++) {
     if (!c->in[k] || (c->mutable_mask >> k) & 1u) continue;
-    int64_t n = float_slots(c->in[k]);
+    int64_t n;
+    float *want = input_device_bytes(c, k, dt, &n);
     float *dev = malloc((size_t)(n ? n : 1) * sizeof(float));
-    float *want = to_device_order(t2s_f32(c->in[k]), c->in[k], is_activation(c, k, c->in[k]));
     char what[32];
     snprintf(what, sizeof what, "input %d", k);
     if (dbuf_read(&r->xin[k], dev, c->label, what))
@@ -276,7 +337,7 @@ static void check_inputs_intact(op_case *c, replay *r, const float *dy_dev) {
   free(dev);
 }
 
-static void run_case(t2s_ctx *cpu, t2s_ctx *gpu, op_case *c) {
+static void run_case_dtypes(t2s_ctx *cpu, t2s_ctx *gpu, op_case *c, const replay_dtypes *dt) {
   replay r;
   memset(&r, 0, sizeof r);
   /* the output shape is known only after a CPU forward: make dy after it */
@@ -291,6 +352,8 @@ static void run_case(t2s_ctx *cpu, t2s_ctx *gpu, op_case *c) {
   }
   int64_t out_n = t2s_numel(probe);
   float *dy = host_random(out_n, -1.0f, 1.0f, 4242);
+  int out16 = dt != NULL && dt->bf16_out;
+  if (out16) bf16_round_all(dy, out_n); /* the GPU casts dy to bf16 for its GEMMs */
   t2s_node *node = cpu_reference(cpu, c, dy, &r);
   if (node == NULL) {
     cpu->err.status = T2S_OK;
@@ -306,15 +369,18 @@ static void run_case(t2s_ctx *cpu, t2s_ctx *gpu, op_case *c) {
   for (int k = 0; k < c->n_in; k++) {
     r.node.in[k] = NULL;
     if (!c->in[k]) continue;
-    float *v = to_device_order(t2s_f32(c->in[k]), c->in[k], is_activation(c, k, c->in[k]));
-    dbuf_make(&r.xin[k], v, float_slots(c->in[k]));
+    int64_t slots;
+    float *v = input_device_bytes(c, k, dt, &slots);
+    dbuf_make(&r.xin[k], v, slots);
     free(v);
     device_tensor(&r.din[k], c->in[k], &r.xin[k]);
+    if (input_bf16(dt, k)) r.din[k].dtype = T2S_BF16;
     if (!is_activation(c, k, c->in[k])) r.din[k].layout = T2S_LAYOUT_NCHW;
     r.node.in[k] = &r.din[k];
   }
-  dbuf_make(&r.yout, NULL, out_n);
+  dbuf_make(&r.yout, NULL, out16 ? bf16_slots(out_n) : out_n);
   device_tensor(&r.dout, out, &r.yout);
+  if (out16) r.dout.dtype = T2S_BF16;
   r.node.out = &r.dout;
 
   /* forward */
@@ -322,6 +388,12 @@ static void run_case(t2s_ctx *cpu, t2s_ctx *gpu, op_case *c) {
   CHECK_MSG(st == T2S_OK, "%s: cuda forward: %s", c->label, gpu->err.msg);
   float *dev = malloc((size_t)out_n * sizeof(float)), *got = malloc((size_t)out_n * sizeof(float));
   if (st == T2S_OK && dbuf_read(&r.yout, dev, c->label, "forward output")) {
+    if (out16) {
+      float *wide = malloc((size_t)out_n * sizeof(float));
+      bf16_unpack(dev, wide, out_n);
+      memcpy(dev, wide, (size_t)out_n * sizeof(float));
+      free(wide);
+    }
     from_device_order(dev, got, out, out_act);
     expect_close(c->label, "forward", got, t2s_f32(out), out_n, c->tol);
   }
@@ -335,7 +407,7 @@ static void run_case(t2s_ctx *cpu, t2s_ctx *gpu, op_case *c) {
     cuda_backward_mode(gpu, c, &r, 0);
     cuda_backward_mode(gpu, c, &r, 1);
   }
-  check_inputs_intact(c, &r, dy_dev);
+  check_inputs_intact(c, &r, dy_dev, dt);
 
   for (int k = 0; k < c->n_in; k++) {
     if (r.xin[k].base) dbuf_free(&r.xin[k]);
@@ -348,4 +420,8 @@ static void run_case(t2s_ctx *cpu, t2s_ctx *gpu, op_case *c) {
   t2s_ctx_end_pass(cpu);
   t2s_ctx_end_pass(gpu);
   printf("done %s\n", c->label);
+}
+
+static inline void run_case(t2s_ctx *cpu, t2s_ctx *gpu, op_case *c) {
+  run_case_dtypes(cpu, gpu, c, NULL);
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include <cublasLt.h>
+#include <cuda_bf16.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -34,20 +35,69 @@ typedef struct t2s_cuda_backend {
   double *reduce;              /* partial sums of the deterministic reductions */
   t2s_conv_plan *conv_plans;   /* one per distinct convolution shape (a list) */
   t2s_gemm_plan *gemm_plans;   /* one per distinct cuBLASLt problem (a list) */
-  t2s_precision precision;     /* fp32 (default), tf32; see t2s_cuda_set_precision */
+  t2s_precision precision;     /* fp32 (default), tf32, bf16; see t2s_cuda_set_precision */
 } t2s_cuda_backend;
 
-/* bf16 precision (planned, not built): activations are stored bf16 (T2S_BF16
- * tensors from t2s_tensor_new while the context is in bf16 mode) and every
- * gradient stays f32 (tensor.grad is float*). Parameters and the optimizer stay
- * f32 (master weights); conv2d and linear/matmul cast the weight to bf16 in the
- * pass arena once per forward (as the NHWC filter copy is made today) and run
- * cuDNN / cuBLASLt with bf16 inputs, CUDA_R_32F accumulation (cuDNN compute type
- * FLOAT, CUBLAS_COMPUTE_32F) and a bf16 output; their backward reads bf16 x and
- * f32 dy cast to bf16, producing f32 dW / dx (dx written as f32 gradients).
- * Norms, softmax, cross-entropy and the reductions read bf16 and compute in
- * f32 / double; element-wise ops get a dtype switch in their functors. The CPU
- * test reference then needs a bf16-rounded input path and tolerances ~1e-2. */
+/* bf16 precision (t2s_cuda_set_precision): the GEMM-shaped ops (conv2d, linear,
+ * matmul) write T2S_BF16 activations (ctx->act_dtype, chosen by their public calls in
+ * core/ops), and the ops after them keep their input's dtype; every gradient stays
+ * f32 (tensor.grad is float*). Parameters and the optimizer stay f32 (master
+ * weights). conv2d and linear/matmul cast the weight (and an f32 input such as the
+ * image) to bf16 in the pass arena on every call: the bf16 weight copy is pass
+ * memory, never a cached parameter, so it can never be stale after an optimizer step
+ * (decision: a cached copy would save one small cast per layer and step but needs an
+ * invalidation hook in the optimizer). cuDNN / cuBLASLt run bf16 inputs with fp32
+ * accumulation (cuDNN compute type FLOAT, CUBLAS_COMPUTE_32F); the forward output is
+ * bf16. Backward casts the f32 dy to bf16 (scratch): cuBLASLt writes the f32 dX / dW
+ * directly (bf16 A/B, f32 C/D); cuDNN writes bf16 dx / dW into scratch (one data type
+ * per convolution), which are then added into the f32 gradients. Batch norm and the
+ * element-wise ops read bf16 through t2s_act_in and compute in f32 / double. Ops
+ * without a bf16 path refuse bf16 inputs (t2s_op_bf16, core/ops/registry.c). */
+typedef __nv_bfloat16 t2s_bf16;
+
+/* Element access that follows a tensor's dtype (f32 or bf16): values are float. */
+struct t2s_act_in {
+  const void *p;
+  bool bf16;
+  __device__ __forceinline__ float operator[](int64_t i) const {
+    return bf16 ? __bfloat162float(((const t2s_bf16 *)p)[i]) : ((const float *)p)[i];
+  }
+};
+struct t2s_act_out {
+  void *p;
+  bool bf16;
+  __device__ __forceinline__ float get(int64_t i) const {
+    return bf16 ? __bfloat162float(((const t2s_bf16 *)p)[i]) : ((const float *)p)[i];
+  }
+  __device__ __forceinline__ void set(int64_t i, float v) const {
+    if (bf16) ((t2s_bf16 *)p)[i] = __float2bfloat16_rn(v);
+    else ((float *)p)[i] = v;
+  }
+  /* the write/accumulate contract of core/engine.h */
+  __device__ __forceinline__ void put(int64_t i, float v, bool acc) const {
+    set(i, acc ? get(i) + v : v);
+  }
+};
+static inline t2s_act_in t2s_cuda_in(const t2s_tensor *t) {
+  return t2s_act_in{t->data, t->dtype == T2S_BF16};
+}
+static inline t2s_act_in t2s_cuda_in(const float *p) { return t2s_act_in{p, false}; }
+static inline t2s_act_out t2s_cuda_out(t2s_tensor *t) {
+  return t2s_act_out{t->data, t->dtype == T2S_BF16};
+}
+static inline t2s_act_out t2s_cuda_out(float *p) { return t2s_act_out{p, false}; }
+
+/* t's values as bf16: its own data when it is bf16, else a cast into the pass arena.
+ * NULL with ctx->err set on failure. */
+const t2s_bf16 *t2s_cuda_bf16_of(t2s_ctx *ctx, const t2s_node *node, const t2s_tensor *t);
+/* n floats cast to bf16 into the pass arena (round to nearest even); NULL on failure. */
+t2s_bf16 *t2s_cuda_bf16_cast(t2s_ctx *ctx, const t2s_node *node, const float *src, int64_t n);
+/* dst[i] (f32) = src[i], or += src[i] when acc: a bf16 result into an f32 gradient. */
+t2s_status t2s_cuda_bf16_to_f32(t2s_ctx *ctx, const t2s_node *node, const t2s_bf16 *src,
+                                float *dst, int64_t n, bool acc);
+/* An op's fp32 path: every input and the output must be f32 (a bf16 tensor here means
+ * the precision changed between the op's call and its replay). */
+t2s_status t2s_cuda_expect_f32(t2s_ctx *ctx, const t2s_node *node);
 
 /* Philox-4x32-10, bit for bit core/rng.c's t2s_philox4x32: a CUDA draw keyed like a
  * CPU one gives the same number, so random masks match the reference. */

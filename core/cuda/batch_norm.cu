@@ -13,7 +13,11 @@
  * reduced over ranks by the hook and copied back (one synchronisation per BN layer
  * and pass, as in PyTorch's SyncBatchNorm). Backward reduces [sum dy, sum dy xhat]
  * the same way, after dgamma / dbeta took the local sums (parameter gradients are
- * all-reduced with all the others). */
+ * all-reduced with all the others).
+ *
+ * x and y may be bf16 (precision bf16): read through t2s_act_in, the statistics and
+ * the normalisation are computed in double / float exactly as for f32; the running
+ * statistics, gamma, beta and every gradient stay f32. */
 #include <math.h>
 
 #include "core/cuda/kernels.cuh"
@@ -49,7 +53,7 @@ bn_geom geom_of(const t2s_tensor *x) {
 }
 
 struct moments_f {
-  bn_geom g; const float *x;
+  bn_geom g; t2s_act_in x;
   __device__ void operator()(int64_t p, int c, double *v) const {
     double t = x[g.addr(p, c)];
     v[0] = t;
@@ -88,17 +92,17 @@ __global__ void bn_running_kernel(int64_t c, const float *rm, const float *rv, f
 
 /* y = (x - mean) scale + shift with float scale = gamma invstd, rounded as the CPU. */
 struct bn_apply_f {
-  bn_geom g; const float *x, *gamma, *beta; const double *mean, *invstd; float *y;
+  bn_geom g; t2s_act_in x; const float *gamma, *beta; const double *mean, *invstd; t2s_act_out y;
   __device__ void operator()(int64_t i) const {
     int64_t ch = g.channels_last ? i % g.c : (i / g.inner) % g.c;
     float sc = (float)((gamma ? gamma[ch] : 1.0) * invstd[ch]);
     float mu = (float)mean[ch], sh = beta ? beta[ch] : 0.0f;
-    y[i] = __fadd_rn(__fmul_rn(__fsub_rn(x[i], mu), sc), sh);
+    y.set(i, __fadd_rn(__fmul_rn(__fsub_rn(x[i], mu), sc), sh));
   }
 };
 
 struct bn_grad_sums_f {
-  bn_geom g; const float *x, *dy; const double *mean, *invstd;
+  bn_geom g; t2s_act_in x; const float *dy; const double *mean, *invstd;
   __device__ void operator()(int64_t p, int c, double *v) const {
     int64_t a = g.addr(p, c);
     v[0] = dy[a];
@@ -117,7 +121,7 @@ struct bn_param_grad_f {
 
 /* dx = ca dy + cb (x - mu) + cd with per-channel float coefficients (CPU rounding). */
 struct bn_dx_f {
-  bn_geom g; const float *x, *dy, *gamma; const double *mean, *invstd, *sums; double count;
+  bn_geom g; t2s_act_in x; const float *dy, *gamma; const double *mean, *invstd, *sums; double count;
   bool train, acc; float *dx;
   __device__ void operator()(int64_t i) const {
     int64_t ch = g.channels_last ? i % g.c : (i / g.inner) % g.c;
@@ -168,7 +172,7 @@ t2s_status too_few_values(t2s_ctx *ctx, const t2s_node *node, double m) {
 t2s_status batch_stats(t2s_ctx *ctx, t2s_node *node, const bn_geom &g, bn_saved *s) {
   const bn_args *a = (const bn_args *)node->args;
   cudaStream_t st = t2s_cuda_be(ctx)->stream;
-  t2s_status r = colsum<2>(ctx, node, g.rows(), (int)g.c, moments_f{g, t2s_f32(node->in[0])},
+  t2s_status r = colsum<2>(ctx, node, g.rows(), (int)g.c, moments_f{g, t2s_cuda_in(node->in[0])},
                            s->stats);
   if (r != T2S_OK) return r;
   double m = (double)g.rows();
@@ -211,8 +215,8 @@ t2s_status batch_norm_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *gamma = node->in[1] ? t2s_f32(node->in[1]) : NULL;
   const float *beta = node->in[2] ? t2s_f32(node->in[2]) : NULL;
   r = launch_each(ctx, node, t2s_numel(node->out),
-                  bn_apply_f{g, t2s_f32(node->in[0]), gamma, beta, s->mean, s->invstd,
-                             t2s_f32(node->out)});
+                  bn_apply_f{g, t2s_cuda_in(node->in[0]), gamma, beta, s->mean, s->invstd,
+                             t2s_cuda_out(node->out)});
   node->saved = node->recording ? s : NULL;
   return r;
 }
@@ -230,7 +234,7 @@ t2s_status batch_norm_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) 
   double *sums = scratch_doubles(ctx, 2 * g.c);
   if (sums == NULL) return ctx->err.status;
   t2s_status r = colsum<2>(ctx, node, g.rows(), (int)g.c,
-                           bn_grad_sums_f{g, t2s_f32(xt), node->out->grad, s->mean, s->invstd},
+                           bn_grad_sums_f{g, t2s_cuda_in(xt), node->out->grad, s->mean, s->invstd},
                            sums);
   if (r != T2S_OK) return r;
   bool wg = t2s_wants_grad(gt), wb = t2s_wants_grad(bt);
@@ -249,7 +253,7 @@ t2s_status batch_norm_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) 
     T2S_CU(ctx, node, cudaMemcpy(&count, s->stats + 2 * g.c, sizeof(double), cudaMemcpyDeviceToHost));
   }
   return launch_each(ctx, node, t2s_numel(xt),
-                     bn_dx_f{g, t2s_f32(xt), node->out->grad, gt ? t2s_f32(gt) : NULL, s->mean,
+                     bn_dx_f{g, t2s_cuda_in(xt), node->out->grad, gt ? t2s_f32(gt) : NULL, s->mean,
                              s->invstd, sums, count, train, beta[0] != 0.0f, xt->grad});
 }
 

@@ -105,9 +105,10 @@ void t2s_cuda__ctx_destroy(t2s_ctx *ctx) {
 
 /* Precision of the GEMM-shaped work. fp32: cuDNN FMA math and CUBLAS_COMPUTE_32F,
  * comparable with the CPU reference; tf32: TF32 tensor cores in cuDNN and cuBLASLt
- * (10-bit mantissa products, fp32 accumulation). The plan caches are keyed by the
- * precision, so switching is cheap and the old plans stay valid. bf16 needs bf16
- * activations end to end and is not built yet (design note in core/cuda/backend.h). */
+ * (10-bit mantissa products, fp32 accumulation); bf16: bf16 activations from the
+ * GEMM-shaped ops on (design note in core/cuda/backend.h). The plan caches are keyed
+ * by the precision and the dtypes, so switching is cheap and the old plans stay valid.
+ * Switch between passes only: a pass's activations keep the dtype they were made in. */
 t2s_status t2s_cuda__set_precision(t2s_ctx *ctx, t2s_precision mode) {
   if (ctx == NULL || ctx->device != T2S_DEV_CUDA || ctx->backend == NULL) {
     if (ctx != NULL)
@@ -115,14 +116,14 @@ t2s_status t2s_cuda__set_precision(t2s_ctx *ctx, t2s_precision mode) {
                    "(use precision: fp32 there)", t2s_device_name(ctx->device));
     return T2S_ERR_INVALID;
   }
-  if (mode != T2S_PRECISION_FP32 && mode != T2S_PRECISION_TF32) {
-    t2s_ctx_fail(ctx, mode == T2S_PRECISION_BF16 ? T2S_ERR_UNSUPPORTED : T2S_ERR_INVALID,
-                 "precision %d: this build supports fp32 and tf32 on CUDA (bf16 activations are "
-                 "not implemented yet); use precision: tf32 for tensor-core speed", (int)mode);
+  if (mode != T2S_PRECISION_FP32 && mode != T2S_PRECISION_TF32 && mode != T2S_PRECISION_BF16) {
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID, "precision %d: CUDA supports fp32, tf32 and bf16",
+                 (int)mode);
     return ctx->err.status;
   }
   t2s_cuda_backend *be = t2s_cuda_be(ctx);
   be->precision = mode;
+  ctx->act_dtype = mode == T2S_PRECISION_BF16 ? T2S_BF16 : T2S_F32;
   cublasStatus_t st = cublasSetMathMode(be->cublas, mode == T2S_PRECISION_TF32
                                                         ? CUBLAS_TF32_TENSOR_OP_MATH
                                                         : CUBLAS_DEFAULT_MATH);
@@ -138,5 +139,59 @@ t2s_status t2s_cuda__sync(t2s_error *err) {
     return t2s_error_set(err, T2S_ERR_BACKEND, "cudaDeviceSynchronize failed: %s (an earlier "
                          "kernel faulted; rerun with CUDA_LAUNCH_BLOCKING=1 to find it)",
                          cudaGetErrorString(st));
+  return T2S_OK;
+}
+
+/* ---- bf16 casts (precision bf16; design note in core/cuda/backend.h) ------------- */
+
+namespace {
+__global__ void to_bf16_kernel(int64_t n, const float *src, t2s_bf16 *dst) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    dst[i] = __float2bfloat16_rn(src[i]);
+}
+__global__ void from_bf16_kernel(int64_t n, const t2s_bf16 *src, float *dst, bool acc) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    float v = __bfloat162float(src[i]);
+    dst[i] = acc ? dst[i] + v : v;  /* never reads dst when writing (NaN-safe) */
+  }
+}
+}  // namespace
+
+t2s_bf16 *t2s_cuda_bf16_cast(t2s_ctx *ctx, const t2s_node *node, const float *src, int64_t n) {
+  t2s_bf16 *dst = (t2s_bf16 *)t2s_scratch(ctx, (size_t)(n > 0 ? n : 1) * sizeof(t2s_bf16));
+  if (dst == NULL || n <= 0) return dst;
+  to_bf16_kernel<<<t2s_cuda_blocks(n), 256, 0, t2s_cuda_be(ctx)->stream>>>(n, src, dst);
+  cudaError_t st = cudaGetLastError();
+  if (st != cudaSuccess) {
+    t2s_cuda_fail(ctx, node, "launch of to_bf16_kernel", cudaGetErrorString(st), __FILE__, __LINE__);
+    return NULL;
+  }
+  return dst;
+}
+
+const t2s_bf16 *t2s_cuda_bf16_of(t2s_ctx *ctx, const t2s_node *node, const t2s_tensor *t) {
+  if (t->dtype == T2S_BF16) return (const t2s_bf16 *)t->data;
+  return t2s_cuda_bf16_cast(ctx, node, t2s_f32(t), t2s_numel(t));
+}
+
+t2s_status t2s_cuda_bf16_to_f32(t2s_ctx *ctx, const t2s_node *node, const t2s_bf16 *src,
+                                float *dst, int64_t n, bool acc) {
+  if (n <= 0) return T2S_OK;
+  from_bf16_kernel<<<t2s_cuda_blocks(n), 256, 0, t2s_cuda_be(ctx)->stream>>>(n, src, dst, acc);
+  T2S_CU_LAUNCHED(ctx, node, "from_bf16_kernel");
+  return T2S_OK;
+}
+
+t2s_status t2s_cuda_expect_f32(t2s_ctx *ctx, const t2s_node *node) {
+  const char *op = node->desc ? node->desc->name : t2s_ops[node->op].name;
+  for (int i = 0; i < node->n_in; i++)
+    if (node->in[i] != NULL && node->in[i]->dtype == T2S_BF16) {
+      t2s_ctx_fail(ctx, T2S_ERR_INVALID, "op '%s' on cuda: input %d is bf16 but the output is "
+                   "f32 (the precision changed inside a pass; switch it between passes only)",
+                   op, i);
+      return T2S_ERR_INVALID;
+    }
   return T2S_OK;
 }

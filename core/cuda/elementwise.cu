@@ -4,6 +4,9 @@
  * contraction changes the rounding (the CPU reference builds with
  * -ffp-contract=off), and dropout draws the identical Philox mask.
  *
+ * Activations may be bf16 (precision bf16): the functors read and write them through
+ * t2s_act_in / t2s_act_out and compute in float (double for GELU), as for f32.
+ *
  * Backward honours the write/accumulate contract of core/engine.h: with beta 0 the
  * old gradient is never read (it may hold garbage or NaN), with beta 1 it is added to. */
 #include "core/cuda/kernels.cuh"
@@ -17,24 +20,32 @@ constexpr double kSqrtHalf = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.3989422804014327;
 
 /* ---- functors ------------------------------------------------------------ */
+/* Activations (x, y, the other factor) are t2s_act_in / t2s_act_out: f32 or bf16 (precision
+ * bf16), values in float; gradients are always f32. */
+typedef t2s_act_in act_in;
+typedef t2s_act_out act_out;
+
 struct relu_fwd {
-  const float *x; float *y;
-  __device__ void operator()(int64_t i) const { y[i] = x[i] > 0.0f ? x[i] : 0.0f; }
+  act_in x; act_out y;
+  __device__ void operator()(int64_t i) const {
+    float v = x[i];
+    y.set(i, v > 0.0f ? v : 0.0f);
+  }
 };
 struct relu_bwd {
-  const float *y, *dy; float *dx; bool acc;
+  act_in y; const float *dy; float *dx; bool acc;
   __device__ void operator()(int64_t i) const { put(dx, i, y[i] > 0.0f ? dy[i] : 0.0f, acc); }
 };
 /* GELU in double, as the CPU reference: y = x Phi(x), dy/dx = Phi(x) + x phi(x). */
 struct gelu_fwd {
-  const float *x; float *y;
+  act_in x; act_out y;
   __device__ void operator()(int64_t i) const {
     double v = x[i];
-    y[i] = (float)(0.5 * v * (1.0 + erf(v * kSqrtHalf)));
+    y.set(i, (float)(0.5 * v * (1.0 + erf(v * kSqrtHalf))));
   }
 };
 struct gelu_bwd {
-  const float *x, *dy; float *dx; bool acc;
+  act_in x; const float *dy; float *dx; bool acc;
   __device__ void operator()(int64_t i) const {
     double v = x[i];
     double cdf = 0.5 * (1.0 + erf(v * kSqrtHalf));
@@ -43,23 +54,23 @@ struct gelu_bwd {
   }
 };
 struct add_fwd {
-  const float *a, *b; float *y;
-  __device__ void operator()(int64_t i) const { y[i] = a[i] + b[i]; }
+  act_in a, b; act_out y;
+  __device__ void operator()(int64_t i) const { y.set(i, a[i] + b[i]); }
 };
 /* dx = dy * s (mul: s is the other factor, per element; scale: one constant). */
 struct mul_fwd {
-  const float *a, *b; float *y;
-  __device__ void operator()(int64_t i) const { y[i] = __fmul_rn(a[i], b[i]); }
+  act_in a, b; act_out y;
+  __device__ void operator()(int64_t i) const { y.set(i, __fmul_rn(a[i], b[i])); }
 };
 struct times_bwd {
-  const float *dy, *other; float s; float *dx; bool acc;
+  const float *dy; act_in other; bool has_other; float s; float *dx; bool acc;
   __device__ void operator()(int64_t i) const {
-    put(dx, i, __fmul_rn(other ? other[i] : s, dy[i]), acc);
+    put(dx, i, __fmul_rn(has_other ? other[i] : s, dy[i]), acc);
   }
 };
 struct scale_fwd {
-  const float *x; float s; float *y;
-  __device__ void operator()(int64_t i) const { y[i] = __fmul_rn(s, x[i]); }
+  act_in x; float s; act_out y;
+  __device__ void operator()(int64_t i) const { y.set(i, __fmul_rn(s, x[i])); }
 };
 /* weighted_sum backward: dx = g r with the scalar g read on the device (no sync). */
 struct wsum_bwd {
@@ -77,10 +88,10 @@ __device__ __forceinline__ float uniform_of(uint32_t word) {
   return (float)(word >> 8) * (1.0f / 16777216.0f);
 }
 struct dropout_mask {
-  const float *src; float *dst; int64_t n; t2s_rng_key key; float p, keep_scale; bool acc;
+  act_in src; act_out dst; int64_t n; t2s_rng_key key; float p, keep_scale; bool acc;
   __device__ void apply(int64_t i, uint32_t word) const {
     float factor = uniform_of(word) < p ? 0.0f : keep_scale;
-    put(dst, i, __fmul_rn(src[i], factor), acc);
+    dst.put(i, __fmul_rn(src[i], factor), acc);
   }
 };
 /* Memory order = logical order: item g covers elements 4g..4g+3, one Philox call. */
@@ -138,37 +149,39 @@ static_assert(T2S_CUDA_REDUCE_BLOCKS <= T2S_CUDA_REDUCE_THREADS,
 
 /* ---- op slots ------------------------------------------------------------- */
 inline const float *in_f32(const t2s_node *node, int k) { return t2s_f32(node->in[k]); }
+inline act_in in_act(const t2s_node *node, int k) { return t2s_cuda_in(node->in[k]); }
+inline act_out out_act(const t2s_node *node) { return t2s_cuda_out(node->out); }
 inline int64_t out_numel(const t2s_node *node) { return t2s_numel(node->out); }
 inline bool acc_of(const float *beta, int k) { return beta[k] != 0.0f; }
 
 t2s_status relu_forward(t2s_ctx *ctx, t2s_node *node) {
-  return launch_each(ctx, node, out_numel(node), relu_fwd{in_f32(node, 0), t2s_f32(node->out)});
+  return launch_each(ctx, node, out_numel(node), relu_fwd{in_act(node, 0), out_act(node)});
 }
 t2s_status relu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   return launch_each(ctx, node, out_numel(node),
-                     relu_bwd{t2s_f32(node->out), node->out->grad, node->in[0]->grad,
+                     relu_bwd{t2s_cuda_in(node->out), node->out->grad, node->in[0]->grad,
                               acc_of(beta, 0)});
 }
 t2s_status gelu_forward(t2s_ctx *ctx, t2s_node *node) {
-  return launch_each(ctx, node, out_numel(node), gelu_fwd{in_f32(node, 0), t2s_f32(node->out)});
+  return launch_each(ctx, node, out_numel(node), gelu_fwd{in_act(node, 0), out_act(node)});
 }
 t2s_status gelu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   return launch_each(ctx, node, out_numel(node),
-                     gelu_bwd{in_f32(node, 0), node->out->grad, node->in[0]->grad,
+                     gelu_bwd{in_act(node, 0), node->out->grad, node->in[0]->grad,
                               acc_of(beta, 0)});
 }
 t2s_status add_forward(t2s_ctx *ctx, t2s_node *node) {
   return launch_each(ctx, node, out_numel(node),
-                     add_fwd{in_f32(node, 0), in_f32(node, 1), t2s_f32(node->out)});
+                     add_fwd{in_act(node, 0), in_act(node, 1), out_act(node)});
 }
 /* add: dx_k = dy; mul: dx_k = dy * x_{1-k}. The same tensor in both slots gets
  * beta[1] = 1 from the engine, so the two launches (in order on one stream) add up. */
 t2s_status binary_backward(t2s_ctx *ctx, t2s_node *node, const float *beta, bool is_mul) {
   for (int k = 0; k < 2; k++) {
     if (!t2s_wants_grad(node->in[k])) continue;
-    const float *other = is_mul ? in_f32(node, 1 - k) : NULL;
+    act_in other = is_mul ? in_act(node, 1 - k) : t2s_cuda_in((const float *)NULL);
     t2s_status st = launch_each(ctx, node, out_numel(node),
-                                times_bwd{node->out->grad, other, 1.0f, node->in[k]->grad,
+                                times_bwd{node->out->grad, other, is_mul, 1.0f, node->in[k]->grad,
                                           acc_of(beta, k)});
     if (st != T2S_OK) return st;
   }
@@ -179,19 +192,20 @@ t2s_status add_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
 }
 t2s_status mul_forward(t2s_ctx *ctx, t2s_node *node) {
   return launch_each(ctx, node, out_numel(node),
-                     mul_fwd{in_f32(node, 0), in_f32(node, 1), t2s_f32(node->out)});
+                     mul_fwd{in_act(node, 0), in_act(node, 1), out_act(node)});
 }
 t2s_status mul_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   return binary_backward(ctx, node, beta, true);
 }
 t2s_status scale_forward(t2s_ctx *ctx, t2s_node *node) {
   float s = ((const t2s_scale_args *)node->args)->s;
-  return launch_each(ctx, node, out_numel(node), scale_fwd{in_f32(node, 0), s, t2s_f32(node->out)});
+  return launch_each(ctx, node, out_numel(node), scale_fwd{in_act(node, 0), s, out_act(node)});
 }
 t2s_status scale_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   float s = ((const t2s_scale_args *)node->args)->s;
   return launch_each(ctx, node, out_numel(node),
-                     times_bwd{node->out->grad, NULL, s, node->in[0]->grad, acc_of(beta, 0)});
+                     times_bwd{node->out->grad, t2s_cuda_in((const float *)NULL), false, s, node->in[0]->grad,
+                              acc_of(beta, 0)});
 }
 
 t2s_status weighted_sum_forward(t2s_ctx *ctx, t2s_node *node) {
@@ -210,7 +224,7 @@ t2s_status weighted_sum_backward(t2s_ctx *ctx, t2s_node *node, const float *beta
                               acc_of(beta, 0)});
 }
 
-t2s_status dropout_run(t2s_ctx *ctx, t2s_node *node, const float *src, float *dst, bool acc) {
+t2s_status dropout_run(t2s_ctx *ctx, t2s_node *node, act_in src, act_out dst, bool acc) {
   const t2s_dropout_args *a = (const t2s_dropout_args *)node->args;
   const t2s_tensor *y = node->out;
   int64_t n = t2s_numel(y);
@@ -221,10 +235,11 @@ t2s_status dropout_run(t2s_ctx *ctx, t2s_node *node, const float *src, float *ds
   return launch_each(ctx, node, (n + 3) / 4, dropout_linear{m});
 }
 t2s_status dropout_forward(t2s_ctx *ctx, t2s_node *node) {
-  return dropout_run(ctx, node, in_f32(node, 0), t2s_f32(node->out), false);
+  return dropout_run(ctx, node, in_act(node, 0), out_act(node), false);
 }
 t2s_status dropout_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
-  return dropout_run(ctx, node, node->out->grad, node->in[0]->grad, acc_of(beta, 0));
+  return dropout_run(ctx, node, t2s_cuda_in(node->out->grad), t2s_cuda_out(node->in[0]->grad),
+                     acc_of(beta, 0));
 }
 
 }  // namespace

@@ -16,7 +16,13 @@
  * leading dims, batch strides, epilogue, beta == 0, pointer alignment, precision,
  * determinism) in the backend's list; the steady state makes no heuristic call.
  * The backward beta goes straight into cuBLASLt's beta (0: C is not read, 1: add).
- * The bias gradient is the deterministic column sum (kernels.cuh). */
+ * The bias gradient is the deterministic column sum (kernels.cuh).
+ *
+ * bf16 (the output is T2S_BF16, precision bf16; note in core/cuda/backend.h): A and B
+ * are bf16 (f32 operands, the weight and the bias included, are cast into the pass
+ * arena on every call; backward casts again rather than keeping forward's copies
+ * alive through the pass), CUBLAS_COMPUTE_32F accumulates in fp32, the forward output
+ * is bf16 and the backward writes the f32 gradients directly (bf16 A/B, f32 C/D). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,7 +30,7 @@
 
 using namespace t2s_cuda;
 
-enum { GEMM_KEY_LEN = 18 };
+enum { GEMM_KEY_LEN = 20 };
 
 struct t2s_gemm_plan {
   t2s_gemm_plan *next;
@@ -40,22 +46,31 @@ namespace {
 typedef t2s_matmul_args matmul_args;
 
 /* One row-major problem: C = op(A) op(B) [+ bias per column], batch strides in
- * elements (0: the operand is shared by every batch). */
+ * elements (0: the operand is shared by every batch). ab16: A, B (and the bias) are
+ * bf16, else f32; c16: C is bf16, else f32. */
 struct gemm_rm {
   int ta, tb;
   int64_t m, n, k;
-  const float *a; int64_t lda, sa;
-  const float *b; int64_t ldb, sb;
-  float *c; int64_t ldc, sc;
+  const void *a; int64_t lda, sa;
+  const void *b; int64_t ldb, sb;
+  void *c; int64_t ldc, sc;
   int64_t batch;
-  const float *bias;
+  const void *bias;
   float beta;
+  bool ab16 = false, c16 = false;
 };
+
+cudaDataType_t type_of(bool bf16) { return bf16 ? CUDA_R_16BF : CUDA_R_32F; }
+size_t size_of(bool bf16) { return bf16 ? sizeof(t2s_bf16) : sizeof(float); }
+/* p advanced by i elements of the given type */
+const void *advance(const void *p, int64_t i, bool bf16) {
+  return (const char *)p + i * (int64_t)size_of(bf16);
+}
 
 int alignment_of(const void *p) {
   uintptr_t v = (uintptr_t)p;
   int al = 256;
-  while (al > 4 && (v % (uintptr_t)al) != 0) al /= 2;
+  while (al > 2 && (v % (uintptr_t)al) != 0) al /= 2;  /* bf16 rows may be 2-aligned */
   return al;
 }
 
@@ -69,9 +84,9 @@ void plan_free(t2s_gemm_plan *p) {
 }
 
 /* A column-major layout (rows, cols, ld) with the batch geometry. */
-t2s_status make_layout(t2s_ctx *ctx, const t2s_node *node, cublasLtMatrixLayout_t *l,
+t2s_status make_layout(t2s_ctx *ctx, const t2s_node *node, cublasLtMatrixLayout_t *l, bool bf16,
                        int64_t rows, int64_t cols, int64_t ld, int64_t batch, int64_t stride) {
-  T2S_CU(ctx, node, cublasLtMatrixLayoutCreate(l, CUDA_R_32F, (uint64_t)rows, (uint64_t)cols, ld));
+  T2S_CU(ctx, node, cublasLtMatrixLayoutCreate(l, type_of(bf16), (uint64_t)rows, (uint64_t)cols, ld));
   if (batch > 1) {
     int32_t count = (int32_t)batch;
     T2S_CU(ctx, node, cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
@@ -96,8 +111,10 @@ t2s_status no_algorithm(t2s_ctx *ctx, const t2s_node *node, const gemm_rm &g) {
 t2s_status plan_make(t2s_ctx *ctx, const t2s_node *node, const gemm_rm &g, int al,
                      t2s_gemm_plan *p) {
   t2s_cuda_backend *be = t2s_cuda_be(ctx);
-  cublasComputeType_t compute =
-      be->precision == T2S_PRECISION_FP32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+  /* bf16 operands: fp32 accumulation (tensor cores take bf16 without a fast mode) */
+  cublasComputeType_t compute = be->precision == T2S_PRECISION_TF32 && !g.ab16
+                                    ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                    : CUBLAS_COMPUTE_32F;
   T2S_CU(ctx, node, cublasLtMatmulDescCreate(&p->desc, compute, CUDA_R_32F));
   cublasOperation_t opa = g.tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = g.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   T2S_CU(ctx, node, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa,
@@ -106,18 +123,19 @@ t2s_status plan_make(t2s_ctx *ctx, const t2s_node *node, const gemm_rm &g, int a
                                                     sizeof opb));
   if (g.bias != NULL) {
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    cudaDataType_t bt = CUDA_R_32F;
+    cudaDataType_t bt = type_of(g.ab16);
     T2S_CU(ctx, node, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
                                                       sizeof epi));
     T2S_CU(ctx, node, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                       &bt, sizeof bt));
   }
   /* A' = B stored row-major (K, N) [tb: (N, K)] = column-major (N, K) [(K, N)] */
-  t2s_status st = make_layout(ctx, node, &p->la, g.tb ? g.k : g.n, g.tb ? g.n : g.k, g.ldb,
-                              g.batch, g.sb);
+  t2s_status st = make_layout(ctx, node, &p->la, g.ab16, g.tb ? g.k : g.n, g.tb ? g.n : g.k,
+                              g.ldb, g.batch, g.sb);
   if (st == T2S_OK)
-    st = make_layout(ctx, node, &p->lb, g.ta ? g.m : g.k, g.ta ? g.k : g.m, g.lda, g.batch, g.sa);
-  if (st == T2S_OK) st = make_layout(ctx, node, &p->lc, g.n, g.m, g.ldc, g.batch, g.sc);
+    st = make_layout(ctx, node, &p->lb, g.ab16, g.ta ? g.m : g.k, g.ta ? g.k : g.m, g.lda,
+                     g.batch, g.sa);
+  if (st == T2S_OK) st = make_layout(ctx, node, &p->lc, g.c16, g.n, g.m, g.ldc, g.batch, g.sc);
   if (st != T2S_OK) return st;
   cublasLtMatmulPreference_t pref;
   T2S_CU(ctx, node, cublasLtMatmulPreferenceCreate(&pref));
@@ -157,7 +175,8 @@ t2s_gemm_plan *plan_get(t2s_ctx *ctx, const t2s_node *node, const gemm_rm &g) {
   if (abias < al) al = abias;
   int64_t key[GEMM_KEY_LEN] = {g.ta, g.tb, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.sa, g.sb, g.sc,
                                g.batch, g.bias != NULL, g.beta != 0.0f, al, be->precision,
-                               ctx->deterministic != 0, (int64_t)be->workspace_bytes};
+                               ctx->deterministic != 0, (int64_t)be->workspace_bytes, g.ab16,
+                               g.c16};
   for (t2s_gemm_plan *p = be->gemm_plans; p != NULL; p = p->next)
     if (memcmp(p->key, key, sizeof key) == 0) return p;
   t2s_gemm_plan *p = (t2s_gemm_plan *)calloc(1, sizeof *p);
@@ -182,8 +201,8 @@ t2s_status gemm_run(t2s_ctx *ctx, const t2s_node *node, const gemm_rm &g) {
     /* an empty sum: C = beta C (+ bias, which no caller passes with K = 0) */
     if (g.beta == 0.0f)
       for (int64_t i = 0; i < g.batch; i++)
-        T2S_CU(ctx, node, cudaMemsetAsync(g.c + i * g.sc, 0, (size_t)(g.m * g.ldc) * sizeof(float),
-                                          be->stream));
+        T2S_CU(ctx, node, cudaMemsetAsync((void *)advance(g.c, i * g.sc, g.c16), 0,
+                                          (size_t)(g.m * g.ldc) * size_of(g.c16), be->stream));
     return T2S_OK;
   }
   t2s_gemm_plan *p = plan_get(ctx, node, g);
@@ -218,10 +237,34 @@ t2s_status linear_forward(t2s_ctx *ctx, t2s_node *node) {
                  "it to tokens (N, HW, C) first");
     return T2S_ERR_INVALID;
   }
-  gemm_rm g = {0, 1, m, n, k, t2s_f32(x), k, 0, t2s_f32(w), k, 0, t2s_f32(node->out), n, 0, 1,
-               b ? t2s_f32(b) : NULL, 0.0f};
+  gemm_rm g = {0, 1, m, n, k, x->data, k, 0, w->data, k, 0, node->out->data, n, 0, 1,
+               b ? b->data : NULL, 0.0f};
   ctx->flops += 2.0 * (double)m * (double)n * (double)k;
+  if (node->out->dtype != T2S_BF16)
+    return t2s_cuda_expect_f32(ctx, node) == T2S_OK ? gemm_run(ctx, node, g) : ctx->err.status;
+  g.ab16 = g.c16 = true;
+  g.a = t2s_cuda_bf16_of(ctx, node, x);
+  g.b = t2s_cuda_bf16_of(ctx, node, w);
+  if (b != NULL) g.bias = t2s_cuda_bf16_of(ctx, node, b);
+  if (g.a == NULL || g.b == NULL || (b != NULL && g.bias == NULL)) return ctx->err.status;
   return gemm_run(ctx, node, g);
+}
+
+/* The backward operands of a bf16 GEMM: dy cast to bf16, the inputs as bf16 (cast
+ * when f32). f32: the tensors' own data. NULL entries with ctx->err set on failure. */
+struct grad_operands {
+  const void *dy, *in0, *in1;
+  bool ab16;
+};
+grad_operands grad_operands_of(t2s_ctx *ctx, const t2s_node *node) {
+  const t2s_tensor *x0 = node->in[0], *x1 = node->in[1];
+  if (node->out->dtype != T2S_BF16) return grad_operands{node->out->grad, x0->data, x1->data, false};
+  grad_operands o;
+  o.ab16 = true;
+  o.dy = t2s_cuda_bf16_cast(ctx, node, node->out->grad, t2s_numel(node->out));
+  o.in0 = o.dy ? t2s_cuda_bf16_of(ctx, node, x0) : NULL;
+  o.in1 = o.in0 ? t2s_cuda_bf16_of(ctx, node, x1) : NULL;
+  return o;
 }
 
 t2s_status linear_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
@@ -229,17 +272,19 @@ t2s_status linear_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   int64_t n = w->shape[0], k = w->shape[1], m = t2s_numel(x) / k;
   const float *dy = node->out->grad;
   t2s_status st = T2S_OK;
+  grad_operands o = grad_operands_of(ctx, node);
+  if (o.in1 == NULL) return ctx->err.status;
   if (t2s_wants_grad(x)) /* dX (M, K) = dY (M, N) W (N, K) */
-    st = gemm_run(ctx, node, gemm_rm{0, 0, m, k, n, dy, n, 0, t2s_f32(w), k, 0, x->grad, k, 0, 1,
-                                     NULL, beta[0]});
+    st = gemm_run(ctx, node, gemm_rm{0, 0, m, k, n, o.dy, n, 0, o.in1, k, 0, x->grad, k, 0, 1,
+                                     NULL, beta[0], o.ab16});
   if (st == T2S_OK && t2s_wants_grad(w)) { /* dW (N, K) = dY^T X */
     if (m == 0) {
       if (beta[1] == 0.0f)
         T2S_CU(ctx, node, cudaMemsetAsync(w->grad, 0, (size_t)(n * k) * sizeof(float),
                                           t2s_cuda_be(ctx)->stream));
     } else {
-      st = gemm_run(ctx, node, gemm_rm{1, 0, n, k, m, dy, n, 0, t2s_f32(x), k, 0, w->grad, k, 0, 1,
-                                       NULL, beta[1]});
+      st = gemm_run(ctx, node, gemm_rm{1, 0, n, k, m, o.dy, n, 0, o.in0, k, 0, w->grad, k, 0, 1,
+                                       NULL, beta[1], o.ab16});
     }
   }
   if (st == T2S_OK && t2s_wants_grad(b)) {
@@ -257,11 +302,16 @@ t2s_status matmul_forward(t2s_ctx *ctx, t2s_node *node) {
   const matmul_args *a = (const matmul_args *)node->args;
   int64_t lda = a->trans_a ? a->m : a->k, ldb = a->trans_b ? a->k : a->n;
   int64_t sa = a->batch_a > 1 ? a->m * a->k : 0, sb = a->batch_b > 1 ? a->k * a->n : 0;
-  gemm_rm g = {a->trans_a, a->trans_b, a->m, a->n, a->k, t2s_f32(node->in[0]), lda, sa,
-               t2s_f32(node->in[1]), ldb, sb, t2s_f32(node->out), a->n, a->m * a->n, a->batch,
+  gemm_rm g = {a->trans_a, a->trans_b, a->m, a->n, a->k, node->in[0]->data, lda, sa,
+               node->in[1]->data, ldb, sb, node->out->data, a->n, a->m * a->n, a->batch,
                NULL, 0.0f};
   ctx->flops += 2.0 * (double)a->batch * (double)a->m * (double)a->n * (double)a->k;
-  return gemm_run(ctx, node, g);
+  if (node->out->dtype != T2S_BF16)
+    return t2s_cuda_expect_f32(ctx, node) == T2S_OK ? gemm_run(ctx, node, g) : ctx->err.status;
+  g.ab16 = g.c16 = true;
+  g.a = t2s_cuda_bf16_of(ctx, node, node->in[0]);
+  g.b = g.a ? t2s_cuda_bf16_of(ctx, node, node->in[1]) : NULL;
+  return g.b ? gemm_run(ctx, node, g) : ctx->err.status;
 }
 
 /* The gradient of one operand: g describes batch 0 with the strides of a batched
@@ -273,8 +323,8 @@ t2s_status grad_gemm(t2s_ctx *ctx, const t2s_node *node, gemm_rm g) {
   gemm_rm one = g;
   one.batch = 1;
   for (int64_t i = 0; i < batch; i++) {
-    one.a = g.a + i * g.sa;
-    one.b = g.b + i * g.sb;
+    one.a = advance(g.a, i * g.sa, g.ab16);
+    one.b = advance(g.b, i * g.sb, g.ab16);
     one.beta = i > 0 ? 1.0f : g.beta;
     t2s_status st = gemm_run(ctx, node, one);
     if (st != T2S_OK) return st;
@@ -288,7 +338,6 @@ t2s_status matmul_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   int64_t m = g->m, n = g->n, k = g->k, mn = m * n;
   int64_t lda = g->trans_a ? m : k, ldb = g->trans_b ? k : n;
   int64_t sa = g->batch_a > 1 ? m * k : 0, sb = g->batch_b > 1 ? k * n : 0;
-  const float *dc = node->out->grad, *a = t2s_f32(at), *b = t2s_f32(bt);
   cudaStream_t s = t2s_cuda_be(ctx)->stream;
   if (m == 0 || n == 0 || k == 0) {
     if (t2s_wants_grad(at) && beta[0] == 0.0f)
@@ -297,23 +346,26 @@ t2s_status matmul_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
       T2S_CU(ctx, node, cudaMemsetAsync(bt->grad, 0, (size_t)t2s_numel(bt) * sizeof(float), s));
     return T2S_OK;
   }
+  grad_operands o = grad_operands_of(ctx, node);
+  if (o.in1 == NULL) return ctx->err.status;
+  const void *dc = o.dy, *a = o.in0, *b = o.in1;
   t2s_status st = T2S_OK;
   if (t2s_wants_grad(at)) {
     /* A (M, K): dC op(B)^T;  A stored (K, M): op(B) dC^T */
     gemm_rm ga = !g->trans_a
                      ? gemm_rm{0, g->trans_b ? 0 : 1, m, k, n, dc, n, mn, b, ldb, sb, at->grad, k,
-                               sa, g->batch, NULL, beta[0]}
+                               sa, g->batch, NULL, beta[0], o.ab16}
                      : gemm_rm{g->trans_b ? 1 : 0, 1, k, m, n, b, ldb, sb, dc, n, mn, at->grad, m,
-                               sa, g->batch, NULL, beta[0]};
+                               sa, g->batch, NULL, beta[0], o.ab16};
     st = grad_gemm(ctx, node, ga);
   }
   if (st == T2S_OK && t2s_wants_grad(bt)) {
     /* B (K, N): op(A)^T dC;  B stored (N, K): dC^T op(A) */
     gemm_rm gb = !g->trans_b
                      ? gemm_rm{g->trans_a ? 0 : 1, 0, k, n, m, a, lda, sa, dc, n, mn, bt->grad, n,
-                               sb, g->batch, NULL, beta[1]}
+                               sb, g->batch, NULL, beta[1], o.ab16}
                      : gemm_rm{1, g->trans_a ? 1 : 0, n, k, m, dc, n, mn, a, lda, sa, bt->grad, k,
-                               sb, g->batch, NULL, beta[1]};
+                               sb, g->batch, NULL, beta[1], o.ab16};
     st = grad_gemm(ctx, node, gb);
   }
   return st;

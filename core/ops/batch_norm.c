@@ -97,7 +97,7 @@ t2s_tensor *t2s_batch_norm(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *gamma, t2s_t
   bn_args a = {mode, momentum, eps};
   t2s_tensor *in[5] = {x, gamma, beta, running_mean, running_var};
   return t2s_op_apply(ctx, T2S_OP_batch_norm, in, 5,
-                      t2s_tensor_new(ctx, T2S_F32, x->ndim, x->shape), &a, sizeof a);
+                      t2s_tensor_new(ctx, t2s_follow_dtype(x, NULL), x->ndim, x->shape), &a, sizeof a);
 }
 
 /* stats[0..c) = per-channel sum of x, stats[c..2c) = sum of x^2, stats[2c] = count. */

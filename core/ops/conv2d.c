@@ -111,7 +111,7 @@ t2s_tensor *t2s_conv2d(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *w, t2s_tensor *b
   if (!conv_validate(ctx, x, w, bias, a)) return NULL;
   conv_geom g;
   conv_geom_make(&g, x, w, a);
-  t2s_tensor *out = t2s_tensor_new4(ctx, T2S_F32, g.n, g.cout, g.hout, g.wout);
+  t2s_tensor *out = t2s_tensor_new4(ctx, t2s_act_dtype(ctx), g.n, g.cout, g.hout, g.wout);
   t2s_tensor *in[3] = {x, w, bias};
   return t2s_op_apply(ctx, T2S_OP_conv2d, in, 3, out, a, sizeof *a);
 }

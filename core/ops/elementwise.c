@@ -13,9 +13,10 @@ static inline void put(float *out, int64_t i, float v, float beta) {
   out[i] = beta != 0.0f ? out[i] + v : v;
 }
 
-static t2s_tensor *like(t2s_ctx *ctx, const t2s_tensor *x) {
+/* The output: x's shape, bf16 when x or the other input b (may be NULL) is bf16. */
+static t2s_tensor *like(t2s_ctx *ctx, const t2s_tensor *x, const t2s_tensor *b) {
   if (x == NULL) return NULL;
-  return t2s_tensor_new(ctx, T2S_F32, x->ndim, x->shape);
+  return t2s_tensor_new(ctx, t2s_follow_dtype(x, b), x->ndim, x->shape);
 }
 
 static int check_same(t2s_ctx *ctx, const char *op, const t2s_tensor *a, const t2s_tensor *b) {
@@ -32,7 +33,7 @@ static int check_same(t2s_ctx *ctx, const char *op, const t2s_tensor *a, const t
 /* ---- relu ---- */
 t2s_tensor *t2s_relu(t2s_ctx *ctx, t2s_tensor *x) {
   t2s_tensor *in[1] = {x};
-  return t2s_op_apply(ctx, T2S_OP_relu, in, 1, like(ctx, x), NULL, 0);
+  return t2s_op_apply(ctx, T2S_OP_relu, in, 1, like(ctx, x, NULL), NULL, 0);
 }
 t2s_status t2s_relu_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *x = t2s_f32(node->in[0]);
@@ -54,7 +55,7 @@ t2s_status t2s_relu_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta
 /* ---- gelu: x * Phi(x), Phi the standard normal CDF ---- */
 t2s_tensor *t2s_gelu(t2s_ctx *ctx, t2s_tensor *x) {
   t2s_tensor *in[1] = {x};
-  return t2s_op_apply(ctx, T2S_OP_gelu, in, 1, like(ctx, x), NULL, 0);
+  return t2s_op_apply(ctx, T2S_OP_gelu, in, 1, like(ctx, x, NULL), NULL, 0);
 }
 t2s_status t2s_gelu_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *x = t2s_f32(node->in[0]);
@@ -83,7 +84,7 @@ t2s_status t2s_gelu_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta
 t2s_tensor *t2s_add(t2s_ctx *ctx, t2s_tensor *a, t2s_tensor *b) {
   if (!check_same(ctx, "add", a, b)) return NULL;
   t2s_tensor *in[2] = {a, b};
-  return t2s_op_apply(ctx, T2S_OP_add, in, 2, like(ctx, a), NULL, 0);
+  return t2s_op_apply(ctx, T2S_OP_add, in, 2, like(ctx, a, b), NULL, 0);
 }
 t2s_status t2s_add_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *a = t2s_f32(node->in[0]), *b = t2s_f32(node->in[1]);
@@ -109,7 +110,7 @@ t2s_status t2s_add_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta)
 t2s_tensor *t2s_mul(t2s_ctx *ctx, t2s_tensor *a, t2s_tensor *b) {
   if (!check_same(ctx, "mul", a, b)) return NULL;
   t2s_tensor *in[2] = {a, b};
-  return t2s_op_apply(ctx, T2S_OP_mul, in, 2, like(ctx, a), NULL, 0);
+  return t2s_op_apply(ctx, T2S_OP_mul, in, 2, like(ctx, a, b), NULL, 0);
 }
 t2s_status t2s_mul_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *a = t2s_f32(node->in[0]), *b = t2s_f32(node->in[1]);
@@ -136,7 +137,7 @@ t2s_status t2s_mul_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta)
 t2s_tensor *t2s_scale(t2s_ctx *ctx, t2s_tensor *x, float s) {
   t2s_tensor *in[1] = {x};
   scale_args a = {s};
-  return t2s_op_apply(ctx, T2S_OP_scale, in, 1, like(ctx, x), &a, sizeof a);
+  return t2s_op_apply(ctx, T2S_OP_scale, in, 1, like(ctx, x, NULL), &a, sizeof a);
 }
 t2s_status t2s_scale_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   float s = ((const scale_args *)node->args)->s;
@@ -192,7 +193,7 @@ t2s_tensor *t2s_dropout(t2s_ctx *ctx, t2s_tensor *x, float p, t2s_rng_key key) {
   if (!ctx->training || ctx->no_dropout || p == 0.0f) return x;
   t2s_tensor *in[1] = {x};
   dropout_args a = {p, key};
-  return t2s_op_apply(ctx, T2S_OP_dropout, in, 1, like(ctx, x), &a, sizeof a);
+  return t2s_op_apply(ctx, T2S_OP_dropout, in, 1, like(ctx, x, NULL), &a, sizeof a);
 }
 static inline float dropout_factor(const dropout_args *a, int64_t i) {
   return t2s_rng_uniform(a->key, (uint64_t)i) < a->p ? 0.0f : 1.0f / (1.0f - a->p);

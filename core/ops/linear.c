@@ -35,7 +35,7 @@ t2s_tensor *t2s_linear(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *w, t2s_tensor *b
   for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
   shape[x->ndim - 1] = w->shape[0];
   t2s_tensor *in[3] = {x, w, bias};
-  return t2s_op_apply(ctx, T2S_OP_linear, in, 3, t2s_tensor_new(ctx, T2S_F32, x->ndim, shape),
+  return t2s_op_apply(ctx, T2S_OP_linear, in, 3, t2s_tensor_new(ctx, t2s_act_dtype(ctx), x->ndim, shape),
                       NULL, 0);
 }
 
@@ -105,8 +105,8 @@ t2s_tensor *t2s_matmul(t2s_ctx *ctx, t2s_tensor *a, t2s_tensor *b, int trans_a, 
                         (long long)g.k, (long long)kb);
   int64_t shape[3] = {g.batch, g.m, g.n};
   int three = a->ndim == 3 || b->ndim == 3;
-  t2s_tensor *out = three ? t2s_tensor_new(ctx, T2S_F32, 3, shape)
-                          : t2s_tensor_new(ctx, T2S_F32, 2, shape + 1);
+  t2s_tensor *out = three ? t2s_tensor_new(ctx, t2s_act_dtype(ctx), 3, shape)
+                          : t2s_tensor_new(ctx, t2s_act_dtype(ctx), 2, shape + 1);
   t2s_tensor *in[2] = {a, b};
   return t2s_op_apply(ctx, T2S_OP_matmul, in, 2, out, &g, sizeof g);
 }

@@ -26,3 +26,12 @@ const t2s_op t2s_ops[] = {
 };
 _Static_assert(sizeof t2s_ops / sizeof t2s_ops[0] == T2S_OP_COUNT,
                "t2s_ops must have one entry per op of T2S_OP_LIST");
+
+/* The op families whose CUDA slots read and write bf16 activations (design note in
+ * core/cuda/backend.h). The others still read float only: t2s_op_apply refuses a bf16
+ * input to them rather than reading its bytes as float. */
+const unsigned char t2s_op_bf16[T2S_OP_COUNT] = {
+    [T2S_OP_conv2d] = 1, [T2S_OP_linear] = 1, [T2S_OP_matmul] = 1, [T2S_OP_batch_norm] = 1,
+    [T2S_OP_relu] = 1,   [T2S_OP_gelu] = 1,   [T2S_OP_add] = 1,    [T2S_OP_mul] = 1,
+    [T2S_OP_scale] = 1,  [T2S_OP_dropout] = 1,
+};

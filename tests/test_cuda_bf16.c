@@ -1,0 +1,285 @@
+// ctest-labels: cuda
+// ctest-timeout: 300
+/* precision: bf16 on CUDA against the fp32 CPU reference, op by op.
+ *
+ * Each case runs the op on the CPU (fp32) through its public call with inputs that are
+ * exactly representable in bf16 (rounded on the host first: activations, weights,
+ * biases, and dy, which the GEMM-shaped ops cast to bf16), then replays the node on the
+ * CUDA slot of a context in bf16 mode (tests/cuda_replay.h, run_case_dtypes): the
+ * activation inputs are uploaded as bf16, the output is bf16, weights and every gradient
+ * stay f32. Both sides then see the same numbers; what differs is the GPU's bf16
+ * rounding of its results.
+ *
+ * Tolerance BF16_TOL = 1e-2, relative to max(|ref|, rms(ref)) (cuda_replay.h). bf16 keeps
+ * 8 significant bits, unit roundoff u = 2^-9 ~ 1.95e-3. With exact inputs and fp32
+ * accumulation (cuDNN compute type FLOAT, CUBLAS_COMPUTE_32F; the accumulation error,
+ * ~K 2^-24, is negligible) a result carries at most two bf16 roundings: the output (y,
+ * or cuDNN's bf16 dx / dW) and, for conv2d with bias, the bias added to the bf16 y.
+ * So errors stay below 2u ~ 4e-3; 1e-2 leaves room for cuDNN kernels that round
+ * partial sums, and is still two orders below what a misread dtype, a missing cast or
+ * a wrong layout gives (O(1)). The f32 path of the same ops is held to 1e-4 / 1e-5 in
+ * test_cuda_ops.c.
+ *
+ * Also: the public calls make bf16 outputs only in bf16 mode, an op without a bf16
+ * path refuses a bf16 input with a message naming it, and a CPU context refuses the
+ * setting. Skipped (exit 77) when the build has no CUDA backend or no GPU is visible. */
+#include "tests/cuda_replay.h"
+
+#define BF16_TOL 1e-2
+
+/* A host test tensor whose values are rounded to bf16 (the reference's inputs). */
+static t2s_tensor *bf16_tensor(int ndim, const int64_t *shape, float lo, float hi, uint64_t seed,
+                               int requires_grad) {
+  t2s_tensor *t = t2s_test_tensor(ndim, shape, lo, hi, seed, requires_grad);
+  bf16_round_all(t2s_f32(t), t2s_numel(t));
+  return t;
+}
+
+static void run_bf16(t2s_ctx *cpu, t2s_ctx *gpu, op_case *c, unsigned bf16_inputs) {
+  replay_dtypes dt = {bf16_inputs, 1};
+  run_case_dtypes(cpu, gpu, c, &dt);
+}
+
+/* ---- builders ---------------------------------------------------------------------- */
+
+static t2s_tensor *b_conv(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_conv2d(x, in[0], in[1], in[2], (const t2s_conv2d_args *)u);
+}
+static t2s_tensor *b_linear(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_linear(x, in[0], in[1], in[2]);
+}
+typedef struct mm_case_args {
+  int ta, tb;
+} mm_case_args;
+static t2s_tensor *b_matmul(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  const mm_case_args *a = u;
+  return t2s_matmul(x, in[0], in[1], a->ta, a->tb);
+}
+static t2s_tensor *b_bn(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_batch_norm(x, in[0], in[1], in[2], in[3], in[4], *(const t2s_bn_mode *)u, 0.1f,
+                        1e-5f);
+}
+static t2s_tensor *b_relu(t2s_ctx *x, t2s_tensor **in, const void *u) { return t2s_relu(x, in[0]); }
+static t2s_tensor *b_gelu(t2s_ctx *x, t2s_tensor **in, const void *u) { return t2s_gelu(x, in[0]); }
+static t2s_tensor *b_add(t2s_ctx *x, t2s_tensor **in, const void *u) { return t2s_add(x, in[0], in[1]); }
+static t2s_tensor *b_mul(t2s_ctx *x, t2s_tensor **in, const void *u) { return t2s_mul(x, in[0], in[1]); }
+static t2s_tensor *b_scale(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_scale(x, in[0], *(const float *)u);
+}
+static t2s_tensor *b_dropout(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_dropout(x, in[0], *(const float *)u, t2s_rng_key_make(11, 22, 33, 44));
+}
+
+/* ---- conv2d ------------------------------------------------------------------------ */
+
+static void conv_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  /* t2s_conv2d_args: stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups */
+  struct {
+    const char *what;
+    int64_t n, cin, h, w, cout, k;
+    t2s_conv2d_args a;
+    int bias;
+    unsigned x_bf16;  /* 0: an f32 x (the image into the first layer), cast by the op */
+  } cs[] = {
+      {"conv2d 3x3 bias", 2, 16, 9, 9, 8, 3, {1, 1, 1, 1, 1, 1, 1}, 1, 1},
+      {"conv2d 3x3 stride 2", 2, 8, 12, 10, 16, 3, {2, 2, 1, 1, 1, 1, 1}, 0, 1},
+      {"conv2d 1x1 (direct filter)", 2, 32, 6, 6, 16, 1, {1, 1, 0, 0, 1, 1, 1}, 1, 1},
+      {"conv2d depthwise 3x3 (direct filter)", 2, 16, 7, 7, 16, 3, {1, 1, 1, 1, 1, 1, 16}, 1, 1},
+      {"conv2d first layer (f32 image x)", 2, 3, 16, 16, 8, 3, {2, 2, 1, 1, 1, 1, 1}, 1, 0},
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    int64_t xs[4] = {cs[i].n, cs[i].cin, cs[i].h, cs[i].w};
+    int64_t ws[4] = {cs[i].cout, cs[i].cin / cs[i].a.groups, cs[i].k, cs[i].k}, bs[1] = {cs[i].cout};
+    t2s_tensor *x = bf16_tensor(4, xs, -1.0f, 1.0f, 300 + i, 1);
+    t2s_tensor *w = bf16_tensor(4, ws, -0.5f, 0.5f, 310 + i, 1);
+    t2s_tensor *b = cs[i].bias ? bf16_tensor(1, bs, -0.5f, 0.5f, 320 + i, 1) : NULL;
+    op_case c = {cs[i].what, b_conv, &cs[i].a, 3, {x, w, b}, (1u << 1) | (1u << 2), BF16_TOL, 0};
+    run_bf16(cpu, gpu, &c, cs[i].x_bf16);
+    t2s_test_tensor_free(x), t2s_test_tensor_free(w), t2s_test_tensor_free(b);
+  }
+}
+
+/* ---- linear / matmul --------------------------------------------------------------- */
+
+static void linear_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  struct { int nd; int64_t x[3]; int64_t n; int bias; unsigned x_bf16; } ls[] = {
+      {3, {2, 64, 32}, 48, 1, 1}, {3, {2, 9, 16}, 24, 0, 1}, {2, {7, 12}, 5, 1, 1},
+      {2, {40, 64}, 32, 1, 0},
+  };
+  for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) {
+    int64_t k = ls[i].x[ls[i].nd - 1], ws[2] = {ls[i].n, k}, bs[1] = {ls[i].n};
+    t2s_tensor *x = bf16_tensor(ls[i].nd, ls[i].x, -1.0f, 1.0f, 330 + i, 1);
+    t2s_tensor *w = bf16_tensor(2, ws, -0.5f, 0.5f, 340 + i, 1);
+    t2s_tensor *b = ls[i].bias ? bf16_tensor(1, bs, -0.5f, 0.5f, 350 + i, 1) : NULL;
+    char label[96];
+    snprintf(label, sizeof label, "linear case %zu%s", i, ls[i].x_bf16 ? "" : " (f32 x)");
+    op_case c = {label, b_linear, NULL, 3, {x, w, b}, 0, BF16_TOL, 0};
+    run_bf16(cpu, gpu, &c, ls[i].x_bf16);
+    t2s_test_tensor_free(x), t2s_test_tensor_free(w), t2s_test_tensor_free(b);
+  }
+}
+
+static void matmul_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  const int64_t B = 3, M = 16, K = 24, N = 8;
+  for (int ta = 0; ta < 2; ta++)
+    for (int tb = 0; tb < 2; tb++)
+      for (int bc = 0; bc < 2; bc++) { /* 0: both batched, 1: b 2-d (broadcast) */
+        int64_t as[3] = {B, ta ? K : M, ta ? M : K}, bs[3] = {B, tb ? N : K, tb ? K : N};
+        t2s_tensor *a = bf16_tensor(3, as, -1.0f, 1.0f, 360, 1);
+        t2s_tensor *b = bc ? bf16_tensor(2, bs + 1, -1.0f, 1.0f, 361, 1)
+                           : bf16_tensor(3, bs, -1.0f, 1.0f, 361, 1);
+        mm_case_args m = {ta, tb};
+        char label[96];
+        snprintf(label, sizeof label, "matmul trans %d%d %s", ta, tb, bc ? "b broadcast" : "batched");
+        op_case c = {label, b_matmul, &m, 2, {a, b}, 0, BF16_TOL, 0};
+        run_bf16(cpu, gpu, &c, 3u);
+        t2s_test_tensor_free(a), t2s_test_tensor_free(b);
+      }
+  /* odd sizes: bf16 rows 2-byte aligned (the plan's alignment follows the pointers) */
+  int64_t a2[2] = {5, 7}, b2[2] = {7, 9};
+  t2s_tensor *a = bf16_tensor(2, a2, -1.0f, 1.0f, 362, 1);
+  t2s_tensor *b = bf16_tensor(2, b2, -1.0f, 1.0f, 363, 1);
+  mm_case_args m = {0, 0};
+  op_case c = {"matmul 2-d odd sizes", b_matmul, &m, 2, {a, b}, 0, BF16_TOL, 0};
+  run_bf16(cpu, gpu, &c, 3u);
+  t2s_test_tensor_free(a), t2s_test_tensor_free(b);
+}
+
+/* ---- batch norm, element-wise: bf16 in, bf16 out, f32 statistics and gradients ------ */
+
+static void bn_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  int64_t xs[4] = {2, 6, 5, 7}, c = 6;
+  const t2s_bn_mode modes[2] = {T2S_BN_TRAIN, T2S_BN_EVAL};
+  for (int m = 0; m < 2; m++) {
+    /* a channel offset: centring must happen before scaling */
+    t2s_tensor *x = bf16_tensor(4, xs, 2.0f, 4.0f, 370, 1);
+    t2s_tensor *g = bf16_tensor(1, &c, 0.5f, 1.5f, 371, 1);
+    t2s_tensor *b = bf16_tensor(1, &c, -0.5f, 0.5f, 372, 1);
+    t2s_tensor *rm = t2s_test_tensor(1, &c, 2.5f, 3.5f, 373, 0);
+    t2s_tensor *rv = t2s_test_tensor(1, &c, 0.5f, 1.5f, 374, 0);
+    op_case cs = {m ? "batch_norm eval" : "batch_norm train", b_bn, &modes[m], 5,
+                  {x, g, b, rm, rv}, 0, BF16_TOL, (1u << 3) | (1u << 4)};
+    run_bf16(cpu, gpu, &cs, 1u);
+    t2s_test_tensor_free(x), t2s_test_tensor_free(g), t2s_test_tensor_free(b);
+    t2s_test_tensor_free(rm), t2s_test_tensor_free(rv);
+  }
+}
+
+static void elementwise_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  int64_t s4[4] = {2, 3, 5, 7}, s3[3] = {3, 17, 11};
+  for (int d = 0; d < 2; d++) {
+    int nd = d ? 3 : 4;
+    const int64_t *s = d ? s3 : s4;
+    t2s_tensor *a = bf16_tensor(nd, s, -2.0f, 2.0f, 380 + (uint64_t)d, 1);
+    t2s_tensor *b = bf16_tensor(nd, s, -2.0f, 2.0f, 390 + (uint64_t)d, 1);
+    t2s_tensor *mask = bf16_tensor(nd, s, 0.0f, 2.0f, 400 + (uint64_t)d, 0);
+    t2s_f32(a)[0] = 0.0f; /* relu's kink: both backends take dy = 0 there */
+    float sc = -1.75f, p = 0.3f;
+    char lab[8][64];
+    const char *names[] = {"relu", "gelu", "add", "mul", "mul (f32 constant b)", "scale",
+                           "dropout"};
+    for (int i = 0; i < 7; i++) snprintf(lab[i], sizeof lab[i], "%s %dd", names[i], nd);
+    struct { op_case c; unsigned bf16_inputs; } cases[] = {
+        {{lab[0], b_relu, NULL, 1, {a}, 0, BF16_TOL, 0}, 1u},
+        {{lab[1], b_gelu, NULL, 1, {a}, 0, BF16_TOL, 0}, 1u},
+        {{lab[2], b_add, NULL, 2, {a, b}, 0, BF16_TOL, 0}, 3u},
+        {{lab[3], b_mul, NULL, 2, {a, b}, 0, BF16_TOL, 0}, 3u},
+        {{lab[4], b_mul, NULL, 2, {a, mask}, 0, BF16_TOL, 0}, 1u},
+        {{lab[5], b_scale, &sc, 1, {a}, 0, BF16_TOL, 0}, 1u},
+        {{lab[6], b_dropout, &p, 1, {a}, 0, BF16_TOL, 0}, 1u},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+      run_bf16(cpu, gpu, &cases[i].c, cases[i].bf16_inputs);
+    t2s_test_tensor_free(a), t2s_test_tensor_free(b), t2s_test_tensor_free(mask);
+  }
+}
+
+/* ---- the public calls: output dtypes and the refusal of ops without a bf16 path ------ */
+
+/* A zeroed tensor in the GPU pass arena. */
+static t2s_tensor *gpu_zeros(t2s_ctx *gpu, t2s_dtype dtype, int ndim, const int64_t *shape) {
+  t2s_tensor *t = t2s_tensor_new(gpu, dtype, ndim, shape);
+  if (t != NULL &&
+      t2s_device_zero(T2S_DEV_CUDA, t->data, (size_t)t2s_numel(t) * t2s_dtype_size(dtype),
+                      &gpu->err) != T2S_OK)
+    return NULL;
+  return t;
+}
+
+static void public_calls(t2s_ctx *cpu, t2s_ctx *gpu) {
+  int64_t xs[4] = {1, 4, 6, 6}, ws[4] = {8, 4, 3, 3}, ts[3] = {1, 6, 8}, c8 = 8;
+  t2s_conv2d_args ca = t2s_conv_args(1, 1, 1);
+  t2s_ctx_end_pass(gpu);
+  t2s_tensor *x = gpu_zeros(gpu, T2S_F32, 4, xs), *w = gpu_zeros(gpu, T2S_F32, 4, ws);
+  t2s_tensor *y = t2s_conv2d(gpu, x, w, NULL, &ca);
+  t2s_tensor *r = t2s_relu(gpu, y);
+  CHECK_MSG(r != NULL, "bf16 conv2d -> relu: %s", gpu->err.msg);
+  if (r != NULL) {
+    CHECK_MSG(y->dtype == T2S_BF16 && r->dtype == T2S_BF16,
+              "bf16 mode: conv2d gave %s and relu %s (want bfloat16 both)",
+              t2s_dtype_name(y->dtype), t2s_dtype_name(r->dtype));
+  }
+  /* layer_norm has no bf16 path yet: a clear refusal, not float reads of bf16 bytes */
+  t2s_tensor *tok = gpu_zeros(gpu, T2S_BF16, 3, ts);
+  t2s_tensor *g = gpu_zeros(gpu, T2S_F32, 1, &c8), *b = gpu_zeros(gpu, T2S_F32, 1, &c8);
+  CHECK_MSG(tok && g && b, "bf16 tokens: %s", gpu->err.msg);
+  if (tok && g && b) {
+    t2s_tensor *ln = t2s_layer_norm(gpu, tok, g, b, 1e-5f);
+    CHECK(ln == NULL && gpu->err.status == T2S_ERR_UNSUPPORTED);
+    CHECK_MSG(strstr(gpu->err.msg, "'layer_norm'") && strstr(gpu->err.msg, "precision"),
+              "the refusal should name the op and the precision key: %s", gpu->err.msg);
+  }
+  t2s_error_clear(&gpu->err);
+  t2s_ctx_end_pass(gpu);
+
+  /* fp32 again: the same calls make f32 outputs */
+  CHECK_MSG(t2s_cuda_set_precision(gpu, T2S_PRECISION_FP32) == T2S_OK, "fp32: %s", gpu->err.msg);
+  x = gpu_zeros(gpu, T2S_F32, 4, xs), w = gpu_zeros(gpu, T2S_F32, 4, ws);
+  y = t2s_conv2d(gpu, x, w, NULL, &ca);
+  CHECK_MSG(y != NULL && y->dtype == T2S_F32, "fp32 conv2d: %s", gpu->err.msg);
+  t2s_error_clear(&gpu->err);
+  t2s_ctx_end_pass(gpu);
+  CHECK_MSG(t2s_cuda_set_precision(gpu, T2S_PRECISION_BF16) == T2S_OK, "bf16: %s", gpu->err.msg);
+
+  /* a CPU context refuses the setting, naming what to use */
+  CHECK(t2s_cuda_set_precision(cpu, T2S_PRECISION_BF16) != T2S_OK);
+  CHECK_MSG(strstr(cpu->err.msg, "precision") && strstr(cpu->err.msg, "fp32"),
+            "CPU refusal: %s", cpu->err.msg);
+  CHECK(cpu->act_dtype == T2S_F32);
+  t2s_error_clear(&cpu->err);
+  printf("done public calls\n");
+}
+
+int main(void) {
+  if (!t2s_cuda_built()) {
+    printf("test_cuda_bf16: skipped: this build has no CUDA backend (configure with -DT2S_CUDA=ON)\n");
+    return 77;
+  }
+  if (t2s_cuda_device_count() == 0) {
+    printf("test_cuda_bf16: skipped: no CUDA device is visible\n");
+    return 77;
+  }
+  t2s_error err = {0};
+  t2s_ctx *cpu = t2s_ctx_create(T2S_DEV_CPU, 64 << 20, &err);
+  t2s_ctx *gpu = cpu ? t2s_ctx_create(T2S_DEV_CUDA, 64 << 20, &err) : NULL;
+  if (gpu == NULL) {
+    fprintf(stderr, "test_cuda_bf16: creating the contexts: %s\n", err.msg);
+    t2s_ctx_destroy(cpu);
+    return 1;
+  }
+  cpu->seed = gpu->seed = 1234;
+  if (t2s_cuda_set_precision(gpu, T2S_PRECISION_BF16) != T2S_OK) {
+    fprintf(stderr, "test_cuda_bf16: precision bf16: %s\n", gpu->err.msg);
+    t2s_ctx_destroy(gpu), t2s_ctx_destroy(cpu);
+    return 1;
+  }
+  conv_cases(cpu, gpu);
+  linear_cases(cpu, gpu);
+  matmul_cases(cpu, gpu);
+  bn_cases(cpu, gpu);
+  elementwise_cases(cpu, gpu);
+  public_calls(cpu, gpu);
+  t2s_ctx_destroy(gpu);
+  t2s_ctx_destroy(cpu);
+  return t2s_test_finish("test_cuda_bf16");
+}
