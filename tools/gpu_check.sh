@@ -20,8 +20,8 @@
 #               test's result in its log)
 #   3 memcheck  compute-sanitizer --tool memcheck over the op tests (skipped, with a
 #               note, where the tool is missing or refuses the device)
-#   4 bench     one training step of DLv2-R101 (batch 2, 512x512): t2sda fp32 / TF32
-#               (/ bf16 when the build has it) against PyTorch eager fp32, TF32, AMP bf16
+#   4 bench     one training step of DLv2-R101 (batch 2, 512x512): t2sda fp32 / TF32 /
+#               bf16 against PyTorch eager fp32, TF32, AMP bf16
 #               and AMP bf16 channels_last on the same GPU, MFU against a bf16 matmul
 #               peak measured in this run
 #   5 iteration the full T2S-DA iteration (DLv2-R101; MiT-B5 + DAFormer head), 512x512,
@@ -347,14 +347,12 @@ e.record(); torch.cuda.synchronize()
 print(json.dumps({"bench": "bf16_matmul_peak", "n": n,
                   "tflops": 2 * n ** 3 * 10 / (s.elapsed_time(e) / 1e3) / 1e12}))'
   grep -h '^{' "$logs/bench_peak.log" | tail -1 >"$logs/bench_peak.json"
-  precisions=(fp32 tf32)
-  "${ours[@]}" t2sda_bench --help 2>&1 | grep -q bf16 && precisions+=(bf16)
+  precisions=(fp32 tf32 bf16)
   for p in "${precisions[@]}"; do
     run_stage "4 bench: t2sda $p" 60 "bench_t2sda_$p.log" "${ours[@]}" t2sda_bench step \
       --device cuda --precision "$p" "${bench_args[@]}" --json "$logs/bench_t2sda_$p.json"
     bench_names+=("t2sda_$p")
   done
-  ((${#precisions[@]} == 2)) && add_row "4 bench: t2sda bf16" skip "" "not in this build (t2sda_bench --precision)"
   for m in fp32 tf32 amp_bf16 amp_bf16_channels_last; do
     run_stage "4 bench: torch $m" 60 "bench_torch_$m.log" env -u LD_LIBRARY_PATH python3 \
       tools/bench_step_pytorch.py --device cuda --mode "$m" "${bench_args[@]}"

@@ -5,7 +5,7 @@
  *   t2sda_bench step [--depth 50] [--base-channels 64] [--batch 2] [--crop W H]
  *                    [--classes 19] [--iters 5] [--warmup 2] [--threads 2] [--json FILE]
  *                    [--backbone resnet_v1c|mit_b0..mit_b5] [--head dlv2|daformer_sepaspp|...]
- *                    [--device cpu|cuda] [--precision fp32|tf32]
+ *                    [--device cpu|cuda] [--precision fp32|tf32|bf16]
  *
  * A step is forward + loss + backward + SGD update of ResNet-V1c DeepLab-V2 on
  * random data, timed over --iters runs after --warmup. FLOPs are counted by the
@@ -36,8 +36,12 @@ typedef struct bench_opts {
   const char *json;
   const char *backbone, *head;  /* NULL: resnet_v1c + dlv2; mit_b0..mit_b5, daformer_sepaspp... */
   t2s_device device;            /* --device cpu|cuda */
-  t2s_precision precision;      /* --precision fp32|tf32 (CUDA) */
+  t2s_precision precision;      /* --precision fp32|tf32|bf16 (CUDA) */
 } bench_opts;
+
+static const char *precision_name(t2s_precision p) {
+  return p == T2S_PRECISION_TF32 ? "tf32" : p == T2S_PRECISION_BF16 ? "bf16" : "fp32";
+}
 
 static double now_s(void) {
   struct timespec ts;
@@ -91,9 +95,11 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
       if (!ok) fprintf(stderr, "t2sda_bench: --device expects cpu or cuda, got '%s'\n", v);
     } else if (strcmp(a, "--precision") == 0) {
       const char *v = argv[++i];
-      ok = strcmp(v, "fp32") == 0 || strcmp(v, "tf32") == 0;
-      o->precision = strcmp(v, "tf32") == 0 ? T2S_PRECISION_TF32 : T2S_PRECISION_FP32;
-      if (!ok) fprintf(stderr, "t2sda_bench: --precision expects fp32 or tf32, got '%s'\n", v);
+      ok = strcmp(v, "fp32") == 0 || strcmp(v, "tf32") == 0 || strcmp(v, "bf16") == 0;
+      o->precision = strcmp(v, "tf32") == 0   ? T2S_PRECISION_TF32
+                     : strcmp(v, "bf16") == 0 ? T2S_PRECISION_BF16
+                                              : T2S_PRECISION_FP32;
+      if (!ok) fprintf(stderr, "t2sda_bench: --precision expects fp32, tf32 or bf16, got '%s'\n", v);
     } else {
       fprintf(stderr, "t2sda_bench: unknown option '%s' (see the usage at the top of tools/t2sda_bench.c)\n", a);
       return 0;
@@ -161,6 +167,11 @@ static t2s_status upload_batch(t2s_tensor *image, t2s_tensor *label, void **dimg
 
 static int bench_step(const bench_opts *o) {
   openblas_set_num_threads(o->threads);
+  if (o->device == T2S_DEV_CPU && o->precision != T2S_PRECISION_FP32) {
+    fprintf(stderr, "t2sda_bench: --precision %s is a CUDA setting; use --device cuda, or "
+            "--precision fp32 on the CPU\n", precision_name(o->precision));
+    return 1;
+  }
   omp_set_num_threads(o->threads);  /* the engine's own loops (core/ops) */
   t2s_model_cfg cfg = t2s_model_default_cfg();
   cfg.resnet.depth = o->depth;
@@ -246,7 +257,7 @@ static int bench_step(const bench_opts *o) {
            "{\"impl\": \"t2sda\", \"device\": \"%s\", \"precision\": \"%s\", \"build\": \"%s\", \"backbone\": \"%s\", \"depth\": %d, \"base_channels\": %d, \"batch\": %d, "
            "\"crop\": [%d, %d], \"threads\": %d, \"ms_per_iter\": %.3f, \"images_per_s\": %.4f, "
            "\"gflop_per_iter\": %.3f, \"gflop_per_s\": %.3f}",
-           t2s_device_name(dev), o->precision == T2S_PRECISION_TF32 ? "tf32" : "fp32",
+           t2s_device_name(dev), precision_name(o->precision),
            T2S_VERSION_STRING, o->backbone ? o->backbone : "resnet_v1c", o->depth, o->base_channels, o->batch, o->crop_w, o->crop_h, o->threads,
            med * 1e3, o->batch / med, step_flops * 1e-9, step_flops / med * 1e-9);
   printf("%s\n", line);
@@ -416,7 +427,7 @@ int main(int argc, char **argv) {
            "                        [--classes 19] [--iters 5] [--warmup 2] [--threads 2] [--json FILE]\n"
            "                        [--backbone resnet_v1c|mit_b0..mit_b5] [--head dlv2|daformer_sepaspp|\n"
            "                        daformer_conv1|segformer_mlp]\n"
-           "                        [--device cpu|cuda] [--precision fp32|tf32]\n"
+           "                        [--device cpu|cuda] [--precision fp32|tf32|bf16]\n"
            "       t2sda_bench ops [--device cpu|cuda] [--iters 10] [--warmup 2] [--only NAME]\n"
            "                        (forward and backward ms of every op at a typical shape)\n"
            "       t2sda_bench data --help   (loader images/s for 1 and 2 threads)\n"
