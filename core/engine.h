@@ -168,6 +168,10 @@ static inline t2s_dtype t2s_act_dtype(const t2s_ctx *ctx) { return ctx->act_dtyp
 static inline t2s_dtype t2s_follow_dtype(const t2s_tensor *a, const t2s_tensor *b) {
   return (a && a->dtype == T2S_BF16) || (b && b->dtype == T2S_BF16) ? T2S_BF16 : T2S_F32;
 }
+/* An activation dtype: f32, or bf16 (precision bf16 on CUDA). Weights stay f32. */
+static inline int t2s_is_float(const t2s_tensor *t) {
+  return t->dtype == T2S_F32 || t->dtype == T2S_BF16;
+}
 /* Raw scratch memory in the pass arena (on the run's device). */
 void *t2s_scratch(t2s_ctx *ctx, size_t bytes);
 /* Host memory that lives until the end of the pass (an op's host-side saved state). */

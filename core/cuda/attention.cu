@@ -9,7 +9,12 @@
  * its column-major transpose, so row-major Y = op(A) op(B) is computed as
  * column-major Y^T = op(B)^T op(A)^T. Only P (L x S per head, S = L / sr^2 after the
  * spatial reduction) is quadratic; it is saved for backward while recording, and
- * dP reuses one (heads, L, S) block per sample. */
+ * dP reuses one (heads, L, S) block per sample.
+ *
+ * bf16 q / kv / out (precision bf16) are stored bf16 but computed in f32: the op widens
+ * them into the pass arena (released when it returns), runs the SGEMMs above and
+ * rounds O once into the bf16 output. The products stay fp32 SGEMMs here; a bf16
+ * tensor-core path (bf16 P, as fused attention kernels keep it) is left for later. */
 #include <math.h>
 
 #include "core/cuda/kernels.cuh"
@@ -95,22 +100,29 @@ t2s_status attention_forward(t2s_ctx *ctx, t2s_node *node) {
   int64_t d = a->c / a->heads, ls = a->l * a->s;
   float scale = (float)(1.0 / sqrt((double)d));
   cudaStream_t stream = t2s_cuda_be(ctx)->stream;
-  t2s_arena_mark mark = t2s_scratch_mark(ctx);
-  float *p_all;
-  if (node->recording) {
+  float *p_all = NULL;
+  if (node->recording) { /* saved: below the mark, so it outlives the temporaries */
     attention_saved *sv = (attention_saved *)t2s_host_scratch(ctx, sizeof *sv);
     if (sv == NULL) return ctx->err.status;
     sv->p = p_all = (float *)t2s_scratch(ctx, (size_t)(a->n * a->heads * ls) * sizeof(float));
+    if (p_all == NULL) return ctx->err.status;
     node->saved = sv;
-  } else {
-    p_all = (float *)t2s_scratch(ctx, (size_t)(a->heads * ls) * sizeof(float));
   }
-  if (p_all == NULL) return ctx->err.status;
+  t2s_arena_mark mark = t2s_scratch_mark(ctx);
+  if (!node->recording &&
+      (p_all = (float *)t2s_scratch(ctx, (size_t)(a->heads * ls) * sizeof(float))) == NULL)
+    return ctx->err.status;
+  bool out16 = node->out->dtype == T2S_BF16;
+  const float *q_all = t2s_cuda_f32_of(ctx, node, node->in[0]);
+  const float *kv_all = q_all ? t2s_cuda_f32_of(ctx, node, node->in[1]) : NULL;
+  float *o_all = out16 ? (float *)t2s_scratch(ctx, (size_t)t2s_numel(node->out) * sizeof(float))
+                       : t2s_f32(node->out);
+  if (q_all == NULL || kv_all == NULL || o_all == NULL) return ctx->err.status;
   int c = (int)a->c, c2 = (int)(2 * a->c), id = (int)d, l = (int)a->l, s = (int)a->s;
   for (int64_t n = 0; n < a->n; n++) {
-    const float *q = t2s_f32(node->in[0]) + n * a->l * a->c;
-    const float *k = t2s_f32(node->in[1]) + n * a->s * 2 * a->c, *v = k + a->c;
-    float *o = t2s_f32(node->out) + n * a->l * a->c;
+    const float *q = q_all + n * a->l * a->c;
+    const float *k = kv_all + n * a->s * 2 * a->c, *v = k + a->c;
+    float *o = o_all + n * a->l * a->c;
     float *p = node->recording ? p_all + n * a->heads * ls : p_all;
     /* P^T (S x L) = s K (S x d) Q^T (d x L) */
     heads_gemm g1 = {CUBLAS_OP_T, CUBLAS_OP_N, s, l, id, scale, k, c2, d, q, c, d,
@@ -124,7 +136,12 @@ t2s_status attention_forward(t2s_ctx *ctx, t2s_node *node) {
                      0.0f, o, c, d};
     if ((st = gemm_heads(ctx, node, g2, a->heads)) != T2S_OK) return st;
   }
-  if (!node->recording) t2s_scratch_release(ctx, mark);
+  if (out16) {
+    t2s_status st = t2s_cuda_f32_to_bf16(ctx, node, o_all, (t2s_bf16 *)node->out->data,
+                                         t2s_numel(node->out));
+    if (st != T2S_OK) return st;
+  }
+  t2s_scratch_release(ctx, mark);  /* stream order: later kernels run after these */
   ctx->flops += 4.0 * (double)a->n * (double)ls * (double)a->c;
   return T2S_OK;
 }
@@ -144,13 +161,16 @@ t2s_status attention_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   cudaStream_t stream = t2s_cuda_be(ctx)->stream;
   t2s_arena_mark mark = t2s_scratch_mark(ctx);
   float *dp = (float *)t2s_scratch(ctx, (size_t)(a->heads * ls) * sizeof(float));
-  if (dp == NULL) return ctx->err.status;
+  const float *q_all = dp ? t2s_cuda_f32_of(ctx, node, qt) : NULL;
+  const float *kv_all = q_all ? t2s_cuda_f32_of(ctx, node, kvt) : NULL;
+  const float *o_all = kv_all ? t2s_cuda_f32_of(ctx, node, node->out) : NULL;
+  if (o_all == NULL) return ctx->err.status;
   int c = (int)a->c, c2 = (int)(2 * a->c), id = (int)d, l = (int)a->l, s = (int)a->s;
   t2s_status st = T2S_OK;
   for (int64_t n = 0; n < a->n && st == T2S_OK; n++) {
     int64_t qoff = n * a->l * a->c, kvoff = n * a->s * 2 * a->c;
-    const float *q = t2s_f32(qt) + qoff, *k = t2s_f32(kvt) + kvoff, *v = k + a->c;
-    const float *o = t2s_f32(node->out) + qoff, *dout = node->out->grad + qoff;
+    const float *q = q_all + qoff, *k = kv_all + kvoff, *v = k + a->c;
+    const float *o = o_all + qoff, *dout = node->out->grad + qoff;
     const float *p = sv->p + n * a->heads * ls;
     if (want_kv) { /* dV^T (d x S) = dO^T (d x L) P (L x S) */
       heads_gemm g = {CUBLAS_OP_N, CUBLAS_OP_T, id, s, l, 1.0f, dout, c, d, p, s, ls,

@@ -90,8 +90,14 @@ static inline t2s_act_out t2s_cuda_out(float *p) { return t2s_act_out{p, false};
 /* t's values as bf16: its own data when it is bf16, else a cast into the pass arena.
  * NULL with ctx->err set on failure. */
 const t2s_bf16 *t2s_cuda_bf16_of(t2s_ctx *ctx, const t2s_node *node, const t2s_tensor *t);
+/* dst[i] = src[i] rounded to bf16 (nearest even). */
+t2s_status t2s_cuda_f32_to_bf16(t2s_ctx *ctx, const t2s_node *node, const float *src,
+                                t2s_bf16 *dst, int64_t n);
 /* n floats cast to bf16 into the pass arena (round to nearest even); NULL on failure. */
 t2s_bf16 *t2s_cuda_bf16_cast(t2s_ctx *ctx, const t2s_node *node, const float *src, int64_t n);
+/* t's values as f32: its own data when it is f32, else a widening copy in the pass
+ * arena (ops that compute a bf16 activation in f32). NULL with ctx->err set on failure. */
+const float *t2s_cuda_f32_of(t2s_ctx *ctx, const t2s_node *node, const t2s_tensor *t);
 /* dst[i] (f32) = src[i], or += src[i] when acc: a bf16 result into an f32 gradient. */
 t2s_status t2s_cuda_bf16_to_f32(t2s_ctx *ctx, const t2s_node *node, const t2s_bf16 *src,
                                 float *dst, int64_t n, bool acc);

@@ -159,21 +159,33 @@ __global__ void from_bf16_kernel(int64_t n, const t2s_bf16 *src, float *dst, boo
 }
 }  // namespace
 
+t2s_status t2s_cuda_f32_to_bf16(t2s_ctx *ctx, const t2s_node *node, const float *src,
+                                t2s_bf16 *dst, int64_t n) {
+  if (n <= 0) return T2S_OK;
+  to_bf16_kernel<<<t2s_cuda_blocks(n), 256, 0, t2s_cuda_be(ctx)->stream>>>(n, src, dst);
+  T2S_CU_LAUNCHED(ctx, node, "to_bf16_kernel");
+  return T2S_OK;
+}
+
 t2s_bf16 *t2s_cuda_bf16_cast(t2s_ctx *ctx, const t2s_node *node, const float *src, int64_t n) {
   t2s_bf16 *dst = (t2s_bf16 *)t2s_scratch(ctx, (size_t)(n > 0 ? n : 1) * sizeof(t2s_bf16));
-  if (dst == NULL || n <= 0) return dst;
-  to_bf16_kernel<<<t2s_cuda_blocks(n), 256, 0, t2s_cuda_be(ctx)->stream>>>(n, src, dst);
-  cudaError_t st = cudaGetLastError();
-  if (st != cudaSuccess) {
-    t2s_cuda_fail(ctx, node, "launch of to_bf16_kernel", cudaGetErrorString(st), __FILE__, __LINE__);
-    return NULL;
-  }
-  return dst;
+  if (dst == NULL) return NULL;
+  return t2s_cuda_f32_to_bf16(ctx, node, src, dst, n) == T2S_OK ? dst : NULL;
 }
 
 const t2s_bf16 *t2s_cuda_bf16_of(t2s_ctx *ctx, const t2s_node *node, const t2s_tensor *t) {
   if (t->dtype == T2S_BF16) return (const t2s_bf16 *)t->data;
   return t2s_cuda_bf16_cast(ctx, node, t2s_f32(t), t2s_numel(t));
+}
+
+const float *t2s_cuda_f32_of(t2s_ctx *ctx, const t2s_node *node, const t2s_tensor *t) {
+  if (t->dtype != T2S_BF16) return t2s_f32(t);
+  int64_t n = t2s_numel(t);
+  float *dst = (float *)t2s_scratch(ctx, (size_t)(n > 0 ? n : 1) * sizeof(float));
+  if (dst == NULL) return NULL;
+  return t2s_cuda_bf16_to_f32(ctx, node, (const t2s_bf16 *)t->data, dst, n, false) == T2S_OK
+             ? dst
+             : NULL;
 }
 
 t2s_status t2s_cuda_bf16_to_f32(t2s_ctx *ctx, const t2s_node *node, const t2s_bf16 *src,

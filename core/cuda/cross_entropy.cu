@@ -13,7 +13,10 @@
  *
  * Labels that are neither a class nor ignore_index are an error, as on the CPU: the
  * kernel records the first such pixel (an integer atomicMin: order-free) and the
- * host reads that one word back after the forward (one small synchronisation). */
+ * host reads that one word back after the forward (one small synchronisation).
+ *
+ * bf16 logits (precision bf16) are read through t2s_act_in; everything else (the
+ * sums, lse, the loss, dz) is computed and stored as for f32. */
 #include <math.h>
 
 #include "core/cuda/kernels.cuh"
@@ -30,7 +33,7 @@ typedef struct ce_saved {
 constexpr int kWarps = 8;
 
 struct ce_inputs {
-  const float *z; const uint8_t *lab; const float *pw, *cw;
+  t2s_act_in z; const uint8_t *lab; const float *pw, *cw;  /* z: f32 or bf16 logits */
   int64_t pixels, c;
   int ignore;
   __device__ double weight(int64_t p, int y) const {
@@ -47,12 +50,12 @@ __global__ void ce_forward_kernel(ce_inputs in, float *lse, double *partial,
   double acc[3] = {0.0, 0.0, 0.0};
   for (int64_t p = (int64_t)blockIdx.x * kWarps + warp; p < in.pixels;
        p += (int64_t)gridDim.x * kWarps) {
-    const float *z = in.z + p * in.c;
+    const int64_t z0 = p * in.c;
     float mx = -INFINITY;
-    for (int64_t k = lane; k < in.c; k += 32) mx = fmaxf(mx, z[k]);
+    for (int64_t k = lane; k < in.c; k += 32) mx = fmaxf(mx, in.z[z0 + k]);
     mx = warp_max(mx);
     double sum = 0.0;
-    for (int64_t k = lane; k < in.c; k += 32) sum += exp((double)z[k] - mx);
+    for (int64_t k = lane; k < in.c; k += 32) sum += exp((double)in.z[z0 + k] - mx);
     sum = warp_sum(sum);
     float l = (float)(mx + log(sum));
     if (lane != 0) continue;
@@ -63,7 +66,7 @@ __global__ void ce_forward_kernel(ce_inputs in, float *lse, double *partial,
       atomicMin(bad, (unsigned long long)p);
       continue;
     }
-    acc[0] += in.weight(p, y) * ((double)l - z[y]);
+    acc[0] += in.weight(p, y) * ((double)l - in.z[z0 + y]);
     acc[1] += 1.0;
     acc[2] += in.cw ? (double)in.cw[y] : 1.0;
   }
@@ -115,7 +118,7 @@ struct ce_backward_f {
 ce_inputs inputs_of(const t2s_node *node) {
   const t2s_tensor *z = node->in[0];
   const t2s_ce_args *a = (const t2s_ce_args *)node->args;
-  ce_inputs in = {t2s_f32(z), t2s_u8(node->in[1]), node->in[2] ? t2s_f32(node->in[2]) : NULL,
+  ce_inputs in = {t2s_cuda_in(z), t2s_u8(node->in[1]), node->in[2] ? t2s_f32(node->in[2]) : NULL,
                   node->in[3] ? t2s_f32(node->in[3]) : NULL, z->shape[0] * z->shape[2] * z->shape[3],
                   z->shape[1], a->ignore_index};
   return in;

@@ -128,7 +128,7 @@ __device__ void block_tree(double *s) {
   }
   __syncthreads();
 }
-__global__ void dot_partial_kernel(int64_t n, const float *x, const float *r, double *partial) {
+__global__ void dot_partial_kernel(int64_t n, act_in x, const float *r, double *partial) {
   __shared__ double s[T2S_CUDA_REDUCE_THREADS];
   double acc = 0.0;
   const int64_t step = (int64_t)T2S_CUDA_REDUCE_BLOCKS * T2S_CUDA_REDUCE_THREADS;
@@ -212,7 +212,7 @@ t2s_status weighted_sum_forward(t2s_ctx *ctx, t2s_node *node) {
   t2s_cuda_backend *be = t2s_cuda_be(ctx);
   int64_t n = t2s_numel(node->in[0]);
   dot_partial_kernel<<<T2S_CUDA_REDUCE_BLOCKS, T2S_CUDA_REDUCE_THREADS, 0, be->stream>>>(
-      n, in_f32(node, 0), in_f32(node, 1), be->reduce);
+      n, in_act(node, 0), in_f32(node, 1), be->reduce);
   T2S_CU_LAUNCHED(ctx, node, "dot_partial_kernel");
   dot_final_kernel<<<1, T2S_CUDA_REDUCE_THREADS, 0, be->stream>>>(be->reduce, t2s_f32(node->out));
   T2S_CU_LAUNCHED(ctx, node, "dot_final_kernel");

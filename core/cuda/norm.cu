@@ -7,7 +7,11 @@
  * through the tensor's logical strides (kernels.cuh row_geom): softmax over the
  * channels of an NHWC activation reads one contiguous row per pixel; other dims
  * read strided but stay correct.
- * Layer norm's dgamma / dbeta are column sums over rows (deterministic two-pass). */
+ * Layer norm's dgamma / dbeta are column sums over rows (deterministic two-pass).
+ *
+ * x and y may be bf16 (precision bf16): read through t2s_act_in, computed in double /
+ * float as for f32, written once through t2s_act_out (softmax recomputes its exp
+ * rather than re-reading a rounded y); statistics and gradients stay f32. */
 #include <math.h>
 
 #include "core/cuda/kernels.cuh"
@@ -45,7 +49,8 @@ t2s_status launch_rows(t2s_ctx *ctx, const t2s_node *node, int64_t rows, F f) {
 typedef struct ln_saved { float *mean, *rstd; } ln_saved;  /* host struct, device rows */
 
 struct ln_fwd {
-  row_geom g; const float *x, *gamma, *beta; float *y, *mean_out, *rstd_out; float eps;
+  row_geom g; t2s_act_in x; const float *gamma, *beta; t2s_act_out y; float *mean_out, *rstd_out;
+  float eps;
   __device__ void operator()(int64_t r, int lane) const {
     int64_t base = g.base(r);
     double sum = 0.0, sq = 0.0;
@@ -61,7 +66,7 @@ struct ln_fwd {
       double v = __dmul_rn(x[e] - mean, rstd);
       if (gamma) v = __dmul_rn(v, (double)gamma[j]);
       if (beta) v = __dadd_rn(v, (double)beta[j]);
-      y[e] = (float)v;
+      y.set(e, (float)v);
     }
     if (lane == 0 && mean_out) {
       mean_out[r] = (float)mean;
@@ -71,7 +76,7 @@ struct ln_fwd {
 };
 
 struct ln_bwd {
-  row_geom g; const float *x, *dy, *gamma, *mean, *rstd; float *dx; bool acc;
+  row_geom g; t2s_act_in x; const float *dy, *gamma, *mean, *rstd; float *dx; bool acc;
   __device__ void operator()(int64_t r, int lane) const {
     int64_t base = g.base(r);
     double mu = mean[r], rs = rstd[r], mg = 0.0, mgx = 0.0;
@@ -93,7 +98,7 @@ struct ln_bwd {
 
 /* dgamma_j = sum_rows dy xhat, dbeta_j = sum_rows dy */
 struct ln_param_sums {
-  row_geom g; const float *x, *dy, *mean, *rstd;
+  row_geom g; t2s_act_in x; const float *dy, *mean, *rstd;
   __device__ void operator()(int64_t r, int j, double *v) const {
     int64_t e = g.base(r) + j * g.stride;
     double xhat = (x[e] - (double)mean[r]) * (double)rstd[r];
@@ -122,8 +127,8 @@ t2s_status layer_norm_forward(t2s_ctx *ctx, t2s_node *node) {
   }
   node->saved = sv;
   return launch_rows(ctx, node, g.rows,
-                     ln_fwd{g, t2s_f32(x), node->in[1] ? t2s_f32(node->in[1]) : NULL,
-                            node->in[2] ? t2s_f32(node->in[2]) : NULL, t2s_f32(node->out),
+                     ln_fwd{g, t2s_cuda_in(x), node->in[1] ? t2s_f32(node->in[1]) : NULL,
+                            node->in[2] ? t2s_f32(node->in[2]) : NULL, t2s_cuda_out(node->out),
                             sv ? sv->mean : NULL, sv ? sv->rstd : NULL,
                             ((const layer_norm_args *)node->args)->eps});
 }
@@ -141,13 +146,13 @@ t2s_status layer_norm_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) 
   t2s_status st = T2S_OK;
   if (t2s_wants_grad(x))
     st = launch_rows(ctx, node, g.rows,
-                     ln_bwd{g, t2s_f32(x), dy, gt ? t2s_f32(gt) : NULL, sv->mean, sv->rstd,
+                     ln_bwd{g, t2s_cuda_in(x), dy, gt ? t2s_f32(gt) : NULL, sv->mean, sv->rstd,
                             x->grad, beta[0] != 0.0f});
   bool wg = t2s_wants_grad(gt), wb = t2s_wants_grad(bt);
   if (st != T2S_OK || !(wg || wb)) return st;
   double *sums = scratch_doubles(ctx, 2 * g.len);
   if (sums == NULL) return ctx->err.status;
-  st = colsum<2>(ctx, node, g.rows, (int)g.len, ln_param_sums{g, t2s_f32(x), dy, sv->mean, sv->rstd},
+  st = colsum<2>(ctx, node, g.rows, (int)g.len, ln_param_sums{g, t2s_cuda_in(x), dy, sv->mean, sv->rstd},
                  sums);
   if (st != T2S_OK) return st;
   return launch_each(ctx, node, g.len,
@@ -158,7 +163,7 @@ t2s_status layer_norm_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) 
 /* ---- softmax ------------------------------------------------------------------- */
 
 struct softmax_fwd {
-  row_geom g; const float *x; float *y;
+  row_geom g; t2s_act_in x; t2s_act_out y;
   __device__ void operator()(int64_t r, int lane) const {
     int64_t base = g.base(r);
     float mx = -INFINITY;
@@ -168,20 +173,21 @@ struct softmax_fwd {
     for (int64_t j = lane; j < g.len; j += 32) {
       int64_t e = base + j * g.stride;
       float ev = (float)exp((double)__fsub_rn(x[e], mx));
-      y[e] = ev;
+      if (!y.bf16) y.set(e, ev);  /* f32 keeps it; a bf16 y would round it */
       sum += ev;
     }
     sum = warp_sum(sum);
     for (int64_t j = lane; j < g.len; j += 32) {
       int64_t e = base + j * g.stride;
-      y[e] = (float)(y[e] / sum);
+      float ev = y.bf16 ? (float)exp((double)__fsub_rn(x[e], mx)) : y.get(e);
+      y.set(e, (float)(ev / sum));
     }
   }
 };
 
 /* dx = y (dy - sum dy y); l2: dx = (dy - y sum dy y) / n, or dy / eps where n < eps */
 struct dot_bwd {
-  row_geom g; const float *y, *dy; const double *norm; float eps; float *dx; bool acc, l2;
+  row_geom g; t2s_act_in y; const float *dy; const double *norm; float eps; float *dx; bool acc, l2;
   __device__ void operator()(int64_t r, int lane) const {
     int64_t base = g.base(r);
     double dot = 0.0;
@@ -202,20 +208,20 @@ struct dot_bwd {
 
 t2s_status softmax_forward(t2s_ctx *ctx, t2s_node *node) {
   row_geom g = row_geom_of(node->in[0], ((const softmax_args *)node->args)->dim);
-  return launch_rows(ctx, node, g.rows, softmax_fwd{g, t2s_f32(node->in[0]), t2s_f32(node->out)});
+  return launch_rows(ctx, node, g.rows, softmax_fwd{g, t2s_cuda_in(node->in[0]), t2s_cuda_out(node->out)});
 }
 
 t2s_status softmax_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   row_geom g = row_geom_of(node->in[0], ((const softmax_args *)node->args)->dim);
   return launch_rows(ctx, node, g.rows,
-                     dot_bwd{g, t2s_f32(node->out), node->out->grad, NULL, 0.0f,
+                     dot_bwd{g, t2s_cuda_in(node->out), node->out->grad, NULL, 0.0f,
                              node->in[0]->grad, beta[0] != 0.0f, false});
 }
 
 /* ---- l2 normalize ---------------------------------------------------------------- */
 
 struct l2_fwd {
-  row_geom g; const float *x; float *y; double *norm_out; float eps;
+  row_geom g; t2s_act_in x; t2s_act_out y; double *norm_out; float eps;
   __device__ void operator()(int64_t r, int lane) const {
     int64_t base = g.base(r);
     double ss = 0.0;
@@ -226,7 +232,7 @@ struct l2_fwd {
     double n = sqrt(warp_sum(ss)), d = fmax(n, (double)eps);
     for (int64_t j = lane; j < g.len; j += 32) {
       int64_t e = base + j * g.stride;
-      y[e] = (float)(x[e] / d);
+      y.set(e, (float)(x[e] / d));
     }
     if (lane == 0 && norm_out) norm_out[r] = n;
   }
@@ -239,7 +245,7 @@ t2s_status l2_normalize_forward(t2s_ctx *ctx, t2s_node *node) {
   if (node->recording && (norm = scratch_doubles(ctx, g.rows)) == NULL) return ctx->err.status;
   node->saved = norm;
   return launch_rows(ctx, node, g.rows,
-                     l2_fwd{g, t2s_f32(node->in[0]), t2s_f32(node->out), norm, a->eps});
+                     l2_fwd{g, t2s_cuda_in(node->in[0]), t2s_cuda_out(node->out), norm, a->eps});
 }
 
 t2s_status l2_normalize_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
@@ -251,7 +257,7 @@ t2s_status l2_normalize_backward(t2s_ctx *ctx, t2s_node *node, const float *beta
   }
   row_geom g = row_geom_of(node->in[0], a->dim);
   return launch_rows(ctx, node, g.rows,
-                     dot_bwd{g, t2s_f32(node->out), node->out->grad, (const double *)node->saved,
+                     dot_bwd{g, t2s_cuda_in(node->out), node->out->grad, (const double *)node->saved,
                              a->eps, node->in[0]->grad, beta[0] != 0.0f, true});
 }
 

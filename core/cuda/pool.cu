@@ -8,7 +8,10 @@
  * Backward is a gather, not a scatter: one thread per input element visits the
  * outputs whose windows contain it, in increasing (oh, ow) order, and adds their
  * contributions in that order. That is the CPU's summation order, so the result
- * is bitwise the CPU's, deterministic, and needs no atomics. */
+ * is bitwise the CPU's, deterministic, and needs no atomics.
+ *
+ * x and y may be bf16 (precision bf16): read through t2s_act_in, summed in float,
+ * written through t2s_act_out; gradients stay f32. */
 #include "core/cuda/kernels.cuh"
 
 using namespace t2s_cuda;
@@ -49,25 +52,25 @@ pool_geom geom_of(const t2s_node *node) {
 }
 
 struct max_fwd {
-  pool_geom g; const float *x; float *y; int32_t *arg;
+  pool_geom g; t2s_act_in x; t2s_act_out y; int32_t *arg;
   __device__ void operator()(int64_t i) const {
     int64_t c = i % g.c, t = i / g.c, ow = t % g.wout, oh = (t / g.wout) % g.hout;
     int64_t b = t / (g.wout * g.hout);
     int64_t h0, h1, w0, w1, unused;
     pool_geom::window(oh, g.kh, g.sh, g.ph, g.h, h0, h1, unused);
     pool_geom::window(ow, g.kw, g.sw, g.pw, g.w, w0, w1, unused);
-    const float *xp = x + b * g.h * g.w * g.c + c;
+    int64_t base = b * g.h * g.w * g.c + c;
     int64_t best = h0 * g.w + w0;
-    float m = xp[best * g.c];
+    float m = x[base + best * g.c];
     for (int64_t ih = h0; ih < h1; ih++)
       for (int64_t iw = w0; iw < w1; iw++) {
-        float v = xp[(ih * g.w + iw) * g.c];
+        float v = x[base + (ih * g.w + iw) * g.c];
         if (v > m || (isnan(v) && !isnan(m))) {
           m = v;
           best = ih * g.w + iw;
         }
       }
-    y[i] = m;
+    y.set(i, m);
     if (arg) arg[i] = (int32_t)best;
   }
 };
@@ -98,18 +101,18 @@ __device__ __forceinline__ int64_t avg_divisor(const pool_geom &g, int64_t oh, i
 }
 
 struct avg_fwd {
-  pool_geom g; const float *x; float *y;
+  pool_geom g; t2s_act_in x; t2s_act_out y;
   __device__ void operator()(int64_t i) const {
     int64_t c = i % g.c, t = i / g.c, ow = t % g.wout, oh = (t / g.wout) % g.hout;
     int64_t b = t / (g.wout * g.hout);
     int64_t h0, h1, w0, w1, unused;
     pool_geom::window(oh, g.kh, g.sh, g.ph, g.h, h0, h1, unused);
     pool_geom::window(ow, g.kw, g.sw, g.pw, g.w, w0, w1, unused);
-    const float *xp = x + b * g.h * g.w * g.c + c;
+    int64_t base = b * g.h * g.w * g.c + c;
     float s = 0.0f;
     for (int64_t ih = h0; ih < h1; ih++)
-      for (int64_t iw = w0; iw < w1; iw++) s += xp[(ih * g.w + iw) * g.c];
-    y[i] = s / (float)avg_divisor(g, oh, ow);
+      for (int64_t iw = w0; iw < w1; iw++) s += x[base + (ih * g.w + iw) * g.c];
+    y.set(i, s / (float)avg_divisor(g, oh, ow));
   }
 };
 
@@ -148,7 +151,7 @@ t2s_status max_pool2d_forward(t2s_ctx *ctx, t2s_node *node) {
   }
   node->saved = arg;
   return launch_each(ctx, node, t2s_numel(node->out),
-                     max_fwd{g, t2s_f32(node->in[0]), t2s_f32(node->out), arg});
+                     max_fwd{g, t2s_cuda_in(node->in[0]), t2s_cuda_out(node->out), arg});
 }
 
 t2s_status max_pool2d_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
@@ -165,7 +168,7 @@ t2s_status max_pool2d_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) 
 t2s_status avg_pool2d_forward(t2s_ctx *ctx, t2s_node *node) {
   if (need_nhwc(ctx, node) != T2S_OK) return T2S_ERR_INVALID;
   return launch_each(ctx, node, t2s_numel(node->out),
-                     avg_fwd{geom_of(node), t2s_f32(node->in[0]), t2s_f32(node->out)});
+                     avg_fwd{geom_of(node), t2s_cuda_in(node->in[0]), t2s_cuda_out(node->out)});
 }
 
 t2s_status avg_pool2d_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {

@@ -9,7 +9,10 @@
  * corner terms in the CPU's order: deterministic, no float atomics, and the same
  * sum order as the CPU scatter.
  *
- * resize_nearest: uint8 labels (N, H, W) / (N, 1, H, W) or f32 (N, C, H, W) NHWC. */
+ * resize_nearest: uint8 labels (N, H, W) / (N, 1, H, W) or f32 / bf16 (N, C, H, W) NHWC.
+ *
+ * bf16 activations (precision bf16) are read through t2s_act_in and written through
+ * t2s_act_out, interpolated in float as for f32; gradients stay f32. */
 #include <math.h>
 
 #include "core/cuda/kernels.cuh"
@@ -47,15 +50,15 @@ float lerp_scale(int64_t in, int64_t out, int align) {
 struct bilinear_geom { int64_t n, c, h, w, oh, ow; const lerp_axis *ah, *aw; };
 
 struct bilinear_fwd {
-  bilinear_geom g; const float *x; float *y;
+  bilinear_geom g; t2s_act_in x; t2s_act_out y;
   __device__ void operator()(int64_t i) const {
     int64_t c = i % g.c, t = i / g.c, ow = t % g.ow, oh = (t / g.ow) % g.oh, b = t / (g.ow * g.oh);
     const lerp_axis h = g.ah[oh], w = g.aw[ow];
-    const float *p = x + b * g.h * g.w * g.c + c;
-    const float *r0 = p + h.i0 * g.w * g.c, *r1 = p + h.i1 * g.w * g.c;
-    float top = __fadd_rn(__fmul_rn(w.l0, r0[w.i0 * g.c]), __fmul_rn(w.l1, r0[w.i1 * g.c]));
-    float bot = __fadd_rn(__fmul_rn(w.l0, r1[w.i0 * g.c]), __fmul_rn(w.l1, r1[w.i1 * g.c]));
-    y[i] = __fadd_rn(__fmul_rn(h.l0, top), __fmul_rn(h.l1, bot));
+    int64_t p = b * g.h * g.w * g.c + c;
+    int64_t r0 = p + h.i0 * g.w * g.c, r1 = p + h.i1 * g.w * g.c;
+    float top = __fadd_rn(__fmul_rn(w.l0, x[r0 + w.i0 * g.c]), __fmul_rn(w.l1, x[r0 + w.i1 * g.c]));
+    float bot = __fadd_rn(__fmul_rn(w.l0, x[r1 + w.i0 * g.c]), __fmul_rn(w.l1, x[r1 + w.i1 * g.c]));
+    y.set(i, __fadd_rn(__fmul_rn(h.l0, top), __fmul_rn(h.l1, bot)));
   }
 };
 
@@ -134,7 +137,7 @@ t2s_status resize_bilinear_forward(t2s_ctx *ctx, t2s_node *node) {
   t2s_status st = bilinear_setup(ctx, node, &g);
   if (st != T2S_OK) return st;
   return launch_each(ctx, node, t2s_numel(node->out),
-                     bilinear_fwd{g, t2s_f32(node->in[0]), t2s_f32(node->out)});
+                     bilinear_fwd{g, t2s_cuda_in(node->in[0]), t2s_cuda_out(node->out)});
 }
 
 t2s_status resize_bilinear_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
@@ -180,10 +183,14 @@ t2s_status resize_nearest_forward(t2s_ctx *ctx, t2s_node *node) {
                                             a->out_w, sh, sw});
   }
   if (x->layout != T2S_LAYOUT_NHWC && x->shape[1] != 1) {
-    t2s_ctx_fail(ctx, T2S_ERR_INVALID, "op 'resize_nearest' on cuda: a float32 input must be an "
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID, "op 'resize_nearest' on cuda: a float input must be an "
                  "NHWC activation");
     return T2S_ERR_INVALID;
   }
+  if (x->dtype == T2S_BF16) /* a copy: bf16 in, bf16 out, no arithmetic */
+    return launch_each(ctx, node, n,
+                       nearest_fwd<t2s_bf16>{(const t2s_bf16 *)x->data, (t2s_bf16 *)node->out->data,
+                                             x->shape[1], h, w, a->out_h, a->out_w, sh, sw});
   return launch_each(ctx, node, n,
                      nearest_fwd<float>{t2s_f32(x), t2s_f32(node->out), x->shape[1], h, w,
                                         a->out_h, a->out_w, sh, sw});

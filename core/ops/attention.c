@@ -25,7 +25,7 @@ typedef struct attention_saved {
 t2s_tensor *t2s_attention(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *kv, int heads) {
   if (!t2s_ctx_ok(ctx) || q == NULL || kv == NULL) return NULL;
   char sq[96], skv[96];
-  if (q->dtype != T2S_F32 || kv->dtype != T2S_F32 || q->ndim != 3 || kv->ndim != 3 ||
+  if (!t2s_is_float(q) || !t2s_is_float(kv) || q->ndim != 3 || kv->ndim != 3 ||
       kv->shape[0] != q->shape[0] || kv->shape[2] != 2 * q->shape[2] || heads < 1 ||
       q->shape[2] % heads != 0 || kv->shape[1] < 1)
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
@@ -35,7 +35,7 @@ t2s_tensor *t2s_attention(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *kv, int heads
                         heads);
   attention_args a = {q->shape[0], q->shape[1], kv->shape[1], q->shape[2], heads};
   t2s_tensor *in[2] = {q, kv};
-  return t2s_op_apply(ctx, T2S_OP_attention, in, 2, t2s_tensor_new(ctx, T2S_F32, 3, q->shape),
+  return t2s_op_apply(ctx, T2S_OP_attention, in, 2, t2s_tensor_new(ctx, t2s_follow_dtype(q, kv), 3, q->shape),
                       &a, sizeof a);
 }
 

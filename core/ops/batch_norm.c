@@ -66,7 +66,7 @@ t2s_tensor *t2s_batch_norm(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *gamma, t2s_t
                            float momentum, float eps) {
   if (!t2s_ctx_ok(ctx) || x == NULL) return NULL;
   char sx[96];
-  if (x->dtype != T2S_F32 || x->ndim < 2)
+  if (!t2s_is_float(x) || x->ndim < 2)
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "batch_norm: x %s (%s) must be float32 (N, C, ...)",
                         t2s_shape_str(x, sx, sizeof sx), t2s_dtype_name(x->dtype));
   if (mode != T2S_BN_TRAIN && mode != T2S_BN_EVAL && mode != T2S_BN_FROZEN)

@@ -56,7 +56,7 @@ static void conv_geom_make(conv_geom *g, const t2s_tensor *x, const t2s_tensor *
 static int conv_validate(t2s_ctx *ctx, const t2s_tensor *x, const t2s_tensor *w,
                          const t2s_tensor *bias, const t2s_conv2d_args *a) {
   char sx[96], sw[96], sb[96];
-  if (x->dtype != T2S_F32 || w->dtype != T2S_F32 || (bias && bias->dtype != T2S_F32)) {
+  if (!t2s_is_float(x) || w->dtype != T2S_F32 || (bias && bias->dtype != T2S_F32)) {
     t2s_ctx_fail(ctx, T2S_ERR_INVALID,
                  "conv2d: x, weight and bias must be float32 (x is %s, weight %s)",
                  t2s_dtype_name(x->dtype), t2s_dtype_name(w->dtype));

@@ -38,7 +38,8 @@ static int ce_check(t2s_ctx *ctx, const t2s_tensor *z, const t2s_tensor *lab, co
   char sz[96], so[96];
   const char *what = NULL;
   const t2s_tensor *bad = NULL;
-  if (z->dtype != T2S_F32 || z->ndim != 4) what = "logits must be float32 (N, C, H, W)", bad = z;
+  if (!t2s_is_float(z) || z->ndim != 4)
+    what = "logits must be float32 (N, C, H, W) (bfloat16 under precision bf16)", bad = z;
   else if (!is_pixel_map(lab, z, T2S_U8)) what = "labels must be uint8 (N, H, W)", bad = lab;
   else if (pw && !is_pixel_map(pw, z, T2S_F32))
     what = "pixel_weight must be float32 (N, H, W)", bad = pw;

@@ -11,7 +11,7 @@ t2s_tensor *t2s_drop_blocks(t2s_ctx *ctx, t2s_tensor *x, float p, t2s_rng_key ke
                             int mask_dims) {
   if (!t2s_ctx_ok(ctx) || x == NULL) return NULL;
   char s[96];
-  if (!(p >= 0.0f && p < 1.0f) || x->dtype != T2S_F32 || mask_dims < 1 || mask_dims > x->ndim)
+  if (!(p >= 0.0f && p < 1.0f) || !t2s_is_float(x) || mask_dims < 1 || mask_dims > x->ndim)
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
                         "drop_path: probability %g (needs [0, 1)), %d mask dims of %s %s",
                         p, mask_dims, t2s_dtype_name(x->dtype), t2s_shape_str(x, s, sizeof s));
@@ -20,8 +20,8 @@ t2s_tensor *t2s_drop_blocks(t2s_ctx *ctx, t2s_tensor *x, float p, t2s_rng_key ke
   for (int i = mask_dims; i < x->ndim; i++) a.block *= x->shape[i];
   for (int i = 1; i < mask_dims; i++) a.first *= x->shape[i];
   t2s_tensor *in[1] = {x};
-  return t2s_op_apply(ctx, T2S_OP_drop_path, in, 1, t2s_tensor_new(ctx, T2S_F32, x->ndim, x->shape),
-                      &a, sizeof a);
+  t2s_tensor *out = t2s_tensor_new(ctx, t2s_follow_dtype(x, NULL), x->ndim, x->shape);
+  return t2s_op_apply(ctx, T2S_OP_drop_path, in, 1, out, &a, sizeof a);
 }
 
 static void scale_blocks(const drop_args *a, const float *x, float *y, int64_t n, float beta) {

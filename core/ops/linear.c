@@ -19,7 +19,7 @@ typedef t2s_matmul_args matmul_args;
 t2s_tensor *t2s_linear(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *w, t2s_tensor *bias) {
   if (!t2s_ctx_ok(ctx) || x == NULL || w == NULL) return NULL;
   char sx[96], sw[96], sb[96];
-  if (x->dtype != T2S_F32 || w->dtype != T2S_F32 || x->ndim < 1 || w->ndim != 2 ||
+  if (!t2s_is_float(x) || w->dtype != T2S_F32 || x->ndim < 1 || w->ndim != 2 ||
       x->shape[x->ndim - 1] != w->shape[1])
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
                         "linear: x %s and weight %s do not fit (need float32 x (..., K) and "
@@ -86,7 +86,7 @@ static int64_t cols_of(const t2s_tensor *t) { return t->shape[t->ndim - 1]; }
 t2s_tensor *t2s_matmul(t2s_ctx *ctx, t2s_tensor *a, t2s_tensor *b, int trans_a, int trans_b) {
   if (!t2s_ctx_ok(ctx) || a == NULL || b == NULL) return NULL;
   char sa[96], sb[96];
-  if (a->dtype != T2S_F32 || b->dtype != T2S_F32 || a->ndim < 2 || a->ndim > 3 || b->ndim < 2 ||
+  if (!t2s_is_float(a) || !t2s_is_float(b) || a->ndim < 2 || a->ndim > 3 || b->ndim < 2 ||
       b->ndim > 3)
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "matmul: a %s and b %s must be float32, 2-d or 3-d",
                         t2s_shape_str(a, sa, sizeof sa), t2s_shape_str(b, sb, sizeof sb));

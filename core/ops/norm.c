@@ -34,7 +34,7 @@ static void split_at(const t2s_tensor *t, int dim, int64_t *outer, int64_t *len,
 static int dim_check(t2s_ctx *ctx, const char *op, const t2s_tensor *x, int dim, int *out) {
   char s[96];
   int d = dim < 0 ? dim + x->ndim : dim;
-  if (x->dtype != T2S_F32 || d < 0 || d >= x->ndim) {
+  if (!t2s_is_float(x) || d < 0 || d >= x->ndim) {
     t2s_ctx_fail(ctx, T2S_ERR_INVALID, "%s: dim %d of %s %s (needs float32 and a dim in range)",
                  op, dim, t2s_dtype_name(x->dtype), t2s_shape_str(x, s, sizeof s));
     return 0;
@@ -44,7 +44,7 @@ static int dim_check(t2s_ctx *ctx, const char *op, const t2s_tensor *x, int dim,
 }
 
 static t2s_tensor *like(t2s_ctx *ctx, const t2s_tensor *x) {
-  return t2s_tensor_new(ctx, T2S_F32, x->ndim, x->shape);
+  return t2s_tensor_new(ctx, t2s_follow_dtype(x, NULL), x->ndim, x->shape);
 }
 
 /* ---- layer norm: y = (x - mean) * rstd * gamma + beta over the last dim ----
@@ -55,7 +55,7 @@ t2s_tensor *t2s_layer_norm(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *gamma, t2s_t
                            float eps) {
   if (!t2s_ctx_ok(ctx) || x == NULL) return NULL;
   char sx[96], sp[96];
-  if (x->dtype != T2S_F32 || x->ndim < 1 || x->shape[x->ndim - 1] < 1)
+  if (!t2s_is_float(x) || x->ndim < 1 || x->shape[x->ndim - 1] < 1)
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "layer_norm: input %s %s needs float32 (..., C)",
                         t2s_dtype_name(x->dtype), t2s_shape_str(x, sx, sizeof sx));
   const t2s_tensor *params[2] = {gamma, beta};

@@ -34,13 +34,13 @@ static t2s_tensor *transpose(t2s_ctx *ctx, t2s_tensor *x, transpose_args a, int 
                              const int64_t *shape) {
   t2s_tensor *in[1] = {x};
   return t2s_op_apply(ctx, T2S_OP_tokens_transpose, in, 1,
-                      t2s_tensor_new(ctx, T2S_F32, ndim, shape), &a, sizeof a);
+                      t2s_tensor_new(ctx, t2s_follow_dtype(x, NULL), ndim, shape), &a, sizeof a);
 }
 
 t2s_tensor *t2s_nchw_to_tokens(t2s_ctx *ctx, t2s_tensor *x) {
   if (!t2s_ctx_ok(ctx) || x == NULL) return NULL;
   char s[96];
-  if (x->dtype != T2S_F32 || x->ndim != 4)
+  if (!t2s_is_float(x) || x->ndim != 4)
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "nchw_to_tokens: input %s %s must be float32 "
                         "(N, C, H, W)", t2s_dtype_name(x->dtype), t2s_shape_str(x, s, sizeof s));
   int64_t hw = x->shape[2] * x->shape[3];
@@ -51,7 +51,7 @@ t2s_tensor *t2s_nchw_to_tokens(t2s_ctx *ctx, t2s_tensor *x) {
 t2s_tensor *t2s_tokens_to_nchw(t2s_ctx *ctx, t2s_tensor *x, int h, int w) {
   if (!t2s_ctx_ok(ctx) || x == NULL) return NULL;
   char s[96];
-  if (x->dtype != T2S_F32 || x->ndim != 3 || h < 1 || w < 1 || x->shape[1] != (int64_t)h * w)
+  if (!t2s_is_float(x) || x->ndim != 3 || h < 1 || w < 1 || x->shape[1] != (int64_t)h * w)
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "tokens_to_nchw: input %s %s is not float32 "
                         "(N, L, C) with L = %d x %d", t2s_dtype_name(x->dtype),
                         t2s_shape_str(x, s, sizeof s), h, w);

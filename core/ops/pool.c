@@ -43,7 +43,7 @@ static t2s_tensor *pool_apply(t2s_ctx *ctx, t2s_op_id id, const char *op, t2s_te
   if (a == NULL) return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "%s: no arguments given", op);
   char sx[96];
   t2s_shape_str(x, sx, sizeof sx);
-  if (x->dtype != T2S_F32 || x->ndim != 4)
+  if (!t2s_is_float(x) || x->ndim != 4)
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "%s: x %s (%s) must be float32 (N, C, H, W)", op, sx,
                         t2s_dtype_name(x->dtype));
   if (a->kernel_h < 1 || a->kernel_w < 1 || a->stride_h < 1 || a->stride_w < 1 || a->pad_h < 0 ||
@@ -59,7 +59,7 @@ static t2s_tensor *pool_apply(t2s_ctx *ctx, t2s_op_id id, const char *op, t2s_te
                         "%s: kernel (%d, %d) with padding (%d, %d) is larger than x %s", op,
                         a->kernel_h, a->kernel_w, a->pad_h, a->pad_w, sx);
   t2s_tensor *in[1] = {x};
-  t2s_tensor *out = t2s_tensor_new4(ctx, T2S_F32, x->shape[0], x->shape[1], g.hout, g.wout);
+  t2s_tensor *out = t2s_tensor_new4(ctx, t2s_follow_dtype(x, NULL), x->shape[0], x->shape[1], g.hout, g.wout);
   return t2s_op_apply(ctx, id, in, 1, out, a, sizeof *a);
 }
 

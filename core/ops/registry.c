@@ -27,11 +27,17 @@ const t2s_op t2s_ops[] = {
 _Static_assert(sizeof t2s_ops / sizeof t2s_ops[0] == T2S_OP_COUNT,
                "t2s_ops must have one entry per op of T2S_OP_LIST");
 
-/* The op families whose CUDA slots read and write bf16 activations (design note in
- * core/cuda/backend.h). The others still read float only: t2s_op_apply refuses a bf16
- * input to them rather than reading its bytes as float. */
+/* The ops whose CUDA slots read and write bf16 activations (precision bf16; design note
+ * in core/cuda/backend.h): today every core op. An op added without a bf16 path stays 0
+ * here, and t2s_op_apply refuses a bf16 input to it (as it does for the descriptors of
+ * losses/) rather than reading its bytes as float. */
 const unsigned char t2s_op_bf16[T2S_OP_COUNT] = {
-    [T2S_OP_conv2d] = 1, [T2S_OP_linear] = 1, [T2S_OP_matmul] = 1, [T2S_OP_batch_norm] = 1,
-    [T2S_OP_relu] = 1,   [T2S_OP_gelu] = 1,   [T2S_OP_add] = 1,    [T2S_OP_mul] = 1,
-    [T2S_OP_scale] = 1,  [T2S_OP_dropout] = 1,
+    [T2S_OP_conv2d] = 1,          [T2S_OP_batch_norm] = 1,     [T2S_OP_relu] = 1,
+    [T2S_OP_gelu] = 1,            [T2S_OP_max_pool2d] = 1,     [T2S_OP_avg_pool2d] = 1,
+    [T2S_OP_add] = 1,             [T2S_OP_scale] = 1,          [T2S_OP_mul] = 1,
+    [T2S_OP_concat] = 1,          [T2S_OP_resize_bilinear] = 1, [T2S_OP_resize_nearest] = 1,
+    [T2S_OP_linear] = 1,          [T2S_OP_matmul] = 1,         [T2S_OP_layer_norm] = 1,
+    [T2S_OP_softmax] = 1,         [T2S_OP_dropout] = 1,        [T2S_OP_l2_normalize] = 1,
+    [T2S_OP_cross_entropy] = 1,   [T2S_OP_weighted_sum] = 1,   [T2S_OP_attention] = 1,
+    [T2S_OP_tokens_transpose] = 1, [T2S_OP_drop_path] = 1,
 };

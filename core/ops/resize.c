@@ -70,15 +70,16 @@ t2s_tensor *t2s_resize_bilinear(t2s_ctx *ctx, t2s_tensor *x, int out_h, int out_
                                 int align_corners) {
   if (!t2s_ctx_ok(ctx) || x == NULL) return NULL;
   if (!resize_check(ctx, "resize_bilinear", x, out_h, out_w)) return NULL;
-  if (x->ndim != 4 || x->dtype != T2S_F32) {
+  if (x->ndim != 4 || !t2s_is_float(x)) {
     char s[96];
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
-                        "resize_bilinear: input is %s %s, expected float32 (N, C, H, W)",
+                        "resize_bilinear: input is %s %s, expected float32 (or bfloat16 under "
+                        "precision bf16) (N, C, H, W)",
                         t2s_dtype_name(x->dtype), t2s_shape_str(x, s, sizeof s));
   }
   resize_args a = {out_h, out_w, align_corners != 0};
   t2s_tensor *in[1] = {x};
-  t2s_tensor *out = t2s_tensor_new4(ctx, T2S_F32, x->shape[0], x->shape[1], out_h, out_w);
+  t2s_tensor *out = t2s_tensor_new4(ctx, x->dtype, x->shape[0], x->shape[1], out_h, out_w);
   return t2s_op_apply(ctx, T2S_OP_resize_bilinear, in, 1, out, &a, sizeof a);
 }
 
@@ -139,12 +140,12 @@ t2s_tensor *t2s_resize_nearest(t2s_ctx *ctx, t2s_tensor *x, int out_h, int out_w
   if (!t2s_ctx_ok(ctx) || x == NULL) return NULL;
   if (!resize_check(ctx, "resize_nearest", x, out_h, out_w)) return NULL;
   int u8_ok = x->dtype == T2S_U8 && (x->ndim == 3 || (x->ndim == 4 && x->shape[1] == 1));
-  int f32_ok = x->dtype == T2S_F32 && x->ndim == 4;
+  int f32_ok = t2s_is_float(x) && x->ndim == 4;
   if (!u8_ok && !f32_ok) {
     char s[96];
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID,
                         "resize_nearest: input is %s %s; expected uint8 labels (N, H, W) or "
-                        "(N, 1, H, W), or float32 (N, C, H, W)",
+                        "(N, 1, H, W), or float32 / bfloat16 (N, C, H, W)",
                         t2s_dtype_name(x->dtype), t2s_shape_str(x, s, sizeof s));
   }
   int64_t shape[T2S_MAX_DIMS];

@@ -33,7 +33,7 @@ static int concat_check(t2s_ctx *ctx, t2s_tensor **xs, int n, int dim) {
                    t2s_dtype_name(a->dtype), t2s_shape_str(a, s0, sizeof s0), dim);
       return 0;
     }
-    if (b->requires_grad && b->dtype != T2S_F32) {
+    if (b->requires_grad && b->dtype != T2S_F32 && b->dtype != T2S_BF16) { /* f32 gradients */
       t2s_ctx_fail(ctx, T2S_ERR_INVALID, "concat: input %d wants a gradient but is %s", k,
                    t2s_dtype_name(b->dtype));
       return 0;
