@@ -21,8 +21,9 @@
  * test_cuda_ops.c.
  *
  * Also: the public calls make bf16 outputs only in bf16 mode, an op without a bf16
- * path refuses a bf16 input with a message naming it, and a CPU context refuses the
- * setting. Skipped (exit 77) when the build has no CUDA backend or no GPU is visible. */
+ * path (the fused losses of losses/ today) refuses a bf16 input with a message naming
+ * it, and a CPU context refuses the setting. resize_nearest (a copy, never taped) is not
+ * replayed here. Skipped (exit 77) when the build has no CUDA backend or no GPU is visible. */
 #include "tests/cuda_replay.h"
 
 #define BF16_TOL 1e-2
@@ -37,6 +38,11 @@ static t2s_tensor *bf16_tensor(int ndim, const int64_t *shape, float lo, float h
 
 static void run_bf16(t2s_ctx *cpu, t2s_ctx *gpu, op_case *c, unsigned bf16_inputs) {
   replay_dtypes dt = {bf16_inputs, 1};
+  run_case_dtypes(cpu, gpu, c, &dt);
+}
+/* The same for the ops whose output is an f32 scalar (losses, probes). */
+static void run_bf16_to_f32(t2s_ctx *cpu, t2s_ctx *gpu, op_case *c, unsigned bf16_inputs) {
+  replay_dtypes dt = {bf16_inputs, 0};
   run_case_dtypes(cpu, gpu, c, &dt);
 }
 
@@ -68,6 +74,47 @@ static t2s_tensor *b_scale(t2s_ctx *x, t2s_tensor **in, const void *u) {
 }
 static t2s_tensor *b_dropout(t2s_ctx *x, t2s_tensor **in, const void *u) {
   return t2s_dropout(x, in[0], *(const float *)u, t2s_rng_key_make(11, 22, 33, 44));
+}
+static t2s_tensor *b_wsum(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_weighted_sum(x, in[0], in[1]);
+}
+static t2s_tensor *b_maxpool(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_max_pool2d(x, in[0], (const t2s_pool2d_args *)u);
+}
+static t2s_tensor *b_avgpool(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_avg_pool2d(x, in[0], (const t2s_pool2d_args *)u);
+}
+static t2s_tensor *b_concat(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_concat(x, in, 2, *(const int *)u);
+}
+static t2s_tensor *b_bilinear(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  const int *a = u;
+  return t2s_resize_bilinear(x, in[0], a[0], a[1], a[2]);
+}
+static t2s_tensor *b_layer_norm(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_layer_norm(x, in[0], in[1], in[2], 1e-5f);
+}
+static t2s_tensor *b_softmax(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_softmax(x, in[0], *(const int *)u);
+}
+static t2s_tensor *b_l2(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_l2_normalize(x, in[0], *(const int *)u, 1e-3f);
+}
+static t2s_tensor *b_ce(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_cross_entropy(x, in[0], in[1], in[2], in[3], (const t2s_ce_args *)u);
+}
+static t2s_tensor *b_attention(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_attention(x, in[0], in[1], *(const int *)u);
+}
+static t2s_tensor *b_to_tokens(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_nchw_to_tokens(x, in[0]);
+}
+static t2s_tensor *b_to_nchw(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  const int *hw = u;
+  return t2s_tokens_to_nchw(x, in[0], hw[0], hw[1]);
+}
+static t2s_tensor *b_drop_path(t2s_ctx *x, t2s_tensor **in, const void *u) {
+  return t2s_drop_path(x, in[0], *(const float *)u, t2s_rng_key_make(5, 6, 7, 8));
 }
 
 /* ---- conv2d ------------------------------------------------------------------------ */
@@ -194,6 +241,95 @@ static void elementwise_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
   }
 }
 
+/* ---- pooling, resize, concat ------------------------------------------------------- */
+
+static void layout_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  /* kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, ceil_mode, count_include_pad */
+  const t2s_pool2d_args pa[2] = {{3, 3, 2, 2, 1, 1, 0, 1}, {3, 2, 1, 2, 1, 0, 1, 0}};
+  int64_t xs[4] = {2, 5, 11, 9};
+  t2s_tensor *x = bf16_tensor(4, xs, -2.0f, 2.0f, 410, 1); /* rounding makes ties: first wins */
+  for (int i = 0; i < 2; i++) {
+    char l1[64], l2[64];
+    snprintf(l1, sizeof l1, "max_pool2d args %d", i);
+    snprintf(l2, sizeof l2, "avg_pool2d args %d", i);
+    op_case mc = {l1, b_maxpool, &pa[i], 1, {x}, 0, BF16_TOL, 0};
+    op_case ac = {l2, b_avgpool, &pa[i], 1, {x}, 0, BF16_TOL, 0};
+    run_bf16(cpu, gpu, &mc, 1u);
+    run_bf16(cpu, gpu, &ac, 1u);
+  }
+  const int up[3] = {23, 17, 0}, down[3] = {5, 4, 1};
+  op_case r1 = {"resize_bilinear up", b_bilinear, up, 1, {x}, 0, BF16_TOL, 0};
+  op_case r2 = {"resize_bilinear down, align", b_bilinear, down, 1, {x}, 0, BF16_TOL, 0};
+  run_bf16(cpu, gpu, &r1, 1u);
+  run_bf16(cpu, gpu, &r2, 1u);
+  int64_t ys[4] = {2, 3, 11, 9};
+  t2s_tensor *y = bf16_tensor(4, ys, -2.0f, 2.0f, 411, 1);
+  const int channels = 1;
+  op_case cc = {"concat channels", b_concat, &channels, 2, {x, y}, 0, BF16_TOL, 0};
+  run_bf16(cpu, gpu, &cc, 3u);
+  t2s_test_tensor_free(x), t2s_test_tensor_free(y);
+}
+
+/* ---- norms, softmax, cross-entropy, weighted sum ------------------------------------ */
+
+static void norm_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  int64_t ts[3] = {2, 7, 64}, c = 64, xs[4] = {2, 19, 5, 6};
+  t2s_tensor *t = bf16_tensor(3, ts, 1.0f, 3.0f, 420, 1);
+  t2s_tensor *g = bf16_tensor(1, &c, 0.5f, 1.5f, 421, 1);
+  t2s_tensor *b = bf16_tensor(1, &c, -0.5f, 0.5f, 422, 1);
+  op_case ln = {"layer_norm", b_layer_norm, NULL, 3, {t, g, b}, 0, BF16_TOL, 0};
+  run_bf16(cpu, gpu, &ln, 1u);
+  t2s_tensor *x = bf16_tensor(4, xs, -3.0f, 3.0f, 423, 1);
+  const int dim1 = 1, dim_last = -1;
+  op_case s1 = {"softmax channels", b_softmax, &dim1, 1, {x}, 0, BF16_TOL, 0};
+  op_case s2 = {"softmax tokens last dim", b_softmax, &dim_last, 1, {t}, 0, BF16_TOL, 0};
+  op_case l2 = {"l2_normalize channels", b_l2, &dim1, 1, {x}, 0, BF16_TOL, 0};
+  run_bf16(cpu, gpu, &s1, 1u);
+  run_bf16(cpu, gpu, &s2, 1u);
+  run_bf16(cpu, gpu, &l2, 1u);
+  t2s_tensor *r = t2s_test_tensor(4, xs, -1.0f, 1.0f, 424, 0);
+  op_case ws = {"weighted_sum (f32 scalar out)", b_wsum, NULL, 2, {x, r}, 0, BF16_TOL, 0};
+  run_bf16_to_f32(cpu, gpu, &ws, 1u);
+  t2s_test_tensor_free(t), t2s_test_tensor_free(g), t2s_test_tensor_free(b);
+  t2s_test_tensor_free(x), t2s_test_tensor_free(r);
+}
+
+static void ce_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  int64_t zs[4] = {2, 19, 9, 8}, ls[3] = {2, 9, 8}, c = 19, n = 2 * 9 * 8;
+  uint8_t *lab = malloc((size_t)n);
+  for (int64_t k = 0; k < n; k++) lab[k] = k % 7 == 3 ? 255 : (uint8_t)((k * 13 + 5) % c);
+  t2s_tensor *z = bf16_tensor(4, zs, -4.0f, 4.0f, 430, 1);
+  t2s_tensor *l = t2s_test_tensor_u8(3, ls, lab);
+  t2s_tensor *pw = t2s_test_tensor(3, ls, 0.0f, 2.0f, 431, 0);
+  t2s_tensor *cw = t2s_test_tensor(1, &c, 0.2f, 3.0f, 432, 0);
+  t2s_ce_args a = {255, T2S_CE_MEAN_WEIGHT, 0.0};
+  op_case oc = {"cross_entropy bf16 logits", b_ce, &a, 4, {z, l, pw, cw}, 0, BF16_TOL, 0};
+  run_bf16_to_f32(cpu, gpu, &oc, 1u);
+  t2s_test_tensor_free(z), t2s_test_tensor_free(l), t2s_test_tensor_free(pw);
+  t2s_test_tensor_free(cw);
+  free(lab);
+}
+
+/* ---- attention, token layout, drop path ---------------------------------------------- */
+
+static void mit_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  int64_t qs[3] = {2, 24, 32}, kvs[3] = {2, 6, 64}, xs[4] = {2, 32, 4, 6};
+  t2s_tensor *q = bf16_tensor(3, qs, -1.0f, 1.0f, 440, 1);
+  t2s_tensor *kv = bf16_tensor(3, kvs, -1.0f, 1.0f, 441, 1);
+  const int heads = 2, hw[2] = {4, 6};
+  op_case at = {"attention", b_attention, &heads, 2, {q, kv}, 0, BF16_TOL, 0};
+  run_bf16(cpu, gpu, &at, 3u);
+  t2s_tensor *x = bf16_tensor(4, xs, -1.0f, 1.0f, 442, 1);
+  op_case tt = {"nchw_to_tokens", b_to_tokens, NULL, 1, {x}, 0, BF16_TOL, 0};
+  op_case tn = {"tokens_to_nchw", b_to_nchw, hw, 1, {q}, 0, BF16_TOL, 0};
+  run_bf16(cpu, gpu, &tt, 1u);
+  run_bf16(cpu, gpu, &tn, 1u);
+  const float p = 0.5f;
+  op_case dp = {"drop_path", b_drop_path, &p, 1, {x}, 0, BF16_TOL, 0};
+  run_bf16(cpu, gpu, &dp, 1u);
+  t2s_test_tensor_free(q), t2s_test_tensor_free(kv), t2s_test_tensor_free(x);
+}
+
 /* ---- the public calls: output dtypes and the refusal of ops without a bf16 path ------ */
 
 /* A zeroed tensor in the GPU pass arena. */
@@ -205,6 +341,21 @@ static t2s_tensor *gpu_zeros(t2s_ctx *gpu, t2s_dtype dtype, int ndim, const int6
     return NULL;
   return t;
 }
+
+/* An op outside the core table (as the fused losses of losses/ are): its slots read
+ * float, so the engine must refuse a bf16 input before they run. */
+static int probe_ran;
+static t2s_status probe_forward(t2s_ctx *ctx, t2s_node *node) {
+  (void)ctx, (void)node;
+  probe_ran = 1;
+  return T2S_OK;
+}
+static t2s_status probe_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  (void)ctx, (void)node, (void)beta;
+  return T2S_OK;
+}
+static const t2s_op probe_op = T2S_OP_DESCRIPTOR("probe_loss", probe_forward, probe_backward,
+                                                 probe_forward, probe_backward);
 
 static void public_calls(t2s_ctx *cpu, t2s_ctx *gpu) {
   int64_t xs[4] = {1, 4, 6, 6}, ws[4] = {8, 4, 3, 3}, ts[3] = {1, 6, 8}, c8 = 8;
@@ -219,14 +370,20 @@ static void public_calls(t2s_ctx *cpu, t2s_ctx *gpu) {
               "bf16 mode: conv2d gave %s and relu %s (want bfloat16 both)",
               t2s_dtype_name(y->dtype), t2s_dtype_name(r->dtype));
   }
-  /* layer_norm has no bf16 path yet: a clear refusal, not float reads of bf16 bytes */
+  /* tokens through layer_norm stay bf16; the loss's f32 output does not */
   t2s_tensor *tok = gpu_zeros(gpu, T2S_BF16, 3, ts);
   t2s_tensor *g = gpu_zeros(gpu, T2S_F32, 1, &c8), *b = gpu_zeros(gpu, T2S_F32, 1, &c8);
-  CHECK_MSG(tok && g && b, "bf16 tokens: %s", gpu->err.msg);
-  if (tok && g && b) {
-    t2s_tensor *ln = t2s_layer_norm(gpu, tok, g, b, 1e-5f);
-    CHECK(ln == NULL && gpu->err.status == T2S_ERR_UNSUPPORTED);
-    CHECK_MSG(strstr(gpu->err.msg, "'layer_norm'") && strstr(gpu->err.msg, "precision"),
+  t2s_tensor *ln = tok && g && b ? t2s_layer_norm(gpu, tok, g, b, 1e-5f) : NULL;
+  CHECK_MSG(ln != NULL && ln->dtype == T2S_BF16, "bf16 layer_norm: %s", gpu->err.msg);
+  /* an op without a bf16 path: a clear refusal naming it, and its slot never runs */
+  int64_t one = 1;
+  t2s_tensor *in[1] = {ln};
+  t2s_tensor *probe_out = ln ? gpu_zeros(gpu, T2S_F32, 1, &one) : NULL;
+  probe_ran = 0;
+  if (probe_out != NULL) {
+    CHECK(t2s_op_apply_desc(gpu, &probe_op, in, 1, probe_out, NULL, 0) == NULL);
+    CHECK(gpu->err.status == T2S_ERR_UNSUPPORTED && !probe_ran);
+    CHECK_MSG(strstr(gpu->err.msg, "'probe_loss'") && strstr(gpu->err.msg, "precision"),
               "the refusal should name the op and the precision key: %s", gpu->err.msg);
   }
   t2s_error_clear(&gpu->err);
@@ -278,6 +435,10 @@ int main(void) {
   matmul_cases(cpu, gpu);
   bn_cases(cpu, gpu);
   elementwise_cases(cpu, gpu);
+  layout_cases(cpu, gpu);
+  norm_cases(cpu, gpu);
+  ce_cases(cpu, gpu);
+  mit_cases(cpu, gpu);
   public_calls(cpu, gpu);
   t2s_ctx_destroy(gpu);
   t2s_ctx_destroy(cpu);
