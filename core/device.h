@@ -51,7 +51,7 @@ t2s_status t2s_device_sync(t2s_device dev, t2s_error *err);
 
 /* Arithmetic of the GEMM-shaped CUDA work (convolutions, linear, matmul):
  * FP32 (default; matches the CPU reference), TF32 (tensor cores, fp32 accumulate),
- * BF16 (bf16 activations; not built yet: T2S_ERR_UNSUPPORTED). */
+ * BF16 (bf16 activations, f32 weights and gradients; core/cuda/backend.h). */
 typedef enum t2s_precision {
   T2S_PRECISION_FP32 = 0,
   T2S_PRECISION_TF32,
