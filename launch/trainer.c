@@ -366,7 +366,7 @@ static t2s_status choose_device(const t2s_train_config *cfg, t2s_device *dev, t2
 }
 
 static t2s_status set_precision(t2s_trainer *t, t2s_error *err) {
-  if (t->ctx->device != T2S_DEV_CUDA) return T2S_OK;
+  if (t->ctx->device != T2S_DEV_CUDA && t->cfg->precision == T2S_PRECISION_FP32) return T2S_OK;
   if (t2s_cuda_set_precision(t->ctx, t->cfg->precision) != T2S_OK)
     return t2s_error_set(err, t->ctx->err.status, "precision: %s", t->ctx->err.msg);
   return T2S_OK;
