@@ -21,9 +21,8 @@ t2s_ctx *t2s_ctx_create(t2s_device device, size_t pass_block_bytes, t2s_error *e
     return NULL;
   }
   ctx->pass = t2s_arena_create(device, pass_block_bytes, "pass", err);
-  ctx->iter = t2s_arena_create(device, pass_block_bytes / 4, "iteration", err);
   ctx->meta = t2s_arena_create(T2S_DEV_CPU, (size_t)1 << 20, "pass bookkeeping", err);
-  if (ctx->pass == NULL || ctx->iter == NULL || ctx->meta == NULL) {
+  if (ctx->pass == NULL || ctx->meta == NULL) {
     t2s_ctx_destroy(ctx);
     return NULL;
   }
@@ -33,7 +32,6 @@ t2s_ctx *t2s_ctx_create(t2s_device device, size_t pass_block_bytes, t2s_error *e
 void t2s_ctx_destroy(t2s_ctx *ctx) {
   if (ctx == NULL) return;
   t2s_arena_destroy(ctx->pass);
-  t2s_arena_destroy(ctx->iter);
   t2s_arena_destroy(ctx->meta);
   t2s_device_ctx_destroy(ctx);
   free(ctx->tape);

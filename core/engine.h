@@ -119,7 +119,6 @@ struct t2s_ctx {
   t2s_arena *pass;        /* activations, saved tensors, activation grads of one pass */
   t2s_arena *meta;        /* host memory for the pass's bookkeeping: tensor headers,
                            * tape nodes, op arguments (the pass arena may be GPU memory) */
-  t2s_arena *iter;        /* what outlives a pass within one iteration */
   int grad_enabled;
   int training;           /* dropout active, batch norm in training mode where allowed */
   int no_dropout;         /* training-mode batch norm without dropout / drop path (the

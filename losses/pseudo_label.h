@@ -25,7 +25,7 @@ void t2s_pseudo_label_rows(const t2s_pseudo_label_cfg *cfg, int64_t H, int64_t *
 
 /* logits (N, C, H, W) f32 (host). Writes the caller's tensors: yhat (N, H, W) u8,
  * pixel_weight (N, H, W) f32, max_prob (N, H, W) f32 or NULL; *q_out (may be NULL)
- * the global confidence fraction. The outputs may live in the iteration arena. */
+ * the global confidence fraction. */
 t2s_status t2s_pseudo_labels(t2s_ctx *ctx, const t2s_pseudo_label_cfg *cfg,
                              const t2s_tensor *logits, t2s_tensor *yhat,
                              t2s_tensor *pixel_weight, t2s_tensor *max_prob, double *q_out);
