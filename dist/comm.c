@@ -269,7 +269,8 @@ t2s_status t2s_dist_init(t2s_comm *c, const t2s_dist_cfg *cfg, t2s_error *err) {
   if (st == T2S_OK && (c->world > 1 || one_rank_nccl)) {
     /* one rank: t2s__nccl_create needs no MPI (the id broadcast is the identity) */
     c->backend = cfg->device == T2S_DEV_CUDA ? T2S_COMM_NCCL : T2S_COMM_MPI;
-    if (c->backend == T2S_COMM_NCCL) st = t2s__nccl_create(c, err);
+    if (c->backend == T2S_COMM_NCCL)
+      st = t2s__nccl.create ? t2s__nccl.create(c, err) : t2s_slot_missing(err, "the NCCL communicator", T2S_DEV_CUDA);
   }
   if (st != T2S_OK) {
     /* The ranks may fail differently (one has no GPU): each reports its own reason. */
@@ -280,7 +281,7 @@ t2s_status t2s_dist_init(t2s_comm *c, const t2s_dist_cfg *cfg, t2s_error *err) {
 }
 
 void t2s_dist_finalize(t2s_comm *c) {
-  if (c->nccl) t2s__nccl_destroy(c->nccl);
+  if (c->nccl) t2s__nccl.destroy(c->nccl);
   c->nccl = NULL;
   if (c->mpi_comm) {
     MPI_Comm_free((MPI_Comm *)c->mpi_comm);
@@ -335,7 +336,7 @@ t2s_status t2s_dist_allreduce_f32_start(t2s_comm *c, t2s_device dev, float *buf,
                                         t2s_error *err) {
   if (n == 0) return T2S_OK;
   if (dev == T2S_DEV_CUDA && c->backend == T2S_COMM_NCCL)
-    return t2s__nccl_allreduce_start(c, buf, n, err);
+    return t2s__nccl.allreduce_start(c, buf, n, err);
   if (c->world == 1) return T2S_OK;
   if (dev == T2S_DEV_CUDA) {
     char who[128];
@@ -349,7 +350,7 @@ t2s_status t2s_dist_allreduce_f32_start(t2s_comm *c, t2s_device dev, float *buf,
 }
 
 t2s_status t2s_dist_wait(t2s_comm *c, t2s_error *err) {
-  return c->backend == T2S_COMM_NCCL ? t2s__nccl_wait(c, err) : T2S_OK;
+  return c->backend == T2S_COMM_NCCL ? t2s__nccl.wait(c, err) : T2S_OK;
 }
 
 t2s_status t2s_dist_max_f64(t2s_comm *c, double *buf, size_t n, t2s_error *err) {
@@ -385,8 +386,8 @@ t2s_status t2s_dist_bcast_params(t2s_comm *c, t2s_params *p, t2s_error *err) {
     return t2s_error_set(err, T2S_ERR_INVALID, "dist: broadcast of parameters before finalize");
   size_t pb = p->numel * sizeof(float), bb = p->buf_numel * sizeof(float);
   if (p->device == T2S_DEV_CUDA) {
-    t2s_status st = t2s__nccl_bcast(c, p->data, pb, 0, err);
-    return st == T2S_OK ? t2s__nccl_bcast(c, p->buf_data, bb, 0, err) : st;
+    t2s_status st = t2s__nccl.bcast(c, p->data, pb, 0, err);
+    return st == T2S_OK ? t2s__nccl.bcast(c, p->buf_data, bb, 0, err) : st;
   }
   t2s_status st = t2s_dist_bcast(c, p->data, pb, 0, err);
   return st == T2S_OK ? t2s_dist_bcast(c, p->buf_data, bb, 0, err) : st;
@@ -436,27 +437,8 @@ void t2s_dist_abort(t2s_comm *c, const char *msg) {
   if (stop_all) MPI_Abort(MPI_COMM_WORLD, 1);
 }
 
-#ifndef T2S_HAVE_CUDA
-/* Builds without CUDA: the NCCL backend is never chosen (choose_gpu fails first), but
- * the symbols must exist. */
-static t2s_status no_nccl(t2s_error *err) {
-  return t2s_error_set(err, T2S_ERR_UNSUPPORTED,
-                       "dist: NCCL is not available in this build (built without CUDA)");
-}
-t2s_status t2s__nccl_create(t2s_comm *c, t2s_error *err) { return no_nccl(err); }
-void t2s__nccl_destroy(t2s_nccl *n) { (void)n; }
-t2s_status t2s__nccl_allreduce_start(t2s_comm *c, float *dev, size_t n, t2s_error *err) {
-  return no_nccl(err);
-}
-t2s_status t2s__nccl_wait(t2s_comm *c, t2s_error *err) { return no_nccl(err); }
-t2s_status t2s__nccl_bcast(t2s_comm *c, void *dev, size_t bytes, int root, t2s_error *err) {
-  return no_nccl(err);
-}
-t2s_status t2s__nccl_bucket_start(t2s_comm *c, t2s_ctx *ctx, float *dev, size_t n,
-                                  t2s_error *err) {
-  return no_nccl(err);
-}
-t2s_status t2s__nccl_buckets_join(t2s_comm *c, t2s_ctx *ctx, t2s_error *err) {
-  return no_nccl(err);
-}
-#endif
+const t2s_nccl_slots t2s__nccl = {
+    T2S_CUDA_SLOT(t2s__nccl_create),          T2S_CUDA_SLOT(t2s__nccl_destroy),
+    T2S_CUDA_SLOT(t2s__nccl_bcast),           T2S_CUDA_SLOT(t2s__nccl_allreduce_start),
+    T2S_CUDA_SLOT(t2s__nccl_wait),            T2S_CUDA_SLOT(t2s__nccl_bucket_start),
+    T2S_CUDA_SLOT(t2s__nccl_buckets_join)};

@@ -1,5 +1,5 @@
 /* Private to dist/: the MPI plumbing shared by comm.c and grad_sync.c,
- * and the C interface of the NCCL backend (dist/nccl_comm.cu in CUDA builds; stubs in
+ * and the C interface of the NCCL backend (dist/nccl_comm.cu in CUDA builds; NULL slots in
  * comm.c otherwise). Names with a double underscore are not part of the public API. */
 #pragma once
 #include <mpi.h>
@@ -48,6 +48,22 @@ t2s_status t2s__nccl_wait(t2s_comm *c, t2s_error *err);
 t2s_status t2s__nccl_bucket_start(t2s_comm *c, t2s_ctx *ctx, float *dev, size_t n,
                                   t2s_error *err);
 t2s_status t2s__nccl_buckets_join(t2s_comm *c, t2s_ctx *ctx, t2s_error *err);
+
+/* The NCCL entry points as the project's one CPU-only mechanism sees them: a table whose
+ * members are T2S_CUDA_SLOT(fn), so NULL in a build without CUDA (dist/nccl_comm.cu is not
+ * compiled there and no stand-in functions exist). Only `create` is ever reached through an
+ * empty slot (the backend is NCCL only after create succeeded); it answers with
+ * t2s_slot_missing. */
+typedef struct t2s_nccl_slots {
+  t2s_status (*create)(t2s_comm *c, t2s_error *err);
+  void (*destroy)(t2s_nccl *n);
+  t2s_status (*bcast)(t2s_comm *c, void *dev, size_t bytes, int root, t2s_error *err);
+  t2s_status (*allreduce_start)(t2s_comm *c, float *dev, size_t n, t2s_error *err);
+  t2s_status (*wait)(t2s_comm *c, t2s_error *err);
+  t2s_status (*bucket_start)(t2s_comm *c, t2s_ctx *ctx, float *dev, size_t n, t2s_error *err);
+  t2s_status (*buckets_join)(t2s_comm *c, t2s_ctx *ctx, t2s_error *err);
+} t2s_nccl_slots;
+extern const t2s_nccl_slots t2s__nccl;
 
 #ifdef __cplusplus
 }

@@ -126,7 +126,7 @@ static t2s_status start_bucket(t2s_grad_sync *s, int b, t2s_error *err) {
   float *g = s->params->grad + k->begin;
   size_t n = k->end - k->begin;
   s->reqs[b] = MPI_REQUEST_NULL;
-  if (s->comm->backend == T2S_COMM_NCCL) return t2s__nccl_bucket_start(s->comm, s->ctx, g, n, err);
+  if (s->comm->backend == T2S_COMM_NCCL) return t2s__nccl.bucket_start(s->comm, s->ctx, g, n, err);
   if (s->comm->backend != T2S_COMM_MPI || n == 0) return T2S_OK;
   if (n > (size_t)1 << 30)
     return t2s_error_set(err, T2S_ERR_INVALID, "grad sync: bucket of %zu floats is too large", n);
@@ -204,7 +204,7 @@ t2s_status t2s_grad_sync_begin(t2s_grad_sync *s, t2s_ctx *ctx, int last, t2s_err
 
 static t2s_status wait_and_average(t2s_grad_sync *s, t2s_error *err) {
   t2s_comm *c = s->comm;
-  if (c->backend == T2S_COMM_NCCL) return t2s__nccl_buckets_join(c, s->ctx, err);
+  if (c->backend == T2S_COMM_NCCL) return t2s__nccl.buckets_join(c, s->ctx, err);
   if (c->backend != T2S_COMM_MPI) return T2S_OK;
   t2s_status st = t2s__mpi_wait(c, s->mpi, s->reqs, s->n_buckets, "gradient all-reduce", err);
   if (st != T2S_OK) return st;
