@@ -14,6 +14,15 @@ if [[ "${1:-}" == "--python" ]]; then
   pkgs+=(python3-torch python3-matplotlib)
 fi
 
+# tensorboard (PyPI, no Debian package): test_tb_events reads the trainer's event
+# files back with it. Installed for the python3 on PATH, which the tests run.
+if ! python3 -c "import tensorboard" 2>/dev/null; then
+  echo "setup: pip install tensorboard"
+  python3 -m pip install --quiet tensorboard 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages tensorboard ||
+    echo "setup: tensorboard not installed: test_tb_events will be skipped" >&2
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
