@@ -20,7 +20,8 @@ if [[ "${T2S_SKIP_ASAN:-0}" != 1 && $# -eq 0 ]]; then
   echo "== sanitizer stage: malformed and hostile inputs under ASan/UBSan ($asan)"
   cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=Debug -DT2S_CUDA=OFF -DT2S_ASAN=ON -DT2S_WERROR=ON > /dev/null
   targets=(test_convert_safetensors test_convert_pth test_convert_import test_checkpoint test_config
-           test_shard test_shards_import test_eval_errors)
+           test_shard test_shards_import test_eval_errors
+           test_png_limits)
   # executables that those tests drive (t2sda_eval's error paths must not leak)
   cmake --build "$asan" -j"$jobs" --target "${targets[@]}" t2sda_eval > /dev/null
   regex=$(IFS='|'; echo "${targets[*]}")
