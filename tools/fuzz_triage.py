@@ -21,8 +21,10 @@ LIBS = (("libhdf5", "libhdf5"), ("libpng", "libpng"), ("libyaml", "libyaml"), ("
 FRAME = re.compile(r"^\s+#\d+ 0x[0-9a-f]+ in (\S+) (.*)$|^\s+#\d+ 0x[0-9a-f]+ \((.*)\)")
 
 
-def first_frame(report):
-    """(library or 'ours', function) of the first frame outside the runtime."""
+def first_frame(report, root=os.getcwd()):
+    """(library or 'ours', function) of the first frame in project code or in a known
+    system library; frames of the sanitizer runtime, libFuzzer and libc (whose
+    memcpy a library calls) are passed over."""
     for line in report.splitlines():
         m = FRAME.match(line)
         if not m:
@@ -33,7 +35,8 @@ def first_frame(report):
         for needle, lib in LIBS:
             if needle in where:
                 return lib, func
-        return "ours", f"{func} {where.split()[0] if where else ''}".strip()
+        if where.startswith(root + "/"):
+            return "ours", f"{func} {os.path.relpath(where.split()[0], root)}"
     return "unknown", ""
 
 
