@@ -344,9 +344,11 @@ static t2s_status run(const infer_opts *o, t2s_train_config *cfg, t2s_error *err
   if (s == T2S_OK && names == NULL) s = t2s_error_set(err, T2S_ERR_NOMEM, "out of memory");
   if (s == T2S_OK) {
     class_names(cfg, m.cfg.num_classes, names);
-    infer_run r = {ctx, &m, {cfg->evaluation.mode == T2S_CFG_INFER_SLIDE ? T2S_INFER_SLIDE : T2S_INFER_WHOLE,
-                             {cfg->evaluation.crop[0], cfg->evaluation.crop[1]},
-                             {cfg->evaluation.stride[0], cfg->evaluation.stride[1]}, 0, NULL, 0, 1, NULL, NULL},
+    infer_run r = {ctx, &m,
+                   {.mode = cfg->evaluation.mode,
+                    .crop = {cfg->evaluation.crop[0], cfg->evaluation.crop[1]},
+                    .stride = {cfg->evaluation.stride[0], cfg->evaluation.stride[1]},
+                    .rank = 0, .world_size = 1},
                    o, names};
     s = infer_all(&r, &l, err);
   }

@@ -66,7 +66,8 @@ static int colour_to_class(const uint8_t *px, const t2s_shard_meta *m) {
 static void check_against_eval(const char *name, const t2s_shard_meta *m) {
   char lp[1200], ep[1200], cp[1200], op[1200];
   snprintf(lp, sizeof lp, "%s/out/%s.png", dir, name);
-  snprintf(ep, sizeof ep, "%s/eval/predictions/%s.png", dir, name);
+  /* t2sda_eval names the folder after iteration, weights and mode */
+  snprintf(ep, sizeof ep, "%s/eval/predictions_00000020_student_whole/%s.png", dir, name);
   snprintf(cp, sizeof cp, "%s/out/%s_confidence.png", dir, name);
   snprintf(op, sizeof op, "%s/out/%s_overlay.png", dir, name);
   uint16_t *ids = NULL, *conf = NULL;
