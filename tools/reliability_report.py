@@ -40,7 +40,10 @@ TESTS = [
     ("test_convert_pth", "pretrained weights: PyTorch .pth (zip + pickle)", False),
     ("test_convert_import", "pretrained weights: name mapping and import", False),
     ("test_convert_mit", "pretrained weights: MiT (SegFormer) import", False),
+    ("test_png_limits", "PNG headers claiming huge images", False),
+    ("test_eval_errors", "evaluation: bad options, config, checkpoint, shards", False),
     ("test_dist_failure", "distributed runs: a rank killed, hung or failing", False),
+    ("test_train_dist_e2e", "multi-rank training: differing configs, signals, world-size change", True),
     ("test_train_e2e", "training runs: resume, SIGTERM, NaN, bad keys, missing shards", True),
     ("test_infer", "inference on image folders (t2sda_infer)", True),
 ]
@@ -167,7 +170,9 @@ def write(a, results, fuzz):
            "and the executables raised while it ran is counted (core/status.c), and from the "
            "fuzz summaries of `tools/fuzz.sh`.", "",
            "- **cases**: distinct error messages the test provoked, one per refused bad input "
-           "(fuzz rows: inputs executed).",
+           "(fuzz rows: inputs executed). Only messages made with the libraries' error type "
+           "count: a usage error an executable prints itself, or a rank killed outright, is "
+           "checked by its test but not counted here.",
            "- **clear error**: of those, the messages that name their subject (a file, key, "
            "value, tensor or rank) *and* say what is expected or what to do next.",
            "- **crash** / **hang**: the test died on a signal or sanitizer report / hit its "
