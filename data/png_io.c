@@ -107,6 +107,10 @@ static t2s_status png_read_any(const char *path, read_mode mode, png_result *res
   res->bit_depth = png_get_bit_depth(png, info);
   res->channels = png_get_channels(png, info);
   if (mode != READ_INFO) {
+    /* The header's size is the file's claim, not its content: a damaged or hostile
+     * header must not make us allocate gigabytes before the data runs out. */
+    if ((uint64_t)res->width * (uint64_t)res->height > T2S_PNG_MAX_PIXELS)
+      png_error(png, "image larger than the 268-megapixel limit (T2S_PNG_MAX_PIXELS); downscale it first");
     set_transforms(png, info, mode);
     size_t w = (size_t)res->width, h = (size_t)res->height;
     size_t rowbytes = png_get_rowbytes(png, info);

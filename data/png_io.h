@@ -12,6 +12,10 @@
 
 #include "core/status.h"
 
+/* Pixel images are refused above this (16384 x 16384): decoding allocates what the
+ * header claims, so a damaged header must not ask for gigabytes. */
+#define T2S_PNG_MAX_PIXELS ((uint64_t)1 << 28)
+
 /* Reads only the header: size, bit depth and channels as stored. */
 t2s_status t2s_png_read_info(const char *path, int *width, int *height, int *bit_depth,
                              int *channels, t2s_error *err);

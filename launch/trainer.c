@@ -422,6 +422,10 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
     if (dropped > 0)
       printf("metrics.jsonl: removed %lld line(s) of iterations after %lld (logged past the checkpoint "
              "resumed from; they are logged again)\n", (long long)dropped, (long long)t->iter);
+    char jsonl[1100];
+    snprintf(jsonl, sizeof jsonl, "%s/metrics.jsonl", cfg->work_dir);
+    t2s_error tb_err = {0};  /* TensorBoard mirror: optional, never stops the run */
+    if ((t->tb = t2s_tb_follow(jsonl, &tb_err)) == NULL) fprintf(stderr, "warning: no TensorBoard events: %s\n", tb_err.msg);
   }
   return T2S_OK;
 }
@@ -450,6 +454,7 @@ static void metrics_flush(t2s_trainer *t) {
     fprintf(stderr, "t2sda_train: warning: %s\n", e.msg);
     t->metrics_failing = 1;
   }
+  t2s_tb_sync_or_drop(&t->tb, stderr);
 }
 
 t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
@@ -706,6 +711,7 @@ void t2s_trainer_free(t2s_trainer *t) {
   if (t->have_imnet) t2s_segmentor_free(&t->imnet);
   t2s_ctx_destroy(t->ctx);
   if (t->metrics) fclose(t->metrics);
+  t2s_tb_close(t->tb);
   if (t->comm_up) t2s_dist_finalize(&t->comm);
   free(t->config_yaml);
   free(t->cfg);

@@ -11,6 +11,7 @@
 #include "dist/comm.h"
 #include "dist/grad_sync.h"
 #include "launch/progress.h"
+#include "launch/tb_events.h"
 #include "launch/train_config.h"
 #include "launch/uda_step.h"
 
@@ -55,6 +56,7 @@ typedef struct t2s_trainer {
   int stop_reason;          /* how run() ended: 0 max_iters, 1 a signal, 2 --stop-after */
   FILE *metrics;            /* work_dir/metrics.jsonl (rank 0) */
   int metrics_failing;      /* the last metrics flush failed (warned once) */
+  t2s_tb_writer *tb;        /* its TensorBoard mirror, NULL when it could not be made */
   double t_start;
   int64_t iter_start;
   /* iterations over time at the logged points: the ETA follows the recent speed

@@ -8,9 +8,19 @@ set -euo pipefail
 
 pkgs=(cmake pkg-config libopenblas-dev libopenblas-openmp-dev libhdf5-dev hdf5-tools libyaml-dev
       libopenmpi-dev openmpi-bin libfftw3-dev libpng-dev libjpeg62-turbo-dev
-      zlib1g-dev python3-h5py python3-numpy)
+      zlib1g-dev python3-h5py python3-numpy
+      clang libclang-rt-dev libomp-dev)  # clang + libFuzzer runtime: tools/fuzz.sh
 if [[ "${1:-}" == "--python" ]]; then
   pkgs+=(python3-torch python3-matplotlib)
+fi
+
+# tensorboard (PyPI, no Debian package): test_tb_events reads the trainer's event
+# files back with it. Installed for the python3 on PATH, which the tests run.
+if ! python3 -c "import tensorboard" 2>/dev/null; then
+  echo "setup: pip install tensorboard"
+  python3 -m pip install --quiet tensorboard 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages tensorboard ||
+    echo "setup: tensorboard not installed: test_tb_events will be skipped" >&2
 fi
 
 missing=()
