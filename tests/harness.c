@@ -212,3 +212,13 @@ int t2s_gradcheck(const char *label, t2s_gc_build build, void *user, t2s_tensor 
   printf("%s %s\n", bad ? "FAIL" : "ok  ", label);
   return bad;
 }
+
+int t2s_test_file_contains(const char *path, const char *needle) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return 0;
+  static char buf[1 << 20];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = 0;
+  fclose(f);
+  return strstr(buf, needle) != NULL;
+}

@@ -33,6 +33,9 @@ extern int t2s_test_failures;
  * it was killed). For the tests that drive the executables. */
 int t2s_test_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* 1 when the file at path exists and its first MiB contains needle (logs of those runs). */
+int t2s_test_file_contains(const char *path, const char *needle);
+
 /* Prints "N passed, M failed" style summary and returns the exit code. */
 int t2s_test_finish(const char *name);
 

@@ -23,16 +23,6 @@
 
 static char bin[512], dir[512], common[4096], ckpt[700];
 
-static int file_contains(const char *path, const char *needle) {
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  static char buf[1 << 16];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  buf[n] = 0;
-  fclose(f);
-  return strstr(buf, needle) != NULL;
-}
-
 /* Writes the validation images as PNGs (dir/in/NAME.png); returns their names. */
 static int export_val_images(t2s_dataset *val, char names[N_VAL][256]) {
   int n = 0;
@@ -123,16 +113,16 @@ static void refusals(void) {
   CHECK(stat(lp, &before) == 0);
   CHECK(t2s_test_run("%s/t2sda_infer %s --checkpoint %s '%s/odd/*.png' --out %s/out > %s 2>&1", bin, common,
                      ckpt, dir, dir, log) != 0);
-  CHECK_MSG(file_contains(log, "already exists") && file_contains(log, "--overwrite"), "see %s", log);
+  CHECK_MSG(t2s_test_file_contains(log, "already exists") && t2s_test_file_contains(log, "--overwrite"), "see %s", log);
   CHECK(stat(lp, &after) == 0 && after.st_mtime == before.st_mtime && after.st_size == before.st_size);
   CHECK(t2s_test_run("%s/t2sda_infer %s --checkpoint %s %s/odd --out %s/out2 --label-ids > %s 2>&1", bin, common,
                      ckpt, dir, dir, log) != 0);
-  CHECK_MSG(file_contains(log, "--label-ids") && file_contains(log, "model.num_classes is 11"), "see %s", log);
+  CHECK_MSG(t2s_test_file_contains(log, "--label-ids") && t2s_test_file_contains(log, "model.num_classes is 11"), "see %s", log);
   CHECK(t2s_test_run("%s/t2sda_infer %s --checkpoint %s %s/nowhere --out %s/out3 > %s 2>&1", bin, common, ckpt,
                      dir, dir, log) != 0);
-  CHECK_MSG(file_contains(log, "nowhere") && file_contains(log, "no such file"), "see %s", log);
-  CHECK(t2s_test_run("%s/t2sda_infer --help > %s 2>&1", bin, log) == 0 && file_contains(log, "--checkpoint"));
-  CHECK(t2s_test_run("%s/t2sda_infer --version > %s 2>&1", bin, log) == 0 && file_contains(log, "t2sda "));
+  CHECK_MSG(t2s_test_file_contains(log, "nowhere") && t2s_test_file_contains(log, "no such file"), "see %s", log);
+  CHECK(t2s_test_run("%s/t2sda_infer --help > %s 2>&1", bin, log) == 0 && t2s_test_file_contains(log, "--checkpoint"));
+  CHECK(t2s_test_run("%s/t2sda_infer --version > %s 2>&1", bin, log) == 0 && t2s_test_file_contains(log, "t2sda "));
 }
 
 int main(void) {
@@ -173,7 +163,7 @@ int main(void) {
   snprintf(log, sizeof log, "%s/infer.log", dir);
   CHECK_MSG(t2s_test_run("%s/t2sda_infer %s --checkpoint %s %s/in '%s/odd/*.png' --out %s/out --confidence > %s 2>&1",
                          bin, common, ckpt, dir, dir, dir, log) == 0, "see %s", log);
-  CHECK_MSG(file_contains(log, "images/s"), "no progress in %s", log);
+  CHECK_MSG(t2s_test_file_contains(log, "images/s"), "no progress in %s", log);
   check_odd_output();
   for (int i = 0; i < n; i++) check_against_eval(names[i], &val.meta);
   refusals();

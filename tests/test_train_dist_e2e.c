@@ -20,27 +20,17 @@
 
 static char bin[512], src[512], dir[512], common[4096];
 
-static int file_contains(const char *path, const char *needle) {
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  static char buf[1 << 20];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  buf[n] = 0;
-  fclose(f);
-  return strstr(buf, needle) != NULL;
-}
-
 static void different_configs(void) {
   char log[700];
   snprintf(log, sizeof log, "%s/mismatch.log", dir);
   int rc = t2s_test_run(MPIRUN " -np 1 %s/t2sda_train %s work_dir=%s/mismatch : -np 1 %s/t2sda_train %s "
                         "work_dir=%s/mismatch optimizer.lr=0.05 > %s 2>&1", bin, common, dir, bin, common, dir, log);
   CHECK_MSG(rc != 0, "ranks with different configs: mpirun exited 0 (see %s)", log);
-  CHECK_MSG(file_contains(log, "rank 1 of 2") && file_contains(log, "the resolved config differs from rank 0's") &&
-            file_contains(log, "lr: 0.05"), "the message does not name rank 1 and the key (see %s)", log);
+  CHECK_MSG(t2s_test_file_contains(log, "rank 1 of 2") && t2s_test_file_contains(log, "the resolved config differs from rank 0's") &&
+            t2s_test_file_contains(log, "lr: 0.05"), "the message does not name rank 1 and the key (see %s)", log);
   char p[700];
   snprintf(p, sizeof p, "%s/mismatch/metrics.jsonl", dir);
-  CHECK_MSG(!file_contains(p, "\"iteration\""), "the mismatched ranks trained");
+  CHECK_MSG(!t2s_test_file_contains(p, "\"iteration\""), "the mismatched ranks trained");
 }
 
 static void usr1_stops_and_resumes_on_one_rank(void) {
@@ -56,13 +46,13 @@ static void usr1_stops_and_resumes_on_one_rank(void) {
     execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
     _exit(127);
   }
-  for (int i = 0; i < 1200 && !file_contains(metrics, "\"iteration\": 3,"); i++) usleep(100000);
-  CHECK_MSG(file_contains(metrics, "\"iteration\""), "the 2-rank run never logged an iteration (see %s)", log);
+  for (int i = 0; i < 1200 && !t2s_test_file_contains(metrics, "\"iteration\": 3,"); i++) usleep(100000);
+  CHECK_MSG(t2s_test_file_contains(metrics, "\"iteration\""), "the 2-rank run never logged an iteration (see %s)", log);
   kill(pid, SIGUSR1);
   int status = 0;
   waitpid(pid, &status, 0);
   CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGUSR1 to mpirun: exit status %d (see %s)", status, log);
-  CHECK_MSG(file_contains(log, "t2sda_train: interrupted at iteration"), "see %s", log);
+  CHECK_MSG(t2s_test_file_contains(log, "t2sda_train: interrupted at iteration"), "see %s", log);
   char p[700];
   snprintf(p, sizeof p, "%s/latest.h5", wd);
   struct stat sb;
@@ -70,7 +60,7 @@ static void usr1_stops_and_resumes_on_one_rank(void) {
   /* on 1 rank: the global batch halves, and the run says so */
   snprintf(log, sizeof log, "%s/one_rank.log", dir);
   CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --resume auto --stop-after 1 > %s 2>&1", bin, common, wd, log) == 0);
-  CHECK_MSG(file_contains(log, "was written by 2 rank(s) (global batch 2); this run has 1 rank(s) (global batch 1)"),
+  CHECK_MSG(t2s_test_file_contains(log, "was written by 2 rank(s) (global batch 2); this run has 1 rank(s) (global batch 1)"),
             "no note of the changed global batch (see %s)", log);
 }
 

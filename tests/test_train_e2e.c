@@ -34,16 +34,6 @@ static int count_lines(const char *path, const char *needle) {
 }
 
 
-static int file_contains(const char *path, const char *needle) {
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  static char buf[1 << 20];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  buf[n] = 0;
-  fclose(f);
-  return strstr(buf, needle) != NULL;
-}
-
 static int exists(const char *path) {
   struct stat st;
   return stat(path, &st) == 0;
@@ -63,7 +53,7 @@ static void resume_is_exact(void) {
   CHECK_MSG(exists(p), "--stop-after 5 left no %s", p);
   CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s/split --resume auto > %s/split2.log 2>&1", bin, common, dir, dir) == 0);
   snprintf(p, sizeof p, "%s/split2.log", dir);
-  CHECK(file_contains(p, "resumed from") && file_contains(p, "at iteration 5"));
+  CHECK(t2s_test_file_contains(p, "resumed from") && t2s_test_file_contains(p, "at iteration 5"));
   char a[1024], b[1024];
   snprintf(a, sizeof a, "%s/full/iter_00000010.h5", dir);
   snprintf(b, sizeof b, "%s/split/iter_00000010.h5", dir);
@@ -93,14 +83,14 @@ static void sigterm_saves(void) {
   /* wait until it trains (a metrics line), then ask it to stop */
   char metrics[700];
   snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", wd);
-  for (int i = 0; i < 600 && !file_contains(metrics, "\"iteration\": 3"); i++) usleep(100000);
-  CHECK_MSG(file_contains(metrics, "\"iteration\""), "the run never logged an iteration (see %s)", log);
+  for (int i = 0; i < 600 && !t2s_test_file_contains(metrics, "\"iteration\": 3"); i++) usleep(100000);
+  CHECK_MSG(t2s_test_file_contains(metrics, "\"iteration\""), "the run never logged an iteration (see %s)", log);
   kill(pid, SIGTERM);
   int status = 0;
   waitpid(pid, &status, 0);
   CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: exit status %d", status);
-  CHECK(file_contains(log, "saving a checkpoint"));
-  CHECK_MSG(file_contains(log, "t2sda_train: interrupted at iteration") && !file_contains(log, "done at iteration"),
+  CHECK(t2s_test_file_contains(log, "saving a checkpoint"));
+  CHECK_MSG(t2s_test_file_contains(log, "t2sda_train: interrupted at iteration") && !t2s_test_file_contains(log, "done at iteration"),
             "the last line after SIGTERM does not say interrupted (see %s)", log);
   char latest[700];
   snprintf(latest, sizeof latest, "%s/latest.h5", wd);
@@ -120,7 +110,7 @@ static void nan_stops_cleanly(void) {
   char log[700];
   snprintf(log, sizeof log, "%s/nan2.log", dir);
   CHECK_MSG(rc != 0 && rc < 128, "a run with a NaN loss exited %d", rc);
-  CHECK_MSG(file_contains(log, "iteration 7: loss_mix (ClassMix cross-entropy) is not finite"),
+  CHECK_MSG(t2s_test_file_contains(log, "iteration 7: loss_mix (ClassMix cross-entropy) is not finite"),
             "the message does not name the term and iteration (see %s)", log);
   char p[700], good[700];
   snprintf(p, sizeof p, "%s/iter_00000005.h5", wd);
@@ -134,7 +124,7 @@ static void nan_stops_cleanly(void) {
   /* the good checkpoint still loads and resumes */
   CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --resume auto --stop-after 1 > %s/nan3.log 2>&1", bin, common, wd, dir) == 0);
   snprintf(p, sizeof p, "%s/nan3.log", dir);
-  CHECK_MSG(file_contains(p, "at iteration 5"), "the resume did not start from the good checkpoint (see %s)", p);
+  CHECK_MSG(t2s_test_file_contains(p, "at iteration 5"), "the resume did not start from the good checkpoint (see %s)", p);
 }
 
 /* Checks made before the first iteration: data sets against the model, and a work_dir
@@ -146,22 +136,22 @@ static void start_checks(void) {
   /* 11-class shards under a 19-class model: refused before training, naming both */
   int rc = t2s_test_run("%s/t2sda_train %s work_dir=%s model.num_classes=19 > %s 2>&1", bin, common, wd, log);
   CHECK_MSG(rc == 1, "model.num_classes=19 on 11-class shards: exit %d (see %s)", rc, log);
-  CHECK_MSG(file_contains(log, "data.source.shards") && file_contains(log, "has 11 classes") &&
-            file_contains(log, "model.num_classes is 19") && file_contains(log, "model.num_classes=11"),
+  CHECK_MSG(t2s_test_file_contains(log, "data.source.shards") && t2s_test_file_contains(log, "has 11 classes") &&
+            t2s_test_file_contains(log, "model.num_classes is 19") && t2s_test_file_contains(log, "model.num_classes=11"),
             "see %s", log);
   CHECK_MSG(count_lines(log, "saved checkpoint") == 0, "it trained before refusing (see %s)", log);
   /* the image count of each domain is printed at start */
   snprintf(log, sizeof log, "%s/start2.log", dir);
   CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --stop-after 1 > %s 2>&1", bin, loud, wd, log) == 0);
-  CHECK_MSG(file_contains(log, "data: 24 source images (1 shard(s)), 24 target images (1 shard(s)), 6 validation images"),
+  CHECK_MSG(t2s_test_file_contains(log, "data: 24 source images (1 shard(s)), 24 target images (1 shard(s)), 6 validation images"),
             "see %s", log);
   /* the same work_dir again without --resume: refused, the checkpoint kept */
   snprintf(log, sizeof log, "%s/start3.log", dir);
   snprintf(p, sizeof p, "%s/iter_00000001.h5", wd);
   CHECK(t2s_test_run("cp %s %s/start_good.h5", p, dir) == 0);
   rc = t2s_test_run("%s/t2sda_train %s work_dir=%s --stop-after 1 > %s 2>&1", bin, common, wd, log);
-  CHECK_MSG(rc == 1 && file_contains(log, "already holds a run") && file_contains(log, "--resume auto") &&
-            file_contains(log, "--overwrite"), "a second fresh start in %s: exit %d (see %s)", wd, rc, log);
+  CHECK_MSG(rc == 1 && t2s_test_file_contains(log, "already holds a run") && t2s_test_file_contains(log, "--resume auto") &&
+            t2s_test_file_contains(log, "--overwrite"), "a second fresh start in %s: exit %d (see %s)", wd, rc, log);
   CHECK(t2s_test_run("cmp -s %s %s/start_good.h5", p, dir) == 0);
   /* --overwrite starts over: metrics.jsonl holds the new run only */
   CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --overwrite --stop-after 2 > %s 2>&1", bin, common, wd, log) == 0);
@@ -179,9 +169,9 @@ static void damaged_latest(void) {
   CHECK(t2s_test_run("truncate -s 3000 %s/iter_00000010.h5", wd) == 0);
   snprintf(log, sizeof log, "%s/damaged2.log", dir);
   CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --resume auto --stop-after 2 > %s 2>&1", bin, common, wd, log) == 0);
-  CHECK_MSG(file_contains(log, "WARNING: resume auto: ") && file_contains(log, "latest.h5 was rejected: "),
+  CHECK_MSG(t2s_test_file_contains(log, "WARNING: resume auto: ") && t2s_test_file_contains(log, "latest.h5 was rejected: "),
             "no warning about the damaged latest.h5 (see %s)", log);
-  CHECK_MSG(file_contains(log, "resumed from ") && file_contains(log, "iter_00000005.h5 at iteration 5"), "see %s", log);
+  CHECK_MSG(t2s_test_file_contains(log, "resumed from ") && t2s_test_file_contains(log, "iter_00000005.h5 at iteration 5"), "see %s", log);
   snprintf(p, sizeof p, "%s/metrics.jsonl", wd);
   for (int it = 1; it <= 7; it++) {
     char key[64];
@@ -202,11 +192,11 @@ static void eval_writes_json(void) {
                      "--save-predictions 2 work_dir=%s/preds > %s/eval2.log 2>&1", bin, common, dir, dir, dir, dir) == 0);
   CHECK_MSG(t2s_test_run("test $(ls %s/preds/predictions_00000010_student_whole/*.png | wc -l) -eq 2", dir) == 0,
             "expected 2 prediction PNGs in %s/preds/predictions_00000010_student_whole", dir);
-  CHECK(file_contains(out, "\"mIoU\"") && file_contains(out, "\"aAcc\"") && file_contains(out, "\"IoU.road\"") &&
-        file_contains(out, "\"iteration\": 10"));
+  CHECK(t2s_test_file_contains(out, "\"mIoU\"") && t2s_test_file_contains(out, "\"aAcc\"") && t2s_test_file_contains(out, "\"IoU.road\"") &&
+        t2s_test_file_contains(out, "\"iteration\": 10"));
   char log[700];
   snprintf(log, sizeof log, "%s/eval.log", dir);
-  CHECK(file_contains(log, "mIoU "));
+  CHECK(t2s_test_file_contains(log, "mIoU "));
 }
 
 /* An 11-class validation shard of n 48x48 images; image bad_image gets label 20 (not a
@@ -242,29 +232,29 @@ static void eval_inputs(void) {
   snprintf(ckpt, sizeof ckpt, "%s/full/iter_00000010.h5", dir);
   /* the checkpoint alone: its stored config; outputs named by iteration, model, mode */
   CHECK(t2s_test_run("%s/t2sda_eval %s --which teacher > %s 2>&1", bin, ckpt, log) == 0);
-  CHECK_MSG(file_contains(log, "config stored in the checkpoint") && file_contains(log, "mIoU "), "see %s", log);
+  CHECK_MSG(t2s_test_file_contains(log, "config stored in the checkpoint") && t2s_test_file_contains(log, "mIoU "), "see %s", log);
   snprintf(p, sizeof p, "%s/full/eval_00000010_teacher_whole.json", dir);
-  CHECK_MSG(exists(p) && file_contains(p, "\"iteration\": 10"), "no %s (see %s)", p, log);
+  CHECK_MSG(exists(p) && t2s_test_file_contains(p, "\"iteration\": 10"), "no %s (see %s)", p, log);
   /* progress and ETA of the evaluation */
-  CHECK_MSG(file_contains(log, "evaluation: 6/6 (100%)") && file_contains(log, "eta "), "no progress line in %s", log);
+  CHECK_MSG(t2s_test_file_contains(log, "evaluation: 6/6 (100%)") && t2s_test_file_contains(log, "eta "), "no progress line in %s", log);
   /* a PyTorch file points to the converter */
   CHECK(t2s_test_run("touch %s/model.pth", dir) == 0);
   CHECK(t2s_test_run("%s/t2sda_eval %s/model.pth > %s 2>&1", bin, dir, log) == 2);
-  CHECK_MSG(file_contains(log, "t2sda_convert import"), "see %s", log);
+  CHECK_MSG(t2s_test_file_contains(log, "t2sda_convert import"), "see %s", log);
   /* --help anywhere on the line, for both executables */
-  CHECK(t2s_test_run("%s/t2sda_eval %s --help > %s 2>&1", bin, ckpt, log) == 0 && file_contains(log, "usage: t2sda_eval"));
-  CHECK(t2s_test_run("%s/t2sda_train %s --help > %s 2>&1", bin, common, log) == 0 && file_contains(log, "usage: t2sda_train"));
+  CHECK(t2s_test_run("%s/t2sda_eval %s --help > %s 2>&1", bin, ckpt, log) == 0 && t2s_test_file_contains(log, "usage: t2sda_eval"));
+  CHECK(t2s_test_run("%s/t2sda_train %s --help > %s 2>&1", bin, common, log) == 0 && t2s_test_file_contains(log, "usage: t2sda_train"));
   /* labels that are neither a class nor the ignore index: refused, naming the image */
   snprintf(p, sizeof p, "%s/badval-00000-of-00001.h5", dir);
   write_val_shard(p, 3, 1);
   int rc = t2s_test_run("%s/t2sda_eval %s --quiet 'data.val.shards=%s' > %s 2>&1", bin, ckpt, p, log);
-  CHECK_MSG(rc == 1 && file_contains(log, "badval-00000-of-00001.h5 image 1 ('val1') has label 20") &&
-            !file_contains(log, "mIoU"), "labels >= num_classes: exit %d (see %s)", rc, log);
+  CHECK_MSG(rc == 1 && t2s_test_file_contains(log, "badval-00000-of-00001.h5 image 1 ('val1') has label 20") &&
+            !t2s_test_file_contains(log, "mIoU"), "labels >= num_classes: exit %d (see %s)", rc, log);
   /* an empty validation set: an error, not nan metrics */
   snprintf(p, sizeof p, "%s/emptyval-00000-of-00001.h5", dir);
   write_val_shard(p, 0, -1);
   rc = t2s_test_run("%s/t2sda_eval %s --quiet 'data.val.shards=%s' --out %s/empty.json > %s 2>&1", bin, ckpt, p, dir, log);
-  CHECK_MSG(rc == 1 && file_contains(log, "holds no images"), "empty validation set: exit %d (see %s)", rc, log);
+  CHECK_MSG(rc == 1 && t2s_test_file_contains(log, "holds no images"), "empty validation set: exit %d (see %s)", rc, log);
   snprintf(p, sizeof p, "%s/empty.json", dir);
   CHECK(!exists(p));
 }
@@ -277,28 +267,28 @@ static void export_and_inspect(void) {
   snprintf(log, sizeof log, "%s/export.log", dir);
   CHECK(t2s_test_run("%s/t2sda_convert export %s %s/exp.safetensors > /dev/null 2>&1 && "
                      "%s/t2sda_convert inspect %s/exp.safetensors > %s 2>&1", bin, ckpt, dir, bin, dir, log) == 0);
-  CHECK_MSG(file_contains(log, "decode_head.") && !file_contains(log, "proj_head."), "proj_head exported (see %s)", log);
+  CHECK_MSG(t2s_test_file_contains(log, "decode_head.") && !t2s_test_file_contains(log, "proj_head."), "proj_head exported (see %s)", log);
   CHECK(t2s_test_run("%s/t2sda_convert export %s %s/exp2.safetensors --with-proj-head > /dev/null 2>&1 && "
                      "%s/t2sda_convert inspect %s/exp2.safetensors > %s 2>&1", bin, ckpt, dir, bin, dir, log) == 0);
-  CHECK_MSG(file_contains(log, "proj_head."), "--with-proj-head: no proj_head (see %s)", log);
+  CHECK_MSG(t2s_test_file_contains(log, "proj_head."), "--with-proj-head: no proj_head (see %s)", log);
   CHECK(t2s_test_run("%s/t2sda_convert inspect %s > %s 2>&1", bin, ckpt, log) == 0);
-  CHECK_MSG(file_contains(log, "iteration 10, written by 1 rank(s)") && file_contains(log, "stored config") &&
-            file_contains(log, "  name: \"synthetic_t2sda\""), "inspect does not show the run (see %s)", log);
+  CHECK_MSG(t2s_test_file_contains(log, "iteration 10, written by 1 rank(s)") && t2s_test_file_contains(log, "stored config") &&
+            t2s_test_file_contains(log, "  name: \"synthetic_t2sda\""), "inspect does not show the run (see %s)", log);
 }
 
 static void bad_inputs(void) {
   char log[700];
   snprintf(log, sizeof log, "%s/bad.log", dir);
   CHECK(t2s_test_run("%s/t2sda_train %s uda.alhpa=0.5 > %s 2>&1", bin, common, log) != 0);
-  CHECK(file_contains(log, "uda.alhpa") && file_contains(log, "uda.alpha"));
+  CHECK(t2s_test_file_contains(log, "uda.alhpa") && t2s_test_file_contains(log, "uda.alpha"));
   CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s/bad 'data.target.shards=%s/nowhere-*.h5' > %s 2>&1", bin, common,
                 dir, dir, log) != 0);
-  CHECK_MSG(file_contains(log, "data.target.shards") && file_contains(log, "nowhere"), "see %s", log);
+  CHECK_MSG(t2s_test_file_contains(log, "data.target.shards") && t2s_test_file_contains(log, "nowhere"), "see %s", log);
   /* resuming on another data set would silently read other images: refused */
   CHECK(t2s_test_run("%s/t2sda_synth %s/other --source 12 --target 0 --val 0 --size 48 48 --seed 4 > /dev/null", bin, dir) == 0);
   CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s/split --resume auto runner.max_iters=12 "
                 "'data.source.shards=%s/other/source-*.h5' > %s 2>&1", bin, common, dir, dir, log) != 0);
-  CHECK_MSG(file_contains(log, "resume: data.source.shards now has 12 images"), "see %s", log);
+  CHECK_MSG(t2s_test_file_contains(log, "resume: data.source.shards now has 12 images"), "see %s", log);
 }
 
 int main(void) {
@@ -315,7 +305,7 @@ int main(void) {
                 bin, dir, dir) == 0);
   char synth_log[700];
   snprintf(synth_log, sizeof synth_log, "%s/synth.log", dir);
-  CHECK_MSG(file_contains(synth_log, "t2sda_synth: source: 24/24 (100%)") && file_contains(synth_log, "eta "),
+  CHECK_MSG(t2s_test_file_contains(synth_log, "t2sda_synth: source: 24/24 (100%)") && t2s_test_file_contains(synth_log, "eta "),
             "t2sda_synth shows no progress (see %s)", synth_log);
   snprintf(common, sizeof common,
            "%s/configs/synthetic_t2sda.yaml --quiet device=cpu 'data.source.shards=%s/data/source-*.h5' "
