@@ -111,6 +111,41 @@ void t2s_metrics_print(FILE *f, const t2s_seg_metrics *s, const char (*class_nam
   fprintf(f, "| %5s | %5s | %5s |\n+-------+-------+-------+\n", a, b, d);
 }
 
+static void set_rule(FILE *f, int n_sets, const int *w) {
+  for (int k = 0; k <= n_sets; k++) fprintf(f, "+%.*s", w[k] + 2, "----------------------------------");
+  fprintf(f, "+\n");
+}
+
+void t2s_metrics_print_sets(FILE *f, int n_sets, const char (*set_names)[32], const double *miou,
+                            double mean, const char *title) {
+  int w[33];
+  if (n_sets > 32) n_sets = 32;
+  for (int k = 0; k <= n_sets; k++) {
+    int len = k < n_sets ? (int)strlen(set_names[k]) : 4;
+    w[k] = len > 5 ? len : 5;
+  }
+  fprintf(f, "%smIoU per validation set:\n\n", title ? title : "");
+  set_rule(f, n_sets, w);
+  for (int k = 0; k <= n_sets; k++) centre(f, k < n_sets ? set_names[k] : "mean", w[k]);
+  fprintf(f, "|\n");
+  set_rule(f, n_sets, w);
+  for (int k = 0; k <= n_sets; k++) {
+    char v[16];
+    pct(v, sizeof v, k < n_sets ? miou[k] : mean);
+    centre(f, v, w[k]);
+  }
+  fprintf(f, "|\n");
+  set_rule(f, n_sets, w);
+}
+
+double t2s_metrics_mean_defined(const double *v, int n) {
+  double sum = 0;
+  int used = 0;
+  for (int k = 0; k < n; k++)
+    if (!isnan(v[k])) sum += v[k], used++;
+  return used ? sum / used : NAN;
+}
+
 static void json_num(FILE *f, double v) {
   if (isnan(v) || isinf(v)) fprintf(f, "null");
   else fprintf(f, "%.6f", v);
@@ -130,6 +165,29 @@ void t2s_metrics_json(FILE *f, const t2s_seg_metrics *s, const char (*class_name
     json_num(f, s->iou[c]);
     fprintf(f, ", \"Acc.%s\": ", class_names[c]);
     json_num(f, s->acc[c]);
+  }
+  fprintf(f, "}\n");
+}
+
+void t2s_metrics_json_sets(FILE *f, int n_sets, const t2s_seg_metrics *sets, const char (*set_names)[32],
+                           const char (*class_names)[32], int64_t iteration, double mean) {
+  fprintf(f, "{\"iteration\": %lld, \"mIoU\": ", (long long)iteration);
+  json_num(f, mean);
+  for (int k = 0; k < n_sets; k++) {
+    const t2s_seg_metrics *s = &sets[k];
+    const char *n = set_names[k];
+    fprintf(f, ", \"aAcc.%s\": ", n);
+    json_num(f, s->aacc);
+    fprintf(f, ", \"mIoU.%s\": ", n);
+    json_num(f, s->miou);
+    fprintf(f, ", \"mAcc.%s\": ", n);
+    json_num(f, s->macc);
+    for (int c = 0; c < s->num_classes; c++) {
+      fprintf(f, ", \"IoU.%s.%s\": ", class_names[c], n);
+      json_num(f, s->iou[c]);
+      fprintf(f, ", \"Acc.%s.%s\": ", class_names[c], n);
+      json_num(f, s->acc[c]);
+    }
   }
   fprintf(f, "}\n");
 }

@@ -35,10 +35,21 @@ void t2s_metrics_free(t2s_seg_metrics *s);
 /* The mmseg tables (values x100, two decimals): per class results, then the summary. */
 void t2s_metrics_print(FILE *f, const t2s_seg_metrics *s, const char (*class_names)[32],
                        const uint8_t *use, const char *title);
+/* The summary over several evaluation sets: one mIoU column per set, then their mean
+ * (x100, two decimals). */
+void t2s_metrics_print_sets(FILE *f, int n_sets, const char (*set_names)[32], const double *miou,
+                            double mean, const char *title);
+/* The mean of the defined (non-NaN) values of v[0..n); NaN when none is. */
+double t2s_metrics_mean_defined(const double *v, int n);
 /* One JSON object with aAcc, mIoU, mAcc, IoU.<name>, Acc.<name> (fractions) and iteration;
  * NaN is written as null. `prefix` is prepended to the summary keys (e.g. "16/"), may be "". */
 void t2s_metrics_json(FILE *f, const t2s_seg_metrics *s, const char (*class_names)[32],
                       const uint8_t *use, int64_t iteration, const char *prefix);
+/* One JSON object for several evaluation sets: iteration, "mIoU" (the mean of the
+ * sets' mIoU, `mean`), then per set aAcc.<set>, mIoU.<set>, mAcc.<set>,
+ * IoU.<class>.<set>, Acc.<class>.<set>. */
+void t2s_metrics_json_sets(FILE *f, int n_sets, const t2s_seg_metrics *sets, const char (*set_names)[32],
+                           const char (*class_names)[32], int64_t iteration, double mean);
 /* Makes the JSON lines written to f reach the file (fflush, then fsync so that a
  * full disk shows up now rather than at close); an error names `path` and the
  * reason (e.g. "No space left on device"). */

@@ -13,6 +13,44 @@ t2s_eval_cfg t2s_run_eval_cfg(const t2s_train_config *cfg, t2s_comm *comm, const
   return ec;
 }
 
+int t2s_run_val_sets(const t2s_train_config *cfg, t2s_val_set_ref *out) {
+  if (cfg->data.n_val_sets == 0) {
+    if (cfg->data.n_val_shards == 0) return 0;
+    out[0] = (t2s_val_set_ref){"", (const char(*)[T2S_CFG_PATH_MAX])cfg->data.val_shards,
+                               cfg->data.n_val_shards, "data.val.shards"};
+    return 1;
+  }
+  for (int i = 0; i < cfg->data.n_val_sets; i++) {
+    const t2s_val_set_cfg *v = &cfg->data.val_sets[i];
+    out[i] = (t2s_val_set_ref){"", (const char(*)[T2S_CFG_PATH_MAX])v->shards, v->n_shards, ""};
+    snprintf(out[i].name, sizeof out[i].name, "%s", v->name);
+    snprintf(out[i].key, sizeof out[i].key, "data.val_sets[%d].shards", i);
+  }
+  return cfg->data.n_val_sets;
+}
+
+void t2s_run_val_set_name(t2s_val_set_ref *set, const t2s_shard_meta *meta) {
+  if (set->name[0] != '\0') return;
+  snprintf(set->name, sizeof set->name, "%s", meta->domain[0] ? meta->domain : "val");
+}
+
+t2s_status t2s_run_best_by(const t2s_train_config *cfg, const t2s_val_set_ref *sets, int n, int *index,
+                           t2s_error *err) {
+  *index = -1;
+  if (strcmp(cfg->checkpoint.best_by, "mean") == 0) return T2S_OK;
+  char names[T2S_CFG_MAX_VAL_SETS * (T2S_CFG_SET_NAME_MAX + 2)] = "";
+  for (int k = 0; k < n; k++) {
+    if (strcmp(cfg->checkpoint.best_by, sets[k].name) == 0) {
+      *index = k;
+      return T2S_OK;
+    }
+    size_t used = strlen(names);
+    snprintf(names + used, sizeof names - used, ", %s", sets[k].name);
+  }
+  return t2s_error_set(err, T2S_ERR_INVALID, "checkpoint.best_by: '%s' is not a validation set; use mean%s",
+                       cfg->checkpoint.best_by, names);
+}
+
 static t2s_status write_json(const char *path, const t2s_seg_metrics *m, const t2s_shard_meta *meta,
                              const uint8_t *use, int64_t iteration, t2s_error *err) {
   FILE *f = fopen(path, "w");

@@ -65,6 +65,15 @@ static const char *const teacher_bn_names[] = {"batch", "running", NULL};
   {k, STRS_T, ARRAY(f), COUNT(n), .min_len = 0, .max_len = T2S_CFG_MAX_SHARDS, .def = "[]", \
    .help = what " shard files: a glob or a list of globs/paths (HDF5 shards)"}
 
+static const t2s_cfg_row val_set_fields[] = {
+    {"name", STR_T, T2S_CFG_AT(t2s_val_set_cfg, name), .required = true,
+     .help = "the set's name: letters, digits, '_' or '-'; names its mIoU.<name> metrics"},
+    {"shards", STRS_T, T2S_CFG_ARRAY_AT(t2s_val_set_cfg, shards),
+     T2S_CFG_COUNT_AT(t2s_val_set_cfg, n_shards), .min_len = 1,
+     .max_len = T2S_CFG_MAX_VAL_SET_SHARDS, .required = true,
+     .help = "its labelled shard files: a glob or a list of globs/paths"},
+};
+
 static const t2s_cfg_row schema[] = {
     {"name", STR_T, AT(name), .required = true,
      .help = "experiment name; names the work_dir, logs and checkpoints"},
@@ -82,6 +91,11 @@ static const t2s_cfg_row schema[] = {
     SHARDS("data.source.shards", data.source_shards, data.n_source_shards, "labelled source"),
     SHARDS("data.target.shards", data.target_shards, data.n_target_shards, "unlabelled target"),
     SHARDS("data.val.shards", data.val_shards, data.n_val_shards, "labelled validation"),
+    {"data.val_sets", T2S_CFG_TYPE_RECORD_LIST, ARRAY(data.val_sets), COUNT(data.n_val_sets),
+     .min_len = 0, .max_len = T2S_CFG_MAX_VAL_SETS, .def = "[]", .fields = val_set_fields,
+     .n_fields = 2,
+     .help = "several named validation sets instead of data.val.shards, each evaluated at "
+             "every evaluation: a list of {name, shards}"},
     {"data.samples_per_gpu", INT_T, AT(data.samples_per_gpu), .min = 1, .max = 64, .def = "2",
      .help = "images per rank per domain per iteration"},
     {"data.workers_per_gpu", INT_T, AT(data.workers_per_gpu), .min = 0, .max = 16, .def = "2",
@@ -263,6 +277,9 @@ static const t2s_cfg_row schema[] = {
      .def = "4000", .help = "write a checkpoint every N iterations; 0 = only at the end"},
     {"checkpoint.max_keep", INT_T, AT(checkpoint.max_keep), .min = 1, .max = 1000, .def = "1",
      .help = "number of periodic checkpoints kept on disk"},
+    {"checkpoint.best_by", STR_T, AT(checkpoint.best_by), .def = "mean",
+     .help = "best.h5 is the checkpoint with the highest mIoU of this validation set, or "
+             "'mean': the mean mIoU over the sets"},
     {"dist.timeout", FLOAT_T, AT(dist.timeout), .min = 0, .max = NO_MAX_F, .def = "300",
      .help = "seconds a collective may wait for the other ranks before the job stops; 0 = forever"},
     {"dist.bucket_mb", FLOAT_T, AT(dist.bucket_mb), .min = 0.001, .max = 4096, .def = "25",
@@ -320,6 +337,40 @@ static t2s_status fail_pair(const char *key_a, const char *key_b, const t2s_cfg_
   return t2s_error_set(err, T2S_ERR_INVALID, "%s: %s ('%s' %s)", at_a, body, key_b, at_b);
 }
 
+/* data.val_sets: not together with data.val.shards; names that can be metric keys and
+ * file names, each once; checkpoint.best_by names one of them (or mean). */
+static t2s_status check_val_sets(const t2s_train_config *cfg, const t2s_cfg_origin *origins,
+                                 const char *file, char **overrides, t2s_error *err) {
+  const int n = cfg->data.n_val_sets;
+  if (n > 0 && cfg->data.n_val_shards > 0)
+    return fail_pair("data.val_sets", "data.val.shards", origins, file, overrides, err,
+                     "data.val_sets and data.val.shards are both set; list every validation set "
+                     "in data.val_sets (data.val.shards is the one-set form)");
+  char at[700];
+  origin_of("data.val_sets", origins, file, overrides, true, at, sizeof at);
+  for (int i = 0; i < n; i++) {
+    const char *name = cfg->data.val_sets[i].name;
+    bool ok = name[0] != '\0' && strcmp(name, "mean") != 0;
+    for (const char *p = name; *p && ok; p++)
+      ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+           *p == '_' || *p == '-';
+    if (!ok)
+      return t2s_error_set(err, T2S_ERR_INVALID, "%s: data.val_sets[%d].name '%s' is not a set name: "
+                           "use letters, digits, '_' or '-' (and not 'mean', the mean of the sets)",
+                           at, i, name);
+    for (int j = 0; j < i; j++)
+      if (strcmp(name, cfg->data.val_sets[j].name) == 0)
+        return t2s_error_set(err, T2S_ERR_INVALID, "%s: data.val_sets[%d] and [%d] are both named '%s'; "
+                             "give each set its own name", at, j, i, name);
+  }
+  if (n == 0 || strcmp(cfg->checkpoint.best_by, "mean") == 0) return T2S_OK;
+  for (int i = 0; i < n; i++)
+    if (strcmp(cfg->checkpoint.best_by, cfg->data.val_sets[i].name) == 0) return T2S_OK;
+  return fail_pair("checkpoint.best_by", "data.val_sets", origins, file, overrides, err,
+                   "checkpoint.best_by '%s' is not the name of a validation set; use 'mean' or "
+                   "one of the data.val_sets names", cfg->checkpoint.best_by);
+}
+
 /* Rules that involve two keys; each message names both and where they were set. */
 static t2s_status check_cross_fields(const t2s_train_config *cfg, const t2s_cfg_origin *origins,
                                      const char *file, char **overrides, t2s_error *err) {
@@ -342,6 +393,8 @@ static t2s_status check_cross_fields(const t2s_train_config *cfg, const t2s_cfg_
                      "lr_config.min_lr %g is above optimizer.lr %g; the schedule decays "
                      "towards min_lr, so lower it",
                      cfg->lr_config.min_lr, cfg->optimizer.lr);
+  t2s_status st = check_val_sets(cfg, origins, file, overrides, err);
+  if (st != T2S_OK) return st;
   if (cfg->device == T2S_CFG_DEVICE_CPU && cfg->precision != T2S_PRECISION_FP32)
     return fail_pair("precision", "device", origins, file, overrides, err,
                      "precision '%s' is a CUDA setting but device is 'cpu'; use precision fp32 "

@@ -24,6 +24,16 @@
 #define T2S_CFG_MAX_SHARDS 64
 #define T2S_CFG_MAX_HEAD_DILATIONS 8
 #define T2S_CFG_MAX_CLASS_LIST 32
+#define T2S_CFG_MAX_VAL_SETS 8
+#define T2S_CFG_MAX_VAL_SET_SHARDS 16
+#define T2S_CFG_SET_NAME_MAX 32
+
+/* One named validation set of data.val_sets. */
+typedef struct t2s_val_set_cfg {
+  char name[T2S_CFG_SET_NAME_MAX];   /* letters, digits, '_', '-'; names mIoU.<name> */
+  char shards[T2S_CFG_MAX_VAL_SET_SHARDS][T2S_CFG_PATH_MAX];
+  int n_shards;
+} t2s_val_set_cfg;
 
 /* Keys whose choices are a module's own enum store that enum (the schema rows carry
  * its values: t2s_precision, t2s_norm_kind, t2s_head_type, t2s_optim_type,
@@ -65,6 +75,8 @@ typedef struct t2s_train_config {
     int n_target_shards;
     char val_shards[T2S_CFG_MAX_SHARDS][T2S_CFG_PATH_MAX];
     int n_val_shards;
+    t2s_val_set_cfg val_sets[T2S_CFG_MAX_VAL_SETS];  /* instead of val_shards: several sets */
+    int n_val_sets;
     int samples_per_gpu;
     int workers_per_gpu;
     int crop[2];                     /* [W, H] */
@@ -178,6 +190,7 @@ typedef struct t2s_train_config {
   struct {
     int interval;                    /* 0 = only at the end */
     int max_keep;
+    char best_by[T2S_CFG_SET_NAME_MAX];  /* "mean" or a validation set's name */
   } checkpoint;
   struct {
     double timeout;                  /* seconds a collective may take before the job stops */

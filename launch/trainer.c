@@ -133,6 +133,28 @@ static t2s_status open_stream(t2s_trainer *t, t2s_dataset **ds, t2s_loader **L, 
   return st == T2S_OK ? t2s_loader_open(L, *ds, lc, err) : st;
 }
 
+/* Every validation set (data.val_sets, or the one of data.val.shards), each checked
+ * for the model's classes and for images now rather than at the first evaluation;
+ * then checkpoint.best_by against their names. */
+static t2s_status open_val_sets(t2s_trainer *t, t2s_error *err) {
+  t2s_val_set_ref sets[T2S_CFG_MAX_VAL_SETS];
+  int n = t2s_run_val_sets(t->cfg, sets);
+  t2s_status st = T2S_OK;
+  for (int k = 0; k < n && st == T2S_OK; k++) {
+    if ((st = t2s_dataset_open(&t->val[k], sets[k].shards, sets[k].n_shards, sets[k].key, err)) != T2S_OK) break;
+    t->val_sets[k] = sets[k];
+    t2s_run_val_set_name(&t->val_sets[k], &t->val[k].meta);
+    t->n_val = k + 1;
+    st = check_classes(t, &t->val[k], sets[k].key, err);
+    if (st == T2S_OK && t->val[k].count == 0)
+      st = t2s_error_set(err, T2S_ERR_INVALID, "%s: %s holds no images: point it at the validation "
+                         "shards, or remove the set to train without it", sets[k].key,
+                         t2s_shard_path(t->val[k].shards[0]));
+  }
+  if (st == T2S_OK) st = t2s_run_best_by(t->cfg, t->val_sets, t->n_val, &t->best_by, err);
+  return st;
+}
+
 static t2s_status open_data(t2s_trainer *t, t2s_error *err) {
   const t2s_train_config *c = t->cfg;
   if (c->data.n_source_shards == 0)
@@ -170,21 +192,17 @@ static t2s_status open_data(t2s_trainer *t, t2s_error *err) {
     st = open_stream(t, &t->tgt_ds, &t->tgt, (const char(*)[512])c->data.target_shards,
                      c->data.n_target_shards, "data.target.shards", &lc, err);
   }
-  if (st == T2S_OK && c->data.n_val_shards > 0) {
-    st = t2s_dataset_open(&t->val, (const char(*)[512])c->data.val_shards, c->data.n_val_shards,
-                          "data.val.shards", err);
-    t->have_val = st == T2S_OK;
-    if (st == T2S_OK) st = check_classes(t, &t->val, "data.val.shards", err);
-    if (st == T2S_OK && t->val.count == 0)
-      st = t2s_error_set(err, T2S_ERR_INVALID, "data.val.shards: %s holds no images: point it at the validation "
-                         "shards, or set it to [] to train without evaluation", t2s_shard_path(t->val.shards[0]));
-  }
+  if (st == T2S_OK) st = open_val_sets(t, err);
+  long long n_val_images = 0;
+  int n_val_shards = 0;
+  for (int k = 0; k < t->n_val; k++) n_val_images += t->val[k].count, n_val_shards += t->val[k].n_shards;
+  char sets_note[32] = "";
+  if (t->n_val > 1) snprintf(sets_note, sizeof sets_note, " in %d sets", t->n_val);
   if (st == T2S_OK && is_root(t) && !t->opts.quiet)
     printf("data: %lld source images (%d shard(s)), %lld target images (%d shard(s)), %lld validation images "
-           "(%d shard(s)), %d classes\n", (long long)t->src_ds->count, t->src_ds->n_shards,
+           "(%d shard(s)%s), %d classes\n", (long long)t->src_ds->count, t->src_ds->n_shards,
            (long long)(t->tgt_ds ? t->tgt_ds->count : 0), t->tgt_ds ? t->tgt_ds->n_shards : 0,
-           (long long)(t->have_val ? t->val.count : 0), t->have_val ? t->val.n_shards : 0,
-           c->model.num_classes);
+           n_val_images, n_val_shards, sets_note, c->model.num_classes);
   return st;
 }
 
@@ -457,39 +475,71 @@ static void metrics_flush(t2s_trainer *t) {
   t2s_tb_sync_or_drop(&t->tb, stderr);
 }
 
-t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
-  *miou = NAN;
-  if (!t->have_val) return T2S_OK;
+/* One set: its tables (rank 0) and its subsets; *m is left for the caller to free. */
+static t2s_status evaluate_set(t2s_trainer *t, int k, t2s_seg_metrics *m, t2s_error *err) {
   const t2s_train_config *c = t->cfg;
+  t2s_dataset *val = &t->val[k];
+  const char *name = t->val_sets[k].name;
+  int several = t->n_val > 1;
   char pred_dir[1100];
-  /* named like t2sda_eval's: iteration, model (the student is evaluated here), mode */
-  snprintf(pred_dir, sizeof pred_dir, "%s/predictions_%08lld_student_%s", c->work_dir, (long long)t->iter,
-           c->evaluation.mode == T2S_INFER_SLIDE ? "slide" : "whole");
+  /* named like t2sda_eval's: iteration, model (the student is evaluated here), mode[, set] */
+  snprintf(pred_dir, sizeof pred_dir, "%s/predictions_%08lld_student_%s%s%s", c->work_dir, (long long)t->iter,
+           c->evaluation.mode == T2S_INFER_SLIDE ? "slide" : "whole", several ? "_" : "", several ? name : "");
   t2s_eval_cfg ec = t2s_run_eval_cfg(c, &t->comm, pred_dir);
   ec.progress = is_root(t) && !t->opts.quiet ? stdout : NULL;
   if (ec.save_predictions && is_root(t) && make_dirs(pred_dir, err) != T2S_OK) return err->status;
   t2s_confusion conf;
-  t2s_status st = t2s_confusion_init(&conf, t->val.meta.num_classes, c->data.ignore_index, err);
+  t2s_status st = t2s_confusion_init(&conf, val->meta.num_classes, c->data.ignore_index, err);
   if (st) return st;
-  st = t2s_evaluate(t->ctx, &t->student, &t->val, &ec, &conf, err);
-  t2s_seg_metrics m;
-  if (st == T2S_OK && (st = t2s_metrics_compute(&conf, NULL, &m, err)) == T2S_OK) {
-    *miou = m.miou;
-    if (is_root(t)) {
-      if (!t->opts.quiet) {
-        char title[128];
-        snprintf(title, sizeof title, "evaluation at iteration %lld, ", (long long)t->iter);
-        t2s_metrics_print(stdout, &m, (const char(*)[32])t->val.meta.class_names, NULL, title);
-      }
-      if (t->metrics) {
-        t2s_metrics_json(t->metrics, &m, (const char(*)[32])t->val.meta.class_names, NULL, t->iter, "");
-        metrics_flush(t);
-      }
+  st = t2s_evaluate(t->ctx, &t->student, val, &ec, &conf, err);
+  if (st == T2S_OK && (st = t2s_metrics_compute(&conf, NULL, m, err)) == T2S_OK) {
+    if (is_root(t) && !t->opts.quiet) {
+      char title[128];
+      snprintf(title, sizeof title, "evaluation at iteration %lld, %s%s", (long long)t->iter,
+               several ? name : "", several ? ": " : "");
+      t2s_metrics_print(stdout, m, (const char(*)[32])val->meta.class_names, NULL, title);
     }
-    st = t2s_run_eval_subsets(c, &conf, &t->val.meta, is_root(t) && !t->opts.quiet, NULL, t->iter, err);
-    t2s_metrics_free(&m);
+    st = t2s_run_eval_subsets(c, &conf, &val->meta, is_root(t) && !t->opts.quiet, NULL, t->iter, err);
+    if (st != T2S_OK) t2s_metrics_free(m);
   }
   t2s_confusion_free(&conf);
+  return st;
+}
+
+/* One set keeps the single-set metrics line (aAcc, mIoU, IoU.<class>, ...) of runs
+ * before data.val_sets; several sets write mIoU.<set> etc. and their mean as mIoU. */
+static void log_sets(t2s_trainer *t, const t2s_seg_metrics *m, const double *miou, double mean) {
+  char names[T2S_CFG_MAX_VAL_SETS][T2S_CFG_SET_NAME_MAX];
+  for (int k = 0; k < t->n_val; k++) snprintf(names[k], sizeof names[k], "%s", t->val_sets[k].name);
+  const char(*classes)[32] = (const char(*)[32])t->val[0].meta.class_names;
+  if (t->n_val > 1 && !t->opts.quiet) {
+    char title[64];
+    snprintf(title, sizeof title, "evaluation at iteration %lld, ", (long long)t->iter);
+    t2s_metrics_print_sets(stdout, t->n_val, (const char(*)[32])names, miou, mean, title);
+  }
+  if (t->metrics == NULL) return;
+  if (t->n_val == 1) t2s_metrics_json(t->metrics, &m[0], classes, NULL, t->iter, "");
+  else t2s_metrics_json_sets(t->metrics, t->n_val, m, (const char(*)[32])names, classes, t->iter, mean);
+  metrics_flush(t);
+}
+
+t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
+  *miou = NAN;
+  if (t->n_val == 0) return T2S_OK;
+  t2s_seg_metrics m[T2S_CFG_MAX_VAL_SETS];
+  double set_miou[T2S_CFG_MAX_VAL_SETS];
+  int done = 0;
+  t2s_status st = T2S_OK;
+  for (; done < t->n_val && st == T2S_OK; done++) {
+    if ((st = evaluate_set(t, done, &m[done], err)) != T2S_OK) break;
+    set_miou[done] = m[done].miou;
+  }
+  if (st == T2S_OK) {
+    double mean = t2s_metrics_mean_defined(set_miou, t->n_val);
+    *miou = t->best_by < 0 ? mean : set_miou[t->best_by];
+    if (is_root(t)) log_sets(t, m, set_miou, mean);
+  }
+  for (int k = 0; k < done; k++) t2s_metrics_free(&m[k]);
   return st;
 }
 
@@ -702,7 +752,7 @@ void t2s_trainer_free(t2s_trainer *t) {
     if (ds) t2s_dataset_close(ds);
     free(ds);
   }
-  if (t->have_val) t2s_dataset_close(&t->val);
+  for (int k = 0; k < t->n_val; k++) t2s_dataset_close(&t->val[k]);
   if (t->sync) t2s_grad_sync_destroy(t->sync);
   t2s_uda_free(&t->uda);
   if (t->optim.params) t2s_optim_free(&t->optim);

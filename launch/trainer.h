@@ -11,6 +11,7 @@
 #include "dist/comm.h"
 #include "dist/grad_sync.h"
 #include "launch/progress.h"
+#include "launch/run_eval.h"
 #include "launch/tb_events.h"
 #include "launch/train_config.h"
 #include "launch/uda_step.h"
@@ -39,8 +40,10 @@ typedef struct t2s_trainer {
   t2s_lr_schedule sched;
   double lr;                /* base lr after scaling for the global batch */
   t2s_grad_sync *sync;
-  t2s_dataset val;
-  int have_val;
+  t2s_dataset val[T2S_CFG_MAX_VAL_SETS];  /* the validation sets, in config order */
+  t2s_val_set_ref val_sets[T2S_CFG_MAX_VAL_SETS];
+  int n_val;                /* validation sets open (0: no evaluation) */
+  int best_by;              /* checkpoint.best_by: -1 the mean over the sets, else a set */
   t2s_loader *src, *tgt;
   t2s_uda uda;
   int64_t iter;             /* the next iteration to run */
@@ -68,8 +71,9 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
                             t2s_error *err);
 /* Runs until runner.max_iters or a stop request; saves the final checkpoint. */
 t2s_status t2s_trainer_run(t2s_trainer *t, t2s_error *err);
-/* Evaluates the teacher (or the student when there is none) on data.val.shards;
- * prints the tables on rank 0 and appends the JSON line; *miou receives mIoU. */
+/* Evaluates the student on every validation set; prints the tables on rank 0 (per set,
+ * and with 2+ sets a summary with their mean) and appends the JSON line; *miou receives
+ * the score checkpoint.best_by names (one set's mIoU, or the mean over the sets). */
 t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err);
 t2s_status t2s_trainer_save(t2s_trainer *t, t2s_error *err);
 void t2s_trainer_free(t2s_trainer *t);

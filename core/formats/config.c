@@ -31,6 +31,7 @@ typedef struct load_ctx {
   const char *override;       /* the assignment being applied, or NULL */
   int override_index;
   const char *default_of;     /* key whose schema default is being applied, or NULL */
+  size_t skip;                /* inside a record: length of "list[i]." before a field's key */
   yaml_mark_t root_mark;
   t2s_error *err;
 } load_ctx;
@@ -257,6 +258,32 @@ static size_t storage_size(t2s_cfg_type t) {
   }
 }
 
+static const char *row_problem(const t2s_cfg_row *r);
+
+/* A RECORD_LIST row: its list bounds and its field rows (plain names, inside one record). */
+static const char *record_problem(const t2s_cfg_row *r) {
+  if (r->fields == NULL || r->n_fields < 1 || r->n_fields > T2S_CFG_MAX_RECORD_FIELDS)
+    return "a RECORD_LIST row needs 1 to T2S_CFG_MAX_RECORD_FIELDS fields";
+  if (r->elem_size == 0 || r->size % r->elem_size) return "the list size is not a multiple of its element size";
+  if (!r->has_count) return "a RECORD_LIST needs a count field";
+  if (r->min_len < 0 || r->min_len > r->max_len || r->max_len < 1 || (size_t)r->max_len > capacity(r))
+    return "the list needs 0 <= min_len <= max_len <= capacity and max_len >= 1";
+  if (r->def == NULL || strcmp(r->def, "[]") != 0 || r->required)
+    return "a RECORD_LIST row's default must be \"[]\" (records have no default text)";
+  for (int i = 0; i < r->n_fields; i++) {
+    const t2s_cfg_row *f = &r->fields[i];
+    if (f->type == T2S_CFG_TYPE_RECORD_LIST) return "a record field cannot itself be a RECORD_LIST";
+    const char *problem = row_problem(f);
+    if (problem != NULL) return problem;
+    if (strchr(f->key, '.') != NULL) return "a record field's key must be a plain name";
+    if (f->offset + f->size > r->elem_size || (f->has_count && f->count_offset + sizeof(int) > r->elem_size))
+      return "a record field lies outside one record";
+    for (int j = 0; j < i; j++)
+      if (!strcmp(f->key, r->fields[j].key)) return "a record field appears twice";
+  }
+  return NULL;
+}
+
 static const char *row_problem(const t2s_cfg_row *r) {
   if (r->key == NULL || r->key[0] == '\0' || r->key[0] == '.' || strstr(r->key, "..") ||
       r->key[strlen(r->key) - 1] == '.' || strlen(r->key) >= KEY_MAX - 16)
@@ -265,7 +292,8 @@ static const char *row_problem(const t2s_cfg_row *r) {
     if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
           *p == '_' || *p == '.'))
       return "the key may only contain letters, digits, '_' and '.'";
-  if ((unsigned)r->type > T2S_CFG_TYPE_STRING_LIST) return "unknown type";
+  if ((unsigned)r->type > T2S_CFG_TYPE_RECORD_LIST) return "unknown type";
+  if (r->type == T2S_CFG_TYPE_RECORD_LIST) return record_problem(r);
   size_t need = storage_size(r->type), have = is_list(r->type) ? r->elem_size : r->size;
   if (need != 0 && have != need)
     return "the field's C type does not match the row's type (int, double, bool, int-sized enum)";
@@ -557,6 +585,10 @@ static t2s_status set_list(load_ctx *c, const t2s_cfg_row *r, const char *path,
   return T2S_OK;
 }
 
+static t2s_status set_records(load_ctx *c, const t2s_cfg_row *r, const char *path,
+                              const yaml_document_t *doc, const yaml_node_t *node);
+static t2s_status set_from_text(load_ctx *c, const t2s_cfg_row *r, const char *value);
+
 /* Converts `node` with the row's type and checks, into the user's struct. */
 static t2s_status set_row(load_ctx *c, const t2s_cfg_row *r, const char *path,
                           const yaml_document_t *doc, const yaml_node_t *node) {
@@ -584,6 +616,7 @@ static t2s_status set_row(load_ctx *c, const t2s_cfg_row *r, const char *path,
       break;
     }
     case T2S_CFG_TYPE_STRING: st = parse_string(c, r, path, node, field, r->size); break;
+    case T2S_CFG_TYPE_RECORD_LIST: st = set_records(c, r, path, doc, node); break;
     default: st = set_list(c, r, path, doc, node); break;
   }
   return st;
@@ -593,9 +626,12 @@ static t2s_status set_row(load_ctx *c, const t2s_cfg_row *r, const char *path,
 
 static t2s_status walk_mapping(load_ctx *c, yaml_document_t *doc, yaml_node_t *map,
                                const char *prefix);
+static t2s_status set_record_field(load_ctx *c, yaml_document_t *doc, const char *path,
+                                   yaml_node_t *key, yaml_node_t *value);
 
 static t2s_status set_from_file(load_ctx *c, yaml_document_t *doc, const char *path,
                                 yaml_node_t *key, yaml_node_t *value) {
+  if (c->skip) return set_record_field(c, doc, path, key, value);
   int i = t2s_config_find(c->schema, c->n, path);
   if (i >= 0) {
     t2s_cfg_origin *o = &c->origins[i];
@@ -619,6 +655,91 @@ static t2s_status set_from_file(load_ctx *c, yaml_document_t *doc, const char *p
                 path, describe_node(value, what, sizeof what), leaf_of(path));
   }
   return fail_unknown_key(c, key->start_mark, path);
+}
+
+/* A key inside one record (c->schema holds the record's fields; path is
+ * "list[i].field"). Duplicates are caught by walk_mapping. */
+static t2s_status set_record_field(load_ctx *c, yaml_document_t *doc, const char *path,
+                                   yaml_node_t *key, yaml_node_t *value) {
+  const char *field = path + c->skip;
+  int i = t2s_config_find(c->schema, c->n, field);
+  if (i >= 0) {
+    t2s_status st = set_row(c, &c->schema[i], path, doc, value);
+    if (st == T2S_OK)
+      c->origins[i] = (t2s_cfg_origin){T2S_CFG_FROM_FILE, (int)key->start_mark.line + 1,
+                                       (int)key->start_mark.column + 1, -1};
+    return st;
+  }
+  char hint[KEY_MAX], keys[512] = "";
+  for (int j = 0; j < c->n; j++) {
+    size_t used = strlen(keys);
+    snprintf(keys + used, sizeof keys - used, "%s%s", j ? ", " : "", c->schema[j].key);
+  }
+  if (suggest_key(c->schema, c->n, field, hint, sizeof hint))
+    return fail(c, key->start_mark, T2S_ERR_INVALID, "unknown key '%s' (did you mean '%s'?)",
+                path, hint);
+  return fail(c, key->start_mark, T2S_ERR_INVALID,
+              "unknown key '%s'; an item of this list takes the keys: %s", path, keys);
+}
+
+/* Fills one record from a YAML mapping: its fields' defaults, the mapping, then
+ * its required fields. */
+static t2s_status set_record(load_ctx *c, const t2s_cfg_row *r, const char *el_path,
+                             yaml_document_t *doc, yaml_node_t *el, char *record) {
+  char what[SHOW_MAX + 32];
+  if (el->type != YAML_MAPPING_NODE)
+    return fail(c, el->start_mark, T2S_ERR_INVALID,
+                "'%s' expects a mapping of keys (%s), got %s; write it like '- %s: ...'",
+                el_path, r->fields[0].key, describe_node(el, what, sizeof what),
+                r->fields[0].key);
+  t2s_cfg_origin origins[T2S_CFG_MAX_RECORD_FIELDS];
+  memset(origins, 0, sizeof origins);
+  memset(record, 0, r->elem_size);
+  load_ctx sub = *c;
+  sub.schema = r->fields, sub.n = r->n_fields, sub.base = record, sub.origins = origins;
+  sub.skip = strlen(el_path) + 1;
+  t2s_status st = T2S_OK;
+  for (int j = 0; j < r->n_fields && st == T2S_OK; j++) {
+    if (r->fields[j].required) continue;
+    sub.default_of = r->fields[j].key;
+    st = set_from_text(&sub, &r->fields[j], r->fields[j].def);
+  }
+  sub.default_of = NULL;
+  if (st == T2S_OK) st = walk_mapping(&sub, doc, el, el_path);
+  for (int j = 0; j < r->n_fields && st == T2S_OK; j++)
+    if (r->fields[j].required && origins[j].kind == T2S_CFG_FROM_DEFAULT)
+      st = fail(c, el->start_mark, T2S_ERR_INVALID, "'%s' needs the key '%s' (%s)", el_path,
+                r->fields[j].key, r->fields[j].help ? r->fields[j].help : "");
+  return st;
+}
+
+static t2s_status set_records(load_ctx *c, const t2s_cfg_row *r, const char *path,
+                              const yaml_document_t *doc, const yaml_node_t *node) {
+  char what[SHOW_MAX + 32], rule[64];
+  int n = 0;
+  if (node->type == YAML_SEQUENCE_NODE)
+    n = (int)(node->data.sequence.items.top - node->data.sequence.items.start);
+  else if (!is_null(node))
+    return fail(c, node->start_mark, T2S_ERR_INVALID,
+                "'%s' expects a list of mappings, got %s; write it like '- %s: ...' lines "
+                "below it", path, describe_node(node, what, sizeof what), r->fields[0].key);
+  if (n < r->min_len || n > r->max_len) {
+    length_rule(r, rule, sizeof rule);
+    return fail(c, node->start_mark, T2S_ERR_INVALID, "'%s' needs %s, got %d", path, rule, n);
+  }
+  char *field = c->base + r->offset;
+  memset(field, 0, r->size);
+  for (int i = 0; i < n; i++) {
+    yaml_node_t *el = yaml_document_get_node((yaml_document_t *)doc,
+                                             node->data.sequence.items.start[i]);
+    char el_path[KEY_MAX + 16];
+    snprintf(el_path, sizeof el_path, "%s[%d]", path, i);
+    t2s_status st = set_record(c, r, el_path, (yaml_document_t *)doc, el,
+                               field + (size_t)i * r->elem_size);
+    if (st != T2S_OK) return st;
+  }
+  *count_field(c->base, r) = n;
+  return T2S_OK;
 }
 
 static t2s_status walk_mapping(load_ctx *c, yaml_document_t *doc, yaml_node_t *map,
@@ -1024,6 +1145,21 @@ static int list_length(const char *base, const t2s_cfg_row *r) {
   return r->has_count ? *(const int *)(const void *)(base + r->count_offset) : r->max_len;
 }
 
+static void dump_value(strbuf *b, const t2s_cfg_row *r, const char *base, int depth);
+
+/* "- field: value" items, the record's other fields aligned below the first. */
+static void dump_records(strbuf *b, const t2s_cfg_row *r, const char *base, int depth) {
+  int n = list_length(base, r);
+  sb_printf(b, n == 0 ? " []\n" : "\n");
+  for (int i = 0; i < n; i++) {
+    const char *record = base + r->offset + (size_t)i * r->elem_size;
+    for (int j = 0; j < r->n_fields; j++) {
+      sb_printf(b, "%*s%s%s:", 2 * depth + 2, "", j == 0 ? "- " : "  ", r->fields[j].key);
+      dump_value(b, &r->fields[j], record, depth + 2);
+    }
+  }
+}
+
 static void dump_value(strbuf *b, const t2s_cfg_row *r, const char *base, int depth) {
   const char *field = base + r->offset;
   char num[40];
@@ -1046,6 +1182,7 @@ static void dump_value(strbuf *b, const t2s_cfg_row *r, const char *base, int de
       sb_quoted(b, field);
       sb_printf(b, "\n");
       return;
+    case T2S_CFG_TYPE_RECORD_LIST: dump_records(b, r, base, depth); return;
     default: break;
   }
   int n = list_length(base, r);
@@ -1124,7 +1261,7 @@ t2s_status t2s_config_dump(const t2s_cfg_row *schema, int n_rows, const void *cf
 
 static const char *type_name(t2s_cfg_type t) {
   static const char *const names[] = {"int", "float", "bool", "string", "enum",
-                                      "int list", "float list", "string list"};
+                                      "int list", "float list", "string list", "record list"};
   return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "?";
 }
 
@@ -1145,6 +1282,16 @@ static int put_cell(FILE *out, const char *text, bool code) {
 /* What a row accepts beyond its type: choices, bounds, list length. */
 static void allowed_text(const t2s_cfg_row *r, char *buf, size_t size) {
   char what[600] = "";
+  if (r->type == T2S_CFG_TYPE_RECORD_LIST) {
+    size_t used = (size_t)snprintf(what, sizeof what, "%d to %d items, each with the keys:",
+                                   r->min_len, r->max_len);
+    for (int j = 0; j < r->n_fields && used < sizeof what; j++)
+      used += (size_t)snprintf(what + used, sizeof what - used, "%s %s (%s%s)", j ? "," : "",
+                               r->fields[j].key, type_name(r->fields[j].type),
+                               r->fields[j].required ? ", required" : "");
+    snprintf(buf, size, "%s", what);
+    return;
+  }
   bool list = r->type == T2S_CFG_TYPE_INT_LIST || r->type == T2S_CFG_TYPE_FLOAT_LIST ||
               r->type == T2S_CFG_TYPE_STRING_LIST;
   bool integer = r->type == T2S_CFG_TYPE_INT || r->type == T2S_CFG_TYPE_INT_LIST;
@@ -1241,6 +1388,11 @@ static bool row_equal(const t2s_cfg_row *r, const char *a, const char *b) {
   if (n != list_length(b, r)) return false;
   for (int i = 0; i < n; i++) {
     size_t off = (size_t)i * r->elem_size;
+    if (r->type == T2S_CFG_TYPE_RECORD_LIST) {
+      for (int j = 0; j < r->n_fields; j++)
+        if (!row_equal(&r->fields[j], fa + off, fb + off)) return false;
+      continue;
+    }
     bool same = r->type == T2S_CFG_TYPE_STRING_LIST ? strncmp(fa + off, fb + off, r->elem_size) == 0
               : r->type == T2S_CFG_TYPE_FLOAT_LIST
                   ? double_at(fa + off) == double_at(fb + off)

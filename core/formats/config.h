@@ -23,6 +23,10 @@
  *   INT_LIST     int[CAP]        fixed length (min_len == max_len == CAP) or with an int count
  *   FLOAT_LIST   double[CAP]     likewise
  *   STRING_LIST  char[CAP][N]    with an int count; in YAML a list or one string (shard globs)
+ *   RECORD_LIST  T[CAP]          with an int count: a YAML list of mappings, each filled by
+ *                the row's own `fields` (rows whose keys are plain names, offsets within
+ *                one T, any type but RECORD_LIST), e.g. named validation sets
+ *                [{name: fog, shards: [...]}, ...]; a record's required field must be set
  * Dumping and re-loading gives back the identical struct (floats are printed
  * with the fewest digits that round-trip). */
 #pragma once
@@ -41,7 +45,10 @@ typedef enum t2s_cfg_type {
   T2S_CFG_TYPE_INT_LIST,
   T2S_CFG_TYPE_FLOAT_LIST,
   T2S_CFG_TYPE_STRING_LIST,
+  T2S_CFG_TYPE_RECORD_LIST,
 } t2s_cfg_type;
+
+#define T2S_CFG_MAX_RECORD_FIELDS 16
 
 typedef struct t2s_cfg_row {
   const char *key;            /* full dotted path, e.g. "optimizer.lr" */
@@ -59,6 +66,8 @@ typedef struct t2s_cfg_row {
   const char *def;            /* default as YAML text ("[512, 512]", "auto", "\"\"") */
   bool required;              /* no default: the file or an override must set it */
   const char *help;           /* one line, shown by t2s_config_describe */
+  const struct t2s_cfg_row *fields; /* RECORD_LIST: the rows of one record */
+  int n_fields;               /* RECORD_LIST: 1..T2S_CFG_MAX_RECORD_FIELDS */
 } t2s_cfg_row;
 
 /* Field locators for schema tables: .offset/.size of S::f (scalars, strings),
