@@ -117,17 +117,17 @@ static t2s_status save_prediction(const char *dir, const char *name, const uint8
 /* Training refuses labels outside the classes; evaluation must too, or a wrong
  * class mapping gives a plausible mIoU over the pixels that happen to fit. */
 static t2s_status check_labels(t2s_shard *s, int64_t local, const uint8_t *label, int64_t n,
-                               const t2s_confusion *conf, t2s_error *err) {
+                               const t2s_confusion *conf, const char *what, t2s_error *err) {
   for (int64_t p = 0; p < n; p++) {
     if (label[p] < conf->num_classes || label[p] == conf->ignore_index) continue;
     char name[256] = "?";
     t2s_error e = {0};
     t2s_shard_read_name(s, local, name, sizeof name, &e);
     return t2s_error_set(err, T2S_ERR_INVALID,
-                         "data.val.shards: %s image %lld ('%s') has label %d at pixel %lld, but the classes are "
+                         "%s: %s image %lld ('%s') has label %d at pixel %lld, but the classes are "
                          "0..%d and the ignore index is %d: the labels were mapped for another class list "
                          "(re-import them with the right mapping, or fix data.ignore_index)",
-                         t2s_shard_path(s), (long long)local, name, label[p], (long long)p,
+                         what, t2s_shard_path(s), (long long)local, name, label[p], (long long)p,
                          conf->num_classes - 1, conf->ignore_index);
   }
   return T2S_OK;
@@ -135,13 +135,14 @@ static t2s_status check_labels(t2s_shard *s, int64_t local, const uint8_t *label
 
 t2s_status t2s_evaluate(t2s_ctx *ctx, const t2s_segmentor *m, t2s_dataset *val,
                         const t2s_eval_cfg *cfg, t2s_confusion *conf, t2s_error *err) {
+  const char *what = cfg->what ? cfg->what : "data.val.shards";
   if (val->count == 0)
-    return t2s_error_set(err, T2S_ERR_INVALID, "data.val.shards: %s holds no images: nothing to evaluate on "
-                         "(point data.val.shards at the validation shards)",
-                         val->n_shards > 0 ? t2s_shard_path(val->shards[0]) : "the pattern");
+    return t2s_error_set(err, T2S_ERR_INVALID, "%s: %s holds no images: nothing to evaluate on "
+                         "(point %s at the validation shards)", what,
+                         val->n_shards > 0 ? t2s_shard_path(val->shards[0]) : "the pattern", what);
   if (val->meta.num_classes != m->cfg.num_classes)
     return t2s_error_set(err, T2S_ERR_INVALID, "validation data has %d classes but the model has %d "
-                         "(data.val.shards vs model.num_classes)", val->meta.num_classes, m->cfg.num_classes);
+                         "(%s vs model.num_classes)", val->meta.num_classes, m->cfg.num_classes, what);
   if (!val->meta.has_label)
     return t2s_error_set(err, T2S_ERR_INVALID, "validation shards have no /label: evaluation needs labelled data");
   int prev_grad = t2s_set_grad_enabled(ctx, 0), prev_train = ctx->training;
@@ -159,7 +160,7 @@ t2s_status t2s_evaluate(t2s_ctx *ctx, const t2s_segmentor *m, t2s_dataset *val,
     uint8_t *rgb = malloc((size_t)h * w * 3), *label = malloc((size_t)h * w), *pred = malloc((size_t)h * w);
     if (!rgb || !label || !pred) st = t2s_error_set(err, T2S_ERR_NOMEM, "out of memory evaluating image %lld", (long long)i);
     if (st == T2S_OK) st = t2s_shard_read(s, local, rgb, label, err);
-    if (st == T2S_OK) st = check_labels(s, local, label, (int64_t)h * w, conf, err);
+    if (st == T2S_OK) st = check_labels(s, local, label, (int64_t)h * w, conf, what, err);
     /* the normalised image is made on the host and uploaded once on CUDA */
     float *x = st == T2S_OK ? t2s_host_scratch(ctx, (size_t)3 * h * w * sizeof(float)) : NULL;
     t2s_tensor *image = NULL;

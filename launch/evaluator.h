@@ -20,6 +20,7 @@ typedef struct t2s_eval_cfg {
   t2s_status (*allreduce_i64)(void *user, int64_t *buf, size_t n, t2s_error *err);
   void *allreduce_user;
   FILE *progress;            /* "evaluation: i/n | img/s | eta" lines of this rank's share (NULL: none) */
+  const char *what;          /* the data's config key in messages (NULL: "data.val.shards") */
 } t2s_eval_cfg;
 
 /* Fills `conf` (initialised by the caller for the dataset's classes) with the

@@ -487,6 +487,7 @@ static t2s_status evaluate_set(t2s_trainer *t, int k, t2s_seg_metrics *m, t2s_er
            c->evaluation.mode == T2S_INFER_SLIDE ? "slide" : "whole", several ? "_" : "", several ? name : "");
   t2s_eval_cfg ec = t2s_run_eval_cfg(c, &t->comm, pred_dir);
   ec.progress = is_root(t) && !t->opts.quiet ? stdout : NULL;
+  ec.what = t->val_sets[k].key;
   if (ec.save_predictions && is_root(t) && make_dirs(pred_dir, err) != T2S_OK) return err->status;
   t2s_confusion conf;
   t2s_status st = t2s_confusion_init(&conf, val->meta.num_classes, c->data.ignore_index, err);
