@@ -1,14 +1,19 @@
 /* t2sda_eval CKPT.h5 [key.path=value ...] [options]
  * t2sda_eval CONFIG.yaml --checkpoint CKPT.h5 [key.path=value ...] [options]
  *   options: [--which student|teacher] [--out FILE.json] [--mode whole|slide]
- *            [--save-predictions N] [--quiet]
+ *            [--save-predictions N] [--set NAME] [--quiet]
  *
- * Evaluates a checkpoint on the config's data.val.shards: the mmseg per-class
+ * Evaluates a checkpoint on the config's validation data: the mmseg per-class
  * table and summary (and the evaluation.subsets), and a JSON file with aAcc,
  * mIoU, mAcc, IoU.<class>, Acc.<class>. Without a CONFIG the config stored in the
  * checkpoint is used (overrides still apply). Outputs are named by iteration, model
  * and mode: work_dir/eval_<iteration>_<which>_<mode>.json and
- * work_dir/predictions_<iteration>_<which>_<mode>/. Progress and ETA go to stderr. */
+ * work_dir/predictions_<iteration>_<which>_<mode>/. Progress and ETA go to stderr.
+ *
+ * With data.val_sets, every set (or the one --set names) is evaluated in turn: its
+ * tables, and its JSON file STEM.<set>.json beside STEM.json, which then holds the
+ * summary (mIoU: the mean over the sets, mIoU.<set>, ...; the training log's keys)
+ * and is printed as one table with a column per set. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -34,6 +39,7 @@ static int usage(int code) {
           "  --mode M          whole or slide (sliding-window) inference\n"
           "  --save-predictions N  colour PNGs of the first N images in\n"
           "                    work_dir/predictions_<iteration>_<which>_<mode>/\n"
+          "  --set NAME        only this validation set of data.val_sets\n"
           "  --quiet           no per-class table or progress lines\n"
           "A PyTorch .pth / .safetensors file is converted first: t2sda_convert import SRC OUT.h5 --arch CONFIG.yaml\n");
   return code;
@@ -50,7 +56,7 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 typedef struct eval_args {
-  const char *config, *ckpt, *which, *out, *mode;
+  const char *config, *ckpt, *which, *out, *mode, *set;
   int save, quiet, n_over;
   char **over;
 } eval_args;
@@ -67,6 +73,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     else if (strcmp(s, "--which") == 0 && has_value) a->which = argv[++i];
     else if (strcmp(s, "--out") == 0 && has_value) a->out = argv[++i];
     else if (strcmp(s, "--mode") == 0 && has_value) a->mode = argv[++i];
+    else if (strcmp(s, "--set") == 0 && has_value) a->set = argv[++i];
     else if (strcmp(s, "--save-predictions") == 0 && has_value) a->save = atoi(argv[++i]);
     else if (strcmp(s, "--quiet") == 0) a->quiet = 1;
     else if (strncmp(s, "--", 2) == 0) {
@@ -130,17 +137,9 @@ static t2s_status load_weights(const eval_args *a, t2s_segmentor *m, int64_t *it
 
 /* The main JSON file, then one per evaluation.subsets entry beside it
  * (launch/run_eval.c, shared with training's evaluation). */
-static int write_outputs(const eval_args *a, const t2s_train_config *cfg, const t2s_dataset *val,
-                         const t2s_confusion *conf, const t2s_seg_metrics *met, const char *tag,
-                         int64_t iteration) {
-  char path[1200];
-  const char *out = a->out;
+static int write_outputs(const char *out, const t2s_train_config *cfg, const t2s_dataset *val,
+                         const t2s_confusion *conf, const t2s_seg_metrics *met, int64_t iteration) {
   t2s_error err = {0};
-  if (out == NULL) {
-    mkdir(cfg->work_dir, 0775);
-    snprintf(path, sizeof path, "%s/eval_%s.json", cfg->work_dir, tag);
-    out = path;
-  }
   FILE *f = fopen(out, "w");
   if (f == NULL) {
     fprintf(stderr, "t2sda_eval: cannot write %s: %s\n", out, strerror(errno));
@@ -162,9 +161,124 @@ static int write_outputs(const eval_args *a, const t2s_train_config *cfg, const 
   return 0;
 }
 
+typedef struct eval_run {
+  const eval_args *a;
+  const t2s_train_config *cfg;
+  t2s_comm *comm;
+  t2s_ctx *ctx;
+  const t2s_segmentor *m;
+  int64_t iteration;
+  char tag[128];
+  char stem[1100];          /* the JSON files: STEM.json (and STEM.<set>.json with several sets) */
+  int named_sets;           /* data.val_sets: per set files and a summary */
+} eval_run;
+
+/* One set: open, check, evaluate, its tables and JSON; *met receives its metrics (the
+ * caller frees them) and *meta its classes. 0 or the exit code. */
+static int eval_set(const eval_run *r, const t2s_val_set_ref *set, t2s_seg_metrics *met, t2s_shard_meta *meta) {
+  const t2s_train_config *cfg = r->cfg;
+  t2s_error err = {0};
+  t2s_dataset val;
+  if (t2s_dataset_open(&val, set->shards, set->n_shards, set->key, &err) != T2S_OK) return fail(err.msg);
+  char pred_dir[1300], out[1200];
+  snprintf(pred_dir, sizeof pred_dir, "%s/predictions_%s%s%s", cfg->work_dir, r->tag, r->named_sets ? "_" : "",
+           r->named_sets ? set->name : "");
+  if (cfg->evaluation.save_predictions > 0 && r->comm->rank == 0) {
+    mkdir(cfg->work_dir, 0775);
+    mkdir(pred_dir, 0775);
+  }
+  t2s_eval_cfg ec = t2s_run_eval_cfg(cfg, r->comm, pred_dir);
+  ec.progress = r->comm->rank == 0 && !r->a->quiet ? stderr : NULL;
+  ec.what = set->key;
+  if (r->comm->rank == 0)
+    printf("checkpoint %s (%s, iteration %lld), config %s, %lld validation images%s%s, %s inference\n", r->a->ckpt,
+           r->a->which, (long long)r->iteration, r->a->config ? r->a->config : "stored in the checkpoint",
+           (long long)val.count, r->named_sets ? " of set " : "", r->named_sets ? set->name : "",
+           ec.mode == T2S_INFER_SLIDE ? "sliding-window" : "whole-image");
+  t2s_confusion conf = {0};
+  int rc = 1;
+  if (t2s_confusion_init(&conf, val.meta.num_classes, cfg->data.ignore_index, &err) != T2S_OK ||
+      t2s_evaluate(r->ctx, r->m, &val, &ec, &conf, &err) != T2S_OK ||
+      t2s_metrics_compute(&conf, NULL, met, &err) != T2S_OK) {
+    fail(err.msg);
+  } else {
+    rc = 0;
+    *meta = val.meta;
+    if (r->comm->rank == 0) {
+      char title[64];
+      snprintf(title, sizeof title, "%s%s", r->named_sets ? set->name : "", r->named_sets ? ": " : "");
+      if (!r->a->quiet) t2s_metrics_print(stdout, met, (const char(*)[32])val.meta.class_names, NULL, title);
+      printf("%smIoU %.2f  aAcc %.2f  mAcc %.2f\n", title, 100 * met->miou, 100 * met->aacc, 100 * met->macc);
+      snprintf(out, sizeof out, "%s%s%s.json", r->stem, r->named_sets ? "." : "", r->named_sets ? set->name : "");
+      if (!r->a->out) mkdir(cfg->work_dir, 0775);
+      rc = write_outputs(out, cfg, &val, &conf, met, r->iteration);
+      if (cfg->evaluation.save_predictions > 0) printf("predictions in %s\n", pred_dir);
+    }
+    if (rc) t2s_metrics_free(met);
+  }
+  t2s_confusion_free(&conf);
+  t2s_dataset_close(&val);
+  return rc;
+}
+
+/* STEM.json of several sets: the training log's keys (mIoU = the mean over the sets). */
+static int write_summary(const eval_run *r, int n, const t2s_seg_metrics *met, const char (*names)[32],
+                         const t2s_shard_meta *meta) {
+  double miou[T2S_CFG_MAX_VAL_SETS];
+  for (int k = 0; k < n; k++) miou[k] = met[k].miou;
+  double mean = t2s_metrics_mean_defined(miou, n);
+  t2s_metrics_print_sets(stdout, n, names, miou, mean, "");
+  char out[1200];
+  snprintf(out, sizeof out, "%s.json", r->stem);
+  FILE *f = fopen(out, "w");
+  if (f == NULL) {
+    fprintf(stderr, "t2sda_eval: cannot write %s: %s\n", out, strerror(errno));
+    return 1;
+  }
+  t2s_metrics_json_sets(f, n, met, names, (const char(*)[32])meta->class_names, r->iteration, mean);
+  if (fclose(f) != 0) {
+    fprintf(stderr, "t2sda_eval: cannot write %s: %s\n", out, strerror(errno));
+    return 1;
+  }
+  printf("wrote %s\n", out);
+  return 0;
+}
+
+/* Every set (or --set's), then with data.val_sets the summary. */
+static int eval_sets(const eval_run *r, t2s_val_set_ref *sets, int n) {
+  const char *only = r->a->set;
+  if (only != NULL && r->named_sets) {
+    int k = 0;
+    while (k < n && strcmp(sets[k].name, only) != 0) k++;
+    if (k == n) {
+      fprintf(stderr, "t2sda_eval: --set %s: no such validation set; data.val_sets has:", only);
+      for (int j = 0; j < n; j++) fprintf(stderr, " %s", sets[j].name);
+      fprintf(stderr, "\n");
+      return 2;
+    }
+    sets[0] = sets[k];
+    n = 1;
+  } else if (only != NULL && strcmp(only, "val") != 0) {
+    fprintf(stderr, "t2sda_eval: --set %s: the config has one validation set (data.val.shards); --set "
+            "picks one of data.val_sets\n", only);
+    return 2;
+  }
+  t2s_seg_metrics met[T2S_CFG_MAX_VAL_SETS];
+  t2s_shard_meta meta;
+  char names[T2S_CFG_MAX_VAL_SETS][T2S_CFG_SET_NAME_MAX];
+  int rc = 0, done = 0;
+  for (; done < n && rc == 0; done++) {
+    if ((rc = eval_set(r, &sets[done], &met[done], &meta)) != 0) break;
+    snprintf(names[done], sizeof names[done], "%s", sets[done].name);
+  }
+  if (rc == 0 && r->named_sets && r->comm->rank == 0) rc = write_summary(r, n, met, (const char(*)[32])names, &meta);
+  for (int k = 0; k < done; k++) t2s_metrics_free(&met[k]);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return usage(2);
-  eval_args a = {NULL, NULL, "student", NULL, NULL, -1, 0, 0, calloc((size_t)argc + 1, sizeof(char *))};
+  eval_args a = {NULL, NULL, "student", NULL, NULL, NULL, -1, 0, 0, calloc((size_t)argc + 1, sizeof(char *))};
   int rc = a.over ? parse_args(argc, argv, &a) : fail("out of memory");
   if (rc) return free(a.over), rc < 0 ? 0 : rc;
   t2s_error err = {0};
@@ -182,9 +296,11 @@ int main(int argc, char **argv) {
     goto done_args;
   }
   if (a.save >= 0) cfg->evaluation.save_predictions = a.save;
-  if (cfg->data.n_val_shards == 0) {
+  t2s_val_set_ref sets[T2S_CFG_MAX_VAL_SETS];
+  int n_sets = t2s_run_val_sets(cfg, sets);
+  if (n_sets == 0) {
     fail("data.val.shards is empty: nothing to evaluate on (set it, e.g. "
-         "'data.val.shards=/data/cityscapes_val-*.h5')");
+         "'data.val.shards=/data/cityscapes_val-*.h5', or list data.val_sets)");
     goto done_args;
   }
   t2s_comm comm;
@@ -197,60 +313,28 @@ int main(int argc, char **argv) {
   t2s_model_cfg mc;
   t2s_segmentor m;
   t2s_ctx *ctx = NULL;
-  t2s_dataset val;
   if (t2s_model_cfg_from_train_config(cfg, &mc, &err) != T2S_OK ||
       t2s_segmentor_build(&m, &mc, T2S_DEV_CPU, 0, &err) != T2S_OK) {
     fail(err.msg);
     goto done_comm;
   }
-  int64_t iteration = 0;
-  if (load_weights(&a, &m, &iteration, &err) != T2S_OK) {
+  eval_run r = {&a, cfg, &comm, NULL, &m, 0, "", "", cfg->data.n_val_sets > 0};
+  if (load_weights(&a, &m, &r.iteration, &err) != T2S_OK) {
     fail(err.msg);
     goto done_model;
   }
-  if (t2s_dataset_open(&val, (const char(*)[512])cfg->data.val_shards, cfg->data.n_val_shards,
-                       "data.val.shards", &err) != T2S_OK) {
+  ctx = r.ctx = t2s_ctx_create(T2S_DEV_CPU, (size_t)256 << 20, &err);
+  if (ctx == NULL) {
     fail(err.msg);
     goto done_model;
   }
-  ctx = t2s_ctx_create(T2S_DEV_CPU, (size_t)256 << 20, &err);
-  const char *mode_name = cfg->evaluation.mode == T2S_INFER_SLIDE ? "slide" : "whole";
-  char tag[128], pred_dir[1300];
-  snprintf(tag, sizeof tag, "%08lld_%s_%s", (long long)iteration, a.which, mode_name);
-  snprintf(pred_dir, sizeof pred_dir, "%s/predictions_%s", cfg->work_dir, tag);
-  if (cfg->evaluation.save_predictions > 0 && comm.rank == 0) {
-    mkdir(cfg->work_dir, 0775);
-    mkdir(pred_dir, 0775);
-  }
-  t2s_eval_cfg ec = t2s_run_eval_cfg(cfg, &comm, pred_dir);
-  ec.progress = comm.rank == 0 && !a.quiet ? stderr : NULL;
-  if (comm.rank == 0)
-    printf("checkpoint %s (%s, iteration %lld), config %s, %lld validation images, %s inference\n", a.ckpt, a.which,
-           (long long)iteration, a.config ? a.config : "stored in the checkpoint", (long long)val.count,
-           ec.mode == T2S_INFER_SLIDE ? "sliding-window" : "whole-image");
-  t2s_confusion conf = {0};
-  t2s_seg_metrics met = {0};
-  if (ctx == NULL || t2s_confusion_init(&conf, val.meta.num_classes, cfg->data.ignore_index, &err) != T2S_OK ||
-      t2s_evaluate(ctx, &m, &val, &ec, &conf, &err) != T2S_OK ||
-      t2s_metrics_compute(&conf, NULL, &met, &err) != T2S_OK) {
-    fail(err.msg);
-    t2s_metrics_free(&met);
-    t2s_confusion_free(&conf);
-    goto done_val;
-  }
-  rc = 0;
-  if (comm.rank == 0) {
-    if (!a.quiet) t2s_metrics_print(stdout, &met, (const char(*)[32])val.meta.class_names, NULL, "");
-    printf("mIoU %.2f  aAcc %.2f  mAcc %.2f\n", 100 * met.miou, 100 * met.aacc, 100 * met.macc);
-    rc = write_outputs(&a, cfg, &val, &conf, &met, tag, iteration);
-    if (cfg->evaluation.save_predictions > 0) printf("predictions in %s\n", pred_dir);
-  }
-  t2s_metrics_free(&met);
-  t2s_confusion_free(&conf);
-done_val:
-  t2s_dataset_close(&val);
-  t2s_ctx_destroy(ctx);
+  snprintf(r.tag, sizeof r.tag, "%08lld_%s_%s", (long long)r.iteration, a.which,
+           cfg->evaluation.mode == T2S_INFER_SLIDE ? "slide" : "whole");
+  if (a.out) snprintf(r.stem, sizeof r.stem, "%.*s", (int)(strlen(a.out) - (ends_with(a.out, ".json") ? 5 : 0)), a.out);
+  else snprintf(r.stem, sizeof r.stem, "%s/eval_%s", cfg->work_dir, r.tag);
+  rc = eval_sets(&r, sets, n_sets);
 done_model:
+  t2s_ctx_destroy(ctx);
   t2s_segmentor_free(&m);
 done_comm:
   t2s_dist_finalize(&comm);
