@@ -171,6 +171,101 @@ static void test_generated_files(void) {
   free(cfg);
 }
 
+static void check_round_trip(const char *label, const t2s_train_config *cfg);
+
+/* Loads YAML text written to dir/name; returns the status, err holds the message. */
+static t2s_status load_generated(const char *dir, const char *name, const char *text, t2s_train_config *cfg,
+                                 t2s_error *err) {
+  char path[256];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  write_file(path, text);
+  t2s_error_clear(err);
+  t2s_status st = t2s_train_config_load(cfg, path, NULL, 0, err);
+  remove(path);
+  return st;
+}
+
+static void expect_generated_bad(const char *dir, const char *name, const char *text, const char *const *subs) {
+  t2s_train_config *cfg = calloc(1, sizeof *cfg);
+  t2s_error err = {0};
+  CHECK_MSG(load_generated(dir, name, text, cfg, &err) != T2S_OK, "%s loaded although it is wrong", name);
+  for (int i = 0; subs[i]; i++) CHECK_MSG(strstr(err.msg, subs[i]), "%s: lacks \"%s\": %s", name, subs[i], err.msg);
+  free(cfg);
+}
+#define GEN_BAD(dir, name, text, ...) expect_generated_bad(dir, name, text, (const char *const[]){__VA_ARGS__, NULL})
+
+/* data.val_sets, a list of {name, shards} records: values, the dump and round trip,
+ * the override form, and the mistakes inside a record or between sets. */
+static void test_val_sets(void) {
+  char dir[] = "/tmp/t2s_test_valsets_XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  t2s_train_config *cfg = calloc(1, sizeof *cfg);
+  t2s_error err = {0};
+  const char *good = "name: v\ndata:\n  val_sets:\n    - name: city\n      shards: [a-*.h5, b.h5]\n"
+                     "    - {name: fog, shards: fog-*.h5}\ncheckpoint:\n  best_by: fog\n";
+  CHECK_MSG(load_generated(dir, "good.yaml", good, cfg, &err) == T2S_OK, "%s", err.msg);
+  CHECK(cfg->data.n_val_sets == 2 && cfg->data.n_val_shards == 0);
+  CHECK(!strcmp(cfg->data.val_sets[0].name, "city") && cfg->data.val_sets[0].n_shards == 2 &&
+        !strcmp(cfg->data.val_sets[0].shards[1], "b.h5"));
+  CHECK(!strcmp(cfg->data.val_sets[1].name, "fog") && cfg->data.val_sets[1].n_shards == 1 &&
+        !strcmp(cfg->data.val_sets[1].shards[0], "fog-*.h5"));
+  CHECK(!strcmp(cfg->checkpoint.best_by, "fog"));
+  char *text = NULL;
+  CHECK(t2s_train_config_dump_string(cfg, &text, &err) == T2S_OK);
+  CHECK_MSG(text && strstr(text, "\n  val_sets:\n    - name: \"city\"\n      shards:\n        - \"a-*.h5\"\n"
+                                 "        - \"b.h5\"\n    - name: \"fog\"\n      shards:\n        - \"fog-*.h5\"\n"),
+            "%s", text ? text : "");
+  free(text);
+  check_round_trip("val_sets", cfg);
+  /* a change inside a record is a difference (resume refuses another config) */
+  int n_rows = 0;
+  const t2s_cfg_row *schema = t2s_train_config_schema(&n_rows);
+  t2s_train_config *other = malloc(sizeof *other);
+  memcpy(other, cfg, sizeof *cfg);
+  other->data.val_sets[1].shards[0][0] = 'F';
+  int diff = t2s_config_first_difference(schema, n_rows, cfg, other);
+  CHECK_MSG(diff >= 0 && !strcmp(schema[diff].key, "data.val_sets"), "difference at %d", diff);
+  free(other);
+  /* the default is no set; the override form is a flow list */
+  char default_text[128];
+  CHECK(t2s_train_config_defaults(cfg, &err) == T2S_OK && cfg->data.n_val_sets == 0 &&
+        !strcmp(cfg->checkpoint.best_by, "mean"));
+  snprintf(default_text, sizeof default_text, "%s", "data.val_sets=[{name: a, shards: [x.h5]}, {name: b, shards: y.h5}]");
+  char *ov[1] = {default_text};
+  char path[2048];
+  path_of(path, sizeof path, "tests/configs", "good_minimal.yaml");
+  CHECK_MSG(t2s_train_config_load(cfg, path, ov, 1, &err) == T2S_OK, "%s", err.msg);
+  CHECK(cfg->data.n_val_sets == 2 && !strcmp(cfg->data.val_sets[1].shards[0], "y.h5"));
+
+  GEN_BAD(dir, "typo.yaml", "name: v\ndata:\n  val_sets:\n    - name: a\n      shards: a.h5\n    - name: b\n      shard: b.h5\n",
+          "typo.yaml:7:7:", "unknown key 'data.val_sets[1].shard'", "did you mean 'shards'?");
+  GEN_BAD(dir, "other.yaml", "name: v\ndata:\n  val_sets:\n    - name: a\n      colour: red\n",
+          "other.yaml:5:7:", "unknown key 'data.val_sets[0].colour'", "takes the keys: name, shards");
+  GEN_BAD(dir, "noname.yaml", "name: v\ndata:\n  val_sets:\n    - shards: a.h5\n", "noname.yaml:4:7:",
+          "'data.val_sets[0]' needs the key 'name'");
+  GEN_BAD(dir, "scalar.yaml", "name: v\ndata:\n  val_sets:\n    - fog\n", "scalar.yaml:4:7:",
+          "'data.val_sets[0]' expects a mapping", "got 'fog'");
+  GEN_BAD(dir, "notlist.yaml", "name: v\ndata:\n  val_sets: fog\n", "notlist.yaml:3:13:",
+          "'data.val_sets' expects a list of mappings");
+  GEN_BAD(dir, "dupkey.yaml", "name: v\ndata:\n  val_sets:\n    - name: a\n      name: b\n      shards: x\n",
+          "dupkey.yaml:5:7:", "duplicate key 'data.val_sets[0].name'");
+  GEN_BAD(dir, "noshards.yaml", "name: v\ndata:\n  val_sets:\n    - name: a\n      shards: []\n",
+          "noshards.yaml:5:15:", "'data.val_sets[0].shards' needs 1 to 16 values");
+  GEN_BAD(dir, "twice.yaml", "name: v\ndata:\n  val_sets:\n    - {name: fog, shards: a}\n    - {name: fog, shards: b}\n",
+          "twice.yaml:3:3:", "data.val_sets[0] and [1] are both named 'fog'");
+  GEN_BAD(dir, "badname.yaml", "name: v\ndata:\n  val_sets:\n    - {name: 'fog val', shards: a}\n",
+          "badname.yaml:3:3:", "data.val_sets[0].name 'fog val' is not a set name");
+  GEN_BAD(dir, "mean.yaml", "name: v\ndata:\n  val_sets:\n    - {name: mean, shards: a}\n",
+          "'mean' is not a set name", "not 'mean'");
+  GEN_BAD(dir, "both.yaml", "name: v\ndata:\n  val:\n    shards: v.h5\n  val_sets:\n    - {name: fog, shards: a}\n",
+          "both.yaml:5:3:", "data.val_sets and data.val.shards are both set", "both.yaml:4:5)");
+  GEN_BAD(dir, "bestby.yaml", "name: v\ndata:\n  val_sets:\n    - {name: fog, shards: a}\ncheckpoint:\n  best_by: fgo\n",
+          "bestby.yaml:6:3:", "checkpoint.best_by 'fgo' is not the name of a validation set",
+          "('data.val_sets' is set at ", "bestby.yaml:3:3)");
+  rmdir(dir);
+  free(cfg);
+}
+
 static void check_gta2cs_values(const t2s_train_config *c) {
   CHECK(!strcmp(c->name, "gta2cs_t2sda_deeplabv2"));
   CHECK(!strcmp(c->work_dir, "work_dirs/gta2cs_t2sda_deeplabv2"));
@@ -450,6 +545,43 @@ static void test_enum_values(void) {
   CHECK_MSG(strstr(err.msg, "values must be distinct"), "%s", err.msg);
 }
 
+/* RECORD_LIST rows on a small struct: the schema's own checks of the field rows. */
+typedef struct rec { int n; char tag[8]; } rec;
+typedef struct recs { rec r[3]; int n_r; } recs;
+
+static void test_record_schema(void) {
+  t2s_cfg_row fields[] = {
+      {"n", T2S_CFG_TYPE_INT, T2S_CFG_AT(rec, n), .min = 0, .max = 9, .def = "1"},
+      {"tag", T2S_CFG_TYPE_STRING, T2S_CFG_AT(rec, tag), .required = true},
+  };
+  t2s_cfg_row rows[] = {{"list", T2S_CFG_TYPE_RECORD_LIST, T2S_CFG_ARRAY_AT(recs, r), T2S_CFG_COUNT_AT(recs, n_r),
+                         .min_len = 0, .max_len = 3, .def = "[]", .fields = fields, .n_fields = 2}};
+  recs v;
+  t2s_error err = {0};
+  CHECK_MSG(t2s_config_apply_defaults(rows, 1, &v, &err) == T2S_OK && v.n_r == 0, "%s", err.msg);
+  CHECK_MSG(t2s_config_set(rows, 1, &v, "list=[{tag: a}, {tag: b, n: 7}]", &err) == T2S_OK, "%s", err.msg);
+  CHECK(v.n_r == 2 && v.r[0].n == 1 && !strcmp(v.r[0].tag, "a") && v.r[1].n == 7 && !strcmp(v.r[1].tag, "b"));
+  CHECK(t2s_config_set(rows, 1, &v, "list=[{tag: a, n: 10}]", &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "'list[0].n' is 10"), "%s", err.msg);
+  t2s_error_clear(&err);
+  CHECK(t2s_config_set(rows, 1, &v, "list=[{tag: a}, {tag: b}, {tag: c}, {tag: d}]", &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "'list' needs 0 to 3 values, got 4"), "%s", err.msg);
+  fields[1].key = "t.ag";
+  t2s_error_clear(&err);
+  CHECK(t2s_config_check_schema(rows, 1, &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "'list'") && strstr(err.msg, "plain name"), "%s", err.msg);
+  fields[1].key = "tag";
+  fields[1].offset = sizeof(rec);
+  t2s_error_clear(&err);
+  CHECK(t2s_config_check_schema(rows, 1, &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "outside one record"), "%s", err.msg);
+  fields[1].offset = offsetof(rec, tag);
+  rows[0].def = "[{tag: a}]";
+  t2s_error_clear(&err);
+  CHECK(t2s_config_check_schema(rows, 1, &err) != T2S_OK);
+  CHECK_MSG(strstr(err.msg, "default must be"), "%s", err.msg);
+}
+
 int main(void) {
   const char *dir = getenv("T2S_SOURCE_DIR");
   if (dir != NULL) snprintf(source_dir, sizeof source_dir, "%s", dir);
@@ -460,5 +592,7 @@ int main(void) {
   test_malformed_files();
   test_bad_overrides();
   test_generated_files();
+  test_val_sets();
+  test_record_schema();
   return t2s_test_finish("test_config");
 }
