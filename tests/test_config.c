@@ -349,6 +349,13 @@ static void test_examples_and_round_trip(void) {
   CHECK(cfg->model.backbone.depth == 18 && cfg->data.crop[0] == 64 && cfg->deterministic);
   check_round_trip("synthetic", cfg);
 
+  path_of(path, sizeof path, "configs", "synthetic_dg.yaml");
+  CHECK_MSG(t2s_train_config_load(cfg, path, NULL, 0, &err) == T2S_OK, "%s", err.msg);
+  CHECK(cfg->data.n_val_sets == 5 && cfg->data.n_val_shards == 0 && cfg->uda.type == T2S_CFG_UDA_SOURCE_ONLY);
+  CHECK(!strcmp(cfg->data.val_sets[4].name, "storm_val") &&
+        !strcmp(cfg->data.val_sets[4].shards[0], "datasets/synthetic/storm_val-*.h5"));
+  check_round_trip("synthetic_dg", cfg);
+
   /* awkward values: quotes, backslashes, ':' and '#', UTF-8, a tab; floats
    * that need 17 digits; lists at their capacity */
   CHECK(t2s_train_config_defaults(cfg, &err) == T2S_OK);
