@@ -528,7 +528,7 @@ t2s_status t2s_trainer_evaluate(t2s_trainer *t, double *miou, t2s_error *err) {
   *miou = NAN;
   if (t->n_val == 0) return T2S_OK;
   t2s_seg_metrics m[T2S_CFG_MAX_VAL_SETS];
-  double set_miou[T2S_CFG_MAX_VAL_SETS];
+  double set_miou[T2S_CFG_MAX_VAL_SETS] = {0};
   int done = 0;
   t2s_status st = T2S_OK;
   for (; done < t->n_val && st == T2S_OK; done++) {
