@@ -31,6 +31,7 @@
 #include "launch/device_batch.h"
 #include "launch/evaluator.h"
 #include "launch/model_config.h"
+#include "launch/run_eval.h"
 #include "launch/train_config.h"
 
 typedef struct infer_opts {
@@ -195,12 +196,13 @@ static t2s_status load_weights(t2s_segmentor *m, const infer_opts *o, t2s_error 
   return s;
 }
 
-/* Class names for the colours: the validation shards' when the config names
+/* Class names for the colours: the (first) validation set's when the config names
  * readable ones, else Cityscapes' for 19 classes, else none (index colours). */
 static void class_names(const t2s_train_config *cfg, int C, char (*names)[T2S_CLASS_NAME_MAX]) {
   for (int c = 0; c < C; c++) snprintf(names[c], T2S_CLASS_NAME_MAX, "class %d", c);
   glob_t g;
-  if (cfg->data.n_val_shards > 0 && glob(cfg->data.val_shards[0], 0, NULL, &g) == 0) {
+  t2s_val_set_ref sets[T2S_CFG_MAX_VAL_SETS];  /* the first validation set, of either form */
+  if (t2s_run_val_sets(cfg, sets) > 0 && glob(sets[0].shards[0], 0, NULL, &g) == 0) {
     t2s_shard *s = t2s_shard_open(g.gl_pathv[0], NULL);
     globfree(&g);
     if (s != NULL && t2s_shard_info(s)->num_classes == C) {
