@@ -1,4 +1,4 @@
-/* t2sda_train CONFIG [key.path=value ...] [--resume auto|PATH] [--overwrite] [--dump-config] [--quiet]
+/* t2sda_train CONFIG [key.path=value ...] [--resume auto|PATH] [--overwrite] [--dump-config [--explain]] [--quiet]
  * t2sda_train --config-reference   (docs/config.md: every key of the schema)
  *
  * Trains the experiment of CONFIG (one process, or one per GPU/CPU slot under
@@ -53,14 +53,16 @@ static int config_reference(void) {
 static int usage(int code) {
   fprintf(code ? stderr : stdout,
           "usage: t2sda_train CONFIG.yaml [key.path=value ...] [--resume auto|PATH] [--overwrite] [--stop-after N]\n"
-          "                   [--dump-config] [--quiet]\n"
+          "                   [--dump-config [--explain]] [--quiet]\n"
           "  key.path=value   override a config key (same checks as the file), e.g. runner.max_iters=100\n"
           "  --resume auto    continue from the newest checkpoint in work_dir (fresh start if none)\n"
           "  --resume PATH    continue from this checkpoint\n"
           "  --overwrite      start fresh even if work_dir already holds a run (its checkpoints get\n"
           "                   replaced as the new run saves; metrics.jsonl is restarted)\n"
           "  --stop-after N   run N iterations, save a checkpoint and exit 0 (time-sliced jobs)\n"
-          "  --dump-config    print the resolved config and exit\n"
+          "  --dump-config    print the resolved config (after _base_ files and overrides) and exit\n"
+          "  --explain        with --dump-config: end each key's line with where its value came\n"
+          "                   from (# FILE:LINE, # override '...', # default)\n"
           "  --quiet          no resolved config or progress lines\n"
           "       t2sda_train --config-reference   print every config key as Markdown (docs/config.md)\n"
           "Under mpirun / srun every rank must get the same config and overrides (checked at start).\n");
@@ -86,7 +88,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return usage(0);
   if (strcmp(argv[1], "--config-reference") == 0) return argc == 2 ? config_reference() : usage(2);
   const char *config = NULL, *resume = NULL;
-  int dump = 0, quiet = 0, n_over = 0, overwrite = 0;
+  int dump = 0, explain = 0, quiet = 0, n_over = 0, overwrite = 0;
   long long stop_after = 0;
   char **overrides = calloc((size_t)argc, sizeof *overrides);
   for (int i = 1; i < argc; i++) {
@@ -102,6 +104,8 @@ int main(int argc, char **argv) {
       }
     } else if (strcmp(argv[i], "--dump-config") == 0) {
       dump = 1;
+    } else if (strcmp(argv[i], "--explain") == 0) {
+      explain = 1;
     } else if (strcmp(argv[i], "--quiet") == 0) {
       quiet = 1;
     } else if (strcmp(argv[i], "--overwrite") == 0) {
@@ -119,8 +123,19 @@ int main(int argc, char **argv) {
     }
   }
   if (config == NULL) return usage(2);
+  if (explain && !dump) {
+    fprintf(stderr, "t2sda_train: --explain only goes with --dump-config (add --dump-config)\n");
+    return 2;
+  }
   t2s_error err = {0};
   t2s_train_config *cfg = malloc(sizeof *cfg);
+  if (cfg != NULL && explain) {
+    int rc = t2s_train_config_explain(cfg, config, overrides, n_over, stdout, &err) == T2S_OK ? 0 : 1;
+    if (rc) fprintf(stderr, "t2sda_train: %s\n", err.msg);
+    free(cfg);
+    free(overrides);
+    return rc;
+  }
   if (cfg == NULL || t2s_train_config_load(cfg, config, overrides, n_over, &err) != T2S_OK) {
     fprintf(stderr, "t2sda_train: %s\n", cfg ? err.msg : "out of memory");
     return 1;

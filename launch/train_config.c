@@ -432,6 +432,20 @@ t2s_status t2s_train_config_load(t2s_train_config *cfg, const char *path, char *
   return finish_load(cfg, st, origins, path, overrides, err);
 }
 
+/* Loads as t2s_train_config_load, then dumps with each key's origin (--explain). */
+t2s_status t2s_train_config_explain(t2s_train_config *cfg, const char *path, char **overrides,
+                                    int n_overrides, FILE *out, t2s_error *err) {
+  t2s_cfg_origin origins[N_ROWS];
+  memset(cfg, 0, sizeof *cfg);
+  t2s_status st = t2s_config_load_traced(schema, N_ROWS, cfg, path,
+                                         (const char *const *)overrides, n_overrides, origins,
+                                         err);
+  st = finish_load(cfg, st, origins, path, overrides, err);
+  if (st != T2S_OK) return st;
+  return t2s_config_dump_explained(schema, N_ROWS, cfg, origins, (const char *const *)overrides,
+                                   out, err);
+}
+
 t2s_status t2s_train_config_load_text(t2s_train_config *cfg, const char *text, const char *name,
                                       char **overrides, int n_overrides, t2s_error *err) {
   t2s_cfg_origin origins[N_ROWS];

@@ -218,4 +218,8 @@ t2s_status t2s_train_config_load_text(t2s_train_config *cfg, const char *text, c
 
 /* The resolved config as nested YAML, every key included. */
 t2s_status t2s_train_config_dump(const t2s_train_config *cfg, FILE *out, t2s_error *err);
+/* Loads as t2s_train_config_load and writes the dump with a "# FILE:LINE",
+ * "# override 'k=v'" or "# default" comment on each key (--dump-config --explain). */
+t2s_status t2s_train_config_explain(t2s_train_config *cfg, const char *path, char **overrides,
+                                    int n_overrides, FILE *out, t2s_error *err);
 t2s_status t2s_train_config_dump_string(const t2s_train_config *cfg, char **text, t2s_error *err);

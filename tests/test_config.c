@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "launch/train_config.h"
@@ -264,6 +265,204 @@ static void test_val_sets(void) {
           "('data.val_sets' is set at ", "bestby.yaml:3:3)");
   rmdir(dir);
   free(cfg);
+}
+
+/* ---- _base_ inheritance --------------------------------------------------
+ * A tree in a temporary directory:
+ *   base_a.yaml            data.crop [512,512], ignore_index 250, source shards [a.h5, b.h5],
+ *                          optimizer.lr 0.001, runner.max_iters 100, name base_a
+ *   common/base_b.yaml     _base_: inner/base_c.yaml (a string, relative to common/);
+ *                          optimizer.lr 0.002, source shards [c.h5]
+ *   common/inner/base_c.yaml  seed 7, optimizer.lr 0.5, uda.alpha 0.9
+ *   exp/child.yaml         _base_: [../base_a.yaml, ../common/base_b.yaml]; name child,
+ *                          data.crop [256,256]
+ * Expected by hand: later bases override earlier ones (lr 0.002 from b over a and
+ * over b's own base c), the child overrides its bases (crop), sections merge key by
+ * key (ignore_index survives from a), lists are replaced whole (one shard, c.h5). */
+static char base_dir[64];
+
+static void base_file(const char *rel, const char *text) {
+  char path[256];
+  snprintf(path, sizeof path, "%s/%s", base_dir, rel);
+  write_file(path, text);
+}
+
+static t2s_status load_rel(t2s_train_config *cfg, const char *rel, char **ov, int n_ov,
+                           t2s_error *err) {
+  char path[256];
+  snprintf(path, sizeof path, "%s/%s", base_dir, rel);
+  t2s_error_clear(err);
+  return t2s_train_config_load(cfg, path, ov, n_ov, err);
+}
+
+static void expect_base_error(const char *rel, const char *const *subs) {
+  t2s_train_config *cfg = calloc(1, sizeof *cfg);
+  t2s_error err = {0};
+  CHECK_MSG(load_rel(cfg, rel, NULL, 0, &err) != T2S_OK, "%s loaded although it is wrong", rel);
+  if (getenv("T2S_TEST_VERBOSE")) fprintf(stderr, "%s\n", err.msg);
+  for (int i = 0; subs[i] != NULL; i++)
+    CHECK_MSG(strstr(err.msg, subs[i]) != NULL, "%s: message lacks \"%s\":\n  %s", rel, subs[i],
+              err.msg);
+  free(cfg);
+}
+#define BAD_BASE(rel, ...) expect_base_error(rel, (const char *const[]){__VA_ARGS__, NULL})
+
+static void make_base_tree(void) {
+  snprintf(base_dir, sizeof base_dir, "/tmp/t2s_test_config_base_XXXXXX");
+  CHECK(mkdtemp(base_dir) != NULL);
+  const char *dirs[] = {"common", "common/inner", "exp", "bad"};
+  for (int i = 0; i < 4; i++) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", base_dir, dirs[i]);
+    CHECK(mkdir(path, 0700) == 0);
+  }
+  base_file("base_a.yaml",
+            "name: base_a\n"
+            "data:\n"
+            "  crop: [512, 512]\n"
+            "  ignore_index: 250\n"
+            "  source:\n"
+            "    shards: [a.h5, b.h5]\n"
+            "optimizer:\n"
+            "  lr: 0.001\n"
+            "runner:\n"
+            "  max_iters: 100\n");
+  base_file("common/base_b.yaml",
+            "_base_: inner/base_c.yaml\n"
+            "optimizer:\n"
+            "  lr: 0.002\n"
+            "data:\n"
+            "  source:\n"
+            "    shards: [c.h5]\n");
+  base_file("common/inner/base_c.yaml", "seed: 7\noptimizer:\n  lr: 0.5\nuda:\n  alpha: 0.9\n");
+  base_file("exp/child.yaml",
+            "_base_: [../base_a.yaml, ../common/base_b.yaml]\n"
+            "name: child\n"
+            "data:\n"
+            "  crop: [256, 256]\n");
+  /* diamond: both bases include base_c; loading it twice is not a duplicate key */
+  base_file("exp/diamond.yaml", "_base_: [../common/base_b.yaml, ../common/inner/base_c.yaml]\n"
+                                "name: diamond\n");
+  base_file("bad/cycle_1.yaml", "_base_: cycle_2.yaml\nname: c1\n");
+  base_file("bad/cycle_2.yaml", "_base_: [../base_a.yaml, cycle_1.yaml]\n");
+  base_file("bad/self.yaml", "_base_: ./self.yaml\nname: s\n");
+  base_file("bad/missing.yaml", "name: m\n_base_: [../base_a.yaml, nothing/here.yaml]\n");
+  base_file("bad/wrong_type.yaml", "_base_: {a: 1}\nname: w\n");
+  base_file("bad/bad_key_base.yaml", "optimizer:\n  lrr: 0.1\n");
+  base_file("bad/uses_bad.yaml", "_base_: bad_key_base.yaml\nname: u\n");
+  base_file("bad/dup.yaml", "_base_: ../base_a.yaml\nseed: 1\nseed: 2\n");
+}
+
+static void test_base_merge(void) {
+  t2s_train_config *cfg = calloc(1, sizeof *cfg);
+  t2s_error err = {0};
+  CHECK_MSG(load_rel(cfg, "exp/child.yaml", NULL, 0, &err) == T2S_OK, "%s", err.msg);
+  CHECK(!strcmp(cfg->name, "child"));                          /* the file over its bases */
+  CHECK(cfg->data.crop[0] == 256 && cfg->data.crop[1] == 256);  /* the file over base_a */
+  CHECK(cfg->data.ignore_index == 250);                         /* sections merge key by key */
+  CHECK_MSG(cfg->data.n_source_shards == 1 && !strcmp(cfg->data.source_shards[0], "c.h5"),
+            "lists replace: %d shards", cfg->data.n_source_shards);
+  CHECK(cfg->optimizer.lr == 0.002);  /* base_b over base_a and over its own base_c */
+  CHECK(cfg->seed == 7 && cfg->uda.alpha == 0.9);  /* depth-first: base_c's keys arrive */
+  CHECK(cfg->runner.max_iters == 100);
+  CHECK(cfg->log.interval == 50);     /* untouched keys keep their defaults */
+
+  char *ov[2] = {(char *)"optimizer.lr=0.03", (char *)"data.crop=[128,64]"};
+  CHECK_MSG(load_rel(cfg, "exp/child.yaml", ov, 2, &err) == T2S_OK, "%s", err.msg);
+  CHECK(cfg->optimizer.lr == 0.03 && cfg->data.crop[0] == 128 && cfg->data.crop[1] == 64);
+  CHECK(cfg->data.ignore_index == 250 && cfg->seed == 7);
+
+  CHECK_MSG(load_rel(cfg, "exp/diamond.yaml", NULL, 0, &err) == T2S_OK, "%s", err.msg);
+  CHECK(cfg->optimizer.lr == 0.5 && cfg->seed == 7);  /* base_c again, last */
+
+  /* a config without a directory part resolves its bases next to itself (cwd) */
+  char cwd[1024], exp_dir[256];
+  CHECK(getcwd(cwd, sizeof cwd) != NULL);
+  snprintf(exp_dir, sizeof exp_dir, "%s/exp", base_dir);
+  CHECK(chdir(exp_dir) == 0);
+  t2s_error_clear(&err);
+  CHECK_MSG(t2s_train_config_load(cfg, "child.yaml", NULL, 0, &err) == T2S_OK, "%s", err.msg);
+  CHECK(cfg->data.ignore_index == 250 && cfg->optimizer.lr == 0.002);
+  CHECK(chdir(cwd) == 0);
+
+  /* text loads (checkpoints) have no directory: _base_ is refused, not guessed */
+  t2s_error_clear(&err);
+  CHECK(t2s_train_config_load_text(cfg, "_base_: a.yaml\nname: t\n", "ckpt", NULL, 0, &err) !=
+        T2S_OK);
+  CHECK_MSG(strstr(err.msg, "ckpt:1:1") && strstr(err.msg, "only resolved in a config file"),
+            "%s", err.msg);
+  free(cfg);
+}
+
+static void test_base_errors(void) {
+  char a[300], b[300];
+  snprintf(a, sizeof a, "%s/bad/cycle_1.yaml -> %s/bad/cycle_2.yaml -> %s/bad/cycle_1.yaml",
+           base_dir, base_dir, base_dir);
+  BAD_BASE("bad/cycle_1.yaml", "cycle_2.yaml:1:", "makes a cycle", a);
+  snprintf(a, sizeof a, "%s/bad/self.yaml -> %s/bad/./self.yaml", base_dir, base_dir);
+  BAD_BASE("bad/self.yaml", "self.yaml:1:9:", "makes a cycle", a);
+  snprintf(a, sizeof a, "missing.yaml:2:26:");
+  snprintf(b, sizeof b, "chain %s/bad/missing.yaml -> %s/bad/nothing/here.yaml", base_dir,
+           base_dir);
+  BAD_BASE("bad/missing.yaml", a, "'nothing/here.yaml'", "cannot be opened", b);
+  BAD_BASE("bad/wrong_type.yaml", "wrong_type.yaml:1:9:", "takes a file name", "a mapping");
+  snprintf(a, sizeof a, "bad_key_base.yaml:2:3 (base chain %s/bad/uses_bad.yaml -> "
+           "%s/bad/bad_key_base.yaml)", base_dir, base_dir);
+  BAD_BASE("bad/uses_bad.yaml", a, "unknown key 'optimizer.lrr'", "did you mean 'optimizer.lr'");
+  BAD_BASE("bad/dup.yaml", "dup.yaml:3:1:", "duplicate key 'seed'");
+}
+
+/* --explain: each key's line ends with where it came from; without the comments it
+ * is the plain dump (so the plain --dump-config is unchanged). */
+static void test_base_explain(void) {
+  char path[256], *ov[1] = {(char *)"runner.max_iters=9"};
+  snprintf(path, sizeof path, "%s/exp/child.yaml", base_dir);
+  t2s_train_config *cfg = calloc(1, sizeof *cfg);
+  t2s_error err = {0};
+  char *text = NULL;
+  size_t size = 0;
+  FILE *mem = open_memstream(&text, &size);
+  CHECK(mem != NULL);
+  CHECK_MSG(t2s_train_config_explain(cfg, path, ov, 1, mem, &err) == T2S_OK, "%s", err.msg);
+  fclose(mem);
+  char want[12][400];
+  snprintf(want[0], 400, "name: \"child\"  # %s/exp/child.yaml:2\n", base_dir);
+  snprintf(want[1], 400, "\n  crop: [256, 256]  # %s/exp/child.yaml:4\n", base_dir);
+  snprintf(want[2], 400, "\n  ignore_index: 250  # %s/exp/../base_a.yaml:4\n", base_dir);
+  snprintf(want[3], 400, "\n    shards:  # %s/exp/../common/base_b.yaml:6\n      - \"c.h5\"\n",
+           base_dir);
+  snprintf(want[4], 400, "\nseed: 7  # %s/exp/../common/inner/base_c.yaml:1\n", base_dir);
+  snprintf(want[5], 400, "\n  lr: 0.002  # %s/exp/../common/base_b.yaml:3\n", base_dir);
+  snprintf(want[6], 400, "\n  max_iters: 9  # override 'runner.max_iters=9'\n");
+  snprintf(want[7], 400, "\ndevice: auto  # default\n");
+  for (int i = 0; i < 8; i++)
+    CHECK_MSG(text && strstr(text, want[i]), "explain lacks:\n%s\nin:\n%s", want[i],
+              text ? text : "");
+  /* strip the comments: the plain dump of the same config */
+  char *plain = NULL;
+  CHECK(t2s_train_config_dump_string(cfg, &plain, &err) == T2S_OK);
+  size_t w = 0;
+  for (size_t r = 0; text && text[r]; r++) {
+    if (text[r] == ' ' && text[r + 1] == ' ' && text[r + 2] == '#')
+      while (text[r + 1] != '\n') r++;
+    else text[w++] = text[r];
+  }
+  if (text) text[w] = '\0';
+  CHECK_MSG(text && plain && !strcmp(text, plain), "explain without comments differs:\n%s",
+            text ? text : "");
+  free(plain);
+  free(text);
+  free(cfg);
+}
+
+static void test_bases(void) {
+  make_base_tree();
+  test_base_merge();
+  test_base_errors();
+  test_base_explain();
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", base_dir);
+  CHECK(system(cmd) == 0);
 }
 
 static void check_gta2cs_values(const t2s_train_config *c) {
@@ -601,5 +800,6 @@ int main(void) {
   test_generated_files();
   test_val_sets();
   test_record_schema();
+  test_bases();
   return t2s_test_finish("test_config");
 }

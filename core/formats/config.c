@@ -21,6 +21,8 @@
 #define KEY_MAX 256           /* longest key path (with a list index) handled */
 #define SHOW_MAX 64           /* longest value text quoted back in a message */
 #define FILE_MAX (16u << 20)  /* a config file larger than this is certainly a mistake */
+#define BASE_DEPTH_MAX 16     /* deeper _base_ nesting is a mistake (or a cycle realpath missed) */
+#define BASE_KEY "_base_"
 
 typedef struct load_ctx {
   const t2s_cfg_row *schema;
@@ -34,17 +36,40 @@ typedef struct load_ctx {
   size_t skip;                /* inside a record: length of "list[i]." before a field's key */
   yaml_mark_t root_mark;
   t2s_error *err;
+  /* inheritance: the file being walked is chain[depth], included by chain[depth - 1] ... */
+  bool bases_allowed;         /* false for text loads: no directory to resolve against */
+  int depth;
+  const char *chain[BASE_DEPTH_MAX + 1];
+  char *canon[BASE_DEPTH_MAX + 1]; /* realpath of each, for cycles; NULL for text */
+  int *set_in;                /* n entries: which file (file_seq) last set the row */
+  int file_seq, n_files;
 } load_ctx;
 
 /* ---- messages ---------------------------------------------------------- */
 
+/* "a.yaml -> configs/b.yaml[ -> last]": the files from the one loaded to the one walked. */
+static void chain_text(const load_ctx *c, const char *last, char *buf, size_t size) {
+  size_t used = 0;
+  buf[0] = '\0';
+  for (int i = 0; i <= c->depth + (last != NULL); i++) {
+    int w = snprintf(buf + used, size - used, "%s%s", i ? " -> " : "",
+                     i <= c->depth ? c->chain[i] : last);
+    if (w < 0 || (size_t)w >= size - used) return;
+    used += (size_t)w;
+  }
+}
+
 static void where(const load_ctx *c, yaml_mark_t mark, char *buf, size_t size) {
-  if (c->default_of != NULL)
+  char chain[T2S_ERROR_MAX / 2] = "";
+  if (c->default_of != NULL) {
     snprintf(buf, size, "config schema: the default of '%s'", c->default_of);
-  else if (c->override != NULL)
+  } else if (c->override != NULL) {
     snprintf(buf, size, "command line override '%s'", c->override);
-  else
-    snprintf(buf, size, "config %s:%zu:%zu", c->file, mark.line + 1, mark.column + 1);
+  } else {
+    if (c->depth > 0) chain_text(c, NULL, chain, sizeof chain);
+    snprintf(buf, size, "config %s:%zu:%zu%s%s%s", c->file, mark.line + 1, mark.column + 1,
+             chain[0] ? " (base chain " : "", chain, chain[0] ? ")" : "");
+  }
 }
 
 static t2s_status fail(const load_ctx *c, yaml_mark_t mark, t2s_status status, const char *fmt,
@@ -635,14 +660,17 @@ static t2s_status set_from_file(load_ctx *c, yaml_document_t *doc, const char *p
   int i = t2s_config_find(c->schema, c->n, path);
   if (i >= 0) {
     t2s_cfg_origin *o = &c->origins[i];
-    if (o->kind == T2S_CFG_FROM_FILE)
+    /* a base setting the key first is what inheritance is for; the same file twice is not */
+    if (o->kind == T2S_CFG_FROM_FILE && c->set_in[i] == c->file_seq)
       return fail(c, key->start_mark, T2S_ERR_INVALID,
                   "duplicate key '%s' (first set at line %d, column %d); keep only one of them",
                   path, o->line, o->column);
     t2s_status st = set_row(c, &c->schema[i], path, doc, value);
     if (st != T2S_OK) return st;
     *o = (t2s_cfg_origin){T2S_CFG_FROM_FILE, (int)key->start_mark.line + 1,
-                          (int)key->start_mark.column + 1, -1};
+                          (int)key->start_mark.column + 1, -1, ""};
+    snprintf(o->file, sizeof o->file, "%s", c->file);
+    c->set_in[i] = c->file_seq;
     return T2S_OK;
   }
   if (is_section(c->schema, c->n, path)) {
@@ -667,7 +695,7 @@ static t2s_status set_record_field(load_ctx *c, yaml_document_t *doc, const char
     t2s_status st = set_row(c, &c->schema[i], path, doc, value);
     if (st == T2S_OK)
       c->origins[i] = (t2s_cfg_origin){T2S_CFG_FROM_FILE, (int)key->start_mark.line + 1,
-                                       (int)key->start_mark.column + 1, -1};
+                                       (int)key->start_mark.column + 1, -1, ""};
     return st;
   }
   char hint[KEY_MAX], keys[512] = "";
@@ -762,6 +790,12 @@ static t2s_status walk_mapping(load_ctx *c, yaml_document_t *doc, yaml_node_t *m
                     "duplicate key '%s%s%s' (first at line %zu, column %zu); keep only one of them",
                     prefix ? prefix : "", prefix ? "." : "", scalar_text(key),
                     other->start_mark.line + 1, other->start_mark.column + 1);
+    }
+    if (prefix == NULL && !strcmp(scalar_text(key), BASE_KEY)) {
+      if (c->bases_allowed) continue;  /* loaded before this file's keys (load_bases) */
+      return fail(c, key->start_mark, T2S_ERR_INVALID,
+                  "'" BASE_KEY "' is only resolved in a config file (relative to its directory), "
+                  "not in config text; load the file itself");
     }
     int w = snprintf(path, sizeof path, "%s%s%s", prefix ? prefix : "", prefix ? "." : "",
                      scalar_text(key));
@@ -859,6 +893,97 @@ static void required_keys(const load_ctx *c, char *buf, size_t size) {
   }
 }
 
+static t2s_status read_whole_file(const char *path, char **text, size_t *len, t2s_error *err);
+static t2s_status load_yaml_text(load_ctx *c, const char *text, size_t len);
+
+/* The path of base `name` named in c->file: relative to that file's directory. */
+static bool resolve_base(const load_ctx *c, const char *name, char *buf, size_t size) {
+  const char *slash = strrchr(c->file, '/');
+  int w = name[0] == '/' || slash == NULL
+              ? snprintf(buf, size, "%s", name)
+              : snprintf(buf, size, "%.*s/%s", (int)(slash - c->file), c->file, name);
+  return w >= 0 && (size_t)w < size;
+}
+
+/* Loads one base file (and its bases) into the struct, then returns to c->file. */
+static t2s_status load_base_file(load_ctx *c, const yaml_node_t *entry, const char *name) {
+  char path[T2S_CFG_FILE_MAX], chain[T2S_ERROR_MAX / 2];
+  if (!resolve_base(c, name, path, sizeof path))
+    return fail(c, entry->start_mark, T2S_ERR_INVALID,
+                BASE_KEY " entry '%.80s' makes a path longer than %d characters; shorten it",
+                name, T2S_CFG_FILE_MAX - 1);
+  char *canon = realpath(path, NULL);
+  if (canon == NULL) {
+    chain_text(c, path, chain, sizeof chain);
+    return fail(c, entry->start_mark, T2S_ERR_IO,
+                BASE_KEY " entry '%s' is %s, which cannot be opened (%s); the path is relative "
+                "to the including file (chain %s)", name, path, strerror(errno), chain);
+  }
+  for (int i = 0; i <= c->depth; i++) {
+    if (c->canon[i] == NULL || strcmp(c->canon[i], canon) != 0) continue;
+    chain_text(c, path, chain, sizeof chain);
+    free(canon);
+    return fail(c, entry->start_mark, T2S_ERR_INVALID,
+                BASE_KEY " entry '%s' makes a cycle: %s; remove one of these " BASE_KEY
+                " entries", name, chain);
+  }
+  if (c->depth >= BASE_DEPTH_MAX) {
+    chain_text(c, path, chain, sizeof chain);
+    free(canon);
+    return fail(c, entry->start_mark, T2S_ERR_INVALID,
+                BASE_KEY " files nest more than %d deep (%s); flatten the chain", BASE_DEPTH_MAX,
+                chain);
+  }
+  char *text = NULL;
+  size_t len = 0;
+  t2s_status st = read_whole_file(path, &text, &len, c->err);
+  if (st == T2S_OK) {
+    const char *file = c->file;
+    yaml_mark_t root_mark = c->root_mark;
+    int seq = c->file_seq;
+    c->depth++;
+    c->chain[c->depth] = c->file = path;
+    c->canon[c->depth] = canon;
+    c->file_seq = ++c->n_files;
+    st = load_yaml_text(c, text, len);
+    c->depth--;
+    c->file = file;
+    c->root_mark = root_mark;
+    c->file_seq = seq;
+  }
+  free(text);
+  free(canon);
+  return st;
+}
+
+/* `_base_: FILE` or `_base_: [FILE, ...]` at the top of `root`: each loaded in order,
+ * before the file's own keys, so that later files override earlier ones. */
+static t2s_status load_bases(load_ctx *c, yaml_document_t *doc, yaml_node_t *root) {
+  if (!c->bases_allowed) return T2S_OK;  /* walk_mapping refuses the key */
+  yaml_node_pair_t *pairs = root->data.mapping.pairs.start;
+  int n = (int)(root->data.mapping.pairs.top - pairs);
+  for (int i = 0; i < n; i++) {
+    yaml_node_t *key = yaml_document_get_node(doc, pairs[i].key);
+    if (key->type != YAML_SCALAR_NODE || strcmp(scalar_text(key), BASE_KEY) != 0) continue;
+    yaml_node_t *value = yaml_document_get_node(doc, pairs[i].value);
+    yaml_node_item_t *items = value->type == YAML_SEQUENCE_NODE ? value->data.sequence.items.start
+                                                                : NULL;
+    int count = items ? (int)(value->data.sequence.items.top - items) : 1;
+    for (int j = 0; j < count; j++) {
+      yaml_node_t *entry = items ? yaml_document_get_node(doc, items[j]) : value;
+      char what[SHOW_MAX + 32];
+      if (entry->type != YAML_SCALAR_NODE || is_null(entry) || scalar_text(entry)[0] == '\0')
+        return fail(c, entry->start_mark, T2S_ERR_INVALID,
+                    BASE_KEY " takes a file name or a list of file names, got %s; e.g. "
+                    BASE_KEY ": [../_base_/schedule.yaml]", describe_node(entry, what, sizeof what));
+      t2s_status st = load_base_file(c, entry, scalar_text(entry));
+      if (st != T2S_OK) return st;
+    }
+    return T2S_OK;  /* a second _base_ is a duplicate key for walk_mapping */
+  }
+  return T2S_OK;
+}
+
 static t2s_status load_yaml_text(load_ctx *c, const char *text, size_t len) {
   yaml_document_t doc;
   yaml_node_t *root = NULL;
@@ -877,7 +1002,8 @@ static t2s_status load_yaml_text(load_ctx *c, const char *text, size_t len) {
               describe_node(root, what, sizeof what));
   } else {
     c->root_mark = root->start_mark;
-    st = walk_mapping(c, &doc, root, NULL);
+    st = load_bases(c, &doc, root);
+    if (st == T2S_OK) st = walk_mapping(c, &doc, root, NULL);
   }
   yaml_document_delete(&doc);
   return st;
@@ -922,7 +1048,7 @@ static t2s_status apply_override(load_ctx *c, const char *assignment, int index)
     if (i >= 0) {
       st = set_from_text(c, &c->schema[i], eq + 1);
       if (st == T2S_OK && c->origins)
-        c->origins[i] = (t2s_cfg_origin){T2S_CFG_FROM_OVERRIDE, 0, 0, index};
+        c->origins[i] = (t2s_cfg_origin){T2S_CFG_FROM_OVERRIDE, 0, 0, index, ""};
     } else if (is_section(c->schema, c->n, key)) {
       st = fail(c, none, T2S_ERR_INVALID,
                 "'%s' is a section; override one of its keys, e.g. '%s.<key>=<value>'", key, key);
@@ -955,24 +1081,33 @@ t2s_status t2s_config_apply_defaults(const t2s_cfg_row *schema, int n_rows, void
   return T2S_OK;
 }
 
+/* from_file: `name` is the path the text was read from, so _base_ entries resolve. */
 static t2s_status load_common(const t2s_cfg_row *schema, int n_rows, void *cfg,
-                              const char *text, size_t len, const char *name,
+                              const char *text, size_t len, const char *name, bool from_file,
                               const char *const *overrides, int n_overrides,
                               t2s_cfg_origin *origins, t2s_error *err) {
   t2s_status st = t2s_config_apply_defaults(schema, n_rows, cfg, err);
   if (st != T2S_OK) return st;
   t2s_cfg_origin *own = NULL;
+  int *set_in = calloc((size_t)n_rows, sizeof *set_in);
   if (origins == NULL) {
     own = calloc((size_t)n_rows, sizeof *own);
-    if (own == NULL)
-      return t2s_error_set(err, T2S_ERR_NOMEM, "config %s: out of memory", name);
     origins = own;
   } else {
     memset(origins, 0, (size_t)n_rows * sizeof *origins);
   }
+  if (origins == NULL || set_in == NULL) {
+    free(own);
+    free(set_in);
+    return t2s_error_set(err, T2S_ERR_NOMEM, "config %s: out of memory", name);
+  }
   load_ctx c = {.schema = schema, .n = n_rows, .base = cfg, .origins = origins,
-                .file = name ? name : "(no file)", .err = err};
+                .file = name ? name : "(no file)", .err = err, .bases_allowed = from_file,
+                .set_in = set_in, .file_seq = 1, .n_files = 1};
+  c.chain[0] = c.file;
+  c.canon[0] = from_file ? realpath(name, NULL) : NULL;
   if (text != NULL) st = load_yaml_text(&c, text, len);
+  free(c.canon[0]);
   for (int i = 0; st == T2S_OK && i < n_overrides; i++) st = apply_override(&c, overrides[i], i);
   for (int i = 0; st == T2S_OK && i < n_rows; i++) {
     if (!schema[i].required || origins[i].kind != T2S_CFG_FROM_DEFAULT) continue;
@@ -987,6 +1122,7 @@ static t2s_status load_common(const t2s_cfg_row *schema, int n_rows, void *cfg,
                          schema[i].key, schema[i].key, help);
   }
   free(own);
+  free(set_in);
   return st;
 }
 
@@ -994,7 +1130,8 @@ t2s_status t2s_config_load_text(const t2s_cfg_row *schema, int n_rows, void *cfg
                                 const char *text, size_t len, const char *name,
                                 const char *const *overrides, int n_overrides,
                                 t2s_cfg_origin *origins, t2s_error *err) {
-  return load_common(schema, n_rows, cfg, text ? text : "", text ? len : 0, name, overrides,
+  return load_common(schema, n_rows, cfg, text ? text : "", text ? len : 0, name, false,
+                     overrides,
                      n_overrides, origins, err);
 }
 
@@ -1036,7 +1173,8 @@ t2s_status t2s_config_load_traced(const t2s_cfg_row *schema, int n_rows, void *c
     t2s_status st = read_whole_file(yaml_path, &text, &len, err);
     if (st != T2S_OK) return st;
   }
-  t2s_status st = load_common(schema, n_rows, cfg, text, len, yaml_path, overrides, n_overrides,
+  t2s_status st = load_common(schema, n_rows, cfg, text, len, yaml_path, yaml_path != NULL,
+                              overrides, n_overrides,
                               origins, err);
   free(text);
   return st;
@@ -1059,7 +1197,9 @@ t2s_status t2s_config_set(const t2s_cfg_row *schema, int n_rows, void *cfg,
 
 void t2s_config_origin_text(const t2s_cfg_origin *origin, const char *file,
                             const char *const *overrides, char *buf, size_t size) {
-  if (origin->kind == T2S_CFG_FROM_FILE)
+  if (origin->kind == T2S_CFG_FROM_FILE && origin->file[0] != '\0')
+    snprintf(buf, size, "%s:%d:%d", origin->file, origin->line, origin->column);
+  else if (origin->kind == T2S_CFG_FROM_FILE)
     snprintf(buf, size, "%s:%d:%d", file ? file : "(text)", origin->line, origin->column);
   else if (origin->kind == T2S_CFG_FROM_OVERRIDE && overrides != NULL)
     snprintf(buf, size, "command line override '%s'", overrides[origin->override_index]);
@@ -1145,50 +1285,69 @@ static int list_length(const char *base, const t2s_cfg_row *r) {
   return r->has_count ? *(const int *)(const void *)(base + r->count_offset) : r->max_len;
 }
 
-static void dump_value(strbuf *b, const t2s_cfg_row *r, const char *base, int depth);
+/* Ends a key's line, with its "# origin" comment when explaining. */
+static void end_line(strbuf *b, const char *note) {
+  if (note != NULL) sb_printf(b, "  # %s", note);
+  sb_printf(b, "\n");
+}
 
-/* "- field: value" items, the record's other fields aligned below the first. */
-static void dump_records(strbuf *b, const t2s_cfg_row *r, const char *base, int depth) {
+static void dump_value(strbuf *b, const t2s_cfg_row *r, const char *base, int depth,
+                       const char *note);
+
+/* "- field: value" items, the record's other fields aligned below the first. The
+ * origin note goes on the list's key line: the whole list comes from one place. */
+static void dump_records(strbuf *b, const t2s_cfg_row *r, const char *base, int depth,
+                         const char *note) {
   int n = list_length(base, r);
-  sb_printf(b, n == 0 ? " []\n" : "\n");
+  if (n == 0) sb_printf(b, " []");
+  end_line(b, note);
   for (int i = 0; i < n; i++) {
     const char *record = base + r->offset + (size_t)i * r->elem_size;
     for (int j = 0; j < r->n_fields; j++) {
       sb_printf(b, "%*s%s%s:", 2 * depth + 2, "", j == 0 ? "- " : "  ", r->fields[j].key);
-      dump_value(b, &r->fields[j], record, depth + 2);
+      dump_value(b, &r->fields[j], record, depth + 2, NULL);
     }
   }
 }
 
-static void dump_value(strbuf *b, const t2s_cfg_row *r, const char *base, int depth) {
+static void dump_value(strbuf *b, const t2s_cfg_row *r, const char *base, int depth,
+                       const char *note) {
   const char *field = base + r->offset;
   char num[40];
   switch (r->type) {
-    case T2S_CFG_TYPE_INT: sb_printf(b, " %d\n", *(const int *)(const void *)field); return;
+    case T2S_CFG_TYPE_INT:
+      sb_printf(b, " %d", *(const int *)(const void *)field);
+      end_line(b, note);
+      return;
     case T2S_CFG_TYPE_FLOAT:
       format_double(*(const double *)(const void *)field, num, sizeof num);
-      sb_printf(b, " %s\n", num);
+      sb_printf(b, " %s", num);
+      end_line(b, note);
       return;
-    case T2S_CFG_TYPE_BOOL: sb_printf(b, " %s\n", *(const bool *)field ? "true" : "false"); return;
+    case T2S_CFG_TYPE_BOOL:
+      sb_printf(b, " %s", *(const bool *)field ? "true" : "false");
+      end_line(b, note);
+      return;
     case T2S_CFG_TYPE_ENUM: {
       int v = *(const int *)(const void *)field, k = -1;
       for (int i = 0; r->choices[i] != NULL && k < 0; i++)
         if ((r->values ? r->values[i] : i) == v) k = i;
-      sb_printf(b, " %s\n", k >= 0 ? r->choices[k] : "(invalid)");
+      sb_printf(b, " %s", k >= 0 ? r->choices[k] : "(invalid)");
+      end_line(b, note);
       return;
     }
     case T2S_CFG_TYPE_STRING:
       sb_printf(b, " ");
       sb_quoted(b, field);
-      sb_printf(b, "\n");
+      end_line(b, note);
       return;
-    case T2S_CFG_TYPE_RECORD_LIST: dump_records(b, r, base, depth); return;
+    case T2S_CFG_TYPE_RECORD_LIST: dump_records(b, r, base, depth, note); return;
     default: break;
   }
   int n = list_length(base, r);
   if (r->type == T2S_CFG_TYPE_STRING_LIST) {
-    if (n == 0) sb_printf(b, " []\n");
-    else sb_printf(b, "\n");
+    if (n == 0) sb_printf(b, " []");
+    end_line(b, note);
     for (int i = 0; i < n; i++) {
       sb_printf(b, "%*s- ", 2 * depth + 2, "");
       sb_quoted(b, field + (size_t)i * r->elem_size);
@@ -1205,21 +1364,41 @@ static void dump_value(strbuf *b, const t2s_cfg_row *r, const char *base, int de
       sb_printf(b, "%s%s", i ? ", " : "", num);
     }
   }
-  sb_printf(b, "]\n");
+  sb_printf(b, "]");
+  end_line(b, note);
+}
+
+/* Where row i got its value, for the explained dump (NULL: a plain dump). */
+typedef struct dump_notes {
+  const t2s_cfg_origin *origins;
+  const char *const *overrides;
+} dump_notes;
+
+static const char *note_of(const dump_notes *d, int i, char *buf, size_t size) {
+  if (d == NULL) return NULL;
+  const t2s_cfg_origin *o = &d->origins[i];
+  if (o->kind == T2S_CFG_FROM_FILE)
+    snprintf(buf, size, "%s:%d", o->file[0] ? o->file : "(text)", o->line);
+  else if (o->kind == T2S_CFG_FROM_OVERRIDE && d->overrides != NULL)
+    snprintf(buf, size, "override '%s'", d->overrides[o->override_index]);
+  else
+    snprintf(buf, size, "default");
+  return buf;
 }
 
 /* Emits the keys under `prefix` (length plen, 0 = top level) in schema order;
  * a section is emitted once, where its first key appears. */
 static void dump_level(strbuf *b, const t2s_cfg_row *schema, int n, const char *base,
-                       const char *prefix, size_t plen, int depth) {
+                       const dump_notes *notes, const char *prefix, size_t plen, int depth) {
   for (int i = 0; i < n; i++) {
     const char *key = schema[i].key;
     if (plen && (strncmp(key, prefix, plen) != 0 || key[plen] != '.')) continue;
     const char *rest = key + (plen ? plen + 1 : 0);
     const char *dot = strchr(rest, '.');
     if (dot == NULL) {
+      char note[T2S_CFG_FILE_MAX + 64];
       sb_printf(b, "%*s%s:", 2 * depth, "", rest);
-      dump_value(b, &schema[i], base, depth);
+      dump_value(b, &schema[i], base, depth, note_of(notes, i, note, sizeof note));
       continue;
     }
     size_t slen = (size_t)(dot - key);  /* the section's full path: key[0, slen) */
@@ -1227,18 +1406,18 @@ static void dump_level(strbuf *b, const t2s_cfg_row *schema, int n, const char *
     for (int j = 0; j < i && !seen; j++) seen = !strncmp(schema[j].key, key, slen + 1);
     if (seen) continue;
     sb_printf(b, "%*s%.*s:\n", 2 * depth, "", (int)(dot - rest), rest);
-    dump_level(b, schema, n, base, key, slen, depth + 1);
+    dump_level(b, schema, n, base, notes, key, slen, depth + 1);
   }
 }
 
-t2s_status t2s_config_dump_string(const t2s_cfg_row *schema, int n_rows, const void *cfg,
-                                  char **text, t2s_error *err) {
+static t2s_status dump_to_string(const t2s_cfg_row *schema, int n_rows, const void *cfg,
+                                 const dump_notes *notes, char **text, t2s_error *err) {
   *text = NULL;
   t2s_status st = t2s_config_check_schema(schema, n_rows, err);
   if (st != T2S_OK) return st;
   strbuf b = {0};
   sb_printf(&b, "%s", "");
-  dump_level(&b, schema, n_rows, cfg, "", 0, 0);
+  dump_level(&b, schema, n_rows, cfg, notes, "", 0, 0);
   if (b.oom) {
     free(b.p);
     return t2s_error_set(err, T2S_ERR_NOMEM, "config dump: out of memory");
@@ -1247,16 +1426,33 @@ t2s_status t2s_config_dump_string(const t2s_cfg_row *schema, int n_rows, const v
   return T2S_OK;
 }
 
-t2s_status t2s_config_dump(const t2s_cfg_row *schema, int n_rows, const void *cfg, FILE *out,
-                           t2s_error *err) {
+t2s_status t2s_config_dump_string(const t2s_cfg_row *schema, int n_rows, const void *cfg,
+                                  char **text, t2s_error *err) {
+  return dump_to_string(schema, n_rows, cfg, NULL, text, err);
+}
+
+static t2s_status dump_to_file(const t2s_cfg_row *schema, int n_rows, const void *cfg,
+                               const dump_notes *notes, FILE *out, t2s_error *err) {
   char *text = NULL;
-  t2s_status st = t2s_config_dump_string(schema, n_rows, cfg, &text, err);
+  t2s_status st = dump_to_string(schema, n_rows, cfg, notes, &text, err);
   if (st != T2S_OK) return st;
   size_t len = strlen(text);
   bool ok = fwrite(text, 1, len, out) == len && fflush(out) == 0;
   free(text);
   return ok ? T2S_OK
             : t2s_error_set(err, T2S_ERR_IO, "config dump: writing failed (%s)", strerror(errno));
+}
+
+t2s_status t2s_config_dump(const t2s_cfg_row *schema, int n_rows, const void *cfg, FILE *out,
+                           t2s_error *err) {
+  return dump_to_file(schema, n_rows, cfg, NULL, out, err);
+}
+
+t2s_status t2s_config_dump_explained(const t2s_cfg_row *schema, int n_rows, const void *cfg,
+                                     const t2s_cfg_origin *origins,
+                                     const char *const *overrides, FILE *out, t2s_error *err) {
+  dump_notes notes = {origins, overrides};
+  return dump_to_file(schema, n_rows, cfg, &notes, out, err);
 }
 
 static const char *type_name(t2s_cfg_type t) {

@@ -84,10 +84,13 @@ typedef enum t2s_cfg_origin_kind {
   T2S_CFG_FROM_OVERRIDE,
 } t2s_cfg_origin_kind;
 
+#define T2S_CFG_FILE_MAX 512
+
 typedef struct t2s_cfg_origin {
   t2s_cfg_origin_kind kind;
   int line, column;           /* FILE: 1-based position of the key */
   int override_index;         /* OVERRIDE: index into the overrides array */
+  char file[T2S_CFG_FILE_MAX]; /* FILE: the file that set it (the config or one of its bases) */
 } t2s_cfg_origin;
 
 /* Checks the table itself (sizes match types, bounds and lengths consistent, no
@@ -101,7 +104,15 @@ t2s_status t2s_config_apply_defaults(const t2s_cfg_row *schema, int n_rows, void
 
 /* Defaults, then the YAML file (yaml_path may be NULL: defaults and overrides
  * only), then each override in order; then checks that required keys are set.
- * On error the struct holds partial values and must not be used. */
+ * On error the struct holds partial values and must not be used.
+ *
+ * Inheritance (as mmseg configs): a top-level `_base_: FILE` or `_base_: [FILE,
+ * ...]` loads those files first, depth-first and in order, each with its own
+ * bases, paths relative to the including file; then the file's own keys. A later
+ * file overrides an earlier one key by key: sections merge, a list is replaced
+ * whole. A cycle, a missing base or more than 16 levels is an error naming the
+ * chain of files. Text loads (t2s_config_load_text) refuse `_base_`: they have
+ * no directory to resolve it against. */
 t2s_status t2s_config_load(const t2s_cfg_row *schema, int n_rows, void *cfg,
                            const char *yaml_path, const char *const *overrides, int n_overrides,
                            t2s_error *err);
@@ -126,6 +137,12 @@ t2s_status t2s_config_set(const t2s_cfg_row *schema, int n_rows, void *cfg,
 /* Writes every key (defaults included) as nested YAML, in schema order. */
 t2s_status t2s_config_dump(const t2s_cfg_row *schema, int n_rows, const void *cfg, FILE *out,
                            t2s_error *err);
+/* As t2s_config_dump, each key's line ending in a comment that says where the
+ * value came from: "# FILE:LINE", "# override 'k=v'" or "# default" (origins
+ * from t2s_config_load_traced with these overrides). Still valid YAML. */
+t2s_status t2s_config_dump_explained(const t2s_cfg_row *schema, int n_rows, const void *cfg,
+                                     const t2s_cfg_origin *origins,
+                                     const char *const *overrides, FILE *out, t2s_error *err);
 /* Same text in a malloc'd NUL-terminated string (*text; free() it). */
 t2s_status t2s_config_dump_string(const t2s_cfg_row *schema, int n_rows, const void *cfg,
                                   char **text, t2s_error *err);
