@@ -27,6 +27,7 @@
 #include "launch/model_config.h"
 #include "launch/run_eval.h"
 #include "launch/train_config.h"
+#include "core/version.h"
 
 static int usage(int code) {
   fprintf(code ? stderr : stdout,
@@ -277,6 +278,7 @@ static int eval_sets(const eval_run *r, t2s_val_set_ref *sets, int n) {
 }
 
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_eval")) == EOF;
   if (argc < 2) return usage(2);
   eval_args a = {NULL, NULL, "student", NULL, NULL, NULL, -1, 0, 0, calloc((size_t)argc + 1, sizeof(char *))};
   int rc = a.over ? parse_args(argc, argv, &a) : fail("out of memory");

@@ -363,8 +363,8 @@ static t2s_status run(const infer_opts *o, t2s_train_config *cfg, t2s_error *err
 }
 
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_infer")) == EOF;
   if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) return usage(0);
-  if (argc >= 2 && strcmp(argv[1], "--version") == 0) return printf("%s\n", T2S_VERSION_STRING), 0;
   infer_opts o;
   int rc = parse_args(argc, argv, &o);
   char mode_override[64];

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "launch/trainer.h"
+#include "core/version.h"
 
 static void on_signal(int sig) {
   (void)sig;
@@ -83,6 +84,7 @@ static void print_end(const t2s_trainer *t, const char *work_dir) {
 }
 
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_train")) == EOF;
   if (argc < 2) return usage(2);
   for (int i = 1; i < argc; i++)
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return usage(0);

@@ -122,7 +122,7 @@ static void refusals(void) {
                      dir, dir, log) != 0);
   CHECK_MSG(t2s_test_file_contains(log, "nowhere") && t2s_test_file_contains(log, "no such file"), "see %s", log);
   CHECK(t2s_test_run("%s/t2sda_infer --help > %s 2>&1", bin, log) == 0 && t2s_test_file_contains(log, "--checkpoint"));
-  CHECK(t2s_test_run("%s/t2sda_infer --version > %s 2>&1", bin, log) == 0 && t2s_test_file_contains(log, "t2sda "));
+  CHECK(t2s_test_run("%s/t2sda_infer --version > %s 2>&1", bin, log) == 0 && t2s_test_file_contains(log, "t2sda_infer "));
 }
 
 int main(void) {

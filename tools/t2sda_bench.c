@@ -418,6 +418,7 @@ static int bench_selfcheck(int iters) {
 static int is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
 
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_bench")) == EOF;
   int help = argc < 2;
   /* `t2sda_bench step --help` etc.; `data --help` has its own, longer text */
   for (int i = 1; i < argc && !(argc >= 2 && strcmp(argv[1], "data") == 0); i++) help |= is_help(argv[i]);

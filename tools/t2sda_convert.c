@@ -26,6 +26,7 @@
 #include "core/formats/torch_pickle.h"
 #include "launch/model_config.h"
 #include "launch/train_config.h"
+#include "core/version.h"
 
 static void usage(FILE *out) {
   fprintf(out,
@@ -285,6 +286,7 @@ static int cmd_inspect(const char *path, const opts *o) {
 }
 
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_convert")) == EOF;
   for (int i = 1; i < argc; i++) /* also `t2sda_convert import --help` */
     if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
       usage(stdout);

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "data/importers.h"
+#include "core/version.h"
 
 static const char *usage =
     "usage: t2sda_shards LAYOUT ROOT OUT [--split train|val|test]\n"
@@ -184,6 +185,7 @@ static void on_interrupt(int sig) {
 }
 
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_shards")) == EOF;
   for (int i = 1; i < argc; i++) /* also `t2sda_shards gta5 --help` */
     if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
       fputs(usage, stdout);

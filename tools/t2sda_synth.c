@@ -28,6 +28,7 @@
 #include "data/shard_fast.h"
 #include "data/synth.h"
 #include "launch/progress.h"
+#include "core/version.h"
 
 #define BATCH 32
 #define MAX_THREADS 64
@@ -310,6 +311,7 @@ static int parse_args(int argc, char **argv, opts *o) {
 }
 
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_synth")) == EOF;
   for (int i = 1; i < argc; i++)
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       printf(usage, T2S_SYNTH_MIN_SIZE, T2S_SYNTH_MAX_SIZE);
