@@ -488,6 +488,11 @@ static void scan_free(import_scan *sc) {
 
 /* ---- one image: decode, check, resize, map, compress (worker threads, no HDF5) ---- */
 
+typedef struct count_pair {
+  uint32_t id;
+  int64_t count;
+} count_pair;
+
 typedef struct slot {
   int ready;
   int64_t index;
@@ -495,6 +500,8 @@ typedef struct slot {
   char reason[T2S_ERROR_MAX];
   t2s_shard_item item;
   int64_t ignored;         /* label pixels at 255 */
+  struct count_pair *unmapped; /* ids outside the mapping (made 255) x pixels, or NULL */
+  int n_unmapped;
 } slot;
 
 typedef struct pipeline {
@@ -511,45 +518,69 @@ typedef struct pipeline {
   slot *slots;
 } pipeline;
 
-typedef struct count_pair {
-  uint32_t id;
-  int64_t count;
-} count_pair;
 
 static int cmp_count_desc(const void *a, const void *b) {
   const count_pair *x = a, *y = b;
   return (x->count < y->count) - (x->count > y->count);
 }
 
-/* Fills msg with the histogram of ids outside the mapping; 0 when there are none. */
-static int unmapped_histogram(const uint16_t *ids, size_t n, const t2s_label_mapping *m,
-                              const char *label_path, const char *layout, char *msg, size_t cap) {
+/* The ids of `ids` outside the mapping with their pixel counts, most pixels first:
+ * *pairs (malloc'd) and *np; returns 0 when out of memory. *np == 0: none. */
+static int unmapped_ids(const uint16_t *ids, size_t n, const t2s_label_mapping *m,
+                        count_pair **pairs, int *np) {
+  *pairs = NULL;
+  *np = 0;
   size_t first = 0;
   while (first < n && m->lut[ids[first]] != T2S_LABEL_UNMAPPED) first++;
-  if (first == n) return 0;
+  if (first == n) return 1;
   int64_t *hist = calloc(65536, sizeof *hist);
-  count_pair *pairs = malloc(65536 * sizeof *pairs);
-  if (hist == NULL || pairs == NULL) {
-    snprintf(msg, cap, "label %s: has ids outside the %s mapping (id %u first)", label_path,
-             layout, ids[first]);
-    free(hist), free(pairs);
-    return 1;
-  }
-  int64_t total = 0;
+  if (hist == NULL) return 0;
+  int distinct = 0;
   for (size_t p = first; p < n; p++)
-    if (m->lut[ids[p]] == T2S_LABEL_UNMAPPED) hist[ids[p]]++, total++;
-  int np = 0;
+    if (m->lut[ids[p]] == T2S_LABEL_UNMAPPED) distinct += hist[ids[p]]++ == 0;
+  *pairs = malloc((size_t)distinct * sizeof **pairs);
+  if (*pairs == NULL) return free(hist), 0;
   for (uint32_t v = 0; v < 65536; v++)
-    if (hist[v]) pairs[np++] = (count_pair){v, hist[v]};
-  qsort(pairs, (size_t)np, sizeof *pairs, cmp_count_desc);
+    if (hist[v]) (*pairs)[(*np)++] = (count_pair){v, hist[v]};
+  qsort(*pairs, (size_t)*np, sizeof **pairs, cmp_count_desc);
+  free(hist);
+  return 1;
+}
+
+/* --strict-labels: the refusal of a label with ids outside the mapping, with its histogram. */
+static void unmapped_refusal(const count_pair *pairs, int np, const t2s_label_mapping *m,
+                             const char *label_path, const char *layout, char *msg, size_t cap) {
+  int64_t total = 0;
+  for (int k = 0; k < np; k++) total += pairs[k].count;
   size_t used = (size_t)snprintf(msg, cap, "label %s: %" PRId64 " pixel(s) have ids outside the "
                                  "%s mapping (known ids %s); unmapped id x pixels:", label_path,
                                  total, layout, m->known);
   for (int k = 0; k < np && k < 8 && used < cap; k++)
     used += (size_t)snprintf(msg + used, cap - used, "%s %u x %" PRId64, k ? "," : "", pairs[k].id,
                              pairs[k].count);
-  if (np > 8 && used < cap) snprintf(msg + used, cap - used, ", and %d more ids", np - 8);
-  free(hist), free(pairs);
+  if (np > 8 && used < cap) used += (size_t)snprintf(msg + used, cap - used, ", and %d more ids", np - 8);
+  if (used < cap)
+    snprintf(msg + used, cap - used, " (refused by --strict-labels; without it they become 255, ignore)");
+}
+
+/* Ids outside the mapping: refused with --strict-labels; otherwise kept in the slot
+ * for the run's histogram (they map to 255 like any ignored id). 0: refused. */
+static int check_unmapped(const pipeline *p, const import_item *it, const uint16_t *ids, size_t n,
+                          slot *sl) {
+  count_pair *pairs = NULL;
+  int np = 0;
+  if (!unmapped_ids(ids, n, p->map, &pairs, &np)) {
+    snprintf(sl->reason, sizeof sl->reason, "out of memory counting the label ids of %s", it->label);
+    return 0;
+  }
+  if (np > 0 && p->o->strict_labels) {
+    unmapped_refusal(pairs, np, p->map, it->label, t2s_import_layout_name(p->o->layout),
+                     sl->reason, sizeof sl->reason);
+    free(pairs);
+    return 0;
+  }
+  sl->unmapped = pairs;
+  sl->n_unmapped = np;
   return 1;
 }
 
@@ -565,9 +596,7 @@ static uint8_t *prepare_label(const pipeline *p, const import_item *it, int sw, 
   } else if (lw != sw || lh != sh) {
     snprintf(sl->reason, sizeof sl->reason, "label %s is %dx%d but its image %s is %dx%d (WxH); "
              "the pair does not belong together", it->label, lw, lh, it->image, sw, sh);
-  } else if (!unmapped_histogram(ids, (size_t)lw * lh, p->map, it->label,
-                                 t2s_import_layout_name(p->o->layout), sl->reason,
-                                 sizeof sl->reason)) {
+  } else if (check_unmapped(p, it, ids, (size_t)lw * lh, sl)) {
     const uint16_t *src = ids;
     if (lw != tw || lh != th) {
       resized = malloc((size_t)tw * th * sizeof *resized);
@@ -579,7 +608,8 @@ static uint8_t *prepare_label(const pipeline *p, const import_item *it, int sw, 
       snprintf(sl->reason, sizeof sl->reason, "out of memory resizing %s", it->label);
     } else {
       for (size_t q = 0; q < (size_t)tw * th; q++) {
-        out[q] = (uint8_t)p->map->lut[src[q]];
+        uint16_t t = p->map->lut[src[q]];
+        out[q] = t == T2S_LABEL_UNMAPPED ? 255 : (uint8_t)t;
         sl->ignored += out[q] == 255;
       }
     }
@@ -596,6 +626,8 @@ static void process_item(const pipeline *p, const import_item *it, slot *sl) {
   sl->bad = 1;
   sl->reason[0] = '\0';
   sl->ignored = 0;
+  sl->unmapped = NULL;
+  sl->n_unmapped = 0;
   if (t2s_image_read_rgb(it->image, &rgb, &sw, &sh, &e) != T2S_OK) {
     snprintf(sl->reason, sizeof sl->reason, "%s", e.msg);
   } else if (!p->resize && (sw != tw || sh != th)) {
@@ -701,7 +733,26 @@ typedef struct run_state {
   str_list bad;             /* without skip_bad: every bad input, reported at the end */
   str_list other_set;       /* shards of another set of this domain/split in OUT */
   t2s_import_summary *sum;
+  int64_t *unmapped_pixels; /* 65536 each, allocated at the first id outside the mapping */
+  int64_t *unmapped_images;
 } run_state;
+
+/* Adds one written image's ids outside the mapping to the run's histogram. */
+static t2s_status count_unmapped(run_state *r, const slot *sl, t2s_error *err) {
+  if (sl->n_unmapped == 0) return T2S_OK;
+  if (r->unmapped_pixels == NULL) {
+    r->unmapped_pixels = calloc(65536, sizeof *r->unmapped_pixels);
+    r->unmapped_images = calloc(65536, sizeof *r->unmapped_images);
+    if (r->unmapped_pixels == NULL || r->unmapped_images == NULL)
+      return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory for the unmapped label histogram");
+  }
+  for (int k = 0; k < sl->n_unmapped; k++) {
+    r->unmapped_pixels[sl->unmapped[k].id] += sl->unmapped[k].count;
+    r->unmapped_images[sl->unmapped[k].id]++;
+  }
+  r->sum->unmapped_images++;
+  return T2S_OK;
+}
 
 static t2s_status write_one(run_state *r, int64_t i, slot *sl, t2s_error *err) {
   const pipeline *p = r->p;
@@ -722,6 +773,7 @@ static t2s_status write_one(run_state *r, int64_t i, slot *sl, t2s_error *err) {
     return T2S_OK;
   }
   st = t2s_shard_writer_add_item(r->ss.open, p->items[i].name, &sl->item, err);
+  if (st == T2S_OK) st = count_unmapped(r, sl, err);
   if (st != T2S_OK) return st;
   r->sum->images++;
   r->sum->ignored_pixels += sl->ignored;
@@ -744,6 +796,8 @@ static t2s_status write_all(run_state *r, t2s_error *err) {
     pthread_mutex_unlock(&p->mu);
     st = write_one(r, i, sl, err);
     t2s_shard_item_free(&sl->item);
+    free(sl->unmapped);
+    sl->unmapped = NULL;
     pthread_mutex_lock(&p->mu);
     sl->ready = 0;
     p->written = i + 1;
@@ -781,7 +835,7 @@ static t2s_status run_pipeline(run_state *r, t2s_error *err) {
     pthread_mutex_unlock(&p->mu);
   }
   for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
-  for (int k = 0; k < p->window; k++) t2s_shard_item_free(&p->slots[k].item);
+  for (int k = 0; k < p->window; k++) t2s_shard_item_free(&p->slots[k].item), free(p->slots[k].unmapped);
   pthread_cond_destroy(&p->cv_free);
   pthread_cond_destroy(&p->cv_ready);
   pthread_mutex_destroy(&p->mu);
@@ -1078,6 +1132,51 @@ const char *t2s_import_default_domain(const t2s_import_opts *o, char *buf, size_
   return buf;
 }
 
+/* OUT/unmapped_labels.txt: every id outside the mapping with its pixels and images,
+ * most pixels first; the summary's warning names the first few. The shards are
+ * published by now, so a failure here is told in the warning, not by failing the run. */
+static void write_unmapped(run_state *r, const t2s_label_mapping *m) {
+  t2s_import_summary *sum = r->sum;
+  if (r->unmapped_pixels == NULL) return;
+  count_pair *pairs = malloc(65536 * sizeof *pairs);
+  if (pairs == NULL) {
+    snprintf(sum->unmapped_warning, sizeof sum->unmapped_warning, "%" PRId64 " image(s) had label "
+             "ids outside the mapping, written as 255 (out of memory listing them)",
+             sum->unmapped_images);
+    return;
+  }
+  int np = 0;
+  for (uint32_t v = 0; v < 65536; v++)
+    if (r->unmapped_pixels[v]) pairs[np++] = (count_pair){v, r->unmapped_pixels[v]};
+  qsort(pairs, (size_t)np, sizeof *pairs, cmp_count_desc);
+  const char *layout = t2s_import_layout_name(r->o->layout);
+  snprintf(sum->unmapped_report, sizeof sum->unmapped_report, "%s/unmapped_labels.txt", r->o->out_dir);
+  FILE *f = fopen(sum->unmapped_report, "w");
+  if (f != NULL) {
+    fprintf(f, "# t2sda_shards %s %s: label ids outside the %s mapping (known ids %s), written as "
+            "255 (ignore)\n# id pixels images\n", layout, r->o->split, layout, m->known);
+    for (int k = 0; k < np; k++)
+      fprintf(f, "%u %" PRId64 " %" PRId64 "\n", pairs[k].id, pairs[k].count,
+              r->unmapped_images[pairs[k].id]);
+    if (fclose(f) != 0) f = NULL;
+  }
+  char listed[sizeof sum->unmapped_report + 64];
+  snprintf(listed, sizeof listed, "%s %s", f ? "all in" : "could not write", sum->unmapped_report);
+  if (f == NULL) sum->unmapped_report[0] = '\0';
+  size_t cap = sizeof sum->unmapped_warning;
+  size_t used = (size_t)snprintf(sum->unmapped_warning, cap, "%d label id(s) outside the %s mapping "
+                                 "(known ids %s) in %" PRId64 " image(s) became 255 (ignore); id: "
+                                 "pixels, images:", np, layout, m->known, sum->unmapped_images);
+  for (int k = 0; k < np && k < 8 && used < cap; k++)
+    used += (size_t)snprintf(sum->unmapped_warning + used, cap - used, "%s %u: %" PRId64 ", %" PRId64,
+                             k ? ";" : "", pairs[k].id, pairs[k].count, r->unmapped_images[pairs[k].id]);
+  if (used < cap)
+    snprintf(sum->unmapped_warning + used, cap - used, "%s (%s; --strict-labels refuses such labels)",
+             np > 8 ? "; ..." : "", listed);
+  sum->unmapped_ids = np;
+  free(pairs);
+}
+
 t2s_status t2s_import_run(const t2s_import_opts *opts, t2s_import_summary *sum, t2s_error *err) {
   memset(sum, 0, sizeof *sum);
   t2s_status st = check_opts(opts, err);
@@ -1102,8 +1201,9 @@ t2s_status t2s_import_run(const t2s_import_opts *opts, t2s_import_summary *sum, 
                        "and --split", t2s_import_layout_name(o->layout), where);
   pipeline p;
   memset(&p, 0, sizeof p);
-  run_state r = {o, &p, {0}, {0}, {0}, {0}, sum};
+  run_state r = {o, &p, {0}, {0}, {0}, {0}, sum, NULL, NULL};
   if (st == T2S_OK) st = import_scanned(&r, &sc, &map, err);
+  if (st == T2S_OK) write_unmapped(&r, &map);
   if (o->skip_bad && st == T2S_OK) {
     snprintf(sum->skipped_report, sizeof sum->skipped_report, "%s/skipped.txt", o->out_dir);
     st = write_skipped(&r, sum->skipped_report, err);
@@ -1118,6 +1218,8 @@ t2s_status t2s_import_run(const t2s_import_opts *opts, t2s_import_summary *sum, 
   list_free(&r.skipped);
   list_free(&r.bad);
   list_free(&r.other_set);
+  free(r.unmapped_pixels);
+  free(r.unmapped_images);
   scan_free(&sc);
   t2s_label_mapping_free(&map);
   return st;

@@ -84,7 +84,7 @@ t2s_status t2s_label_mapping_builtin(t2s_label_mapping *m, t2s_import_layout lay
  *     7 0                                  label id 7 -> train id 0
  *     0-6 255                              a range of ids -> 255 (ignore)
  * Ids are 0..65535, train ids 0..num_classes-1 or 255; ids that no line names are
- * "outside the mapping" (an error for the image that contains them). */
+ * "outside the mapping": written as 255 and counted (strict_labels: refused). */
 t2s_status t2s_label_mapping_load(t2s_label_mapping *m, const char *path, t2s_error *err);
 void t2s_label_mapping_free(t2s_label_mapping *m);
 
@@ -118,6 +118,9 @@ typedef struct t2s_import_opts {
   int skip_bad;             /* skip bad inputs, listing them in OUT/skipped.txt */
   int threads;              /* decode/resize workers (default 2) */
   int deflate_level;        /* 0: default 3 */
+  int strict_labels;        /* refuse a label with ids outside the mapping (a bad input);
+                               default: they become 255 (ignore), counted in
+                               OUT/unmapped_labels.txt and the summary's warning (as mmseg) */
   int unlabelled;           /* images only (e.g. a target domain): no labels are read and
                                the shards have no /label; generic needs no mapping then */
   int overwrite;            /* remove another set of this domain/split from OUT */
@@ -145,6 +148,10 @@ typedef struct t2s_import_summary {
   int64_t cleaned;          /* leftover temporary files of an interrupted run, removed */
   int64_t replaced;         /* shards of another set removed (overwrite) */
   char domain[32];          /* the shards' domain attribute */
+  int unmapped_ids;         /* distinct label ids outside the mapping, written as 255 */
+  int64_t unmapped_images;  /* images that had any */
+  char unmapped_report[4096];  /* OUT/unmapped_labels.txt (id pixels images), or "" */
+  char unmapped_warning[1024]; /* one line with the first ids, or "" (print it once) */
 } t2s_import_summary;
 
 /* The domain a run without o->domain gives its shards: the layout's name, with the

@@ -244,6 +244,8 @@ static void check_import(const char *out, const char *domain, const char *split,
   t2s_dataset_close(&ds);
 }
 
+static int g_strict_labels; /* run_import: --strict-labels */
+
 static t2s_status run_import(t2s_import_layout layout, const char *root, const char *out,
                              const char *split, int shards, int tw, int th, int skip_bad,
                              const char *mapping, t2s_error *err) {
@@ -258,6 +260,7 @@ static t2s_status run_import(t2s_import_layout layout, const char *root, const c
   o.skip_bad = skip_bad;
   o.mapping_path = mapping;
   o.threads = 2;
+  o.strict_labels = g_strict_labels;
   t2s_import_summary *sum = malloc(sizeof *sum);
   t2s_status st = t2s_import_run(&o, sum, err);
   free(sum);
@@ -430,6 +433,7 @@ static void bad_tree(const char *root, const char *what) {
 }
 
 static void test_bad_inputs(void) {
+  g_strict_labels = 1; /* ids outside the mapping are bad inputs only then (test_unmapped_labels) */
   char root[1200], out[1200], file[1400];
   snprintf(root, sizeof root, "%s/bad", g_dir);
   snprintf(out, sizeof out, "%s/bad_out", g_dir);
@@ -503,6 +507,107 @@ static void test_bad_inputs(void) {
   for (int k = 0; k < 4; k++)
     CHECK_MSG(strstr(text, expect_files[k]), "skipped.txt does not list %s:\n%s", expect_files[k], text);
   CHECK(strstr(text, "4 input(s) skipped") != NULL);
+  g_strict_labels = 0;
+}
+
+static void read_text(const char *path, char *text, size_t size) {
+  text[0] = '\0';
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return;
+  text[fread(text, 1, size - 1, f)] = '\0';
+  fclose(f);
+}
+
+static int count_of(const char *text, const char *needle) {
+  int n = 0;
+  for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle)) n++;
+  return n;
+}
+
+/* Ids outside the mapping (as mmseg): by default 255 with one histogram (id: pixels,
+ * images) and OUT/unmapped_labels.txt; --strict-labels refuses naming the file and id.
+ * The tree: 00000 clean, 00001 with id 200 on its first 7 pixels, 00002 with id 200
+ * on 4, 00003 with id 40 (outside GTA's 0..33) on 2: by hand, 200: 11 pixels in 2
+ * images, 40: 2 pixels in 1 image; no resize, so every such pixel must read 255. */
+static void test_unmapped_labels(void) {
+  char root[1200], out[1200], p[1400], text[8192];
+  snprintf(root, sizeof root, "%s/unmapped", g_dir);
+  snprintf(out, sizeof out, "%s/unmapped_out", g_dir);
+  const int odd_value[4] = {0, 200, 200, 40}, odd_count[4] = {0, 7, 4, 2};
+  snprintf(p, sizeof p, "%s/images", root), mkdirs(p);
+  snprintf(p, sizeof p, "%s/labels", root), mkdirs(p);
+  for (int k = 0; k < 4; k++) {
+    snprintf(p, sizeof p, "%s/images/%05d.png", root, k);
+    write_image(p, SW, SH, k);
+    snprintf(p, sizeof p, "%s/labels/%05d.png", root, k);
+    write_label(p, SW, SH, k, 34, LABEL_PALETTE, odd_value[k], odd_count[k]);
+  }
+  t2s_import_opts o;
+  t2s_import_opts_default(&o, T2S_IMPORT_GTA5);
+  o.root = root, o.out_dir = out, o.width = SW, o.height = SH, o.threads = 2;
+  t2s_import_summary *sum = malloc(sizeof *sum);
+  t2s_error err = {0};
+  CHECK_MSG(t2s_import_run(&o, sum, &err) == T2S_OK, "%s", err.msg);
+  CHECK(sum->images == 4 && sum->unmapped_ids == 2 && sum->unmapped_images == 3);
+  CHECK_MSG(strstr(sum->unmapped_warning, "2 label id(s) outside the gta5 mapping") &&
+                strstr(sum->unmapped_warning, "in 3 image(s) became 255") &&
+                strstr(sum->unmapped_warning, "200: 11, 2; 40: 2, 1"),
+            "warning: %s", sum->unmapped_warning);
+  snprintf(p, sizeof p, "%s/unmapped_labels.txt", out);
+  CHECK(strcmp(sum->unmapped_report, p) == 0);
+  read_text(p, text, sizeof text);
+  CHECK_MSG(strstr(text, "# id pixels images\n200 11 2\n40 2 1\n"), "%s:\n%s", p, text);
+
+  char pats[1][512];
+  snprintf(pats[0], sizeof pats[0], "%s/gta5_train-*.h5", out);
+  t2s_dataset ds;
+  CHECK_MSG(t2s_dataset_open(&ds, (const char(*)[512])pats, 1, "test", &err) == T2S_OK, "%s", err.msg);
+  uint8_t *rgb = malloc((size_t)SW * SH * 3), *lab = malloc((size_t)SW * SH);
+  for (int64_t i = 0; i < ds.count && i < 4; i++) {
+    int64_t local, wrong = 0;
+    t2s_shard *s = t2s_dataset_locate(&ds, i, &local);
+    CHECK(t2s_shard_read(s, local, rgb, lab, &err) == T2S_OK);
+    for (int q = 0; q < SW * SH; q++) {
+      int want = q < odd_count[i] ? 255 : CS_TRAIN[ref_id((int)i, q / SW, q % SW, 34)];
+      wrong += lab[q] != want;
+    }
+    CHECK_MSG(wrong == 0, "image %lld: %lld label pixels differ", (long long)i, (long long)wrong);
+  }
+  free(rgb), free(lab);
+  t2s_dataset_close(&ds);
+  /* a clean tree (test_gta5's, no odd ids): no warning, no report */
+  char clean[1400];
+  snprintf(p, sizeof p, "%s/unmapped_clean", g_dir);
+  snprintf(clean, sizeof clean, "%s/gta", g_dir);
+  o.out_dir = p;
+  o.root = clean;
+  CHECK_MSG(t2s_import_run(&o, sum, &err) == T2S_OK, "%s", err.msg);
+  CHECK(sum->unmapped_ids == 0 && sum->unmapped_warning[0] == '\0' && sum->unmapped_report[0] == '\0');
+  snprintf(text, sizeof text, "%s/unmapped_labels.txt", p);
+  CHECK(access(text, F_OK) != 0);
+  free(sum);
+
+  /* the command line: the warning once per run; --strict-labels refuses */
+  const char *bin = getenv("T2S_BINARY_DIR");
+  char exe[1200], log[1300];
+  snprintf(exe, sizeof exe, "%s/bin/t2sda_shards", bin ? bin : ".");
+  if (access(exe, X_OK) != 0) {
+    printf("note: %s not built; --strict-labels is not checked\n", exe);
+    return;
+  }
+  snprintf(log, sizeof log, "%s/unmapped.log", g_dir);
+  CHECK(t2s_test_run("'%s' gta5 '%s' '%s/cli_a' --no-resize > '%s' 2>&1", exe, root, g_dir, log) == 0);
+  read_text(log, text, sizeof text);
+  CHECK_MSG(count_of(text, "WARNING") == 1 && strstr(text, "200: 11, 2; 40: 2, 1") &&
+                strstr(text, "unmapped_labels.txt"), "output:\n%s", text);
+  CHECK(t2s_test_run("'%s' gta5 '%s' '%s/cli_b' --no-resize --strict-labels > '%s' 2>&1", exe, root,
+                     g_dir, log) == 1);
+  read_text(log, text, sizeof text);
+  snprintf(p, sizeof p, "%s/labels/00001.png", root);
+  CHECK_MSG(strstr(text, p) && strstr(text, "200 x 7") && strstr(text, "--strict-labels") &&
+                count_of(text, "WARNING") == 0, "output:\n%s", text);
+  snprintf(p, sizeof p, "%s/cli_b/gta5_train-00000-of-00001.h5", g_dir);
+  CHECK(access(p, F_OK) != 0);
 }
 
 /* ---- one set per folder, leftovers of interrupted runs, Ctrl-C ---- */
@@ -781,6 +886,7 @@ static t2s_status run_dg(t2s_import_layout layout, const char *root, const char 
   o.root = root, o.out_dir = out, o.split = split, o.skip_bad = skip_bad;
   o.width = TW, o.height = TH;
   if (condition != NULL) o.condition = condition;
+  o.strict_labels = g_strict_labels;
   t2s_import_summary *sum = malloc(sizeof *sum);
   t2s_status st = t2s_import_run(&o, sum, err);
   free(sum);
@@ -833,12 +939,16 @@ static void test_mapillary(void) {
   CHECK_MSG(run_dg(T2S_IMPORT_MAPILLARY, root, out, "val", NULL, 0, &err) == T2S_OK, "%s", err.msg);
   expect e = {{"m0", "m1"}, {70, 71}, 2, SW, SH, TW, TH, VISTAS_TRAIN, 66, 1, {jpg, NULL}};
   check_import(out, "mapillary", "val", &e);
-  /* an id beyond v1.2's 0..65 is a bad input naming the file */
+  /* an id beyond v1.2's 0..65 becomes 255 (ignore); with --strict-labels it is a bad
+   * input naming the file */
   snprintf(p, sizeof p, "%s/validation/v1.2/labels/m1.png", root);
   uint8_t ids[SW * SH];
   memset(ids, 66, sizeof ids);
   write_palette_png(p, ids, SW, SH);
+  CHECK_MSG(run_dg(T2S_IMPORT_MAPILLARY, root, out, "val", NULL, 0, &err) == T2S_OK, "%s", err.msg);
+  g_strict_labels = 1;
   CHECK(run_dg(T2S_IMPORT_MAPILLARY, root, out, "val", NULL, 0, &err) != T2S_OK);
+  g_strict_labels = 0;
   CHECK_MSG(strstr(err.msg, p) && strstr(err.msg, "0..65"), "%s", err.msg);
 }
 
@@ -1113,6 +1223,7 @@ int main(void) {
   test_synthia();
   test_generic();
   test_bad_inputs();
+  test_unmapped_labels();
   test_sets();
   test_unlabelled();
   test_bdd100k();

@@ -2,7 +2,7 @@
  *
  *   t2sda_shards LAYOUT ROOT OUT [--split train|val|test]
  *                [--shards K] [--resize W H | --no-resize] [--skip-bad] [--threads N]
- *                [--level 1-4] [--domain NAME] [--unlabelled] [--overwrite]
+ *                [--level 1-4] [--domain NAME] [--unlabelled] [--overwrite] [--strict-labels]
  *                [--images DIR --labels DIR --mapping FILE]        (generic)
  *                [--condition fog|night|rain|snow|all]              (acdc)
  *                [--condition night|twilight|day]                   (darkzurich)
@@ -10,9 +10,11 @@
  *
  * Writes OUT/<domain>_<split>-00000-of-0000K.h5 ... The layouts, the label id ->
  * train id tables and the default sizes (DAFormer: GTA5 1280x720, SYNTHIA 1280x760,
- * Cityscapes 1024x512) are described in data/importers.h. Bad inputs (an image
- * without its label, a label whose size differs from its image, an unreadable PNG,
- * label ids outside the mapping) stop the run before any shard appears under its
+ * Cityscapes 1024x512) are described in data/importers.h. Label ids outside the
+ * dataset's mapping become 255 (ignore), as mmseg does, with one warning per run (id:
+ * pixels, images) and all of them in OUT/unmapped_labels.txt; --strict-labels makes
+ * them bad inputs instead. Bad inputs (an image without its label, a label whose size
+ * differs from its image, an unreadable PNG) stop the run before any shard appears under its
  * final name, and every one of them is reported (all in OUT/bad_inputs.txt);
  * --skip-bad skips them instead and lists them in OUT/skipped.txt. --unlabelled
  * imports images only (a target domain; no labels read, no mapping needed).
@@ -37,7 +39,7 @@
 static const char *usage =
     "usage: t2sda_shards LAYOUT ROOT OUT [--split train|val|test]\n"
     "                    [--shards K] [--resize W H | --no-resize] [--skip-bad] [--threads N]\n"
-    "                    [--level 1-4] [--domain NAME] [--unlabelled] [--overwrite]\n"
+    "                    [--level 1-4] [--domain NAME] [--unlabelled] [--overwrite] [--strict-labels]\n"
     "                    [--images DIR --labels DIR --mapping FILE]   (generic)\n"
     "                    [--condition fog|night|rain|snow|all]        (acdc)\n"
     "                    [--condition night|twilight|day]             (darkzurich, default night)\n"
@@ -45,7 +47,9 @@ static const char *usage =
     "          (the trees and label tables: docs/datasets.md)\n"
     "  --unlabelled  images only (e.g. a target domain): no labels are read\n"
     "  --overwrite   replace another set of this domain and split in OUT (another --shards)\n"
-    "  --skip-bad    skip unusable inputs (listed in OUT/skipped.txt) instead of failing\n";
+    "  --skip-bad    skip unusable inputs (listed in OUT/skipped.txt) instead of failing\n"
+    "  --strict-labels  refuse labels with ids outside the mapping (default: they become 255,\n"
+    "                with a warning and OUT/unmapped_labels.txt: id, pixels, images)\n";
 
 static double now_s(void) {
   struct timespec ts;
@@ -72,7 +76,8 @@ static int parse_args(int argc, char **argv, t2s_import_opts *o) {
     const char *a = argv[i];
     int need = strcmp(a, "--resize") == 0 ? 2
                : (strcmp(a, "--skip-bad") == 0 || strcmp(a, "--no-resize") == 0 ||
-                  strcmp(a, "--unlabelled") == 0 || strcmp(a, "--overwrite") == 0) ? 0 : 1;
+                  strcmp(a, "--unlabelled") == 0 || strcmp(a, "--overwrite") == 0 ||
+                  strcmp(a, "--strict-labels") == 0) ? 0 : 1;
     if (i + need >= argc) {
       fprintf(stderr, "t2sda_shards: %s needs %d value(s)\n%s", a, need, usage);
       return 0;
@@ -90,6 +95,7 @@ static int parse_args(int argc, char **argv, t2s_import_opts *o) {
     else if (strcmp(a, "--skip-bad") == 0) o->skip_bad = 1;
     else if (strcmp(a, "--unlabelled") == 0) o->unlabelled = 1;
     else if (strcmp(a, "--overwrite") == 0) o->overwrite = 1;
+    else if (strcmp(a, "--strict-labels") == 0) o->strict_labels = 1;
     else if (strcmp(a, "--no-resize") == 0) o->width = o->height = 0;
     else if (strcmp(a, "--resize") == 0) {
       ok = parse_int(a, argv[i + 1], 1, 16384, &o->width) &&
@@ -152,6 +158,7 @@ static void print_summary(const t2s_import_opts *o, const t2s_import_summary *s,
     printf("  removed %" PRId64 " shard(s) of the previous set (--overwrite)\n", s->replaced);
   if (s->skipped_report[0])
     printf("  skipped: %" PRId64 " input(s), listed in %s\n", s->skipped, s->skipped_report);
+  if (s->unmapped_warning[0]) fprintf(stderr, "t2sda_shards: WARNING: %s\n", s->unmapped_warning);
   if (o->unlabelled) {
     printf("  unlabelled: no class frequency\n");
     return;
@@ -168,12 +175,31 @@ static void print_summary(const t2s_import_opts *o, const t2s_import_summary *s,
 
 /* With --condition all every condition's run writes OUT/skipped.txt: each is kept
  * under its domain's name (OUT/skipped_acdc_fog.txt) instead of overwriting the last. */
+static void keep_report(char *report, size_t size, const char *out_dir, const char *stem,
+                        const char *domain) {
+  if (!report[0]) return;
+  char dst[4096];
+  int n = snprintf(dst, sizeof dst, "%s/%s_%s.txt", out_dir, stem, domain);
+  if (n > 0 && (size_t)n < sizeof dst && (size_t)n < size && rename(report, dst) == 0)
+    memcpy(report, dst, (size_t)n + 1);
+}
+
+/* ... and so is OUT/unmapped_labels.txt (OUT/unmapped_labels_acdc_fog.txt). */
 static void keep_skipped_report(const t2s_import_opts *o, t2s_import_summary *s, int every) {
-  if (!every || !s->skipped_report[0]) return;
-  char dst[sizeof s->skipped_report];
-  int n = snprintf(dst, sizeof dst, "%s/skipped_%s.txt", o->out_dir, s->domain);
-  if (n > 0 && (size_t)n < sizeof dst && rename(s->skipped_report, dst) == 0)
-    memcpy(s->skipped_report, dst, sizeof dst);
+  if (!every) return;
+  keep_report(s->skipped_report, sizeof s->skipped_report, o->out_dir, "skipped", s->domain);
+  if (!s->unmapped_report[0]) return;
+  char old[sizeof s->unmapped_report];
+  memcpy(old, s->unmapped_report, sizeof old);
+  keep_report(s->unmapped_report, sizeof s->unmapped_report, o->out_dir, "unmapped_labels",
+              s->domain);
+  char *at = strstr(s->unmapped_warning, old);  /* the warning names the kept file */
+  if (at != NULL && strcmp(old, s->unmapped_report) != 0) {
+    char tail[1024];
+    snprintf(tail, sizeof tail, "%s", at + strlen(old));
+    snprintf(at, sizeof s->unmapped_warning - (size_t)(at - s->unmapped_warning), "%s%s",
+             s->unmapped_report, tail);
+  }
 }
 
 /* Ctrl-C: the import stops at the next image and removes its partial shards; a
