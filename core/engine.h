@@ -56,7 +56,8 @@
   X(weighted_sum, GRAD)       \
   X(attention, GRAD)          \
   X(tokens_transpose, GRAD)   \
-  X(drop_path, GRAD)
+  X(drop_path, GRAD)          \
+  X(to_f32, GRAD)
 
 typedef enum t2s_op_id {
 #define T2S_OP_ENUM(name, grad) T2S_OP_##name,

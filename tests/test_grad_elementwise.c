@@ -14,6 +14,13 @@ static t2s_tensor *build_fanout(t2s_ctx *c, t2s_tensor **in, void *u) {
   t2s_tensor *h = t2s_scale(c, in[0], 2.0f);
   return t2s_add(c, t2s_mul(c, t2s_relu(c, h), h), h);
 }
+/* the widening cast: alone, and beside its own input (its gradient accumulates) */
+static t2s_tensor *build_to_f32(t2s_ctx *c, t2s_tensor **in, void *u) {
+  return t2s_mul(c, t2s_to_f32(c, in[0]), in[1]);
+}
+static t2s_tensor *build_to_f32_fanout(t2s_ctx *c, t2s_tensor **in, void *u) {
+  return t2s_add(c, t2s_to_f32(c, t2s_scale(c, in[0], 3.0f)), in[0]);
+}
 static t2s_tensor *build_self_add(t2s_ctx *c, t2s_tensor **in, void *u) { return t2s_add(c, in[0], in[0]); }
 static t2s_tensor *build_dropout(t2s_ctx *c, t2s_tensor **in, void *u) {
   return t2s_dropout(c, in[0], 0.3f, t2s_rng_key_make(5, 6, 7, 8));
@@ -33,6 +40,8 @@ int main(void) {
   t2s_gradcheck("add", build_add, NULL, two, 2, NULL);
   t2s_gradcheck("mul", build_mul, NULL, two, 2, NULL);
   t2s_gradcheck("scale", build_scale, NULL, one, 1, NULL);
+  t2s_gradcheck("to_f32", build_to_f32, NULL, two, 2, NULL);
+  t2s_gradcheck("to_f32 beside its input", build_to_f32_fanout, NULL, one, 1, NULL);
   t2s_gradcheck("fan-out accumulation", build_fanout, NULL, one, 1, NULL);
   t2s_gradcheck("same input twice", build_self_add, NULL, one, 1, NULL);
   t2s_gradcheck("dropout", build_dropout, NULL, one, 1, NULL);
@@ -46,6 +55,11 @@ int main(void) {
   int64_t zeros = 0;
   for (int64_t i = 0; i < big; i++) zeros += t2s_f32(y)[i] == 0.0f;
   CHECK_MSG(fabs(zeros / (double)big - 0.25) < 0.01, "zero fraction %g", zeros / (double)big);
+  /* to_f32 on the CPU is an exact copy into a new tensor; t2s_as_f32 of f32 is no copy */
+  t2s_tensor *w = t2s_to_f32(ctx, a);
+  CHECK(w != NULL && w != a && w->dtype == T2S_F32 && t2s_same_shape(w, a));
+  for (int64_t i = 0; w != NULL && i < t2s_numel(a); i++) CHECK(t2s_f32(w)[i] == av[i]);
+  CHECK(t2s_as_f32(ctx, a) == a && t2s_as_f32(ctx, NULL) == NULL);
   ctx->training = 0;
   CHECK(t2s_dropout(ctx, ones, 0.25f, t2s_rng_key_make(1, 2, 3, 4)) == ones);
   t2s_ctx_destroy(ctx);

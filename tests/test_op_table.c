@@ -44,6 +44,7 @@ static const op_check checks[T2S_OP_COUNT] = {
     [T2S_OP_attention] = {"test_grad_attention.c", "t2s_attention("},
     [T2S_OP_tokens_transpose] = {"test_grad_attention.c", "t2s_nchw_to_tokens("},
     [T2S_OP_drop_path] = {"test_grad_attention.c", "t2s_drop_path("},
+    [T2S_OP_to_f32] = {"test_grad_elementwise.c", "t2s_to_f32("},
 };
 
 /* The whole of tests/<name> (malloc'd, NUL-terminated), or NULL. */

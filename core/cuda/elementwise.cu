@@ -1,4 +1,4 @@
-/* Element-wise ops on CUDA: relu, gelu, add, mul, scale, dropout, and the
+/* Element-wise ops on CUDA: relu, gelu, add, mul, scale, to_f32, dropout, and the
  * deterministic weighted sum. The semantics are core/ops/elementwise.c's, element
  * for element: products that feed an accumulation use __fmul_rn so that no FMA
  * contraction changes the rounding (the CPU reference builds with
@@ -71,6 +71,15 @@ struct times_bwd {
 struct scale_fwd {
   act_in x; float s; act_out y;
   __device__ void operator()(int64_t i) const { y.set(i, __fmul_rn(s, x[i])); }
+};
+/* to_f32: bf16 (or f32) -> f32; backward passes the f32 gradient through. */
+struct to_f32_fwd {
+  act_in x; float *y;
+  __device__ void operator()(int64_t i) const { y[i] = x[i]; }
+};
+struct pass_bwd {
+  const float *dy; float *dx; bool acc;
+  __device__ void operator()(int64_t i) const { put(dx, i, dy[i], acc); }
 };
 /* weighted_sum backward: dx = g r with the scalar g read on the device (no sync). */
 struct wsum_bwd {
@@ -208,6 +217,13 @@ t2s_status scale_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
                               acc_of(beta, 0)});
 }
 
+t2s_status to_f32_forward(t2s_ctx *ctx, t2s_node *node) {
+  return launch_each(ctx, node, out_numel(node), to_f32_fwd{in_act(node, 0), t2s_f32(node->out)});
+}
+t2s_status to_f32_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  return launch_each(ctx, node, out_numel(node), pass_bwd{node->out->grad, node->in[0]->grad, acc_of(beta, 0)});
+}
+
 t2s_status weighted_sum_forward(t2s_ctx *ctx, t2s_node *node) {
   t2s_cuda_backend *be = t2s_cuda_be(ctx);
   int64_t n = t2s_numel(node->in[0]);
@@ -249,5 +265,6 @@ T2S_CUDA_OP(gelu)
 T2S_CUDA_OP(add)
 T2S_CUDA_OP(mul)
 T2S_CUDA_OP(scale)
+T2S_CUDA_OP(to_f32)
 T2S_CUDA_OP(weighted_sum)
 T2S_CUDA_OP(dropout)

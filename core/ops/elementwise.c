@@ -1,4 +1,4 @@
-/* Element-wise ops on the CPU: relu, gelu, add, mul, scale, dropout, and the
+/* Element-wise ops on the CPU: relu, gelu, add, mul, scale, to_f32, dropout, and the
  * weighted sum that turns a tensor into a scalar (loss probes, gradient tests). */
 #include <math.h>
 #include <string.h>
@@ -155,6 +155,32 @@ t2s_status t2s_scale_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *bet
   int64_t n = t2s_numel(node->out);
   #pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; i++) put(dx, i, s * dy[i], beta[0]);
+  return T2S_OK;
+}
+
+/* ---- to_f32: the widening cast (on the CPU activations are always f32: a copy) ---- */
+t2s_tensor *t2s_to_f32(t2s_ctx *ctx, t2s_tensor *x) {
+  t2s_tensor *in[1] = {x};
+  if (x == NULL) return NULL;
+  return t2s_op_apply(ctx, T2S_OP_to_f32, in, 1, t2s_tensor_new(ctx, T2S_F32, x->ndim, x->shape), NULL, 0);
+}
+t2s_tensor *t2s_as_f32(t2s_ctx *ctx, t2s_tensor *x) {
+  return x == NULL || x->dtype == T2S_F32 ? x : t2s_to_f32(ctx, x);
+}
+t2s_status t2s_to_f32_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
+  if (node->in[0]->dtype != T2S_F32)
+    return t2s_error_set(&ctx->err, T2S_ERR_INVALID, "to_f32 on the CPU: input is %s (CPU activations are f32)",
+                         t2s_dtype_name(node->in[0]->dtype));
+  memcpy(node->out->data, node->in[0]->data, (size_t)t2s_numel(node->out) * sizeof(float));
+  return T2S_OK;
+}
+t2s_status t2s_to_f32_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
+  (void)ctx;
+  const float *dy = node->out->grad;
+  float *dx = node->in[0]->grad;
+  int64_t n = t2s_numel(node->out);
+  #pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; i++) put(dx, i, dy[i], beta[0]);
   return T2S_OK;
 }
 

@@ -40,4 +40,5 @@ const unsigned char t2s_op_bf16[T2S_OP_COUNT] = {
     [T2S_OP_softmax] = 1,         [T2S_OP_dropout] = 1,        [T2S_OP_l2_normalize] = 1,
     [T2S_OP_cross_entropy] = 1,   [T2S_OP_weighted_sum] = 1,   [T2S_OP_attention] = 1,
     [T2S_OP_tokens_transpose] = 1, [T2S_OP_drop_path] = 1,
+    [T2S_OP_to_f32] = 1,
 };

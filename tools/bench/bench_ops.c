@@ -47,6 +47,7 @@ static t2s_tensor *avg_pool2d(t2s_ctx *c, t2s_tensor **in) {
 }
 static t2s_tensor *add(t2s_ctx *c, t2s_tensor **in) { return t2s_add(c, in[0], in[1]); }
 static t2s_tensor *scale(t2s_ctx *c, t2s_tensor **in) { return t2s_scale(c, in[0], 0.5f); }
+static t2s_tensor *to_f32(t2s_ctx *c, t2s_tensor **in) { return t2s_to_f32(c, in[0]); }
 static t2s_tensor *mul(t2s_ctx *c, t2s_tensor **in) { return t2s_mul(c, in[0], in[1]); }
 static t2s_tensor *concat(t2s_ctx *c, t2s_tensor **in) { return t2s_concat(c, in, 2, 1); }
 static t2s_tensor *resize_bilinear(t2s_ctx *c, t2s_tensor **in) {
@@ -100,6 +101,7 @@ static const bench_op cases[T2S_OP_COUNT] = {
     [T2S_OP_avg_pool2d] = {"2x64x64x64, 3x3 stride 2", 1, {IMG(F32_GRAD)}, avg_pool2d},
     [T2S_OP_add] = {"2x64x64x64 + 2x64x64x64", 2, {IMG(F32_GRAD), IMG(F32_GRAD)}, add},
     [T2S_OP_scale] = {"2x64x64x64", 1, {IMG(F32_GRAD)}, scale},
+    [T2S_OP_to_f32] = {"2x64x64x64", 1, {IMG(F32_GRAD)}, to_f32},
     [T2S_OP_mul] = {"2x64x64x64 * 2x64x64x64", 2, {IMG(F32_GRAD), IMG(F32_GRAD)}, mul},
     [T2S_OP_concat] = {"2 x 2x64x64x64 along C", 2, {IMG(F32_GRAD), IMG(F32_GRAD)}, concat},
     [T2S_OP_resize_bilinear] = {"2x64x64x64 -> 128x128", 1, {IMG(F32_GRAD)}, resize_bilinear},
