@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/device.h"
+#include "core/ops.h"
 #include "data/augment.h"
 
 static int on_host(const t2s_ctx *ctx) { return ctx->device == T2S_DEV_CPU; }
@@ -43,8 +44,20 @@ t2s_tensor *t2s_batch_labels(t2s_ctx *ctx, const uint8_t *host, int n, int h, in
   return y;
 }
 
+/* What a download hands back: bf16 activations (precision bf16) come back as f32. */
+static t2s_dtype host_dtype(const t2s_tensor *t) { return t->dtype == T2S_BF16 ? T2S_F32 : t->dtype; }
+
+/* An f32 copy of a bf16 activation in the pass arena, off the tape (a read-back). */
+static const t2s_tensor *widened(t2s_ctx *ctx, const t2s_tensor *t) {
+  int prev = t2s_set_grad_enabled(ctx, 0);
+  t2s_tensor *w = t2s_to_f32(ctx, (t2s_tensor *)t);
+  t2s_set_grad_enabled(ctx, prev);
+  return w;
+}
+
 t2s_status t2s_tensor_download(t2s_ctx *ctx, const t2s_tensor *t, void *host) {
   if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  if (t->dtype == T2S_BF16 && (t = widened(ctx, t)) == NULL) return ctx->err.status;
   size_t bytes = (size_t)t2s_numel(t) * t2s_dtype_size(t->dtype);
   if (t->device == T2S_DEV_CPU) {
     memcpy(host, t->data, bytes);
@@ -61,8 +74,8 @@ t2s_status t2s_tensor_download(t2s_ctx *ctx, const t2s_tensor *t, void *host) {
   }
   if (t->ndim == 4 && t->layout == T2S_LAYOUT_NHWC && t->shape[1] != 1)
     return t2s_error_set(&ctx->err, T2S_ERR_UNSUPPORTED,
-                         "tensor_download: a 4-d NHWC %s tensor (only f32 is transposed)",
-                         t2s_dtype_name(t->dtype));
+                         "tensor_download: a 4-d NHWC %s tensor (only f32 and bf16 activations are "
+                         "transposed)", t2s_dtype_name(t->dtype));
   return t2s_device_copy(T2S_DEV_CPU, host, t->device, t->data, bytes, &ctx->err);
 }
 
@@ -114,14 +127,14 @@ t2s_tensor *t2s_tensor_to_device(t2s_ctx *ctx, t2s_tensor *host) {
 const void *t2s_tensor_host_data(t2s_ctx *ctx, const t2s_tensor *t) {
   if (!t2s_ctx_ok(ctx) || t == NULL) return NULL;
   if (t->device == T2S_DEV_CPU) return t->data;
-  void *h = t2s_host_scratch(ctx, (size_t)t2s_numel(t) * t2s_dtype_size(t->dtype) + 1);
+  void *h = t2s_host_scratch(ctx, (size_t)t2s_numel(t) * t2s_dtype_size(host_dtype(t)) + 1);
   return h && t2s_tensor_download(ctx, t, h) == T2S_OK ? h : NULL;
 }
 
 t2s_tensor *t2s_tensor_host(t2s_ctx *ctx, const t2s_tensor *t) {
   if (t != NULL && t->device == T2S_DEV_CPU) return (t2s_tensor *)t;
   const void *data = t2s_tensor_host_data(ctx, t);
-  return data ? t2s_host_view(ctx, t->dtype, t->ndim, t->shape, (void *)data) : NULL;
+  return data ? t2s_host_view(ctx, host_dtype(t), t->ndim, t->shape, (void *)data) : NULL;
 }
 
 t2s_tensor *t2s_batch_normalized(t2s_ctx *ctx, const t2s_tensor *raw) {

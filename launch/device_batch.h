@@ -27,7 +27,8 @@ t2s_tensor *t2s_batch_images(t2s_ctx *ctx, const float *host_nchw, int n, int h,
 /* (n, h, w) u8 labels from host memory (NULL: uninitialised). */
 t2s_tensor *t2s_batch_labels(t2s_ctx *ctx, const uint8_t *host, int n, int h, int w);
 /* A copy of the tensor's values in host memory, 4-d f32 in NCHW order (transposed
- * from NHWC on CUDA). host holds numel elements. */
+ * from NHWC on CUDA). A bf16 activation (precision bf16) comes back widened to f32.
+ * host holds numel elements (floats for bf16). */
 t2s_status t2s_tensor_download(t2s_ctx *ctx, const t2s_tensor *t, void *host);
 /* A host tensor's values as a new tensor of the context (4-d f32: to its layout). */
 t2s_tensor *t2s_tensor_upload(t2s_ctx *ctx, const t2s_tensor *host);
@@ -50,10 +51,11 @@ t2s_tensor *t2s_batch_host_images(t2s_ctx *ctx, t2s_tensor *x, const float *host
 t2s_tensor *t2s_host_batch_new(t2s_ctx *ctx, int64_t n, int64_t c, int64_t h, int64_t w);
 /* A host tensor on the run's device: itself on the CPU, else uploaded. */
 t2s_tensor *t2s_tensor_to_device(t2s_ctx *ctx, t2s_tensor *host);
-/* The tensor's values in host memory (NCHW for 4-d f32): its own data on the CPU, else
- * a copy in host scratch. NULL with ctx->err on failure. */
+/* The tensor's values in host memory (NCHW for 4-d f32; bf16 widened to f32): its own
+ * data on the CPU, else a copy in host scratch. NULL with ctx->err on failure. */
 const void *t2s_tensor_host_data(t2s_ctx *ctx, const t2s_tensor *t);
-/* A host tensor of the same shape over t2s_tensor_host_data (NCHW for 4-d). */
+/* A host tensor of the same shape over t2s_tensor_host_data (NCHW for 4-d; f32 for a
+ * bf16 activation). */
 t2s_tensor *t2s_tensor_host(t2s_ctx *ctx, const t2s_tensor *t);
 /* A normalised copy of a raw (n, 3, h, w) image batch (the raw one stays for mixing). */
 t2s_tensor *t2s_batch_normalized(t2s_ctx *ctx, const t2s_tensor *raw);

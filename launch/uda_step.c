@@ -8,6 +8,7 @@
 
 #include <string.h>
 
+#include "core/ops.h"
 #include "core/optim.h"
 #include "launch/device_batch.h"
 #include "losses/batch_stats.h"
@@ -212,13 +213,19 @@ static t2s_status teacher_forward(t2s_ctx *ctx, const t2s_uda *u, const t2s_segm
   return st;
 }
 
-/* Logits resized to (h, w) outside the tape (pseudo-labels, re-weighting). */
+/* Logits resized to (h, w) outside the tape, in f32 for the losses (pseudo-labels,
+ * re-weighting). */
 static t2s_tensor *resized_no_grad(t2s_ctx *ctx, t2s_tensor *logits, int h, int w) {
   int prev = t2s_set_grad_enabled(ctx, 0);
-  t2s_tensor *out = t2s_resize_bilinear(ctx, logits, h, w, 0);
+  t2s_tensor *out = t2s_as_f32(ctx, t2s_resize_bilinear(ctx, logits, h, w, 0));
   t2s_set_grad_enabled(ctx, prev);
   return out;
 }
+
+/* Network outputs enter the method's losses (losses/) here: those compute in f32, so a
+ * bf16 activation (precision bf16) is widened on the tape; an f32 one passes as is. The
+ * core ops (resize, cross-entropy) read bf16 themselves and need no widening. */
+static t2s_tensor *loss_input(t2s_ctx *ctx, t2s_tensor *x) { return t2s_as_f32(ctx, x); }
 
 /* ---- the steps of the method (docs/method.md), one function each ---- */
 
@@ -316,7 +323,8 @@ static t2s_tensor *feature_distance(t2s_ctx *ctx, const t2s_uda *u, const t2s_se
   fc.lambda = (float)u->lambda_fd;
   memcpy(fc.things, u->fd_class, sizeof fc.things);
   fc.ignore_index = u->ignore_index;
-  t2s_tensor *l_fd = t2s_feature_distance(ctx, student_features, io.features, labels, &fc, u->world_size);
+  t2s_tensor *l_fd = t2s_feature_distance(ctx, loss_input(ctx, student_features), loss_input(ctx, io.features),
+                                          labels, &fc, u->world_size);
   *value = t2s_tensor_scalar(ctx, l_fd);
   return t2s_scale(ctx, l_fd, (float)u->lambda_fd);
 }
@@ -329,12 +337,12 @@ static t2s_status pull_features(t2s_ctx *ctx, t2s_uda *u, const t2s_segmentor *t
   t2s_seg_out ko, qo;
   if (sticky(ctx, teacher_forward(ctx, u, teacher, it->xs, &ko))) return ctx->err.status;
   int prev = t2s_set_grad_enabled(ctx, 0);
-  p->keys = t2s_segmentor_project(ctx, teacher, ko.features);
+  p->keys = loss_input(ctx, t2s_segmentor_project(ctx, teacher, ko.features));
   t2s_set_grad_enabled(ctx, prev);
   if (need(ctx, p->keys != NULL, "the keys") ||
       sticky(ctx, t2s_segmentor_forward(ctx, student, it->x_st, &qo)))
     return ctx->err.status;
-  p->queries = t2s_segmentor_project(ctx, student, qo.features);
+  p->queries = loss_input(ctx, t2s_segmentor_project(ctx, student, qo.features));
   p->student_logits = qo.logits;
   p->labels = t2s_batch_labels_down(ctx, it->ys, it->ys_host, (int)p->keys->shape[2], (int)p->keys->shape[3],
                                     u->pull.label_down, u->pull.majority_ratio, u->ignore_index);
