@@ -1,5 +1,6 @@
 #include "core/device.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,14 +107,49 @@ void t2s_device_ctx_destroy(struct t2s_ctx *ctx) {
     devices[ctx->device].ctx_destroy(ctx);
 }
 
-t2s_status t2s_device_copy(t2s_device dst_dev, void *dst, t2s_device src_dev, const void *src,
-                           size_t bytes, t2s_error *err) {
+/* ---- host synchronisation count (see core/device.h) ----
+ * A mutex, not atomics: the loader's prefetch threads may upload while the training
+ * thread reads back. A handful of sites per iteration: a linear search is enough. */
+enum { MAX_SYNC_SITES = 64 };
+static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
+static t2s_sync_site sync_sites[MAX_SYNC_SITES];
+static int n_sync_sites;
+
+void t2s_host_sync_note(const char *site, int to_host) {
+  pthread_mutex_lock(&sync_lock);
+  int i = 0;
+  while (i < n_sync_sites && strcmp(sync_sites[i].site, site) != 0) i++;
+  if (i == n_sync_sites && n_sync_sites < MAX_SYNC_SITES) sync_sites[n_sync_sites++] = (t2s_sync_site){site, 0, 0};
+  if (i == MAX_SYNC_SITES) i = MAX_SYNC_SITES - 1;  /* full: the last entry takes the rest */
+  if (to_host) sync_sites[i].to_host++;
+  else sync_sites[i].to_device++;
+  pthread_mutex_unlock(&sync_lock);
+}
+
+int t2s_host_syncs_take(t2s_sync_site *out, int max) {
+  pthread_mutex_lock(&sync_lock);
+  int n = 0;
+  for (int i = 0; i < n_sync_sites && max > 0; i++) {
+    if (n < max) out[n++] = sync_sites[i];
+    else {
+      out[max - 1].to_host += sync_sites[i].to_host;
+      out[max - 1].to_device += sync_sites[i].to_device;
+    }
+  }
+  n_sync_sites = 0;
+  pthread_mutex_unlock(&sync_lock);
+  return n;
+}
+
+t2s_status t2s_device_copy_at(const char *site, t2s_device dst_dev, void *dst, t2s_device src_dev,
+                              const void *src, size_t bytes, t2s_error *err) {
   if (bytes == 0) return T2S_OK;
   if (dst_dev == T2S_DEV_CPU && src_dev == T2S_DEV_CPU) {
     memmove(dst, src, bytes);
     return T2S_OK;
   }
   if (cuda.copy == NULL) return t2s_slot_missing(err, "copying memory", T2S_DEV_CUDA);
+  if (dst_dev != src_dev) t2s_host_sync_note(site, dst_dev == T2S_DEV_CPU);
   return cuda.copy(dst, dst_dev == T2S_DEV_CUDA, src, src_dev == T2S_DEV_CUDA, bytes, err);
 }
 

@@ -9,6 +9,7 @@
  * answers through t2s_slot_missing ("this build has no CUDA backend ..."). */
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/tensor.h"
 
@@ -34,9 +35,30 @@ t2s_status t2s_slot_missing(t2s_error *err, const char *what, t2s_device dev);
 void *t2s_device_malloc(t2s_device dev, size_t bytes, t2s_error *err);
 void t2s_device_free(t2s_device dev, void *ptr);
 t2s_status t2s_device_zero(t2s_device dev, void *ptr, size_t bytes, t2s_error *err);
-/* Copies between any two devices (host<->device, device<->device). */
-t2s_status t2s_device_copy(t2s_device dst_dev, void *dst, t2s_device src_dev, const void *src,
-                           size_t bytes, t2s_error *err);
+/* Copies between any two devices (host<->device, device<->device). The call site (file:line)
+ * goes with it for the host-synchronisation count below. */
+t2s_status t2s_device_copy_at(const char *site, t2s_device dst_dev, void *dst, t2s_device src_dev,
+                              const void *src, size_t bytes, t2s_error *err);
+#define T2S_STR2(x) #x
+#define T2S_STR(x) T2S_STR2(x)
+#define T2S_SITE __FILE__ ":" T2S_STR(__LINE__)
+#define t2s_device_copy(...) t2s_device_copy_at(T2S_SITE, __VA_ARGS__)
+
+/* Host synchronisations of the CUDA backend, counted per call site, process-wide (the
+ * copies have no context). Every copy between host and GPU is one: cudaMemcpy on the
+ * legacy default stream waits for the queued work, so the host stalls until the GPU has
+ * caught up (a read-back, to_host; an upload from host memory, to_device); so is a direct
+ * cudaMemcpy / cudaStreamSynchronize in a .cu file, which notes itself with
+ * t2s_host_sync_note(T2S_SITE, 1). t2sda_train --debug-syncs prints them per iteration;
+ * test_cuda_train bounds the read-backs of a T2S-DA iteration. */
+typedef struct t2s_sync_site {
+  const char *site;  /* "path/file.c:line" (a string literal) */
+  uint64_t to_host, to_device;
+} t2s_sync_site;
+void t2s_host_sync_note(const char *site, int to_host);
+/* The counts since the last call, one entry per site (at most max, the rest are summed into
+ * the last entry), and resets them. Returns the number of entries. */
+int t2s_host_syncs_take(t2s_sync_site *out, int max);
 /* Number of visible CUDA devices (0 when none or when CUDA is not built). */
 int t2s_cuda_device_count(void);
 int t2s_cuda_built(void);

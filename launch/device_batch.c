@@ -147,15 +147,28 @@ t2s_tensor *t2s_batch_normalized(t2s_ctx *ctx, const t2s_tensor *raw) {
 }
 
 t2s_tensor *t2s_batch_labels_down(t2s_ctx *ctx, t2s_tensor *y, t2s_tensor *y_host, int h, int w,
-                                  t2s_label_down mode, float ratio, int ignore_index) {
-  if (on_host(ctx) || mode == T2S_LABEL_DOWN_NEAREST)
-    return t2s_labels_downsample(ctx, y, h, w, mode, ratio, ignore_index);
+                                  t2s_label_down mode, float ratio, int ignore_index,
+                                  t2s_tensor **host_out) {
+  if (host_out) *host_out = NULL;
+  if (on_host(ctx) || mode == T2S_LABEL_DOWN_NEAREST) {
+    t2s_tensor *out = t2s_labels_downsample(ctx, y, h, w, mode, ratio, ignore_index);
+    if (host_out && on_host(ctx)) *host_out = out;
+    return out;
+  }
   if (!t2s_ctx_ok(ctx) || y_host == NULL) return NULL;
   t2s_error e = {0};
   t2s_ctx *host = t2s_ctx_create(T2S_DEV_CPU, (size_t)1 << 20, &e);
   if (host == NULL) return t2s_ctx_fail(ctx, e.status, "labels_downsample on the host: %s", e.msg);
   t2s_tensor *small = t2s_labels_downsample(host, y_host, h, w, mode, ratio, ignore_index);
   t2s_tensor *out = small ? t2s_tensor_upload(ctx, small) : t2s_ctx_fail(ctx, host->err.status, "%s", host->err.msg);
+  /* the host result outlives the short-lived context in the pass's host scratch, so the
+   * host code after us (class prototypes) need not read the labels back */
+  size_t bytes = out ? (size_t)t2s_numel(small) : 0;
+  void *keep = host_out && out ? t2s_host_scratch(ctx, bytes + 1) : NULL;
+  if (keep) {
+    memcpy(keep, small->data, bytes);
+    *host_out = t2s_host_view(ctx, T2S_U8, 3, small->shape, keep);
+  }
   t2s_ctx_destroy(host);
   return out;
 }

@@ -61,9 +61,11 @@ t2s_tensor *t2s_tensor_host(t2s_ctx *ctx, const t2s_tensor *t);
 t2s_tensor *t2s_batch_normalized(t2s_ctx *ctx, const t2s_tensor *raw);
 /* Labels at feature resolution. Nearest runs on the run's device; majority is host
  * code, so on CUDA it runs in a short-lived CPU context on y_host (the host view of
- * y) and the small result is uploaded. */
+ * y) and the small result is uploaded. host_out (may be NULL) receives a host view of
+ * the result where one exists without a read-back (the CPU; majority on CUDA), else NULL. */
 t2s_tensor *t2s_batch_labels_down(t2s_ctx *ctx, t2s_tensor *y, t2s_tensor *y_host, int h, int w,
-                                  t2s_label_down mode, float ratio, int ignore_index);
+                                  t2s_label_down mode, float ratio, int ignore_index,
+                                  t2s_tensor **host_out);
 
 /* Photometric augmentation of an (n, 3, h, w) f32 batch in [0, 255] in place; sample i
  * is global sample key.sample + i (the keys of data/augment.h on every device). */

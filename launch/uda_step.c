@@ -134,6 +134,23 @@ typedef struct uda_backprop {
   int done, total;
 } uda_backprop;
 
+/* The logged loss values stay on the run's device (D2D copies do not wait) until finish()
+ * reads them back together: one host synchronisation per iteration for the log instead of
+ * one per term. Unused terms stay 0. */
+enum { LOG_SRC, LOG_MIX, LOG_FD, LOG_T2S, N_LOGGED };
+
+static float *logged_new(t2s_ctx *ctx) {
+  float *v = t2s_ctx_ok(ctx) ? t2s_scratch(ctx, N_LOGGED * sizeof(float)) : NULL;
+  if (v && t2s_device_zero(ctx->device, v, N_LOGGED * sizeof(float), &ctx->err) != T2S_OK) return NULL;
+  return v;
+}
+
+/* The f32 scalar loss into slot k of the logged values. */
+static void keep_value(t2s_ctx *ctx, float *logged, int k, const t2s_tensor *loss) {
+  if (!t2s_ctx_ok(ctx) || logged == NULL || loss == NULL) return;
+  t2s_device_copy(ctx->device, logged + k, loss->device, loss->data, sizeof(float), &ctx->err);
+}
+
 /* A failing call that did not record itself in ctx->err is recorded there. */
 static t2s_status sticky(t2s_ctx *ctx, t2s_status st) {
   if (st != T2S_OK && t2s_ctx_ok(ctx)) t2s_error_set(&ctx->err, st, "uda step: %s", t2s_status_name(st));
@@ -308,16 +325,16 @@ static t2s_tensor *mix_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor 
 }
 
 /* 6. ImageNet feature distance between the student's features on x_s (of step 3)
- * and the frozen copy's, over "thing" pixels; scaled by lambda_fd. *value gets the
- * unscaled term. */
+ * and the frozen copy's, over "thing" pixels; scaled by lambda_fd. The unscaled term is
+ * logged. */
 static t2s_tensor *feature_distance(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *imnet,
-                                    const uda_iter *it, t2s_tensor *student_features, double *value) {
+                                    const uda_iter *it, t2s_tensor *student_features, float *logged) {
   if (!t2s_ctx_ok(ctx)) return NULL;
   t2s_seg_out io;
   if (sticky(ctx, frozen_forward(ctx, imnet, it->xs, &io))) return NULL;
   t2s_tensor *labels = t2s_batch_labels_down(ctx, it->ys, it->ys_host, (int)student_features->shape[2],
                                              (int)student_features->shape[3], T2S_LABEL_DOWN_MAJORITY, 0.75f,
-                                             u->ignore_index);
+                                             u->ignore_index, NULL);
   t2s_feature_distance_cfg fc = t2s_feature_distance_cfg_defaults();
   fc.enabled = 1;
   fc.lambda = (float)u->lambda_fd;
@@ -325,7 +342,7 @@ static t2s_tensor *feature_distance(t2s_ctx *ctx, const t2s_uda *u, const t2s_se
   fc.ignore_index = u->ignore_index;
   t2s_tensor *l_fd = t2s_feature_distance(ctx, loss_input(ctx, student_features), loss_input(ctx, io.features),
                                           labels, &fc, u->world_size);
-  *value = t2s_tensor_scalar(ctx, l_fd);
+  keep_value(ctx, logged, LOG_FD, l_fd);
   return t2s_scale(ctx, l_fd, (float)u->lambda_fd);
 }
 
@@ -344,10 +361,12 @@ static t2s_status pull_features(t2s_ctx *ctx, t2s_uda *u, const t2s_segmentor *t
     return ctx->err.status;
   p->queries = loss_input(ctx, t2s_segmentor_project(ctx, student, qo.features));
   p->student_logits = qo.logits;
+  t2s_tensor *labels = NULL;
   p->labels = t2s_batch_labels_down(ctx, it->ys, it->ys_host, (int)p->keys->shape[2], (int)p->keys->shape[3],
-                                    u->pull.label_down, u->pull.majority_ratio, u->ignore_index);
+                                    u->pull.label_down, u->pull.majority_ratio, u->ignore_index, &labels);
   if (need(ctx, p->queries && p->labels, "the queries")) return ctx->err.status;
-  t2s_tensor *keys = t2s_tensor_host(ctx, p->keys), *labels = t2s_tensor_host(ctx, p->labels);
+  t2s_tensor *keys = t2s_tensor_host(ctx, p->keys);
+  if (labels == NULL) labels = t2s_tensor_host(ctx, p->labels);
   if (need(ctx, keys && labels, "the host keys")) return ctx->err.status;
   return sticky(ctx, t2s_class_prototypes(ctx, keys, labels, u->ignore_index, &u->protos));
 }
@@ -360,25 +379,30 @@ static t2s_status reweight(t2s_ctx *ctx, t2s_uda *u, const uda_iter *it, t2s_ten
   return sticky(ctx, t2s_reweight_update(ctx, &u->rw, logits, it->ys_host, &u->rw_state));
 }
 
-/* 7b. The pulling loss with the current class weights, scaled by lambda_t2s; *value
- * gets the unscaled term. */
+/* 7b. The pulling loss with the current class weights, scaled by lambda_t2s; the
+ * unscaled term is logged. */
 static t2s_tensor *pull_loss(t2s_ctx *ctx, t2s_uda *u, const uda_iter *it, const uda_pull *p,
-                             double *value) {
+                             float *logged) {
   if (!t2s_ctx_ok(ctx)) return NULL;
   t2s_tensor *w = t2s_tensor_to_device(ctx, t2s_reweight_tensor(ctx, &u->rw_state));
   t2s_tensor *protos = t2s_tensor_to_device(ctx, t2s_prototypes_tensor(ctx, &u->protos));
   t2s_tensor *present = t2s_tensor_to_device(ctx, t2s_prototypes_present_tensor(ctx, &u->protos));
   t2s_tensor *l = t2s_pull_loss(ctx, p->queries, p->keys, p->labels, w, protos, present, &u->pull, u->seed,
                                 it->iter, it->offset, u->world_size);
-  *value = t2s_tensor_scalar(ctx, l);
+  keep_value(ctx, logged, LOG_T2S, l);
   return t2s_scale(ctx, l, (float)u->lambda_t2s);
 }
 
-/* 9. After the last backward: wait for the gradient all-reduce; the logged values
- * are the means over ranks (= the global losses). */
-static t2s_status finish(t2s_ctx *ctx, const t2s_uda *u, t2s_grad_sync *sync, t2s_uda_losses *out) {
+/* 9. After the last backward: wait for the gradient all-reduce; the logged values,
+ * read back in one copy, are the means over ranks (= the global losses). */
+static t2s_status finish(t2s_ctx *ctx, const t2s_uda *u, t2s_grad_sync *sync, const float *logged,
+                         t2s_uda_losses *out) {
   if (!t2s_ctx_ok(ctx) || sticky(ctx, t2s_grad_sync_finish(sync, &ctx->err))) return ctx->err.status;
-  double sums[4] = {out->src, out->mix, out->fd, out->t2s};
+  float v[N_LOGGED];
+  if (need(ctx, logged != NULL, "the logged values") ||
+      sticky(ctx, t2s_device_copy(T2S_DEV_CPU, v, ctx->device, logged, sizeof v, &ctx->err)))
+    return ctx->err.status;
+  double sums[4] = {v[LOG_SRC], v[LOG_MIX], v[LOG_FD], v[LOG_T2S]};
   if (t2s_batch_stats_reduce(ctx, sums, 4) != T2S_OK) return ctx->err.status;
   out->src = sums[0] / u->world_size;
   out->mix = sums[1] / u->world_size;
@@ -405,28 +429,29 @@ t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, cons
   t2s_seg_out so = {0};
   memset(out, 0, sizeof *out);
   load_batches(ctx, src, tgt, adapt, u->rank, &it);
+  float *logged = logged_new(ctx);
   if (u->rw.apply_to == T2S_REWEIGHT_ALL && u->rw.enabled)
     it.class_w = t2s_tensor_to_device(ctx, t2s_reweight_tensor(ctx, &u->rw_state));
 
   if (adapt) ema_teacher(ctx, nets->teacher, nets->student, u->alpha, it.iter);      /* 1 */
   if (pull) pseudo_target_image(ctx, u, src, tgt, &it);                              /* 2 */
   t2s_tensor *l_src = source_loss(ctx, u, nets->student, &it, &so);                  /* 3 */
-  out->src = t2s_tensor_scalar(ctx, l_src);
+  keep_value(ctx, logged, LOG_SRC, l_src);
   if (fd)                                                                            /* 6 */
-    l_src = t2s_add(ctx, l_src, feature_distance(ctx, u, nets->imnet, &it, so.features, &out->fd));
+    l_src = t2s_add(ctx, l_src, feature_distance(ctx, u, nets->imnet, &it, so.features, logged));
   backward_term(ctx, &bp, l_src);
   if (adapt) {
     pseudo_labels(ctx, u, nets->teacher, &it, &out->q);                              /* 4 */
     t2s_tensor *l_mix = mix_loss(ctx, u, nets->student, &it);                        /* 5 */
-    out->mix = t2s_tensor_scalar(ctx, l_mix);
+    keep_value(ctx, logged, LOG_MIX, l_mix);
     backward_term(ctx, &bp, l_mix);
   }
   if (pull) {
     pull_features(ctx, u, nets->teacher, nets->student, &it, &p);                    /* 7 */
     reweight(ctx, u, &it, p.student_logits);                                         /* 8 */
-    backward_term(ctx, &bp, pull_loss(ctx, u, &it, &p, &out->t2s));                  /* 7 */
+    backward_term(ctx, &bp, pull_loss(ctx, u, &it, &p, logged));                     /* 7 */
   }
-  if (finish(ctx, u, nets->sync, out) != T2S_OK)                                     /* 9 */
+  if (finish(ctx, u, nets->sync, logged, out) != T2S_OK)                             /* 9 */
     return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
   return T2S_OK;
 }

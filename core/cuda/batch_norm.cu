@@ -143,6 +143,7 @@ t2s_status allreduce_device(t2s_ctx *ctx, const t2s_node *node, double *dev, siz
   t2s_cuda_backend *be = t2s_cuda_be(ctx);
   double *host = (double *)t2s_host_scratch(ctx, n * sizeof(double));
   if (host == NULL) return ctx->err.status;
+  t2s_host_sync_note(T2S_SITE, 1);
   T2S_CU(ctx, node, cudaMemcpyAsync(host, dev, n * sizeof(double), cudaMemcpyDeviceToHost,
                                     be->stream));
   T2S_CU(ctx, node, cudaStreamSynchronize(be->stream));
@@ -184,6 +185,7 @@ t2s_status batch_stats(t2s_ctx *ctx, t2s_node *node, const bn_geom &g, bn_saved 
       return r;
     host = (double *)t2s_host_scratch(ctx, sizeof(double));
     if (host == NULL) return ctx->err.status;
+    t2s_host_sync_note(T2S_SITE, 1);
     T2S_CU(ctx, node, cudaMemcpy(host, s->stats + 2 * g.c, sizeof(double), cudaMemcpyDeviceToHost));
     m = *host;
   }
@@ -250,6 +252,7 @@ t2s_status batch_norm_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) 
   if (train && sync_on(ctx)) {
     if ((r = allreduce_device(ctx, node, sums, (size_t)(2 * g.c), "backward")) != T2S_OK) return r;
     /* the global count: forward left it in stats[2C] */
+    t2s_host_sync_note(T2S_SITE, 1);
     T2S_CU(ctx, node, cudaMemcpy(&count, s->stats + 2 * g.c, sizeof(double), cudaMemcpyDeviceToHost));
   }
   return launch_each(ctx, node, t2s_numel(xt),

@@ -129,6 +129,7 @@ t2s_status check_labels(t2s_ctx *ctx, const t2s_node *node, const unsigned long 
   cudaStream_t s = t2s_cuda_be(ctx)->stream;
   unsigned long long *bad = (unsigned long long *)t2s_host_scratch(ctx, sizeof *bad);
   if (bad == NULL) return ctx->err.status;
+  t2s_host_sync_note(T2S_SITE, 1);
   T2S_CU(ctx, node, cudaMemcpyAsync(bad, bad_dev, sizeof *bad, cudaMemcpyDeviceToHost, s));
   T2S_CU(ctx, node, cudaStreamSynchronize(s));
   if (*bad == ~0ull) return T2S_OK;

@@ -148,8 +148,10 @@ t2s_status norm_of(const t2s_params *p, const table &t, double *norm, t2s_error 
   sumsq_final_kernel<<<1, T2S_CUDA_REDUCE_THREADS>>>(partial, partial + T2S_CUDA_REDUCE_BLOCKS);
   st = cudaGetLastError();
   double sum = 0.0;
-  if (st == cudaSuccess)
+  if (st == cudaSuccess) {
+    t2s_host_sync_note(T2S_SITE, 1);
     st = cudaMemcpy(&sum, partial + T2S_CUDA_REDUCE_BLOCKS, sizeof sum, cudaMemcpyDeviceToHost);
+  }
   (void)cudaFreeAsync(partial, 0);
   if (st != cudaSuccess) return cuda_error(err, "the gradient norm kernels", st);
   *norm = sqrt(sum);

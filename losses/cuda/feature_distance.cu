@@ -90,6 +90,7 @@ t2s_status distance_sums(t2s_ctx *ctx, const t2s_node *node, const float *f, con
   }
   fd_sum_kernel<<<1, 256, 0, stream>>>(pixels, dist, sums);
   T2S_CU_LAUNCHED(ctx, node, "fd_sum_kernel");
+  t2s_host_sync_note(T2S_SITE, 1);
   T2S_CU(ctx, node, cudaMemcpyAsync(sums_host, sums, 2 * sizeof(double), cudaMemcpyDeviceToHost,
                                     stream));
   T2S_CU(ctx, node, cudaStreamSynchronize(stream));

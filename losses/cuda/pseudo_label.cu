@@ -67,6 +67,7 @@ t2s_status label_pixels(t2s_ctx *ctx, const float *logits, int64_t pixels, int64
   if (st != T2S_OK) return st;
   count_kernel<<<1, 256, 0, stream>>>(pixels, flags, count);
   T2S_CU_LAUNCHED(ctx, NULL, "count_kernel (pseudo_labels)");
+  t2s_host_sync_note(T2S_SITE, 1);
   T2S_CU(ctx, NULL, cudaMemcpyAsync(confident_host, count, sizeof(double),
                                     cudaMemcpyDeviceToHost, stream));
   T2S_CU(ctx, NULL, cudaStreamSynchronize(stream));
