@@ -49,8 +49,11 @@ t2s_status t2s_device_copy_at(const char *site, t2s_device dst_dev, void *dst, t
  * legacy default stream waits for the queued work, so the host stalls until the GPU has
  * caught up (a read-back, to_host; an upload from host memory, to_device); so is a direct
  * cudaMemcpy / cudaStreamSynchronize in a .cu file, which notes itself with
- * t2s_host_sync_note(T2S_SITE, 1). t2sda_train --debug-syncs prints them per iteration;
- * test_cuda_train bounds the read-backs of a T2S-DA iteration. */
+ * t2s_host_sync_note(T2S_SITE, 1). Not counted: cudaMemcpyAsync uploads made directly in
+ * a .cu file (the photometric parameters, data/cuda/augment.cu) and the stream
+ * synchronisation when the cuDNN/cuBLASLt workspace grows (core/cuda/context.cu, first
+ * iterations only). t2sda_train --debug-syncs prints them per iteration; test_cuda_train
+ * bounds the read-backs of a T2S-DA iteration. */
 typedef struct t2s_sync_site {
   const char *site;  /* "path/file.c:line" (a string literal) */
   uint64_t to_host, to_device;

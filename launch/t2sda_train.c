@@ -1,4 +1,5 @@
 /* t2sda_train CONFIG [key.path=value ...] [--resume auto|PATH] [--overwrite] [--dump-config [--explain]] [--quiet]
+ *             [--debug-syncs]
  * t2sda_train --config-reference   (docs/config.md: every key of the schema)
  *
  * Trains the experiment of CONFIG (one process, or one per GPU/CPU slot under
@@ -54,7 +55,7 @@ static int config_reference(void) {
 static int usage(int code) {
   fprintf(code ? stderr : stdout,
           "usage: t2sda_train CONFIG.yaml [key.path=value ...] [--resume auto|PATH] [--overwrite] [--stop-after N]\n"
-          "                   [--dump-config [--explain]] [--quiet]\n"
+          "                   [--dump-config [--explain]] [--quiet] [--debug-syncs]\n"
           "  key.path=value   override a config key (same checks as the file), e.g. runner.max_iters=100\n"
           "  --resume auto    continue from the newest checkpoint in work_dir (fresh start if none)\n"
           "  --resume PATH    continue from this checkpoint\n"
@@ -65,6 +66,8 @@ static int usage(int code) {
           "  --explain        with --dump-config: end each key's line with where its value came\n"
           "                   from (# FILE:LINE, # override '...', # default)\n"
           "  --quiet          no resolved config or progress lines\n"
+          "  --debug-syncs    after each iteration print its host synchronisations (CUDA read-backs and\n"
+          "                   uploads) per source line\n"
           "       t2sda_train --config-reference   print every config key as Markdown (docs/config.md)\n"
           "Under mpirun / srun every rank must get the same config and overrides (checked at start).\n");
   return code;
@@ -90,7 +93,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return usage(0);
   if (strcmp(argv[1], "--config-reference") == 0) return argc == 2 ? config_reference() : usage(2);
   const char *config = NULL, *resume = NULL;
-  int dump = 0, explain = 0, quiet = 0, n_over = 0, overwrite = 0;
+  int dump = 0, explain = 0, quiet = 0, n_over = 0, overwrite = 0, debug_syncs = 0;
   long long stop_after = 0;
   char **overrides = calloc((size_t)argc, sizeof *overrides);
   for (int i = 1; i < argc; i++) {
@@ -110,6 +113,8 @@ int main(int argc, char **argv) {
       explain = 1;
     } else if (strcmp(argv[i], "--quiet") == 0) {
       quiet = 1;
+    } else if (strcmp(argv[i], "--debug-syncs") == 0) {
+      debug_syncs = 1;
     } else if (strcmp(argv[i], "--overwrite") == 0) {
       overwrite = 1;
     } else if (strncmp(argv[i], "--", 2) == 0) {
@@ -160,7 +165,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "t2sda_train: --resume and --overwrite exclude each other: resume the run, or start it over\n");
     return 2;
   }
-  t2s_train_opts opts = {resume, quiet, stop_after, overwrite, getenv("T2S_TEST_POISON_LOSS")};
+  t2s_train_opts opts = {resume, quiet, stop_after, overwrite, getenv("T2S_TEST_POISON_LOSS"), debug_syncs};
   t2s_trainer *t = calloc(1, sizeof *t);
   t2s_status st = t2s_trainer_init(t, cfg, &opts, &err);
   if (st == T2S_OK && t->comm.rank == 0 && !quiet) {

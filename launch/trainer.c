@@ -700,6 +700,31 @@ static void report_comm(const t2s_trainer *t) {
          wait, wall, 100 * wait / wall);
 }
 
+/* "dir/file.c:line" of a call site (__FILE__ may be an absolute path). */
+static const char *short_site(const char *site) {
+  const char *last = NULL, *prev = NULL;
+  for (const char *p = site; *p; p++)
+    if (*p == '/') prev = last, last = p;
+  return prev ? prev + 1 : site;
+}
+
+/* --debug-syncs: the host synchronisations of the iteration just run, per call site
+ * (core/device.h), on rank 0's stdout. The counts are taken (reset) before every
+ * iteration too, so evaluation and checkpoints are not counted in the next one. */
+static void report_syncs(const t2s_trainer *t) {
+  enum { MAX_SITES = 64 };
+  t2s_sync_site s[MAX_SITES];
+  int n = t2s_host_syncs_take(s, MAX_SITES);
+  if (!t->opts.debug_syncs || !is_root(t)) return;
+  unsigned long long back = 0, up = 0;
+  for (int i = 0; i < n; i++) back += s[i].to_host, up += s[i].to_device;
+  printf("host syncs in iteration %lld: %llu read-backs, %llu uploads\n", (long long)t->iter + 1, back, up);
+  for (int i = 0; i < n; i++)
+    printf("  %-40s read-backs %llu uploads %llu\n", short_site(s[i].site), (unsigned long long)s[i].to_host,
+           (unsigned long long)s[i].to_device);
+  fflush(stdout);
+}
+
 t2s_status t2s_trainer_run(t2s_trainer *t, t2s_error *err) {
   const t2s_train_config *c = t->cfg;
   t->t_start = t2s_dist_now();
@@ -719,7 +744,9 @@ t2s_status t2s_trainer_run(t2s_trainer *t, t2s_error *err) {
     }
     t2s_uda_losses l;
     double lr = 0;
+    t2s_host_syncs_take(NULL, 0);
     if ((st = iterate(t, &l, &lr, err)) != T2S_OK) return st;
+    report_syncs(t);
     if (is_root(t) && ((t->iter + 1) % c->log.interval == 0 || t->iter == t->iter_start))
       log_progress(t, &l, lr, t2s_dist_now() - t->t_start);
     t->iter++;

@@ -25,6 +25,7 @@ typedef struct t2s_train_opts {
    * term is replaced by NaN at iteration ITER, so that the non-finite guard can be
    * tested without depending on how a given CPU diverges. NULL: off. */
   const char *poison_loss;
+  int debug_syncs;      /* print each iteration's host synchronisations per call site (CUDA) */
 } t2s_train_opts;
 
 typedef struct t2s_trainer {

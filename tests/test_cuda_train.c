@@ -12,6 +12,8 @@
  *   batch) are within BF16_REL of the fp32 CPU values, plus BF16_ABS for terms near 0 (the
  *   feature distance starts at 0: student = ImageNet copy); later iterations are finite
  *   (the weights have moved apart by then), and so is the evaluation's mIoU;
+ * - host synchronisations: the first CUDA run prints them (--debug-syncs); every iteration
+ *   reads back at most MAX_READBACKS times (the list is at MAX_READBACKS);
  * - the run exercises every device step: FD with majority labels (host, uploaded),
  *   majority labels for the pulling loss, class weights in the CE terms, jitter, blur,
  *   the Fourier pseudo-target and a sliding-window evaluation.
@@ -140,9 +142,46 @@ static void compare_group(const char *fa, const char *fb, const char *group) {
   H5Fclose(c.b);
 }
 
-static int train(const char *device, const char *name) {
-  return t2s_test_run("%s/t2sda_train %s device=%s work_dir=%s/%s > %s/%s.log 2>&1", bin, common, device, dir, name, dir,
-                 name);
+static int train(const char *device, const char *name, const char *flags) {
+  return t2s_test_run("%s/t2sda_train %s %s device=%s work_dir=%s/%s > %s/%s.log 2>&1", bin, common, flags, device, dir,
+                      name, dir, name);
+}
+
+/* The device->host copies of one T2S-DA iteration of this config (one process), each a
+ * host synchronisation (t2sda_train --debug-syncs names their file:line):
+ *   losses/cuda/pseudo_target.cu  the target crops' Fourier amplitudes (styles are gathered
+ *                                 over ranks on the host)                              1
+ *   core/cuda/cross_entropy.cu    the bad-label check of the source and the mix CE     2
+ *   losses/cuda/feature_distance.cu  the masked sums (global normaliser over ranks)   1
+ *   losses/cuda/pseudo_label.cu   the confident-pixel count (q, reduced over ranks)    1
+ *                                 the student's class map for the re-weighting         1
+ *   losses/cuda/classmix.cu       the source labels for the class choice               1
+ *   launch/uda_step.c seg_ce      the mixed labels' valid-pixel count                  1
+ *   launch/uda_step.c pull        the keys for the host class prototypes               1
+ *   losses/cuda/pull_loss.cu      labels, present mask, class weights for the plan     3
+ *   launch/uda_step.c finish      the four logged loss values, in one copy             1
+ * (the majority labels are computed from the loader's host labels and uploaded; the
+ * prototypes read that host copy). */
+#define MAX_READBACKS 13
+
+/* Every iteration of the run's log has at most MAX_READBACKS read-backs. */
+static void check_syncs(const char *log_name) {
+  char path[1100], line[512];
+  snprintf(path, sizeof path, "%s/%s.log", dir, log_name);
+  FILE *f = fopen(path, "r");
+  CHECK_MSG(f != NULL, "cannot read %s", path);
+  if (f == NULL) return;
+  int seen = 0;
+  while (fgets(line, sizeof line, f)) {
+    long long it = 0, back = 0, up = 0;
+    if (sscanf(line, "host syncs in iteration %lld: %lld read-backs, %lld uploads", &it, &back, &up) != 3) continue;
+    seen++;
+    printf("  iteration %lld: %lld read-backs, %lld uploads\n", it, back, up);
+    CHECK_MSG(back <= MAX_READBACKS, "iteration %lld reads back %lld times (at most %d; the sites are in %s)", it,
+              back, MAX_READBACKS, path);
+  }
+  fclose(f);
+  CHECK_MSG(seen == MAX_ITERS, "%s: %d iterations with a host sync report (expected %d)", path, seen, MAX_ITERS);
 }
 
 /* bf16 against fp32: each activation is rounded to 8 significant bits (relative 2^-9);
@@ -195,9 +234,10 @@ int main(void) {
            "lr_config.warmup=none uda.imnet_feature_dist_lambda=0.005 uda.t2s.label_down=majority "
            "uda.reweight.apply_to=all evaluation.mode=slide evaluation.crop=[32,32] evaluation.stride=[16,16]",
            s, dir, dir, dir, MAX_ITERS, MAX_ITERS);
-  CHECK_MSG(train("cpu", "cpu") == 0, "the CPU run failed: see %s/cpu.log", dir);
-  CHECK_MSG(train("cuda", "cuda1") == 0, "the CUDA run failed: see %s/cuda1.log", dir);
-  CHECK_MSG(train("cuda", "cuda2") == 0, "the second CUDA run failed: see %s/cuda2.log", dir);
+  CHECK_MSG(train("cpu", "cpu", "") == 0, "the CPU run failed: see %s/cpu.log", dir);
+  CHECK_MSG(train("cuda", "cuda1", "--debug-syncs") == 0, "the CUDA run failed: see %s/cuda1.log", dir);
+  CHECK_MSG(train("cuda", "cuda2", "") == 0, "the second CUDA run failed: see %s/cuda2.log", dir);
+  check_syncs("cuda1");
 
   double lc[MAX_ITERS][N_TERMS], lg[MAX_ITERS][N_TERMS], mc, mg;
   char wd[1024];

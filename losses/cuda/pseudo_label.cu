@@ -55,7 +55,7 @@ struct weight_rows_f {
 
 /* yhat[i] = argmax_c (first maximum), max_prob[i] (may be NULL) = 1 / sum_c exp(z_c -
  * z_max), *confident_host = #{i: max_prob_i >= threshold} (host, after a synchronising
- * copy), over the `pixels` = N H W pixels. */
+ * copy; confident_host NULL: not counted, no copy), over the `pixels` = N H W pixels. */
 t2s_status label_pixels(t2s_ctx *ctx, const float *logits, int64_t pixels, int64_t classes,
                         float threshold, uint8_t *yhat, float *max_prob, double *confident_host) {
   cudaStream_t stream = t2s_cuda_be(ctx)->stream;
@@ -64,7 +64,7 @@ t2s_status label_pixels(t2s_ctx *ctx, const float *logits, int64_t pixels, int64
   double *count = flags + pixels;
   t2s_status st = launch_each(ctx, NULL, pixels,
                               pseudo_label_f{logits, classes, threshold, yhat, max_prob, flags});
-  if (st != T2S_OK) return st;
+  if (st != T2S_OK || confident_host == NULL) return st;
   count_kernel<<<1, 256, 0, stream>>>(pixels, flags, count);
   T2S_CU_LAUNCHED(ctx, NULL, "count_kernel (pseudo_labels)");
   t2s_host_sync_note(T2S_SITE, 1);
@@ -96,10 +96,9 @@ t2s_status t2s_pseudo_labels_cuda(t2s_ctx *ctx, const t2s_pseudo_label_cfg *cfg,
 t2s_status t2s_class_map_cuda(t2s_ctx *ctx, const t2s_tensor *logits, uint8_t *pred) {
   int64_t n = logits->shape[0], C = logits->shape[1], hw = logits->shape[2] * logits->shape[3];
   uint8_t *pred_dev = (uint8_t *)t2s_scratch(ctx, (size_t)(n * hw) + 1);
-  double confident = 0;
   if (pred_dev == NULL) return ctx->err.status;
-  /* threshold 2: no pixel counts as confident; only the argmax map is wanted */
-  t2s_status st = label_pixels(ctx, t2s_f32(logits), n * hw, C, 2.0f, pred_dev, NULL, &confident);
+  /* only the argmax map is wanted: no confidence count (and no read-back of it) */
+  t2s_status st = label_pixels(ctx, t2s_f32(logits), n * hw, C, 2.0f, pred_dev, NULL, NULL);
   if (st == T2S_OK)
     st = t2s_device_copy(T2S_DEV_CPU, pred, logits->device, pred_dev, (size_t)(n * hw), &ctx->err);
   return st;
