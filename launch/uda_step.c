@@ -312,7 +312,8 @@ static t2s_tensor *mix_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor 
   t2s_tensor *x_mix = t2s_tensor_new4(ctx, T2S_F32, B, 3, H, W), *w_mix = t2s_tensor_new(ctx, T2S_F32, 3, map_shape);
   if (need(ctx, mask && y_mix && x_mix && w_mix, "the mixed batch")) return NULL;
   t2s_aug_key key = {u->seed, STREAM_MIX, it->iter, it->offset};
-  t2s_status st = t2s_classmix_masks(ctx, it->ys, u->ignore_index, u->seed, it->iter, it->offset, mask);
+  t2s_status st = t2s_classmix_masks_hosted(ctx, it->ys, it->ys_host, u->ignore_index, u->seed, it->iter,
+                                            it->offset, mask);
   if (!st) st = t2s_classmix_apply(ctx, mask, it->xs_raw, it->xt_raw, it->ys, it->yhat, it->pl_weight, x_mix,
                                    y_mix, w_mix);
   if (!st) st = t2s_batch_color_jitter(ctx, x_mix, &u->jitter, key);

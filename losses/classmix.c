@@ -40,9 +40,10 @@ static int same_map(const t2s_tensor *t, const t2s_tensor *ref, t2s_dtype dtype)
 }
 
 /* The CPU slot of t2s_classmix_masks. */
-static t2s_status classmix_masks_cpu(t2s_ctx *ctx, const t2s_tensor *src_labels, int ignore_index,
-                                     uint64_t seed, int64_t iter, int64_t global_offset,
-                                     t2s_tensor *mask) {
+static t2s_status classmix_masks_cpu(t2s_ctx *ctx, const t2s_tensor *src_labels,
+                                     const uint8_t *host_labels, int ignore_index, uint64_t seed,
+                                     int64_t iter, int64_t global_offset, t2s_tensor *mask) {
+  (void)host_labels;  /* the labels are host memory already */
   int64_t n = src_labels->shape[0], hw = src_labels->shape[1] * src_labels->shape[2];
   for (int64_t b = 0; b < n; b++) {
     const uint8_t *y = t2s_u8(src_labels) + b * hw;
@@ -75,8 +76,8 @@ static t2s_status classmix_apply_cpu(t2s_ctx *ctx, const t2s_tensor *mask, const
   return T2S_OK;
 }
 
-typedef t2s_status (*masks_fn)(t2s_ctx *ctx, const t2s_tensor *src_labels, int ignore_index,
-                               uint64_t seed, int64_t iter, int64_t global_offset,
+typedef t2s_status (*masks_fn)(t2s_ctx *ctx, const t2s_tensor *src_labels, const uint8_t *host_labels,
+                               int ignore_index, uint64_t seed, int64_t iter, int64_t global_offset,
                                t2s_tensor *mask);
 typedef t2s_status (*apply_fn)(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_tensor *x_s,
                                const t2s_tensor *x_t, const t2s_tensor *y_s, const t2s_tensor *yhat,
@@ -90,16 +91,29 @@ static const apply_fn apply_slots[T2S_DEV_COUNT] = {
 t2s_status t2s_classmix_masks(t2s_ctx *ctx, const t2s_tensor *src_labels, int ignore_index,
                               uint64_t seed, int64_t iter, int64_t global_offset,
                               t2s_tensor *mask) {
+  return t2s_classmix_masks_hosted(ctx, src_labels, NULL, ignore_index, seed, iter, global_offset, mask);
+}
+
+t2s_status t2s_classmix_masks_hosted(t2s_ctx *ctx, const t2s_tensor *src_labels,
+                                     const t2s_tensor *src_labels_host, int ignore_index, uint64_t seed,
+                                     int64_t iter, int64_t global_offset, t2s_tensor *mask) {
   if (!t2s_ctx_ok(ctx)) return ctx->err.status;
   char s[96];
+  if (src_labels_host != NULL && src_labels != NULL &&
+      (src_labels_host->device != T2S_DEV_CPU || src_labels_host->dtype != T2S_U8 ||
+       !t2s_same_shape(src_labels_host, src_labels)))
+    return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
+                         "classmix_masks: the host copy of the labels must be uint8 %s in host memory",
+                         t2s_shape_str(src_labels, s, sizeof s));
   if (src_labels == NULL || src_labels->dtype != T2S_U8 || src_labels->ndim != 3 ||
       !same_map(mask, src_labels, T2S_U8))
     return t2s_error_set(&ctx->err, T2S_ERR_INVALID,
                          "classmix_masks: labels and mask must be uint8 (N, H, W) of one shape "
                          "on one device; labels %s",
                          src_labels ? t2s_shape_str(src_labels, s, sizeof s) : "NULL");
-  return T2S_DISPATCH(masks_slots, src_labels->device, &ctx->err, "classmix_masks", ctx,
-                      src_labels, ignore_index, seed, iter, global_offset, mask);
+  return T2S_DISPATCH(masks_slots, src_labels->device, &ctx->err, "classmix_masks", ctx, src_labels,
+                      src_labels_host ? t2s_u8(src_labels_host) : NULL, ignore_index, seed, iter,
+                      global_offset, mask);
 }
 
 t2s_status t2s_classmix_apply(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_tensor *x_s,

@@ -23,6 +23,11 @@ int t2s_classmix_choose(const uint8_t *labels, int64_t hw, int ignore_index, uin
  * chosen classes' pixels. */
 t2s_status t2s_classmix_masks(t2s_ctx *ctx, const t2s_tensor *src_labels, int ignore_index,
                               uint64_t seed, int64_t iter, int64_t global_offset, t2s_tensor *mask);
+/* The same, with src_labels_host a host (N, H, W) u8 copy of device labels (the loader's
+ * batch; NULL: none): the class choice reads it instead of reading the labels back. */
+t2s_status t2s_classmix_masks_hosted(t2s_ctx *ctx, const t2s_tensor *src_labels,
+                                     const t2s_tensor *src_labels_host, int ignore_index, uint64_t seed,
+                                     int64_t iter, int64_t global_offset, t2s_tensor *mask);
 
 /* Mixes with mask (N, H, W) u8: x_s, x_t (N, 3, H, W) f32 -> x_mix; y_s, yhat (N, H, W) u8 ->
  * y_mix; pl_weight (N, H, W) f32 -> w_mix. All outputs are the caller's tensors. */
@@ -33,9 +38,9 @@ t2s_status t2s_classmix_apply(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_te
 
 /* The CUDA slots of the two calls above (losses/cuda/classmix.cu), picked by the device
  * of the tensors; the arguments are already checked. */
-t2s_status t2s_classmix_masks_cuda(t2s_ctx *ctx, const t2s_tensor *src_labels, int ignore_index,
-                                   uint64_t seed, int64_t iter, int64_t global_offset,
-                                   t2s_tensor *mask);
+t2s_status t2s_classmix_masks_cuda(t2s_ctx *ctx, const t2s_tensor *src_labels,
+                                   const uint8_t *host_labels, int ignore_index, uint64_t seed,
+                                   int64_t iter, int64_t global_offset, t2s_tensor *mask);
 t2s_status t2s_classmix_apply_cuda(t2s_ctx *ctx, const t2s_tensor *mask, const t2s_tensor *x_s,
                                    const t2s_tensor *x_t, const t2s_tensor *y_s,
                                    const t2s_tensor *yhat, const t2s_tensor *pl_weight,

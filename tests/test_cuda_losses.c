@@ -281,6 +281,12 @@ static void classmix_case(t2s_ctx *cpu, t2s_ctx *gpu) {
   if (t2s_ctx_ok(gpu)) {
     const char *names[4] = {"mask", "x_mix", "y_mix", "w_mix"};
     for (int k = 0; k < 4; k++) compare_back("classmix", names[k], &b[5 + k], out[k], 0.0);
+    /* the class choice from the host copy of the labels (no read-back): the same mask,
+     * written over a cleared one (the CPU mask is not uniform, see above) */
+    CHECK_MSG(t2s_device_zero(T2S_DEV_CUDA, d[5].data, (size_t)t2s_numel(mask), &gpu->err) == T2S_OK &&
+                  t2s_classmix_masks_hosted(gpu, &d[0], ys, 255, 42, 7, 4, &d[5]) == T2S_OK,
+              "classmix cuda from host labels: %s", gpu->err.msg);
+    if (t2s_ctx_ok(gpu)) compare_back("classmix from host labels", "mask", &b[5], mask, 0.0);
   }
   gpu->err.status = T2S_OK;
   for (int k = 0; k < 9; k++) dbuf_free(&b[k]);

@@ -155,14 +155,14 @@ static int train(const char *device, const char *name, const char *flags) {
  *   losses/cuda/feature_distance.cu  the masked sums (global normaliser over ranks)   1
  *   losses/cuda/pseudo_label.cu   the confident-pixel count (q, reduced over ranks)    1
  *                                 the student's class map for the re-weighting         1
- *   losses/cuda/classmix.cu       the source labels for the class choice               1
- *   launch/uda_step.c seg_ce      the mixed labels' valid-pixel count                  1
- *   launch/uda_step.c pull        the keys for the host class prototypes               1
+ *   launch/device_batch.c         uda_step.c seg_ce: the mixed labels' valid-pixel count 1
+ *                                 uda_step.c pull_features: the keys for the host class
+ *                                 prototypes (the NHWC -> NCHW transposed copy)         1
  *   losses/cuda/pull_loss.cu      labels, present mask, class weights for the plan     3
- *   launch/uda_step.c finish      the four logged loss values, in one copy             1
- * (the majority labels are computed from the loader's host labels and uploaded; the
- * prototypes read that host copy). */
-#define MAX_READBACKS 13
+ *   launch/uda_step.c             finish: the four logged loss values, in one copy     1
+ * (the majority labels are computed from the loader's host labels and uploaded, the
+ * prototypes read that host copy, and ClassMix chooses its classes on the loader's labels). */
+#define MAX_READBACKS 12
 
 /* Every iteration of the run's log has at most MAX_READBACKS read-backs. */
 static void check_syncs(const char *log_name) {

@@ -37,9 +37,11 @@ struct mix_maps_f {
 
 }  // namespace
 
-t2s_status t2s_classmix_masks_cuda(t2s_ctx *ctx, const t2s_tensor *src_labels, int ignore_index,
-                                   uint64_t seed, int64_t iter, int64_t global_offset,
-                                   t2s_tensor *mask) {
+/* The class choice is host code: it reads host_labels (the loader's copy) when given,
+ * else a read-back of the labels. */
+t2s_status t2s_classmix_masks_cuda(t2s_ctx *ctx, const t2s_tensor *src_labels,
+                                   const uint8_t *host_labels, int ignore_index, uint64_t seed,
+                                   int64_t iter, int64_t global_offset, t2s_tensor *mask) {
   int64_t n = src_labels->shape[0], hw = src_labels->shape[1] * src_labels->shape[2];
   uint8_t *y = (uint8_t *)malloc((size_t)(n * hw + n * 256) + 1);
   if (y == NULL)
@@ -49,11 +51,13 @@ t2s_status t2s_classmix_masks_cuda(t2s_ctx *ctx, const t2s_tensor *src_labels, i
   memset(take, 0, (size_t)(n * 256));
   uint8_t *take_dev = (uint8_t *)t2s_scratch(ctx, (size_t)(n * 256));
   t2s_status st = take_dev == NULL ? ctx->err.status
-                                   : t2s_device_copy(T2S_DEV_CPU, y, src_labels->device,
-                                                     src_labels->data, (size_t)(n * hw), &ctx->err);
+                  : host_labels != NULL ? T2S_OK
+                                        : t2s_device_copy(T2S_DEV_CPU, y, src_labels->device,
+                                                          src_labels->data, (size_t)(n * hw), &ctx->err);
+  const uint8_t *labels = host_labels != NULL ? host_labels : y;
   for (int64_t b = 0; b < n && st == T2S_OK; b++) {
     uint8_t chosen[256];
-    int m = t2s_classmix_choose(y + b * hw, hw, ignore_index, seed, iter, global_offset + b, chosen);
+    int m = t2s_classmix_choose(labels + b * hw, hw, ignore_index, seed, iter, global_offset + b, chosen);
     for (int j = 0; j < m; j++) take[b * 256 + chosen[j]] = 1;
   }
   if (st == T2S_OK)
