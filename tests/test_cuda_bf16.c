@@ -20,6 +20,8 @@
  * a wrong layout gives (O(1)). The f32 path of the same ops is held to 1e-4 / 1e-5 in
  * test_cuda_ops.c.
  *
+ * to_f32 (the widening in front of the losses) is exact: tolerance 0.
+ *
  * Also: the public calls make bf16 outputs only in bf16 mode, an op without a bf16
  * path (the fused losses of losses/ today) refuses a bf16 input with a message naming
  * it, and a CPU context refuses the setting. resize_nearest (a copy, never taped) is not
@@ -72,6 +74,7 @@ static t2s_tensor *b_mul(t2s_ctx *x, t2s_tensor **in, const void *u) { return t2
 static t2s_tensor *b_scale(t2s_ctx *x, t2s_tensor **in, const void *u) {
   return t2s_scale(x, in[0], *(const float *)u);
 }
+static t2s_tensor *b_to_f32(t2s_ctx *x, t2s_tensor **in, const void *u) { return t2s_to_f32(x, in[0]); }
 static t2s_tensor *b_dropout(t2s_ctx *x, t2s_tensor **in, const void *u) {
   return t2s_dropout(x, in[0], *(const float *)u, t2s_rng_key_make(11, 22, 33, 44));
 }
@@ -310,6 +313,18 @@ static void ce_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
   free(lab);
 }
 
+/* to_f32, where the network's bf16 outputs enter the f32 losses: widening is exact and
+ * the f32 gradient passes through, so the tolerance is 0 (4-d NHWC and 3-d). */
+static void widen_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
+  int64_t s4[4] = {2, 5, 6, 7}, s3[3] = {3, 17, 11};
+  for (int d = 0; d < 2; d++) {
+    t2s_tensor *a = bf16_tensor(d ? 3 : 4, d ? s3 : s4, -3.0f, 3.0f, 440 + (uint64_t)d, 1);
+    op_case oc = {d ? "to_f32 3d" : "to_f32 4d", b_to_f32, NULL, 1, {a}, 0, 0.0, 0};
+    run_bf16_to_f32(cpu, gpu, &oc, 1u);
+    t2s_test_tensor_free(a);
+  }
+}
+
 /* ---- attention, token layout, drop path ---------------------------------------------- */
 
 static void mit_cases(t2s_ctx *cpu, t2s_ctx *gpu) {
@@ -438,6 +453,7 @@ int main(void) {
   layout_cases(cpu, gpu);
   norm_cases(cpu, gpu);
   ce_cases(cpu, gpu);
+  widen_cases(cpu, gpu);
   mit_cases(cpu, gpu);
   public_calls(cpu, gpu);
   t2s_ctx_destroy(gpu);
