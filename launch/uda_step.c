@@ -125,6 +125,7 @@ typedef struct uda_iter {
 /* The pulling loss's inputs: keys, queries and labels at feature size. */
 typedef struct uda_pull {
   t2s_tensor *keys, *queries, *labels;
+  t2s_tensor *labels_host;      /* host copy of labels (for the prototypes and the pull plan) */
   t2s_tensor *student_logits;   /* the student on x_st, for the re-weighting */
 } uda_pull;
 
@@ -368,6 +369,7 @@ static t2s_status pull_features(t2s_ctx *ctx, t2s_uda *u, const t2s_segmentor *t
   if (need(ctx, p->queries && p->labels, "the queries")) return ctx->err.status;
   t2s_tensor *keys = t2s_tensor_host(ctx, p->keys);
   if (labels == NULL) labels = t2s_tensor_host(ctx, p->labels);
+  p->labels_host = labels;
   if (need(ctx, keys && labels, "the host keys")) return ctx->err.status;
   return sticky(ctx, t2s_class_prototypes(ctx, keys, labels, u->ignore_index, &u->protos));
 }
@@ -385,11 +387,14 @@ static t2s_status reweight(t2s_ctx *ctx, t2s_uda *u, const uda_iter *it, t2s_ten
 static t2s_tensor *pull_loss(t2s_ctx *ctx, t2s_uda *u, const uda_iter *it, const uda_pull *p,
                              float *logged) {
   if (!t2s_ctx_ok(ctx)) return NULL;
-  t2s_tensor *w = t2s_tensor_to_device(ctx, t2s_reweight_tensor(ctx, &u->rw_state));
+  t2s_pull_host host = {p->labels_host, t2s_reweight_tensor(ctx, &u->rw_state),
+                        t2s_prototypes_present_tensor(ctx, &u->protos)};
+  t2s_tensor *w = t2s_tensor_to_device(ctx, (t2s_tensor *)host.class_weight);
   t2s_tensor *protos = t2s_tensor_to_device(ctx, t2s_prototypes_tensor(ctx, &u->protos));
-  t2s_tensor *present = t2s_tensor_to_device(ctx, t2s_prototypes_present_tensor(ctx, &u->protos));
-  t2s_tensor *l = t2s_pull_loss(ctx, p->queries, p->keys, p->labels, w, protos, present, &u->pull, u->seed,
-                                it->iter, it->offset, u->world_size);
+  t2s_tensor *present = t2s_tensor_to_device(ctx, (t2s_tensor *)host.present);
+  /* the plan is drawn on the host: it reads these host copies, not the uploads */
+  t2s_tensor *l = t2s_pull_loss_hosted(ctx, p->queries, p->keys, p->labels, w, protos, present, &u->pull,
+                                       u->seed, it->iter, it->offset, u->world_size, &host);
   keep_value(ctx, logged, LOG_T2S, l);
   return t2s_scale(ctx, l, (float)u->lambda_t2s);
 }

@@ -580,6 +580,30 @@ t2s_tensor *t2s_pull_loss(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *k, t2s_tensor
                           t2s_tensor *class_weight, t2s_tensor *prototypes, t2s_tensor *present,
                           const t2s_pull_cfg *cfg, uint64_t seed, int64_t iter,
                           int64_t global_offset, int world_size) {
+  return t2s_pull_loss_hosted(ctx, q, k, labels, class_weight, prototypes, present, cfg, seed, iter,
+                              global_offset, world_size, NULL);
+}
+
+/* A host copy h of tensor t (h NULL: none) is t's dtype and shape
+ * in host memory. */
+static int check_host_copy(t2s_ctx *ctx, const char *what, const t2s_tensor *h, const t2s_tensor *t) {
+  if (h == NULL) return 1;
+  if (t == NULL) {
+    t2s_ctx_fail(ctx, T2S_ERR_INVALID, "pull_loss: a host copy of %s is given but not %s itself", what, what);
+    return 0;
+  }
+  if (h->device == T2S_DEV_CPU && h->dtype == t->dtype && t2s_same_shape(h, t)) return 1;
+  char sh[96], st[96];
+  t2s_ctx_fail(ctx, T2S_ERR_INVALID, "pull_loss: the host copy of %s is %s %s on %s; expected %s %s in host memory",
+               what, t2s_dtype_name(h->dtype), t2s_shape_str(h, sh, sizeof sh), t2s_device_name(h->device),
+               t2s_dtype_name(t->dtype), t2s_shape_str(t, st, sizeof st));
+  return 0;
+}
+
+t2s_tensor *t2s_pull_loss_hosted(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *k, t2s_tensor *labels,
+                                 t2s_tensor *class_weight, t2s_tensor *prototypes, t2s_tensor *present,
+                                 const t2s_pull_cfg *cfg, uint64_t seed, int64_t iter,
+                                 int64_t global_offset, int world_size, const t2s_pull_host *host) {
   if (!t2s_ctx_ok(ctx) || q == NULL || k == NULL || labels == NULL || prototypes == NULL ||
       present == NULL || cfg == NULL)
     return t2s_ctx_ok(ctx) ? t2s_ctx_fail(ctx, T2S_ERR_INVALID, "pull_loss: NULL argument") : NULL;
@@ -589,7 +613,12 @@ t2s_tensor *t2s_pull_loss(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *k, t2s_tensor
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "pull_loss: world_size %d, global_offset %lld",
                         world_size, (long long)global_offset);
   if (!check_pull_inputs(ctx, q, k, labels, class_weight, prototypes, present)) return NULL;
-  pull_args a = {*cfg, seed, iter, global_offset, world_size};
+  t2s_pull_host h = host ? *host : (t2s_pull_host){NULL, NULL, NULL};
+  if (!check_host_copy(ctx, "the labels", h.labels, labels) ||
+      !check_host_copy(ctx, "the class weights", h.class_weight, class_weight) ||
+      !check_host_copy(ctx, "the present mask", h.present, present))
+    return NULL;
+  pull_args a = {*cfg, seed, iter, global_offset, world_size, h};
   int64_t one = 1;
   t2s_tensor *in[6] = {q, k, labels, class_weight, prototypes, present};
   return t2s_op_apply_desc(ctx, &pull_op, in, 6, t2s_tensor_new(ctx, T2S_F32, 1, &one), &a,

@@ -120,6 +120,19 @@ t2s_tensor *t2s_pull_loss(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *k, t2s_tensor
                           t2s_tensor *class_weight, t2s_tensor *prototypes, t2s_tensor *present,
                           const t2s_pull_cfg *cfg, uint64_t seed, int64_t iter,
                           int64_t global_offset, int world_size);
+/* Host copies of the inputs the plan reads (labels, class weights, present mask) where the
+ * caller holds them anyway (the training step: the loader's labels, the method's state), so
+ * the CUDA slot need not read them back (each a host synchronisation). NULL members are read
+ * back; the CPU slot reads its inputs directly. */
+typedef struct t2s_pull_host {
+  const t2s_tensor *labels, *class_weight, *present;
+} t2s_pull_host;
+/* t2s_pull_loss with host copies (host may be NULL): each must match its tensor's dtype and
+ * shape and be in host memory. */
+t2s_tensor *t2s_pull_loss_hosted(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *k, t2s_tensor *labels,
+                                 t2s_tensor *class_weight, t2s_tensor *prototypes, t2s_tensor *present,
+                                 const t2s_pull_cfg *cfg, uint64_t seed, int64_t iter,
+                                 int64_t global_offset, int world_size, const t2s_pull_host *host);
 
 /* ---- the fused op's slots ------------------------------------------------------------- */
 /* Shared by the CPU slots (losses/pull_loss.c) and the CUDA slots (losses/cuda/pull_loss.cu),
@@ -129,6 +142,7 @@ typedef struct t2s_pull_args {
   uint64_t seed;
   int64_t iter, global_offset;
   int world_size;
+  t2s_pull_host host;  /* host copies for the CUDA plan (members may be NULL) */
 } t2s_pull_args;
 /* Q_c reduced over ranks, then the per-group factor world_size w_c / (W Q_c) into
  * scale[g]; cw (C) host class weights or NULL (all 1). */

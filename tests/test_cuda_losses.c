@@ -181,6 +181,19 @@ static void public_path(t2s_ctx *cpu, t2s_ctx *gpu) {
     float gl = NAN, cl = t2s_f32(lc)[0];
     t2s_device_copy(T2S_DEV_CPU, &gl, T2S_DEV_CUDA, lg->data, sizeof gl, &err);
     expect_close("pull public path", "loss", &gl, &cl, 1, 1e-5);
+    /* the plan from host copies of the labels and the present mask (no read-back): the
+     * same loss (off the tape: only the value is compared) */
+    t2s_pull_host copies = {y, NULL, t2s_prototypes_present_tensor(gpu, &pg)};
+    int prev = t2s_set_grad_enabled(gpu, 0);
+    t2s_tensor *lh = t2s_pull_loss_hosted(gpu, &dq_t, &dk_t, &dy_t, NULL,
+                                          t2s_tensor_upload(gpu, t2s_prototypes_tensor(gpu, &pg)),
+                                          t2s_tensor_upload(gpu, t2s_prototypes_present_tensor(gpu, &pg)), &cfg,
+                                          3, 9, 0, 1, &copies);
+    t2s_set_grad_enabled(gpu, prev);
+    float hl = NAN;
+    CHECK_MSG(lh && t2s_device_copy(T2S_DEV_CPU, &hl, T2S_DEV_CUDA, lh->data, sizeof hl, &err) == T2S_OK,
+              "pull from host copies: %s", gpu->err.msg);
+    expect_close("pull from host copies", "loss", &hl, &cl, 1, 1e-5);
     float *d = malloc((size_t)nq * sizeof(float)), *got = malloc((size_t)nq * sizeof(float));
     if (dbuf_read(&bg, d, "pull public path", "dq")) {
       from_device_order(d, got, q, 1);

@@ -340,6 +340,18 @@ int main(void) {
       test_rank_split(ctx, &pc, q);
     }
 
+  /* host copies (for the CUDA plan): matching ones leave the CPU value unchanged; one of
+   * another dtype or shape is refused, naming it */
+  pc.cfg = t2s_pull_cfg_defaults();
+  t2s_pull_host copies = {labels, cw, &present}, wrong = {NULL, NULL, labels};
+  t2s_tensor *plain = build_pull(ctx, &q, &pc);
+  t2s_tensor *hosted = t2s_pull_loss_hosted(ctx, q, k, labels, cw, &proto, &present, &pc.cfg, 7, 3, 0, 1, &copies);
+  CHECK_MSG(plain && hosted && t2s_f32(plain)[0] == t2s_f32(hosted)[0], "pull with host copies: %s", ctx->err.msg);
+  CHECK(t2s_pull_loss_hosted(ctx, q, k, labels, cw, &proto, &present, &pc.cfg, 7, 3, 0, 1, &wrong) == NULL &&
+        strstr(ctx->err.msg, "host copy of the present mask") != NULL);
+  t2s_error_clear(&ctx->err);
+  t2s_ctx_end_pass(ctx);
+
   /* a labelled class missing from the present mask is an error that says why */
   p.present[2] = 0;
   CHECK(build_pull(ctx, &q, &pc) == NULL && strstr(ctx->err.msg, "present mask") != NULL);

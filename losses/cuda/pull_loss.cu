@@ -203,16 +203,20 @@ t2s_status upload_plan(t2s_ctx *ctx, const t2s_pull_plan &plan, const double *sc
 }  // namespace
 
 /* The same plan and normalisers as the CPU slot (from host copies of the labels, the
- * present mask and the class weights), then the arithmetic on the device. */
+ * present mask and the class weights: the caller's (t2s_pull_host), else read back), then
+ * the arithmetic on the device. */
 t2s_status t2s_pull_loss_cuda_forward(t2s_ctx *ctx, t2s_node *node) {
   const t2s_pull_args *a = (const t2s_pull_args *)node->args;
   t2s_tensor *qt = node->in[0];
   int C = (int)node->in[4]->shape[0];
   t2s_tensor labels = *node->in[2], present = *node->in[5];
-  labels.data = download(ctx, node->in[2]);
-  present.data = download(ctx, node->in[5]);
+  const t2s_pull_host *h = &a->host;
+  labels.data = h->labels ? h->labels->data : download(ctx, node->in[2]);
+  present.data = h->present ? h->present->data : download(ctx, node->in[5]);
   labels.device = present.device = T2S_DEV_CPU;
-  const float *cw = node->in[3] ? (const float *)download(ctx, node->in[3]) : NULL;
+  const float *cw = !node->in[3]          ? NULL
+                    : h->class_weight ? (const float *)h->class_weight->data
+                                      : (const float *)download(ctx, node->in[3]);
   pull_batch *b = (pull_batch *)t2s_host_scratch(ctx, sizeof *b);
   if (labels.data == NULL || present.data == NULL || (node->in[3] && cw == NULL) || b == NULL)
     return ctx->err.status;
