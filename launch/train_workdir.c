@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -44,6 +45,38 @@ t2s_status t2s_workdir_check_fresh(const char *work_dir, t2s_error *err) {
   return t2s_error_set(err, T2S_ERR_INVALID,
                        "work_dir %s already holds a run (%s): continue it with --resume auto, start it "
                        "over with --overwrite, or set work_dir to a new folder", work_dir, found);
+}
+
+/* The writer's pid when name is a temporary file of ours (see the header), else 0. */
+static long stale_writer_pid(const char *name) {
+  const char *dot = strrchr(name, '.');
+  if (dot == NULL || dot[1] == '\0') return 0;
+  char *end;
+  long pid = strtol(dot + 1, &end, 10);
+  if (*end != '\0' || pid <= 0) return 0;
+  size_t stem = (size_t)(dot - name);
+  if (stem > 4 && strncmp(dot - 4, ".tmp", 4) == 0) return pid;
+  if ((stem == 7 && strncmp(name, ".latest", 7) == 0) || (stem == 14 && strncmp(name, ".metrics.jsonl", 14) == 0))
+    return pid;
+  return 0;
+}
+
+int t2s_workdir_remove_stale(const char *work_dir, FILE *log) {
+  DIR *d = opendir(work_dir);
+  if (d == NULL) return 0;
+  int removed = 0;
+  struct dirent *e;
+  char path[1200];
+  while ((e = readdir(d)) != NULL) {
+    long pid = stale_writer_pid(e->d_name);
+    if (pid == 0 || (long)getpid() == pid || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+    snprintf(path, sizeof path, "%s/%s", work_dir, e->d_name);
+    if (unlink(path) != 0) continue;
+    removed++;
+    if (log) fprintf(log, "removed stale %s (left by process %ld, which is gone)\n", path, pid);
+  }
+  closedir(d);
+  return removed;
 }
 
 static int opens(const char *path, char *why, size_t why_size) {

@@ -14,6 +14,12 @@
  * --overwrite. */
 t2s_status t2s_workdir_check_fresh(const char *work_dir, t2s_error *err);
 
+/* Removes what writers killed mid-write left in work_dir: `<name>.tmp.<pid>` (checkpoints),
+ * `.latest.<pid>` (the latest.h5 link) and `.metrics.jsonl.<pid>` (the metrics cut-back),
+ * when process <pid> no longer exists (a live pid, even a reused one, is left alone).
+ * Says on `log` (may be NULL) what it removed; returns the count. Rank 0, at start. */
+int t2s_workdir_remove_stale(const char *work_dir, FILE *log);
+
 /* The newest checkpoint of work_dir that opens: latest.h5, else the highest iter_*.h5
  * that opens. Returns 1 with `path` set, 0 (path "") when there is none. `why` (may be
  * NULL) receives, when a newer file was passed over, which file and the reader's

@@ -421,6 +421,7 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   if ((st = set_precision(t, err)) != T2S_OK) return st;
   t2s_dist_attach(&t->comm, t->ctx, cfg->model.backbone.norm == T2S_NORM_SYNCBN);
   if (is_root(t) && (st = make_dirs(cfg->work_dir, err)) != T2S_OK) return st;
+  if (is_root(t)) t2s_workdir_remove_stale(cfg->work_dir, opts->quiet ? NULL : stdout);
   if (is_root(t) && !opts->resume && !opts->overwrite && (st = t2s_workdir_check_fresh(cfg->work_dir, err)) != T2S_OK)
     return st;
   if ((st = build_networks(t, err)) != T2S_OK) return st;

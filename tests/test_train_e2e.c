@@ -181,6 +181,34 @@ static void damaged_latest(void) {
   CHECK_MSG(count_lines(p, "\"iteration\": 8,") == 0, "metrics.jsonl keeps iteration 8 of the abandoned run");
 }
 
+/* Temporary files of writers killed mid-write (kill -9 during a checkpoint, the latest.h5
+ * link or the metrics cut-back) are removed at the next start; a live writer's are kept. */
+static void stale_temporaries(void) {
+  char wd[600], log[700];
+  snprintf(wd, sizeof wd, "%s/damaged", dir);
+  pid_t gone = fork();
+  if (gone == 0) _exit(0);
+  waitpid(gone, NULL, 0);
+  const char *dead_names[] = {"iter_00000012.h5.tmp.%ld", ".latest.%ld", ".metrics.jsonl.%ld"};
+  for (int k = 0; k < 3; k++) {
+    char name[64];
+    snprintf(name, sizeof name, dead_names[k], (long)gone);
+    CHECK(t2s_test_run("head -c 1000 /dev/zero > %s/%s", wd, name) == 0);
+  }
+  /* pid 1 is alive: its file must stay */
+  CHECK(t2s_test_run("head -c 1000 /dev/zero > %s/iter_00000012.h5.tmp.1", wd) == 0);
+  snprintf(log, sizeof log, "%s/stale.log", dir);
+  CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --resume auto --stop-after 1 > %s 2>&1", bin, loud, wd, log) == 0);
+  for (int k = 0; k < 3; k++) {
+    char name[64];
+    snprintf(name, sizeof name, dead_names[k], (long)gone);
+    CHECK_MSG(t2s_test_run("test ! -e %s/%s", wd, name) == 0, "stale %s was not removed (see %s)", name, log);
+  }
+  CHECK_MSG(t2s_test_run("test -e %s/iter_00000012.h5.tmp.1", wd) == 0, "a live process's temporary file was removed");
+  CHECK_MSG(t2s_test_file_contains(log, "removed stale ") && t2s_test_file_contains(log, "which is gone"),
+            "the removal is not reported (see %s)", log);
+}
+
 static void eval_writes_json(void) {
   char out[700];
   snprintf(out, sizeof out, "%s/eval.json", dir);
@@ -321,6 +349,7 @@ int main(void) {
   if (q) memmove(q, q + 8, strlen(q + 8) + 1);
   start_checks();
   damaged_latest();
+  stale_temporaries();
   resume_is_exact();
   eval_writes_json();
   eval_inputs();
