@@ -222,3 +222,16 @@ int t2s_test_file_contains(const char *path, const char *needle) {
   fclose(f);
   return strstr(buf, needle) != NULL;
 }
+
+int t2s_test_e2e_dirs(const char *work_name, char *bin, size_t bin_size, char *src, size_t src_size,
+                      char *dir, size_t dir_size) {
+  const char *b = getenv("T2S_BINARY_DIR"), *s = getenv("T2S_SOURCE_DIR");
+  if (b == NULL || s == NULL) {
+    fprintf(stderr, "run through ctest (T2S_BINARY_DIR and T2S_SOURCE_DIR)\n");
+    return 1;
+  }
+  snprintf(bin, bin_size, "%s/bin", b);
+  if (src != NULL) snprintf(src, src_size, "%s", s);
+  snprintf(dir, dir_size, "%s/tests/%s", b, work_name);
+  return t2s_test_run("rm -rf '%s' && mkdir -p '%s'", dir, dir) == 0 ? 0 : 1;
+}

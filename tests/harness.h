@@ -36,6 +36,13 @@ int t2s_test_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* 1 when the file at path exists and its first MiB contains needle (logs of those runs). */
 int t2s_test_file_contains(const char *path, const char *needle);
 
+/* The folders of a test that drives the executables, from ctest's environment:
+ * bin = $T2S_BINARY_DIR/bin, src = $T2S_SOURCE_DIR (src may be NULL), dir =
+ * $T2S_BINARY_DIR/tests/<work_name>, emptied and created. Returns 0, or 1 with a message
+ * when the test is not run through ctest. */
+int t2s_test_e2e_dirs(const char *work_name, char *bin, size_t bin_size, char *src, size_t src_size,
+                      char *dir, size_t dir_size);
+
 /* Prints "N passed, M failed" style summary and returns the exit code. */
 int t2s_test_finish(const char *name);
 

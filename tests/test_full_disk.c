@@ -80,16 +80,11 @@ static void full_disk_run(void) {
 }
 
 int main(void) {
-  const char *b = getenv("T2S_BINARY_DIR"), *s = getenv("T2S_SOURCE_DIR");
-  if (!b || !s) {
-    fprintf(stderr, "run through ctest (T2S_BINARY_DIR and T2S_SOURCE_DIR)\n");
-    return 1;
-  }
-  snprintf(bin, sizeof bin, "%s/bin", b);
-  snprintf(src, sizeof src, "%s", s);
-  snprintf(dir, sizeof dir, "%s/tests/full_disk_work", b);
-  snprintf(mnt, sizeof mnt, "%s/mnt", dir);
-  t2s_test_run("umount %s 2>/dev/null; rm -rf %s && mkdir -p %s", mnt, dir, mnt);
+  const char *b = getenv("T2S_BINARY_DIR");
+  snprintf(mnt, sizeof mnt, "%s/tests/full_disk_work/mnt", b ? b : ".");
+  t2s_test_run("umount %s 2>/dev/null", mnt); /* a mounted tmpfs left by a killed run */
+  if (t2s_test_e2e_dirs("full_disk_work", bin, sizeof bin, src, sizeof src, dir, sizeof dir) != 0) return 1;
+  t2s_test_run("mkdir -p %s", mnt);
   /* 3 MiB: room for the config, logs and a few checkpoints of the tiny network */
   if (mount("tmpfs", mnt, "tmpfs", 0, "size=3m") != 0) {
     printf("skipped: cannot mount a tmpfs here (%s); the file-size-limit case in test_checkpoint "

@@ -21,7 +21,7 @@
 #define NUM_CLASSES 11
 #define N_VAL 3
 
-static char bin[512], dir[512], common[4096], ckpt[700];
+static char bin[512], src[512], dir[512], common[4096], ckpt[700];
 
 /* Writes the validation images as PNGs (dir/in/NAME.png); returns their names. */
 static int export_val_images(t2s_dataset *val, char names[N_VAL][256]) {
@@ -126,14 +126,8 @@ static void refusals(void) {
 }
 
 int main(void) {
-  const char *b = getenv("T2S_BINARY_DIR"), *s = getenv("T2S_SOURCE_DIR");
-  if (!b || !s) {
-    fprintf(stderr, "run through ctest (T2S_BINARY_DIR and T2S_SOURCE_DIR)\n");
-    return 1;
-  }
-  snprintf(bin, sizeof bin, "%s/bin", b);
-  snprintf(dir, sizeof dir, "%s/tests/infer_work", b);
-  t2s_test_run("rm -rf %s && mkdir -p %s/in %s/odd", dir, dir, dir);
+  if (t2s_test_e2e_dirs("infer_work", bin, sizeof bin, src, sizeof src, dir, sizeof dir) != 0) return 1;
+  t2s_test_run("mkdir -p %s/in %s/odd", dir, dir);
   CHECK(t2s_test_run("%s/t2sda_synth %s/data --source 6 --target 6 --val %d --size 48 48 --seed 5 > %s/synth.log 2>&1",
                      bin, dir, N_VAL, dir) == 0);
   snprintf(common, sizeof common,
@@ -143,7 +137,7 @@ int main(void) {
            "model.backbone.stem_channels=8 uda.t2s.proj_dim=16 uda.t2s.num_queries=16 uda.t2s.num_negatives=8 "
            "runner.max_iters=20 lr_config.warmup_iters=1 log.interval=1 evaluation.interval=0 "
            "checkpoint.interval=20 data.rare_class_sampling.min_pixels=100 work_dir=%s/run",
-           s, dir, dir, dir, NUM_CLASSES, dir);
+           src, dir, dir, dir, NUM_CLASSES, dir);
   snprintf(ckpt, sizeof ckpt, "%s/run/iter_00000020.h5", dir);
   CHECK(t2s_test_run("%s/t2sda_train %s > %s/train.log 2>&1", bin, common, dir) == 0);
   CHECK(t2s_test_run("%s/t2sda_eval %s --checkpoint %s --out %s/eval.json --save-predictions %d "

@@ -320,15 +320,7 @@ static void bad_inputs(void) {
 }
 
 int main(void) {
-  const char *b = getenv("T2S_BINARY_DIR"), *s = getenv("T2S_SOURCE_DIR");
-  if (!b || !s) {
-    fprintf(stderr, "run through ctest (T2S_BINARY_DIR and T2S_SOURCE_DIR)\n");
-    return 1;
-  }
-  snprintf(bin, sizeof bin, "%s/bin", b);
-  snprintf(src, sizeof src, "%s", s);
-  snprintf(dir, sizeof dir, "%s/tests/e2e_work", b);
-  t2s_test_run("rm -rf %s && mkdir -p %s", dir, dir);
+  if (t2s_test_e2e_dirs("e2e_work", bin, sizeof bin, src, sizeof src, dir, sizeof dir) != 0) return 1;
   CHECK(t2s_test_run("%s/t2sda_synth %s/data --source 24 --target 24 --val 6 --size 48 48 --seed 3 > %s/synth.log 2>&1",
                 bin, dir, dir) == 0);
   char synth_log[700];

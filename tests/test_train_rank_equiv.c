@@ -124,12 +124,7 @@ static void distributed_resume(void) {
 }
 
 int main(void) {
-  const char *b = getenv("T2S_BINARY_DIR"), *s = getenv("T2S_SOURCE_DIR");
-  if (!b || !s) return 1;
-  snprintf(bin, sizeof bin, "%s/bin", b);
-  snprintf(src, sizeof src, "%s", s);
-  snprintf(dir, sizeof dir, "%s/tests/rank_equiv_work", b);
-  t2s_test_run("rm -rf %s && mkdir -p %s", dir, dir);
+  if (t2s_test_e2e_dirs("rank_equiv_work", bin, sizeof bin, src, sizeof src, dir, sizeof dir) != 0) return 1;
   CHECK(t2s_test_run("%s/t2sda_synth %s/data --source 24 --target 24 --val 4 --size 48 48 --seed 5 > /dev/null", bin, dir) == 0);
   snprintf(common, sizeof common,
            "%s/configs/synthetic_t2sda.yaml --quiet device=cpu 'data.source.shards=%s/data/source-*.h5' "

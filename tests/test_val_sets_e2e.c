@@ -22,7 +22,7 @@
 
 #define MAX_EVALS 16
 
-static char bin[512], dir[512], common[4096];
+static char bin[512], src[512], dir[512], common[4096];
 static const char *const sets[] = {"val", "fog_val", "night_val"};
 
 /* The number after "key": in a JSON line (NAN for null); 0 when the key is absent. */
@@ -254,14 +254,7 @@ static void start_checks(void) {
 }
 
 int main(void) {
-  const char *b = getenv("T2S_BINARY_DIR"), *s = getenv("T2S_SOURCE_DIR");
-  if (!b || !s) {
-    fprintf(stderr, "run through ctest (T2S_BINARY_DIR and T2S_SOURCE_DIR)\n");
-    return 1;
-  }
-  snprintf(bin, sizeof bin, "%s/bin", b);
-  snprintf(dir, sizeof dir, "%s/tests/val_sets_work", b);
-  t2s_test_run("rm -rf %s && mkdir -p %s", dir, dir);
+  if (t2s_test_e2e_dirs("val_sets_work", bin, sizeof bin, src, sizeof src, dir, sizeof dir) != 0) return 1;
   CHECK(t2s_test_run("%s/t2sda_synth %s/data --source 16 --target 4 --val 4 --size 48 48 --seed 5 --styles fog,night "
                      "> %s/synth.log 2>&1", bin, dir, dir) == 0);
   snprintf(common, sizeof common,
@@ -270,7 +263,7 @@ int main(void) {
            "{name: night_val, shards: %s/data/night_val-*.h5}]' data.crop=[32,32] data.workers_per_gpu=1 "
            "model.backbone.base_channels=4 model.backbone.stem_channels=8 runner.max_iters=10 lr_config.warmup_iters=2 "
            "log.interval=4 evaluation.interval=1 checkpoint.interval=0 data.rare_class_sampling.min_pixels=100",
-           s, dir, dir, dir, dir);
+           src, dir, dir, dir, dir);
   train_by_mean();
   train_by_set();
   start_checks();
