@@ -9,17 +9,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/device.h"
 #include "dist/comm_internal.h"
 
 /* MPI counts are int: larger arrays go in pieces of this many elements. */
 #define T2S_MPI_CHUNK ((size_t)1 << 30)
 
-double t2s_dist_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+double t2s_dist_now(void) { return t2s_clock_s(); }
 
 const char *t2s_comm_backend_name(t2s_comm_backend b) {
   return b == T2S_COMM_NCCL ? "nccl" : b == T2S_COMM_MPI ? "mpi" : "single";

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/formats/checkpoint.h"
 #include "core/version.h"
 #include "data/importers.h"
@@ -295,29 +296,23 @@ static t2s_status infer_one(infer_run *r, const char *path, int *w_out, int *h_o
   return s;
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static t2s_status infer_all(infer_run *r, const file_list *l, t2s_error *err) {
   int prev_grad = t2s_set_grad_enabled(r->ctx, 0);
   r->ctx->training = 0;
-  double t0 = now_s();
+  double t0 = t2s_clock_s();
   t2s_status s = T2S_OK;
   for (int i = 0; i < l->count && s == T2S_OK; i++) {
     int w = 0, h = 0;
     s = infer_one(r, l->paths[i], &w, &h, err);
-    double dt = now_s() - t0;
+    double dt = t2s_clock_s() - t0;
     if (s == T2S_OK && !r->o->quiet)
       fprintf(stderr, "[%d/%d] %s %dx%d  %.2f images/s\n", i + 1, l->count, l->paths[i], w, h,
               (i + 1) / (dt > 0 ? dt : 1e-9));
   }
   t2s_set_grad_enabled(r->ctx, prev_grad);
   if (s == T2S_OK)
-    printf("t2sda_infer: %d image(s) in %.1f s (%.2f images/s), written to %s\n", l->count, now_s() - t0,
-           l->count / fmax(now_s() - t0, 1e-9), r->o->out);
+    printf("t2sda_infer: %d image(s) in %.1f s (%.2f images/s), written to %s\n", l->count, t2s_clock_s() - t0,
+           l->count / fmax(t2s_clock_s() - t0, 1e-9), r->o->out);
   return s;
 }
 

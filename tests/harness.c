@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -234,4 +235,18 @@ int t2s_test_e2e_dirs(const char *work_name, char *bin, size_t bin_size, char *s
   if (src != NULL) snprintf(src, src_size, "%s", s);
   snprintf(dir, dir_size, "%s/tests/%s", b, work_name);
   return t2s_test_run("rm -rf '%s' && mkdir -p '%s'", dir, dir) == 0 ? 0 : 1;
+}
+
+int t2s_test_in_child(void (*child)(const char *arg), const char *arg, long *pid) {
+  fflush(NULL);
+  pid_t p = fork();
+  if (p < 0) return -1;
+  if (p == 0) {
+    child(arg);
+    _exit(127);
+  }
+  *pid = (long)p;
+  int status = 0;
+  waitpid(p, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

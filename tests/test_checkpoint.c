@@ -602,18 +602,11 @@ static void full_disk_child(const char *path) {
 static void test_full_disk(void) {
   char path[1200], tmp[1300];
   path_in_dir(path, sizeof path, "full_disk.ckpt");
-  fflush(NULL);
-  pid_t child = fork();
-  CHECK(child >= 0);
-  if (child < 0) return;
-  if (child == 0) full_disk_child(path);
-  int status = 0;
-  waitpid(child, &status, 0);
-  CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 7,
-            "full-disk writer: expected a clean exit 7 after a named error, got %s %d",
-            WIFEXITED(status) ? "exit" : "signal",
-            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)child);
+  long child = 0;
+  int rc = t2s_test_in_child(full_disk_child, path, &child);
+  CHECK_MSG(rc == 7, "full-disk writer: expected a clean exit 7 after a named error, got %d (> 128: signal %d)",
+            rc, rc - 128);
+  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, child);
   CHECK_MSG(access(tmp, F_OK) != 0, "the failed writer left %s", tmp);
   CHECK_MSG(access(path, F_OK) != 0, "the failed writer left %s", path);
   unlink(tmp);

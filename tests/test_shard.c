@@ -239,18 +239,11 @@ static void full_disk_child(const char *path) {
 static void test_full_disk(void) {
   char path[1200], tmp[1300];
   path_in_dir(path, sizeof path, "full_disk.h5");
-  fflush(NULL);
-  pid_t child = fork();
-  CHECK(child >= 0);
-  if (child < 0) return;
-  if (child == 0) full_disk_child(path);
-  int status = 0;
-  waitpid(child, &status, 0);
-  CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 7,
-            "full-disk shard writer: expected a clean exit 7 after a named error, got %s %d",
-            WIFEXITED(status) ? "exit" : "signal",
-            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)child);
+  long child = 0;
+  int rc = t2s_test_in_child(full_disk_child, path, &child);
+  CHECK_MSG(rc == 7, "full-disk shard writer: expected a clean exit 7 after a named error, got %d (> 128: signal %d)",
+            rc, rc - 128);
+  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, child);
   CHECK_MSG(!exists(tmp) && !exists(path), "the failed shard writer left %s or %s", tmp, path);
 }
 

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/formats/checkpoint.h"
 #include "core/device.h"
 #include "core/nn/segmentor.h"
@@ -41,12 +42,6 @@ typedef struct bench_opts {
 
 static const char *precision_name(t2s_precision p) {
   return p == T2S_PRECISION_TF32 ? "tf32" : p == T2S_PRECISION_BF16 ? "bf16" : "fp32";
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -212,7 +207,7 @@ static int bench_step(const bench_opts *o) {
   int total = o->warmup + o->iters;
   double *times = calloc((size_t)total, sizeof(double)), fwd_flops = 0, loss_v = 0;
   for (int it = 0; it < total; it++) {
-    double t0 = now_s();
+    double t0 = t2s_clock_s();
     ctx->flops = 0;
     t2s_params_zero_grad(&m.params, &err);
     t2s_seg_out out;
@@ -227,7 +222,7 @@ static int bench_step(const bench_opts *o) {
       fprintf(stderr, "t2sda_bench: step %d failed: %s\n", it, ctx->err.msg);
       return 1;
     }
-    times[it] = now_s() - t0;
+    times[it] = t2s_clock_s() - t0;
     float lv = 0.0f;
     if (t2s_device_copy(T2S_DEV_CPU, &lv, dev, loss->data, sizeof lv, &err) != T2S_OK) {
       fprintf(stderr, "t2sda_bench: reading the loss: %s\n", err.msg);
@@ -365,7 +360,7 @@ static int bench_selfcheck(int iters) {
   double acc0 = accuracy(ctx, &m, &test_image, test_lbl, n, h, w, classes);
   printf("selfcheck: ResNet-18 (base 16) DeepLab-V2, %d classes, %dx%d scenes, batch %d, %d SGD steps\n",
          classes, w, h, n, iters);
-  double t0 = now_s();
+  double t0 = t2s_clock_s();
   for (int it = 0; it < iters; it++) {
     for (int b = 0; b < n; b++)
       draw_scene(img + (int64_t)b * 3 * h * w, lbl + (int64_t)b * h * w, h, w, (uint64_t)(it * n + b));
@@ -382,7 +377,7 @@ static int bench_selfcheck(int iters) {
     }
     if (it % 10 == 0 || it == iters - 1)
       printf("  iter %4d  loss %.4f  lr %.2e  %.1f images/s\n", it, t2s_f32(loss)[0], lr,
-             (double)(it + 1) * n / (now_s() - t0));
+             (double)(it + 1) * n / (t2s_clock_s() - t0));
     t2s_ctx_end_pass(ctx);
   }
   double acc1 = accuracy(ctx, &m, &test_image, test_lbl, n, h, w, classes);

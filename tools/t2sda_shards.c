@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "data/importers.h"
 #include "core/version.h"
 
@@ -50,12 +51,6 @@ static const char *usage =
     "  --skip-bad    skip unusable inputs (listed in OUT/skipped.txt) instead of failing\n"
     "  --strict-labels  refuse labels with ids outside the mapping (default: they become 255,\n"
     "                with a warning and OUT/unmapped_labels.txt: id, pixels, images)\n";
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int parse_int(const char *flag, const char *s, int lo, int hi, int *out) {
   char *end;
@@ -133,7 +128,7 @@ typedef struct progress_state {
 /* On a terminal: one line rewritten a few times a second; in a log: every 10%. */
 static void show_progress(void *user, int64_t done, int64_t total, int64_t skipped) {
   progress_state *ps = user;
-  double t = now_s(), el = t - ps->start;
+  double t = t2s_clock_s(), el = t - ps->start;
   int decile = (int)(done * 10 / total);
   if (ps->tty ? (t - ps->last < 0.25 && done < total) : (decile == ps->last_decile)) return;
   ps->last = t;
@@ -230,7 +225,7 @@ int main(int argc, char **argv) {
   t2s_import_opts o;
   t2s_import_opts_default(&o, layout);
   if (!parse_args(argc, argv, &o)) return 2;
-  progress_state ps = {now_s(), 0, isatty(2), -1};
+  progress_state ps = {t2s_clock_s(), 0, isatty(2), -1};
   o.progress = show_progress;
   o.progress_user = &ps;
   o.cancel = &interrupted;
@@ -250,7 +245,7 @@ int main(int argc, char **argv) {
   int rc = 0;
   for (int k = 0; k < (every ? 4 : 1) && rc == 0; k++) {
     if (every) o.condition = all[k];
-    ps = (progress_state){now_s(), 0, isatty(2), -1};
+    ps = (progress_state){t2s_clock_s(), 0, isatty(2), -1};
     t2s_error err = {0};
     if (t2s_import_run(&o, sum, &err) != T2S_OK) {
       fprintf(stderr, "%st2sda_shards: %s\nt2sda_shards: no shard of %s was written under its "
@@ -259,7 +254,7 @@ int main(int argc, char **argv) {
       rc = 1;
     } else {
       keep_skipped_report(&o, sum, every);
-      print_summary(&o, sum, now_s() - ps.start);
+      print_summary(&o, sum, t2s_clock_s() - ps.start);
     }
   }
   free(sum);

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "data/shard_fast.h"
 #include "data/synth.h"
 #include "launch/progress.h"
@@ -58,12 +59,6 @@ typedef struct worker {
   t2s_status st;
   t2s_error err;
 } worker;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Draws and compresses images k, k + T, ... of the batch. */
 static void *worker_run(void *arg) {
@@ -334,19 +329,19 @@ int main(int argc, char **argv) {
     snprintf(style_names[k], sizeof style_names[k], "%s_val", t2s_synth_style_name(o.styles[k]));
     splits[3 + k] = (split){style_names[k], "val", T2S_SYNTH_TARGET, o.styles[k], 0, 1, o.val};
   }
-  double t0 = now_s();
+  double t0 = t2s_clock_s();
   int64_t total = 0;
   for (int i = 0; i < 3 + o.nstyles; i++) {
     if (splits[i].count == 0) continue;
-    double t = now_s();
+    double t = t2s_clock_s();
     if (!write_split(o.out, &cfg, &splits[i], (int)o.shards, (int)o.threads, (int)o.deflate)) return 1;
-    double dt = now_s() - t;
+    double dt = t2s_clock_s() - t;
     total += splits[i].count;
     printf("t2sda_synth: %s: %lld images %dx%d in %.2f s (%.0f images/min)\n", splits[i].name,
            (long long)splits[i].count, cfg.width, cfg.height, dt, (double)splits[i].count / dt * 60.0);
     fflush(stdout);
   }
-  double dt = now_s() - t0;
+  double dt = t2s_clock_s() - t0;
   printf("t2sda_synth: wrote %lld images to %s in %.2f s: %.0f images/min with %lld drawing threads\n",
          (long long)total, o.out, dt, dt > 0 ? (double)total / dt * 60.0 : 0.0, o.threads);
   return 0;

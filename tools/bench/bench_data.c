@@ -1,4 +1,5 @@
 /* `t2sda_bench data` (data/bench_data.h). */
+#include "core/clock.h"
 #include "tools/bench/bench_data.h"
 
 #include <errno.h>
@@ -32,12 +33,6 @@ typedef struct data_opts {
   int crop_w, crop_h, batch, iters, warmup, rare_class, labels;
   int threads[MAX_THREAD_COUNTS], n_threads;
 } data_opts;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int parse_int(const char *flag, const char *s, int lo, int hi, int *out) {
   char *end;
@@ -127,17 +122,17 @@ static int stage_split(t2s_dataset *ds, const data_opts *o, int n) {
     int64_t local = 0;
     t2s_shard *s = t2s_dataset_locate(ds, (int64_t)i * 7919 % ds->count, &local);
     if (t2s_shard_info(s)->width != m->width || t2s_shard_info(s)->height != m->height) continue;
-    double t0 = now_s();
+    double t0 = t2s_clock_s();
     ok = t2s_shard_read_raw_chunk(s, "image", local, &ic, &err) == T2S_OK &&
          (!o->labels || t2s_shard_read_raw_chunk(s, "label", local, &lc, &err) == T2S_OK);
-    double t1 = now_s();
+    double t1 = t2s_clock_s();
     ok = ok && t2s_shard_decode_chunk(&ic, rgb, npix * 3, &err) == T2S_OK &&
          (!o->labels || t2s_shard_decode_chunk(&lc, lab, npix, &err) == T2S_OK);
-    double t2 = now_s();
+    double t2 = t2s_clock_s();
     t2s_aug_key key = {1, 0, i, 0};
     ok = ok && t2s_augment_sample(&c.aug, key, rgb, o->labels ? lab : NULL, m->width, m->height,
                                   -1, img, olab, &sc, NULL, &err) == T2S_OK;
-    double t3 = now_s();
+    double t3 = t2s_clock_s();
     t_read += t1 - t0;
     t_inflate += t2 - t1;
     t_aug += t3 - t2;
@@ -166,10 +161,10 @@ static int run_threads(t2s_dataset *ds, const data_opts *o, int workers, double 
   double t0 = 0;
   int ok = 1;
   for (int t = 0; ok && t < o->warmup + o->iters; t++) {
-    if (t == o->warmup) t0 = now_s();
+    if (t == o->warmup) t0 = t2s_clock_s();
     ok = t2s_loader_next(L, t, &b, &err) == T2S_OK;
   }
-  double dt = now_s() - t0;
+  double dt = t2s_clock_s() - t0;
   t2s_loader_close(L);
   if (!ok) {
     fprintf(stderr, "t2sda_bench data: %s\n", err.msg);
