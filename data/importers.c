@@ -27,6 +27,12 @@ const char *const t2s_cityscapes_class_names[T2S_CITYSCAPES_CLASSES] = {
     "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
     "truck",  "bus",        "train",    "motorcycle", "bicycle"};
 
+/* Cityscapes label ids of the 19 train ids (GTA5 uses the same ids); cityscapesScripts'
+ * labels.py, the entries with trainId 0..18. */
+const uint8_t t2s_cityscapes_label_ids[T2S_CITYSCAPES_CLASSES] = {7,  8,  11, 12, 13, 17, 19,
+                                                                  20, 21, 22, 23, 24, 25, 26,
+                                                                  27, 28, 31, 32, 33};
+
 static const char *const layout_names[T2S_IMPORT_NUM_LAYOUTS] = {
     "cityscapes", "gta5", "synthia", "generic", "bdd100k", "mapillary", "acdc", "darkzurich"};
 
@@ -58,9 +64,6 @@ static t2s_status mapping_alloc(t2s_label_mapping *m, t2s_error *err) {
 
 t2s_status t2s_label_mapping_builtin(t2s_label_mapping *m, t2s_import_layout layout,
                                      t2s_error *err) {
-  /* Cityscapes label ids of the 19 train ids (GTA5 uses the same ids) */
-  static const int cs_ids[T2S_CITYSCAPES_CLASSES] = {7,  8,  11, 12, 13, 17, 19, 20, 21, 22,
-                                                     23, 24, 25, 26, 27, 28, 31, 32, 33};
   /* SYNTHIA-RAND-CITYSCAPES ids 0..22 -> train ids (docs/method.md "Datasets") */
   static const int syn_train[23] = {255, 10, 2,  0,  1,  4,  8,  5,  13, 7,  11, 18,
                                     17,  255, 255, 6, 9, 12, 14, 15, 16, 3, 255};
@@ -97,7 +100,7 @@ t2s_status t2s_label_mapping_builtin(t2s_label_mapping *m, t2s_import_layout lay
     snprintf(m->known, sizeof m->known, "0..65");
   } else {
     for (int v = 0; v <= 33; v++) m->lut[v] = 255;
-    for (int c = 0; c < T2S_CITYSCAPES_CLASSES; c++) m->lut[cs_ids[c]] = (uint16_t)c;
+    for (int c = 0; c < T2S_CITYSCAPES_CLASSES; c++) m->lut[t2s_cityscapes_label_ids[c]] = (uint16_t)c;
     snprintf(m->known, sizeof m->known, "0..33");
   }
   return T2S_OK;
@@ -644,7 +647,12 @@ static void process_item(const pipeline *p, const import_item *it, slot *sl) {
       snprintf(sl->reason, sizeof sl->reason, "out of memory resizing %s", it->image);
     else if (t2s_shard_encode_item(&p->meta, p->o->deflate_level, img, label, &sl->item, &e) != T2S_OK)
       snprintf(sl->reason, sizeof sl->reason, "%s: %s", it->image, e.msg);
-    else sl->bad = 0;
+    else {
+      /* /orig_size: predictions can be written back at the source resolution */
+      sl->item.orig_height = sh;
+      sl->item.orig_width = sw;
+      sl->bad = 0;
+    }
   }
   free(rgb);
   free(resized);
@@ -776,6 +784,7 @@ static t2s_status write_one(run_state *r, int64_t i, slot *sl, t2s_error *err) {
   if (st == T2S_OK) st = count_unmapped(r, sl, err);
   if (st != T2S_OK) return st;
   r->sum->images++;
+  r->sum->resized += sl->item.orig_height != p->meta.height || sl->item.orig_width != p->meta.width;
   r->sum->ignored_pixels += sl->ignored;
   for (int c = 0; c < p->meta.num_classes; c++) r->sum->class_pixels[c] += sl->item.class_pixels[c];
   return T2S_OK;

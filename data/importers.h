@@ -20,7 +20,8 @@
  * (docs/datasets.md: the sources, the Vistas -> Cityscapes table, the conditions).
  * Images may be PNG or JPEG in every layout (data/image_io.h).
  * Every image is resized to one size (DAFormer's recipe by default: GTA5 1280x720,
- * SYNTHIA 1280x760, Cityscapes 1024x512; images bilinear, labels nearest), label
+ * SYNTHIA 1280x760, Cityscapes 1024x512; images bilinear, labels nearest), its size
+ * before the resize is recorded in the shard's /orig_size, label
  * ids are mapped to train ids, and the images are spread over K shards in order.
  *
  * Decoding, resizing, mapping and compression run on worker threads; every HDF5
@@ -57,6 +58,9 @@ typedef enum t2s_import_layout {
 #define T2S_CITYSCAPES_CLASSES 19
 /* The 19 Cityscapes train-id class names, in train-id order (mmseg's spelling). */
 extern const char *const t2s_cityscapes_class_names[T2S_CITYSCAPES_CLASSES];
+/* The Cityscapes label id of each train id (the importer's table read backwards: what
+ * the official evaluation scripts and the benchmark server expect in a result PNG). */
+extern const uint8_t t2s_cityscapes_label_ids[T2S_CITYSCAPES_CLASSES];
 
 /* "cityscapes" | "gta5" | "synthia" | "generic" | "bdd100k" | "mapillary" | "acdc" |
  * "darkzurich"; returns 0 for anything else. */
@@ -136,6 +140,7 @@ void t2s_import_opts_default(t2s_import_opts *o, t2s_import_layout layout);
 typedef struct t2s_import_summary {
   int64_t images;           /* written */
   int64_t skipped;
+  int64_t resized;          /* written images whose source had another size (/orig_size has it) */
   int64_t bytes;            /* of all shard files */
   int shards;
   int width, height;

@@ -116,6 +116,8 @@ t2s_status t2s_shard_encode_item(const t2s_shard_meta *meta, int deflate_level,
     return st;
   }
   item->image_crc = (uint32_t)crc32(0L, rgb, (uInt)(hw * 3));
+  item->orig_height = meta->height;
+  item->orig_width = meta->width;
   if (label != NULL) item->label_crc = (uint32_t)crc32(0L, label, (uInt)hw);
   if (label != NULL)
     for (size_t p = 0; p < hw; p++)
@@ -184,7 +186,7 @@ void t2s_shard_chunk_free(t2s_shard_chunk *chunk) {
 /* ---- writing ------------------------------------------------------------------- */
 
 struct t2s_shard_writer {
-  hid_t file, image, label, name, class_pixels, image_crc, label_crc;
+  hid_t file, image, label, name, class_pixels, image_crc, label_crc, orig_size;
   t2s_shard_meta meta;
   int level;
   int failed; /* an earlier write failed: commit refuses */
@@ -278,6 +280,9 @@ static t2s_status create_datasets(t2s_shard_writer *w, t2s_error *err) {
   if (w->name < 0) return T2S_ERR_IO;
   w->image_crc = create_growing(w, "image_crc32", H5T_STD_U32LE, 1, names, names_chunk, 0, err);
   if (w->image_crc < 0) return T2S_ERR_IO;
+  hsize_t orig[2] = {0, 2}, orig_chunk[2] = {NAME_CHUNK, 2};
+  w->orig_size = create_growing(w, "orig_size", H5T_STD_I32LE, 2, orig, orig_chunk, 0, err);
+  if (w->orig_size < 0) return T2S_ERR_IO;
   if (m->has_label) {
     w->label = create_growing(w, "label", H5T_STD_U8LE, 3, lab, lab_chunk, w->level, err);
     if (w->label < 0) return T2S_ERR_IO;
@@ -322,6 +327,7 @@ static void writer_close_ids(t2s_shard_writer *w) {
   close_id(&w->class_pixels, H5Dclose);
   close_id(&w->image_crc, H5Dclose);
   close_id(&w->label_crc, H5Dclose);
+  close_id(&w->orig_size, H5Dclose);
 }
 
 static void writer_abort_locked(t2s_shard_writer *w) {
@@ -347,7 +353,8 @@ t2s_shard_writer *t2s_shard_writer_open(const char *final_path, const t2s_shard_
   w->meta.ignore_index = 255;
   w->meta.count = 0;
   w->level = level_or_default(deflate_level);
-  w->file = w->image = w->label = w->name = w->class_pixels = w->image_crc = w->label_crc = -1;
+  w->file = w->image = w->label = w->name = w->class_pixels = w->image_crc = w->label_crc =
+      w->orig_size = -1;
   snprintf(w->final_path, sizeof w->final_path, "%s", final_path);
   snprintf(w->tmp_path, sizeof w->tmp_path, "%s.tmp.%ld", final_path, (long)getpid());
   lock_h5();
@@ -428,6 +435,11 @@ static t2s_status add_item_locked(t2s_shard_writer *w, const char *name, const t
     return t2s_error_set(err, T2S_ERR_INVALID, "shard %s: image '%s' %s a label map but the shard "
                          "is %s", w->final_path, name, it->label_z ? "has" : "lacks",
                          w->meta.has_label ? "labelled" : "unlabelled");
+  if (it->orig_height < 1 || it->orig_width < 1 ||
+      (int64_t)it->orig_height * it->orig_width > MAX_IMAGE_PIXELS)
+    return t2s_error_set(err, T2S_ERR_INVALID, "shard %s: image '%s' has an original size of %dx%d "
+                         "(WxH), which no readable image has", w->final_path, name,
+                         (int)it->orig_width, (int)it->orig_height);
   t2s_status st = append_chunk(w, w->image, "image", it->image_z, it->image_z_size, err);
   hid_t str = vlen_utf8();
   if (st == T2S_OK)
@@ -436,6 +448,8 @@ static t2s_status add_item_locked(t2s_shard_writer *w, const char *name, const t
   if (str >= 0) H5Tclose(str);
   if (st == T2S_OK)
     st = append_row(w, w->image_crc, "image_crc32", H5T_NATIVE_UINT32, 1, &it->image_crc, err);
+  const int32_t orig[2] = {it->orig_height, it->orig_width};
+  if (st == T2S_OK) st = append_row(w, w->orig_size, "orig_size", H5T_NATIVE_INT32, 2, orig, err);
   if (st == T2S_OK && w->meta.has_label) {
     st = append_chunk(w, w->label, "label", it->label_z, it->label_z_size, err);
     if (st == T2S_OK)
@@ -524,6 +538,7 @@ struct t2s_shard {
   t2s_shard_meta meta;
   int64_t *class_pixels;
   uint32_t *image_crc, *label_crc; /* NULL: an older shard without checksums (unverified) */
+  int32_t *orig_size;              /* N x 2 [H, W]; NULL: an older shard (the shard's size) */
   char path[PATH_CAP];
 };
 
@@ -723,6 +738,38 @@ static t2s_status load_crcs(t2s_shard *s, const char *name, uint32_t **out, t2s_
   return st;
 }
 
+/* Loads the optional /orig_size (N x 2 [H, W]); every size must be one an image can
+ * have, since eval allocates and upsamples to it. */
+static t2s_status load_orig_size(t2s_shard *s, t2s_error *err) {
+  if (H5Lexists(s->file, "orig_size", H5P_DEFAULT) <= 0) return T2S_OK;
+  hsize_t dims[2] = {0};
+  hid_t ds = -1;
+  int64_t *v = NULL;
+  t2s_status st = open_checked(s, "orig_size", 2, ELEM_INT, dims, &ds, err);
+  if (st == T2S_OK && (dims[0] != (hsize_t)s->meta.count || dims[1] != 2))
+    st = bad_field(err, s->path, "orig_size", "dataset is %llu x %llu, expected %" PRId64 " x 2 "
+                   "(images x [H, W])", (unsigned long long)dims[0], (unsigned long long)dims[1],
+                   s->meta.count);
+  size_t n = st == T2S_OK ? (size_t)dims[0] * 2 : 0;
+  if (st == T2S_OK && ((v = malloc((n ? n : 1) * sizeof *v)) == NULL ||
+                       (s->orig_size = malloc((n ? n : 1) * sizeof *s->orig_size)) == NULL))
+    st = t2s_error_set(err, T2S_ERR_NOMEM, "shard %s: out of memory for /orig_size", s->path);
+  if (st == T2S_OK && n > 0 && H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0)
+    st = h5_fail(err, s->path, "H5Dread", "orig_size");
+  for (size_t i = 0; st == T2S_OK && i < n / 2; i++) {
+    if (v[2 * i] < 1 || v[2 * i + 1] < 1 || v[2 * i] > INT32_MAX || v[2 * i + 1] > INT32_MAX ||
+        (double)v[2 * i] * (double)v[2 * i + 1] > (double)MAX_IMAGE_PIXELS)
+      st = bad_field(err, s->path, "orig_size", "image %zu declares an original size of %" PRId64
+                     " x %" PRId64 " (H x W), outside 1..%" PRId64 " pixels", i, v[2 * i],
+                     v[2 * i + 1], MAX_IMAGE_PIXELS);
+    else s->orig_size[2 * i] = (int32_t)v[2 * i], s->orig_size[2 * i + 1] = (int32_t)v[2 * i + 1];
+  }
+  free(v);
+  if (ds >= 0) H5Dclose(ds);
+  if (st == T2S_OK) s->meta.has_orig_size = 1;
+  return st;
+}
+
 static t2s_status open_datasets(t2s_shard *s, t2s_error *err) {
   t2s_shard_meta *m = &s->meta;
   hsize_t img[4] = {0}, lab[3] = {0}, names[1] = {0}, cp[2] = {0};
@@ -751,6 +798,7 @@ static t2s_status open_datasets(t2s_shard *s, t2s_error *err) {
     return bad_field(err, s->path, "name", "dataset has %llu entries but /image has %llu images",
                      (unsigned long long)names[0], (unsigned long long)img[0]);
   st = load_crcs(s, "image_crc32", &s->image_crc, err);
+  if (st == T2S_OK) st = load_orig_size(s, err);
   if (st != T2S_OK) return st;
   m->has_label = H5Lexists(s->file, "label", H5P_DEFAULT) > 0;
   if (!m->has_label) return T2S_OK;
@@ -794,6 +842,7 @@ static void shard_close_locked(t2s_shard *s) {
   free(s->class_pixels);
   free(s->image_crc);
   free(s->label_crc);
+  free(s->orig_size);
   free(s);
 }
 
@@ -848,6 +897,13 @@ void t2s_shard_close(t2s_shard *s) {
 const t2s_shard_meta *t2s_shard_info(const t2s_shard *s) { return &s->meta; }
 const char *t2s_shard_path(const t2s_shard *s) { return s->path; }
 const int64_t *t2s_shard_class_pixels(const t2s_shard *s) { return s->class_pixels; }
+
+int t2s_shard_orig_size(const t2s_shard *s, int64_t i, int *height, int *width) {
+  int known = s->orig_size != NULL && i >= 0 && i < s->meta.count;
+  *height = known ? s->orig_size[2 * i] : s->meta.height;
+  *width = known ? s->orig_size[2 * i + 1] : s->meta.width;
+  return known;
+}
 
 static t2s_status grow_chunk(t2s_shard_chunk *c, size_t need, const char *path, t2s_error *err) {
   if (c->cap >= need) return T2S_OK;
@@ -1096,6 +1152,8 @@ static t2s_status open_all(t2s_dataset *ds, char **paths, int n, const char *wha
   ds->first[n] = ds->count;
   ds->meta = ds->shards[0]->meta;
   ds->meta.count = ds->count;
+  /* the dataset records original sizes only when every shard does */
+  for (int k = 0; k < n; k++) ds->meta.has_orig_size &= ds->shards[k]->meta.has_orig_size;
   return T2S_OK;
 }
 

@@ -5,6 +5,9 @@
  *   /class_pixels int64  N x C           per-image pixel count of each class (with /label)
  *   /image_crc32  uint32 N               CRC32 (zlib.crc32) of each image's H*W*3 pixel bytes
  *   /label_crc32  uint32 N               the same for each label map (with /label)
+ *   /orig_size    int32  N x 2           [H, W] of each source image before the importer
+ *                                        resized it (optional: older shards lack it, and
+ *                                        readers then take the shard's H x W)
  *                 Both are checked on every read. Shards written before they existed
  *                 (or by other tools) lack them and are read unverified.
  *   root attributes: format = "t2sda-shard", version = 1, num_classes, ignore_index = 255,
@@ -31,6 +34,7 @@ typedef struct t2s_shard_meta {
   int has_label;
   int64_t count;       /* images in the shard (reader) */
   int height, width;   /* every image of the shard */
+  int has_orig_size;   /* reader: the shard records /orig_size */
 } t2s_shard_meta;
 
 /* ---- writing ---- */
@@ -40,7 +44,9 @@ typedef struct t2s_shard_writer t2s_shard_writer;
 t2s_shard_writer *t2s_shard_writer_open(const char *final_path, const t2s_shard_meta *meta,
                                         int deflate_level, t2s_error *err);
 /* Appends one image (H x W x 3 RGB) and, for labelled shards, its label map
- * (H x W train ids); class pixel counts are computed here. */
+ * (H x W train ids); class pixel counts are computed here. Its /orig_size is the
+ * shard's H x W (an image that was not resized; importers that resize use
+ * t2s_shard_writer_add_item with the item's orig_height/orig_width). */
 t2s_status t2s_shard_writer_add(t2s_shard_writer *w, const char *name, const uint8_t *rgb,
                                 const uint8_t *label, t2s_error *err);
 t2s_status t2s_shard_writer_commit(t2s_shard_writer *w, t2s_error *err);
@@ -57,6 +63,9 @@ const char *t2s_shard_path(const t2s_shard *s);
 /* rgb: H x W x 3; label: H x W or NULL (must be NULL for unlabelled shards). */
 t2s_status t2s_shard_read(t2s_shard *s, int64_t i, uint8_t *rgb, uint8_t *label, t2s_error *err);
 t2s_status t2s_shard_read_name(t2s_shard *s, int64_t i, char *buf, size_t size, t2s_error *err);
+/* The [H, W] of image i before the importer resized it (/orig_size). Shards without
+ * /orig_size give the shard's own H x W and return 0; 1 when recorded. */
+int t2s_shard_orig_size(const t2s_shard *s, int64_t i, int *height, int *width);
 /* N x C row-major, or NULL for unlabelled shards. */
 const int64_t *t2s_shard_class_pixels(const t2s_shard *s);
 
@@ -66,7 +75,8 @@ typedef struct t2s_dataset {
   int n_shards;
   int64_t *first;      /* global index of each shard's first image */
   int64_t count;
-  t2s_shard_meta meta; /* of the first shard; all shards must agree on classes and labels */
+  t2s_shard_meta meta; /* of the first shard; all shards must agree on classes and labels;
+                          has_orig_size: every shard records /orig_size */
 } t2s_dataset;
 
 /* Expands each pattern (a file or a glob, sorted), opens every shard and checks that

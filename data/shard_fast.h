@@ -57,6 +57,8 @@ typedef struct t2s_shard_item {
   uint8_t *image_z, *label_z;
   size_t image_z_size, label_z_size;
   uint32_t image_crc, label_crc; /* CRC32 of the uncompressed pixels */
+  int32_t orig_height, orig_width; /* the source image's size before any resize (/orig_size);
+                                      encoding sets the shard's size, importers overwrite it */
   int64_t class_pixels[T2S_MAX_CLASSES];
 } t2s_shard_item;
 

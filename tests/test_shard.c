@@ -1,7 +1,8 @@
 // ctest-labels: unit
 /* Dataset shards: writer -> reader round trips, h5py reading our shards and our
  * reader reading h5py's, the reader's validation of every field, the direct
- * chunk path under threads, atomic commit, and datasets built from globs.
+ * chunk path under threads, atomic commit, datasets built from globs, and the
+ * optional /orig_size (source sizes before a resize; shards without it still load).
  * Expected contents are a closed form (the same one tools/check_shard_h5py.py
  * uses), never what the writer produced. */
 #include <errno.h>
@@ -174,6 +175,77 @@ static void test_roundtrip(void) {
   t2s_shard_close(s);
 }
 
+/* The closed form of an original size shared with tools/check_shard_h5py.py. */
+static void orig_of(int i, int h, int w, int *oh, int *ow) {
+  *oh = 2 * h + i;
+  *ow = 3 * w;
+}
+
+/* /orig_size: t2s_shard_writer_add records the shard's size, an item carries any
+ * other; a shard without the dataset (older) loads and reports its own size. */
+static void test_orig_size(void) {
+  char path[1200], dpath[1][512];
+  path_in_dir(path, sizeof path, "orig.h5");
+  t2s_error err = {0};
+  t2s_shard_meta m = make_meta(4, 5, 3, 1);
+  t2s_shard_writer *w = t2s_shard_writer_open(path, &m, 1, &err);
+  CHECK_MSG(w != NULL, "%s", err.msg);
+  if (w == NULL) return;
+  uint8_t rgb[4 * 5 * 3], lab[4 * 5];
+  for (int i = 0; i < 3; i++) {
+    t2s_shard_item it;
+    fill(i, 4, 5, 3, rgb, lab);
+    CHECK(t2s_shard_encode_item(&m, 1, rgb, lab, &it, &err) == T2S_OK);
+    CHECK(it.orig_height == 4 && it.orig_width == 5); /* the default: not resized */
+    orig_of(i, 4, 5, &it.orig_height, &it.orig_width);
+    char name[16];
+    snprintf(name, sizeof name, "img_%03d", i);
+    CHECK_MSG(t2s_shard_writer_add_item(w, name, &it, &err) == T2S_OK, "%s", err.msg);
+    t2s_shard_item_free(&it);
+  }
+  /* an impossible original size is refused naming the image; the shard is not committed */
+  t2s_shard_item bad;
+  CHECK(t2s_shard_encode_item(&m, 1, rgb, lab, &bad, &err) == T2S_OK);
+  bad.orig_width = 0;
+  t2s_error e1 = {0};
+  CHECK(t2s_shard_writer_add_item(w, "zero", &bad, &e1) == T2S_ERR_INVALID && strstr(e1.msg, "'zero'") &&
+        strstr(e1.msg, "original size"));
+  t2s_shard_item_free(&bad);
+  CHECK(t2s_shard_writer_commit(w, &err) == T2S_OK);
+  t2s_shard *s = t2s_shard_open(path, &err);
+  CHECK_MSG(s != NULL, "%s", err.msg);
+  if (s == NULL) return;
+  CHECK(t2s_shard_info(s)->has_orig_size && t2s_shard_info(s)->count == 3);
+  for (int i = 0; i < 3; i++) {
+    int oh = 0, ow = 0, wh = 0, ww = 0;
+    orig_of(i, 4, 5, &wh, &ww);
+    CHECK_MSG(t2s_shard_orig_size(s, i, &oh, &ow) == 1 && oh == wh && ow == ww, "image %d: %dx%d", i, oh, ow);
+  }
+  t2s_shard_close(s);
+  /* the dataset records original sizes only when every shard does */
+  char old[1200];
+  path_in_dir(old, sizeof old, "orig_old.h5");
+  if (!write_shard(old, 0, 2, 4, 5, 3, 1, 1)) return;
+  s = t2s_shard_open(old, &err);
+  int oh = 0, ow = 0;
+  CHECK(s && t2s_shard_info(s)->has_orig_size && t2s_shard_orig_size(s, 1, &oh, &ow) == 1 && oh == 4 && ow == 5);
+  t2s_shard_close(s);
+  hid_t f = H5Fopen(old, H5F_ACC_RDWR, H5P_DEFAULT);
+  CHECK(f >= 0 && H5Ldelete(f, "orig_size", H5P_DEFAULT) >= 0);
+  if (f >= 0) H5Fclose(f);
+  s = t2s_shard_open(old, &err);
+  CHECK_MSG(s != NULL, "a shard without /orig_size must load: %s", err.msg);
+  if (s == NULL) return;
+  CHECK(!t2s_shard_info(s)->has_orig_size);
+  CHECK(t2s_shard_orig_size(s, 1, &oh, &ow) == 0 && oh == 4 && ow == 5);
+  t2s_shard_close(s);
+  t2s_dataset ds;
+  snprintf(dpath[0], sizeof dpath[0], "%s/orig*.h5", g_dir);
+  CHECK_MSG(t2s_dataset_open(&ds, (const char(*)[512])dpath, 1, "test", &err) == T2S_OK, "%s", err.msg);
+  CHECK(ds.count == 5 && !ds.meta.has_orig_size);
+  t2s_dataset_close(&ds);
+}
+
 /* Nothing appears under the final name before commit; abort leaves nothing. */
 static void test_commit_abort(void) {
   char path[1200], tmp[1300];
@@ -265,6 +337,7 @@ static void test_h5py(void) {
   }
   path_in_dir(path, sizeof path, "for_h5py.h5");
   if (write_shard(path, 0, 4, 5, 6, 3, 1, 2)) {
+    /* our writer's /orig_size is [H, W] of every image (no resize) */
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' check '%s' 4 5 6 3 2", script, path);
     CHECK_MSG(system(cmd) == 0, "h5py does not read %s as the contract says", path);
   }
@@ -281,6 +354,13 @@ static void test_h5py(void) {
     CHECK_MSG(s != NULL, "reading h5py's %s shard: %s", variants[v], err.msg);
     if (s == NULL) continue;
     check_contents(s, 0, 3, 9, 8, 5, 1);
+    /* "plain" writes the closed-form /orig_size, "other" none (an older shard) */
+    for (int i = 0; i < 3; i++) {
+      int oh = 0, ow = 0, wh = 9, ww = 8;
+      if (v == 0) orig_of(i, 9, 8, &wh, &ww);
+      CHECK_MSG(t2s_shard_orig_size(s, i, &oh, &ow) == (v == 0) && oh == wh && ow == ww,
+                "%s: image %d has original size %dx%d", variants[v], i, oh, ow);
+    }
     t2s_shard_chunk c = {0};
     CHECK(t2s_shard_read_raw_chunk(s, "label", 1, &c, &err) == T2S_OK);
     /* one gzip chunk per image reads directly; shuffle+gzip goes through H5Dread */
@@ -453,6 +533,19 @@ static void m_pixels_negative(hid_t f) {
   H5Dclose(ds);
 }
 
+static void m_orig_shape(hid_t f) {
+  hsize_t d[2] = {3, 3};
+  replace_dataset(f, "orig_size", H5T_STD_I32LE, 2, d);
+}
+static void m_orig_zero(hid_t f) {
+  hsize_t d[2] = {3, 2}; /* zero-filled: no image is 0 x 0 */
+  replace_dataset(f, "orig_size", H5T_STD_I32LE, 2, d);
+}
+static void m_orig_type(hid_t f) {
+  hsize_t d[2] = {3, 2};
+  replace_dataset(f, "orig_size", H5T_IEEE_F32LE, 2, d);
+}
+
 static int copy_file(const char *from, const char *to) {
   char cmd[3000];
   snprintf(cmd, sizeof cmd, "cp '%s' '%s'", from, to);
@@ -478,6 +571,8 @@ static void test_validation(void) {
       {m_pixels_gone, "class_pixels"}, {m_crc_count, "image_crc32"},
       {m_image_huge, "image"},        {m_count_huge, "image"},
       {m_pixels_negative, "class_pixels"},
+      {m_orig_shape, "orig_size"},    {m_orig_zero, "orig_size"},
+      {m_orig_type, "orig_size"},
   };
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -616,6 +711,7 @@ int main(void) {
     return 1;
   }
   test_roundtrip();
+  test_orig_size();
   test_commit_abort();
   test_full_disk();
   test_h5py();

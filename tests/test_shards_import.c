@@ -196,7 +196,7 @@ static void check_import(const char *out, const char *domain, const char *split,
   CHECK_MSG(ds.count == e->n, "%lld images, want %d", (long long)ds.count, e->n);
   CHECK(ds.meta.num_classes == 19 && strcmp(ds.meta.class_names[18], "bicycle") == 0);
   CHECK(strcmp(ds.meta.domain, domain) == 0 && strcmp(ds.meta.split, split) == 0);
-  CHECK(ds.meta.width == e->tw && ds.meta.height == e->th && ds.meta.has_label);
+  CHECK(ds.meta.width == e->tw && ds.meta.height == e->th && ds.meta.has_label && ds.meta.has_orig_size);
   size_t tn = (size_t)e->tw * e->th;
   uint8_t *rgb = malloc(tn * 3), *lab = malloc(tn), *src = malloc((size_t)e->sw * e->sh * 3);
   int worst = 0;
@@ -207,6 +207,9 @@ static void check_import(const char *out, const char *domain, const char *split,
     CHECK(t2s_shard_read(s, local, rgb, lab, &err) == T2S_OK);
     CHECK(t2s_shard_read_name(s, local, name, sizeof name, &err) == T2S_OK);
     CHECK_MSG(strcmp(name, e->names[i]) == 0, "image %d is '%s', want '%s'", i, name, e->names[i]);
+    int oh = 0, ow = 0; /* the source's size before the resize */
+    CHECK_MSG(t2s_shard_orig_size(s, local, &oh, &ow) == 1 && oh == e->sh && ow == e->sw,
+              "image %d: /orig_size %dx%d (WxH), want %dx%d", i, ow, oh, e->sw, e->sh);
     int seed = e->seeds[i];
     for (int y = 0; y < e->sh; y++)
       for (int x = 0; x < e->sw; x++)

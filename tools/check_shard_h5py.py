@@ -8,9 +8,11 @@ Both sides fill the shard with the same closed-form content, so neither needs
 the other's data: pixel(i, y, x, c) = (29 i + 7 y + 13 x + 101 c) mod 256,
 label(i, y, x) = (i + 3 y + x) mod (C + 1) with the value C stored as 255
 (ignore), name(i) = "img_%03d" % i, domain "h5py-test", split "val".
-VARIANT "plain" uses one gzip chunk per image (the direct-read path of the C
-reader); "other" uses shuffle+gzip, h5py's automatic chunks and fixed-length
-byte strings (the C reader's general path).
+Our writer's /orig_size (int32 N x 2, [H, W] before any resize) is [H, W] for every
+image (no resize). VARIANT "plain" uses one gzip chunk per image (the direct-read
+path of the C reader) and writes /orig_size = [2 H + i, 3 W]; "other" uses
+shuffle+gzip, h5py's automatic chunks and fixed-length byte strings (the C
+reader's general path) and no /orig_size (a shard from before it existed).
 """
 import sys
 import zlib
@@ -78,6 +80,10 @@ def check(path, n, h, w, c, level):
             crcs = [zlib.crc32(np.ascontiguousarray(want[k]).tobytes()) for k in range(n)]
             if f[key].dtype != np.uint32 or [int(v) for v in f[key][...]] != crcs:
                 bad.append("%s %r" % (key, f[key][...].tolist()))
+        orig = f["orig_size"]
+        if orig.dtype != np.int32 or orig.shape != (n, 2) or \
+                not np.array_equal(orig[...], np.tile([h, w], (n, 1))):
+            bad.append("orig_size %r %r" % (orig.dtype, orig[...].tolist()))
     if bad:
         print("h5py check of %s failed: %s" % (path, "; ".join(bad)))
         return 1
@@ -97,6 +103,8 @@ def write(path, n, h, w, c, variant):
             f.attrs["format"] = FORMAT
             f.attrs["domain"] = "h5py-test"
             f.attrs["split"] = "val"
+            orig = np.stack([2 * h + np.arange(n), np.full(n, 3 * w)], axis=1)
+            f.create_dataset("orig_size", data=orig.astype(np.int32))
         else:
             f.create_dataset("image", data=image, chunks=True, compression="gzip", shuffle=True)
             f.create_dataset("label", data=label, compression="gzip", shuffle=True)

@@ -8,7 +8,9 @@
  *                [--condition night|twilight|day]                   (darkzurich)
  *   LAYOUT: cityscapes gta5 synthia generic bdd100k mapillary acdc darkzurich
  *
- * Writes OUT/<domain>_<split>-00000-of-0000K.h5 ... The layouts, the label id ->
+ * Writes OUT/<domain>_<split>-00000-of-0000K.h5 ... Each image's size before the resize
+ * goes to the shard's /orig_size, so predictions can be written back at the source
+ * resolution (t2sda_eval --format cityscapes). The layouts, the label id ->
  * train id tables and the default sizes (DAFormer: GTA5 1280x720, SYNTHIA 1280x760,
  * Cityscapes 1024x512) are described in data/importers.h. Label ids outside the
  * dataset's mapping become 255 (ignore), as mmseg does, with one warning per run (id:
@@ -147,6 +149,9 @@ static void print_summary(const t2s_import_opts *o, const t2s_import_summary *s,
          s->domain, o->split, s->images, s->width,
          s->height, s->shards, (double)s->bytes / (1024.0 * 1024.0), secs);
   printf("  first shard: %s\n", s->first_shard);
+  if (s->resized)
+    printf("  resized %" PRId64 " image(s) from their source size, which /orig_size records "
+           "(t2sda_eval --format cityscapes writes predictions at it)\n", s->resized);
   if (s->cleaned)
     printf("  removed %" PRId64 " leftover file(s) of an interrupted run\n", s->cleaned);
   if (s->replaced)
