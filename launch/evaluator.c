@@ -114,6 +114,25 @@ static t2s_status save_prediction(const char *dir, const char *name, const uint8
   return st;
 }
 
+/* The label PNG of one image at its original size: the logits z (C x h x w) are
+ * upsampled when the importer had resized the image, else pred is written as it is. */
+static t2s_status write_label_png(t2s_shard *s, int64_t local, const float *z, int C, int h, int w,
+                                  const uint8_t *pred, const t2s_eval_cfg *cfg, t2s_error *err) {
+  int oh = h, ow = w;
+  t2s_shard_orig_size(s, local, &oh, &ow);
+  char name[256];
+  t2s_status st = t2s_shard_read_name(s, local, name, sizeof name, err);
+  uint8_t *out = st == T2S_OK ? malloc((size_t)oh * ow) : NULL;
+  if (st == T2S_OK && out == NULL)
+    st = t2s_error_set(err, T2S_ERR_NOMEM, "out of memory for a %dx%d label image", ow, oh);
+  if (st == T2S_OK && oh == h && ow == w) memcpy(out, pred, (size_t)h * w);
+  else if (st == T2S_OK) st = t2s_pred_upsample_argmax(z, C, h, w, oh, ow, out, err);
+  if (st == T2S_OK) st = t2s_pred_to_format(out, (int64_t)oh * ow, C, cfg->labels, err);
+  if (st == T2S_OK) st = t2s_pred_write_png(cfg->label_dir, name, out, ow, oh, err);
+  free(out);
+  return st;
+}
+
 /* Training refuses labels outside the classes; evaluation must too, or a wrong
  * class mapping gives a plausible mIoU over the pixels that happen to fit. */
 static t2s_status check_labels(t2s_shard *s, int64_t local, const uint8_t *label, int64_t n,
@@ -177,7 +196,9 @@ t2s_status t2s_evaluate(t2s_ctx *ctx, const t2s_segmentor *m, t2s_dataset *val,
       else {
         argmax_classes(logits, z, pred);
         t2s_confusion_add(conf, pred, label, (int64_t)h * w);
-        if (saved < cfg->save_predictions && cfg->pred_dir) {
+        if (cfg->labels != T2S_LABELS_NONE && cfg->label_dir)
+          st = write_label_png(s, local, z, (int)logits->shape[1], h, w, pred, cfg, err);
+        if (st == T2S_OK && saved < cfg->save_predictions && cfg->pred_dir) {
           char name[256];
           if (t2s_shard_read_name(s, local, name, sizeof name, err) == T2S_OK)
             st = save_prediction(cfg->pred_dir, name, pred, w, h, sm, err);

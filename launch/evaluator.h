@@ -7,6 +7,7 @@
 #include "core/nn/segmentor.h"
 #include "data/shard.h"
 #include "launch/metrics.h"
+#include "launch/pred_labels.h"
 
 typedef enum t2s_infer_mode { T2S_INFER_WHOLE = 0, T2S_INFER_SLIDE } t2s_infer_mode;
 
@@ -21,6 +22,9 @@ typedef struct t2s_eval_cfg {
   void *allreduce_user;
   FILE *progress;            /* "evaluation: i/n | img/s | eta" lines of this rank's share (NULL: none) */
   const char *what;          /* the data's config key in messages (NULL: "data.val.shards") */
+  t2s_label_format labels;   /* label PNGs of every image of this rank's share in label_dir,
+                                at the image's /orig_size (launch/pred_labels.h); NONE: none */
+  const char *label_dir;
 } t2s_eval_cfg;
 
 /* Fills `conf` (initialised by the caller for the dataset's classes) with the

@@ -9,7 +9,8 @@ t2s_eval_cfg t2s_run_eval_cfg(const t2s_train_config *cfg, t2s_comm *comm, const
                      {cfg->evaluation.crop[0], cfg->evaluation.crop[1]},
                      {cfg->evaluation.stride[0], cfg->evaluation.stride[1]},
                      cfg->evaluation.save_predictions, pred_dir, comm->rank, comm->world,
-                     comm->world > 1 ? t2s_dist_sum_i64 : NULL, comm, NULL, NULL};
+                     comm->world > 1 ? t2s_dist_sum_i64 : NULL, comm, NULL, NULL,
+                     T2S_LABELS_NONE, NULL};
   return ec;
 }
 

@@ -2,6 +2,7 @@
  * t2sda_eval CONFIG.yaml --checkpoint CKPT.h5 [key.path=value ...] [options]
  *   options: [--which student|teacher] [--out FILE.json] [--mode whole|slide]
  *            [--save-predictions N] [--set NAME] [--quiet]
+ *            [--format cityscapes|trainid --out-dir DIR [--overwrite]]
  *
  * Evaluates a checkpoint on the config's validation data: the mmseg per-class
  * table and summary (and the evaluation.subsets), and a JSON file with aAcc,
@@ -13,16 +14,25 @@
  * With data.val_sets, every set (or the one --set names) is evaluated in turn: its
  * tables, and its JSON file STEM.<set>.json beside STEM.json, which then holds the
  * summary (mIoU: the mean over the sets, mIoU.<set>, ...; the training log's keys)
- * and is printed as one table with a column per set. */
+ * and is printed as one table with a column per set.
+ *
+ * --format writes one label PNG per validation image into --out-dir, named after the
+ * image's stem and at the size it had before the importer resized it (the shards'
+ * /orig_size; launch/pred_labels.h): "cityscapes" writes Cityscapes label ids, the files
+ * the official evaluation scripts and the benchmark server take; "trainid" the train ids.
+ * Shards older than /orig_size give their own resolution, which is said once. Existing
+ * files are not replaced without --overwrite, checked before anything is evaluated. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/formats/checkpoint.h"
 #include "dist/comm.h"
+#include "data/importers.h"
 #include "launch/evaluator.h"
 #include "launch/model_config.h"
 #include "launch/run_eval.h"
@@ -42,6 +52,11 @@ static int usage(int code) {
           "                    work_dir/predictions_<iteration>_<which>_<mode>/\n"
           "  --set NAME        only this validation set of data.val_sets\n"
           "  --quiet           no per-class table or progress lines\n"
+          "  --format F        also write a label PNG per image at its original resolution (the\n"
+          "                    shards' /orig_size), named <stem>.png: F = cityscapes (Cityscapes label\n"
+          "                    ids, for the official scripts and the benchmark server) or trainid\n"
+          "  --out-dir DIR     where --format writes (DIR/<set>/ with data.val_sets)\n"
+          "  --overwrite       replace existing PNGs in --out-dir\n"
           "A PyTorch .pth / .safetensors file is converted first: t2sda_convert import SRC OUT.h5 --arch CONFIG.yaml\n");
   return code;
 }
@@ -60,6 +75,9 @@ typedef struct eval_args {
   const char *config, *ckpt, *which, *out, *mode, *set;
   int save, quiet, n_over;
   char **over;
+  const char *out_dir;       /* --format's folder */
+  t2s_label_format format;
+  int overwrite;
 } eval_args;
 
 /* 0: parsed; otherwise the exit code. */
@@ -77,7 +95,14 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     else if (strcmp(s, "--set") == 0 && has_value) a->set = argv[++i];
     else if (strcmp(s, "--save-predictions") == 0 && has_value) a->save = atoi(argv[++i]);
     else if (strcmp(s, "--quiet") == 0) a->quiet = 1;
-    else if (strncmp(s, "--", 2) == 0) {
+    else if (strcmp(s, "--overwrite") == 0) a->overwrite = 1;
+    else if (strcmp(s, "--out-dir") == 0 && has_value) a->out_dir = argv[++i];
+    else if (strcmp(s, "--format") == 0 && has_value) {
+      if (!t2s_label_format_parse(argv[++i], &a->format)) {
+        fprintf(stderr, "t2sda_eval: --format %s: expected cityscapes (label ids) or trainid\n", argv[i]);
+        return 2;
+      }
+    } else if (strncmp(s, "--", 2) == 0) {
       fprintf(stderr, "t2sda_eval: unknown option or missing value: '%s'\n", s);
       return usage(2);
     } else if (first == NULL && strchr(s, '=') == NULL) first = s;
@@ -98,6 +123,11 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     return 2;
   }
   if (strcmp(a->which, "student") != 0 && strcmp(a->which, "teacher") != 0) return fail("--which takes student or teacher");
+  if ((a->format != T2S_LABELS_NONE) != (a->out_dir != NULL)) {
+    fprintf(stderr, "t2sda_eval: %s\n", a->out_dir ? "--out-dir needs --format cityscapes|trainid"
+                                                   : "--format needs --out-dir DIR (where the PNGs go)");
+    return 2;
+  }
   return 0;
 }
 
@@ -174,6 +204,78 @@ typedef struct eval_run {
   int named_sets;           /* data.val_sets: per set files and a summary */
 } eval_run;
 
+static int cmp_name(const void *a, const void *b) { return strcmp((const char *)a, (const char *)b); }
+
+/* Every image's stem must be a plain file name and unique within the set, or one
+ * PNG would replace another. names: count x 256. */
+static int check_stems(const t2s_dataset *val, char (*names)[256], const char *key) {
+  t2s_error err = {0};
+  for (int64_t i = 0; i < val->count; i++) {
+    int64_t local = 0;
+    t2s_shard *s = t2s_dataset_locate(val, i, &local);
+    if (t2s_shard_read_name(s, local, names[i], sizeof names[i], &err) != T2S_OK) return fail(err.msg);
+    if (!names[i][0] || strchr(names[i], '/') || strcmp(names[i], ".") == 0 || strcmp(names[i], "..") == 0) {
+      fprintf(stderr, "t2sda_eval: %s: %s image %lld is named '%s', which is no file name; --format "
+              "names each PNG after its image (re-import the shards with t2sda_shards)\n", key,
+              t2s_shard_path(s), (long long)local, names[i]);
+      return 1;
+    }
+  }
+  char(*sorted)[256] = malloc((size_t)(val->count ? val->count : 1) * sizeof *sorted);
+  if (sorted == NULL) return fail("out of memory checking the image names");
+  memcpy(sorted, names, (size_t)val->count * sizeof *sorted);
+  qsort(sorted, (size_t)val->count, sizeof *sorted, cmp_name);
+  int rc = 0;
+  for (int64_t i = 1; i < val->count && rc == 0; i++)
+    if (strcmp(sorted[i - 1], sorted[i]) == 0) {
+      fprintf(stderr, "t2sda_eval: %s: two images are named '%s', so --format would write %s.png "
+              "twice; evaluate the sets one at a time (--set) or re-import them\n", key, sorted[i], sorted[i]);
+      rc = 1;
+    }
+  free(sorted);
+  return rc;
+}
+
+/* --format: creates the set's folder and checks, before anything is evaluated, that no
+ * PNG of this rank's share exists (each rank writes its own share) unless --overwrite.
+ * Shards without /orig_size are named once: their PNGs have the shard's resolution. */
+static int prepare_label_dir(const eval_run *r, const t2s_val_set_ref *set, const t2s_dataset *val, char *dir,
+                             size_t size) {
+  const eval_args *a = r->a;
+  snprintf(dir, size, "%s%s%s", a->out_dir, r->named_sets ? "/" : "", r->named_sets ? set->name : "");
+  if ((mkdir(a->out_dir, 0775) != 0 && errno != EEXIST) || (mkdir(dir, 0775) != 0 && errno != EEXIST)) {
+    fprintf(stderr, "t2sda_eval: cannot create --out-dir %s: %s\n", dir, strerror(errno));
+    return 1;
+  }
+  if (a->format == T2S_LABELS_CITYSCAPES && val->meta.num_classes != T2S_CITYSCAPES_CLASSES) {
+    fprintf(stderr, "t2sda_eval: --format cityscapes writes Cityscapes label ids of 19 train ids, but %s has "
+            "%d classes; use --format trainid\n", set->key, val->meta.num_classes);
+    return 2;
+  }
+  char(*names)[256] = malloc((size_t)(val->count ? val->count : 1) * sizeof *names);
+  if (names == NULL) return fail("out of memory checking the image names");
+  int rc = check_stems(val, names, set->key);
+  for (int64_t i = r->comm->rank; rc == 0 && !a->overwrite && i < val->count; i += r->comm->world) {
+    char path[1600];
+    snprintf(path, sizeof path, "%s/%s.png", dir, names[i]);
+    if (access(path, F_OK) == 0) {
+      fprintf(stderr, "t2sda_eval: %s already exists; pass --overwrite to replace the PNGs in %s, or "
+              "choose another --out-dir\n", path, dir);
+      rc = 1;
+    }
+  }
+  free(names);
+  for (int k = 0; rc == 0 && r->comm->rank == 0 && k < val->n_shards; k++)
+    if (!t2s_shard_info(val->shards[k])->has_orig_size) {
+      printf("note: %s records no original image sizes (/orig_size; written before t2sda_shards kept "
+             "them): its PNGs have the shard's resolution %dx%d; re-import the data with t2sda_shards "
+             "for full-resolution output\n", t2s_shard_path(val->shards[k]),
+             t2s_shard_info(val->shards[k])->width, t2s_shard_info(val->shards[k])->height);
+      break;
+    }
+  return rc;
+}
+
 /* One set: open, check, evaluate, its tables and JSON; *met receives its metrics (the
  * caller frees them) and *meta its classes. 0 or the exit code. */
 static int eval_set(const eval_run *r, const t2s_val_set_ref *set, t2s_seg_metrics *met, t2s_shard_meta *meta) {
@@ -191,6 +293,16 @@ static int eval_set(const eval_run *r, const t2s_val_set_ref *set, t2s_seg_metri
   t2s_eval_cfg ec = t2s_run_eval_cfg(cfg, r->comm, pred_dir);
   ec.progress = r->comm->rank == 0 && !r->a->quiet ? stderr : NULL;
   ec.what = set->key;
+  char label_dir[1200];
+  if (r->a->format != T2S_LABELS_NONE) {
+    int prc = prepare_label_dir(r, set, &val, label_dir, sizeof label_dir);
+    if (prc) {
+      t2s_dataset_close(&val);
+      return prc;
+    }
+    ec.labels = r->a->format;
+    ec.label_dir = label_dir;
+  }
   if (r->comm->rank == 0)
     printf("checkpoint %s (%s, iteration %lld), config %s, %lld validation images%s%s, %s inference\n", r->a->ckpt,
            r->a->which, (long long)r->iteration, r->a->config ? r->a->config : "stored in the checkpoint",
@@ -214,6 +326,8 @@ static int eval_set(const eval_run *r, const t2s_val_set_ref *set, t2s_seg_metri
       if (!r->a->out) mkdir(cfg->work_dir, 0775);
       rc = write_outputs(out, cfg, &val, &conf, met, r->iteration);
       if (cfg->evaluation.save_predictions > 0) printf("predictions in %s\n", pred_dir);
+      if (r->a->format != T2S_LABELS_NONE)
+        printf("%s label PNGs in %s\n", t2s_label_format_name(r->a->format), label_dir);
     }
     if (rc) t2s_metrics_free(met);
   }
@@ -280,7 +394,8 @@ static int eval_sets(const eval_run *r, t2s_val_set_ref *sets, int n) {
 int main(int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_eval")) == EOF;
   if (argc < 2) return usage(2);
-  eval_args a = {NULL, NULL, "student", NULL, NULL, NULL, -1, 0, 0, calloc((size_t)argc + 1, sizeof(char *))};
+  eval_args a = {NULL, NULL, "student", NULL, NULL, NULL, -1, 0, 0, calloc((size_t)argc + 1, sizeof(char *)),
+                 NULL, T2S_LABELS_NONE, 0};
   int rc = a.over ? parse_args(argc, argv, &a) : fail("out of memory");
   if (rc) return free(a.over), rc < 0 ? 0 : rc;
   t2s_error err = {0};

@@ -23,6 +23,15 @@ if ! python3 -c "import tensorboard" 2>/dev/null; then
     echo "setup: tensorboard not installed: test_tb_events will be skipped" >&2
 fi
 
+# cityscapesscripts (PyPI): test_cityscapes_eval runs the official Cityscapes evaluator on
+# t2sda_eval --format cityscapes output (tools/cityscapes_official_eval.py).
+if ! python3 -c "import cityscapesscripts" 2>/dev/null; then
+  echo "setup: pip install cityscapesscripts"
+  python3 -m pip install --quiet cityscapesscripts 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages cityscapesscripts ||
+    echo "setup: cityscapesscripts not installed: test_cityscapes_eval will skip the official evaluator" >&2
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
