@@ -2,9 +2,10 @@
  *             [--which student|teacher] [--mode whole|slide] [--label-ids]
  *             [--confidence] [--overwrite] [--quiet]
  *
- * Segments PNG images of any size with a trained checkpoint: each INPUT is a
- * PNG file, a folder (its *.png, not recursive) or a glob ('frames/NAME*.png').
- * For every image IMG.png it writes, in DIR:
+ * Segments PNG and JPEG images of any size with a trained checkpoint: each INPUT
+ * is an image file, a folder (its *.png, *.jpg and *.jpeg, not recursive) or a glob
+ * ('frames/NAME*.jpg'). Files are decoded by their first bytes (data/image_io.h).
+ * For every image IMG.png or IMG.jpg it writes, in DIR:
  *   IMG.png             the label map, 8-bit gray: train ids (0..C-1), or with
  *                       --label-ids the Cityscapes label ids (19-class models)
  *   IMG_overlay.png     the image blended half and half with the class colours
@@ -27,6 +28,7 @@
 #include "core/clock.h"
 #include "core/formats/checkpoint.h"
 #include "core/version.h"
+#include "data/image_io.h"
 #include "data/importers.h"
 #include "data/png_io.h"
 #include "launch/device_batch.h"
@@ -54,7 +56,7 @@ static int usage(int code) {
           "usage: t2sda_infer CONFIG.yaml --checkpoint PATH INPUT... --out DIR [key.path=value ...]\n"
           "                   [--which student|teacher] [--mode whole|slide] [--label-ids]\n"
           "                   [--confidence] [--overwrite] [--quiet] | --help | --version\n"
-          "  INPUT: a PNG file, a folder of PNGs or a quoted glob ('frames/*.png'); any size.\n"
+          "  INPUT: a PNG or JPEG file, a folder of them or a quoted glob ('frames/*.jpg'); any size.\n"
           "  Writes DIR/NAME.png (train ids; --label-ids: Cityscapes label ids), DIR/NAME_overlay.png\n"
           "  and with --confidence DIR/NAME_confidence.png (softmax probability x 255).\n");
   return code;
@@ -107,9 +109,15 @@ static int parse_args(int argc, char **argv, infer_opts *o) {
 
 /* ---- inputs ------------------------------------------------------------- */
 
-static int has_png_suffix(const char *p) {
+/* The image files an INPUT folder or glob contributes: .png, .jpg, .jpeg (any case). */
+static int has_image_suffix(const char *p) {
+  static const char *const suffixes[] = {".png", ".jpg", ".jpeg"};
   size_t n = strlen(p);
-  return n > 4 && strcasecmp(p + n - 4, ".png") == 0;
+  for (size_t k = 0; k < sizeof suffixes / sizeof *suffixes; k++) {
+    size_t m = strlen(suffixes[k]);
+    if (n > m && strcasecmp(p + n - m, suffixes[k]) == 0) return 1;
+  }
+  return 0;
 }
 
 static t2s_status list_push(file_list *l, const char *path, t2s_error *err) {
@@ -125,36 +133,40 @@ static t2s_status list_push(file_list *l, const char *path, t2s_error *err) {
   return T2S_OK;
 }
 
-/* Expands one INPUT: a folder's *.png (sorted), a glob's matches, or a file. */
+/* Expands one INPUT: a folder's images (sorted), a glob's image matches, or a file. */
 static t2s_status expand_input(const char *in, file_list *l, t2s_error *err) {
   struct stat st;
   char pattern[4200];
   int is_dir = stat(in, &st) == 0 && S_ISDIR(st.st_mode);
   if (!is_dir && stat(in, &st) == 0) {
-    if (!has_png_suffix(in))
-      return t2s_error_set(err, T2S_ERR_INVALID, "input %s is not a .png file; convert it to PNG "
-                           "or pass a folder or glob of PNGs", in);
+    if (!has_image_suffix(in))
+      return t2s_error_set(err, T2S_ERR_INVALID, "input %s is not a .png, .jpg or .jpeg file; "
+                           "convert it to PNG or JPEG, or pass a folder or glob of them", in);
     return list_push(l, in, err);
   }
-  snprintf(pattern, sizeof pattern, is_dir ? "%s/*.[pP][nN][gG]" : "%s", in);
+  snprintf(pattern, sizeof pattern, is_dir ? "%s/*" : "%s", in);
   glob_t g;
   int rc = glob(pattern, 0, NULL, &g);
+  int before = l->count;
   t2s_status s = T2S_OK;
-  if (rc != 0)
+  for (size_t i = 0; rc == 0 && s == T2S_OK && i < g.gl_pathc; i++)
+    if (has_image_suffix(g.gl_pathv[i]) && stat(g.gl_pathv[i], &st) == 0 && !S_ISDIR(st.st_mode))
+      s = list_push(l, g.gl_pathv[i], err);
+  if (s == T2S_OK && l->count == before)
     s = t2s_error_set(err, T2S_ERR_IO, "input %s: %s", in,
-                      is_dir ? "the folder holds no .png file"
-                             : "no such file, and no file matches it as a glob");
-  for (size_t i = 0; s == T2S_OK && i < (rc == 0 ? g.gl_pathc : 0); i++)
-    if (has_png_suffix(g.gl_pathv[i])) s = list_push(l, g.gl_pathv[i], err);
+                      is_dir ? "the folder holds no .png, .jpg or .jpeg file"
+                      : rc == 0 ? "no file it matches is a .png, .jpg or .jpeg image"
+                                : "no such file, and no file matches it as a glob");
   if (rc == 0) globfree(&g);
   return s;
 }
 
-/* The output stem of an input ("a/b/x.png" -> "x"). */
+/* The output stem of an input: its name without the extension ("a/b/x.jpeg" -> "x"). */
 static void stem_of(const char *path, char *stem, size_t size) {
   const char *base = strrchr(path, '/');
   base = base ? base + 1 : path;
-  snprintf(stem, size, "%.*s", (int)(strlen(base) - 4), base);
+  const char *dot = strrchr(base, '.');
+  snprintf(stem, size, "%.*s", (int)(dot && dot > base ? (size_t)(dot - base) : strlen(base)), base);
 }
 
 /* Two inputs with one stem would write one output twice; existing outputs stay
@@ -217,10 +229,6 @@ static void class_names(const t2s_train_config *cfg, int C, char (*names)[T2S_CL
     for (int c = 0; c < C; c++) snprintf(names[c], T2S_CLASS_NAME_MAX, "%s", t2s_cityscapes_class_names[c]);
 }
 
-/* Cityscapes label id of each train id (the inverse of the importer's table). */
-static const uint8_t cityscapes_label_id[T2S_CITYSCAPES_CLASSES] = {
-    7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33};
-
 /* ---- one image ---------------------------------------------------------- */
 
 static t2s_status write_png(const char *dir, const char *stem, const char *suffix, const uint8_t *px,
@@ -263,7 +271,7 @@ typedef struct infer_run {
 static t2s_status infer_one(infer_run *r, const char *path, int *w_out, int *h_out, t2s_error *err) {
   uint8_t *rgb = NULL;
   int w = 0, h = 0, C = r->m->cfg.num_classes;
-  t2s_status s = t2s_png_read_rgb(path, &rgb, &w, &h, err);
+  t2s_status s = t2s_image_read_rgb(path, &rgb, &w, &h, err);
   if (s != T2S_OK) return s;
   int64_t HW = (int64_t)w * h;
   float *x = t2s_host_scratch(r->ctx, (size_t)3 * HW * sizeof(float));
@@ -283,7 +291,7 @@ static t2s_status infer_one(infer_run *r, const char *path, int *w_out, int *h_o
   if (s == T2S_OK) {
     decode(z, C, HW, rgb, r->names, pred, conf, overlay);
     if (r->o->label_ids)
-      for (int64_t i = 0; i < HW; i++) pred[i] = cityscapes_label_id[pred[i]];
+      for (int64_t i = 0; i < HW; i++) pred[i] = t2s_cityscapes_label_ids[pred[i]];
     char stem[1024];
     stem_of(path, stem, sizeof stem);
     s = write_png(r->o->out, stem, "", pred, w, h, 1, err);

@@ -6,12 +6,17 @@
  * - on the validation images the predicted classes equal t2sda_eval's colour
  *   prediction images of the same checkpoint, pixel for pixel;
  * - the confidence maps lie in [255/C, 255] and the overlays are RGB;
+ * - JPEG inputs (a file, a glob, a folder with .jpg and .JPEG): the label map of a
+ *   JPEG equals the one of a PNG holding the test's own libjpeg decode of it;
  * - refusals: existing outputs without --overwrite (left untouched), --label-ids
- *   on a non-Cityscapes model, a missing input; --help and --version. */
+ *   on a non-Cityscapes model, a missing input, a file that is no image; --help
+ *   and --version. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+/* after stdio.h: jpeglib.h needs FILE */
+#include <jpeglib.h>
 
 #include "data/png_io.h"
 #include "data/shard.h"
@@ -105,6 +110,98 @@ static void check_odd_output(void) {
             "%s: %dx%d, input %dx%d", path, w2, h2, w, h);
 }
 
+/* ---- JPEG ---- */
+
+static void write_jpeg(const char *path, int w, int h, int seed) {
+  FILE *f = fopen(path, "wb");
+  CHECK_MSG(f != NULL, "cannot create %s", path);
+  if (f == NULL) return;
+  struct jpeg_compress_struct ci;
+  struct jpeg_error_mgr jerr;
+  ci.err = jpeg_std_error(&jerr);
+  jpeg_create_compress(&ci);
+  jpeg_stdio_dest(&ci, f);
+  ci.image_width = (JDIMENSION)w, ci.image_height = (JDIMENSION)h;
+  ci.input_components = 3;
+  ci.in_color_space = JCS_RGB;
+  jpeg_set_defaults(&ci);
+  jpeg_set_quality(&ci, 90, TRUE);
+  jpeg_start_compress(&ci, TRUE);
+  uint8_t *row = malloc((size_t)w * 3);
+  while (ci.next_scanline < ci.image_height) {
+    int y = (int)ci.next_scanline;
+    for (int i = 0; i < w * 3; i++) row[i] = (uint8_t)((seed * 31 + y * 11 + (i / 3) * 5 + (i % 3) * 80) % 256);
+    jpeg_write_scanlines(&ci, &row, 1);
+  }
+  jpeg_finish_compress(&ci);
+  jpeg_destroy_compress(&ci);
+  fclose(f);
+  free(row);
+}
+
+/* The test's own decode of a JPEG, written as a PNG: the reference input. */
+static void jpeg_to_png(const char *jpg, const char *png) {
+  FILE *f = fopen(jpg, "rb");
+  CHECK(f != NULL);
+  if (f == NULL) return;
+  struct jpeg_decompress_struct ci;
+  struct jpeg_error_mgr jerr;
+  ci.err = jpeg_std_error(&jerr);
+  jpeg_create_decompress(&ci);
+  jpeg_stdio_src(&ci, f);
+  jpeg_read_header(&ci, TRUE);
+  ci.out_color_space = JCS_RGB;
+  jpeg_start_decompress(&ci);
+  int w = (int)ci.output_width, h = (int)ci.output_height;
+  uint8_t *rgb = malloc((size_t)w * h * 3);
+  while (ci.output_scanline < ci.output_height) {
+    uint8_t *row = rgb + (size_t)ci.output_scanline * w * 3;
+    jpeg_read_scanlines(&ci, &row, 1);
+  }
+  jpeg_finish_decompress(&ci);
+  jpeg_destroy_decompress(&ci);
+  fclose(f);
+  t2s_error err = {0};
+  CHECK_MSG(t2s_png_write_rgb(png, rgb, w, h, &err) == T2S_OK, "%s", err.msg);
+  free(rgb);
+}
+
+static int same_labels(const char *a, const char *b) {
+  uint16_t *x = NULL, *y = NULL;
+  int w = 0, h = 0, w2 = 0, h2 = 0;
+  t2s_error err = {0};
+  int ok = t2s_png_read_label(a, &x, &w, &h, &err) == T2S_OK && t2s_png_read_label(b, &y, &w2, &h2, &err) == T2S_OK &&
+           w == w2 && h == h2 && memcmp(x, y, (size_t)w * h * sizeof *x) == 0;
+  CHECK_MSG(ok, "%s and %s differ %s", a, b, err.msg);
+  free(x), free(y);
+  return ok;
+}
+
+static void jpeg_inputs(void) {
+  char p[1200], q[1200], log[700];
+  t2s_test_run("mkdir -p %s/jpg %s/jpgref", dir, dir);
+  snprintf(p, sizeof p, "%s/jpg/street.jpg", dir), write_jpeg(p, 45, 29, 1);
+  snprintf(q, sizeof q, "%s/jpgref/street.png", dir), jpeg_to_png(p, q);
+  snprintf(p, sizeof p, "%s/jpg/night.JPEG", dir), write_jpeg(p, 30, 40, 2);
+  snprintf(q, sizeof q, "%s/jpgref/night.png", dir), jpeg_to_png(p, q);
+  snprintf(log, sizeof log, "%s/infer_jpg.log", dir);
+  /* a file and a glob; then the folder (both suffixes); then the PNG references */
+  CHECK_MSG(t2s_test_run("%s/t2sda_infer %s --checkpoint %s %s/jpg/street.jpg '%s/jpg/*.JPEG' --out %s/out_jpg > %s 2>&1",
+                         bin, common, ckpt, dir, dir, dir, log) == 0, "see %s", log);
+  CHECK_MSG(t2s_test_run("%s/t2sda_infer %s --checkpoint %s %s/jpg --out %s/out_jpgdir > %s 2>&1", bin, common, ckpt,
+                         dir, dir, log) == 0 && t2s_test_file_contains(log, "2 image(s)"), "see %s", log);
+  CHECK_MSG(t2s_test_run("%s/t2sda_infer %s --checkpoint %s %s/jpgref --out %s/out_jpgref > %s 2>&1", bin, common, ckpt,
+                         dir, dir, log) == 0, "see %s", log);
+  const char *stems[] = {"street", "night"};
+  for (int k = 0; k < 2; k++) {
+    snprintf(p, sizeof p, "%s/out_jpg/%s.png", dir, stems[k]);
+    snprintf(q, sizeof q, "%s/out_jpgref/%s.png", dir, stems[k]);
+    same_labels(p, q);
+    snprintf(p, sizeof p, "%s/out_jpgdir/%s.png", dir, stems[k]);
+    same_labels(p, q);
+  }
+}
+
 static void refusals(void) {
   char log[700], lp[1200];
   snprintf(log, sizeof log, "%s/refuse.log", dir);
@@ -121,6 +218,10 @@ static void refusals(void) {
   CHECK(t2s_test_run("%s/t2sda_infer %s --checkpoint %s %s/nowhere --out %s/out3 > %s 2>&1", bin, common, ckpt,
                      dir, dir, log) != 0);
   CHECK_MSG(t2s_test_file_contains(log, "nowhere") && t2s_test_file_contains(log, "no such file"), "see %s", log);
+  t2s_test_run("echo text > %s/notes.txt", dir);
+  CHECK(t2s_test_run("%s/t2sda_infer %s --checkpoint %s %s/notes.txt --out %s/out4 > %s 2>&1", bin, common, ckpt,
+                     dir, dir, log) != 0);
+  CHECK_MSG(t2s_test_file_contains(log, "notes.txt") && t2s_test_file_contains(log, ".jpg"), "see %s", log);
   CHECK(t2s_test_run("%s/t2sda_infer --help > %s 2>&1", bin, log) == 0 && t2s_test_file_contains(log, "--checkpoint"));
   CHECK(t2s_test_run("%s/t2sda_infer --version > %s 2>&1", bin, log) == 0 && t2s_test_file_contains(log, "t2sda_infer "));
 }
@@ -160,6 +261,7 @@ int main(void) {
   CHECK_MSG(t2s_test_file_contains(log, "images/s"), "no progress in %s", log);
   check_odd_output();
   for (int i = 0; i < n; i++) check_against_eval(names[i], &val.meta);
+  jpeg_inputs();
   refusals();
   t2s_dataset_close(&val);
   return t2s_test_finish("test_infer");
