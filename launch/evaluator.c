@@ -162,8 +162,12 @@ t2s_status t2s_evaluate(t2s_ctx *ctx, const t2s_segmentor *m, t2s_dataset *val,
   if (val->meta.num_classes != m->cfg.num_classes)
     return t2s_error_set(err, T2S_ERR_INVALID, "validation data has %d classes but the model has %d "
                          "(%s vs model.num_classes)", val->meta.num_classes, m->cfg.num_classes, what);
-  if (!val->meta.has_label)
-    return t2s_error_set(err, T2S_ERR_INVALID, "validation shards have no /label: evaluation needs labelled data");
+  /* unlabelled shards (e.g. the Cityscapes test split) only give label PNGs, no metrics */
+  int labelled = val->meta.has_label;
+  if (!labelled && (cfg->labels == T2S_LABELS_NONE || cfg->label_dir == NULL))
+    return t2s_error_set(err, T2S_ERR_INVALID, "%s: the shards have no /label: evaluation needs labelled "
+                         "data (t2sda_eval --format cityscapes|trainid --out-dir DIR writes the "
+                         "predictions of unlabelled shards, without metrics)", what);
   int prev_grad = t2s_set_grad_enabled(ctx, 0), prev_train = ctx->training;
   ctx->training = 0;
   t2s_status st = T2S_OK;
@@ -176,10 +180,11 @@ t2s_status t2s_evaluate(t2s_ctx *ctx, const t2s_segmentor *m, t2s_dataset *val,
     t2s_shard *s = t2s_dataset_locate(val, i, &local);
     const t2s_shard_meta *sm = t2s_shard_info(s);
     int h = sm->height, w = sm->width;
-    uint8_t *rgb = malloc((size_t)h * w * 3), *label = malloc((size_t)h * w), *pred = malloc((size_t)h * w);
-    if (!rgb || !label || !pred) st = t2s_error_set(err, T2S_ERR_NOMEM, "out of memory evaluating image %lld", (long long)i);
+    uint8_t *rgb = malloc((size_t)h * w * 3), *label = labelled ? malloc((size_t)h * w) : NULL;
+    uint8_t *pred = malloc((size_t)h * w);
+    if (!rgb || (labelled && !label) || !pred) st = t2s_error_set(err, T2S_ERR_NOMEM, "out of memory evaluating image %lld", (long long)i);
     if (st == T2S_OK) st = t2s_shard_read(s, local, rgb, label, err);
-    if (st == T2S_OK) st = check_labels(s, local, label, (int64_t)h * w, conf, what, err);
+    if (st == T2S_OK && labelled) st = check_labels(s, local, label, (int64_t)h * w, conf, what, err);
     /* the normalised image is made on the host and uploaded once on CUDA */
     float *x = st == T2S_OK ? t2s_host_scratch(ctx, (size_t)3 * h * w * sizeof(float)) : NULL;
     t2s_tensor *image = NULL;
@@ -195,7 +200,7 @@ t2s_status t2s_evaluate(t2s_ctx *ctx, const t2s_segmentor *m, t2s_dataset *val,
       if (z == NULL) st = t2s_error_set(err, ctx->err.status, "evaluating image %lld: %s", (long long)i, ctx->err.msg);
       else {
         argmax_classes(logits, z, pred);
-        t2s_confusion_add(conf, pred, label, (int64_t)h * w);
+        if (labelled) t2s_confusion_add(conf, pred, label, (int64_t)h * w);
         if (cfg->labels != T2S_LABELS_NONE && cfg->label_dir)
           st = write_label_png(s, local, z, (int)logits->shape[1], h, w, pred, cfg, err);
         if (st == T2S_OK && saved < cfg->save_predictions && cfg->pred_dir) {

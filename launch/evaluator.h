@@ -30,7 +30,9 @@ typedef struct t2s_eval_cfg {
 /* Fills `conf` (initialised by the caller for the dataset's classes) with the
  * whole dataset's confusion matrix; every rank ends with the same matrix. An empty
  * data set, and a label that is neither a class (0..C-1) nor conf->ignore_index, are
- * errors naming the shard and image (the metrics would silently leave them out). */
+ * errors naming the shard and image (the metrics would silently leave them out).
+ * Unlabelled shards are accepted only with cfg->labels and cfg->label_dir: the label
+ * PNGs are written and conf stays empty. */
 t2s_status t2s_evaluate(t2s_ctx *ctx, const t2s_segmentor *m, t2s_dataset *val,
                         const t2s_eval_cfg *cfg, t2s_confusion *conf, t2s_error *err);
 /* Logits of one image (1, C, H, W) at the image's resolution (whole or slide). */

@@ -20,7 +20,9 @@
  * image's stem and at the size it had before the importer resized it (the shards'
  * /orig_size; launch/pred_labels.h): "cityscapes" writes Cityscapes label ids, the files
  * the official evaluation scripts and the benchmark server take; "trainid" the train ids.
- * Shards older than /orig_size give their own resolution, which is said once. Existing
+ * Shards older than /orig_size give their own resolution, which is said once. Unlabelled
+ * shards (the Cityscapes test split, for the benchmark server) give the PNGs and no
+ * metrics. Existing
  * files are not replaced without --overwrite, checked before anything is evaluated. */
 #include <errno.h>
 #include <math.h>
@@ -314,6 +316,12 @@ static int eval_set(const eval_run *r, const t2s_val_set_ref *set, t2s_seg_metri
       t2s_evaluate(r->ctx, r->m, &val, &ec, &conf, &err) != T2S_OK ||
       t2s_metrics_compute(&conf, NULL, met, &err) != T2S_OK) {
     fail(err.msg);
+  } else if (!val.meta.has_label) {
+    rc = 0; /* unlabelled (e.g. the Cityscapes test split): predictions only */
+    *meta = val.meta;
+    if (r->comm->rank == 0)
+      printf("%s has no labels: no metrics; %lld %s label PNGs in %s\n", set->key, (long long)val.count,
+             t2s_label_format_name(r->a->format), label_dir);
   } else {
     rc = 0;
     *meta = val.meta;

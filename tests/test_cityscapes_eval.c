@@ -10,6 +10,7 @@
  * - from half-size shards, the PNGs still have the source size (the logits upsampled
  *   to /orig_size) and the official evaluator accepts them;
  * - --format trainid writes the same predictions as train ids;
+ * - unlabelled shards (as the test split is imported) give the same PNGs, no metrics;
  * - shards without /orig_size (older ones) give shard-size PNGs and one note;
  * - refusals: existing PNGs without --overwrite (left untouched), --format without
  *   --out-dir, an unknown format.
@@ -90,8 +91,9 @@ static int make_tree_and_shards(void) {
       "cityscapes %s/cs %s/shards --split train --resize 64 32 --unlabelled --domain cs_target",
       "cityscapes %s/cs %s/shards --split val --resize 64 32",
       "cityscapes %s/cs %s/half --split val --resize 32 16",
+      "cityscapes %s/cs %s/test --split val --resize 64 32 --unlabelled --domain cs_test",
   };
-  for (int k = 0; k < 4; k++) {
+  for (int k = 0; k < 5; k++) {
     char args[1600];
     snprintf(args, sizeof args, imports[k], dir, dir);
     if (t2s_test_run("%s/t2sda_shards %s > %s/import%d.log 2>&1", bin, args, dir, k) != 0) {
@@ -193,6 +195,27 @@ static int eval_run(const char *shards, const char *fmt, const char *out_dir, co
                       "> %s 2>&1", bin, common, ckpt, shards, json, fmt, out_dir, extra, log);
 }
 
+/* Unlabelled shards (the benchmark's test split): the PNGs of the labelled run, no metrics;
+ * without --format they are refused with the way out. */
+static void unlabelled(void) {
+  char shards[700], out[700], json[700], log[700];
+  snprintf(shards, sizeof shards, "%s/test/cs_test_val-*.h5", dir);
+  snprintf(out, sizeof out, "%s/res_test", dir), snprintf(json, sizeof json, "%s/eval_test.json", dir);
+  snprintf(log, sizeof log, "%s/eval_test.log", dir);
+  CHECK_MSG(eval_run(shards, "cityscapes", out, json, "", log) == 0, "see %s", log);
+  CHECK_MSG(t2s_test_file_contains(log, "no labels: no metrics"), "see %s", log);
+  char ref[700];
+  snprintf(ref, sizeof ref, "%s/res", dir);
+  for (int k = 0; k < N_VAL; k++) {
+    uint8_t *a = read_png(out, val_stems[k], W, H), *b = read_png(ref, val_stems[k], W, H);
+    CHECK_MSG(a && b && memcmp(a, b, W * H) == 0, "%s: unlabelled and labelled runs differ", val_stems[k]);
+    free(a), free(b);
+  }
+  CHECK(t2s_test_run("%s/t2sda_eval %s --checkpoint %s 'data.val.shards=%s' > %s 2>&1", bin, common, ckpt, shards,
+                     log) != 0);
+  CHECK_MSG(t2s_test_file_contains(log, "no /label") && t2s_test_file_contains(log, "--format"), "see %s", log);
+}
+
 /* A copy of the half-size val shard without /orig_size: a shard from before it existed. */
 static void make_old_shard(void) {
   t2s_test_run("mkdir -p %s/old && cp %s/half/cityscapes_val-00000-of-00001.h5 %s/old/", dir, dir, dir);
@@ -280,6 +303,7 @@ int main(void) {
   CHECK_MSG(eval_run(old, "trainid", out, json, "", log) == 0, "see %s", log);
   CHECK_MSG(count_in_file(log, "note:") == 1 && t2s_test_file_contains(log, "/orig_size"), "one note in %s", log);
   for (int k = 0; k < N_VAL; k++) free(read_png(out, val_stems[k], W / 2, H / 2));
+  unlabelled();
   refusals();
   if (t2s_test_run("python3 -c 'import cityscapesscripts' > /dev/null 2>&1") != 0) {
     fprintf(stderr, "python3 cannot import cityscapesscripts (tools/setup.sh installs it): the official "
