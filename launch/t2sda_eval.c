@@ -22,8 +22,8 @@
  * the official evaluation scripts and the benchmark server take; "trainid" the train ids.
  * Shards older than /orig_size give their own resolution, which is said once. Unlabelled
  * shards (the Cityscapes test split, for the benchmark server) give the PNGs and no
- * metrics. Existing
- * files are not replaced without --overwrite, checked before anything is evaluated. */
+ * metrics. Existing files are not replaced without --overwrite, checked before anything
+ * is evaluated. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -245,14 +245,14 @@ static int prepare_label_dir(const eval_run *r, const t2s_val_set_ref *set, cons
                              size_t size) {
   const eval_args *a = r->a;
   snprintf(dir, size, "%s%s%s", a->out_dir, r->named_sets ? "/" : "", r->named_sets ? set->name : "");
-  if ((mkdir(a->out_dir, 0775) != 0 && errno != EEXIST) || (mkdir(dir, 0775) != 0 && errno != EEXIST)) {
-    fprintf(stderr, "t2sda_eval: cannot create --out-dir %s: %s\n", dir, strerror(errno));
-    return 1;
-  }
   if (a->format == T2S_LABELS_CITYSCAPES && val->meta.num_classes != T2S_CITYSCAPES_CLASSES) {
     fprintf(stderr, "t2sda_eval: --format cityscapes writes Cityscapes label ids of 19 train ids, but %s has "
             "%d classes; use --format trainid\n", set->key, val->meta.num_classes);
     return 2;
+  }
+  if ((mkdir(a->out_dir, 0775) != 0 && errno != EEXIST) || (mkdir(dir, 0775) != 0 && errno != EEXIST)) {
+    fprintf(stderr, "t2sda_eval: cannot create --out-dir %s: %s\n", dir, strerror(errno));
+    return 1;
   }
   char(*names)[256] = malloc((size_t)(val->count ? val->count : 1) * sizeof *names);
   if (names == NULL) return fail("out of memory checking the image names");

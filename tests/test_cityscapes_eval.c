@@ -183,6 +183,11 @@ static void check_upsampling(void) {
     differ += best != same[p];
   }
   CHECK(differ == 0);
+  /* label ids exist for the 19 Cityscapes classes only */
+  t2s_error e11 = {0};
+  CHECK(t2s_pred_to_format(same, h * w, 11, T2S_LABELS_CITYSCAPES, &e11) == T2S_ERR_INVALID &&
+        strstr(e11.msg, "11 classes") && strstr(e11.msg, "--format trainid"));
+  CHECK(t2s_pred_to_format(same, h * w, 11, T2S_LABELS_TRAINID, &e11) == T2S_OK);
   t2s_ctx_destroy(ctx);
   t2s_test_tensor_free(z);
 }
