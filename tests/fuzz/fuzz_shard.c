@@ -1,6 +1,7 @@
 /* libFuzzer harness: the HDF5 shard reader (data/shard.c) on any bytes, via a
  * temporary file (libhdf5 reads paths). An opened shard is read at its first
- * and last image, with name and class counts, as the loader does. */
+ * and last image, with name, original size and class counts, as the loader and
+ * t2sda_eval --format do. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,10 @@ static void read_image(t2s_shard *s, const t2s_shard_meta *m, int64_t i) {
   t2s_error e2 = {0};
   if (t2s_shard_read_name(s, i, name, sizeof name, &e2) != T2S_OK) T2S_FUZZ_EXPECT(e2.msg[0] != '\0');
   else T2S_FUZZ_EXPECT(memchr(name, '\0', sizeof name) != NULL);
+  /* an accepted /orig_size is a size an image can have (eval allocates it) */
+  int oh = 0, ow = 0;
+  t2s_shard_orig_size(s, i, &oh, &ow);
+  T2S_FUZZ_EXPECT(oh > 0 && ow > 0 && (int64_t)oh * ow <= ((int64_t)1 << 28));
   free(rgb);
   free(label);
 }
