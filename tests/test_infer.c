@@ -40,6 +40,9 @@ static int export_val_images(t2s_dataset *val, char names[N_VAL][256]) {
     char path[1200];
     CHECK(rgb && t2s_shard_read(s, local, rgb, NULL, &err) == T2S_OK);
     CHECK(t2s_shard_read_name(s, local, names[n], 256, &err) == T2S_OK);
+    /* t2sda_synth draws at the shard size: /orig_size is that size */
+    int oh = 0, ow = 0;
+    CHECK(t2s_shard_orig_size(s, local, &oh, &ow) == 1 && oh == m->height && ow == m->width);
     snprintf(path, sizeof path, "%s/in/%s.png", dir, names[n]);
     CHECK_MSG(t2s_png_write_rgb(path, rgb, m->width, m->height, &err) == T2S_OK, "%s", err.msg);
     free(rgb);
