@@ -58,6 +58,6 @@ t2s_status t2s_model_cfg_from_train_config(const t2s_train_config *cfg, t2s_mode
     }
   }
   /* T2S-DA trains a projection head with the network: it is part of its checkpoints */
-  out->proj_dim = cfg->uda.type == T2S_CFG_UDA_T2SDA ? cfg->uda.t2s.proj_dim : 0;
+  out->proj_dim = t2s_uda_pulls(cfg) ? cfg->uda.t2s.proj_dim : 0;
   return T2S_OK;
 }

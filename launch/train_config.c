@@ -40,14 +40,16 @@ static const char *const head_names[] = {"dlv2", "daformer_sepaspp", "daformer_c
                                          "segformer_mlp", NULL};
 static const int head_values[] = {T2S_HEAD_DLV2, T2S_HEAD_DAFORMER_SEPASPP, T2S_HEAD_DAFORMER_CONV1,
                                    T2S_HEAD_SEGFORMER_MLP};
-static const char *const uda_names[] = {"source_only", "dacs", "t2sda", NULL};
+static const char *const uda_names[] = {"source_only", "dacs", "t2sda", "t2sda_dg", NULL};
 static const char *const optimizer_names[] = {"sgd", "adamw", NULL};
 static const int optimizer_values[] = {T2S_OPTIM_SGD, T2S_OPTIM_ADAMW};
 static const char *const policy_names[] = {"poly", "constant", NULL};
 static const int policy_values[] = {T2S_LR_POLY, T2S_LR_CONSTANT};
 static const char *const warmup_names[] = {"none", "linear", NULL};
-static const char *const pseudo_target_names[] = {"fourier", "color", "none", NULL};
-static const int pseudo_target_values[] = {T2S_PT_FOURIER, T2S_PT_COLOR, T2S_PT_NONE};
+static const char *const pseudo_target_names[] = {"fourier", "color", "none", "fourier_source", "color_random",
+                                                  "fourier_source+color_random", NULL};
+static const int pseudo_target_values[] = {T2S_PT_FOURIER, T2S_PT_COLOR, T2S_PT_NONE, T2S_PT_FOURIER_SOURCE,
+                                           T2S_PT_COLOR_RANDOM, T2S_PT_FOURIER_SOURCE_COLOR_RANDOM};
 static const char *const color_space_names[] = {"rgb", "lab", NULL};
 static const int color_space_values[] = {T2S_PT_RGB, T2S_PT_LAB};
 static const char *const negatives_names[] = {"keys", "prototypes", NULL};
@@ -163,7 +165,8 @@ static const t2s_cfg_row schema[] = {
      .help = "DAFormer separable ASPP dilations; empty = [1, 6, 12, 18]"},
 
     {"uda.type", ENUM_T, AT(uda.type), .choices = uda_names, .def = "t2sda",
-     .help = "source_only, dacs (self-training base) or t2sda (base + pulling target to source)"},
+     .help = "source_only, dacs (self-training base), t2sda (base + pulling target to source), or "
+             "t2sda_dg (domain generalisation: source images only, stylised pseudo-targets)"},
     {"uda.alpha", FLOAT_T, AT(uda.alpha), .min = 0, .max = 1, .def = "0.999",
      .help = "EMA teacher momentum"},
     {"uda.teacher_bn", ENUM_T, AT(uda.teacher_bn), .choices = teacher_bn_names, .def = "batch",
@@ -190,13 +193,24 @@ static const t2s_cfg_row schema[] = {
      .help = "'thing' classes whose pixels the feature distance averages over"},
     {"uda.pseudo_target.type", ENUM_T, AT(uda.pseudo_target.type),
      .choices = pseudo_target_names, .values = pseudo_target_values, .def = "fourier",
-     .help = "pseudo-target image: fourier (FDA amplitude swap), color (mean/std), none"},
+     .help = "pseudo-target image. UDA: fourier (FDA amplitude swap), color (mean/std), none; "
+             "t2sda_dg: fourier_source (amplitudes of another source image, jittered), "
+             "color_random (random mean/std), fourier_source+color_random, none"},
     {"uda.pseudo_target.beta", FLOAT_T, AT(uda.pseudo_target.beta), .min = 0, .max = 0.5,
      .def = "0.01", .help = "FDA: half-side of the swapped low-frequency square / min(H, W)"},
     {"uda.pseudo_target.color_space", ENUM_T, AT(uda.pseudo_target.color_space),
      .choices = color_space_names, .values = color_space_values, .def = "lab", .help = "colour transfer space: rgb or lab"},
+    {"uda.pseudo_target.amplitude_jitter", FLOAT_T, AT(uda.pseudo_target.amplitude_jitter), .min = 0, .max = 1,
+     .def = "0.3", .help = "fourier_source: each low-frequency amplitude x (1 + eps), eps ~ U(-a, a)"},
+    {"uda.pseudo_target.color_mean_jitter", FLOAT_T, AT(uda.pseudo_target.color_mean_jitter), .min = 0,
+     .max = 10, .def = "1.0",
+     .help = "color_random: channel mean = batch mean + U(-m, m) x batch standard deviation"},
+    {"uda.pseudo_target.color_std_jitter", FLOAT_T, AT(uda.pseudo_target.color_std_jitter), .min = 0,
+     .max = 1, .def = "0.5", .help = "color_random: channel std = batch std x (1 + U(-s, s))"},
+    {"uda.dg.ce_weight", FLOAT_T, AT(uda.dg.ce_weight), .min = 0, .max = 100, .def = "1.0",
+     .help = "t2sda_dg: weight of the cross-entropy on the stylised image (loss_st); 0 = off"},
     {"uda.t2s.lambda", FLOAT_T, AT(uda.t2s.lambda), .min = 0, .max = 100, .def = "1.0",
-     .help = "weight of the pulling loss"},
+     .help = "weight of the pulling loss (t2sda_dg: 0 = the pull is not computed)"},
     {"uda.t2s.proj_dim", INT_T, AT(uda.t2s.proj_dim), .min = 8, .max = 4096, .def = "256",
      .help = "projection head output dimension D"},
     {"uda.t2s.num_queries", INT_T, AT(uda.t2s.num_queries), .min = 1, .max = 1000000,
@@ -371,6 +385,32 @@ static t2s_status check_val_sets(const t2s_train_config *cfg, const t2s_cfg_orig
                    "one of the data.val_sets names", cfg->checkpoint.best_by);
 }
 
+/* uda.type and uda.pseudo_target.type: UDA restyles like a target image, t2sda_dg from
+ * the source batch itself (none fits both); DG reads no target images. */
+static t2s_status check_dg(const t2s_train_config *cfg, const t2s_cfg_origin *origins,
+                           const char *file, char **overrides, t2s_error *err) {
+  const int dg = cfg->uda.type == T2S_CFG_UDA_T2SDA_DG;
+  const t2s_pt_method pt = cfg->uda.pseudo_target.type;
+  const int source_style = pt == T2S_PT_FOURIER_SOURCE || pt == T2S_PT_COLOR_RANDOM ||
+                           pt == T2S_PT_FOURIER_SOURCE_COLOR_RANDOM;
+  if (dg && !source_style && pt != T2S_PT_NONE)
+    return fail_pair("uda.pseudo_target.type", "uda.type", origins, file, overrides, err,
+                     "uda.pseudo_target.type '%s' restyles like a target image, but uda.type "
+                     "t2sda_dg has none; use fourier_source, color_random, "
+                     "fourier_source+color_random or none",
+                     pseudo_target_names[pt]);
+  if (!dg && source_style && cfg->uda.type == T2S_CFG_UDA_T2SDA)
+    return fail_pair("uda.pseudo_target.type", "uda.type", origins, file, overrides, err,
+                     "uda.pseudo_target.type '%s' is a domain-generalisation style (uda.type "
+                     "t2sda_dg); with target images use fourier, color or none",
+                     pseudo_target_names[pt]);
+  if (dg && cfg->data.n_target_shards > 0)
+    return fail_pair("data.target.shards", "uda.type", origins, file, overrides, err,
+                     "uda.type t2sda_dg trains on source images only, but data.target.shards "
+                     "is set; remove the target shards (or use uda.type t2sda for adaptation)");
+  return T2S_OK;
+}
+
 /* Rules that involve two keys; each message names both and where they were set. */
 static t2s_status check_cross_fields(const t2s_train_config *cfg, const t2s_cfg_origin *origins,
                                      const char *file, char **overrides, t2s_error *err) {
@@ -394,6 +434,7 @@ static t2s_status check_cross_fields(const t2s_train_config *cfg, const t2s_cfg_
                      "towards min_lr, so lower it",
                      cfg->lr_config.min_lr, cfg->optimizer.lr);
   t2s_status st = check_val_sets(cfg, origins, file, overrides, err);
+  if (st == T2S_OK) st = check_dg(cfg, origins, file, overrides, err);
   if (st != T2S_OK) return st;
   if (cfg->device == T2S_CFG_DEVICE_CPU && cfg->precision != T2S_PRECISION_FP32)
     return fail_pair("precision", "device", origins, file, overrides, err,

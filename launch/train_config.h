@@ -50,6 +50,7 @@ typedef enum t2s_cfg_backbone {
 } t2s_cfg_backbone;
 typedef enum t2s_cfg_uda {
   T2S_CFG_UDA_SOURCE_ONLY, T2S_CFG_UDA_DACS, T2S_CFG_UDA_T2SDA,
+  T2S_CFG_UDA_T2SDA_DG,  /* domain generalisation: source images only */
 } t2s_cfg_uda;
 typedef enum t2s_cfg_warmup {
   T2S_CFG_WARMUP_NONE, T2S_CFG_WARMUP_LINEAR,
@@ -135,7 +136,13 @@ typedef struct t2s_train_config {
       t2s_pt_method type;
       double beta;                   /* FDA low-frequency square half-size / min(H, W) */
       t2s_pt_space color_space;
+      double amplitude_jitter;       /* fourier_source: amplitude x (1 + U(-a, a)) */
+      double color_mean_jitter;      /* color_random: mean shift in batch standard deviations */
+      double color_std_jitter;       /* color_random: std x (1 + U(-s, s)) */
     } pseudo_target;
+    struct {
+      double ce_weight;              /* t2sda_dg: weight of the CE on the stylised image */
+    } dg;
     struct {
       double lambda;
       int proj_dim;                  /* projection head output D */
@@ -198,6 +205,19 @@ typedef struct t2s_train_config {
     bool check_consistency;          /* after every step: all ranks hold identical state */
   } dist;
 } t2s_train_config;
+
+/* What the method of uda.type reads and builds: target images (the self-training of dacs
+ * and t2sda), the pulling loss with its projection head (t2sda; t2sda_dg unless
+ * uda.t2s.lambda is 0) and the EMA teacher (either). */
+static inline int t2s_uda_needs_target(const t2s_train_config *c) {
+  return c->uda.type == T2S_CFG_UDA_DACS || c->uda.type == T2S_CFG_UDA_T2SDA;
+}
+static inline int t2s_uda_pulls(const t2s_train_config *c) {
+  return c->uda.type == T2S_CFG_UDA_T2SDA || (c->uda.type == T2S_CFG_UDA_T2SDA_DG && c->uda.t2s.lambda > 0);
+}
+static inline int t2s_uda_needs_teacher(const t2s_train_config *c) {
+  return t2s_uda_needs_target(c) || t2s_uda_pulls(c);
+}
 
 /* The schema rows (for --help-config and generic tools). */
 const t2s_cfg_row *t2s_train_config_schema(int *n_rows);

@@ -68,12 +68,12 @@ static t2s_status build_networks(t2s_trainer *t, t2s_error *err) {
   if (st) return st;
   t2s_params_set_lr_mult(&t->student.params, "decode_head.", (float)c->optimizer.head_lr_mult);
   t2s_params_set_lr_mult(&t->student.params, "proj_head.", (float)c->optimizer.head_lr_mult);
-  if (c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) {
+  if (t2s_uda_needs_teacher(c)) {
     st = t2s_segmentor_build(&t->teacher, &mc, t->ctx->device, (uint64_t)c->seed, err);
     if (!st) st = t2s_params_copy(&t->teacher.params, &t->student.params, err);
     if (st) return st;
     t->have_teacher = 1;
-    if (c->uda.imnet_feature_dist_lambda > 0) {
+    if (c->uda.imnet_feature_dist_lambda > 0 && t2s_uda_needs_target(c)) {
       /* the frozen copy keeps the initial (ImageNet) weights for the feature distance */
       st = t2s_segmentor_build(&t->imnet, &mc, t->ctx->device, (uint64_t)c->seed, err);
       if (!st) st = t2s_params_copy(&t->imnet.params, &t->student.params, err);
@@ -181,7 +181,7 @@ static t2s_status open_data(t2s_trainer *t, t2s_error *err) {
   lc.start_iteration = t->iter;
   t2s_status st = open_stream(t, &t->src_ds, &t->src, (const char(*)[512])c->data.source_shards,
                               c->data.n_source_shards, "data.source.shards", &lc, err);
-  if (st == T2S_OK && c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) {
+  if (st == T2S_OK && t2s_uda_needs_target(c)) {
     if (c->data.n_target_shards == 0)
       return t2s_error_set(err, T2S_ERR_INVALID, "uda.type needs target images but data.target.shards is empty "
                            "(set it, or uda.type: source_only)");
@@ -556,26 +556,27 @@ static void log_progress(t2s_trainer *t, const t2s_uda_losses *l, double lr, dou
   double its = t2s_rate_per_s(&t->rate);
   if (!isfinite(its)) its = (double)(t->iter + 1 - t->iter_start) / dt_total;  /* first point */
   double ips = its * images_per_iter(t);
-  char eta[32], v[5][32];
+  char eta[32], v[6][32];
   t2s_format_eta(eta, sizeof eta, (double)(c->runner.max_iters - t->iter - 1) / its);
-  const double terms[5] = {l->total, l->src, l->mix, l->fd, l->t2s};
-  for (int k = 0; k < 5; k++) t2s_format_loss(v[k], sizeof v[k], terms[k]);
+  const double terms[6] = {l->total, l->src, l->mix, l->fd, l->t2s, l->st};
+  for (int k = 0; k < 6; k++) t2s_format_loss(v[k], sizeof v[k], terms[k]);
   if (!t->opts.quiet) {
     printf("iter %6lld/%lld | loss %s (src %s", (long long)t->iter + 1, (long long)c->runner.max_iters, v[0], v[1]);
-    if (c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) printf(" mix %s", v[2]);
+    if (t2s_uda_needs_target(c)) printf(" mix %s", v[2]);
+    if (c->uda.type == T2S_CFG_UDA_T2SDA_DG) printf(" st %s", v[5]);
     if (t->have_imnet) printf(" fd %s", v[3]);
-    if (c->uda.type == T2S_CFG_UDA_T2SDA) printf(" t2s %s", v[4]);
+    if (t2s_uda_pulls(c)) printf(" t2s %s", v[4]);
     printf(")");
-    if (c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) printf(" q %.3f", l->q);
+    if (t2s_uda_needs_target(c)) printf(" q %.3f", l->q);
     printf(" | lr %.2e | %.2f img/s | eta %s\n", lr, ips, eta);
     fflush(stdout);
   }
   if (t->metrics) {
     fprintf(t->metrics,
             "{\"iteration\": %lld, \"loss\": %.6g, \"loss_src\": %.6g, \"loss_mix\": %.6g, "
-            "\"loss_fd\": %.6g, \"loss_t2s\": %.6g, \"q\": %.6g, \"lr\": %.6g, \"images_per_s\": %.4f, "
-            "\"time\": %.3f}\n",
-            (long long)t->iter + 1, l->total, l->src, l->mix, l->fd, l->t2s, l->q, lr, ips, dt_total);
+            "\"loss_fd\": %.6g, \"loss_t2s\": %.6g, \"loss_st\": %.6g, \"q\": %.6g, \"lr\": %.6g, "
+            "\"images_per_s\": %.4f, \"time\": %.3f}\n",
+            (long long)t->iter + 1, l->total, l->src, l->mix, l->fd, l->t2s, l->st, l->q, lr, ips, dt_total);
     metrics_flush(t);
   }
 }
@@ -585,6 +586,7 @@ static const char *bad_term(const t2s_uda_losses *l) {
   if (!isfinite(l->mix)) return "loss_mix (ClassMix cross-entropy)";
   if (!isfinite(l->fd)) return "loss_fd (ImageNet feature distance)";
   if (!isfinite(l->t2s)) return "loss_t2s (pulling loss)";
+  if (!isfinite(l->st)) return "loss_st (stylised-image cross-entropy)";
   return NULL;
 }
 

@@ -15,6 +15,7 @@
 #include "losses/classmix.h"
 #include "losses/feature_distance.h"
 #include "losses/pseudo_target.h"
+#include "losses/pseudo_target_dg.h"
 
 enum { STREAM_MIX = 2 };
 
@@ -57,6 +58,34 @@ static void self_training_cfg(const t2s_train_config *c, t2s_uda *u) {
   u->use_blur = c->uda.blur;
 }
 
+/* t2sda_dg: the pull's prototypes (when it is on) and the restyling objects of the
+ * source styles: FFT plans for fourier_source, colour moments for color_random. */
+static t2s_status dg_init(t2s_uda *u, const t2s_train_config *c, t2s_error *err) {
+  const t2s_pt_method m = c->uda.pseudo_target.type;
+  u->dg.fourier = m == T2S_PT_FOURIER_SOURCE || m == T2S_PT_FOURIER_SOURCE_COLOR_RANDOM;
+  u->dg.color = m == T2S_PT_COLOR_RANDOM || m == T2S_PT_FOURIER_SOURCE_COLOR_RANDOM;
+  u->dg.pull = t2s_uda_pulls(c);
+  u->dg.amplitude_jitter = (float)c->uda.pseudo_target.amplitude_jitter;
+  u->dg.color_mean_jitter = (float)c->uda.pseudo_target.color_mean_jitter;
+  u->dg.color_std_jitter = (float)c->uda.pseudo_target.color_std_jitter;
+  u->dg.ce_weight = c->uda.dg.ce_weight;
+  int H = c->data.crop[1], W = c->data.crop[0];
+  if (u->dg.fourier && t2s_pseudo_target_half_width((float)c->uda.pseudo_target.beta, H, W) < 1)
+    return t2s_error_set(err, T2S_ERR_INVALID,
+                         "uda.pseudo_target.beta %g at data.crop %dx%d restyles no frequency "
+                         "(floor(beta min(H, W)) = 0), so fourier_source would be the identity; "
+                         "use beta >= %g", c->uda.pseudo_target.beta, W, H, 1.0 / (H < W ? H : W));
+  t2s_status st = T2S_OK;
+  if (u->dg.pull)
+    st = t2s_prototypes_init(&u->protos, u->num_classes, c->uda.t2s.proj_dim, u->pull.proto_momentum, err);
+  t2s_pseudo_target_cfg fc = {T2S_PT_FOURIER, (float)c->uda.pseudo_target.beta, c->uda.pseudo_target.color_space};
+  t2s_pseudo_target_cfg cc = {T2S_PT_COLOR, 0.0f, c->uda.pseudo_target.color_space};
+  if (st == T2S_OK && u->dg.fourier) st = t2s_pseudo_target_create(&u->restyle, &fc, H, W, err);
+  if (st == T2S_OK && u->dg.color) st = t2s_pseudo_target_create(&u->dg.recolor, &cc, H, W, err);
+  u->restyle_on_device = !u->dg.color;
+  return st;
+}
+
 t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int world_size,
                         t2s_error *err) {
   memset(u, 0, sizeof *u);
@@ -69,13 +98,14 @@ t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int wor
   u->alpha = c->uda.alpha;
   u->teacher_bn_batch = c->uda.teacher_bn == T2S_CFG_TEACHER_BN_BATCH;
   self_training_cfg(c, u);
-  u->lambda_fd = c->uda.type == T2S_CFG_UDA_SOURCE_ONLY ? 0.0 : c->uda.imnet_feature_dist_lambda;
+  u->lambda_fd = t2s_uda_needs_target(c) ? c->uda.imnet_feature_dist_lambda : 0.0;
   for (int i = 0; i < c->uda.n_imnet_feature_dist_classes; i++)
     u->fd_class[c->uda.imnet_feature_dist_classes[i]] = 1;
   u->lambda_t2s = c->uda.t2s.lambda;
   u->pull = pull_cfg(c);
   u->rw = reweight_cfg(c);
   t2s_status st = t2s_reweight_init(&u->rw_state, u->num_classes, err);
+  if (st == T2S_OK && u->type == T2S_CFG_UDA_T2SDA_DG) return dg_init(u, c, err);
   if (st != T2S_OK || u->type != T2S_CFG_UDA_T2SDA) return st;
   st = t2s_prototypes_init(&u->protos, u->num_classes, c->uda.t2s.proj_dim, u->pull.proto_momentum, err);
   t2s_pseudo_target_cfg pc = {c->uda.pseudo_target.type, (float)c->uda.pseudo_target.beta,
@@ -89,6 +119,7 @@ void t2s_uda_free(t2s_uda *u) {
   t2s_reweight_free(&u->rw_state);
   if (u->protos.proto) t2s_prototypes_free(&u->protos);
   if (u->restyle) t2s_pseudo_target_destroy(u->restyle);
+  if (u->dg.recolor) t2s_pseudo_target_destroy(u->dg.recolor);
   memset(u, 0, sizeof *u);
 }
 
@@ -138,7 +169,7 @@ typedef struct uda_backprop {
 /* The logged loss values stay on the run's device (D2D copies do not wait) until finish()
  * reads them back together: one host synchronisation per iteration for the log instead of
  * one per term. Unused terms stay 0. */
-enum { LOG_SRC, LOG_MIX, LOG_FD, LOG_T2S, N_LOGGED };
+enum { LOG_SRC, LOG_MIX, LOG_FD, LOG_T2S, LOG_ST, N_LOGGED };
 
 static float *logged_new(t2s_ctx *ctx) {
   float *v = t2s_ctx_ok(ctx) ? t2s_scratch(ctx, N_LOGGED * sizeof(float)) : NULL;
@@ -408,13 +439,111 @@ static t2s_status finish(t2s_ctx *ctx, const t2s_uda *u, t2s_grad_sync *sync, co
   if (need(ctx, logged != NULL, "the logged values") ||
       sticky(ctx, t2s_device_copy(T2S_DEV_CPU, v, ctx->device, logged, sizeof v, &ctx->err)))
     return ctx->err.status;
-  double sums[4] = {v[LOG_SRC], v[LOG_MIX], v[LOG_FD], v[LOG_T2S]};
-  if (t2s_batch_stats_reduce(ctx, sums, 4) != T2S_OK) return ctx->err.status;
+  double sums[5] = {v[LOG_SRC], v[LOG_MIX], v[LOG_FD], v[LOG_T2S], v[LOG_ST]};
+  if (t2s_batch_stats_reduce(ctx, sums, 5) != T2S_OK) return ctx->err.status;
   out->src = sums[0] / u->world_size;
   out->mix = sums[1] / u->world_size;
   out->fd = sums[2] / u->world_size;
   out->t2s = sums[3] / u->world_size;
-  out->total = out->src + out->mix + u->lambda_fd * out->fd + u->lambda_t2s * out->t2s;
+  out->st = sums[4] / u->world_size;
+  out->total = out->src + out->mix + u->lambda_fd * out->fd + u->lambda_t2s * out->t2s + u->dg.ce_weight * out->st;
+  return T2S_OK;
+}
+
+/* ---- domain generalisation (uda.type t2sda_dg; docs/method.md "Domain generalisation") ----
+ * The iteration without target images: the pseudo-target x_st is each source crop with a
+ * style drawn from the source batch (losses/pseudo_target_dg.h), pixel-aligned, so it keeps
+ * y_s. The student learns x_st by CE (uda.dg.ce_weight) and, unless uda.t2s.lambda is 0,
+ * its features on x_st are pulled to the teacher's class prototypes of x_s, weighted by the
+ * student's IoU on x_st (steps 7-8 as in UDA). No pseudo-labels, no ClassMix. */
+
+/* x (this rank's crops, [0, 255]) restyled by pt with styles drawn from the gathered
+ * styles of the global batch: fourier_source for the FFT object, color_random for the
+ * colour one. on_device: x is a tensor of the run's device, else a host batch. */
+static t2s_tensor *dg_restyle(t2s_ctx *ctx, const t2s_uda *u, t2s_pseudo_target *pt, t2s_tensor *x,
+                              int on_device, const uda_iter *it) {
+  if (!t2s_ctx_ok(ctx)) return NULL;
+  int B = it->n;
+  int64_t ss = t2s_pseudo_target_style_size(pt), n_global = (int64_t)B * u->world_size;
+  float *local = t2s_host_scratch(ctx, (size_t)(ss * B + 1) * sizeof(float));
+  float *global = t2s_host_scratch(ctx, (size_t)(ss * n_global + 1) * sizeof(float));
+  float *mine = t2s_host_scratch(ctx, (size_t)(ss * B + 1) * sizeof(float));
+  t2s_tensor *out = on_device ? t2s_tensor_new4(ctx, T2S_F32, B, 3, it->h, it->w)
+                              : t2s_host_batch_new(ctx, B, 3, it->h, it->w);
+  if (need(ctx, x && local && global && mine && out, "the stylised image")) return NULL;
+  if (sticky(ctx, t2s_pseudo_target_style(ctx, pt, x, local)) ||
+      sticky(ctx, t2s_pseudo_target_gather_styles(ctx, pt, local, B, it->offset, n_global, global)))
+    return NULL;
+  t2s_status st = pt == u->restyle
+                      ? t2s_pseudo_target_source_styles(pt, global, n_global, B, it->offset, u->dg.amplitude_jitter,
+                                                        u->seed, it->iter, mine, &ctx->err)
+                      : t2s_pseudo_target_random_colors(pt, global, n_global, B, it->offset, u->dg.color_mean_jitter,
+                                                        u->dg.color_std_jitter, u->seed, it->iter, mine, &ctx->err);
+  if (sticky(ctx, st) || sticky(ctx, t2s_pseudo_target_apply_each(ctx, pt, x, mine, out))) return NULL;
+  return out;
+}
+
+/* DG 2. x_st: fourier_source, then color_random, or both in that order. The FFT has a
+ * CUDA slot, so without the colour part device crops are restyled where they are; with
+ * it the loader's host batch is restyled on the host and goes to the device once. */
+static t2s_status dg_pseudo_target_image(t2s_ctx *ctx, const t2s_uda *u, const t2s_batch *src, uda_iter *it) {
+  if (!t2s_ctx_ok(ctx)) return ctx->err.status;
+  if (!u->dg.fourier && !u->dg.color) {  /* none: x_st = x_s */
+    it->x_st = it->xs;
+    return T2S_OK;
+  }
+  const int dev = u->restyle_on_device;
+  t2s_tensor *x = dev ? it->xs_raw : t2s_batch_host_images(ctx, it->xs_raw, src->images, it->n, it->h, it->w);
+  if (u->dg.fourier) x = dg_restyle(ctx, u, u->restyle, x, dev, it);
+  if (u->dg.color) x = dg_restyle(ctx, u, u->dg.recolor, x, 0, it);
+  it->x_st = t2s_batch_normalized(ctx, dev ? x : t2s_tensor_to_device(ctx, x));
+  return need(ctx, it->x_st != NULL, "the stylised image");
+}
+
+/* DG 3-4. ce_weight CE(student(x_st), y_s) (logged unscaled as loss_st), plus, with the
+ * pull, lambda_t2s L_t2s from the same student forward (queries on x_st, keys from the
+ * teacher on x_s) with class weights updated from the student's IoU on x_st. */
+static t2s_tensor *dg_stylised_loss(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, const uda_iter *it,
+                                    uda_pull *p, float *logged) {
+  if (!t2s_ctx_ok(ctx)) return NULL;
+  t2s_tensor *logits = NULL;
+  if (u->dg.pull) {
+    pull_features(ctx, u, nets->teacher, nets->student, it, p);
+    reweight(ctx, u, it, p->student_logits);
+    logits = p->student_logits;
+  } else {
+    t2s_seg_out qo;
+    if (sticky(ctx, t2s_segmentor_forward(ctx, nets->student, it->x_st, &qo))) return NULL;
+    logits = qo.logits;
+  }
+  t2s_tensor *l_st = seg_ce(ctx, u, logits, it->ys, it->ys_host, NULL, it->class_w);
+  keep_value(ctx, logged, LOG_ST, l_st);
+  t2s_tensor *l = t2s_scale(ctx, l_st, (float)u->dg.ce_weight);
+  return u->dg.pull ? t2s_add(ctx, l, pull_loss(ctx, u, it, p, logged)) : l;
+}
+
+/* The DG iteration: L = L_src + ce_weight L_st + lambda_t2s L_t2s, two backward terms. */
+static t2s_status dg_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, const t2s_batch *src,
+                          t2s_uda_losses *out, t2s_error *err) {
+  const int stylised = u->dg.pull || u->dg.ce_weight > 0;
+  uda_backprop bp = {nets->sync, 0, 1 + stylised};
+  uda_iter it;
+  uda_pull p = {0};
+  t2s_seg_out so = {0};
+  memset(out, 0, sizeof *out);
+  load_batches(ctx, src, NULL, 0, u->rank, &it);
+  float *logged = logged_new(ctx);
+  if (u->rw.apply_to == T2S_REWEIGHT_ALL && u->rw.enabled)
+    it.class_w = t2s_tensor_to_device(ctx, t2s_reweight_tensor(ctx, &u->rw_state));
+
+  if (u->dg.pull) ema_teacher(ctx, nets->teacher, nets->student, u->alpha, it.iter);  /* 1 */
+  if (stylised) dg_pseudo_target_image(ctx, u, src, &it);                            /* 2 */
+  t2s_tensor *l_src = source_loss(ctx, u, nets->student, &it, &so);                  /* 3 */
+  keep_value(ctx, logged, LOG_SRC, l_src);
+  backward_term(ctx, &bp, l_src);
+  if (stylised) backward_term(ctx, &bp, dg_stylised_loss(ctx, u, nets, &it, &p, logged));  /* 3-4 */
+  if (finish(ctx, u, nets->sync, logged, out) != T2S_OK)                             /* 5 */
+    return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
   return T2S_OK;
 }
 
@@ -427,6 +556,7 @@ static t2s_status finish(t2s_ctx *ctx, const t2s_uda *u, t2s_grad_sync *sync, co
 
 t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, const t2s_batch *src,
                         const t2s_batch *tgt, t2s_uda_losses *out, t2s_error *err) {
+  if (u->type == T2S_CFG_UDA_T2SDA_DG) return dg_step(ctx, u, nets, src, out, err);
   const int adapt = u->type != T2S_CFG_UDA_SOURCE_ONLY, pull = u->type == T2S_CFG_UDA_T2SDA;
   const int fd = nets->imnet != NULL && u->lambda_fd > 0;
   uda_backprop bp = {nets->sync, 0, 1 + adapt + pull};

@@ -1,8 +1,9 @@
 /* One T2S-DA training iteration (docs/method.md "One training iteration"): EMA
  * teacher, pseudo-target image, source CE, pseudo-labels, ClassMix with strong
  * augmentation, ImageNet feature distance, the pulling loss and the dynamic class
- * re-weighting. uda.type picks source_only, dacs (the self-training base) or
- * t2sda (base + T2S). The step leaves averaged gradients in the student's
+ * re-weighting. uda.type picks source_only, dacs (the self-training base),
+ * t2sda (base + T2S) or t2sda_dg (domain generalisation: source crops restyled by
+ * source styles, their CE and the pull; no target images). The step leaves averaged gradients in the student's
  * gradient buffer; the caller checks the losses and takes the optimizer step. */
 #pragma once
 #include <stdint.h>
@@ -20,6 +21,7 @@
 
 typedef struct t2s_uda_losses {
   double src, mix, fd, t2s;  /* loss terms (this rank's share scaled as the global loss) */
+  double st;                 /* t2sda_dg: CE on the stylised source image */
   double total;
   double q;                  /* pseudo-label confidence fraction */
 } t2s_uda_losses;
@@ -45,6 +47,13 @@ typedef struct t2s_uda {
   t2s_reweight_state rw_state;
   t2s_pseudo_target *restyle;  /* FFTW plans of the pseudo-target image (t2sda only) */
   int restyle_on_device;       /* the method has a CUDA slot (fourier, none): images stay on the device */
+  struct {                     /* t2sda_dg (losses/pseudo_target_dg.h) */
+    int fourier, color;        /* the parts of uda.pseudo_target.type */
+    int pull;                  /* the pulling loss is computed (uda.t2s.lambda > 0) */
+    float amplitude_jitter, color_mean_jitter, color_std_jitter;
+    double ce_weight;
+    t2s_pseudo_target *recolor;  /* colour moments (color_random); restyle holds the FFT plans */
+  } dg;
 } t2s_uda;
 
 /* The networks one iteration trains and reads, and the rank's gradient all-reduce

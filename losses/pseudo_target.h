@@ -33,7 +33,13 @@
 
 #include "core/engine.h"
 
-typedef enum t2s_pt_method { T2S_PT_FOURIER = 0, T2S_PT_COLOR, T2S_PT_NONE } t2s_pt_method;
+/* FOURIER, COLOR and NONE are the methods of a t2s_pseudo_target object; the source
+ * styles of domain generalisation (losses/pseudo_target_dg.h) build on them and are
+ * listed here so that one config key names every pseudo-target. */
+typedef enum t2s_pt_method {
+  T2S_PT_FOURIER = 0, T2S_PT_COLOR, T2S_PT_NONE,
+  T2S_PT_FOURIER_SOURCE, T2S_PT_COLOR_RANDOM, T2S_PT_FOURIER_SOURCE_COLOR_RANDOM
+} t2s_pt_method;
 typedef enum t2s_pt_space { T2S_PT_LAB = 0, T2S_PT_RGB } t2s_pt_space;
 
 typedef struct t2s_pseudo_target_cfg {
