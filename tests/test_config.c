@@ -3,6 +3,7 @@
  * the identical struct, overrides work and are validated, and every kind of
  * mistake gives a message with "file:line:column", the key path and a hint.
  * Inputs: the .yaml files in tests/configs and configs under $T2S_SOURCE_DIR. */
+#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,84 @@ static void test_bad_overrides(void) {
                                      "evaluation.stride [2048, 512] is larger than evaluation.crop",
                                      "('evaluation.crop' has its default value)", NULL});
   }
+}
+
+static void check_round_trip(const char *label, const t2s_train_config *cfg);
+
+/* uda.type t2sda_dg against the pseudo-target type and the target shards; its keys. */
+static void test_dg_rules(void) {
+  {
+    char *ovs[1] = {(char *)"uda.type=t2sda_dg"};
+    expect_bad("good_minimal.yaml", ovs, 1,
+               (const char *const[]){"uda.pseudo_target.type 'fourier' restyles like a target image",
+                                     "fourier_source, color_random", "'uda.type'", NULL});
+  }
+  {
+    char *ovs[2] = {(char *)"uda.type=t2sda", (char *)"uda.pseudo_target.type=color_random"};
+    expect_bad("good_minimal.yaml", ovs, 2,
+               (const char *const[]){"'color_random' is a domain-generalisation style",
+                                     "use fourier, color or none", NULL});
+  }
+  {
+    char *ovs[3] = {(char *)"uda.type=t2sda_dg", (char *)"uda.pseudo_target.type=fourier_source",
+                    (char *)"data.target.shards=[t/*.h5]"};
+    expect_bad("good_minimal.yaml", ovs, 3,
+               (const char *const[]){"t2sda_dg trains on source images only", "data.target.shards", NULL});
+  }
+  BAD_OVERRIDE("uda.pseudo_target.amplitude_jitter=1.5", "'uda.pseudo_target.amplitude_jitter' is 1.5",
+               "between 0 and 1");
+  BAD_OVERRIDE("uda.pseudo_target.type=fourier_sauce", "'uda.pseudo_target.type' is 'fourier_sauce'",
+               "fourier_source+color_random");
+  t2s_train_config *cfg = calloc(1, sizeof *cfg);
+  char path[2048];
+  t2s_error err = {0};
+  char *ovs[4] = {(char *)"uda.type=t2sda_dg", (char *)"uda.pseudo_target.type=fourier_source+color_random",
+                  (char *)"uda.dg.ce_weight=0.5", (char *)"uda.pseudo_target.color_std_jitter=0.25"};
+  path_of(path, sizeof path, "tests/configs", "good_minimal.yaml");
+  CHECK_MSG(t2s_train_config_load(cfg, path, ovs, 4, &err) == T2S_OK, "%s", err.msg);
+  CHECK(cfg->uda.type == T2S_CFG_UDA_T2SDA_DG && cfg->uda.pseudo_target.type == T2S_PT_FOURIER_SOURCE_COLOR_RANDOM &&
+        cfg->uda.dg.ce_weight == 0.5 && cfg->uda.pseudo_target.color_std_jitter == 0.25 &&
+        cfg->uda.pseudo_target.amplitude_jitter == 0.3 && cfg->uda.pseudo_target.color_mean_jitter == 1.0);
+  CHECK(t2s_uda_pulls(cfg) && t2s_uda_needs_teacher(cfg) && !t2s_uda_needs_target(cfg));
+  check_round_trip("t2sda_dg overrides", cfg);
+  free(cfg);
+}
+
+/* Every example in configs/ loads, validates and survives the dump round trip: a config
+ * added later is tested without being named here. */
+static void test_every_config(void) {
+  char dir[1200];
+  snprintf(dir, sizeof dir, "%s/configs", source_dir);
+  DIR *d = opendir(dir);
+  CHECK_MSG(d != NULL, "cannot list %s", dir);
+  if (d == NULL) return;
+  t2s_train_config *cfg = calloc(1, sizeof *cfg);
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    size_t len = strlen(e->d_name);
+    if (len < 6 || strcmp(e->d_name + len - 5, ".yaml") != 0) continue;
+    char path[2048];
+    t2s_error err = {0};
+    path_of(path, sizeof path, "configs", e->d_name);
+    CHECK_MSG(t2s_train_config_load(cfg, path, NULL, 0, &err) == T2S_OK, "%s: %s", e->d_name, err.msg);
+    if (err.status == T2S_OK) check_round_trip(e->d_name, cfg);
+    n++;
+  }
+  closedir(d);
+  CHECK_MSG(n >= 6, "only %d configs in %s", n, dir);
+  /* the two DG / adverse-condition examples say what they are for */
+  char path[2048];
+  t2s_error err = {0};
+  path_of(path, sizeof path, "configs", "gta_dg_t2sda_deeplabv2.yaml");
+  CHECK(t2s_train_config_load(cfg, path, NULL, 0, &err) == T2S_OK);
+  CHECK(cfg->uda.type == T2S_CFG_UDA_T2SDA_DG && cfg->data.n_target_shards == 0 && cfg->data.n_val_sets == 3 &&
+        !strcmp(cfg->data.val_sets[1].name, "bdd100k") && !strcmp(cfg->data.val_sets[2].name, "mapillary"));
+  path_of(path, sizeof path, "configs", "cs2acdc_t2sda_daformer_mitb5.yaml");
+  CHECK(t2s_train_config_load(cfg, path, NULL, 0, &err) == T2S_OK);
+  CHECK(cfg->uda.type == T2S_CFG_UDA_T2SDA && cfg->data.n_val_sets == 5 &&
+        !strcmp(cfg->data.val_sets[0].name, "acdc") && !strcmp(cfg->checkpoint.best_by, "acdc") &&
+        cfg->model.backbone.type == T2S_CFG_BACKBONE_MIT_B5);
+  free(cfg);
 }
 
 static void write_file(const char *path, const char *text) {
@@ -801,5 +880,7 @@ int main(void) {
   test_val_sets();
   test_record_schema();
   test_bases();
+  test_dg_rules();
+  test_every_config();
   return t2s_test_finish("test_config");
 }
