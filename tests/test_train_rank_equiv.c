@@ -137,6 +137,11 @@ int main(void) {
            src, dir, dir, dir);
   equivalence("t2sda", "t2sda", 1, "", 6);
   equivalence("source_only", "source_only", 0, "", 6);
+  /* domain generalisation: the "other" source image of fourier_source and the batch
+   * colour statistics of color_random come from the gathered global batch */
+  equivalence("t2sda_dg", "t2sda_dg", 1,
+              "'data.target.shards=[]' uda.pseudo_target.type=fourier_source+color_random "
+              "uda.pseudo_target.beta=0.1", 6);
   /* MiT: drop path (0.1) and the head's Dropout2d draw per global sample. 4 iterations:
    * its token GEMMs see 1 or 2 images per call, and OpenBLAS's edge kernels then sum in
    * another order; those 1e-7 differences grow with training (8e-6 after 4 steps) */
