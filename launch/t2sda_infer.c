@@ -366,6 +366,9 @@ static t2s_status run(const infer_opts *o, t2s_train_config *cfg, t2s_error *err
 }
 
 int main(int argc, char **argv) {
+  /* line-buffered even into a file or pipe: a run killed outright (kill -9, OOM) must
+   * not lose the progress lines it printed last */
+  setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_infer")) == EOF;
   if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) return usage(0);
   infer_opts o;
