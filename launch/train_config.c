@@ -60,6 +60,7 @@ static const char *const lr_scaling_names[] = {"none", "linear", "sqrt", NULL};
 static const char *const infer_mode_names[] = {"whole", "slide", NULL};
 static const int infer_mode_values[] = {T2S_INFER_WHOLE, T2S_INFER_SLIDE};
 static const char *const teacher_bn_names[] = {"batch", "running", NULL};
+static const char *const on_corrupt_names[] = {"error", "skip", NULL};
 
 #define SHARDS(k, f, n, what)                                                               \
   {k, STRS_T, ARRAY(f), COUNT(n), .min_len = 0, .max_len = T2S_CFG_MAX_SHARDS, .def = "[]", \
@@ -118,6 +119,13 @@ static const t2s_cfg_row schema[] = {
     {"data.rare_class_sampling.min_pixels", INT_T, AT(data.rare_class_sampling.min_pixels),
      .min = 0, .max = NO_MAX_I, .def = "3000",
      .help = "an image is drawn for class c only with more pixels of c than this"},
+    {"data.on_corrupt", ENUM_T, AT(data.on_corrupt), .choices = on_corrupt_names, .def = "error",
+     .help = "a training image whose chunk does not inflate or whose pixels fail the shard's "
+             "CRC32: error stops the run naming the file, dataset and index; skip trains on the "
+             "next image of the data set's order instead and counts it (corrupt_skipped)"},
+    {"data.max_corrupt", INT_T, AT(data.max_corrupt), .min = 0, .max = NO_MAX_I, .def = "100",
+     .help = "with on_corrupt: skip, stop once more samples than this were replaced (all ranks, "
+             "counted since the process started)"},
 
     {"model.num_classes", INT_T, AT(model.num_classes), .min = 2, .max = 255, .def = "19",
      .help = "number of semantic classes"},

@@ -58,6 +58,7 @@ typedef enum t2s_cfg_warmup {
 typedef enum t2s_cfg_lr_scaling {
   T2S_CFG_LRS_NONE = 0, T2S_CFG_LRS_LINEAR, T2S_CFG_LRS_SQRT
 } t2s_cfg_lr_scaling;
+typedef enum t2s_cfg_on_corrupt { T2S_CFG_CORRUPT_ERROR = 0, T2S_CFG_CORRUPT_SKIP } t2s_cfg_on_corrupt;
 typedef enum t2s_cfg_teacher_bn { T2S_CFG_TEACHER_BN_BATCH = 0, T2S_CFG_TEACHER_BN_RUNNING } t2s_cfg_teacher_bn;
 
 typedef struct t2s_train_config {
@@ -89,6 +90,8 @@ typedef struct t2s_train_config {
       double class_temp;             /* T of P(c) = softmax((1 - f_c) / T) */
       int min_pixels;                /* an image qualifies for class c above this */
     } rare_class_sampling;
+    t2s_cfg_on_corrupt on_corrupt;   /* a damaged training image: stop, or replace it */
+    int max_corrupt;                 /* skip: stop once more samples than this were replaced */
   } data;
 
   struct {
