@@ -9,7 +9,8 @@
  * best.h5. SIGTERM, SIGINT or SIGUSR1 saves a checkpoint and exits 0; the last line
  * then says "interrupted". To stop an mpirun job cleanly send SIGUSR1 to mpirun (it
  * forwards it to every rank and exits 0): SIGTERM to mpirun reaches the ranks too, and
- * they save, but mpirun then exits 1. A work_dir that already holds a run needs --resume or --overwrite.
+ * they save, but mpirun then exits 1 (launch/templates/mpirun_workstation.sh and
+ * slurm.sbatch therefore hand a SIGTERM they get to mpirun as SIGUSR1). A work_dir that already holds a run needs --resume or --overwrite.
  *
  * Test hook: T2S_TEST_POISON_LOSS=TERM@ITER (TERM: src, mix, fd or t2s) makes that loss
  * term NaN at iteration ITER, so that tests exercise the non-finite guard

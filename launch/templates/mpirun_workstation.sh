@@ -30,7 +30,21 @@ export HDF5_USE_FILE_LOCKING=${HDF5_USE_FILE_LOCKING:-FALSE}
 # NCCL_DEBUG=INFO prints the transports NCCL chose once (NVLink "P2P", "SHM", or network);
 # within one machine NCCL_SOCKET_IFNAME and NCCL_IB_HCA do not matter.
 export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
-exec mpirun -np "$np" --bind-to none --map-by slot \
+# Stopping: `kill -TERM` of this script (or of a job manager that sends it SIGTERM) is
+# handed to mpirun as SIGUSR1, which Open MPI forwards to every rank: they save one
+# checkpoint and exit 0, and so does mpirun, so this script exits 0 (mpirun given SIGTERM
+# itself exits 1 even when every rank saved). Hence mpirun runs in the background, and
+# `wait`, cut short by the trap, waits again until mpirun has exited.
+mpirun -np "$np" --bind-to none --map-by slot \
   -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x T2S_COMM_TIMEOUT -x HDF5_USE_FILE_LOCKING \
   -x NCCL_DEBUG \
-  "$train" "$config" "$@"
+  "$train" "$config" "$@" &
+pid=$!
+trap 'kill -USR1 "$pid" 2>/dev/null || true' TERM USR1
+rc=0
+wait "$pid" || rc=$?
+while ((rc > 128)) && kill -0 "$pid" 2>/dev/null; do
+  rc=0
+  wait "$pid" || rc=$?
+done
+exit "$rc"
