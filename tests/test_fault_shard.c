@@ -1,16 +1,19 @@
-// ctest-labels: e2e fault
+// ctest-labels: e2e fault dist
 // ctest-timeout: 300
 /* A flipped byte inside the stored chunk of one source image, found mid-training:
  * - data.on_corrupt: error (the default) stops the run with the shard file, the /image
  *   dataset, the image index and what to do;
  * - data.on_corrupt: skip trains on, replaces the image by the next one of the data set,
  *   says so on stderr, prints and logs corrupt_skipped = 1, and does it the same way
- *   twice (bit-identical checkpoints of two runs);
+ *   twice (bit-identical checkpoints of two runs), and the same way on 2 ranks x 1 image
+ *   as on 1 rank x 2 (the replacement follows the image index, not the rank: the same
+ *   losses, and the count is summed over the ranks);
  * - data.max_corrupt = 0 with skip stops at the first damaged image, naming the key.
  * The byte is flipped in the middle of the chunk's stored bytes, located with
  * H5Dget_chunk_info (the chunk's file offset and size), so it hits compressed pixel
  * data and not HDF5 metadata: the file still opens, only that image is damaged. */
 #include <hdf5.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +51,19 @@ static int flip_chunk_byte(const char *path, int i) {
   printf("flipped byte %ld of %s (image %d's chunk: %llu bytes at %llu)\n", at, path, i,
          (unsigned long long)size, (unsigned long long)addr);
   return rc;
+}
+
+/* The "loss" of the last line of a metrics.jsonl, NAN when there is none. */
+static double last_loss(const char *path) {
+  FILE *f = fopen(path, "r");
+  char line[8192];
+  double loss = NAN;
+  while (f && fgets(line, sizeof line, f)) {
+    const char *p = strstr(line, "\"loss\": ");
+    if (p) loss = atof(p + 8);
+  }
+  if (f) fclose(f);
+  return loss;
 }
 
 static int count_lines(const char *path, const char *needle) {
@@ -108,6 +124,19 @@ int main(void) {
   rc = t2s_test_run("h5diff -q %s/skip1/iter_00000002.h5 %s/skip2/iter_00000002.h5 /params /params", dir, dir);
   CHECK_MSG(rc == 0, "two skip runs trained differently");
 
+  /* 2 ranks x 1 image: the same replacement (same losses), the count summed over ranks */
+  snprintf(log, sizeof log, "%s/skip_2x1.log", dir);
+  rc = t2s_test_run("%s/tools/run_dist_test.sh 2 %s/t2sda_train %s work_dir=%s/skip_2x1 data.on_corrupt=skip "
+                    "data.samples_per_gpu=1 > %s 2>&1", src, bin, opts, dir, log);
+  char m1[700], m2[700];
+  snprintf(m1, sizeof m1, "%s/skip1/metrics.jsonl", dir);
+  snprintf(m2, sizeof m2, "%s/skip_2x1/metrics.jsonl", dir);
+  double l1 = last_loss(m1), l2 = last_loss(m2);
+  CHECK_MSG(rc == 0 && fabs(l1 - l2) <= 1e-4 * fabs(l1), "2 ranks x 1 (exit %d): loss %.6g, 1 rank x 2: %.6g (see %s)",
+            rc, l2, l1, log);
+  CHECK_MSG(t2s_test_run("tail -n 1 %s | grep -q '\"corrupt_skipped\": 1}'", m2) == 0 &&
+            count_lines(log, "damaged source image(s) replaced") == 1, "2 ranks: the count is not 1 (see %s)", log);
+
   /* skip with no damage allowed: stops, naming the key */
   snprintf(log, sizeof log, "%s/max.log", dir);
   rc = t2s_test_run("%s/t2sda_train %s work_dir=%s/max data.on_corrupt=skip data.max_corrupt=0 > %s 2>&1", bin, opts,
@@ -122,5 +151,9 @@ int main(void) {
   rc = t2s_test_run("%s/t2sda_train %s work_dir=%s/clean data.on_corrupt=skip 'data.source.shards=%s/clean/source-*.h5' "
                     "> %s 2>&1", bin, opts, dir, dir, log);
   CHECK_MSG(rc == 0 && !t2s_test_file_contains(log, "damaged"), "an undamaged shard: exit %d (see %s)", rc, log);
+  /* ... and trains on image 1 itself, so the loss comparison above can tell images apart */
+  snprintf(m2, sizeof m2, "%s/clean/metrics.jsonl", dir);
+  l2 = last_loss(m2);
+  CHECK_MSG(fabs(l1 - l2) > 1e-3 * fabs(l1), "the undamaged run's loss %.6g equals the skip run's %.6g", l2, l1);
   return t2s_test_finish("test_fault_shard");
 }
