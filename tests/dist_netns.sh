@@ -9,13 +9,15 @@
 # name is the host's, as on real machines, so gethostname() and Open MPI's node names
 # agree. mpirun runs on t2s-a and starts the daemon on t2s-b through a small rsh agent
 # (`ip netns exec`) instead of ssh; Open MPI's control (oob) and data (btl tcp) traffic
-# both go over the veth link. Three runs, one fault each, injected once training runs:
-#   kill   kill -9 of rank 1's t2sda_train: mpirun notices the exit and names the rank;
-#   link   t2s-b's end of the link goes down: nothing fails, the peers just go silent, so
-#          the collective deadline (dist.timeout, short here) fires on rank 0, which names
-#          "rank 1 (host t2s-b)" and aborts the job;
-#   node   every process of t2s-b is killed (the daemon too): mpirun loses the daemon
-#          and names the node.
+# both go over the veth link. Four runs, one fault each, injected once training runs:
+#   kill       kill -9 of rank 1's t2sda_train: mpirun notices the exit and names the rank;
+#   link       t2s-b's end of the link goes down: nothing fails, the peers just go silent,
+#              so the collective deadline (dist.timeout, short here) fires on rank 0,
+#              which names "rank 1 (host t2s-b)" and aborts the job;
+#   node       every process of t2s-b is killed (the daemon too): mpirun loses the daemon,
+#              and rank 0's Open MPI names the peer host that hung up;
+#   keepalive  the link goes down under a long deadline: Open MPI's TCP keepalive (short
+#              here, 2 min in the launch templates) gives the daemon up and names the node.
 # Each run must end within 60 s of the fault, with a non-zero exit status and a message
 # naming the rank or host; `timeout` guards every wait, so a hang fails the test.
 # T2S_NETNS_KEEP=1 keeps the job logs (their folder is printed).
@@ -25,13 +27,15 @@ set -uo pipefail
 bin=${1:?usage: $0 BIN_DIR SOURCE_DIR}
 src=${2:?usage: $0 BIN_DIR SOURCE_DIR}
 limit=60          # seconds from the fault to the end of the job
-deadline=10       # dist.timeout of the runs (the link fault waits for it)
-# Open MPI's TCP keepalive on its control connections (the launch templates set 60 s +
-# 6 x 10 s): a silent link is noticed after 15 s + 3 x 2 s. Without it mpirun waits 300 s
-# + 9 x 20 s for a daemon behind a dead link, also after the rank 0 side has aborted.
-# Kept above deadline + its 2 s grace, so that in the link run the collective deadline
-# speaks first and names the rank.
-keepalive=(--mca oob_tcp_keepalive_time 15 --mca oob_tcp_keepalive_intvl 2 --mca oob_tcp_keepalive_probes 3)
+# Per run: dist.timeout, and Open MPI's TCP keepalive on its control connections
+# (idle seconds, then probes x interval; Open MPI's default is 300 s + 9 x 20 s, the
+# launch templates set 60 s + 6 x 10 s). Most runs keep the keepalive (15 s + 3 x 2 s)
+# longer than the deadline (10 s, plus its 2 s grace) so that in the link run the
+# collective deadline speaks first and names the rank; the keepalive run turns that
+# around, as the templates do (600 s deadline, 2 min keepalive): there mpirun notices
+# the silent daemon first and names the node.
+deadline=10
+keepalive=(15 2 3)
 
 skip() { echo "test_dist_netns: skipped: $*" >&2; exit 77; }
 for tool in ip unshare mpirun timeout; do
@@ -112,7 +116,7 @@ train_args=("$src/configs/synthetic_t2sda.yaml" --quiet device=cpu
   data.workers_per_gpu=1 data.samples_per_gpu=1 model.backbone.depth=18 model.backbone.base_channels=4
   model.backbone.stem_channels=8 uda.t2s.proj_dim=16 uda.t2s.num_queries=16 uda.t2s.num_negatives=8
   data.rare_class_sampling.min_pixels=100 evaluation.interval=0 log.interval=1 checkpoint.interval=0
-  runner.max_iters=100000 dist.timeout=$deadline)
+  runner.max_iters=100000)
 
 now() { date +%s.%N; }
 
@@ -126,9 +130,10 @@ run_case() {
     env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
     mpirun -np 2 --hostfile "$tmp/hosts" --map-by node --bind-to none --allow-run-as-root \
     --mca plm_rsh_agent "$tmp/agent" --mca btl tcp,self \
-    --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 "${keepalive[@]}" \
-    -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS \
-    "$bin/t2sda_train" "${train_args[@]}" work_dir="$wd" > "$log" 2>&1 &
+    --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 \
+    --mca oob_tcp_keepalive_time ${keepalive[0]} --mca oob_tcp_keepalive_intvl ${keepalive[1]} \
+    --mca oob_tcp_keepalive_probes ${keepalive[2]} -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS \
+    "$bin/t2sda_train" "${train_args[@]}" work_dir="$wd" dist.timeout=$deadline > "$log" 2>&1 &
   local job=$!
   local i
   for ((i = 0; i < 1200; i++)); do
@@ -169,7 +174,7 @@ run_case() {
   for p in "$@"; do
     grep -qF -- "$p" "$log" || { echo "test_dist_netns: $name: FAILED: the output does not say \"$p\"" >&2; ok=0; }
   done
-  printf 'test_dist_netns: %-5s stopped %.1f s after the fault, exit status %d\n' "$name" "$took" $rc
+  printf 'test_dist_netns: %-9s stopped %.1f s after the fault, exit status %d\n' "$name" "$took" $rc
   if [ $ok = 0 ]; then
     echo "--- output of the $name run ---" >&2
     cat "$log" >&2
@@ -188,14 +193,19 @@ rank1_pid() {
 }
 
 # What names the fault: mpirun's notice of the killed rank; our collective deadline on
-# rank 0; for the lost node, Open MPI's note on rank 0 that its peer on t2s-b hung up.
+# rank 0; for the lost node, Open MPI's note on rank 0 that its peer on t2s-b hung up;
+# for the silent link with a long deadline, mpirun's keepalive verdict on the daemon.
 run_case kill 'kill -9 $(rank1_pid)' "process rank 1 with PID" "on node t2s-b exited on signal 9"
 run_case link 'ip -n "$nsb" link set "$veth_b" down' "rank 1 (host t2s-b) never reached it" \
   "did not complete within $deadline s"
 run_case node 'kill -9 $(ip netns pids "$nsb")' "Peer host:  t2s-b"
+deadline=300
+keepalive=(3 1 3)
+run_case keepalive 'ip -n "$nsb" link set "$veth_b" down' "lost communication with a remote daemon" \
+  "on node t2s-b"
 
 if [ $failures -gt 0 ]; then
-  echo "test_dist_netns: $failures of 3 fault runs failed" >&2
+  echo "test_dist_netns: $failures of 4 fault runs failed" >&2
   exit 1
 fi
 echo "test_dist_netns: passed"
