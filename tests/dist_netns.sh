@@ -29,13 +29,14 @@ src=${2:?usage: $0 BIN_DIR SOURCE_DIR}
 limit=60          # seconds from the fault to the end of the job
 # Per run: dist.timeout, and Open MPI's TCP keepalive on its control connections
 # (idle seconds, then probes x interval; Open MPI's default is 300 s + 9 x 20 s, the
-# launch templates set 60 s + 6 x 10 s). Most runs keep the keepalive (15 s + 3 x 2 s)
-# longer than the deadline (10 s, plus its 2 s grace) so that in the link run the
-# collective deadline speaks first and names the rank; the keepalive run turns that
+# launch templates set 60 s + 6 x 10 s). The idle time counts from the last control
+# message, which can be well before the fault, so the keepalive of most runs (30 s +
+# 3 x 2 s) is kept far above the deadline (10 s, plus 2 s of grace) for the link run's
+# collective deadline to speak first and name the rank. The keepalive run turns that
 # around, as the templates do (600 s deadline, 2 min keepalive): there mpirun notices
 # the silent daemon first and names the node.
 deadline=10
-keepalive=(15 2 3)
+keepalive=(30 2 3)
 
 skip() { echo "test_dist_netns: skipped: $*" >&2; exit 77; }
 for tool in ip unshare mpirun timeout; do
@@ -85,10 +86,12 @@ unshare --uts true 2> "$tmp/err" || skip "unshare --uts refused: $(cat "$tmp/err
 # After the link drops and rank 0 aborts, mpirun sends the stop order to t2s-b's daemon
 # and waits for it; unacknowledged data is not covered by keepalive, so the kernel's
 # retransmission limit decides when mpirun gives the daemon up: tcp_retries2 = 15
-# (Linux's default) is about 15 minutes, 5 about 13 s (docs/distributed.md, "Failures",
-# recommends it for mpirun across nodes). Per namespace: the machine's setting is untouched.
+# (Linux's default) is about 15 minutes, 6 about 25 s (docs/distributed.md, "Failures").
+# 6 and not less: the ranks' own data connection must outlast the deadline + grace, or
+# Open MPI, not the deadline, reports the silent peer. Per namespace: the machine's
+# setting is untouched.
 for ns in "$nsa" "$nsb"; do
-  ip netns exec "$ns" sysctl -qw net.ipv4.tcp_retries2=5 ||
+  ip netns exec "$ns" sysctl -qw net.ipv4.tcp_retries2=6 ||
     { echo "test_dist_netns: could not set net.ipv4.tcp_retries2 in $ns" >&2; exit 1; }
 done
 
