@@ -91,15 +91,15 @@ unshare --uts true 2> "$tmp/err" || skip "unshare --uts refused: $(cat "$tmp/err
 # Open MPI, not the deadline, reports the silent peer. Per namespace: the machine's
 # setting is untouched.
 for ns in "$nsa" "$nsb"; do
-  ip netns exec "$ns" sysctl -qw net.ipv4.tcp_retries2=6 ||
-    { echo "test_dist_netns: could not set net.ipv4.tcp_retries2 in $ns" >&2; exit 1; }
+  ip netns exec "$ns" sysctl -qw net.ipv4.tcp_retries2=6 2> "$tmp/err" ||
+    skip "setting net.ipv4.tcp_retries2 in a namespace refused: $(cat "$tmp/err")"
 done
 
 # The rsh agent Open MPI calls as `agent HOST COMMAND...`, as it would call ssh: the
 # command runs in HOST's namespaces. Like an ssh client, the agent itself stays on the
 # launching host (it survives the node), and when the remote side ends abnormally it
 # exits with that status and says so naming the host, as ssh does ("Connection closed
-# by ..."); mpirun then reports only that a daemon failed, without the node.
+# by ..."): when mpirun sees that exit first, it says only that a daemon failed.
 cat > "$tmp/agent" << EOF
 #!/bin/sh
 host=\$1
@@ -153,7 +153,7 @@ run_case() {
     "$bin/t2sda_train" "${train_args[@]}" work_dir="$wd" dist.timeout=$deadline > "$log" 2>&1 &
   local job=$!
   local i
-  for ((i = 0; i < 1200; i++)); do
+  for ((i = 0; i < 900; i++)); do   # 90 s: 4 x (90 + 60) s stays within ctest's 900 s
     grep -q '"iteration": 3,' "$wd/metrics.jsonl" 2> /dev/null && break
     kill -0 $job 2> /dev/null || break
     sleep 0.1
