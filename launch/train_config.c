@@ -289,7 +289,8 @@ static const t2s_cfg_row schema[] = {
      .help = "best.h5 is the checkpoint with the highest mIoU of this validation set, or "
              "'mean': the mean mIoU over the sets"},
     {"dist.timeout", FLOAT_T, AT(dist.timeout), .min = 0, .max = NO_MAX_F, .def = "300",
-     .help = "seconds a collective may wait for the other ranks before the job stops; 0 = forever"},
+     .help = "seconds a collective may wait for the other ranks before the job stops; 0 = forever; "
+             "T2S_COMM_TIMEOUT in the environment replaces it"},
     {"dist.bucket_mb", FLOAT_T, AT(dist.bucket_mb), .min = 0.001, .max = 4096, .def = "25",
      .help = "size of the gradient all-reduce buckets in MiB (PyTorch DDP: 25)"},
     {"dist.check_consistency", BOOL_T, AT(dist.check_consistency), .def = "false",

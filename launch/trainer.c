@@ -391,6 +391,27 @@ static t2s_status set_precision(t2s_trainer *t, t2s_error *err) {
   return T2S_OK;
 }
 
+/* T2S_COMM_TIMEOUT in the environment replaces dist.timeout (docs/distributed.md): the
+ * launch templates set it for every program of a job, and one variable that wins
+ * everywhere is simpler than a rule per program. It is written into the config, so the
+ * saved config and the ranks' config comparison see the limit in force, and the run
+ * says so once. */
+static t2s_status env_timeout(t2s_train_config *cfg, double *replaced, t2s_error *err) {
+  double v = 0;
+  int got = t2s_dist_env_timeout(&v);
+  *replaced = NAN;
+  if (got < 0)
+    return t2s_error_set(err, T2S_ERR_INVALID,
+                         "T2S_COMM_TIMEOUT='%s' in the environment is not a number of seconds "
+                         "(>= 0; 0 waits forever): set it to e.g. 600, or unset it to use dist.timeout",
+                         getenv("T2S_COMM_TIMEOUT"));
+  if (got > 0 && v != cfg->dist.timeout) {
+    *replaced = cfg->dist.timeout;
+    cfg->dist.timeout = v;
+  }
+  return T2S_OK;
+}
+
 t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t2s_train_opts *opts,
                             t2s_error *err) {
   memset(t, 0, sizeof *t);
@@ -401,19 +422,26 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   t->cfg = malloc(sizeof *t->cfg);
   if (t->cfg == NULL) return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory for the config");
   *t->cfg = *cfg;
-  t2s_status st = t2s_train_config_dump_string(cfg, &t->config_yaml, err);
+  double replaced_timeout;
+  t2s_status st = env_timeout(t->cfg, &replaced_timeout, err);
+  if (st) return st;
+  st = t2s_train_config_dump_string(t->cfg, &t->config_yaml, err);
   if (st) return st;
   t2s_device dev = T2S_DEV_CPU;
   if ((st = choose_device(cfg, &dev, err)) != T2S_OK) return st;
   t2s_dist_cfg dc = t2s_dist_default_cfg();
   dc.device = dev;
   dc.quiet = opts->quiet;
-  /* dist.timeout replaces T2S_COMM_TIMEOUT here (docs/distributed.md); the timeout
-   * message names the key */
-  dc.timeout_s = cfg->dist.timeout;
-  dc.timeout_setting = "the config key dist.timeout (seconds, e.g. dist.timeout=1200)";
+  /* the timeout message names the setting that decided the limit (env_timeout) */
+  dc.timeout_s = t->cfg->dist.timeout;
+  dc.timeout_setting = getenv("T2S_COMM_TIMEOUT") && *getenv("T2S_COMM_TIMEOUT")
+                           ? "T2S_COMM_TIMEOUT=SECONDS (it replaces dist.timeout)"
+                           : "the config key dist.timeout (seconds, e.g. dist.timeout=1200)";
   if ((st = t2s_dist_init(&t->comm, &dc, err)) != T2S_OK) return st;
   t->comm_up = 1;
+  if (is_root(t) && !opts->quiet && !isnan(replaced_timeout))
+    fprintf(stderr, "t2sda_train: T2S_COMM_TIMEOUT=%g from the environment replaces dist.timeout=%g\n",
+            t->cfg->dist.timeout, replaced_timeout);
   if ((st = check_same_config(t, err)) != T2S_OK) return st;
   t->ctx = t2s_ctx_create(dev, (size_t)256 << 20, err);
   if (t->ctx == NULL) return err->status;

@@ -48,6 +48,7 @@ TESTS = [
     ("test_png_limits", "PNG headers claiming huge images", False),
     ("test_eval_errors", "evaluation: bad options, config, checkpoint, shards", False),
     ("test_dist_failure", "distributed runs: a rank killed, hung or failing", False),
+    ("test_dist_netns", "distributed faults between hosts (netns)", False),
     ("test_train_dist_e2e", "multi-rank training: differing configs, signals, world-size change", True),
     ("test_train_e2e", "training runs: resume, SIGTERM, NaN, bad keys, missing shards", True),
     ("test_infer", "inference on image folders (t2sda_infer)", True),

@@ -24,7 +24,14 @@ cores=$(nproc)
 # -x forwards the variables to every rank.
 export OMP_NUM_THREADS=$(( cores / np > 0 ? cores / np : 1 ))
 export OPENBLAS_NUM_THREADS=1
+# A collective that takes longer than this (seconds) stops the job with a message naming
+# the rank, instead of hanging; it replaces the config's dist.timeout (docs/distributed.md).
 export T2S_COMM_TIMEOUT=${T2S_COMM_TIMEOUT:-600}
+# TCP keepalive on Open MPI's control connections: a silent peer is given up after
+# 60 s + 6 x 10 s instead of 300 s + 9 x 20 s (matters when -H spans machines).
+export OMPI_MCA_oob_tcp_keepalive_time=${OMPI_MCA_oob_tcp_keepalive_time:-60}
+export OMPI_MCA_oob_tcp_keepalive_intvl=${OMPI_MCA_oob_tcp_keepalive_intvl:-10}
+export OMPI_MCA_oob_tcp_keepalive_probes=${OMPI_MCA_oob_tcp_keepalive_probes:-6}
 # Data or work_dir on an NFS mount: HDF5's file locks fail or hang there.
 export HDF5_USE_FILE_LOCKING=${HDF5_USE_FILE_LOCKING:-FALSE}
 # NCCL_DEBUG=INFO prints the transports NCCL chose once (NVLink "P2P", "SHM", or network);
