@@ -127,7 +127,7 @@ static void test_slide_merge(void) {
 
 static void test_gate_fuse(void) {
   int64_t s[4] = {2, 3, 5, 6}, su[4] = {2, 6, 10, 12}, sh[4] = {2, 3, 4, 6};
-  t2s_tensor *att = t2s_test_tensor(4, s, 0.05f, 0.95f, 3, 1), *lr = t2s_test_tensor(4, s, -2, 2, 4, 1);
+  t2s_tensor *att = t2s_test_tensor(4, s, -3, 3, 3, 1), *lr = t2s_test_tensor(4, s, -2, 2, 4, 1);
   t2s_tensor *gate_in[2] = {att, lr};
   t2s_hrda_gate_args box = {1, 2, 2, 3};
   t2s_gradcheck("hrda_gate, box 2x3 at (1, 2) of 5x6", build_gate, &box, gate_in, 2, NULL);
@@ -148,7 +148,7 @@ static void test_gate_fuse(void) {
       for (int y = 0; y < 5; y++)
         for (int x = 0; x < 6; x++) {
           int m = y >= 1 && y < 3 && x >= 2 && x < 5;
-          float a = m ? at4(att, n, c, y, x) : 0.0f;
+          float a = m ? 1.0f / (1.0f + expf(-at4(att, n, c, y, x))) : 0.0f;
           bad += at4(g, n, c, y, x) != a;
           bad += at4(g, n, 3 + c, y, x) != (1.0f - a) * at4(lr, n, c, y, x);
         }

@@ -57,6 +57,9 @@ t2s_status crop_forward(t2s_ctx *ctx, t2s_node *node) {
   if (x->dtype == T2S_U8)
     return launch_each(ctx, node, n, crop_fwd<uint8_t>{t2s_u8(x), t2s_u8(node->out), x->shape[1],
                                                        x->shape[2], 1, a});
+  if (x->ndim == 3) /* an f32 (N, H, W) map (pixel weights) */
+    return launch_each(ctx, node, n, crop_fwd<float>{t2s_f32(x), t2s_f32(node->out), x->shape[1],
+                                                     x->shape[2], 1, a});
   if (need_nhwc(ctx, node, "crop") != T2S_OK) return T2S_ERR_INVALID;
   return launch_each(ctx, node, n, crop_fwd<float>{t2s_f32(x), t2s_f32(node->out), x->shape[2],
                                                    x->shape[3], x->shape[1], a});
@@ -151,11 +154,13 @@ struct gate_geom {
   }
 };
 
+__device__ __forceinline__ float sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
+
 struct gate_fwd {
   const float *att, *lr; float *out; gate_geom g;
   __device__ void operator()(int64_t i) const {
     nhwc p = split(i, g.H, g.W, g.C);
-    float am = g.inside(p.y, p.x) ? att[i] : 0.0f;
+    float am = g.inside(p.y, p.x) ? sigmoid(att[i]) : 0.0f;
     int64_t o = ((p.n * g.H + p.y) * g.W + p.x) * 2 * g.C + p.c;
     out[o] = am;
     out[o + g.C] = __fmul_rn(__fsub_rn(1.0f, am), lr[i]);
@@ -168,8 +173,9 @@ struct gate_bwd {
     nhwc p = split(i, g.H, g.W, g.C);
     bool m = g.inside(p.y, p.x);
     int64_t o = ((p.n * g.H + p.y) * g.W + p.x) * 2 * g.C + p.c;
-    float g1 = dy[o], g2 = dy[o + g.C], am = m ? att[i] : 0.0f;
-    if (datt) put(datt, i, m ? __fsub_rn(g1, __fmul_rn(g2, lr[i])) : 0.0f, acc_att);
+    float g1 = dy[o], g2 = dy[o + g.C], a = sigmoid(att[i]), am = m ? a : 0.0f;
+    float da = __fmul_rn(__fmul_rn(a, __fsub_rn(1.0f, a)), __fsub_rn(g1, __fmul_rn(g2, lr[i])));
+    if (datt) put(datt, i, m ? da : 0.0f, acc_att);
     if (dlr) put(dlr, i, __fmul_rn(g2, __fsub_rn(1.0f, am)), acc_lr);
   }
 };

@@ -1,6 +1,7 @@
 /* HRDA's ops on the CPU (core/ops/hrda.h): crop, slide_merge, hrda_gate, hrda_fuse.
  * NCHW f32; every backward honours the write/accumulate contract of core/engine.h
  * (beta 0: write, pixels the op does not reach included; beta 1: add). */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,16 +21,18 @@ static t2s_tensor *fail_shape(t2s_ctx *ctx, const char *op, const char *what, co
 /* ---- crop ---- */
 t2s_tensor *t2s_crop(t2s_ctx *ctx, t2s_tensor *x, int y0, int x0, int h, int w) {
   if (!t2s_ctx_ok(ctx) || x == NULL) return NULL;
-  int labels = x->dtype == T2S_U8 && x->ndim == 3;
+  /* (N, H, W) maps: labels, or pixel weights that take no gradient */
+  int labels = x->ndim == 3 && (x->dtype == T2S_U8 || (x->dtype == T2S_F32 && !x->requires_grad));
   if (!labels && !(x->dtype == T2S_F32 && x->ndim == 4))
-    return fail_shape(ctx, "crop", "the input", x, "float32 (N, C, H, W) or uint8 labels (N, H, W)");
+    return fail_shape(ctx, "crop", "the input", x, "float32 (N, C, H, W), or a uint8 / float32 map "
+                      "(N, H, W) without gradient");
   int64_t H = x->shape[x->ndim - 2], W = x->shape[x->ndim - 1];
   if (h < 1 || w < 1 || y0 < 0 || x0 < 0 || y0 + h > H || x0 + w > W)
     return t2s_ctx_fail(ctx, T2S_ERR_INVALID, "crop: window %dx%d at (y %d, x %d) does not lie inside "
                         "the %lldx%lld input", h, w, y0, x0, (long long)H, (long long)W);
   t2s_crop_args a = {y0, x0, h, w};
   t2s_tensor *in[1] = {x};
-  t2s_tensor *out = labels ? t2s_tensor_new(ctx, T2S_U8, 3, (int64_t[]){x->shape[0], h, w})
+  t2s_tensor *out = labels ? t2s_tensor_new(ctx, x->dtype, 3, (int64_t[]){x->shape[0], h, w})
                            : t2s_tensor_new4(ctx, T2S_F32, x->shape[0], x->shape[1], h, w);
   return t2s_op_apply(ctx, T2S_OP_crop, in, 1, out, &a, sizeof a);
 }
@@ -197,6 +200,8 @@ t2s_tensor *t2s_hrda_gate(t2s_ctx *ctx, t2s_tensor *att, t2s_tensor *lr, const t
                                       lr->shape[3]), box, sizeof *box);
 }
 
+static inline float sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
+
 static inline int inside(const t2s_hrda_gate_args *b, int64_t y, int64_t x) {
   return y >= b->y0 && y < b->y0 + b->h && x >= b->x0 && x < b->x0 + b->w;
 }
@@ -211,14 +216,15 @@ t2s_status t2s_hrda_gate_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
       for (int64_t y = 0; y < H; y++)
         for (int64_t x = 0; x < W; x++) {
           int64_t i = ((n * C + c) * H + y) * W + x;
-          float am = inside(b, y, x) ? t2s_f32(att)[i] : 0.0f;
+          float am = inside(b, y, x) ? sigmoid(t2s_f32(att)[i]) : 0.0f;
           t2s_f32(node->out)[((n * 2 * C + c) * H + y) * W + x] = am;
           t2s_f32(node->out)[((n * 2 * C + C + c) * H + y) * W + x] = (1.0f - am) * t2s_f32(lr)[i];
         }
   return T2S_OK;
 }
 
-/* With g1 = dy[:, :C], g2 = dy[:, C:]: d att = m (g1 - g2 lr), d lr = g2 (1 - att m). */
+/* With g1 = dy[:, :C], g2 = dy[:, C:] and a = sigmoid(z):
+ * d z = m a (1 - a) (g1 - g2 lr), d lr = g2 (1 - a m). */
 t2s_status t2s_hrda_gate_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *beta) {
   (void)ctx;
   const t2s_hrda_gate_args *b = node->args;
@@ -232,8 +238,8 @@ t2s_status t2s_hrda_gate_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float 
           int64_t i = ((n * C + c) * H + y) * W + x;
           int m = inside(b, y, x);
           float g1 = dy[((n * 2 * C + c) * H + y) * W + x], g2 = dy[((n * 2 * C + C + c) * H + y) * W + x];
-          float am = m ? t2s_f32(att)[i] : 0.0f;
-          if (t2s_wants_grad(att)) put(att->grad, i, m ? g1 - g2 * t2s_f32(lr)[i] : 0.0f, beta[0]);
+          float a = sigmoid(t2s_f32(att)[i]), am = m ? a : 0.0f;
+          if (t2s_wants_grad(att)) put(att->grad, i, m ? a * (1.0f - a) * (g1 - g2 * t2s_f32(lr)[i]) : 0.0f, beta[0]);
           if (t2s_wants_grad(lr)) put(lr->grad, i, g2 * (1.0f - am), beta[1]);
         }
   return T2S_OK;

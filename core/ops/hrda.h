@@ -7,14 +7,15 @@
  *   slide_merge  the sliding-window logits of one grid (t2s_slide_grid, mmseg's
  *                slide_inference geometry) summed into the full map and divided by how
  *                many windows cover each pixel (HRDA decode_hr: preds / count_mat).
- *   hrda_gate    at the context resolution: a' = att * m (m = 1 inside the detail box,
+ *   hrda_gate    at the context resolution: a' = sigmoid(z) * m (z the scale-attention
+ *                head's logits, m = 1 inside the detail box,
  *                0 outside) and L = (1 - a') * lr, stacked as (N, 2C, h, w) = [a'; L] so
  *                that one bilinear resize upsamples both.
  *   hrda_fuse    at the detail resolution: fused = U[C:] + U[:C] * ins(hr), U the
  *                upsampled [a'; L] and ins(hr) the detail logits inserted at (y0, x0)
  *                in zeros.
  * Together (t2s_hrda_fuse_logits, core/nn/hrda.h) they are HRDAHead.forward:
- *   fused = up(att * m) * ins(hr) + up((1 - att * m) * lr).
+ *   fused = up(att * m) * ins(hr) + up((1 - att * m) * lr),  att = sigmoid(z).
  * Activations are f32 (N, C, H, W); the CUDA slots read NHWC f32 (no bf16 path: HRDA
  * widens bf16 logits with t2s_to_f32 before these ops). */
 #pragma once
@@ -23,8 +24,8 @@
 typedef struct t2s_crop_args {
   int y0, x0, h, w;
 } t2s_crop_args;
-/* The (h, w) window at (y0, x0) of x: f32 (N, C, H, W), or uint8 labels (N, H, W). The
- * window must lie inside x. */
+/* The (h, w) window at (y0, x0) of x: f32 (N, C, H, W), or an (N, H, W) map without
+ * gradient (uint8 labels, f32 pixel weights). The window must lie inside x. */
 t2s_tensor *t2s_crop(t2s_ctx *ctx, t2s_tensor *x, int y0, int x0, int h, int w);
 
 /* A sliding-window grid over an (h, w) map with windows of crop and steps of stride
@@ -54,8 +55,8 @@ t2s_tensor *t2s_slide_merge(t2s_ctx *ctx, t2s_tensor *windows, int n, const t2s_
 typedef struct t2s_hrda_gate_args {
   int y0, x0, h, w;        /* the detail box at the context resolution (the mask m) */
 } t2s_hrda_gate_args;
-/* att (N, C, h, w) in [0, 1] (the sigmoid of the scale-attention head, class-wise) and
- * lr (N, C, h, w) -> (N, 2C, h, w) = [att * m; (1 - att * m) * lr]. */
+/* att (N, C, h, w): the scale-attention head's logits z (class-wise attention, HRDA's
+ * default), and lr (N, C, h, w) -> (N, 2C, h, w) = [a m; (1 - a m) lr], a = sigmoid(z). */
 t2s_tensor *t2s_hrda_gate(t2s_ctx *ctx, t2s_tensor *att, t2s_tensor *lr, const t2s_hrda_gate_args *box);
 
 typedef struct t2s_hrda_fuse_args {
