@@ -135,6 +135,7 @@ typedef struct uda_iter {
 static t2s_tensor *student_seg_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *student,
                                     const uda_iter *it, t2s_tensor *x, t2s_tensor *y, t2s_tensor *w);
 static t2s_tensor *teacher_logits(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *m, t2s_tensor *x);
+static int hrda_pull_terms(const t2s_uda *u);
 
 /* The pulling loss's inputs: keys, queries and labels at feature size. */
 typedef struct uda_pull {
@@ -509,33 +510,36 @@ static uda_iter hrda_pull_view(t2s_ctx *ctx, const t2s_uda *u, const uda_iter *i
 }
 
 /* 7 and 8 under HRDA: the pulling loss on the view(s) of uda.t2s.hrda_view. With both
- * views the loss is the mean of the two terms; the class prototypes and the class
- * re-weighting come from the detail view only (one update per iteration, as without
- * HRDA). */
-static t2s_tensor *hrda_pull(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, const uda_iter *it,
-                             float *logged) {
+ * views each term weighs 1/2 and is back-propagated before the next view's prototypes
+ * replace this one's (the loss reads them); the class re-weighting comes from the detail
+ * view. The logged term is the mean of the views. */
+static int hrda_pull_terms(const t2s_uda *u) {
+  return u->hrda && u->hrda_view == T2S_CFG_HRDA_VIEW_BOTH ? 2 : 1;
+}
+
+static t2s_status hrda_pull(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, const uda_iter *it,
+                            uda_backprop *bp, float *logged) {
   t2s_cfg_hrda_view views[2];
   int n = 0;
   if (u->hrda_view != T2S_CFG_HRDA_VIEW_CONTEXT) views[n++] = T2S_CFG_HRDA_VIEW_DETAIL;
   if (u->hrda_view != T2S_CFG_HRDA_VIEW_DETAIL) views[n++] = T2S_CFG_HRDA_VIEW_CONTEXT;
-  t2s_tensor *sum = NULL;
+  t2s_tensor *terms[2] = {0};
   for (int k = 0; k < n && t2s_ctx_ok(ctx); k++) {
     uda_iter v = hrda_pull_view(ctx, u, it, views[k]);
     uda_pull p = {0};
-    if (need(ctx, v.xs && v.x_st && v.ys && v.ys_host, "the pull's HRDA view")) return NULL;
-    pull_features(ctx, u, nets->teacher, nets->student, &v, &p, k == 0);
+    if (need(ctx, v.xs && v.x_st && v.ys && v.ys_host, "the pull's HRDA view")) break;
+    pull_features(ctx, u, nets->teacher, nets->student, &v, &p, 1);
     if (k == 0) reweight(ctx, u, &v, p.student_logits);
-    t2s_tensor *l = pull_loss(ctx, u, &v, &p, n == 1 ? logged : NULL);
-    sum = k == 0 ? l : t2s_add(ctx, sum, l);
+    terms[k] = pull_loss(ctx, u, &v, &p, n == 1 ? logged : NULL);
+    backward_term(ctx, bp, n == 1 ? terms[k] : t2s_scale(ctx, terms[k], 0.5f));
   }
-  if (n == 1 || !t2s_ctx_ok(ctx)) return sum;
-  sum = t2s_scale(ctx, sum, 0.5f);
-  if (u->lambda_t2s > 0) {  /* log the unscaled mean, like pull_loss */
+  if (n == 2 && t2s_ctx_ok(ctx) && u->lambda_t2s > 0) {  /* the unscaled mean, as pull_loss logs */
     int prev = t2s_set_grad_enabled(ctx, 0);
-    keep_value(ctx, logged, LOG_T2S, t2s_scale(ctx, sum, (float)(1.0 / u->lambda_t2s)));
+    keep_value(ctx, logged, LOG_T2S,
+               t2s_scale(ctx, t2s_add(ctx, terms[0], terms[1]), (float)(0.5 / u->lambda_t2s)));
     t2s_set_grad_enabled(ctx, prev);
   }
-  return sum;
+  return ctx->err.status;
 }
 
 /* 9. After the last backward: wait for the gradient all-reduce; the logged values,
@@ -568,7 +572,7 @@ t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, cons
                         const t2s_batch *tgt, t2s_uda_losses *out, t2s_error *err) {
   const int adapt = u->type != T2S_CFG_UDA_SOURCE_ONLY, pull = u->type == T2S_CFG_UDA_T2SDA;
   const int fd = nets->imnet != NULL && u->lambda_fd > 0;
-  uda_backprop bp = {nets->sync, 0, 1 + adapt + pull};
+  uda_backprop bp = {nets->sync, 0, 1 + adapt + pull * hrda_pull_terms(u)};
   uda_iter it;
   uda_pull p = {0};
   t2s_seg_out so = {0};
@@ -593,7 +597,7 @@ t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, cons
     backward_term(ctx, &bp, l_mix);
   }
   if (pull && u->hrda) {
-    backward_term(ctx, &bp, hrda_pull(ctx, u, nets, &it, logged));                   /* 7, 8 */
+    hrda_pull(ctx, u, nets, &it, &bp, logged);                                       /* 7, 8 */
   } else if (pull) {
     pull_features(ctx, u, nets->teacher, nets->student, &it, &p, 1);                 /* 7 */
     reweight(ctx, u, &it, p.student_logits);                                         /* 8 */
