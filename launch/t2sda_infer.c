@@ -353,7 +353,9 @@ static t2s_status run(const infer_opts *o, t2s_train_config *cfg, t2s_error *err
                    {.mode = cfg->evaluation.mode,
                     .crop = {cfg->evaluation.crop[0], cfg->evaluation.crop[1]},
                     .stride = {cfg->evaluation.stride[0], cfg->evaluation.stride[1]},
-                    .rank = 0, .world_size = 1},
+                    .rank = 0, .world_size = 1,
+                    .hrda_enabled = cfg->model.hrda.enabled,
+                    .hrda = t2s_hrda_cfg_from_train_config(cfg)},
                    o, names};
     s = infer_all(&r, &l, err);
   }
