@@ -8,6 +8,7 @@
 #pragma once
 #include <stdint.h>
 
+#include "core/nn/hrda.h"
 #include "core/nn/segmentor.h"
 #include "data/augment.h"
 #include "data/loader.h"
@@ -47,6 +48,10 @@ typedef struct t2s_uda {
   t2s_reweight_state rw_state;
   t2s_pseudo_target *restyle;  /* FFTW plans of the pseudo-target image (t2sda only) */
   int restyle_on_device;       /* the method has a CUDA slot (fourier, none): images stay on the device */
+  int hrda;                    /* model.hrda.enabled: HRDA forward passes and losses */
+  t2s_hrda_cfg hrda_cfg;
+  double hrda_detail_w;        /* model.hrda.detail_loss_weight */
+  t2s_cfg_hrda_view hrda_view; /* uda.t2s.hrda_view */
   struct {                     /* t2sda_dg (losses/pseudo_target_dg.h) */
     int fourier, color;        /* the parts of uda.pseudo_target.type */
     int pull;                  /* the pulling loss is computed (uda.t2s.lambda > 0) */
