@@ -57,6 +57,15 @@ static void self_training_cfg(const t2s_train_config *c, t2s_uda *u) {
   u->use_blur = c->uda.blur;
 }
 
+/* uda.mic.* (self-training methods only; the config refuses MIC with source_only). */
+static void mic_cfg(const t2s_train_config *c, t2s_uda *u) {
+  u->mic = c->uda.mic.enabled && c->uda.type != T2S_CFG_UDA_SOURCE_ONLY;
+  u->mic_mask = t2s_block_mask_cfg_defaults();
+  u->mic_mask.block_size = c->uda.mic.mask_block_size;
+  u->mic_mask.ratio = (float)c->uda.mic.mask_ratio;
+  u->lambda_mic = c->uda.mic.lambda;
+}
+
 t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int world_size,
                         t2s_error *err) {
   memset(u, 0, sizeof *u);
@@ -69,6 +78,7 @@ t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int wor
   u->alpha = c->uda.alpha;
   u->teacher_bn_batch = c->uda.teacher_bn == T2S_CFG_TEACHER_BN_BATCH;
   self_training_cfg(c, u);
+  mic_cfg(c, u);
   u->lambda_fd = c->uda.type == T2S_CFG_UDA_SOURCE_ONLY ? 0.0 : c->uda.imnet_feature_dist_lambda;
   for (int i = 0; i < c->uda.n_imnet_feature_dist_classes; i++)
     u->fd_class[c->uda.imnet_feature_dist_classes[i]] = 1;
@@ -138,7 +148,7 @@ typedef struct uda_backprop {
 /* The logged loss values stay on the run's device (D2D copies do not wait) until finish()
  * reads them back together: one host synchronisation per iteration for the log instead of
  * one per term. Unused terms stay 0. */
-enum { LOG_SRC, LOG_MIX, LOG_FD, LOG_T2S, N_LOGGED };
+enum { LOG_SRC, LOG_MIX, LOG_FD, LOG_T2S, LOG_MIC, N_LOGGED };
 
 static float *logged_new(t2s_ctx *ctx) {
   float *v = t2s_ctx_ok(ctx) ? t2s_scratch(ctx, N_LOGGED * sizeof(float)) : NULL;
@@ -326,6 +336,37 @@ static t2s_tensor *mix_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor 
   return seg_ce(ctx, u, mo.logits, y_mix, NULL, w_mix, it->class_w);
 }
 
+/* 5b. MIC (Hoyer et al. 2023; lhoyer/MIC, mask_mode separatetrgaug): the clean target
+ * crop with its own colour jitter and blur (the mix's settings, drawn on a stream of its
+ * own), normalised, then block-masked (losses/block_mask.h: masked pixels become 0, the
+ * mean colour); the student's CE on it against the teacher's pseudo-labels of the
+ * unmasked crop (step 4) with their pixel weights (the quality weight q, ignore rows).
+ * L_mic is logged unscaled; lambda_mic L_mic is returned. */
+enum { STREAM_MIC = 0x4d4943 }; /* "MIC": apart from the loader's and the mix's streams */
+
+static t2s_tensor *masked_consistency_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *student,
+                                           const uda_iter *it, float *logged) {
+  if (!t2s_ctx_ok(ctx)) return NULL;
+  int B = it->n, H = it->h, W = it->w;
+  t2s_tensor *x_m = t2s_tensor_new4(ctx, T2S_F32, B, 3, H, W), *mask = t2s_batch_labels(ctx, NULL, B, H, W);
+  if (need(ctx, x_m && mask, "the masked target batch")) return NULL;
+  x_m->layout = it->xt_raw->layout;
+  t2s_aug_key key = {u->seed, STREAM_MIC, it->iter, it->offset};
+  t2s_status st = t2s_device_copy(ctx->device, x_m->data, ctx->device, it->xt_raw->data,
+                                  (size_t)t2s_numel(x_m) * sizeof(float), &ctx->err);
+  if (!st) st = t2s_batch_color_jitter(ctx, x_m, &u->jitter, key);
+  if (!st && u->use_blur) st = t2s_batch_gaussian_blur(ctx, x_m, &u->blur, key);
+  if (!st) st = t2s_batch_normalize(ctx, x_m);
+  if (!st) st = t2s_block_mask(ctx, &u->mic_mask, u->seed, it->iter, it->offset, mask);
+  if (!st) st = t2s_block_mask_apply(ctx, mask, x_m);
+  t2s_seg_out mo;
+  if (!st) st = t2s_segmentor_forward(ctx, student, x_m, &mo);
+  if (sticky(ctx, st)) return NULL;
+  t2s_tensor *l = seg_ce(ctx, u, mo.logits, it->yhat, NULL, it->pl_weight, it->class_w);
+  keep_value(ctx, logged, LOG_MIC, l);
+  return t2s_scale(ctx, l, (float)u->lambda_mic);
+}
+
 /* 6. ImageNet feature distance between the student's features on x_s (of step 3)
  * and the frozen copy's, over "thing" pixels; scaled by lambda_fd. The unscaled term is
  * logged. */
@@ -408,13 +449,14 @@ static t2s_status finish(t2s_ctx *ctx, const t2s_uda *u, t2s_grad_sync *sync, co
   if (need(ctx, logged != NULL, "the logged values") ||
       sticky(ctx, t2s_device_copy(T2S_DEV_CPU, v, ctx->device, logged, sizeof v, &ctx->err)))
     return ctx->err.status;
-  double sums[4] = {v[LOG_SRC], v[LOG_MIX], v[LOG_FD], v[LOG_T2S]};
-  if (t2s_batch_stats_reduce(ctx, sums, 4) != T2S_OK) return ctx->err.status;
-  out->src = sums[0] / u->world_size;
-  out->mix = sums[1] / u->world_size;
-  out->fd = sums[2] / u->world_size;
-  out->t2s = sums[3] / u->world_size;
-  out->total = out->src + out->mix + u->lambda_fd * out->fd + u->lambda_t2s * out->t2s;
+  double sums[N_LOGGED] = {v[LOG_SRC], v[LOG_MIX], v[LOG_FD], v[LOG_T2S], v[LOG_MIC]};
+  if (t2s_batch_stats_reduce(ctx, sums, N_LOGGED) != T2S_OK) return ctx->err.status;
+  out->src = sums[LOG_SRC] / u->world_size;
+  out->mix = sums[LOG_MIX] / u->world_size;
+  out->fd = sums[LOG_FD] / u->world_size;
+  out->t2s = sums[LOG_T2S] / u->world_size;
+  out->mic = sums[LOG_MIC] / u->world_size;
+  out->total = out->src + out->mix + u->lambda_fd * out->fd + u->lambda_t2s * out->t2s + u->lambda_mic * out->mic;
   return T2S_OK;
 }
 
@@ -422,14 +464,15 @@ static t2s_status finish(t2s_ctx *ctx, const t2s_uda *u, t2s_grad_sync *sync, co
  * The steps of docs/method.md in their order, with two placements the data dictates:
  * the feature distance (6) reads the student's features of the source forward (3) and is
  * back-propagated with it, and the re-weighting (8) reads the student's logits of the
- * pull's query forward (7) and weighs this iteration's pulling loss. Each loss term is
+ * pull's query forward (7) and weighs this iteration's pulling loss. MIC (5b, optional)
+ * follows the mix: it reads the pseudo-labels of step 4. Each loss term is
  * back-propagated as its forward finishes (9); the all-reduce is armed before the last. */
 
 t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, const t2s_batch *src,
                         const t2s_batch *tgt, t2s_uda_losses *out, t2s_error *err) {
   const int adapt = u->type != T2S_CFG_UDA_SOURCE_ONLY, pull = u->type == T2S_CFG_UDA_T2SDA;
-  const int fd = nets->imnet != NULL && u->lambda_fd > 0;
-  uda_backprop bp = {nets->sync, 0, 1 + adapt + pull};
+  const int fd = nets->imnet != NULL && u->lambda_fd > 0, mic = adapt && u->mic;
+  uda_backprop bp = {nets->sync, 0, 1 + adapt + mic + pull};
   uda_iter it;
   uda_pull p = {0};
   t2s_seg_out so = {0};
@@ -452,6 +495,7 @@ t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, cons
     keep_value(ctx, logged, LOG_MIX, l_mix);
     backward_term(ctx, &bp, l_mix);
   }
+  if (mic) backward_term(ctx, &bp, masked_consistency_loss(ctx, u, nets->student, &it, logged)); /* 5b */
   if (pull) {
     pull_features(ctx, u, nets->teacher, nets->student, &it, &p);                    /* 7 */
     reweight(ctx, u, &it, p.student_logits);                                         /* 8 */

@@ -1,7 +1,7 @@
 /* One T2S-DA training iteration (docs/method.md "One training iteration"): EMA
  * teacher, pseudo-target image, source CE, pseudo-labels, ClassMix with strong
- * augmentation, ImageNet feature distance, the pulling loss and the dynamic class
- * re-weighting. uda.type picks source_only, dacs (the self-training base) or
+ * augmentation, MIC's masked image consistency (uda.mic.enabled), ImageNet feature
+ * distance, the pulling loss and the dynamic class re-weighting. uda.type picks source_only, dacs (the self-training base) or
  * t2sda (base + T2S). The step leaves averaged gradients in the student's
  * gradient buffer; the caller checks the losses and takes the optimizer step. */
 #pragma once
@@ -13,6 +13,7 @@
 #include "dist/grad_sync.h"
 #include "launch/train_checkpoint.h"
 #include "launch/train_config.h"
+#include "losses/block_mask.h"
 #include "losses/pseudo_label.h"
 #include "losses/pseudo_target.h"
 #include "losses/pull_loss.h"
@@ -20,6 +21,7 @@
 
 typedef struct t2s_uda_losses {
   double src, mix, fd, t2s;  /* loss terms (this rank's share scaled as the global loss) */
+  double mic;                /* MIC's masked consistency loss, unscaled (0 when off) */
   double total;
   double q;                  /* pseudo-label confidence fraction */
 } t2s_uda_losses;
@@ -45,6 +47,9 @@ typedef struct t2s_uda {
   t2s_reweight_state rw_state;
   t2s_pseudo_target *restyle;  /* FFTW plans of the pseudo-target image (t2sda only) */
   int restyle_on_device;       /* the method has a CUDA slot (fourier, none): images stay on the device */
+  int mic;                     /* MIC's masked image consistency (uda.mic.enabled) */
+  t2s_block_mask_cfg mic_mask;
+  double lambda_mic;
 } t2s_uda;
 
 /* The networks one iteration trains and reads, and the rank's gradient all-reduce
