@@ -196,17 +196,23 @@ static t2s_status load_batches(t2s_ctx *ctx, const t2s_batch *src, const t2s_bat
 
 /* CE over labels with the global count of non-ignored pixels as the divisor
  * (each rank's share x world size, so averaged gradients equal the full batch's). */
+static t2s_tensor *ce_with_count(t2s_ctx *ctx, const t2s_uda *u, t2s_tensor *logits, t2s_tensor *labels,
+                                 double valid, t2s_tensor *pixel_weight, t2s_tensor *class_weight) {
+  if (logits == NULL || labels == NULL) return NULL;
+  t2s_tensor *up = t2s_resize_bilinear(ctx, logits, (int)labels->shape[1], (int)labels->shape[2], 0);
+  t2s_ce_args a = {u->ignore_index, T2S_CE_MEAN_VALID, valid > 0 ? valid / u->world_size : 1.0};
+  return t2s_cross_entropy(ctx, up, labels, pixel_weight, class_weight, &a);
+}
+
 static t2s_tensor *seg_ce(t2s_ctx *ctx, const t2s_uda *u, t2s_tensor *logits, t2s_tensor *labels,
                           t2s_tensor *labels_host, t2s_tensor *pixel_weight, t2s_tensor *class_weight) {
   if (logits == NULL || labels == NULL) return NULL;
-  t2s_tensor *up = t2s_resize_bilinear(ctx, logits, (int)labels->shape[1], (int)labels->shape[2], 0);
   const uint8_t *y = t2s_tensor_host_data(ctx, labels_host ? labels_host : labels);
   if (y == NULL) return NULL;
   double valid = 0;
   for (int64_t i = 0; i < t2s_numel(labels); i++) valid += y[i] != u->ignore_index;
   if (t2s_batch_stats_reduce(ctx, &valid, 1) != T2S_OK) return NULL;
-  t2s_ce_args a = {u->ignore_index, T2S_CE_MEAN_VALID, valid > 0 ? valid / u->world_size : 1.0};
-  return t2s_cross_entropy(ctx, up, labels, pixel_weight, class_weight, &a);
+  return ce_with_count(ctx, u, logits, labels, valid, pixel_weight, class_weight);
 }
 
 static t2s_status backward_term(t2s_ctx *ctx, uda_backprop *b, t2s_tensor *loss) {
@@ -362,7 +368,10 @@ static t2s_tensor *masked_consistency_loss(t2s_ctx *ctx, const t2s_uda *u, const
   t2s_seg_out mo;
   if (!st) st = t2s_segmentor_forward(ctx, student, x_m, &mo);
   if (sticky(ctx, st)) return NULL;
-  t2s_tensor *l = seg_ce(ctx, u, mo.logits, it->yhat, NULL, it->pl_weight, it->class_w);
+  /* pseudo-labels are argmax classes, never ignore: every pixel of the global batch counts,
+   * known without reading yhat back from the device */
+  double valid = (double)t2s_numel(it->yhat) * u->world_size;
+  t2s_tensor *l = ce_with_count(ctx, u, mo.logits, it->yhat, valid, it->pl_weight, it->class_w);
   keep_value(ctx, logged, LOG_MIC, l);
   return t2s_scale(ctx, l, (float)u->lambda_mic);
 }
