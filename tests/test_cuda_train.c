@@ -160,7 +160,7 @@ static int train(const char *device, const char *name, const char *flags) {
  *   launch/device_batch.c         uda_step.c seg_ce: the mixed labels' valid-pixel count 1
  *                                 uda_step.c pull_features: the keys for the host class
  *                                 prototypes (the NHWC -> NCHW transposed copy)         1
- *   launch/uda_step.c             finish: the four logged loss values, in one copy     1
+ *   launch/uda_step.c             finish: the logged loss values, in one copy          1
  * (the majority labels are computed from the loader's host labels and uploaded, the
  * prototypes and the pulling loss's plan read that host copy and the method's host state
  * (class weights, present mask), and ClassMix chooses its classes on the loader's labels). */
