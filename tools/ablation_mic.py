@@ -60,37 +60,40 @@ def synth(build, data, synth_args, seed=0):
 
 
 def finished(out, todo, seeds, iters):
-    """The curves of the seeds whose runs reached iters for every method (a run cut short
-    by a deadline is left out whole, never mixed with complete ones)."""
-    curves, done = {}, []
-    for seed in seeds:
-        paths = {n: os.path.join(out, "runs", f"{n.replace(' ', '_').replace('/', '')}_seed{seed}", "metrics.jsonl")
-                 for n, _ in todo}
-        if all(os.path.exists(p) and ablation.final_iteration(p) >= iters for p in paths.values()):
-            done.append(seed)
-            curves.update({(n, seed): ablation.curve(p) for n, p in paths.items()})
-    if not done:
-        sys.exit(f"ablation_mic: no seed has complete runs of every method in {out}/runs")
-    return curves, done
+    """The curves of the runs that reached iters; a run cut short (a deadline) is left out,
+    and each method's row says how many seeds it has."""
+    curves = {}
+    for n, _ in todo:
+        for seed in seeds:
+            p = os.path.join(out, "runs", f"{n.replace(' ', '_').replace('/', '')}_seed{seed}", "metrics.jsonl")
+            curves[(n, seed)] = ablation.curve(p) if os.path.exists(p) and ablation.final_iteration(p) >= iters else []
+    if not any(curves.values()):
+        sys.exit(f"ablation_mic: no complete run in {out}/runs")
+    return curves
 
 
 def summarise(curves, names, seeds):
     """{method: {mean, std, per_seed, curve}} of the final target-val mIoU (%)."""
     out = {}
     for n in names:
-        finals = [curves[(n, s)][-1][1] for s in seeds if curves[(n, s)]]
-        its = sorted({i for s in seeds for i, _ in curves[(n, s)]})
-        mean_curve = [(i, statistics.mean(v for s in seeds for i2, v in curves[(n, s)] if i2 == i)) for i in its]
+        done = [s for s in seeds if curves[(n, s)]]
+        finals = [curves[(n, s)][-1][1] for s in done]
+        its = sorted({i for s in done for i, _ in curves[(n, s)]})
+        mean_curve = [(i, statistics.mean(v for s in done for i2, v in curves[(n, s)] if i2 == i)) for i in its]
         out[n] = {"mean": statistics.mean(finals) if finals else float("nan"),
                   "std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
-                  "per_seed": finals, "curve": mean_curve}
+                  "seeds": done, "per_seed": finals, "curve": mean_curve}
     return out
 
 
 def table(summary, caption):
     lines = [caption, "", "| method | mIoU mean | std | per seed |", "| --- | --- | --- | --- |"]
     for n, r in summary.items():
-        lines.append(f"| {n} | {r['mean']:.2f} | {r['std']:.2f} | {', '.join(f'{v:.2f}' for v in r['per_seed'])} |")
+        if not r["seeds"]:
+            lines.append(f"| {n} | not run to the end | | |")
+            continue
+        per_seed = ", ".join(f"{v:.2f} (seed {s})" for s, v in zip(r["seeds"], r["per_seed"]))
+        lines.append(f"| {n} | {r['mean']:.2f} | {r['std']:.2f} | {per_seed} |")
     return "\n".join(lines) + "\n"
 
 
@@ -104,6 +107,8 @@ def plot(summary, out):
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for n, r in summary.items():
+        if not r["curve"]:
+            continue
         ax.plot([i for i, _ in r["curve"]], [v for _, v in r["curve"]], marker="o", ms=3,
                 ls="--" if "MIC" not in n else "-", label=f"{n} ({r['mean']:.1f} +- {r['std']:.1f})")
     ax.set_xlabel("iteration")
@@ -130,18 +135,19 @@ def main():
     ap.add_argument("--data", default=os.path.join(ROOT, "datasets", "synthetic"))
     ap.add_argument("--synth", default="--size 96 96", help="t2sda_synth arguments when --data is drawn")
     ap.add_argument("--report-only", action="store_true",
-                    help="train nothing: tabulate the seeds whose runs of every method are complete")
+                    help="train nothing: tabulate the runs that are complete (a method's row lists its seeds)")
     args = ap.parse_args()
     for kv in args.set:
         if "=" not in kv:
             sys.exit(f"ablation_mic: --set '{kv}' is not KEY=VALUE (e.g. --set data.crop=[32,32])")
     os.makedirs(args.out, exist_ok=True)
-    synth(args.build, args.data, args.synth)
+    if not args.report_only:
+        synth(args.build, args.data, args.synth)
 
     todo = methods(args.hrda)
     t0 = time.time()
     if args.report_only:
-        curves, args.seeds = finished(args.out, todo, args.seeds, args.iters)
+        curves = finished(args.out, todo, args.seeds, args.iters)
     else:
         jobs = {}
         with cf.ThreadPoolExecutor(max_workers=args.jobs) as ex:
