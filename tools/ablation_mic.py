@@ -59,14 +59,15 @@ def synth(build, data, synth_args, seed=0):
     subprocess.run(cmd, check=True)
 
 
-def finished(out, todo, seeds, iters):
-    """The curves of the runs that reached iters; a run cut short (a deadline) is left out,
-    and each method's row says how many seeds it has."""
+def finished(out, todo, seeds, at):
+    """The curves, up to iteration `at`, of the runs evaluated at `at`; a run that did not get
+    there (cut short by a deadline) is left out, and each method's row lists its seeds."""
     curves = {}
     for n, _ in todo:
         for seed in seeds:
             p = os.path.join(out, "runs", f"{n.replace(' ', '_').replace('/', '')}_seed{seed}", "metrics.jsonl")
-            curves[(n, seed)] = ablation.curve(p) if os.path.exists(p) and ablation.final_iteration(p) >= iters else []
+            c = [(i, v) for i, v in ablation.curve(p) if i <= at] if os.path.exists(p) else []
+            curves[(n, seed)] = c if c and c[-1][0] == at else []
     if not any(curves.values()):
         sys.exit(f"ablation_mic: no complete run in {out}/runs")
     return curves
@@ -90,7 +91,7 @@ def table(summary, caption):
     lines = [caption, "", "| method | mIoU mean | std | per seed |", "| --- | --- | --- | --- |"]
     for n, r in summary.items():
         if not r["seeds"]:
-            lines.append(f"| {n} | not run to the end | | |")
+            lines.append(f"| {n} | no run got this far | | |")
             continue
         per_seed = ", ".join(f"{v:.2f} (seed {s})" for s, v in zip(r["seeds"], r["per_seed"]))
         lines.append(f"| {n} | {r['mean']:.2f} | {r['std']:.2f} | {per_seed} |")
@@ -136,6 +137,9 @@ def main():
     ap.add_argument("--synth", default="--size 96 96", help="t2sda_synth arguments when --data is drawn")
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: tabulate the runs that are complete (a method's row lists its seeds)")
+    ap.add_argument("--at", type=int, default=None,
+                    help="with --report-only: the mIoU at this evaluated iteration instead of --iters "
+                         "(runs stopped before the end; the caption says so)")
     args = ap.parse_args()
     for kv in args.set:
         if "=" not in kv:
@@ -147,7 +151,7 @@ def main():
     todo = methods(args.hrda)
     t0 = time.time()
     if args.report_only:
-        curves = finished(args.out, todo, args.seeds, args.iters)
+        curves = finished(args.out, todo, args.seeds, args.at or args.iters)
     else:
         jobs = {}
         with cf.ThreadPoolExecutor(max_workers=args.jobs) as ex:
@@ -163,8 +167,11 @@ def main():
     cmd = "/usr/bin/python3 tools/ablation_mic.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     caption = (f"Synthetic benchmark (t2sda_synth {args.synth}, 11 classes), configs/synthetic_t2sda.yaml "
                f"(ResNet-18 DeepLab-V2) with {' '.join(args.set) if args.set else 'no overrides'}; "
-               f"{args.iters} iterations, seeds {', '.join(map(str, args.seeds))}; final target-val mIoU (%). "
-               f"MIC: uda.mic defaults (block 64 at a 512 crop, ratio 0.7, lambda 1). "
+               f"{args.iters} iterations, seeds {', '.join(map(str, args.seeds))}; "
+               + (f"target-val mIoU (%) at iteration {args.at} (the runs were stopped there, before the "
+                  f"end of their {args.iters}-iteration schedule). " if args.report_only and args.at
+                  else "final target-val mIoU (%). ")
+               + f"MIC: uda.mic defaults (block 64 at a 512 crop, ratio 0.7, lambda 1). "
                f"Command: `{cmd}`; "
                + ("tabulated from the complete runs." if args.report_only
                   else f"{wall / 60:.0f} min wall on {platform.node()} ({os.cpu_count()} cores)."))
