@@ -265,6 +265,14 @@ static const t2s_cfg_row schema[] = {
      .help = "w_c = (1 - s_c)^gamma, normalised to mean 1"},
     {"uda.reweight.apply_to", ENUM_T, AT(uda.reweight.apply_to), .choices = reweight_apply_names, .values = reweight_apply_values,
      .def = "t2s_only", .help = "weights apply to the pulling loss only, or also to the CE terms"},
+    {"uda.mic.enabled", BOOL_T, AT(uda.mic.enabled), .def = "false",
+     .help = "MIC: the student on block-masked target images learns the teacher's pseudo-labels"},
+    {"uda.mic.mask_block_size", INT_T, AT(uda.mic.mask_block_size), .min = 1, .max = 8192, .def = "64",
+     .help = "side of a masked block at a 512-px crop height (scaled with the crop)"},
+    {"uda.mic.mask_ratio", FLOAT_T, AT(uda.mic.mask_ratio), .min = 0, .max = 0.99, .def = "0.7",
+     .help = "expected share of the blocks that are masked"},
+    {"uda.mic.lambda", FLOAT_T, AT(uda.mic.lambda), .min = 0, .max = 100, .def = "1.0",
+     .help = "weight of the masked consistency loss"},
 
     {"optimizer.type", ENUM_T, AT(optimizer.type), .choices = optimizer_names, .values = optimizer_values, .def = "sgd",
      .help = "sgd (momentum) or adamw"},
@@ -471,6 +479,10 @@ static t2s_status check_cross_fields(const t2s_train_config *cfg, const t2s_cfg_
                      "crop lies inside the training crop; use a smaller detail crop",
                      cfg->model.hrda.hr_crop_size[0], cfg->model.hrda.hr_crop_size[1],
                      cfg->data.crop[0], cfg->data.crop[1]);
+  if (cfg->uda.mic.enabled && (cfg->uda.type == T2S_CFG_UDA_SOURCE_ONLY || cfg->uda.type == T2S_CFG_UDA_T2SDA_DG))
+    return fail_pair("uda.mic.enabled", "uda.type", origins, file, overrides, err,
+                     "MIC learns the teacher's pseudo-labels of target images, and uda.type "
+                     "source_only and t2sda_dg have neither; use uda.type dacs or t2sda, or uda.mic.enabled false");
   t2s_status st = check_val_sets(cfg, origins, file, overrides, err);
   if (st == T2S_OK) st = check_dg(cfg, origins, file, overrides, err);
   if (st != T2S_OK) return st;

@@ -174,6 +174,12 @@ typedef struct t2s_train_config {
       double gamma;
       t2s_reweight_apply apply_to;
     } reweight;
+    struct {                         /* MIC: masked image consistency (step 5b) */
+      bool enabled;
+      int mask_block_size;           /* block side at a 512-px crop height (scaled) */
+      double mask_ratio;             /* share of blocks masked */
+      double lambda;                 /* weight of the masked consistency loss */
+    } mic;
   } uda;
 
   struct {

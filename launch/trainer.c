@@ -585,14 +585,15 @@ static void log_progress(t2s_trainer *t, const t2s_uda_losses *l, double lr, dou
   double its = t2s_rate_per_s(&t->rate);
   if (!isfinite(its)) its = (double)(t->iter + 1 - t->iter_start) / dt_total;  /* first point */
   double ips = its * images_per_iter(t);
-  char eta[32], v[6][32];
+  char eta[32], v[7][32];
   t2s_format_eta(eta, sizeof eta, (double)(c->runner.max_iters - t->iter - 1) / its);
-  const double terms[6] = {l->total, l->src, l->mix, l->fd, l->t2s, l->st};
-  for (int k = 0; k < 6; k++) t2s_format_loss(v[k], sizeof v[k], terms[k]);
+  const double terms[7] = {l->total, l->src, l->mix, l->fd, l->t2s, l->st, l->mic};
+  for (int k = 0; k < 7; k++) t2s_format_loss(v[k], sizeof v[k], terms[k]);
   if (!t->opts.quiet) {
     printf("iter %6lld/%lld | loss %s (src %s", (long long)t->iter + 1, (long long)c->runner.max_iters, v[0], v[1]);
     if (t2s_uda_needs_target(c)) printf(" mix %s", v[2]);
     if (c->uda.type == T2S_CFG_UDA_T2SDA_DG) printf(" st %s", v[5]);
+    if (c->uda.mic.enabled) printf(" mic %s", v[6]);
     if (t->have_imnet) printf(" fd %s", v[3]);
     if (t2s_uda_pulls(c)) printf(" t2s %s", v[4]);
     printf(")");
@@ -604,9 +605,9 @@ static void log_progress(t2s_trainer *t, const t2s_uda_losses *l, double lr, dou
   if (t->metrics) {
     fprintf(t->metrics,
             "{\"iteration\": %lld, \"loss\": %.6g, \"loss_src\": %.6g, \"loss_mix\": %.6g, "
-            "\"loss_fd\": %.6g, \"loss_t2s\": %.6g, \"loss_st\": %.6g, \"q\": %.6g, \"lr\": %.6g, "
-            "\"images_per_s\": %.4f, \"time\": %.3f",
-            (long long)t->iter + 1, l->total, l->src, l->mix, l->fd, l->t2s, l->st, l->q, lr, ips, dt_total);
+            "\"loss_fd\": %.6g, \"loss_t2s\": %.6g, \"loss_st\": %.6g, \"loss_mic\": %.6g, \"q\": %.6g, "
+            "\"lr\": %.6g, \"images_per_s\": %.4f, \"time\": %.3f",
+            (long long)t->iter + 1, l->total, l->src, l->mix, l->fd, l->t2s, l->st, l->mic, l->q, lr, ips, dt_total);
     if (c->data.on_corrupt == T2S_CFG_CORRUPT_SKIP)
       fprintf(t->metrics, ", \"corrupt_skipped\": %lld", (long long)t->corrupt_skipped);
     fputs("}\n", t->metrics);
@@ -620,6 +621,7 @@ static const char *bad_term(const t2s_uda_losses *l) {
   if (!isfinite(l->fd)) return "loss_fd (ImageNet feature distance)";
   if (!isfinite(l->t2s)) return "loss_t2s (pulling loss)";
   if (!isfinite(l->st)) return "loss_st (stylised-image cross-entropy)";
+  if (!isfinite(l->mic)) return "loss_mic (MIC masked consistency)";
   return NULL;
 }
 
@@ -631,9 +633,10 @@ static t2s_status parse_poison(t2s_trainer *t, t2s_error *err) {
   char term[8] = {0};
   int iter = -1, used = 0;
   if (sscanf(p, "%7[a-z2]@%d%n", term, &iter, &used) != 2 || p[used] != '\0' || iter < 0 ||
-      (strcmp(term, "src") && strcmp(term, "mix") && strcmp(term, "fd") && strcmp(term, "t2s")))
+      (strcmp(term, "src") && strcmp(term, "mix") && strcmp(term, "fd") && strcmp(term, "t2s") &&
+       strcmp(term, "mic")))
     return t2s_error_set(err, T2S_ERR_INVALID, "T2S_TEST_POISON_LOSS='%s': expected TERM@ITERATION with TERM "
-                         "one of src, mix, fd, t2s (a test hook: unset it for real runs)", p);
+                         "one of src, mix, fd, t2s, mic (a test hook: unset it for real runs)", p);
   snprintf(t->poison_term, sizeof t->poison_term, "%s", term);
   t->poison_iter = iter;
   return T2S_OK;
@@ -644,6 +647,7 @@ static void poison(const t2s_trainer *t, t2s_uda_losses *l) {
   double *term = strcmp(t->poison_term, "src") == 0   ? &l->src
                  : strcmp(t->poison_term, "mix") == 0 ? &l->mix
                  : strcmp(t->poison_term, "fd") == 0  ? &l->fd
+                 : strcmp(t->poison_term, "mic") == 0 ? &l->mic
                                                       : &l->t2s;
   *term = NAN;
 }

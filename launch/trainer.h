@@ -21,7 +21,7 @@ typedef struct t2s_train_opts {
   int quiet;            /* no progress lines (tests) */
   int64_t stop_after;   /* > 0: save and exit after this many iterations (time-sliced jobs) */
   int overwrite;        /* start fresh in a work_dir that already holds a run */
-  /* Test hook (T2S_TEST_POISON_LOSS=TERM@ITER, TERM one of src mix fd t2s): that loss
+  /* Test hook (T2S_TEST_POISON_LOSS=TERM@ITER, TERM one of src mix fd t2s mic): that loss
    * term is replaced by NaN at iteration ITER, so that the non-finite guard can be
    * tested without depending on how a given CPU diverges. NULL: off. */
   const char *poison_loss;

@@ -91,6 +91,15 @@ static t2s_status dg_init(t2s_uda *u, const t2s_train_config *c, t2s_error *err)
   return st;
 }
 
+/* uda.mic.* (self-training methods only; the config refuses MIC with source_only). */
+static void mic_cfg(const t2s_train_config *c, t2s_uda *u) {
+  u->mic = c->uda.mic.enabled && t2s_uda_needs_target(c);
+  u->mic_mask = t2s_block_mask_cfg_defaults();
+  u->mic_mask.block_size = c->uda.mic.mask_block_size;
+  u->mic_mask.ratio = (float)c->uda.mic.mask_ratio;
+  u->lambda_mic = c->uda.mic.lambda;
+}
+
 t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int world_size,
                         t2s_error *err) {
   memset(u, 0, sizeof *u);
@@ -108,6 +117,7 @@ t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int wor
   u->hrda_detail_w = c->model.hrda.detail_loss_weight;
   u->hrda_view = c->uda.t2s.hrda_view;
   u->lambda_fd = t2s_uda_needs_target(c) ? c->uda.imnet_feature_dist_lambda : 0.0;
+  mic_cfg(c, u);
   for (int i = 0; i < c->uda.n_imnet_feature_dist_classes; i++)
     u->fd_class[c->uda.imnet_feature_dist_classes[i]] = 1;
   u->lambda_t2s = c->uda.t2s.lambda;
@@ -166,8 +176,11 @@ typedef struct uda_iter {
 
 /* HRDA's versions of the student's CE forward and the teacher's pseudo-label forward
  * (defined with the other HRDA steps below; plain forwards without model.hrda). */
+/* HRDA detail boxes are drawn per iteration and pass (not per rank): one stream each */
+enum { STREAM_HRDA_BOX = 7 };
+enum { HRDA_PASS_SOURCE = 0, HRDA_PASS_MIX = 1, HRDA_PASS_MIC = 2 };
 static t2s_tensor *student_seg_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *student,
-                                    const uda_iter *it, t2s_tensor *x, t2s_tensor *y, t2s_tensor *w);
+                                    const uda_iter *it, t2s_tensor *x, t2s_tensor *y, t2s_tensor *w, int pass);
 static t2s_tensor *teacher_logits(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *m, t2s_tensor *x);
 static int hrda_pull_terms(const t2s_uda *u);
 
@@ -187,7 +200,7 @@ typedef struct uda_backprop {
 /* The logged loss values stay on the run's device (D2D copies do not wait) until finish()
  * reads them back together: one host synchronisation per iteration for the log instead of
  * one per term. Unused terms stay 0. */
-enum { LOG_SRC, LOG_MIX, LOG_FD, LOG_T2S, LOG_ST, N_LOGGED };
+enum { LOG_SRC, LOG_MIX, LOG_FD, LOG_T2S, LOG_ST, LOG_MIC, N_LOGGED };
 
 static float *logged_new(t2s_ctx *ctx) {
   float *v = t2s_ctx_ok(ctx) ? t2s_scratch(ctx, N_LOGGED * sizeof(float)) : NULL;
@@ -235,17 +248,23 @@ static t2s_status load_batches(t2s_ctx *ctx, const t2s_batch *src, const t2s_bat
 
 /* CE over labels with the global count of non-ignored pixels as the divisor
  * (each rank's share x world size, so averaged gradients equal the full batch's). */
+static t2s_tensor *ce_with_count(t2s_ctx *ctx, const t2s_uda *u, t2s_tensor *logits, t2s_tensor *labels,
+                                 double valid, t2s_tensor *pixel_weight, t2s_tensor *class_weight) {
+  if (logits == NULL || labels == NULL) return NULL;
+  t2s_tensor *up = t2s_resize_bilinear(ctx, logits, (int)labels->shape[1], (int)labels->shape[2], 0);
+  t2s_ce_args a = {u->ignore_index, T2S_CE_MEAN_VALID, valid > 0 ? valid / u->world_size : 1.0};
+  return t2s_cross_entropy(ctx, up, labels, pixel_weight, class_weight, &a);
+}
+
 static t2s_tensor *seg_ce(t2s_ctx *ctx, const t2s_uda *u, t2s_tensor *logits, t2s_tensor *labels,
                           t2s_tensor *labels_host, t2s_tensor *pixel_weight, t2s_tensor *class_weight) {
   if (logits == NULL || labels == NULL) return NULL;
-  t2s_tensor *up = t2s_resize_bilinear(ctx, logits, (int)labels->shape[1], (int)labels->shape[2], 0);
   const uint8_t *y = t2s_tensor_host_data(ctx, labels_host ? labels_host : labels);
   if (y == NULL) return NULL;
   double valid = 0;
   for (int64_t i = 0; i < t2s_numel(labels); i++) valid += y[i] != u->ignore_index;
   if (t2s_batch_stats_reduce(ctx, &valid, 1) != T2S_OK) return NULL;
-  t2s_ce_args a = {u->ignore_index, T2S_CE_MEAN_VALID, valid > 0 ? valid / u->world_size : 1.0};
-  return t2s_cross_entropy(ctx, up, labels, pixel_weight, class_weight, &a);
+  return ce_with_count(ctx, u, logits, labels, valid, pixel_weight, class_weight);
 }
 
 static t2s_status backward_term(t2s_ctx *ctx, uda_backprop *b, t2s_tensor *loss) {
@@ -370,7 +389,46 @@ static t2s_tensor *mix_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor 
   if (!st && u->use_blur) st = t2s_batch_gaussian_blur(ctx, x_mix, &u->blur, key);
   if (!st) st = t2s_batch_normalize(ctx, x_mix);
   if (sticky(ctx, st)) return NULL;
-  return student_seg_loss(ctx, u, student, it, x_mix, y_mix, w_mix);
+  return student_seg_loss(ctx, u, student, it, x_mix, y_mix, w_mix, HRDA_PASS_MIX);
+}
+
+/* 5b. MIC (Hoyer et al. 2023; lhoyer/MIC, mask_mode separatetrgaug): the clean target
+ * crop with its own colour jitter and blur (the mix's settings, drawn on a stream of its
+ * own), normalised, then block-masked (losses/block_mask.h: masked pixels become 0, the
+ * mean colour); the student's CE on it against the teacher's pseudo-labels of the
+ * unmasked crop (step 4) with their pixel weights (the quality weight q, ignore rows).
+ * L_mic is logged unscaled; lambda_mic L_mic is returned. */
+enum { STREAM_MIC = 0x4d4943 }; /* "MIC": apart from the loader's and the mix's streams */
+
+static t2s_tensor *masked_consistency_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *student,
+                                           const uda_iter *it, float *logged) {
+  if (!t2s_ctx_ok(ctx)) return NULL;
+  int B = it->n, H = it->h, W = it->w;
+  t2s_tensor *x_m = t2s_tensor_new4(ctx, T2S_F32, B, 3, H, W), *mask = t2s_batch_labels(ctx, NULL, B, H, W);
+  if (need(ctx, x_m && mask, "the masked target batch")) return NULL;
+  x_m->layout = it->xt_raw->layout;
+  t2s_aug_key key = {u->seed, STREAM_MIC, it->iter, it->offset};
+  t2s_status st = t2s_device_copy(ctx->device, x_m->data, ctx->device, it->xt_raw->data,
+                                  (size_t)t2s_numel(x_m) * sizeof(float), &ctx->err);
+  if (!st) st = t2s_batch_color_jitter(ctx, x_m, &u->jitter, key);
+  if (!st && u->use_blur) st = t2s_batch_gaussian_blur(ctx, x_m, &u->blur, key);
+  if (!st) st = t2s_batch_normalize(ctx, x_m);
+  if (!st) st = t2s_block_mask(ctx, &u->mic_mask, u->seed, it->iter, it->offset, mask);
+  if (!st) st = t2s_block_mask_apply(ctx, mask, x_m);
+  if (sticky(ctx, st)) return NULL;
+  t2s_tensor *l;
+  if (u->hrda) {  /* MIC on HRDA: the masked crop through HRDA's fused + detail loss */
+    l = student_seg_loss(ctx, u, student, it, x_m, it->yhat, it->pl_weight, HRDA_PASS_MIC);
+  } else {
+    t2s_seg_out mo;
+    if (sticky(ctx, t2s_segmentor_forward(ctx, student, x_m, &mo))) return NULL;
+    /* pseudo-labels are argmax classes, never ignore: every pixel of the global batch
+     * counts, known without reading yhat back from the device */
+    double valid = (double)t2s_numel(it->yhat) * u->world_size;
+    l = ce_with_count(ctx, u, mo.logits, it->yhat, valid, it->pl_weight, it->class_w);
+  }
+  keep_value(ctx, logged, LOG_MIC, l);
+  return t2s_scale(ctx, l, (float)u->lambda_mic);
 }
 
 /* 6. ImageNet feature distance between the student's features on x_s (of step 3)
@@ -452,8 +510,6 @@ static t2s_tensor *pull_loss(t2s_ctx *ctx, t2s_uda *u, const uda_iter *it, const
  * come from HRDA inference on the full-resolution target crop, and the pull reads the
  * view of uda.t2s.hrda_view. Detail boxes are keyed by (seed, iteration, pass): one per
  * global batch (HRDA draws one per batch), the same on every rank. */
-enum { STREAM_HRDA_BOX = 7 };
-enum { HRDA_PASS_SOURCE = 0, HRDA_PASS_MIX = 1 };
 
 static t2s_hrda_box hrda_box(const t2s_uda *u, const t2s_segmentor *m, const uda_iter *it, int pass) {
   t2s_rng_key key = t2s_rng_key_make(u->seed, STREAM_HRDA_BOX, (uint64_t)it->iter, (uint64_t)pass);
@@ -488,15 +544,16 @@ static t2s_tensor *hrda_source_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_se
   return hrda_ce(ctx, u, &o, &it->box, it->ys, it->ys_host, NULL, it->class_w);
 }
 
-/* The student's segmentation loss on a mixed batch: CE of one forward, or HRDA's. */
+/* The student's segmentation loss on a mixed (or masked) batch: CE of one forward, or
+ * HRDA's with the detail box of the given pass. */
 static t2s_tensor *student_seg_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *student,
-                                    const uda_iter *it, t2s_tensor *x, t2s_tensor *y, t2s_tensor *w) {
+                                    const uda_iter *it, t2s_tensor *x, t2s_tensor *y, t2s_tensor *w, int pass) {
   if (!u->hrda) {
     t2s_seg_out mo;
     if (sticky(ctx, t2s_segmentor_forward(ctx, student, x, &mo))) return NULL;
     return seg_ce(ctx, u, mo.logits, y, NULL, w, it->class_w);
   }
-  t2s_hrda_box b = hrda_box(u, student, it, HRDA_PASS_MIX);
+  t2s_hrda_box b = hrda_box(u, student, it, pass);
   t2s_hrda_out o;
   if (sticky(ctx, t2s_hrda_forward_train(ctx, student, &u->hrda_cfg, x, &b, &o))) return NULL;
   return hrda_ce(ctx, u, &o, &b, y, NULL, w, it->class_w);
@@ -585,14 +642,16 @@ static t2s_status finish(t2s_ctx *ctx, const t2s_uda *u, t2s_grad_sync *sync, co
   if (need(ctx, logged != NULL, "the logged values") ||
       sticky(ctx, t2s_device_copy(T2S_DEV_CPU, v, ctx->device, logged, sizeof v, &ctx->err)))
     return ctx->err.status;
-  double sums[5] = {v[LOG_SRC], v[LOG_MIX], v[LOG_FD], v[LOG_T2S], v[LOG_ST]};
-  if (t2s_batch_stats_reduce(ctx, sums, 5) != T2S_OK) return ctx->err.status;
-  out->src = sums[0] / u->world_size;
-  out->mix = sums[1] / u->world_size;
-  out->fd = sums[2] / u->world_size;
-  out->t2s = sums[3] / u->world_size;
-  out->st = sums[4] / u->world_size;
-  out->total = out->src + out->mix + u->lambda_fd * out->fd + u->lambda_t2s * out->t2s + u->dg.ce_weight * out->st;
+  double sums[N_LOGGED] = {v[LOG_SRC], v[LOG_MIX], v[LOG_FD], v[LOG_T2S], v[LOG_ST], v[LOG_MIC]};
+  if (t2s_batch_stats_reduce(ctx, sums, N_LOGGED) != T2S_OK) return ctx->err.status;
+  out->src = sums[LOG_SRC] / u->world_size;
+  out->mix = sums[LOG_MIX] / u->world_size;
+  out->fd = sums[LOG_FD] / u->world_size;
+  out->t2s = sums[LOG_T2S] / u->world_size;
+  out->st = sums[LOG_ST] / u->world_size;
+  out->mic = sums[LOG_MIC] / u->world_size;
+  out->total = out->src + out->mix + u->lambda_fd * out->fd + u->lambda_t2s * out->t2s + u->dg.ce_weight * out->st +
+               u->lambda_mic * out->mic;
   return T2S_OK;
 }
 
@@ -697,15 +756,16 @@ static t2s_status dg_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, co
  * The steps of docs/method.md in their order, with two placements the data dictates:
  * the feature distance (6) reads the student's features of the source forward (3) and is
  * back-propagated with it, and the re-weighting (8) reads the student's logits of the
- * pull's query forward (7) and weighs this iteration's pulling loss. Each loss term is
+ * pull's query forward (7) and weighs this iteration's pulling loss. MIC (5b, optional)
+ * follows the mix: it reads the pseudo-labels of step 4. Each loss term is
  * back-propagated as its forward finishes (9); the all-reduce is armed before the last. */
 
 t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, const t2s_batch *src,
                         const t2s_batch *tgt, t2s_uda_losses *out, t2s_error *err) {
   if (u->type == T2S_CFG_UDA_T2SDA_DG) return dg_step(ctx, u, nets, src, out, err);
   const int adapt = u->type != T2S_CFG_UDA_SOURCE_ONLY, pull = u->type == T2S_CFG_UDA_T2SDA;
-  const int fd = nets->imnet != NULL && u->lambda_fd > 0;
-  uda_backprop bp = {nets->sync, 0, 1 + adapt + pull * hrda_pull_terms(u)};
+  const int fd = nets->imnet != NULL && u->lambda_fd > 0, mic = adapt && u->mic;
+  uda_backprop bp = {nets->sync, 0, 1 + adapt + mic + pull * hrda_pull_terms(u)};
   uda_iter it;
   uda_pull p = {0};
   t2s_seg_out so = {0};
@@ -729,6 +789,7 @@ t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, cons
     keep_value(ctx, logged, LOG_MIX, l_mix);
     backward_term(ctx, &bp, l_mix);
   }
+  if (mic) backward_term(ctx, &bp, masked_consistency_loss(ctx, u, nets->student, &it, logged)); /* 5b */
   if (pull && u->hrda) {
     hrda_pull(ctx, u, nets, &it, &bp, logged);                                       /* 7, 8 */
   } else if (pull) {

@@ -1,9 +1,10 @@
 /* One T2S-DA training iteration (docs/method.md "One training iteration"): EMA
  * teacher, pseudo-target image, source CE, pseudo-labels, ClassMix with strong
- * augmentation, ImageNet feature distance, the pulling loss and the dynamic class
- * re-weighting. uda.type picks source_only, dacs (the self-training base),
- * t2sda (base + T2S) or t2sda_dg (domain generalisation: source crops restyled by
- * source styles, their CE and the pull; no target images). The step leaves averaged gradients in the student's
+ * augmentation, MIC's masked image consistency (uda.mic.enabled), ImageNet feature
+ * distance, the pulling loss and the dynamic class re-weighting. uda.type picks
+ * source_only, dacs (the self-training base), t2sda (base + T2S) or t2sda_dg (domain
+ * generalisation: source crops restyled by source styles, their CE and the pull; no
+ * target images). The step leaves averaged gradients in the student's
  * gradient buffer; the caller checks the losses and takes the optimizer step. */
 #pragma once
 #include <stdint.h>
@@ -15,6 +16,7 @@
 #include "dist/grad_sync.h"
 #include "launch/train_checkpoint.h"
 #include "launch/train_config.h"
+#include "losses/block_mask.h"
 #include "losses/pseudo_label.h"
 #include "losses/pseudo_target.h"
 #include "losses/pull_loss.h"
@@ -23,6 +25,7 @@
 typedef struct t2s_uda_losses {
   double src, mix, fd, t2s;  /* loss terms (this rank's share scaled as the global loss) */
   double st;                 /* t2sda_dg: CE on the stylised source image */
+  double mic;                /* MIC's masked consistency loss, unscaled (0 when off) */
   double total;
   double q;                  /* pseudo-label confidence fraction */
 } t2s_uda_losses;
@@ -59,6 +62,9 @@ typedef struct t2s_uda {
     double ce_weight;
     t2s_pseudo_target *recolor;  /* colour moments (color_random); restyle holds the FFT plans */
   } dg;
+  int mic;                     /* MIC's masked image consistency (uda.mic.enabled) */
+  t2s_block_mask_cfg mic_mask;
+  double lambda_mic;
 } t2s_uda;
 
 /* The networks one iteration trains and reads, and the rank's gradient all-reduce

@@ -96,6 +96,12 @@ static void test_malformed_files(void) {
       "'evaluation.crop' is set at", "bad_slide_stride.yaml:4:3");
   BAD("bad_precision_device.yaml", "bad_precision_device.yaml:3:1: precision 'bf16'",
       "device is 'cpu'", "'device' is set at", "bad_precision_device.yaml:2:1");
+  {
+    /* MIC needs pseudo-labels: refused with source_only, naming both keys */
+    char *ovs_[] = {"uda.type=source_only", "uda.mic.enabled=true"};
+    expect_bad("good_minimal.yaml", ovs_, 2,
+               (const char *const[]){"uda.mic.enabled=true", "MIC", "'uda.type' is set by", NULL});
+  }
   BAD("no_such_file.yaml", "no_such_file.yaml", "cannot open", "check the path");
 }
 
@@ -626,6 +632,18 @@ static void test_examples_and_round_trip(void) {
   CHECK_MSG(t2s_train_config_load(cfg, path, NULL, 0, &err) == T2S_OK, "%s", err.msg);
   CHECK(cfg->model.backbone.depth == 18 && cfg->data.crop[0] == 64 && cfg->deterministic);
   check_round_trip("synthetic", cfg);
+
+  CHECK(!cfg->uda.mic.enabled && cfg->uda.mic.mask_block_size == 64 && cfg->uda.mic.mask_ratio == 0.7 &&
+        cfg->uda.mic.lambda == 1.0);
+
+  /* MIC's DAFormer recipe: the MIC keys at lhoyer/MIC's defaults on T2S-DA */
+  path_of(path, sizeof path, "configs", "gta2cs_t2sda_mic_daformer_mitb5.yaml");
+  CHECK_MSG(t2s_train_config_load(cfg, path, NULL, 0, &err) == T2S_OK, "%s", err.msg);
+  CHECK(cfg->uda.type == T2S_CFG_UDA_T2SDA && cfg->uda.mic.enabled && cfg->uda.mic.mask_block_size == 64 &&
+        cfg->uda.mic.mask_ratio == 0.7 && cfg->uda.mic.lambda == 1.0);
+  CHECK(cfg->model.backbone.type == T2S_CFG_BACKBONE_MIT_B5 && cfg->data.rare_class_sampling.enabled &&
+        cfg->uda.imnet_feature_dist_lambda == 0.005 && cfg->optimizer.type == T2S_OPTIM_ADAMW);
+  check_round_trip("gta2cs_mic", cfg);
 
   path_of(path, sizeof path, "configs", "synthetic_dg.yaml");
   CHECK_MSG(t2s_train_config_load(cfg, path, NULL, 0, &err) == T2S_OK, "%s", err.msg);

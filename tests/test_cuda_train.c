@@ -19,7 +19,9 @@
  *   logged loss terms agree to 1e-4 relative and the final student and teacher to 1e-3;
  * - the run exercises every device step: FD with majority labels (host, uploaded),
  *   majority labels for the pulling loss, class weights in the CE terms, jitter, blur,
- *   the Fourier pseudo-target and a sliding-window evaluation.
+ *   the Fourier pseudo-target, MIC's block mask on the jittered target (uda.mic.enabled;
+ *   its loss counts every pseudo-labelled pixel without a read-back) and a sliding-window
+ *   evaluation.
  * Exits 77 (skipped) where the build has no CUDA backend or no GPU is visible. */
 #include <hdf5.h>
 #include <math.h>
@@ -35,9 +37,9 @@
 static char bin[512], dir[512], common[4096];
 
 
-enum { MAX_ITERS = 3, N_TERMS = 5 };
+enum { MAX_ITERS = 3, N_TERMS = 6 };
 static const char *terms[N_TERMS] = {"\"loss\": ", "\"loss_src\": ", "\"loss_mix\": ", "\"loss_fd\": ",
-                                     "\"loss_t2s\": "};
+                                     "\"loss_t2s\": ", "\"loss_mic\": "};
 
 /* The loss terms of iterations 1..MAX_ITERS from work_dir/metrics.jsonl; mIoU of the
  * last evaluation. Returns the number of iterations found. */
@@ -161,7 +163,7 @@ static int train(const char *device, const char *name, const char *flags) {
  *   launch/device_batch.c         uda_step.c seg_ce: the mixed labels' valid-pixel count 1
  *                                 uda_step.c pull_features: the keys for the host class
  *                                 prototypes (the NHWC -> NCHW transposed copy)         1
- *   launch/uda_step.c             finish: the four logged loss values, in one copy     1
+ *   launch/uda_step.c             finish: the logged loss values, in one copy          1
  * (the majority labels are computed from the loader's host labels and uploaded, the
  * prototypes and the pulling loss's plan read that host copy and the method's host state
  * (class weights, present mask), and ClassMix chooses its classes on the loader's labels). */
@@ -263,7 +265,7 @@ int main(void) {
            "'data.target.shards=%s/data/target-*.h5' 'data.val.shards=[%s/data/val-*.h5]' data.crop=[32,32] "
            "runner.max_iters=%d log.interval=1 evaluation.interval=%d checkpoint.interval=0 "
            "lr_config.warmup=none uda.imnet_feature_dist_lambda=0.005 uda.t2s.label_down=majority "
-           "uda.reweight.apply_to=all evaluation.mode=slide evaluation.crop=[32,32] evaluation.stride=[16,16]",
+           "uda.reweight.apply_to=all uda.mic.enabled=true evaluation.mode=slide evaluation.crop=[32,32] evaluation.stride=[16,16]",
            s, dir, dir, dir, MAX_ITERS, MAX_ITERS);
   CHECK_MSG(train("cpu", "cpu", "") == 0, "the CPU run failed: see %s/cpu.log", dir);
   CHECK_MSG(train("cuda", "cuda1", "--debug-syncs") == 0, "the CUDA run failed: see %s/cuda1.log", dir);

@@ -6,6 +6,8 @@
  *   training through HRDA inference, and checkpoint the scale-attention head;
  * - t2sda_eval and t2sda_infer run HRDA inference on the checkpoint;
  * - each uda.t2s.hrda_view trains;
+ * - MIC on HRDA (uda.mic.enabled): the masked target crop goes through the fused and
+ *   detail losses; loss_mic is logged, finite and positive;
  * - a detail crop off the context grid, and one larger than the crop, are refused with
  *   messages naming the keys. */
 #include <stdio.h>
@@ -82,6 +84,15 @@ int main(void) {
   train_and_eval("t2sda", "uda.type=t2sda");
   train_and_eval("t2sda_context", "uda.type=t2sda uda.t2s.hrda_view=context");
   train_and_eval("t2sda_both", "uda.type=t2sda uda.t2s.hrda_view=both");
+  /* threshold lowered so that q > 0 from the start (q = 0 weighs every pixel 0) */
+  train_and_eval("t2sda_mic", "uda.type=t2sda uda.mic.enabled=true uda.pseudo_threshold=0.05");
+  char metrics[700];
+  snprintf(metrics, sizeof metrics, "%s/t2sda_mic/metrics.jsonl", dir);
+  CHECK_MSG(t2s_test_run("/usr/bin/python3 -c \"import json,math,sys; "
+                         "v=[json.loads(l)['loss_mic'] for l in open(sys.argv[1]) if 'loss_mic' in l]; "
+                         "sys.exit(0 if v and all(math.isfinite(x) and x > 0 for x in v) else 1)\" %s",
+                         metrics) == 0,
+            "MIC on HRDA: loss_mic missing, not finite or zero in %s", metrics);
   eval_and_infer();
   bad_geometry();
   return t2s_test_finish("test_train_hrda_e2e");

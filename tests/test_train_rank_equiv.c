@@ -4,7 +4,7 @@
  * source-only training): t2sda_train under `mpirun -np 2` with 1 image per rank
  * ends with the same student, teacher, class weights and prototypes (relative
  * difference per tensor <= 1e-5) as one process with 2 images per rank, the data
- * order being the same. SyncBN keeps batch statistics global. The 2-rank runs
+ * order being the same (also with MIC on). SyncBN keeps batch statistics global. The 2-rank runs
  * also check after every step that both ranks hold bit-identical state
  * (dist.check_consistency). The same with HRDA (model.hrda). Then a distributed resume (5 + 5 iterations on 2
  * ranks) must equal the uninterrupted 2-rank run. */
@@ -142,6 +142,8 @@ int main(void) {
   equivalence("t2sda_dg", "t2sda_dg", 1,
               "'data.target.shards=[]' uda.pseudo_target.type=fourier_source+color_random "
               "uda.pseudo_target.beta=0.1", 6);
+  /* MIC: the block masks and the masked image's jitter and blur are drawn per global sample */
+  equivalence("t2sda_mic", "t2sda", 1, "uda.mic.enabled=true", 6);
   /* MiT: drop path (0.1) and the head's Dropout2d draw per global sample. 4 iterations:
    * its token GEMMs see 1 or 2 images per call, and OpenBLAS's edge kernels then sum in
    * another order; those 1e-7 differences grow with training (8e-6 after 4 steps) */
