@@ -6,7 +6,7 @@
 #                             comparisons (python3-torch, numpy, h5py)
 set -euo pipefail
 
-pkgs=(cmake pkg-config libopenblas-dev libopenblas-openmp-dev libhdf5-dev hdf5-tools libyaml-dev
+pkgs=(cmake pkg-config libopenblas-dev libopenblas-openmp-dev libdnnl-dev libhdf5-dev hdf5-tools libyaml-dev
       libopenmpi-dev openmpi-bin libfftw3-dev libpng-dev libjpeg62-turbo-dev
       zlib1g-dev python3-h5py python3-numpy
       clang libclang-rt-dev libomp-dev)  # clang + libFuzzer runtime: tools/fuzz.sh
