@@ -330,11 +330,11 @@ t2s_status t2s_conv2d_onednn_forward(t2s_ctx *ctx, t2s_node *node, int *done) {
 }
 
 /* dx (+)= W^T * dy as a transposed convolution, with dx reordered back adding when
- * beta is 1. */
-static t2s_status backward_data(t2s_ctx *ctx, conv_entry *e, t2s_node *node, float beta) {
+ * beta is 1; dy is already in the primitive's layout. */
+static t2s_status backward_data(t2s_ctx *ctx, conv_entry *e, t2s_node *node, const float *dy,
+                                float beta) {
   t2s_tensor *xt = node->in[0];
-  const float *dy = port_in(ctx, &e->bd_ddst, node->out->grad);
-  const float *w = dy ? port_in(ctx, &e->bd_wei, t2s_f32(node->in[1])) : NULL;
+  const float *w = port_in(ctx, &e->bd_wei, t2s_f32(node->in[1]));
   float *dxb = w ? port_out(ctx, &e->bd_dsrc, xt->grad, beta != 0.0f) : NULL;
   if (dxb == NULL) return ctx->err.status;
   exec_arg a[4] = {{DNNL_ARG_DIFF_DST, &e->bd_ddst.md, (void *)dy},
@@ -344,13 +344,13 @@ static t2s_status backward_data(t2s_ctx *ctx, conv_entry *e, t2s_node *node, flo
   return port_out_finish(ctx, &e->bd_dsrc, dxb, xt->grad, beta != 0.0f);
 }
 
-/* dW (+)= sum over images and positions of dy x^T (the bias gradient stays with the
- * reference's reduction in conv2d.c). */
-static t2s_status backward_weights(t2s_ctx *ctx, conv_entry *e, t2s_node *node, float beta) {
+/* dW (+)= sum over images and positions of dy x^T, dy already in the primitive's
+ * layout (the bias gradient stays with the reference's reduction in conv2d.c). */
+static t2s_status backward_weights(t2s_ctx *ctx, conv_entry *e, t2s_node *node, const float *dy,
+                                   float beta) {
   t2s_tensor *wt = node->in[1];
   const float *x = port_in(ctx, &e->bw_src, t2s_f32(node->in[0]));
-  const float *dy = x ? port_in(ctx, &e->bw_ddst, node->out->grad) : NULL;
-  float *dwb = dy ? port_out(ctx, &e->bw_dwei, wt->grad, beta != 0.0f) : NULL;
+  float *dwb = x ? port_out(ctx, &e->bw_dwei, wt->grad, beta != 0.0f) : NULL;
   if (dwb == NULL) return ctx->err.status;
   exec_arg a[4] = {{DNNL_ARG_SRC, &e->bw_src.md, (void *)x},
                    {DNNL_ARG_DIFF_DST, &e->bw_ddst.md, (void *)dy},
@@ -359,6 +359,9 @@ static t2s_status backward_weights(t2s_ctx *ctx, conv_entry *e, t2s_node *node, 
   return port_out_finish(ctx, &e->bw_dwei, dwb, wt->grad, beta != 0.0f);
 }
 
+/* dy is reordered once when both backward primitives take the same layout (they
+ * usually do): the reorders of activation-sized tensors are a fifth of the step. The
+ * blocked copy of x for backward-weights is released before backward-data runs. */
 t2s_status t2s_conv2d_onednn_backward(t2s_ctx *ctx, t2s_node *node, const float *beta, int *done) {
   int want_x = t2s_wants_grad(node->in[0]), want_w = t2s_wants_grad(node->in[1]);
   conv_entry *ed = want_x ? entry_get(node, PASS_BWD_DATA) : NULL;
@@ -366,10 +369,15 @@ t2s_status t2s_conv2d_onednn_backward(t2s_ctx *ctx, t2s_node *node, const float 
   *done = 0;
   if ((want_x && ed == NULL) || (want_w && ew == NULL)) return T2S_OK;
   *done = 1;
+  const float *dy = node->out->grad, *dyw = NULL, *dyd = NULL;
   t2s_arena_mark mark = t2s_scratch_mark(ctx);
-  if (want_w) backward_weights(ctx, ew, node, beta[1]);
-  t2s_scratch_release(ctx, mark);
-  if (want_x && t2s_ctx_ok(ctx)) backward_data(ctx, ed, node, beta[0]);
+  if (want_w) dyw = port_in(ctx, &ew->bw_ddst, dy);
+  if (want_x && want_w && dnnl_memory_desc_equal(&ew->bw_ddst.md, &ed->bd_ddst.md)) dyd = dyw;
+  else if (want_x) dyd = port_in(ctx, &ed->bd_ddst, dy);
+  t2s_arena_mark after_dy = t2s_scratch_mark(ctx);
+  if (want_w && dyw) backward_weights(ctx, ew, node, dyw, beta[1]);
+  t2s_scratch_release(ctx, after_dy);
+  if (want_x && dyd && t2s_ctx_ok(ctx)) backward_data(ctx, ed, node, dyd, beta[0]);
   t2s_scratch_release(ctx, mark);
   return ctx->err.status;
 }
