@@ -140,7 +140,8 @@ static dnnl_memory_desc_t any_of(const dnnl_memory_desc_t *plain) {
 
 static dnnl_status_t user_scratchpad_attr(dnnl_primitive_attr_t *attr, int add) {
   dnnl_status_t s = dnnl_primitive_attr_create(attr);
-  if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
+  if (s == dnnl_success)
+    s = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
   if (s == dnnl_success && add) {
     dnnl_post_ops_t ops;
     s = dnnl_post_ops_create(&ops);
@@ -156,7 +157,8 @@ static dnnl_status_t reorder_make(dnnl_primitive_t *r, const dnnl_memory_desc_t 
   dnnl_primitive_attr_t attr;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_status_t s = user_scratchpad_attr(&attr, add);
-  if (s == dnnl_success) s = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr);
+  if (s == dnnl_success)
+    s = dnnl_reorder_primitive_desc_create(&pd, from, engine, to, engine, attr);
   if (s == dnnl_success) s = dnnl_primitive_create(r, pd);
   dnnl_primitive_desc_destroy(pd);
   dnnl_primitive_attr_destroy(attr);
@@ -199,15 +201,16 @@ static dnnl_status_t pass_create(conv_entry *e, int pass) {
     if (s == dnnl_success) s = port_make(&e->wei, &m.wei, pd, dnnl_query_weights_md, 0);
     if (s == dnnl_success) s = port_make(&e->dst, &m.dst, pd, dnnl_query_dst_md, 1);
   } else if (s == dnnl_success && pass == PASS_BWD_DATA) {
-    s = dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &src, &wei,
-                                                         &dst, m.strides, m.dilates, m.pad_l, m.pad_r);
+    s = dnnl_dilated_convolution_backward_data_desc_init(
+        &cd, dnnl_convolution_direct, &src, &wei, &dst, m.strides, m.dilates, m.pad_l, m.pad_r);
     if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &cd, attr, engine, e->fwd_pd);
     if (s == dnnl_success) s = port_make(&e->bd_ddst, &m.dst, pd, dnnl_query_diff_dst_md, 0);
     if (s == dnnl_success) s = port_make(&e->bd_wei, &m.wei, pd, dnnl_query_weights_md, 0);
     if (s == dnnl_success) s = port_make(&e->bd_dsrc, &m.src, pd, dnnl_query_diff_src_md, 1);
   } else if (s == dnnl_success) {
     s = dnnl_dilated_convolution_backward_weights_desc_init(
-        &cd, dnnl_convolution_direct, &src, &wei, NULL, &dst, m.strides, m.dilates, m.pad_l, m.pad_r);
+        &cd, dnnl_convolution_direct, &src, &wei, NULL, &dst, m.strides, m.dilates, m.pad_l,
+        m.pad_r);
     if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &cd, attr, engine, e->fwd_pd);
     if (s == dnnl_success) s = port_make(&e->bw_src, &m.src, pd, dnnl_query_src_md, 0);
     if (s == dnnl_success) s = port_make(&e->bw_ddst, &m.dst, pd, dnnl_query_diff_dst_md, 0);
@@ -280,7 +283,8 @@ static t2s_status run(t2s_ctx *ctx, dnnl_primitive_t p, exec_arg *a, int n) {
   if (s == dnnl_success) s = dnnl_primitive_execute(p, stream, n, args);
   if (s == dnnl_success) s = dnnl_stream_wait(stream);
   for (int i = 0; i < made; i++) dnnl_memory_destroy(mem[i]);
-  return s == dnnl_success ? T2S_OK : dnnl_fail(ctx, "dnnl_primitive_execute (convolution or reorder)", s);
+  if (s == dnnl_success) return T2S_OK;
+  return dnnl_fail(ctx, "dnnl_primitive_execute (convolution or reorder)", s);
 }
 
 /* An input in the primitive's layout: the plain data itself, or a reordered copy. */
@@ -321,8 +325,9 @@ t2s_status t2s_conv2d_onednn_forward(t2s_ctx *ctx, t2s_node *node, int *done) {
                      {DNNL_ARG_WEIGHTS, &e->wei.md, (void *)w},
                      {DNNL_ARG_DST, &e->dst.md, yb}};
     int n = 3;
-    if (bt) a[n++] = (exec_arg){DNNL_ARG_BIAS, dnnl_primitive_desc_query_md(e->fwd_pd, dnnl_query_weights_md, 1),
-                                (void *)t2s_f32(bt)};
+    const dnnl_memory_desc_t *bias_md =
+        dnnl_primitive_desc_query_md(e->fwd_pd, dnnl_query_weights_md, 1); /* index 1: bias */
+    if (bt) a[n++] = (exec_arg){DNNL_ARG_BIAS, bias_md, (void *)t2s_f32(bt)};
     if (run(ctx, e->prim[PASS_FWD], a, n) == T2S_OK) port_out_finish(ctx, &e->dst, yb, y, 0);
   }
   t2s_scratch_release(ctx, mark);
