@@ -32,6 +32,15 @@ if ! python3 -c "import cityscapesscripts" 2>/dev/null; then
     echo "setup: cityscapesscripts not installed: test_cityscapes_eval will skip the official evaluator" >&2
 fi
 
+# transformers (PyPI): the MiT reference of tools/make_mit_fixture.py and of
+# tools/bench_step_pytorch.py --backbone mit_b* (tools/bench_vs_pytorch.sh).
+if [[ "${1:-}" == "--python" ]] && ! python3 -c "import transformers" 2>/dev/null; then
+  echo "setup: pip install transformers"
+  python3 -m pip install --quiet "transformers>=4.39,<4.41" 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages "transformers>=4.39,<4.41" ||
+    echo "setup: transformers not installed: the PyTorch MiT benchmark and fixtures need it" >&2
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
