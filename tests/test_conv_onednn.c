@@ -140,6 +140,8 @@ int main(void) {
       {"3x3 stride 2 pad 1 (MiT embed), 32 -> 64", 2, 32, 9, 9, 64, 3, 3, {2, 2, 1, 1, 1, 1, 1}, 1},
       {"8x8 stride 8 (MiT sr)", 1, 32, 16, 16, 32, 8, 8, {8, 8, 0, 0, 1, 1, 1}, 1},
       {"depthwise 3x3 (MiT Mix-FFN)", 2, 64, 8, 7, 64, 3, 3, {1, 1, 1, 1, 1, 1, 64}, 1},
+      {"depthwise 3x3 dilation 6 (sep-ASPP: the reference runs it)", 2, 32, 14, 13, 32, 3, 3,
+       {1, 1, 6, 6, 6, 6, 32}, 0},
       {"groups 2, odd channels", 2, 6, 7, 6, 10, 3, 3, {1, 1, 1, 1, 1, 1, 2}, 1},
       {"channels 5 -> 7 (not a block multiple)", 2, 5, 6, 7, 7, 3, 3, {1, 1, 1, 1, 1, 1, 1}, 1},
       {"stride 2, even input, no pad (negative right pad)", 1, 8, 8, 6, 8, 3, 3, {2, 2, 0, 0, 1, 1, 1}, 0},
