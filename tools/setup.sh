@@ -6,7 +6,7 @@
 #                             comparisons (python3-torch, numpy, h5py)
 set -euo pipefail
 
-pkgs=(cmake pkg-config libopenblas-dev libopenblas-openmp-dev libhdf5-dev hdf5-tools libyaml-dev
+pkgs=(cmake pkg-config libopenblas-dev libopenblas-openmp-dev libdnnl-dev libhdf5-dev hdf5-tools libyaml-dev
       libopenmpi-dev openmpi-bin libfftw3-dev libpng-dev libjpeg62-turbo-dev
       zlib1g-dev python3-h5py python3-numpy
       clang libclang-rt-dev libomp-dev   # clang + libFuzzer runtime: tools/fuzz.sh
@@ -31,6 +31,15 @@ if ! python3 -c "import cityscapesscripts" 2>/dev/null; then
   python3 -m pip install --quiet cityscapesscripts 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages cityscapesscripts ||
     echo "setup: cityscapesscripts not installed: test_cityscapes_eval will skip the official evaluator" >&2
+fi
+
+# transformers (PyPI): the MiT reference of tools/make_mit_fixture.py and of
+# tools/bench_step_pytorch.py --backbone mit_b* (tools/bench_vs_pytorch.sh).
+if [[ "${1:-}" == "--python" ]] && ! python3 -c "import transformers" 2>/dev/null; then
+  echo "setup: pip install transformers"
+  python3 -m pip install --quiet "transformers>=4.39,<4.41" 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages "transformers>=4.39,<4.41" ||
+    echo "setup: transformers not installed: the PyTorch MiT benchmark and fixtures need it" >&2
 fi
 
 missing=()

@@ -31,6 +31,7 @@
 #include "tools/bench/bench_ops.h"
 #include "tools/bench/bench_comm.h"
 #include "tools/bench/bench_scaling.h"
+#include "tools/bench/bench_peak.h"
 
 typedef struct bench_opts {
   int depth, base_channels, batch, crop_w, crop_h, classes, iters, warmup, threads;
@@ -427,6 +428,8 @@ int main(int argc, char **argv) {
            "       t2sda_bench ops [--device cpu|cuda] [--iters 10] [--warmup 2] [--only NAME]\n"
            "                        (forward and backward ms of every op at a typical shape)\n"
            "       t2sda_bench data --help   (loader images/s for 1 and 2 threads)\n"
+           "       t2sda_bench peak [--threads 2] [--seconds 2]\n"
+           "                        (fp32 FMA peak, sgemm through OpenBLAS and oneDNN)\n"
            "       mpirun -np 2 t2sda_bench allreduce [--device cpu|cuda] [--min-bytes 4K]\n"
            "                        [--max-bytes 256M] [--iters 20] [--warmup 3] [--json FILE]\n"
            "                        (nccl-tests columns; `comm` is an alias; one GPU without\n"
@@ -454,7 +457,8 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "allreduce") == 0 || strcmp(argv[1], "comm") == 0)
     return t2s_bench_comm(argc - 1, argv + 1);
   if (strcmp(argv[1], "scaling") == 0) return t2s_bench_scaling(argc - 1, argv + 1);
+  if (strcmp(argv[1], "peak") == 0) return t2s_bench_peak(argc - 1, argv + 1);
   fprintf(stderr, "t2sda_bench: unknown benchmark '%s' (available: step, ops, data, "
-                  "allreduce, scaling, selfcheck)\n", argv[1]);
+                  "allreduce, scaling, peak, selfcheck)\n", argv[1]);
   return 2;
 }

@@ -1,4 +1,7 @@
-/* 2-d convolution on the CPU (NCHW, float32): im2col + OpenBLAS sgemm.
+/* 2-d convolution on the CPU (NCHW, float32): im2col + OpenBLAS sgemm, the readable
+ * reference. A build with oneDNN hands every shape oneDNN implements to it
+ * (core/ops/conv2d_dnnl.c, several times faster) unless T2S_ONEDNN=off; the tests
+ * compare the two (test_conv_onednn).
  *
  * For image n and group g (Cin_g = Cin / groups input channels, Cout_g output
  * channels, K = Cin_g kh kw, P = Hout Wout):
@@ -17,6 +20,9 @@
 #include <string.h>
 
 #include "core/ops/conv2d.h"
+#ifdef T2S_HAVE_DNNL
+#include "core/ops/conv2d_dnnl.h"
+#endif
 
 typedef struct conv_geom {
   int64_t n, cin, h, w; /* input */
@@ -334,6 +340,13 @@ t2s_status t2s_conv2d_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *x = t2s_f32(xt), *w = t2s_f32(wt), *b = bt ? t2s_f32(bt) : NULL;
   float *y = t2s_f32(node->out);
   ctx->flops += 2.0 * (double)g.n * (double)g.cout * (double)g.p * (double)g.k;
+#ifdef T2S_HAVE_DNNL
+  int done = 0;
+  if (t2s_conv2d_onednn_enabled()) {
+    t2s_status st = t2s_conv2d_onednn_forward(ctx, node, &done);
+    if (st != T2S_OK || done) return st;
+  }
+#endif
   if (g.depthwise) {
     depthwise_forward(&g, x, w, b, y);
     return T2S_OK;
@@ -380,6 +393,13 @@ t2s_status t2s_conv2d_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *be
   int want_x = t2s_wants_grad(xt), want_w = t2s_wants_grad(wt);
   if (t2s_wants_grad(bt)) bias_backward(&g, dy, bt->grad, beta[2]);
   if (!want_x && !want_w) return T2S_OK;
+#ifdef T2S_HAVE_DNNL
+  int done = 0;
+  if (t2s_conv2d_onednn_enabled()) {
+    t2s_status st = t2s_conv2d_onednn_backward(ctx, node, beta, &done);
+    if (st != T2S_OK || done) return st;
+  }
+#endif
   if (g.depthwise) return depthwise_backward(ctx, &g, xt, wt, dy, beta);
   int64_t rows = block_rows(&g), xsz = g.cin * g.h * g.w;
   float *buf = NULL;
