@@ -71,6 +71,9 @@ void t2s_segmentor_free(t2s_segmentor *m) {
 
 t2s_status t2s_segmentor_forward(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *image,
                                  t2s_seg_out *out) {
+  /* A liveness scope (core/engine.h): of the whole network only the two outputs
+   * outlive the call, and what the backward reads. */
+  t2s_scope scope = t2s_scope_begin(ctx);
   t2s_tensor *feats[4] = {0};
   t2s_status st = m->cfg.backbone == T2S_BACKBONE_MIT
                       ? t2s_mit_forward(ctx, &m->mit, image, feats)
@@ -82,6 +85,8 @@ t2s_status t2s_segmentor_forward(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tenso
   } else {
     out->logits = t2s_daformer_head_forward(ctx, &m->daformer, feats, &out->features);
   }
+  t2s_tensor *keep[2] = {out->logits, out->features};
+  t2s_scope_end(ctx, scope, keep, 2);
   return ctx->err.status;
 }
 
