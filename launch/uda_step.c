@@ -441,21 +441,30 @@ t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, cons
 
   if (adapt) ema_teacher(ctx, nets->teacher, nets->student, u->alpha, it.iter);      /* 1 */
   if (pull) pseudo_target_image(ctx, u, src, tgt, &it);                              /* 2 */
+  /* Each term runs in a liveness scope (core/engine.h) that ends after its backward:
+   * the student passes never coexist, and nothing of a term outlives it but the logged
+   * values, the pseudo-labels' confidence and the method's host state. */
+  t2s_scope term = t2s_scope_begin(ctx);
   t2s_tensor *l_src = source_loss(ctx, u, nets->student, &it, &so);                  /* 3 */
   keep_value(ctx, logged, LOG_SRC, l_src);
   if (fd)                                                                            /* 6 */
     l_src = t2s_add(ctx, l_src, feature_distance(ctx, u, nets->imnet, &it, so.features, logged));
   backward_term(ctx, &bp, l_src);
+  t2s_scope_end(ctx, term, NULL, 0);
   if (adapt) {
+    term = t2s_scope_begin(ctx);
     pseudo_labels(ctx, u, nets->teacher, &it, &out->q);                              /* 4 */
     t2s_tensor *l_mix = mix_loss(ctx, u, nets->student, &it);                        /* 5 */
     keep_value(ctx, logged, LOG_MIX, l_mix);
     backward_term(ctx, &bp, l_mix);
+    t2s_scope_end(ctx, term, NULL, 0);
   }
   if (pull) {
+    term = t2s_scope_begin(ctx);
     pull_features(ctx, u, nets->teacher, nets->student, &it, &p);                    /* 7 */
     reweight(ctx, u, &it, p.student_logits);                                         /* 8 */
     backward_term(ctx, &bp, pull_loss(ctx, u, &it, &p, logged));                     /* 7 */
+    t2s_scope_end(ctx, term, NULL, 0);
   }
   if (finish(ctx, u, nets->sync, logged, out) != T2S_OK)                             /* 9 */
     return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
