@@ -172,7 +172,7 @@ static void check_iterations(void) {
   for (int variant = 0; variant < 2; variant++) {
     t2s_bench_iter_result r[2];
     for (int keep_all = 0; keep_all < 2; keep_all++) {
-      t2s_bench_iter_opts o = {path, variant ? mit : NULL, variant ? 4 : 0, 64, 64, 2, 2, 1, keep_all};
+      t2s_bench_iter_opts o = {path, variant ? mit : NULL, variant ? 4 : 0, 64, 64, 2, 2, 1, keep_all, 0};
       t2s_error err = {0};
       CHECK_MSG(t2s_bench_iteration_run(&o, &r[keep_all], &err) == T2S_OK, "%s", err.msg);
       if (err.status) return;

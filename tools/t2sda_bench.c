@@ -481,7 +481,7 @@ int main(int argc, char **argv) {
            "                        [--device cpu|cuda] [--precision fp32|tf32|bf16]\n"
            "                        [--profile] [--no-liveness]\n"
            "       t2sda_bench iteration CONFIG [--crop W H] [--batch 2] [--iters 2] [--threads 2]\n"
-           "                        [--no-liveness] [--set key=value ...]\n"
+           "                        [--no-liveness] [--build-only] [--set key=value ...]\n"
            "                        (the full training iteration of a config, time and peak memory)\n"
            "       t2sda_bench ops [--device cpu|cuda] [--iters 10] [--warmup 2] [--only NAME]\n"
            "                        (forward and backward ms of every op at a typical shape)\n"

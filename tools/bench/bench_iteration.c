@@ -137,7 +137,7 @@ t2s_status t2s_bench_iteration_run(const t2s_bench_iter_opts *o, t2s_bench_iter_
     if (r.have_imnet) out->state_bytes += params_bytes(&r.imnet.params, 0);
   }
   const int adapt = !st && c->uda.type != T2S_CFG_UDA_SOURCE_ONLY;
-  for (int it = 0; !st && it < o->iters; it++) {
+  for (int it = 0; !st && !o->build_only && it < o->iters; it++) {
     t2s_batch sb = {it, B, H, W, src_img, src_lbl, indices, rcs};
     t2s_batch tb = {it, B, H, W, tgt_img, NULL, indices, rcs};
     double t0 = t2s_clock_s();
@@ -162,7 +162,7 @@ t2s_status t2s_bench_iteration_run(const t2s_bench_iter_opts *o, t2s_bench_iter_
     out->loss[it][2] = l.fd;
     out->loss[it][3] = l.t2s;
   }
-  if (!st) {
+  if (!st && !o->build_only) {
     qsort(times, (size_t)o->iters, sizeof(double), cmp_double);
     out->ms_median = times[o->iters / 2] * 1e3;
     out->freed = t2s_liveness_freed(r.ctx);
@@ -182,7 +182,7 @@ t2s_status t2s_bench_iteration_run(const t2s_bench_iter_opts *o, t2s_bench_iter_
 
 static int usage(const char *why) {
   fprintf(stderr, "t2sda_bench iteration: %s\nusage: t2sda_bench iteration CONFIG [--crop W H] "
-          "[--batch B] [--iters 2] [--threads 2] [--no-liveness] [--set key=value ...]\n", why);
+          "[--batch B] [--iters 2] [--threads 2] [--no-liveness] [--build-only] [--set key=value ...]\n", why);
   return 2;
 }
 
@@ -200,6 +200,7 @@ int t2s_bench_iteration(int argc, char **argv) {
     else if (strcmp(a, "--iters") == 0 && i + 1 < argc) o.iters = atoi(argv[++i]);
     else if (strcmp(a, "--threads") == 0 && i + 1 < argc) o.threads = atoi(argv[++i]);
     else if (strcmp(a, "--no-liveness") == 0) o.keep_all = 1;
+    else if (strcmp(a, "--build-only") == 0) o.build_only = 1;
     else if (strcmp(a, "--set") == 0 && i + 1 < argc && o.n_overrides < 64) sets[o.n_overrides++] = argv[++i];
     else if (a[0] != '-' && o.config == NULL) o.config = a;
     else {
@@ -220,6 +221,11 @@ int t2s_bench_iteration(int argc, char **argv) {
     return 1;
   }
   const double gib = 1024.0 * 1024.0 * 1024.0;
+  if (o.build_only) {
+    printf("t2sda iteration: %s: state %.2f GiB (weights, buffers, student gradients, optimizer "
+           "state)\n", o.config, res.state_bytes / gib);
+    return 0;
+  }
   printf("t2sda iteration: %s, %d thread(s), liveness %s\n", o.config, o.threads, o.keep_all ? "off" : "on");
   for (int i = 0; i < o.iters; i++)
     printf("  iteration %d: src %.6f mix %.6f fd %.6f t2s %.6f\n", i, res.loss[i][0], res.loss[i][1],

@@ -5,10 +5,11 @@
  * the student's gradients, the optimizer's state).
  *
  *   t2sda_bench iteration CONFIG [--crop W H] [--batch B] [--iters 2] [--threads 2]
- *                        [--no-liveness] [--set key=value ...]
+ *                        [--no-liveness] [--build-only] [--set key=value ...]
  *
  * --batch is the crops per domain (2 = DAFormer's 2 source + 2 target); --no-liveness
- * keeps every pass allocation to the end of the pass (ctx->keep_all) for comparison. */
+ * keeps every pass allocation to the end of the pass (ctx->keep_all) for comparison;
+ * --build-only reports the state bytes without running an iteration. */
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -26,6 +27,7 @@ typedef struct t2s_bench_iter_opts {
   int iters;
   int threads;
   int keep_all;          /* liveness off */
+  int build_only;        /* build the networks and optimizer, report the state, run nothing */
 } t2s_bench_iter_opts;
 
 typedef struct t2s_bench_iter_result {
