@@ -57,7 +57,11 @@
   X(attention, GRAD)          \
   X(tokens_transpose, GRAD)   \
   X(drop_path, GRAD)          \
-  X(to_f32, GRAD)
+  X(to_f32, GRAD)             \
+  X(crop, GRAD)               \
+  X(slide_merge, GRAD)        \
+  X(hrda_gate, GRAD)          \
+  X(hrda_fuse, GRAD)
 
 typedef enum t2s_op_id {
 #define T2S_OP_ENUM(name, grad) T2S_OP_##name,

@@ -11,6 +11,7 @@
 #include "core/ops/cross_entropy.h"
 #include "core/ops/drop_path.h"
 #include "core/ops/elementwise.h"
+#include "core/ops/hrda.h"
 #include "core/ops/linear.h"
 #include "core/ops/norm.h"
 #include "core/ops/permute.h"

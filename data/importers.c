@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/formats/durable_file.h"
 #include "data/image_io.h"
 #include "data/png_io.h"
 #include "data/shard_fast.h"
@@ -961,10 +961,11 @@ static int shard_file_name(const char *name, const char *prefix, int *total, con
   return 1;
 }
 
-static int pid_alive(const char *digits) {
+/* "<pid>" of a writer temporary whose writer is gone (core/formats/durable_file.h). */
+static int writer_gone(const char *digits) {
   char *end;
   long pid = strtol(digits, &end, 10);
-  return *end != '\0' || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH;
+  return *end == '\0' && t2s_writer_pid_gone(pid);
 }
 
 /* Looks at OUT's files of this domain and split: removes what an interrupted run
@@ -983,7 +984,7 @@ static t2s_status tidy_out_dir(run_state *r, const char *domain, t2s_error *err)
     if (path == NULL) {
       st = t2s_error_set(err, T2S_ERR_NOMEM, "out of memory listing %s", r->o->out_dir);
     } else if (strcmp(rest, ".part") == 0 ||
-               (strncmp(rest, ".part.tmp.", 10) == 0 && !pid_alive(rest + 10))) {
+               (strncmp(rest, ".part.tmp.", 10) == 0 && writer_gone(rest + 10))) {
       if (unlink(path) == 0) r->sum->cleaned++;
       free(path);
     } else if (rest[0] == '\0' && total != r->ss.k) {

@@ -25,6 +25,8 @@ typedef struct slot {
   uint8_t *labels;
   int64_t *indices;
   int *rcs_class;
+  int *replaced;             /* per sample: damaged images passed over (skip_corrupt) */
+  char (*notes)[T2S_ERROR_MAX];  /* per sample: the first damaged image's error */
 } slot;
 
 /* What one loading thread reuses from sample to sample. */
@@ -59,7 +61,7 @@ t2s_loader_cfg t2s_loader_cfg_default(void) {
   t2s_loader_cfg c = {.aug = t2s_augment_cfg_default(), .samples_per_gpu = 2, .rank = 0,
                       .world_size = 1, .workers = 2, .prefetch = 0, .seed = 0, .stream = 0,
                       .labels = 1, .rare_class = 0, .rcs_temperature = 0.01,
-                      .rcs_min_pixels = 3000, .start_iteration = 0};
+                      .rcs_min_pixels = 3000, .start_iteration = 0, .skip_corrupt = 0};
   return c;
 }
 
@@ -80,29 +82,49 @@ static int grow(uint8_t **buf, size_t *cap, size_t need) {
   return 1;
 }
 
-/* Reads (under the HDF5 lock, inside t2s_shard_read_raw_chunk), inflates and
- * augments sample k of iteration t into slot s. */
+/* Reads (under the HDF5 lock, inside t2s_shard_read_raw_chunk) and inflates dataset
+ * image idx into the worker's buffers; *meta receives its shard's. */
+static t2s_status read_image(worker *w, int64_t idx, const t2s_shard_meta **meta, t2s_error *err) {
+  t2s_loader *L = w->L;
+  int64_t local = 0;
+  t2s_shard *sh = t2s_dataset_locate(L->ds, idx, &local);
+  if (sh == NULL)
+    return t2s_error_set(err, T2S_ERR_INVALID, "image %" PRId64 " is outside the data set (%"
+                         PRId64 " images)", idx, L->ds->count);
+  const t2s_shard_meta *m = *meta = t2s_shard_info(sh);
+  int labels = L->cfg.labels;
+  size_t npix = (size_t)m->width * m->height;
+  if (!grow(&w->rgb, &w->rgb_cap, npix * 3) || (labels && !grow(&w->label, &w->label_cap, npix)))
+    return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory for a %dx%d image", m->width,
+                         m->height);
+  t2s_status st = t2s_shard_read_raw_chunk(sh, "image", local, &w->image_chunk, err);
+  if (st == T2S_OK && labels) st = t2s_shard_read_raw_chunk(sh, "label", local, &w->label_chunk, err);
+  if (st == T2S_OK) st = t2s_shard_decode_chunk(&w->image_chunk, w->rgb, npix * 3, err);
+  if (st == T2S_OK && labels) st = t2s_shard_decode_chunk(&w->label_chunk, w->label, npix, err);
+  return st;
+}
+
+/* Reads, inflates and augments sample k of iteration t into slot s. With
+ * skip_corrupt a damaged image gives way to the next one of the global order. */
 static t2s_status load_sample(worker *w, int64_t t, int k, slot *s, t2s_error *err) {
   t2s_loader *L = w->L;
   const t2s_loader_cfg *c = &L->cfg;
   int64_t j = (int64_t)c->rank * c->samples_per_gpu + k;
   int cls = -1;
-  int64_t idx = t2s_sampler_index_global(&L->sampler, t, j, &cls), local = 0;
+  int64_t idx = t2s_sampler_index_global(&L->sampler, t, j, &cls);
   s->indices[k] = idx;
   s->rcs_class[k] = cls;
-  t2s_shard *sh = t2s_dataset_locate(L->ds, idx, &local);
-  if (sh == NULL)
-    return t2s_error_set(err, T2S_ERR_INVALID, "image %" PRId64 " is outside the data set (%"
-                         PRId64 " images)", idx, L->ds->count);
-  const t2s_shard_meta *m = t2s_shard_info(sh);
-  size_t npix = (size_t)m->width * m->height;
-  if (!grow(&w->rgb, &w->rgb_cap, npix * 3) || (c->labels && !grow(&w->label, &w->label_cap, npix)))
-    return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory for a %dx%d image", m->width,
-                         m->height);
-  t2s_status st = t2s_shard_read_raw_chunk(sh, "image", local, &w->image_chunk, err);
-  if (st == T2S_OK && c->labels) st = t2s_shard_read_raw_chunk(sh, "label", local, &w->label_chunk, err);
-  if (st == T2S_OK) st = t2s_shard_decode_chunk(&w->image_chunk, w->rgb, npix * 3, err);
-  if (st == T2S_OK && c->labels) st = t2s_shard_decode_chunk(&w->label_chunk, w->label, npix, err);
+  s->replaced[k] = 0;
+  s->notes[k][0] = '\0';
+  const t2s_shard_meta *m = NULL;
+  t2s_status st = read_image(w, idx, &m, err);
+  while (st == T2S_ERR_FORMAT && c->skip_corrupt && s->replaced[k] + 1 < L->ds->count) {
+    if (s->replaced[k]++ == 0) snprintf(s->notes[k], sizeof s->notes[k], "%s", err->msg);
+    t2s_error_clear(err);
+    idx = (idx + 1) % L->ds->count;
+    s->indices[k] = idx;
+    st = read_image(w, idx, &m, err);
+  }
   if (st != T2S_OK) return st;
   size_t plane = (size_t)c->aug.crop_w * c->aug.crop_h;
   t2s_aug_key key = {c->seed, c->stream, t, j};
@@ -120,13 +142,17 @@ static void slot_fail(t2s_loader *L, slot *s, int64_t t, int k, const t2s_error 
   const char *path = sh != NULL ? t2s_shard_path(sh) : "?";
   s->st = e->status;
   /* the shard's own messages name the file already; say it anyway when they do not */
+  /* a damaged image need not end the run: say how to train past it */
+  const char *hint = e->status == T2S_ERR_FORMAT && !L->cfg.skip_corrupt
+                         ? " (or set data.on_corrupt=skip to train on, replacing damaged images)"
+                         : "";
   if (strstr(e->msg, path) != NULL)
     snprintf(s->err.msg, sizeof s->err.msg, "data loader (rank %d, stream %u, iteration %" PRId64
-             ", sample %d): %s", L->cfg.rank, L->cfg.stream, t, k, e->msg);
+             ", sample %d): %s%s", L->cfg.rank, L->cfg.stream, t, k, e->msg, hint);
   else
     snprintf(s->err.msg, sizeof s->err.msg, "data loader (rank %d, stream %u, iteration %" PRId64
-             ", sample %d): image %" PRId64 " of shard %s: %s", L->cfg.rank, L->cfg.stream, t, k,
-             local, path, e->msg);
+             ", sample %d): image %" PRId64 " of shard %s: %s%s", L->cfg.rank, L->cfg.stream, t, k,
+             local, path, e->msg, hint);
   s->err.status = e->status;
 }
 
@@ -224,6 +250,12 @@ t2s_status t2s_loader_next(t2s_loader *L, int64_t iteration, t2s_batch *batch, t
   batch->labels = L->cfg.labels ? s->labels : NULL;
   batch->indices = s->indices;
   batch->rcs_class = s->rcs_class;
+  batch->replaced = 0;
+  batch->replaced_note = "";
+  for (int k = 0; k < batch->n; k++) {
+    if (s->replaced[k] > 0 && batch->replaced == 0) batch->replaced_note = s->notes[k];
+    batch->replaced += s->replaced[k];
+  }
   if (s->st != T2S_OK) return t2s_error_set(err, s->st, "%s", s->err.msg);
   return T2S_OK;
 }
@@ -286,7 +318,10 @@ static t2s_status alloc_slots(t2s_loader *L, t2s_error *err) {
     s->labels = c->labels ? t2s_loader_host_alloc(plane * B) : NULL;
     s->indices = calloc((size_t)B, sizeof *s->indices);
     s->rcs_class = calloc((size_t)B, sizeof *s->rcs_class);
-    if (s->images == NULL || (c->labels && s->labels == NULL) || !s->indices || !s->rcs_class)
+    s->replaced = calloc((size_t)B, sizeof *s->replaced);
+    s->notes = calloc((size_t)B, sizeof *s->notes);
+    if (s->images == NULL || (c->labels && s->labels == NULL) || !s->indices || !s->rcs_class ||
+        !s->replaced || !s->notes)
       return t2s_error_set(err, T2S_ERR_NOMEM, "data loader: out of memory for %d batch buffers "
                            "of %d x 3 x %d x %d floats", L->n_slots, B, c->aug.crop_h,
                            c->aug.crop_w);
@@ -386,6 +421,8 @@ void t2s_loader_close(t2s_loader *L) {
     t2s_loader_host_free(L->slots[i].labels);
     free(L->slots[i].indices);
     free(L->slots[i].rcs_class);
+    free(L->slots[i].replaced);
+    free(L->slots[i].notes);
   }
   free(L->slots);
   t2s_sampler_free(&L->sampler);

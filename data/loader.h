@@ -38,6 +38,12 @@ typedef struct t2s_loader_cfg {
   double rcs_temperature;    /* 0.01 when 0 */
   int64_t rcs_min_pixels;    /* 3000 when 0 */
   int64_t start_iteration;   /* first iteration to prefetch (a resumed run's) */
+  /* A damaged image (its chunk does not inflate, or its pixels fail the shard's CRC32:
+   * T2S_ERR_FORMAT) fails the batch (0), or is replaced by the next image of the data
+   * set's global order, idx + 1 mod N, and so on until one decodes (1). The
+   * replacement depends on the image index only, never on the rank count, so rank
+   * equivalence holds; t2s_batch.replaced counts such samples. */
+  int skip_corrupt;
 } t2s_loader_cfg;
 
 /* Source defaults: 512x512 crops, cat_max_ratio 0.75, flip 0.5, B = 2, 2 workers,
@@ -51,6 +57,8 @@ typedef struct t2s_batch {
   uint8_t *labels;           /* n x h x w, or NULL without labels */
   const int64_t *indices;    /* dataset index of each sample */
   const int *rcs_class;      /* class drawn by rare class sampling, -1 otherwise */
+  int replaced;              /* skip_corrupt: damaged images this batch passed over */
+  const char *replaced_note; /* the first one's error (file, dataset, index), "" if none */
 } t2s_batch;
 
 typedef struct t2s_loader t2s_loader;

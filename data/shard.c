@@ -168,12 +168,16 @@ t2s_status t2s_shard_decode_chunk(const t2s_shard_chunk *chunk, uint8_t *out, si
   }
   uLongf got = (uLongf)out_size;
   int rc = uncompress(out, &got, chunk->bytes, (uLong)chunk->size);
+  /* uncompress leaves `got` at the buffer size on failure: only a clean end is a size */
+  char what[160];
+  if (rc == Z_OK) snprintf(what, sizeof what, "it inflates to %lu", (unsigned long)got);
+  else snprintf(what, sizeof what, "zlib: %s: the compressed bytes are damaged or cut short",
+                rc == Z_BUF_ERROR ? "the stream ends early or runs past that size" : zError(rc));
   if (rc != Z_OK || got != out_size)
     return t2s_error_set(err, T2S_ERR_FORMAT,
                          "shard %s: /%s[%" PRId64 "]: a deflate chunk does not inflate to %zu "
-                         "bytes (zlib: %s, got %lu); the file is damaged: rebuild it with "
-                         "t2sda_shards", chunk_path(chunk), chunk_dataset(chunk), chunk->index,
-                         out_size, rc == Z_OK ? "short" : zError(rc), (unsigned long)got);
+                         "bytes (%s); the file is damaged: rebuild it with t2sda_shards",
+                         chunk_path(chunk), chunk_dataset(chunk), chunk->index, out_size, what);
   return verify_crc(chunk, out, out_size, err);
 }
 

@@ -195,6 +195,7 @@ typedef struct object {
 typedef struct scene {
   int W, H;
   const style *st;
+  int thin;               /* t2s_synth_cfg.thin */
   float yh, xv, S;        /* horizon row, vanishing column, pixels per unit at depth 1 */
   float Xc, Rw, XL, XR;   /* road centre, road half width, left/right facade planes */
   float Zend, Hend;       /* facade closing the street (Zend = 0: open street) */
@@ -596,12 +597,13 @@ static int add_trees_and_poles(scene *sc, stream *s, object *objs, int n) {
       hazed_obj(sc, o, 0);
       hazed_obj(sc, o, 1);
     }
-    for (int k = poisson(s, st->poles); k > 0 && n < MAX_OBJECTS; k--) {
+    float thin_w = sc->thin ? 0.3f : 1.0f, thin_a = sc->thin ? 0.5f : 1.0f;
+    for (int k = poisson(s, st->poles * (sc->thin ? 1.5f : 1.0f)); k > 0 && n < MAX_OBJECTS; k--) {
       object *o = &objs[n++];
       float r = unif(s, 0.0f, 1.0f);
       *o = (object){.kind = OBJ_POLE, .X = kerb + side * unif(s, 0.15f, 0.3f),
                     .Z = object_depth(s, sc, 1.5f, 50.0f, 1.5f), .h = unif(s, 2.4f, 4.2f),
-                    .w = unif(s, 0.07f, 0.12f), .a = st->small * unif(s, 0.85f, 1.15f),
+                    .w = thin_w * unif(s, 0.07f, 0.12f), .a = thin_a * st->small * unif(s, 0.85f, 1.15f),
                     .dir = (float)-side, .variant = r < 0.4f ? 1 : (r < 0.65f ? 2 : (r < 0.8f ? 3 : 0)),
                     .shape = (int)unif(s, 0.0f, 2.999f)};
       jittered(sc->pal[T2S_SYNTH_POLE], 0.1f, s, o->col[0]);
@@ -790,7 +792,7 @@ static t2s_status check_cfg(const t2s_synth_cfg *cfg, const uint8_t *rgb, t2s_er
  * 2 + k style k), so the styles' scenes are their own, not the target's repainted. */
 static t2s_status draw_scene(const t2s_synth_cfg *cfg, const style *st, int domain, uint64_t index,
                              uint8_t *rgb, uint8_t *label, t2s_error *err) {
-  scene sc = {.W = cfg->width, .H = cfg->height, .st = st};
+  scene sc = {.W = cfg->width, .H = cfg->height, .st = st, .thin = cfg->thin != 0};
   size_t n = (size_t)sc.W * (size_t)sc.H;
   /* Lattice cells are at least max(W, H) / 40 wide: at most 42 x 42 points each. */
   const size_t nlat = 42 * 42;

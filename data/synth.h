@@ -48,6 +48,9 @@ typedef enum t2s_synth_class {
 typedef struct t2s_synth_cfg {
   int width, height; /* pixels, T2S_SYNTH_MIN_SIZE..T2S_SYNTH_MAX_SIZE each */
   uint64_t seed;
+  int thin;          /* 1: thin poles (30% of the width), half-size signs and lights, 1.5x as
+                      * many poles: small objects that need high resolution (the HRDA
+                      * benchmark, t2sda_synth --thin). */
 } t2s_synth_cfg;
 
 int t2s_synth_class_count(void);

@@ -22,14 +22,20 @@ const char *t2s_comm_backend_name(t2s_comm_backend b) {
   return b == T2S_COMM_NCCL ? "nccl" : b == T2S_COMM_MPI ? "mpi" : "single";
 }
 
+int t2s_dist_env_timeout(double *seconds) {
+  const char *t = getenv("T2S_COMM_TIMEOUT");
+  if (t == NULL || *t == '\0') return 0;
+  char *end;
+  double v = strtod(t, &end);
+  if (*end != '\0' || !(v >= 0) || v > 1e9) return -1;
+  *seconds = v;
+  return 1;
+}
+
 t2s_dist_cfg t2s_dist_default_cfg(void) {
   t2s_dist_cfg cfg = {T2S_DEV_CPU, 300.0, 0, NULL, 0};
-  const char *t = getenv("T2S_COMM_TIMEOUT");
-  if (t != NULL && *t) {
-    char *end;
-    double v = strtod(t, &end);
-    if (*end == '\0' && v >= 0) cfg.timeout_s = v;
-  }
+  double v;
+  if (t2s_dist_env_timeout(&v) > 0) cfg.timeout_s = v;
   return cfg;
 }
 
@@ -104,7 +110,8 @@ static int absent_ranks(const t2s_comm *c, char *out, size_t size) {
   for (int r = 0; r < n; r++) {
     if (req[r] != MPI_REQUEST_NULL) {
       size_t len = strlen(out);
-      snprintf(out + len, size - len, "%s%d", absent ? ", " : "", r);
+      snprintf(out + len, size - len, "%s%d (host %s)", absent ? ", " : "", r,
+               c->hosts && c->hosts[r][0] ? c->hosts[r] : "?");
       absent++;
       MPI_Cancel(&req[r]);
       MPI_Request_free(&req[r]);
@@ -189,6 +196,21 @@ static void local_rank_single(t2s_comm *c) {
     c->local_rank = 0;
 }
 
+/* Every rank's host name, so that a rank that outlives a peer can say where the peer ran
+ * (a node that vanished prints nothing itself). Waited for with the deadline: a rank
+ * that never starts must not hang the others here either. */
+static t2s_status gather_hosts(t2s_comm *c, t2s_error *err) {
+  c->hosts = calloc((size_t)c->world, sizeof *c->hosts);
+  if (c->hosts == NULL) return t2s_error_set(err, T2S_ERR_NOMEM, "dist: out of host memory");
+  MPI_Request req;
+  int rc = MPI_Iallgather(c->host, (int)sizeof c->host, MPI_CHAR, c->hosts, (int)sizeof c->host,
+                          MPI_CHAR, t2s__comm_mpi(c), &req);
+  if (rc != MPI_SUCCESS) return t2s__mpi_fail(c, rc, "MPI_Iallgather (host names)", err);
+  t2s_status st = t2s__mpi_wait(c, t2s__comm_mpi(c), &req, 1, "gathering the host names", err);
+  for (int r = 0; st == T2S_OK && r < c->world; r++) c->hosts[r][sizeof c->host - 1] = '\0';
+  return st;
+}
+
 static t2s_status mpi_start(t2s_comm *c, t2s_error *err) {
   int initialized = 0;
   MPI_Initialized(&initialized);
@@ -215,7 +237,8 @@ static t2s_status mpi_start(t2s_comm *c, t2s_error *err) {
   MPI_Comm_set_errhandler(*comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(*comm, &c->rank);
   MPI_Comm_size(*comm, &c->world);
-  return local_rank_mpi(c, err);
+  t2s_status st = gather_hosts(c, err);
+  return st == T2S_OK ? local_rank_mpi(c, err) : st;
 }
 
 /* GPU = local rank modulo the visible devices. Two ranks of a node on one GPU would
@@ -278,6 +301,8 @@ t2s_status t2s_dist_init(t2s_comm *c, const t2s_dist_cfg *cfg, t2s_error *err) {
 }
 
 void t2s_dist_finalize(t2s_comm *c) {
+  free(c->hosts);
+  c->hosts = NULL;
   if (c->nccl) t2s__nccl.destroy(c->nccl);
   c->nccl = NULL;
   if (c->mpi_comm) {

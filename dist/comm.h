@@ -64,6 +64,10 @@ typedef struct t2s_dist_cfg {
 
 /* Defaults: CPU, 300 s timeout (T2S_COMM_TIMEOUT in the environment overrides it). */
 t2s_dist_cfg t2s_dist_default_cfg(void);
+/* T2S_COMM_TIMEOUT from the environment: 1 with *seconds when it is a number >= 0, 0 when
+ * unset or empty, -1 when it is anything else (the caller says so; the launch templates
+ * set it, and t2sda_train lets it replace dist.timeout). */
+int t2s_dist_env_timeout(double *seconds);
 
 typedef struct t2s_nccl t2s_nccl;  /* dist/nccl_comm.cu (CUDA builds only) */
 
@@ -73,6 +77,9 @@ typedef struct t2s_comm {
   int local_rank, local_world;
   int gpu;                /* CUDA ordinal of this rank, -1 on the CPU */
   char host[64];
+  /* every rank's host name (world x 64 chars, gathered at start on multi-rank runs;
+   * NULL on one process), so that a message about another rank names its machine */
+  char (*hosts)[64];
   char gpu_pci[32];       /* PCI bus id of the GPU, "" on the CPU */
   double timeout_s;
   char timeout_setting[64];  /* from t2s_dist_cfg, for messages */

@@ -1,5 +1,6 @@
 #include "launch/evaluator.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,17 @@ static t2s_tensor *crop_window(t2s_ctx *ctx, const float *x, int64_t C, int64_t 
 t2s_tensor *t2s_infer_logits(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *image,
                              const t2s_eval_cfg *cfg) {
   int H = (int)image->shape[2], W = (int)image->shape[3];
+  if (cfg->hrda_enabled) {
+    /* HRDA's test_cfg is mode whole around its own context + detail-slide inference. Its
+     * grids need sides that are multiples of output stride / context scale (8): another
+     * size is resized up to the next multiple and the logits back to the image. */
+    int a = (int)lroundf((float)t2s_segmentor_output_stride(m) / cfg->hrda.context_scale);
+    int h2 = a > 0 ? (H + a - 1) / a * a : H, w2 = a > 0 ? (W + a - 1) / a * a : W;
+    t2s_tensor *x = h2 == H && w2 == W ? image : t2s_resize_bilinear(ctx, image, h2, w2, 0);
+    t2s_hrda_out ho;
+    if (x == NULL || t2s_hrda_infer(ctx, m, &cfg->hrda, x, &ho) != T2S_OK) return NULL;
+    return t2s_resize_bilinear(ctx, ho.fused, H, W, 0);
+  }
   if (cfg->mode == T2S_INFER_WHOLE) return forward_logits(ctx, m, image, H, W);
   /* mmseg slide_inference: windows of crop size every stride, the last one moved
    * back inside the image; overlapping logits averaged. The averaging is host code:

@@ -4,6 +4,7 @@
 #pragma once
 #include <stdio.h>
 
+#include "core/nn/hrda.h"
 #include "core/nn/segmentor.h"
 #include "data/shard.h"
 #include "launch/metrics.h"
@@ -25,6 +26,8 @@ typedef struct t2s_eval_cfg {
   t2s_label_format labels;   /* label PNGs of every image of this rank's share in label_dir,
                                 at the image's /orig_size (launch/pred_labels.h); NONE: none */
   const char *label_dir;
+  int hrda_enabled;          /* HRDA inference (context + sliding detail windows) instead of mode */
+  t2s_hrda_cfg hrda;
 } t2s_eval_cfg;
 
 /* Fills `conf` (initialised by the caller for the dataset's classes) with the
@@ -35,7 +38,8 @@ typedef struct t2s_eval_cfg {
  * PNGs are written and conf stays empty. */
 t2s_status t2s_evaluate(t2s_ctx *ctx, const t2s_segmentor *m, t2s_dataset *val,
                         const t2s_eval_cfg *cfg, t2s_confusion *conf, t2s_error *err);
-/* Logits of one image (1, C, H, W) at the image's resolution (whole or slide). */
+/* Logits of one image (1, C, H, W) at the image's resolution (whole, slide, or HRDA's
+ * inference when cfg->hrda_enabled). */
 t2s_tensor *t2s_infer_logits(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *image,
                              const t2s_eval_cfg *cfg);
 /* Cityscapes palette colour of a class name; a fixed colour for unknown names. */

@@ -19,6 +19,13 @@ static void map_resnet(const t2s_train_config *cfg, t2s_model_cfg *out) {
   r->norm_eval = cfg->model.backbone.norm_eval;
 }
 
+t2s_hrda_cfg t2s_hrda_cfg_from_train_config(const t2s_train_config *cfg) {
+  t2s_hrda_cfg h = {(float)cfg->model.hrda.context_scale,
+                    {cfg->model.hrda.hr_crop_size[0], cfg->model.hrda.hr_crop_size[1]},
+                    {cfg->model.hrda.slide_stride[0], cfg->model.hrda.slide_stride[1]}};
+  return h;
+}
+
 t2s_status t2s_model_cfg_from_train_config(const t2s_train_config *cfg, t2s_model_cfg *out,
                                            t2s_error *err) {
   *out = t2s_model_default_cfg();
@@ -59,5 +66,7 @@ t2s_status t2s_model_cfg_from_train_config(const t2s_train_config *cfg, t2s_mode
   }
   /* T2S-DA trains a projection head with the network: it is part of its checkpoints */
   out->proj_dim = cfg->uda.type == T2S_CFG_UDA_T2SDA ? cfg->uda.t2s.proj_dim : 0;
+  /* HRDA's scale-attention head is part of the network and of its checkpoints */
+  out->scale_attention = cfg->model.hrda.enabled;
   return T2S_OK;
 }

@@ -1,5 +1,6 @@
 #include "launch/run_eval.h"
 
+#include "launch/model_config.h"
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,7 +11,9 @@ t2s_eval_cfg t2s_run_eval_cfg(const t2s_train_config *cfg, t2s_comm *comm, const
                      {cfg->evaluation.stride[0], cfg->evaluation.stride[1]},
                      cfg->evaluation.save_predictions, pred_dir, comm->rank, comm->world,
                      comm->world > 1 ? t2s_dist_sum_i64 : NULL, comm, NULL, NULL,
-                     T2S_LABELS_NONE, NULL};
+                     T2S_LABELS_NONE, NULL, 0, {0, {0, 0}, {0, 0}}};
+  ec.hrda_enabled = cfg->model.hrda.enabled;
+  ec.hrda = t2s_hrda_cfg_from_train_config(cfg);
   return ec;
 }
 

@@ -400,6 +400,9 @@ static int eval_sets(const eval_run *r, t2s_val_set_ref *sets, int n) {
 }
 
 int main(int argc, char **argv) {
+  /* line-buffered even into a file or pipe: a run killed outright (kill -9, OOM) must
+   * not lose the progress lines it printed last */
+  setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_eval")) == EOF;
   if (argc < 2) return usage(2);
   eval_args a = {NULL, NULL, "student", NULL, NULL, NULL, -1, 0, 0, calloc((size_t)argc + 1, sizeof(char *)),

@@ -353,7 +353,9 @@ static t2s_status run(const infer_opts *o, t2s_train_config *cfg, t2s_error *err
                    {.mode = cfg->evaluation.mode,
                     .crop = {cfg->evaluation.crop[0], cfg->evaluation.crop[1]},
                     .stride = {cfg->evaluation.stride[0], cfg->evaluation.stride[1]},
-                    .rank = 0, .world_size = 1},
+                    .rank = 0, .world_size = 1,
+                    .hrda_enabled = cfg->model.hrda.enabled,
+                    .hrda = t2s_hrda_cfg_from_train_config(cfg)},
                    o, names};
     s = infer_all(&r, &l, err);
   }
@@ -366,6 +368,9 @@ static t2s_status run(const infer_opts *o, t2s_train_config *cfg, t2s_error *err
 }
 
 int main(int argc, char **argv) {
+  /* line-buffered even into a file or pipe: a run killed outright (kill -9, OOM) must
+   * not lose the progress lines it printed last */
+  setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_infer")) == EOF;
   if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) return usage(0);
   infer_opts o;

@@ -9,11 +9,14 @@
  * best.h5. SIGTERM, SIGINT or SIGUSR1 saves a checkpoint and exits 0; the last line
  * then says "interrupted". To stop an mpirun job cleanly send SIGUSR1 to mpirun (it
  * forwards it to every rank and exits 0): SIGTERM to mpirun reaches the ranks too, and
- * they save, but mpirun then exits 1. A work_dir that already holds a run needs --resume or --overwrite.
+ * they save, but mpirun then exits 1 (launch/templates/mpirun_workstation.sh and
+ * slurm.sbatch therefore hand a SIGTERM they get to mpirun as SIGUSR1). A work_dir that already holds a run needs --resume or --overwrite.
  *
  * Test hook: T2S_TEST_POISON_LOSS=TERM@ITER (TERM: src, mix, fd or t2s) makes that loss
  * term NaN at iteration ITER, so that tests exercise the non-finite guard
- * deterministically (tests/test_train_e2e.c). Never set it for real runs. */
+ * deterministically (tests/test_train_e2e.c). T2S_TEST_CKPT_PAUSE_MS=N sleeps N ms
+ * between the groups of every checkpoint write, so that tests/test_fault_kill.c can
+ * kill -9 the process inside a write. Never set them for real runs. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +90,9 @@ static void print_end(const t2s_trainer *t, const char *work_dir) {
 }
 
 int main(int argc, char **argv) {
+  /* line-buffered even into a file or pipe: a run killed outright (kill -9, OOM) must
+   * not lose the progress lines it printed last */
+  setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_train")) == EOF;
   if (argc < 2) return usage(2);
   for (int i = 1; i < argc; i++)

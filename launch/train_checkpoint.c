@@ -6,24 +6,45 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+/* Test hook T2S_TEST_CKPT_PAUSE_MS=N (0..10000): sleeps N ms before each group of a
+ * checkpoint write, so that a checkpoint takes long enough for a test's kill -9 to land
+ * inside it (tests/test_fault_kill.c). Unset (the default): no pause. */
+static void test_pause(void) {
+  const char *v = getenv("T2S_TEST_CKPT_PAUSE_MS");
+  long ms = v != NULL ? atol(v) : 0;
+  if (ms <= 0 || ms > 10000) return;
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
 static t2s_status save_body(t2s_ckpt_writer *w, const t2s_train_snapshot *s, t2s_error *err) {
+  test_pause();
   t2s_status st = t2s_ckpt_write_meta(w, s->iteration, s->world_size, s->config_yaml, err);
+  test_pause();
   if (!st) st = t2s_ckpt_write_params(w, "params", &s->student->params, T2S_CKPT_TRAINABLE, err);
+  test_pause();
   if (!st) st = t2s_ckpt_write_params(w, "buffers", &s->student->params, T2S_CKPT_BUFFERS, err);
+  test_pause();
   if (!st && s->teacher)
     st = t2s_ckpt_write_params(w, "ema", &s->teacher->params, T2S_CKPT_TRAINABLE | T2S_CKPT_BUFFERS, err);
   if (!st && s->optim) {
-    for (int k = 0; k < s->optim->n_state && !st; k++)
+    for (int k = 0; k < s->optim->n_state && !st; k++) {
+      test_pause();
       st = t2s_ckpt_write_slot(w, t2s_optim_slot_name(s->optim, k), &s->student->params, s->optim->state[k], err);
+    }
     if (!st) st = t2s_ckpt_write_scalar_i64(w, "/optim/step", s->optim->step, err);
   }
+  test_pause();
   if (!st) st = t2s_ckpt_write_scalar_i64(w, "/state/iteration", s->iteration, err);
   if (!st) st = t2s_ckpt_write_scalar_f64(w, "/state/best_miou", s->best_miou, err);
   for (int i = 0; i < s->n_state && !st; i++) {
     char path[256];
     snprintf(path, sizeof path, "/state/%s", s->state[i].name);
+    test_pause();
     st = t2s_ckpt_write_array(w, path, s->state[i].type, s->state[i].ndim, s->state[i].shape,
                               s->state[i].data, err);
   }

@@ -59,7 +59,9 @@ static const int reweight_apply_values[] = {T2S_REWEIGHT_T2S_ONLY, T2S_REWEIGHT_
 static const char *const lr_scaling_names[] = {"none", "linear", "sqrt", NULL};
 static const char *const infer_mode_names[] = {"whole", "slide", NULL};
 static const int infer_mode_values[] = {T2S_INFER_WHOLE, T2S_INFER_SLIDE};
+static const char *const hrda_view_names[] = {"detail", "context", "both", NULL};
 static const char *const teacher_bn_names[] = {"batch", "running", NULL};
+static const char *const on_corrupt_names[] = {"error", "skip", NULL};
 
 #define SHARDS(k, f, n, what)                                                               \
   {k, STRS_T, ARRAY(f), COUNT(n), .min_len = 0, .max_len = T2S_CFG_MAX_SHARDS, .def = "[]", \
@@ -118,6 +120,13 @@ static const t2s_cfg_row schema[] = {
     {"data.rare_class_sampling.min_pixels", INT_T, AT(data.rare_class_sampling.min_pixels),
      .min = 0, .max = NO_MAX_I, .def = "3000",
      .help = "an image is drawn for class c only with more pixels of c than this"},
+    {"data.on_corrupt", ENUM_T, AT(data.on_corrupt), .choices = on_corrupt_names, .def = "error",
+     .help = "a training image whose chunk does not inflate or whose pixels fail the shard's "
+             "CRC32: error stops the run naming the file, dataset and index; skip trains on the "
+             "next image of the data set's order instead and counts it (corrupt_skipped)"},
+    {"data.max_corrupt", INT_T, AT(data.max_corrupt), .min = 0, .max = NO_MAX_I, .def = "100",
+     .help = "with on_corrupt: skip, stop once more samples than this were replaced (all ranks, "
+             "counted since the process started)"},
 
     {"model.num_classes", INT_T, AT(model.num_classes), .min = 2, .max = 255, .def = "19",
      .help = "number of semantic classes"},
@@ -161,6 +170,24 @@ static const t2s_cfg_row schema[] = {
      COUNT(model.decode_head.n_aspp_dilations), .min_len = 0,
      .max_len = T2S_CFG_MAX_HEAD_DILATIONS, .min = 1, .max = 64, .def = "[]",
      .help = "DAFormer separable ASPP dilations; empty = [1, 6, 12, 18]"},
+    {"model.hrda.enabled", BOOL_T, AT(model.hrda.enabled), .def = "false",
+     .help = "HRDA: a low-resolution context crop and a high-resolution detail crop through one "
+             "encoder, fused by a scale-attention head (decode_head.scale_attention.*); "
+             "pseudo-labels and evaluation by HRDA's sliding detail inference"},
+    {"model.hrda.context_scale", FLOAT_T, AT(model.hrda.context_scale), .min = 0.125, .max = 1,
+     .def = "0.5", .help = "scale of the context crop relative to data.crop (HRDA: 0.5); output "
+                          "stride / scale must be a whole number"},
+    {"model.hrda.hr_crop_size", INTS_T, ARRAY(model.hrda.hr_crop_size), .min_len = 2, .max_len = 2,
+     .min = 8, .max = 8192, .def = "[512, 512]",
+     .help = "detail crop [W, H] in full-resolution pixels, a multiple of output stride / "
+             "context_scale; the inference window too"},
+    {"model.hrda.detail_loss_weight", FLOAT_T, AT(model.hrda.detail_loss_weight), .min = 0,
+     .max = 1, .def = "0.1",
+     .help = "weight of the detail crop's CE; the fused CE gets 1 - this (HRDA hr_loss_weight)"},
+    {"model.hrda.slide_stride", INTS_T, ARRAY(model.hrda.slide_stride), .min_len = 2,
+     .max_len = 2, .min = 4, .max = 8192, .def = "[256, 256]",
+     .help = "inference and pseudo-labels: stride [W, H] of the detail windows (HRDA: half the "
+             "detail crop), a multiple of the output stride"},
 
     {"uda.type", ENUM_T, AT(uda.type), .choices = uda_names, .def = "t2sda",
      .help = "source_only, dacs (self-training base) or t2sda (base + pulling target to source)"},
@@ -213,6 +240,9 @@ static const t2s_cfg_row schema[] = {
      .def = "0.75", .help = "label_down majority: share a class needs, else ignore"},
     {"uda.t2s.proto_momentum", FLOAT_T, AT(uda.t2s.proto_momentum), .min = 0, .max = 1,
      .def = "0", .help = "EMA of the class prototypes over iterations; 0 = this batch's"},
+    {"uda.t2s.hrda_view", ENUM_T, AT(uda.t2s.hrda_view), .choices = hrda_view_names,
+     .def = "detail", .help = "under model.hrda: the pull's queries and keys come from the detail "
+                              "crop, the context crop, or both (mean of the two terms)"},
     {"uda.reweight.enabled", BOOL_T, AT(uda.reweight.enabled), .def = "true",
      .help = "dynamic class re-weighting by current per-class IoU"},
     {"uda.reweight.momentum", FLOAT_T, AT(uda.reweight.momentum), .min = 0, .max = 1,
@@ -281,7 +311,8 @@ static const t2s_cfg_row schema[] = {
      .help = "best.h5 is the checkpoint with the highest mIoU of this validation set, or "
              "'mean': the mean mIoU over the sets"},
     {"dist.timeout", FLOAT_T, AT(dist.timeout), .min = 0, .max = NO_MAX_F, .def = "300",
-     .help = "seconds a collective may wait for the other ranks before the job stops; 0 = forever"},
+     .help = "seconds a collective may wait for the other ranks before the job stops; 0 = forever; "
+             "T2S_COMM_TIMEOUT in the environment replaces it"},
     {"dist.bucket_mb", FLOAT_T, AT(dist.bucket_mb), .min = 0.001, .max = 4096, .def = "25",
      .help = "size of the gradient all-reduce buckets in MiB (PyTorch DDP: 25)"},
     {"dist.check_consistency", BOOL_T, AT(dist.check_consistency), .def = "false",
@@ -393,6 +424,13 @@ static t2s_status check_cross_fields(const t2s_train_config *cfg, const t2s_cfg_
                      "lr_config.min_lr %g is above optimizer.lr %g; the schedule decays "
                      "towards min_lr, so lower it",
                      cfg->lr_config.min_lr, cfg->optimizer.lr);
+  if (cfg->model.hrda.enabled &&
+      (cfg->model.hrda.hr_crop_size[0] > cfg->data.crop[0] || cfg->model.hrda.hr_crop_size[1] > cfg->data.crop[1]))
+    return fail_pair("model.hrda.hr_crop_size", "data.crop", origins, file, overrides, err,
+                     "model.hrda.hr_crop_size [%d, %d] is larger than data.crop [%d, %d]: the detail "
+                     "crop lies inside the training crop; use a smaller detail crop",
+                     cfg->model.hrda.hr_crop_size[0], cfg->model.hrda.hr_crop_size[1],
+                     cfg->data.crop[0], cfg->data.crop[1]);
   t2s_status st = check_val_sets(cfg, origins, file, overrides, err);
   if (st != T2S_OK) return st;
   if (cfg->device == T2S_CFG_DEVICE_CPU && cfg->precision != T2S_PRECISION_FP32)

@@ -51,6 +51,9 @@ typedef enum t2s_cfg_backbone {
 typedef enum t2s_cfg_uda {
   T2S_CFG_UDA_SOURCE_ONLY, T2S_CFG_UDA_DACS, T2S_CFG_UDA_T2SDA,
 } t2s_cfg_uda;
+typedef enum t2s_cfg_hrda_view {
+  T2S_CFG_HRDA_VIEW_DETAIL, T2S_CFG_HRDA_VIEW_CONTEXT, T2S_CFG_HRDA_VIEW_BOTH,
+} t2s_cfg_hrda_view;
 typedef enum t2s_cfg_warmup {
   T2S_CFG_WARMUP_NONE, T2S_CFG_WARMUP_LINEAR,
 } t2s_cfg_warmup;
@@ -58,6 +61,7 @@ typedef enum t2s_cfg_warmup {
 typedef enum t2s_cfg_lr_scaling {
   T2S_CFG_LRS_NONE = 0, T2S_CFG_LRS_LINEAR, T2S_CFG_LRS_SQRT
 } t2s_cfg_lr_scaling;
+typedef enum t2s_cfg_on_corrupt { T2S_CFG_CORRUPT_ERROR = 0, T2S_CFG_CORRUPT_SKIP } t2s_cfg_on_corrupt;
 typedef enum t2s_cfg_teacher_bn { T2S_CFG_TEACHER_BN_BATCH = 0, T2S_CFG_TEACHER_BN_RUNNING } t2s_cfg_teacher_bn;
 
 typedef struct t2s_train_config {
@@ -89,6 +93,8 @@ typedef struct t2s_train_config {
       double class_temp;             /* T of P(c) = softmax((1 - f_c) / T) */
       int min_pixels;                /* an image qualifies for class c above this */
     } rare_class_sampling;
+    t2s_cfg_on_corrupt on_corrupt;   /* a damaged training image: stop, or replace it */
+    int max_corrupt;                 /* skip: stop once more samples than this were replaced */
   } data;
 
   struct {
@@ -116,6 +122,13 @@ typedef struct t2s_train_config {
       int aspp_dilations[T2S_CFG_MAX_HEAD_DILATIONS];  /* DAFormer sepaspp; empty = 1, 6, 12, 18 */
       int n_aspp_dilations;
     } decode_head;
+    struct {
+      bool enabled;                  /* HRDA multi-resolution training and inference */
+      double context_scale;          /* s of the context crop (0.5) */
+      int hr_crop_size[2];           /* detail crop [W, H] in full-resolution pixels */
+      double detail_loss_weight;     /* weight of the detail CE; the fused CE gets 1 - it */
+      int slide_stride[2];           /* inference: detail window stride [W, H] */
+    } hrda;
   } model;
 
   struct {
@@ -146,6 +159,7 @@ typedef struct t2s_train_config {
       t2s_label_down label_down;
       double majority_ratio;
       double proto_momentum;         /* EMA of class prototypes; 0 = batch prototypes */
+      t2s_cfg_hrda_view hrda_view;   /* under HRDA: which view the pull reads */
     } t2s;
     struct {
       bool enabled;

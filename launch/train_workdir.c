@@ -3,13 +3,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/formats/checkpoint.h"
+#include "core/formats/durable_file.h"
 
 static int is_iter_name(const char *name, long long *iter) {
   char tail[8];
@@ -69,7 +69,7 @@ int t2s_workdir_remove_stale(const char *work_dir, FILE *log) {
   char path[1200];
   while ((e = readdir(d)) != NULL) {
     long pid = stale_writer_pid(e->d_name);
-    if (pid == 0 || (long)getpid() == pid || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+    if (pid == 0 || (long)getpid() == pid || !t2s_writer_pid_gone(pid)) continue;
     snprintf(path, sizeof path, "%s/%s", work_dir, e->d_name);
     if (unlink(path) != 0) continue;
     removed++;
@@ -79,7 +79,9 @@ int t2s_workdir_remove_stale(const char *work_dir, FILE *log) {
   return removed;
 }
 
-static int opens(const char *path, char *why, size_t why_size) {
+/* 1 when the checkpoint at path opens and its header reads; *iteration receives its
+ * iteration. */
+static int opens(const char *path, long long *iteration, char *why, size_t why_size) {
   t2s_error e = {0};
   if (access(path, R_OK) != 0) {
     snprintf(why, why_size, "%s", strerror(errno));
@@ -95,24 +97,32 @@ static int opens(const char *path, char *why, size_t why_size) {
   int world = 0;
   int ok = t2s_ckpt_read_meta(r, &iter, &world, NULL, &e) == T2S_OK;
   if (!ok) snprintf(why, why_size, "%s", e.msg);
+  *iteration = (long long)iter;
   t2s_ckpt_close(r);
   return ok;
 }
 
 int t2s_workdir_find_resume(const char *work_dir, char *path, size_t size, char *why, size_t why_size) {
-  char reason[T2S_ERROR_MAX], scratch[T2S_ERROR_MAX];
+  char reason[T2S_ERROR_MAX], scratch[T2S_ERROR_MAX], latest[1200];
   struct stat sb;
   if (why) why[0] = '\0';
-  snprintf(path, size, "%s/latest.h5", work_dir);
-  int had_latest = lstat(path, &sb) == 0;
-  if (had_latest && opens(path, reason, sizeof reason)) return 1;
-  if (had_latest && why) snprintf(why, why_size, "%s was rejected: %s", path, reason);
-  for (long long it = newest_iter_below(work_dir, LLONG_MAX); it >= 0;
+  snprintf(latest, sizeof latest, "%s/latest.h5", work_dir);
+  int had_latest = lstat(latest, &sb) == 0;
+  long long latest_iter = -1, iter = -1;
+  int latest_ok = had_latest && opens(latest, &latest_iter, reason, sizeof reason);
+  if (had_latest && !latest_ok && why) snprintf(why, why_size, "%s was rejected: %s", latest, reason);
+  /* A run killed between writing iter_N.h5 and re-pointing latest.h5 leaves latest.h5
+   * one checkpoint behind: the newest iter_*.h5 that opens wins over it. */
+  for (long long it = newest_iter_below(work_dir, LLONG_MAX); it > latest_iter;
        it = newest_iter_below(work_dir, it)) {
     snprintf(path, size, "%s/iter_%08lld.h5", work_dir, it);
-    if (opens(path, scratch, sizeof scratch)) return 1;
+    if (opens(path, &iter, scratch, sizeof scratch)) return 1;
     /* the newest rejection is the one worth telling */
     if (why && why[0] == '\0') snprintf(why, why_size, "%s was rejected: %s", path, scratch);
+  }
+  if (latest_ok) {
+    snprintf(path, size, "%s", latest);
+    return 1;
   }
   path[0] = '\0';
   return 0;

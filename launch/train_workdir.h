@@ -16,12 +16,14 @@ t2s_status t2s_workdir_check_fresh(const char *work_dir, t2s_error *err);
 
 /* Removes what writers killed mid-write left in work_dir: `<name>.tmp.<pid>` (checkpoints),
  * `.latest.<pid>` (the latest.h5 link) and `.metrics.jsonl.<pid>` (the metrics cut-back),
- * when process <pid> no longer exists (a live pid, even a reused one, is left alone).
+ * when process <pid> no longer exists or is a zombie not yet reaped (t2s_writer_pid_gone;
+ * a live pid, even a reused one, is left alone).
  * Says on `log` (may be NULL) what it removed; returns the count. Rank 0, at start. */
 int t2s_workdir_remove_stale(const char *work_dir, FILE *log);
 
-/* The newest checkpoint of work_dir that opens: latest.h5, else the highest iter_*.h5
- * that opens. Returns 1 with `path` set, 0 (path "") when there is none. `why` (may be
+/* The newest checkpoint of work_dir that opens: the highest iter_*.h5 that opens when
+ * it is newer than latest.h5 (a run killed before it re-pointed the link), else
+ * latest.h5, else the highest iter_*.h5 that opens. Returns 1 with `path` set, 0 (path "") when there is none. `why` (may be
  * NULL) receives, when a newer file was passed over, which file and the reader's
  * reason, else "". */
 int t2s_workdir_find_resume(const char *work_dir, char *path, size_t size, char *why, size_t why_size);

@@ -179,6 +179,7 @@ static t2s_status open_data(t2s_trainer *t, t2s_error *err) {
   lc.rcs_temperature = c->data.rare_class_sampling.class_temp;
   lc.rcs_min_pixels = c->data.rare_class_sampling.min_pixels;
   lc.start_iteration = t->iter;
+  lc.skip_corrupt = c->data.on_corrupt == T2S_CFG_CORRUPT_SKIP;
   t2s_status st = open_stream(t, &t->src_ds, &t->src, (const char(*)[512])c->data.source_shards,
                               c->data.n_source_shards, "data.source.shards", &lc, err);
   if (st == T2S_OK && c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) {
@@ -390,6 +391,27 @@ static t2s_status set_precision(t2s_trainer *t, t2s_error *err) {
   return T2S_OK;
 }
 
+/* T2S_COMM_TIMEOUT in the environment replaces dist.timeout (docs/distributed.md): the
+ * launch templates set it for every program of a job, and one variable that wins
+ * everywhere is simpler than a rule per program. It is written into the config, so the
+ * saved config and the ranks' config comparison see the limit in force, and the run
+ * says so once. */
+static t2s_status env_timeout(t2s_train_config *cfg, double *replaced, t2s_error *err) {
+  double v = 0;
+  int got = t2s_dist_env_timeout(&v);
+  *replaced = NAN;
+  if (got < 0)
+    return t2s_error_set(err, T2S_ERR_INVALID,
+                         "T2S_COMM_TIMEOUT='%s' in the environment is not a number of seconds "
+                         "(>= 0; 0 waits forever): set it to e.g. 600, or unset it to use dist.timeout",
+                         getenv("T2S_COMM_TIMEOUT"));
+  if (got > 0 && v != cfg->dist.timeout) {
+    *replaced = cfg->dist.timeout;
+    cfg->dist.timeout = v;
+  }
+  return T2S_OK;
+}
+
 t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t2s_train_opts *opts,
                             t2s_error *err) {
   memset(t, 0, sizeof *t);
@@ -400,19 +422,26 @@ t2s_status t2s_trainer_init(t2s_trainer *t, const t2s_train_config *cfg, const t
   t->cfg = malloc(sizeof *t->cfg);
   if (t->cfg == NULL) return t2s_error_set(err, T2S_ERR_NOMEM, "out of memory for the config");
   *t->cfg = *cfg;
-  t2s_status st = t2s_train_config_dump_string(cfg, &t->config_yaml, err);
+  double replaced_timeout;
+  t2s_status st = env_timeout(t->cfg, &replaced_timeout, err);
+  if (st) return st;
+  st = t2s_train_config_dump_string(t->cfg, &t->config_yaml, err);
   if (st) return st;
   t2s_device dev = T2S_DEV_CPU;
   if ((st = choose_device(cfg, &dev, err)) != T2S_OK) return st;
   t2s_dist_cfg dc = t2s_dist_default_cfg();
   dc.device = dev;
   dc.quiet = opts->quiet;
-  /* dist.timeout replaces T2S_COMM_TIMEOUT here (docs/distributed.md); the timeout
-   * message names the key */
-  dc.timeout_s = cfg->dist.timeout;
-  dc.timeout_setting = "the config key dist.timeout (seconds, e.g. dist.timeout=1200)";
+  /* the timeout message names the setting that decided the limit (env_timeout) */
+  dc.timeout_s = t->cfg->dist.timeout;
+  dc.timeout_setting = getenv("T2S_COMM_TIMEOUT") && *getenv("T2S_COMM_TIMEOUT")
+                           ? "T2S_COMM_TIMEOUT=SECONDS (it replaces dist.timeout)"
+                           : "the config key dist.timeout (seconds, e.g. dist.timeout=1200)";
   if ((st = t2s_dist_init(&t->comm, &dc, err)) != T2S_OK) return st;
   t->comm_up = 1;
+  if (is_root(t) && !opts->quiet && !isnan(replaced_timeout))
+    fprintf(stderr, "t2sda_train: T2S_COMM_TIMEOUT=%g from the environment replaces dist.timeout=%g\n",
+            t->cfg->dist.timeout, replaced_timeout);
   if ((st = check_same_config(t, err)) != T2S_OK) return st;
   t->ctx = t2s_ctx_create(dev, (size_t)256 << 20, err);
   if (t->ctx == NULL) return err->status;
@@ -567,6 +596,7 @@ static void log_progress(t2s_trainer *t, const t2s_uda_losses *l, double lr, dou
     if (c->uda.type == T2S_CFG_UDA_T2SDA) printf(" t2s %s", v[4]);
     printf(")");
     if (c->uda.type != T2S_CFG_UDA_SOURCE_ONLY) printf(" q %.3f", l->q);
+    if (t->corrupt_skipped > 0) printf(" | %lld damaged skipped", (long long)t->corrupt_skipped);
     printf(" | lr %.2e | %.2f img/s | eta %s\n", lr, ips, eta);
     fflush(stdout);
   }
@@ -574,8 +604,11 @@ static void log_progress(t2s_trainer *t, const t2s_uda_losses *l, double lr, dou
     fprintf(t->metrics,
             "{\"iteration\": %lld, \"loss\": %.6g, \"loss_src\": %.6g, \"loss_mix\": %.6g, "
             "\"loss_fd\": %.6g, \"loss_t2s\": %.6g, \"q\": %.6g, \"lr\": %.6g, \"images_per_s\": %.4f, "
-            "\"time\": %.3f}\n",
+            "\"time\": %.3f",
             (long long)t->iter + 1, l->total, l->src, l->mix, l->fd, l->t2s, l->q, lr, ips, dt_total);
+    if (c->data.on_corrupt == T2S_CFG_CORRUPT_SKIP)
+      fprintf(t->metrics, ", \"corrupt_skipped\": %lld", (long long)t->corrupt_skipped);
+    fputs("}\n", t->metrics);
     metrics_flush(t);
   }
 }
@@ -661,6 +694,21 @@ static t2s_status check_consistency(t2s_trainer *t, t2s_error *err) {
   return t2s_dist_check_all(&t->comm, bad ? T2S_ERR_COMM : T2S_OK, msg, err);
 }
 
+/* data.on_corrupt: skip: says on stderr which damaged image each batch passed over
+ * (this rank's), and returns how many. */
+static int64_t count_replaced(const t2s_trainer *t, const t2s_batch *src, const t2s_batch *tgt) {
+  const t2s_batch *b[2] = {src, tgt};
+  int64_t n = 0;
+  for (int k = 0; k < 2; k++) {
+    if (b[k] == NULL || b[k]->replaced == 0) continue;
+    n += b[k]->replaced;
+    fprintf(stderr, "warning: rank %d, iteration %lld: %d damaged %s image(s) replaced by the next "
+            "one(s) of the data set (data.on_corrupt: skip); the first: %s\n", t->comm.rank,
+            (long long)t->iter, b[k]->replaced, k ? "target" : "source", b[k]->replaced_note);
+  }
+  return n;
+}
+
 /* One iteration: data, the method's forward/backward, checks, optimizer step. */
 static t2s_status iterate(t2s_trainer *t, t2s_uda_losses *l, double *lr, t2s_error *err) {
   t2s_batch sb, tb;
@@ -677,10 +725,20 @@ static t2s_status iterate(t2s_trainer *t, t2s_uda_losses *l, double *lr, t2s_err
   t2s_ctx_end_pass(t->ctx);
   if (st) return st;
   poison(t, l);
-  /* every rank sees the same verdict before anything changes */
+  /* every rank sees the same verdict before anything changes: a non-finite loss, and
+   * the damaged images replaced over all ranks (the same count for any rank count) */
   const char *bad = bad_term(l);
-  int64_t flag = bad != NULL;
-  if (t->comm.world > 1 && (st = t2s_dist_allreduce_i64(&t->comm, &flag, 1, err)) != T2S_OK) return st;
+  int64_t verdict[2] = {bad != NULL, count_replaced(t, &sb, t->tgt ? &tb : NULL)};
+  if (t->comm.world > 1 && (st = t2s_dist_allreduce_i64(&t->comm, verdict, 2, err)) != T2S_OK) return st;
+  int64_t flag = verdict[0];
+  t->corrupt_skipped += verdict[1];
+  if (t->corrupt_skipped > t->cfg->data.max_corrupt)
+    return t2s_error_set(err, T2S_ERR_FORMAT,
+                         "iteration %lld: %lld training samples had damaged images and were replaced, "
+                         "more than data.max_corrupt = %d: the shards are badly damaged; rebuild them "
+                         "with t2sda_shards (stderr names each damaged file and image), or raise "
+                         "data.max_corrupt", (long long)t->iter, (long long)t->corrupt_skipped,
+                         t->cfg->data.max_corrupt);
   if (flag)
     return t2s_error_set(err, T2S_ERR_NUMERIC,
                          "iteration %lld: %s is not finite on %s; stopped before the optimizer step, "

@@ -54,6 +54,8 @@ typedef struct t2s_trainer {
   int resumed_world;        /* ranks of the run that wrote the resumed checkpoint (0: fresh) */
   t2s_dataset *src_ds, *tgt_ds;  /* the training data, read by the loaders (heap: the
                                   * workers hold their addresses) */
+  int64_t corrupt_skipped;  /* samples whose damaged image was replaced, all ranks
+                             * (data.on_corrupt: skip), since this process started */
   int poison_iter;          /* the test hook's iteration, -1 when off */
   char poison_term[8];
   double best_miou;

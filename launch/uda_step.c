@@ -6,11 +6,13 @@
  * t2s_uda_step, is at the end: one call per step of docs/method.md. */
 #include "launch/uda_step.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "core/ops.h"
 #include "core/optim.h"
 #include "launch/device_batch.h"
+#include "launch/model_config.h"
 #include "losses/batch_stats.h"
 #include "losses/classmix.h"
 #include "losses/feature_distance.h"
@@ -69,6 +71,10 @@ t2s_status t2s_uda_init(t2s_uda *u, const t2s_train_config *c, int rank, int wor
   u->alpha = c->uda.alpha;
   u->teacher_bn_batch = c->uda.teacher_bn == T2S_CFG_TEACHER_BN_BATCH;
   self_training_cfg(c, u);
+  u->hrda = c->model.hrda.enabled;
+  u->hrda_cfg = t2s_hrda_cfg_from_train_config(c);
+  u->hrda_detail_w = c->model.hrda.detail_loss_weight;
+  u->hrda_view = c->uda.t2s.hrda_view;
   u->lambda_fd = c->uda.type == T2S_CFG_UDA_SOURCE_ONLY ? 0.0 : c->uda.imnet_feature_dist_lambda;
   for (int i = 0; i < c->uda.n_imnet_feature_dist_classes; i++)
     u->fd_class[c->uda.imnet_feature_dist_classes[i]] = 1;
@@ -120,7 +126,16 @@ typedef struct uda_iter {
   t2s_tensor *x_st;             /* pseudo-target image, normalised */
   t2s_tensor *class_w;          /* class weights of the CE terms (reweight.apply_to: all) */
   t2s_tensor *yhat, *pl_weight; /* pseudo-labels and their pixel weights */
+  t2s_hrda_box box;             /* HRDA: the source pass's detail box */
+  t2s_tensor *xs_fd;            /* HRDA: the image the feature distance's frozen copy sees */
 } uda_iter;
+
+/* HRDA's versions of the student's CE forward and the teacher's pseudo-label forward
+ * (defined with the other HRDA steps below; plain forwards without model.hrda). */
+static t2s_tensor *student_seg_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *student,
+                                    const uda_iter *it, t2s_tensor *x, t2s_tensor *y, t2s_tensor *w);
+static t2s_tensor *teacher_logits(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *m, t2s_tensor *x);
+static int hrda_pull_terms(const t2s_uda *u);
 
 /* The pulling loss's inputs: keys, queries and labels at feature size. */
 typedef struct uda_pull {
@@ -292,9 +307,9 @@ static t2s_tensor *source_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segment
 static t2s_status pseudo_labels(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *teacher,
                                 uda_iter *it, double *q) {
   if (!t2s_ctx_ok(ctx)) return ctx->err.status;
-  t2s_seg_out to;
-  if (sticky(ctx, teacher_forward(ctx, u, teacher, it->xt, &to))) return ctx->err.status;
-  t2s_tensor *logits = resized_no_grad(ctx, to.logits, it->h, it->w);
+  t2s_tensor *to = teacher_logits(ctx, u, teacher, it->xt);
+  if (to == NULL) return sticky(ctx, T2S_ERR_INVALID);
+  t2s_tensor *logits = resized_no_grad(ctx, to, it->h, it->w);
   int64_t map_shape[3] = {it->n, it->h, it->w};
   it->yhat = t2s_batch_labels(ctx, NULL, it->n, it->h, it->w);
   it->pl_weight = t2s_tensor_new(ctx, T2S_F32, 3, map_shape);
@@ -320,10 +335,8 @@ static t2s_tensor *mix_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor 
   if (!st) st = t2s_batch_color_jitter(ctx, x_mix, &u->jitter, key);
   if (!st && u->use_blur) st = t2s_batch_gaussian_blur(ctx, x_mix, &u->blur, key);
   if (!st) st = t2s_batch_normalize(ctx, x_mix);
-  t2s_seg_out mo;
-  if (!st) st = t2s_segmentor_forward(ctx, student, x_mix, &mo);
   if (sticky(ctx, st)) return NULL;
-  return seg_ce(ctx, u, mo.logits, y_mix, NULL, w_mix, it->class_w);
+  return student_seg_loss(ctx, u, student, it, x_mix, y_mix, w_mix);
 }
 
 /* 6. ImageNet feature distance between the student's features on x_s (of step 3)
@@ -333,7 +346,7 @@ static t2s_tensor *feature_distance(t2s_ctx *ctx, const t2s_uda *u, const t2s_se
                                     const uda_iter *it, t2s_tensor *student_features, float *logged) {
   if (!t2s_ctx_ok(ctx)) return NULL;
   t2s_seg_out io;
-  if (sticky(ctx, frozen_forward(ctx, imnet, it->xs, &io))) return NULL;
+  if (sticky(ctx, frozen_forward(ctx, imnet, it->xs_fd ? it->xs_fd : it->xs, &io))) return NULL;
   t2s_tensor *labels = t2s_batch_labels_down(ctx, it->ys, it->ys_host, (int)student_features->shape[2],
                                              (int)student_features->shape[3], T2S_LABEL_DOWN_MAJORITY, 0.75f,
                                              u->ignore_index, NULL);
@@ -351,7 +364,8 @@ static t2s_tensor *feature_distance(t2s_ctx *ctx, const t2s_uda *u, const t2s_se
 /* 7a. Keys from the teacher on x_s (no gradient), queries from the student on x_st,
  * the source labels at feature size, and this batch's class prototypes. */
 static t2s_status pull_features(t2s_ctx *ctx, t2s_uda *u, const t2s_segmentor *teacher,
-                                const t2s_segmentor *student, const uda_iter *it, uda_pull *p) {
+                                const t2s_segmentor *student, const uda_iter *it, uda_pull *p,
+                                int update_prototypes) {
   if (!t2s_ctx_ok(ctx)) return ctx->err.status;
   t2s_seg_out ko, qo;
   if (sticky(ctx, teacher_forward(ctx, u, teacher, it->xs, &ko))) return ctx->err.status;
@@ -370,7 +384,7 @@ static t2s_status pull_features(t2s_ctx *ctx, t2s_uda *u, const t2s_segmentor *t
   t2s_tensor *keys = t2s_tensor_host(ctx, p->keys);
   if (labels == NULL) labels = t2s_tensor_host(ctx, p->labels);
   p->labels_host = labels;
-  if (need(ctx, keys && labels, "the host keys")) return ctx->err.status;
+  if (need(ctx, keys && labels, "the host keys") || !update_prototypes) return ctx->err.status;
   return sticky(ctx, t2s_class_prototypes(ctx, keys, labels, u->ignore_index, &u->protos));
 }
 
@@ -397,6 +411,135 @@ static t2s_tensor *pull_loss(t2s_ctx *ctx, t2s_uda *u, const uda_iter *it, const
                                        u->seed, it->iter, it->offset, u->world_size, &host);
   keep_value(ctx, logged, LOG_T2S, l);
   return t2s_scale(ctx, l, (float)u->lambda_t2s);
+}
+
+/* ---- HRDA (model.hrda; docs/method.md "HRDA") ----
+ * The student's losses become HRDA's (fused and detail CE), the teacher's pseudo-labels
+ * come from HRDA inference on the full-resolution target crop, and the pull reads the
+ * view of uda.t2s.hrda_view. Detail boxes are keyed by (seed, iteration, pass): one per
+ * global batch (HRDA draws one per batch), the same on every rank. */
+enum { STREAM_HRDA_BOX = 7 };
+enum { HRDA_PASS_SOURCE = 0, HRDA_PASS_MIX = 1 };
+
+static t2s_hrda_box hrda_box(const t2s_uda *u, const t2s_segmentor *m, const uda_iter *it, int pass) {
+  t2s_rng_key key = t2s_rng_key_make(u->seed, STREAM_HRDA_BOX, (uint64_t)it->iter, (uint64_t)pass);
+  return t2s_hrda_draw_box(&u->hrda_cfg, t2s_segmentor_output_stride(m), it->h, it->w, key);
+}
+
+/* HRDAHead.losses with lr_loss_weight 0: (1 - w) CE(fused, y) + w CE(detail, y[box]);
+ * pixel weights (pseudo-label confidence) are cropped with the labels. */
+static t2s_tensor *hrda_ce(t2s_ctx *ctx, const t2s_uda *u, const t2s_hrda_out *o, const t2s_hrda_box *b,
+                           t2s_tensor *y, t2s_tensor *y_host, t2s_tensor *pixel_w, t2s_tensor *class_w) {
+  t2s_tensor *fused = seg_ce(ctx, u, o->fused, y, y_host, pixel_w, class_w);
+  float w = (float)u->hrda_detail_w;
+  if (w <= 0.0f) return fused;
+  t2s_tensor *yd = t2s_crop(ctx, y, b->y0, b->x0, b->h, b->w);
+  t2s_tensor *wd = pixel_w ? t2s_crop(ctx, pixel_w, b->y0, b->x0, b->h, b->w) : NULL;
+  t2s_tensor *detail = seg_ce(ctx, u, o->detail, yd, NULL, wd, class_w);
+  return t2s_add(ctx, t2s_scale(ctx, fused, 1.0f - w), t2s_scale(ctx, detail, w));
+}
+
+/* 3 under HRDA: the source pass; so gets the fused logits and the context features
+ * (the feature distance compares them with the frozen copy on the context image). */
+static t2s_tensor *hrda_source_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *student,
+                                    uda_iter *it, t2s_seg_out *so) {
+  if (!t2s_ctx_ok(ctx)) return NULL;
+  it->box = hrda_box(u, student, it, HRDA_PASS_SOURCE);
+  t2s_hrda_out o;
+  if (sticky(ctx, t2s_hrda_forward_train(ctx, student, &u->hrda_cfg, it->xs, &it->box, &o))) return NULL;
+  so->logits = o.fused;
+  so->features = o.context_features;
+  it->xs_fd = t2s_resize_bilinear(ctx, it->xs, (int)lroundf((float)it->h * u->hrda_cfg.context_scale),
+                                  (int)lroundf((float)it->w * u->hrda_cfg.context_scale), 0);
+  return hrda_ce(ctx, u, &o, &it->box, it->ys, it->ys_host, NULL, it->class_w);
+}
+
+/* The student's segmentation loss on a mixed batch: CE of one forward, or HRDA's. */
+static t2s_tensor *student_seg_loss(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *student,
+                                    const uda_iter *it, t2s_tensor *x, t2s_tensor *y, t2s_tensor *w) {
+  if (!u->hrda) {
+    t2s_seg_out mo;
+    if (sticky(ctx, t2s_segmentor_forward(ctx, student, x, &mo))) return NULL;
+    return seg_ce(ctx, u, mo.logits, y, NULL, w, it->class_w);
+  }
+  t2s_hrda_box b = hrda_box(u, student, it, HRDA_PASS_MIX);
+  t2s_hrda_out o;
+  if (sticky(ctx, t2s_hrda_forward_train(ctx, student, &u->hrda_cfg, x, &b, &o))) return NULL;
+  return hrda_ce(ctx, u, &o, &b, y, NULL, w, it->class_w);
+}
+
+/* The teacher's logits on x for the pseudo-labels: one forward, or under HRDA its
+ * inference (context + sliding detail windows over the full-resolution crop), in the
+ * teacher's mode (teacher_forward). */
+static t2s_tensor *teacher_logits(t2s_ctx *ctx, const t2s_uda *u, const t2s_segmentor *m, t2s_tensor *x) {
+  if (!t2s_ctx_ok(ctx)) return NULL;
+  if (!u->hrda) {
+    t2s_seg_out to;
+    return sticky(ctx, teacher_forward(ctx, u, m, x, &to)) ? NULL : to.logits;
+  }
+  int prev_grad = t2s_set_grad_enabled(ctx, 0), prev_train = ctx->training, prev_drop = ctx->no_dropout;
+  if (u->teacher_bn_batch) ctx->no_dropout = 1;
+  else ctx->training = 0;
+  t2s_hrda_out o;
+  t2s_status st = t2s_hrda_infer(ctx, m, &u->hrda_cfg, x, &o);
+  ctx->training = prev_train;
+  ctx->no_dropout = prev_drop;
+  t2s_set_grad_enabled(ctx, prev_grad);
+  return sticky(ctx, st) ? NULL : o.fused;
+}
+
+/* The batch as the pull sees it under HRDA: the source pass's detail crop of x_s, x_st
+ * and the labels (full resolution), or the context crop (x_s, x_st at the context
+ * scale; labels stay full size, the pull downsamples them to its feature grid). */
+static uda_iter hrda_pull_view(t2s_ctx *ctx, const t2s_uda *u, const uda_iter *it, t2s_cfg_hrda_view view) {
+  uda_iter v = *it;
+  if (view == T2S_CFG_HRDA_VIEW_DETAIL) {
+    const t2s_hrda_box *b = &it->box;
+    v.xs = t2s_crop(ctx, it->xs, b->y0, b->x0, b->h, b->w);
+    v.x_st = t2s_crop(ctx, it->x_st, b->y0, b->x0, b->h, b->w);
+    v.ys = t2s_crop(ctx, it->ys, b->y0, b->x0, b->h, b->w);
+    v.ys_host = v.ys ? t2s_tensor_host(ctx, v.ys) : NULL;
+    v.h = b->h, v.w = b->w;
+  } else {
+    int hc = (int)lroundf((float)it->h * u->hrda_cfg.context_scale);
+    int wc = (int)lroundf((float)it->w * u->hrda_cfg.context_scale);
+    v.xs = t2s_resize_bilinear(ctx, it->xs, hc, wc, 0);
+    v.x_st = t2s_resize_bilinear(ctx, it->x_st, hc, wc, 0);
+  }
+  return v;
+}
+
+/* 7 and 8 under HRDA: the pulling loss on the view(s) of uda.t2s.hrda_view. With both
+ * views each term weighs 1/2 and is back-propagated before the next view's prototypes
+ * replace this one's (the loss reads them); the class re-weighting comes from the detail
+ * view. The logged term is the mean of the views. */
+static int hrda_pull_terms(const t2s_uda *u) {
+  return u->hrda && u->hrda_view == T2S_CFG_HRDA_VIEW_BOTH ? 2 : 1;
+}
+
+static t2s_status hrda_pull(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, const uda_iter *it,
+                            uda_backprop *bp, float *logged) {
+  t2s_cfg_hrda_view views[2];
+  int n = 0;
+  if (u->hrda_view != T2S_CFG_HRDA_VIEW_CONTEXT) views[n++] = T2S_CFG_HRDA_VIEW_DETAIL;
+  if (u->hrda_view != T2S_CFG_HRDA_VIEW_DETAIL) views[n++] = T2S_CFG_HRDA_VIEW_CONTEXT;
+  t2s_tensor *terms[2] = {0};
+  for (int k = 0; k < n && t2s_ctx_ok(ctx); k++) {
+    uda_iter v = hrda_pull_view(ctx, u, it, views[k]);
+    uda_pull p = {0};
+    if (need(ctx, v.xs && v.x_st && v.ys && v.ys_host, "the pull's HRDA view")) break;
+    pull_features(ctx, u, nets->teacher, nets->student, &v, &p, 1);
+    if (k == 0) reweight(ctx, u, &v, p.student_logits);
+    terms[k] = pull_loss(ctx, u, &v, &p, n == 1 ? logged : NULL);
+    backward_term(ctx, bp, n == 1 ? terms[k] : t2s_scale(ctx, terms[k], 0.5f));
+  }
+  if (n == 2 && t2s_ctx_ok(ctx) && u->lambda_t2s > 0) {  /* the unscaled mean, as pull_loss logs */
+    int prev = t2s_set_grad_enabled(ctx, 0);
+    keep_value(ctx, logged, LOG_T2S,
+               t2s_scale(ctx, t2s_add(ctx, terms[0], terms[1]), (float)(0.5 / u->lambda_t2s)));
+    t2s_set_grad_enabled(ctx, prev);
+  }
+  return ctx->err.status;
 }
 
 /* 9. After the last backward: wait for the gradient all-reduce; the logged values,
@@ -429,7 +572,7 @@ t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, cons
                         const t2s_batch *tgt, t2s_uda_losses *out, t2s_error *err) {
   const int adapt = u->type != T2S_CFG_UDA_SOURCE_ONLY, pull = u->type == T2S_CFG_UDA_T2SDA;
   const int fd = nets->imnet != NULL && u->lambda_fd > 0;
-  uda_backprop bp = {nets->sync, 0, 1 + adapt + pull};
+  uda_backprop bp = {nets->sync, 0, 1 + adapt + pull * hrda_pull_terms(u)};
   uda_iter it;
   uda_pull p = {0};
   t2s_seg_out so = {0};
@@ -445,7 +588,8 @@ t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, cons
    * the student passes never coexist, and nothing of a term outlives it but the logged
    * values, the pseudo-labels' confidence and the method's host state. */
   t2s_scope term = t2s_scope_begin(ctx);
-  t2s_tensor *l_src = source_loss(ctx, u, nets->student, &it, &so);                  /* 3 */
+  t2s_tensor *l_src = u->hrda ? hrda_source_loss(ctx, u, nets->student, &it, &so)   /* 3 */
+                              : source_loss(ctx, u, nets->student, &it, &so);
   keep_value(ctx, logged, LOG_SRC, l_src);
   if (fd)                                                                            /* 6 */
     l_src = t2s_add(ctx, l_src, feature_distance(ctx, u, nets->imnet, &it, so.features, logged));
@@ -459,9 +603,13 @@ t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, cons
     backward_term(ctx, &bp, l_mix);
     t2s_scope_end(ctx, term, NULL, 0);
   }
-  if (pull) {
+  if (pull && u->hrda) {
     term = t2s_scope_begin(ctx);
-    pull_features(ctx, u, nets->teacher, nets->student, &it, &p);                    /* 7 */
+    hrda_pull(ctx, u, nets, &it, &bp, logged);                                       /* 7, 8 */
+    t2s_scope_end(ctx, term, NULL, 0);
+  } else if (pull) {
+    term = t2s_scope_begin(ctx);
+    pull_features(ctx, u, nets->teacher, nets->student, &it, &p, 1);                 /* 7 */
     reweight(ctx, u, &it, p.student_logits);                                         /* 8 */
     backward_term(ctx, &bp, pull_loss(ctx, u, &it, &p, logged));                     /* 7 */
     t2s_scope_end(ctx, term, NULL, 0);

@@ -7,6 +7,7 @@
 #pragma once
 #include <stdint.h>
 
+#include "core/nn/hrda.h"
 #include "core/nn/segmentor.h"
 #include "data/augment.h"
 #include "data/loader.h"
@@ -45,6 +46,10 @@ typedef struct t2s_uda {
   t2s_reweight_state rw_state;
   t2s_pseudo_target *restyle;  /* FFTW plans of the pseudo-target image (t2sda only) */
   int restyle_on_device;       /* the method has a CUDA slot (fourier, none): images stay on the device */
+  int hrda;                    /* model.hrda.enabled: HRDA forward passes and losses */
+  t2s_hrda_cfg hrda_cfg;
+  double hrda_detail_w;        /* model.hrda.detail_loss_weight */
+  t2s_cfg_hrda_view hrda_view; /* uda.t2s.hrda_view */
 } t2s_uda;
 
 /* The networks one iteration trains and reads, and the rank's gradient all-reduce

@@ -14,6 +14,9 @@
  *   (the weights have moved apart by then), and so is the evaluation's mIoU;
  * - host synchronisations: the first CUDA run prints them (--debug-syncs); every iteration
  *   reads back at most MAX_READBACKS times (the list is at MAX_READBACKS);
+ * - HRDA (model.hrda): 3 iterations on the CPU and on CUDA (fused and detail losses, HRDA
+ *   pseudo-labels, the pull on the detail crop, HRDA inference in the evaluation): the
+ *   logged loss terms agree to 1e-4 relative and the final student and teacher to 1e-3;
  * - the run exercises every device step: FD with majority labels (host, uploaded),
  *   majority labels for the pulling loss, class weights in the CE terms, jitter, blur,
  *   the Fourier pseudo-target and a sliding-window evaluation.
@@ -191,6 +194,34 @@ static void check_syncs(const char *log_name) {
 #define BF16_ABS 1e-3
 
 /* The bf16 run of the same config: iteration 1 near the CPU's, every later one finite. */
+/* HRDA on both devices: a 48 crop, context 24, detail 32 (ResNet output stride 8: 4 x 4
+ * detail logits); nearest labels so that the small detail grid keeps pull queries. */
+static void hrda_runs(void) {
+  const char *h = "model.hrda.enabled=true data.crop=[48,48] model.hrda.hr_crop_size=[32,32] "
+                  "model.hrda.slide_stride=[16,16] uda.t2s.label_down=nearest";
+  CHECK_MSG(train("cpu", "hrda_cpu", h) == 0, "the HRDA CPU run failed: see %s/hrda_cpu.log", dir);
+  CHECK_MSG(train("cuda", "hrda_cuda", h) == 0, "the HRDA CUDA run failed: see %s/hrda_cuda.log", dir);
+  double lc[MAX_ITERS][N_TERMS], lg[MAX_ITERS][N_TERMS], mc, mg;
+  char wd[1024];
+  snprintf(wd, sizeof wd, "%s/hrda_cpu", dir);
+  int nc = read_metrics(wd, lc, &mc);
+  snprintf(wd, sizeof wd, "%s/hrda_cuda", dir);
+  int ng = read_metrics(wd, lg, &mg);
+  CHECK_MSG(nc == MAX_ITERS && ng == MAX_ITERS, "HRDA metrics: %d CPU and %d CUDA iterations logged", nc, ng);
+  for (int i = 0; i < MAX_ITERS && nc == MAX_ITERS && ng == MAX_ITERS; i++)
+    for (int k = 0; k < N_TERMS; k++) {
+      printf("  hrda iteration %d %-12s cpu %.9g cuda %.9g\n", i + 1, terms[k], lc[i][k], lg[i][k]);
+      CHECK_MSG(isfinite(lg[i][k]) && fabs(lc[i][k] - lg[i][k]) <= 1e-4 * fmax(fabs(lc[i][k]), 1e-6),
+                "HRDA iteration %d %s: CPU %.9g, CUDA %.9g", i + 1, terms[k], lc[i][k], lg[i][k]);
+    }
+  CHECK_MSG(isfinite(mg) && fabs(mc - mg) <= 0.02, "HRDA mIoU: CPU %.4f, CUDA %.4f", mc, mg);
+  char fc[1100], fg[1100];
+  snprintf(fc, sizeof fc, "%s/hrda_cpu/iter_%08d.h5", dir, MAX_ITERS);
+  snprintf(fg, sizeof fg, "%s/hrda_cuda/iter_%08d.h5", dir, MAX_ITERS);
+  compare_group(fc, fg, "/params");
+  compare_group(fc, fg, "/ema");
+}
+
 static void bf16_run(double lc[MAX_ITERS][N_TERMS]) {
   int rc = t2s_test_run("%s/t2sda_train %s device=cuda precision=bf16 work_dir=%s/bf16 "
                         "> %s/bf16.log 2>&1", bin, common, dir, dir);
@@ -257,6 +288,7 @@ int main(void) {
   CHECK_MSG(isfinite(mg) && fabs(mc - mg) <= 0.02, "mIoU after %d iterations: CPU %.4f, CUDA %.4f", MAX_ITERS, mc, mg);
 
   if (nc == MAX_ITERS) bf16_run(lc);
+  hrda_runs();
 
   char fc[1100], f1[1100], f2[1100];
   snprintf(fc, sizeof fc, "%s/cpu/iter_%08d.h5", dir, MAX_ITERS);

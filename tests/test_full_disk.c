@@ -1,4 +1,4 @@
-// ctest-labels: e2e
+// ctest-labels: e2e fault
 // ctest-timeout: 300
 /* A full disk under a real training run: the work_dir is a small tmpfs. After a first
  * checkpoint, the rest of the tmpfs is filled, and the resumed run's next checkpoint

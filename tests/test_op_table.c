@@ -45,6 +45,10 @@ static const op_check checks[T2S_OP_COUNT] = {
     [T2S_OP_tokens_transpose] = {"test_grad_attention.c", "t2s_nchw_to_tokens("},
     [T2S_OP_drop_path] = {"test_grad_attention.c", "t2s_drop_path("},
     [T2S_OP_to_f32] = {"test_grad_elementwise.c", "t2s_to_f32("},
+    [T2S_OP_crop] = {"test_grad_hrda.c", "t2s_crop("},
+    [T2S_OP_slide_merge] = {"test_grad_hrda.c", "t2s_slide_merge("},
+    [T2S_OP_hrda_gate] = {"test_grad_hrda.c", "t2s_hrda_gate("},
+    [T2S_OP_hrda_fuse] = {"test_grad_hrda.c", "t2s_hrda_fuse("},
 };
 
 /* The whole of tests/<name> (malloc'd, NUL-terminated), or NULL. */

@@ -23,7 +23,7 @@ typedef struct domain_stats {
 } domain_stats;
 
 static void test_determinism(void) {
-  t2s_synth_cfg cfg = {96, 64, 7};
+  t2s_synth_cfg cfg = {96, 64, 7, 0};
   size_t n = 96 * 64;
   uint8_t *a = malloc(3 * n), *b = malloc(3 * n), *la = malloc(n), *lb = malloc(n);
   t2s_error err = {0};
@@ -50,7 +50,7 @@ static void test_determinism(void) {
 }
 
 static void test_errors(void) {
-  t2s_synth_cfg cfg = {8, 64, 1};
+  t2s_synth_cfg cfg = {8, 64, 1, 0};
   uint8_t rgb[8 * 64 * 3];
   t2s_error err = {0};
   CHECK(t2s_synth_draw(&cfg, T2S_SYNTH_SOURCE, 0, rgb, NULL, &err) == T2S_ERR_INVALID);
@@ -237,7 +237,7 @@ static void test_styles(void) {
   CHECK(T2S_SYNTH_NUM_STYLES >= 3);
   CHECK(t2s_synth_style_find("storm") == 3 && t2s_synth_style_find("hail") == -1);
   CHECK(strcmp(t2s_synth_style_name(1), "night") == 0 && t2s_synth_style_name(4) == NULL);
-  t2s_synth_cfg cfg = {96, 64, 7};
+  t2s_synth_cfg cfg = {96, 64, 7, 0};
   size_t n = 96 * 64;
   uint8_t *a = malloc(3 * n), *b = malloc(3 * n), *la = malloc(n), *lb = malloc(n);
   t2s_error err = {0};
@@ -283,11 +283,40 @@ static void test_styles(void) {
   }
 }
 
+/* --thin: poles, signs and lights become thin and small (fewer pixels each, and a
+ * horizontal pole run of a few pixels at 192 x 192), but still present. */
+static void test_thin(void) {
+  enum { N = 12, S = 192 };
+  double px[2][T2S_SYNTH_NUM_CLASSES] = {{0}}, runs[2] = {0}, run_px[2] = {0};
+  uint8_t *rgb = malloc(S * S * 3), *lab = malloc(S * S);
+  for (int thin = 0; thin < 2 && rgb && lab; thin++) {
+    t2s_synth_cfg cfg = {S, S, 99, thin};
+    for (int i = 0; i < N; i++) {
+      t2s_error err = {0};
+      CHECK_MSG(t2s_synth_draw(&cfg, T2S_SYNTH_SOURCE, (uint64_t)i, rgb, lab, &err) == T2S_OK, "%s", err.msg);
+      for (int p = 0; p < S * S; p++) px[thin][lab[p]] += 1;
+      for (int y = 0; y < S; y++)  /* horizontal runs of pole pixels: their mean width */
+        for (int x = 0; x < S; x++)
+          if (lab[y * S + x] == T2S_SYNTH_POLE && (x == 0 || lab[y * S + x - 1] != T2S_SYNTH_POLE)) runs[thin] += 1;
+    }
+    run_px[thin] = px[thin][T2S_SYNTH_POLE];
+  }
+  double w0 = run_px[0] / (runs[0] > 0 ? runs[0] : 1), w1 = run_px[1] / (runs[1] > 0 ? runs[1] : 1);
+  CHECK_MSG(px[1][T2S_SYNTH_POLE] > 0 && px[1][T2S_SYNTH_TRAFFIC_SIGN] > 0, "thin: no poles (%g) or signs (%g)",
+            px[1][T2S_SYNTH_POLE], px[1][T2S_SYNTH_TRAFFIC_SIGN]);
+  CHECK_MSG(w1 < 0.6 * w0, "thin poles are %.2f px wide on average, normal ones %.2f", w1, w0);
+  CHECK_MSG(px[1][T2S_SYNTH_TRAFFIC_SIGN] < 0.6 * px[0][T2S_SYNTH_TRAFFIC_SIGN], "thin signs cover %g px, normal %g",
+            px[1][T2S_SYNTH_TRAFFIC_SIGN], px[0][T2S_SYNTH_TRAFFIC_SIGN]);
+  free(rgb);
+  free(lab);
+}
+
 int main(void) {
   test_determinism();
+  test_thin();
   test_errors();
   test_styles();
-  t2s_synth_cfg cfg = {160, 120, 2024};
+  t2s_synth_cfg cfg = {160, 120, 2024, 0};
   domain_stats *s = malloc(sizeof *s), *t = malloc(sizeof *t);
   collect(&cfg, T2S_SYNTH_SOURCE, s);
   collect(&cfg, T2S_SYNTH_TARGET, t);

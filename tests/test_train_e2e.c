@@ -319,6 +319,24 @@ static void bad_inputs(void) {
   CHECK_MSG(t2s_test_file_contains(log, "resume: data.source.shards now has 12 images"), "see %s", log);
 }
 
+/* T2S_COMM_TIMEOUT (set by the launch templates) replaces dist.timeout: the run says so,
+ * and the checkpoint's config records the limit in force; a value that is not a number
+ * of seconds is refused naming the variable. */
+static void env_timeout(void) {
+  char wd[600], log[700];
+  snprintf(wd, sizeof wd, "%s/env_timeout", dir);
+  snprintf(log, sizeof log, "%s/env_timeout1.log", dir);
+  int rc = t2s_test_run("T2S_COMM_TIMEOUT=10min %s/t2sda_train %s work_dir=%s --stop-after 1 > %s 2>&1", bin, common, wd, log);
+  CHECK_MSG(rc == 1 && t2s_test_file_contains(log, "T2S_COMM_TIMEOUT='10min'") &&
+            t2s_test_file_contains(log, "not a number of seconds"), "T2S_COMM_TIMEOUT=10min: exit %d (see %s)", rc, log);
+  snprintf(log, sizeof log, "%s/env_timeout2.log", dir);
+  CHECK(t2s_test_run("T2S_COMM_TIMEOUT=42 %s/t2sda_train %s work_dir=%s --stop-after 1 dist.timeout=77 > %s 2>&1", bin,
+                     loud, wd, log) == 0);
+  CHECK_MSG(t2s_test_file_contains(log, "T2S_COMM_TIMEOUT=42 from the environment replaces dist.timeout=77"), "see %s", log);
+  CHECK(t2s_test_run("%s/t2sda_convert inspect %s/iter_00000001.h5 > %s 2>&1", bin, wd, log) == 0);
+  CHECK_MSG(t2s_test_file_contains(log, "timeout: 42"), "the stored config lacks the limit in force (see %s)", log);
+}
+
 int main(void) {
   if (t2s_test_e2e_dirs("e2e_work", bin, sizeof bin, src, sizeof src, dir, sizeof dir) != 0) return 1;
   CHECK(t2s_test_run("%s/t2sda_synth %s/data --source 24 --target 24 --val 6 --size 48 48 --seed 3 > %s/synth.log 2>&1",
@@ -349,5 +367,6 @@ int main(void) {
   sigterm_saves();
   nan_stops_cleanly();
   bad_inputs();
+  env_timeout();
   return t2s_test_finish("test_train_e2e");
 }

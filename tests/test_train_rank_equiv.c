@@ -6,7 +6,7 @@
  * difference per tensor <= 1e-5) as one process with 2 images per rank, the data
  * order being the same. SyncBN keeps batch statistics global. The 2-rank runs
  * also check after every step that both ranks hold bit-identical state
- * (dist.check_consistency). Then a distributed resume (5 + 5 iterations on 2
+ * (dist.check_consistency). The same with HRDA (model.hrda). Then a distributed resume (5 + 5 iterations on 2
  * ranks) must equal the uninterrupted 2-rank run. */
 #include <math.h>
 #include <stdarg.h>
@@ -143,6 +143,10 @@ int main(void) {
   equivalence("t2sda_mit_b0", "t2sda", 1,
               "model.backbone.type=mit_b0 model.decode_head.type=daformer_sepaspp "
               "model.decode_head.channels=16 model.decode_head.norm=syncbn checkpoint.interval=4", 4);
+  /* HRDA: the detail boxes are drawn per global batch (the same on every rank), the
+   * teacher's batched detail windows normalise with SyncBN's global statistics */
+  equivalence("t2sda_hrda", "t2sda", 1,
+              "model.hrda.enabled=true model.hrda.hr_crop_size=[16,16] model.hrda.slide_stride=[8,8]", 6);
   distributed_resume();
   return t2s_test_finish("test_train_rank_equiv");
 }

@@ -19,6 +19,11 @@ executables raise), and reads the fuzz summaries tools/fuzz.sh wrote. Per row:
 
     tools/reliability_report.py --build build [--fuzz build-fuzz-long] [--tests a,b]
                                 [--out docs/reliability.md]
+    tools/reliability_report.py --build build --update test_a,test_b
+
+--update reruns only the named tests and keeps every other row of the existing page
+as it is (the fuzz rows come from long runs that are not redone for a change to one
+test); the page then names the rows rerun and when.
 """
 import argparse
 import datetime
@@ -43,9 +48,14 @@ TESTS = [
     ("test_png_limits", "PNG headers claiming huge images", False),
     ("test_eval_errors", "evaluation: bad options, config, checkpoint, shards", False),
     ("test_dist_failure", "distributed runs: a rank killed, hung or failing", False),
+    ("test_dist_netns", "distributed faults between hosts (netns)", False),
     ("test_train_dist_e2e", "multi-rank training: differing configs, signals, world-size change", True),
     ("test_train_e2e", "training runs: resume, SIGTERM, NaN, bad keys, missing shards", True),
     ("test_infer", "inference on image folders (t2sda_infer)", True),
+    ("test_full_disk", "disk full under a training run (ENOSPC on a checkpoint write)", True),
+    ("test_fault_kill", "kill -9 during checkpoint writes (24 rounds), then --resume auto", True),
+    ("test_fault_shard", "corrupt shard chunk during training (data.on_corrupt error / skip)", True),
+    ("test_fault_mpirun_term", "SIGTERM to mpirun (2 ranks, launch/templates/mpirun_workstation.sh)", True),
 ]
 
 SUBJECT = re.compile(r"(/|--[a-z][a-z-]+|\.(h5|yaml|yml|pth|png|safetensors|txt|json|jsonl)\b|'[^']+'|\"[^\"]+\"|"
@@ -141,8 +151,21 @@ def main():
     ap.add_argument("--fuzz", default=None, help="directory with fuzz-*.json (tools/fuzz.sh)")
     ap.add_argument("--tests", default=None, help="comma-separated subset of the tests")
     ap.add_argument("--out", default="docs/reliability.md")
+    ap.add_argument("--update", default=None, metavar="a,b",
+                    help="rerun only these tests; keep the other rows of --out")
     a = ap.parse_args()
-    wanted = set(a.tests.split(",")) if a.tests else None
+    if a.update and (a.tests or a.fuzz):
+        ap.error("--update reruns the named tests only: leave out --tests and --fuzz")
+    known = {name for name, _, _ in TESTS}
+    wanted = set((a.update or a.tests).split(",")) if (a.update or a.tests) else None
+    if wanted and wanted - known:
+        ap.error(f"unknown test(s) {', '.join(sorted(wanted - known))}; known: {', '.join(sorted(known))}")
+    old = None
+    if a.update:
+        if not os.path.exists(a.out):
+            ap.error(f"--update needs the existing page {a.out} (generate it first without --update)")
+        with open(a.out) as f:
+            old = parse_page(f.read())
     results = {}
     for name, _, _ in TESTS:
         if wanted and name not in wanted:
@@ -152,7 +175,7 @@ def main():
         if r is not None:
             results[name] = r
     fuzz = fuzz_rows(a.fuzz) if a.fuzz else []
-    write(a, results, fuzz)
+    write(a, results, fuzz, old)
     bad = [n for n, r in results.items() if r["status"] not in ("passed", "skipped")]
     bad += [f"fuzz_{f['target']}" for f in fuzz if f["crash"] or f["hang"]]
     if bad:
@@ -160,12 +183,49 @@ def main():
     return 1 if bad else 0
 
 
-def write(a, results, fuzz):
+UPDATED = re.compile(r"Rows rerun since with `--update`: (.*)\.$")
+
+
+def parse_page(text):
+    """What --update keeps of an existing page: the generation line, the table rows by
+    test name, the sections that come from the fuzz runs, and the unclear messages."""
+    lines = text.split("\n")
+    page = {"generated": None, "updated": {}, "rows": {}, "sections": {}, "unclear": {}}
+    section = None
+    for line in lines:
+        if line.startswith("Generated ") and page["generated"] is None:
+            page["generated"] = line
+        m = UPDATED.match(line)
+        if m:
+            for name, when in re.findall(r"`([^`]+)` \(([^)]+)\)", m.group(1)):
+                page["updated"][name] = when
+        if line.startswith("## "):
+            section = line[3:]
+            if section in ("Findings outside project code", "Fuzzing coverage"):
+                page["sections"][section] = []
+        if section in page["sections"]:
+            page["sections"][section].append(line)
+        elif section is None and line.startswith("| ") and "| `" in line:
+            name = line.split("|")[2].strip().strip("`")  # the test column
+            page["rows"][name] = line
+        elif section == "Messages graded unclear" and line.startswith("- `"):
+            page["unclear"].setdefault(line.split("`")[1], []).append(line)
+    for sec in page["sections"].values():  # the blank line before the next section
+        while sec and sec[-1] == "":
+            sec.pop()
+    return page
+
+
+def write(a, results, fuzz, old=None):
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = (f"Generated {when} by `tools/reliability_report.py --build {a.build}"
+                 + (f" --fuzz {a.fuzz}" if a.fuzz else "") + "` from the tests below, each run alone ")
+    if old and old["generated"]:
+        generated = old["generated"].split("from the tests below, each run alone ")[0] + \
+            "from the tests below, each run alone "
     out = ["# Reliability: what bad input does", "",
            "<!-- generated by tools/reliability_report.py; do not edit by hand -->", "",
-           f"Generated {when} by `tools/reliability_report.py --build {a.build}"
-           + (f" --fuzz {a.fuzz}" if a.fuzz else "") + "` from the tests below, each run alone "
+           generated +
            "through ctest with `T2S_ERROR_LOG` set, so that every error message the libraries "
            "and the executables raised while it ran is counted (core/status.c), and from the "
            "fuzz summaries of `tools/fuzz.sh`.", "",
@@ -180,9 +240,24 @@ def write(a, results, fuzz):
            "in project code.",
            "- **data lost**: failed checks of a test that verifies earlier outputs survive the "
            "failure (`-`: the test writes nothing that could be lost).", ""]
-    out += table(results, fuzz)
+    if old:
+        updated = dict(old["updated"], **{n: when for n in results})
+        order = [n for n, _, _ in TESTS if n in updated]
+        out += ["Rows rerun since with `--update`: "
+                + ", ".join(f"`{n}` ({updated[n]})" for n in order) + ".", ""]
+    rows = table(results, fuzz)
+    if old:  # the rows of tests not rerun, and the fuzz rows, as they were
+        new_rows = {r.split("|")[2].strip().strip("`"): r for r in rows[2:]}
+        rows = rows[:2] + [new_rows.get(n) or old["rows"][n] for n, _, _ in TESTS
+                           if n in new_rows or n in old["rows"]]
+        rows += [r for n, r in old["rows"].items() if n.startswith("fuzz_")]
+    out += rows
     third = [(f["target"], t) for f in fuzz for t in f["third"]]
-    if third:
+    if old:
+        for name in ("Findings outside project code", "Fuzzing coverage"):
+            if name in old["sections"]:
+                out += [""] + old["sections"][name]
+    elif third:
         out += ["", "## Findings outside project code", "",
                 "Inputs the fuzzers saved whose fault lies in a library t2sda calls, not in "
                 "project code (first stack frame outside the sanitizer runtime, "
@@ -204,7 +279,7 @@ def write(a, results, fuzz):
         for (tgt, kind, what, lib, frame), n in counts.items():
             where = f"{lib} `{frame}`" if frame else lib
             out.append(f"| `fuzz_{tgt}` | {kind} | {what} | {where} | {n} |")
-    if fuzz:
+    if fuzz and not old:
         out += ["", "## Fuzzing coverage", "", "| harness | seconds | inputs | cov | features |",
                 "|---|---:|---:|---:|---:|"]
         out += [f"| `fuzz_{f['target']}` | {f['seconds']:.0f} | {f['execs']} | {f['cov']} | {f['ft']} |"
@@ -218,15 +293,32 @@ def write(a, results, fuzz):
     shown = {}
     for n, m in unclear:  # at most 12 per test: byte-flip tests raise hundreds of variants
         shown.setdefault(n, []).append(m)
+    listed = []
     for n, ms in shown.items():
-        out += [f"- `{n}`: {m[:300].replace('|', '/')}" for m in ms[:12]]
+        listed += [f"- `{n}`: {m[:300].replace('|', '/')}" for m in ms[:12]]
         if len(ms) > 12:
-            out.append(f"- `{n}`: ... and {len(ms) - 12} more of the same kinds")
-    if not unclear:
-        out.append("- none")
+            listed.append(f"- `{n}`: ... and {len(ms) - 12} more of the same kinds")
+    if old:  # by test name as always: the kept tests' lines as they were, the rerun tests' anew
+        mine = {}
+        for line in listed:
+            mine.setdefault(line.split("`")[1], []).append(line)
+        kept = {n: ls for n, ls in old["unclear"].items() if n not in results}
+        merged = dict(kept, **mine)
+        listed = [l for n in sorted(merged) for l in merged[n]]
+    out += listed or ["- none"]
     out += ["", "## Regenerating", "",
             "    cmake -S . -B build -DT2S_WERROR=ON && cmake --build build -j",
             "    tools/fuzz.sh -t 240 && tools/reliability_report.py --build build --fuzz build-fuzz", "",
+            "After a change that touches a few tests, rerun only those and keep the other rows "
+            "(the fuzz rows come from long runs):", "",
+            "    tools/reliability_report.py --build build --update test_fault_kill,test_train_e2e", "",
+            "The fault-injection rows (`test_full_disk`, `test_fault_kill`, `test_fault_shard`, "
+            "`test_fault_mpirun_term`, ctest label `fault`) run the real "
+            "executables: a full tmpfs under a checkpoint write, 24 `kill -9` at seeded random "
+            "moments (most inside a checkpoint write) each followed by `--resume auto`, a flipped "
+            "byte inside a shard chunk met during training, and SIGTERM to a 2-rank mpirun job. "
+            "Their \"data lost\" counts failed checks that earlier checkpoints, metrics lines and "
+            "logs survived intact.", "",
             "The table is only as good as the tests behind it: a category with few cases has few "
             "bad-input tests, and the grading of messages is a pattern match (the last section "
             "lists every message it found wanting)."]

@@ -9,7 +9,8 @@ set -euo pipefail
 pkgs=(cmake pkg-config libopenblas-dev libopenblas-openmp-dev libhdf5-dev hdf5-tools libyaml-dev
       libopenmpi-dev openmpi-bin libfftw3-dev libpng-dev libjpeg62-turbo-dev
       zlib1g-dev python3-h5py python3-numpy
-      clang libclang-rt-dev libomp-dev)  # clang + libFuzzer runtime: tools/fuzz.sh
+      clang libclang-rt-dev libomp-dev   # clang + libFuzzer runtime: tools/fuzz.sh
+      iproute2)                          # ip netns / veth: tests/dist_netns.sh
 if [[ "${1:-}" == "--python" ]]; then
   pkgs+=(python3-torch python3-matplotlib)
 fi

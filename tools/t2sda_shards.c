@@ -211,6 +211,9 @@ static void on_interrupt(int sig) {
 }
 
 int main(int argc, char **argv) {
+  /* line-buffered even into a file or pipe: a run killed outright (kill -9, OOM) must
+   * not lose the progress lines it printed last */
+  setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_shards")) == EOF;
   for (int i = 1; i < argc; i++) /* also `t2sda_shards gta5 --help` */
     if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {

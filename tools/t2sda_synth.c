@@ -221,6 +221,7 @@ typedef struct opts {
   const char *out;
   long long source, target, val, width, height, seed, shards, threads, deflate;
   int styles[T2S_SYNTH_NUM_STYLES], nstyles; /* DG styles to draw, in order */
+  int thin;                                  /* --thin */
 } opts;
 
 static const char *usage =
@@ -232,6 +233,8 @@ static const char *usage =
     "  --size W H   image size (%d..%d)      --seed S     the data set's seed\n"
     "  --shards K   shards per split (default 1)   --threads T  drawing threads (default 2)\n"
     "  --deflate L  zlib level 1-4 (default 1)\n"
+    "  --thin       thin poles, half-size signs and lights, more poles: small objects that\n"
+    "               need high resolution (the HRDA benchmark)\n"
     "  --styles N | --styles NAME,...  also draw --val labelled images of DG styles (the first\n"
     "               N of fog,night,snow,storm, or the named ones) as OUT/<style>_val-*.h5\n";
 
@@ -267,7 +270,7 @@ static int parse_args(int argc, char **argv, opts *o) {
   const long long big = 1000000000LL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    int need = strcmp(a, "--size") == 0 ? 2 : 1, ok = 1;
+    int need = strcmp(a, "--size") == 0 ? 2 : strcmp(a, "--thin") == 0 ? 0 : 1, ok = 1;
     if (strncmp(a, "--", 2) != 0) {
       if (o->out) {
         fprintf(stderr, "t2sda_synth: a second output folder '%s' (the first was '%s')\n", a, o->out);
@@ -280,7 +283,8 @@ static int parse_args(int argc, char **argv, opts *o) {
       fprintf(stderr, "t2sda_synth: %s needs %d value(s)\n", a, need);
       return 0;
     }
-    if (strcmp(a, "--source") == 0) ok = parse_i64(a, argv[++i], 0, big, &o->source);
+    if (strcmp(a, "--thin") == 0) o->thin = 1;
+    else if (strcmp(a, "--source") == 0) ok = parse_i64(a, argv[++i], 0, big, &o->source);
     else if (strcmp(a, "--target") == 0) ok = parse_i64(a, argv[++i], 0, big, &o->target);
     else if (strcmp(a, "--val") == 0) ok = parse_i64(a, argv[++i], 0, big, &o->val);
     else if (strcmp(a, "--seed") == 0) ok = parse_i64(a, argv[++i], 0, (long long)1 << 62, &o->seed);
@@ -306,6 +310,9 @@ static int parse_args(int argc, char **argv, opts *o) {
 }
 
 int main(int argc, char **argv) {
+  /* line-buffered even into a file or pipe: a run killed outright (kill -9, OOM) must
+   * not lose the progress lines it printed last */
+  setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc >= 2 && strcmp(argv[1], "--version") == 0) return puts(T2S_VERSION_LINE("t2sda_synth")) == EOF;
   for (int i = 1; i < argc; i++)
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -318,7 +325,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "t2sda_synth: cannot create the output folder '%s': %s\n", o.out, strerror(errno));
     return 1;
   }
-  t2s_synth_cfg cfg = {(int)o.width, (int)o.height, (uint64_t)o.seed};
+  t2s_synth_cfg cfg = {(int)o.width, (int)o.height, (uint64_t)o.seed, o.thin};
   char style_names[T2S_SYNTH_NUM_STYLES][32];
   split splits[3 + T2S_SYNTH_NUM_STYLES] = {
       {"source", "train", T2S_SYNTH_SOURCE, -1, 0, 1, o.source},

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -35,4 +36,25 @@ t2s_status t2s_durable_rename(const char *tmp_path, const char *final_path, cons
   else if (slash == dir) dir[1] = '\0';
   else *slash = '\0';
   return fsync_path(dir, 1, kind, final_path, err);
+}
+
+/* The state letter of /proc/<pid>/stat: after the last ')' (the command name in
+ * parentheses may itself hold spaces and parentheses), then one space. 0 if unknown. */
+static char proc_state(long pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *close_paren = strrchr(buf, ')');
+  return close_paren != NULL && close_paren[1] == ' ' ? close_paren[2] : 0;
+}
+
+int t2s_writer_pid_gone(long pid) {
+  if (pid <= 0 || pid != (long)(pid_t)pid) return 0;
+  if (kill((pid_t)pid, 0) != 0) return errno == ESRCH;
+  char state = proc_state(pid);
+  return state == 'Z' || state == 'X';
 }

@@ -179,7 +179,7 @@ static int run_threads(t2s_dataset *ds, const data_opts *o, int workers, double 
 static t2s_status draw_default_shards(t2s_error *err) {
   if (mkdir(DEFAULT_DIR, 0777) != 0 && errno != EEXIST)
     return t2s_error_set(err, T2S_ERR_IO, "cannot create %s: %s", DEFAULT_DIR, strerror(errno));
-  t2s_synth_cfg cfg = {1280, 720, 1};
+  t2s_synth_cfg cfg = {1280, 720, 1, 0};
   t2s_shard_meta m;
   memset(&m, 0, sizeof m);
   m.num_classes = t2s_synth_class_count();

@@ -138,8 +138,19 @@ t2s_status t2s_bench_iteration_run(const t2s_bench_iter_opts *o, t2s_bench_iter_
   }
   const int adapt = !st && c->uda.type != T2S_CFG_UDA_SOURCE_ONLY;
   for (int it = 0; !st && !o->build_only && it < o->iters; it++) {
-    t2s_batch sb = {it, B, H, W, src_img, src_lbl, indices, rcs};
-    t2s_batch tb = {it, B, H, W, tgt_img, NULL, indices, rcs};
+    t2s_batch sb, tb;
+    memset(&sb, 0, sizeof sb);
+    sb.iteration = it;
+    sb.n = B;
+    sb.h = H;
+    sb.w = W;
+    sb.images = src_img;
+    sb.labels = src_lbl;
+    sb.indices = indices;
+    sb.rcs_class = rcs;
+    tb = sb;
+    tb.images = tgt_img;
+    tb.labels = NULL;
     double t0 = t2s_clock_s();
     r.ctx->flops = 0;
     r.ctx->step = (uint64_t)it;

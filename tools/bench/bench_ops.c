@@ -88,6 +88,17 @@ static t2s_tensor *drop_path(t2s_ctx *c, t2s_tensor **in) {
   return t2s_drop_path(c, in[0], 0.1f, t2s_ctx_rng_key(c, 2));
 }
 
+static t2s_tensor *crop(t2s_ctx *c, t2s_tensor **in) { return t2s_crop(c, in[0], 64, 32, 128, 128); }
+static t2s_tensor *slide_merge(t2s_ctx *c, t2s_tensor **in) {
+  t2s_slide_grid g = {256, 256, 128, 128, 64, 64};
+  return t2s_slide_merge(c, in[0], 2, &g);
+}
+static t2s_tensor *hrda_gate(t2s_ctx *c, t2s_tensor **in) {
+  t2s_hrda_gate_args box = {32, 16, 64, 64};
+  return t2s_hrda_gate(c, in[0], in[1], &box);
+}
+static t2s_tensor *hrda_fuse(t2s_ctx *c, t2s_tensor **in) { return t2s_hrda_fuse(c, in[0], in[1], 64, 32); }
+
 /* Indexed by op id: a new op without an entry leaves a hole that test_op_table reports. */
 static const bench_op cases[T2S_OP_COUNT] = {
     [T2S_OP_conv2d] = {"x 2x64x64x64, w 64x64x3x3, bias", 3,
@@ -127,6 +138,13 @@ static const bench_op cases[T2S_OP_COUNT] = {
                           {TOK(F32_GRAD, 1024, 64), TOK(F32_GRAD, 64, 128)}, attention},
     [T2S_OP_tokens_transpose] = {"2x64x64x64 -> 2x4096x64", 1, {IMG(F32_GRAD)}, tokens_transpose},
     [T2S_OP_drop_path] = {"2x1024x64, p 0.1", 1, {TOK(F32_GRAD, 1024, 64)}, drop_path},
+    [T2S_OP_crop] = {"2x19x256x256 -> 128x128 window", 1, {{F32_GRAD, 4, {2, 19, 256, 256}}}, crop},
+    [T2S_OP_slide_merge] = {"9 windows x 2 of 19x128x128 -> 2x19x256x256", 1,
+                            {{F32_GRAD, 4, {18, 19, 128, 128}}}, slide_merge},
+    [T2S_OP_hrda_gate] = {"att, lr 2x19x128x128", 2,
+                          {{F32_GRAD, 4, {2, 19, 128, 128}}, {F32_GRAD, 4, {2, 19, 128, 128}}}, hrda_gate},
+    [T2S_OP_hrda_fuse] = {"up 2x38x256x256, hr 2x19x128x128", 2,
+                          {{F32_GRAD, 4, {2, 38, 256, 256}}, {F32_GRAD, 4, {2, 19, 128, 128}}}, hrda_fuse},
 };
 
 const char *t2s_bench_op_shape(t2s_op_id id) {
