@@ -76,14 +76,29 @@ typedef struct t2s_node t2s_node;
 typedef t2s_status (*t2s_forward_fn)(t2s_ctx *ctx, t2s_node *node);
 typedef t2s_status (*t2s_backward_fn)(t2s_ctx *ctx, t2s_node *node, const float *beta);
 
+/* What an op's backward reads of its forward tensors, so that the engine frees every
+ * other activation early (liveness, docs/architecture.md "Activation memory"): the
+ * union over the backends of the inputs (by position) and the output whose DATA the
+ * backward slots read. Gradients and shapes do not count (headers stay). An op that
+ * declares nothing (0) is taken to read every input and its output. */
+#define T2S_READS_IN(i) (1u << (i))
+#define T2S_READS_OUT (1u << T2S_MAX_INPUTS)
+#define T2S_READS_DECLARED (1u << 31)
+#define T2S_READS(mask) (T2S_READS_DECLARED | (mask))
+#define T2S_READS_NOTHING T2S_READS(0u)
+
 typedef struct t2s_op {
   const char *name;
   int differentiable;  /* 0: no backward slot on any backend (the op is never taped) */
   t2s_forward_fn forward[T2S_DEV_COUNT];
   t2s_backward_fn backward[T2S_DEV_COUNT];
+  uint32_t bwd_reads;  /* T2S_READS(...) for descriptors outside the core table; 0: all */
 } t2s_op;
 
 extern const t2s_op t2s_ops[T2S_OP_COUNT];
+/* T2S_READS(...) of every core op's backward (core/ops/registry.c); an op missing from
+ * the table is taken to read everything. */
+extern const uint32_t t2s_op_bwd_reads[T2S_OP_COUNT];
 /* 1 where the op's CUDA slots take bf16 activations (precision bf16); every other op,
  * and every op defined outside the table, refuses a bf16 input in t2s_op_apply with a
  * message naming it (core/ops/registry.c lists the converted families). */
@@ -115,7 +130,20 @@ struct t2s_node {
   void *args;        /* the op's argument struct, copied into the pass arena */
   void *saved;       /* what forward keeps for backward (pass arena), op-specific */
   int recording;     /* forward knows whether backward will run (whether to save) */
+  uint32_t saved_first, saved_count;  /* the pass allocations its forward made (engine
+                                       * records): freed after its backward */
 };
+
+/* Time per op type (t2sda_bench step --profile): ctx->profile, when set, accumulates
+ * the wall time of every forward and backward slot (host time: on CUDA it is launch
+ * time unless the caller synchronises). Index T2S_OP_COUNT sums the ops defined
+ * outside the core table (the method's losses). */
+typedef struct t2s_op_profile {
+  double fwd_s[T2S_OP_COUNT + 1], bwd_s[T2S_OP_COUNT + 1];
+  long fwd_n[T2S_OP_COUNT + 1], bwd_n[T2S_OP_COUNT + 1];
+} t2s_op_profile;
+
+typedef struct t2s_liveness t2s_liveness;
 
 typedef void (*t2s_node_hook)(void *user, const t2s_node *node);
 
@@ -151,6 +179,15 @@ struct t2s_ctx {
                            * matmul) produce: T2S_F32, or T2S_BF16 under precision bf16
                            * (CUDA only, set by t2s_cuda_set_precision); the ops that follow
                            * them keep their input's dtype */
+  /* Activation memory (docs/architecture.md "Activation memory"). Off (0): scopes free
+   * what nothing needs any more and backward releases what it has read. 1 keeps every
+   * pass allocation until t2s_ctx_end_pass (the behaviour before liveness; tests compare
+   * both). */
+  int keep_all;
+  t2s_liveness *live;     /* the records of the pass arena's allocations (engine.c) */
+  uint64_t tape_epoch;    /* counts backward calls: a scope knows the tape was cleared */
+  int op_depth;           /* > 0 inside an op's forward or backward slot */
+  t2s_op_profile *profile;  /* NULL, or where op times accumulate */
 };
 
 t2s_ctx *t2s_ctx_create(t2s_device device, size_t pass_block_bytes, t2s_error *err);
@@ -185,6 +222,24 @@ void *t2s_host_scratch(t2s_ctx *ctx, size_t bytes);
  * matrices): the op must not have allocated its output or saved state in between. */
 t2s_arena_mark t2s_scratch_mark(t2s_ctx *ctx);
 void t2s_scratch_release(t2s_ctx *ctx, t2s_arena_mark mark);
+/* ---- activation liveness ----
+ * A scope brackets forward code (a residual block, a transformer block, a network, a
+ * loss term). At its end every tensor created inside it (t2s_tensor_new) goes back to
+ * the pass arena unless it is in keep[] (used after the scope) or a taped op's
+ * backward reads it (t2s_op_bwd_reads); the latter are released by t2s_backward once
+ * their last reader has run. Raw t2s_scratch memory made outside ops is left alone.
+ * Scopes nest; an inner scope's kept tensors are judged again by the outer one.
+ * With ctx->keep_all nothing is freed. */
+typedef struct t2s_scope {
+  uint32_t first_record;
+  int tape_start;
+  uint64_t tape_epoch;
+} t2s_scope;
+t2s_scope t2s_scope_begin(t2s_ctx *ctx);
+void t2s_scope_end(t2s_ctx *ctx, t2s_scope scope, t2s_tensor *const *keep, int n_keep);
+/* Tensors and scratch ranges freed by liveness since the context was made (tests). */
+uint64_t t2s_liveness_freed(const t2s_ctx *ctx);
+
 /* Records an error in ctx (first wins) and returns NULL, for op wrappers. */
 void *t2s_ctx_fail(t2s_ctx *ctx, t2s_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -201,7 +256,9 @@ t2s_tensor *t2s_op_apply_desc(t2s_ctx *ctx, const t2s_op *op, t2s_tensor **in, i
                               t2s_tensor *out, const void *args, size_t args_size);
 
 /* Backward from a scalar f32 loss: dloss/dloss = scale. Walks the tape in reverse
- * and clears it. Parameter grads accumulate; call again for another loss term
+ * and clears it. Unless ctx->keep_all, each node's saved state, the forward tensors
+ * that only backward still read (scoped ones) and the gradients of scoped activations
+ * are freed as soon as the node that last needs them has run. Parameter grads accumulate; call again for another loss term
  * only after a new forward. */
 t2s_status t2s_backward(t2s_ctx *ctx, t2s_tensor *loss, float scale);
 

@@ -25,6 +25,8 @@ typedef struct t2s_tensor {
   uint8_t requires_grad;     /* a gradient is wanted: a parameter, or computed from one */
   uint8_t grad_accumulates;  /* parameters: backward always adds (+=) into grad */
   const char *name;          /* parameter name, or NULL */
+  uint32_t live_id;          /* engine bookkeeping: 1 + index of the pass-arena record of data
+                              * (t2s_tensor_new), 0 for memory the pass does not own */
 } t2s_tensor;
 
 int64_t t2s_numel(const t2s_tensor *t);

@@ -743,10 +743,18 @@ static t2s_status dg_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, co
 
   if (u->dg.pull) ema_teacher(ctx, nets->teacher, nets->student, u->alpha, it.iter);  /* 1 */
   if (stylised) dg_pseudo_target_image(ctx, u, src, &it);                            /* 2 */
+  /* each term in a liveness scope that ends after its backward (core/engine.h); x_st,
+   * made before them, is read by both */
+  t2s_scope term = t2s_scope_begin(ctx);
   t2s_tensor *l_src = source_loss(ctx, u, nets->student, &it, &so);                  /* 3 */
   keep_value(ctx, logged, LOG_SRC, l_src);
   backward_term(ctx, &bp, l_src);
-  if (stylised) backward_term(ctx, &bp, dg_stylised_loss(ctx, u, nets, &it, &p, logged));  /* 3-4 */
+  t2s_scope_end(ctx, term, NULL, 0);
+  if (stylised) {
+    term = t2s_scope_begin(ctx);
+    backward_term(ctx, &bp, dg_stylised_loss(ctx, u, nets, &it, &p, logged));          /* 3-4 */
+    t2s_scope_end(ctx, term, NULL, 0);
+  }
   if (finish(ctx, u, nets->sync, logged, out) != T2S_OK)                             /* 5 */
     return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);
   return T2S_OK;
@@ -777,25 +785,41 @@ t2s_status t2s_uda_step(t2s_ctx *ctx, t2s_uda *u, const t2s_uda_nets *nets, cons
 
   if (adapt) ema_teacher(ctx, nets->teacher, nets->student, u->alpha, it.iter);      /* 1 */
   if (pull) pseudo_target_image(ctx, u, src, tgt, &it);                              /* 2 */
+  /* Each term runs in a liveness scope (core/engine.h) that ends after its backward:
+   * the student passes never coexist, and nothing of a term outlives it but the logged
+   * values, the pseudo-labels' confidence and the method's host state. */
+  t2s_scope term = t2s_scope_begin(ctx);
   t2s_tensor *l_src = u->hrda ? hrda_source_loss(ctx, u, nets->student, &it, &so)   /* 3 */
                               : source_loss(ctx, u, nets->student, &it, &so);
   keep_value(ctx, logged, LOG_SRC, l_src);
   if (fd)                                                                            /* 6 */
     l_src = t2s_add(ctx, l_src, feature_distance(ctx, u, nets->imnet, &it, so.features, logged));
   backward_term(ctx, &bp, l_src);
+  t2s_scope_end(ctx, term, NULL, 0);
   if (adapt) {
+    term = t2s_scope_begin(ctx);
     pseudo_labels(ctx, u, nets->teacher, &it, &out->q);                              /* 4 */
     t2s_tensor *l_mix = mix_loss(ctx, u, nets->student, &it);                        /* 5 */
     keep_value(ctx, logged, LOG_MIX, l_mix);
     backward_term(ctx, &bp, l_mix);
+    t2s_tensor *const pseudo[2] = {it.yhat, it.pl_weight};  /* MIC's targets outlive the mix */
+    t2s_scope_end(ctx, term, pseudo, mic ? 2 : 0);
   }
-  if (mic) backward_term(ctx, &bp, masked_consistency_loss(ctx, u, nets->student, &it, logged)); /* 5b */
+  if (mic) {
+    term = t2s_scope_begin(ctx);
+    backward_term(ctx, &bp, masked_consistency_loss(ctx, u, nets->student, &it, logged)); /* 5b */
+    t2s_scope_end(ctx, term, NULL, 0);
+  }
   if (pull && u->hrda) {
+    term = t2s_scope_begin(ctx);
     hrda_pull(ctx, u, nets, &it, &bp, logged);                                       /* 7, 8 */
+    t2s_scope_end(ctx, term, NULL, 0);
   } else if (pull) {
+    term = t2s_scope_begin(ctx);
     pull_features(ctx, u, nets->teacher, nets->student, &it, &p, 1);                 /* 7 */
     reweight(ctx, u, &it, p.student_logits);                                         /* 8 */
     backward_term(ctx, &bp, pull_loss(ctx, u, &it, &p, logged));                     /* 7 */
+    t2s_scope_end(ctx, term, NULL, 0);
   }
   if (finish(ctx, u, nets->sync, logged, out) != T2S_OK)                             /* 9 */
     return t2s_error_set(err, ctx->err.status, "%s", ctx->err.msg);

@@ -34,10 +34,11 @@ LAYERS = {
     "tests": {"core", "core/formats", "dist", "data", "losses", "launch", "tests"},
 }
 # Only these files outside tools/bench may include the benchmarks, and only these
-# targets link them: the program, and the test that checks every op of the table has a
-# benchmark entry (tools/bench/bench_ops.c) and runs each once.
-BENCH_USERS = {"tools/t2sda_bench.c", "tests/test_op_table.c"}
-BENCH_TARGETS = {"t2sda_bench", "test_op_table"}
+# targets link them: the program, the test that checks every op of the table has a
+# benchmark entry (tools/bench/bench_ops.c) and runs each once, and the test that runs
+# the iteration benchmark's full T2S-DA iteration with liveness on and off.
+BENCH_USERS = {"tools/t2sda_bench.c", "tests/test_op_table.c", "tests/test_liveness.c"}
+BENCH_TARGETS = {"t2sda_bench", "test_op_table", "test_liveness"}
 # System headers a layer must not include: the engine links no file-format or MPI
 # library, and the method's losses and the communicator read no files.
 FORBIDDEN_SYSTEM = {

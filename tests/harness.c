@@ -95,11 +95,20 @@ static int analytic(t2s_ctx *ctx, t2s_gc_build build, void *user, t2s_tensor **i
       inputs[k]->grad_accumulates = 0;
     }
   }
-  t2s_tensor *out = build(ctx, inputs, user);
+  /* The build runs in a liveness scope on pass-arena copies of the differentiable inputs
+   * (x * 1, exact in both directions): everything its backward does not declare it reads
+   * (t2s_op_bwd_reads) is freed, and poisoned, before the backward runs. */
+  t2s_scope scope = t2s_scope_begin(ctx);
+  t2s_tensor *copies[T2S_MAX_INPUTS];
+  for (int k = 0; k < n; k++)
+    copies[k] = inputs[k] && inputs[k]->requires_grad && inputs[k]->dtype == T2S_F32
+                    ? t2s_scale(ctx, inputs[k], 1.0f) : inputs[k];
+  t2s_tensor *out = build(ctx, copies, user);
   if (out == NULL) return 0;
   t2s_tensor rt;
   t2s_tensor_init(&rt, T2S_F32, T2S_DEV_CPU, out->ndim, out->shape, (void *)r);
   t2s_tensor *loss = t2s_weighted_sum(ctx, out, &rt);
+  t2s_scope_end(ctx, scope, &loss, 1);
   return loss != NULL && t2s_backward(ctx, loss, 1.0f) == T2S_OK;
 }
 

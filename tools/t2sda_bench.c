@@ -5,7 +5,14 @@
  *   t2sda_bench step [--depth 50] [--base-channels 64] [--batch 2] [--crop W H]
  *                    [--classes 19] [--iters 5] [--warmup 2] [--threads 2] [--json FILE]
  *                    [--backbone resnet_v1c|mit_b0..mit_b5] [--head dlv2|daformer_sepaspp|...]
- *                    [--device cpu|cuda] [--precision fp32|tf32|bf16]
+ *                    [--device cpu|cuda] [--precision fp32|tf32|bf16] [--profile]
+ *                    [--no-liveness]
+ *   t2sda_bench iteration CONFIG [--crop W H] [--batch 2] [--iters 2] [--threads 2]
+ *                    [--no-liveness] [--set key=value ...]   (tools/bench/bench_iteration.c)
+ *
+ * --profile adds the time of every op type (forward and backward, host time of the
+ * slots: on CUDA, launch time), its share of the step, and the pass arena's peak;
+ * --no-liveness keeps every activation to the end of the pass (ctx->keep_all).
  *
  * A step is forward + loss + backward + SGD update of ResNet-V1c DeepLab-V2 on
  * random data, timed over --iters runs after --warmup. FLOPs are counted by the
@@ -28,6 +35,7 @@
 #include "core/rng.h"
 #include "core/version.h"
 #include "tools/bench/bench_data.h"
+#include "tools/bench/bench_iteration.h"
 #include "tools/bench/bench_ops.h"
 #include "tools/bench/bench_comm.h"
 #include "tools/bench/bench_scaling.h"
@@ -39,6 +47,8 @@ typedef struct bench_opts {
   const char *backbone, *head;  /* NULL: resnet_v1c + dlv2; mit_b0..mit_b5, daformer_sepaspp... */
   t2s_device device;            /* --device cpu|cuda */
   t2s_precision precision;      /* --precision fp32|tf32|bf16 (CUDA) */
+  int profile;                  /* --profile: time per op type and the share of the step */
+  int keep_all;                 /* --no-liveness: keep every activation to the end of the pass */
 } bench_opts;
 
 static const char *precision_name(t2s_precision p) {
@@ -65,6 +75,10 @@ static int parse_int(const char *flag, const char *s, int lo, int hi, int *out) 
 static int parse_args(int argc, char **argv, bench_opts *o) {
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
+    if (strcmp(a, "--profile") == 0 || strcmp(a, "--no-liveness") == 0) {
+      *(a[2] == 'p' ? &o->profile : &o->keep_all) = 1;
+      continue;
+    }
     int need = (strcmp(a, "--crop") == 0) ? 2 : 1;
     if (strncmp(a, "--", 2) == 0 && i + need >= argc) {
       fprintf(stderr, "t2sda_bench: %s needs %d value(s)\n", a, need);
@@ -161,6 +175,42 @@ static t2s_status upload_batch(t2s_tensor *image, t2s_tensor *label, void **dimg
   return T2S_OK;
 }
 
+static int cmp_share(const void *a, const void *b);
+static const t2s_op_profile *sort_prof;
+
+/* The op types by total time (forward + backward) over the timed iterations. */
+static void print_profile(const t2s_op_profile *p, const double *times, int iters, const t2s_ctx *ctx) {
+  double step = 0.0, ops = 0.0;
+  for (int i = 0; i < iters; i++) step += times[i];
+  int order[T2S_OP_COUNT + 1], n = 0;
+  for (int k = 0; k <= T2S_OP_COUNT; k++)
+    if (p->fwd_n[k] || p->bwd_n[k]) {
+      order[n++] = k;
+      ops += p->fwd_s[k] + p->bwd_s[k];
+    }
+  sort_prof = p;
+  qsort(order, (size_t)n, sizeof order[0], cmp_share);
+  printf("  profile over %d step(s): op, calls/step, forward ms/step, backward ms/step, share of the step\n", iters);
+  for (int j = 0; j < n; j++) {
+    int k = order[j];
+    printf("    %-18s %6.0f %9.1f %9.1f %6.1f%%\n", k < T2S_OP_COUNT ? t2s_ops[k].name : "(losses)",
+           (double)p->fwd_n[k] / iters, p->fwd_s[k] * 1e3 / iters, p->bwd_s[k] * 1e3 / iters,
+           100.0 * (p->fwd_s[k] + p->bwd_s[k]) / step);
+  }
+  printf("    %-18s %6s %9s %9s %6.1f%%  (engine, loss setup, optimizer)\n", "outside the ops", "", "", "",
+         100.0 * (step - ops) / step);
+  printf("  pass arena: peak %.0f MiB in use, %.0f MiB touched, %.0f MiB reserved; liveness %s "
+         "(%llu allocations freed early)\n", t2s_arena_peak(ctx->pass) / 1048576.0,
+         t2s_arena_peak_footprint(ctx->pass) / 1048576.0, t2s_arena_reserved(ctx->pass) / 1048576.0,
+         ctx->keep_all ? "off" : "on", (unsigned long long)t2s_liveness_freed(ctx));
+}
+
+static int cmp_share(const void *a, const void *b) {
+  int x = *(const int *)a, y = *(const int *)b;
+  double tx = sort_prof->fwd_s[x] + sort_prof->bwd_s[x], ty = sort_prof->fwd_s[y] + sort_prof->bwd_s[y];
+  return (tx < ty) - (tx > ty);
+}
+
 static int bench_step(const bench_opts *o) {
   openblas_set_num_threads(o->threads);
   if (o->device == T2S_DEV_CPU && o->precision != T2S_PRECISION_FP32) {
@@ -205,9 +255,13 @@ static int bench_step(const bench_opts *o) {
     return 1;
   }
 
+  ctx->keep_all = o->keep_all;
+  t2s_op_profile prof;
+  memset(&prof, 0, sizeof prof);
   int total = o->warmup + o->iters;
   double *times = calloc((size_t)total, sizeof(double)), fwd_flops = 0, loss_v = 0;
   for (int it = 0; it < total; it++) {
+    if (o->profile && it == o->warmup) ctx->profile = &prof; /* the timed iterations only */
     double t0 = t2s_clock_s();
     ctx->flops = 0;
     t2s_params_zero_grad(&m.params, &err);
@@ -257,6 +311,7 @@ static int bench_step(const bench_opts *o) {
            T2S_VERSION_STRING, o->backbone ? o->backbone : "resnet_v1c", o->depth, o->base_channels, o->batch, o->crop_w, o->crop_h, o->threads,
            med * 1e3, o->batch / med, step_flops * 1e-9, step_flops / med * 1e-9);
   printf("%s\n", line);
+  if (o->profile) print_profile(&prof, times + o->warmup, o->iters, ctx);
   if (o->json) {
     FILE *f = fopen(o->json, "a");
     if (f == NULL) {
@@ -425,6 +480,10 @@ int main(int argc, char **argv) {
            "                        [--backbone resnet_v1c|mit_b0..mit_b5] [--head dlv2|daformer_sepaspp|\n"
            "                        daformer_conv1|segformer_mlp]\n"
            "                        [--device cpu|cuda] [--precision fp32|tf32|bf16]\n"
+           "                        [--profile] [--no-liveness]\n"
+           "       t2sda_bench iteration CONFIG [--crop W H] [--batch 2] [--iters 2] [--threads 2]\n"
+           "                        [--no-liveness] [--build-only] [--set key=value ...]\n"
+           "                        (the full training iteration of a config, time and peak memory)\n"
            "       t2sda_bench ops [--device cpu|cuda] [--iters 10] [--warmup 2] [--only NAME]\n"
            "                        (forward and backward ms of every op at a typical shape)\n"
            "       t2sda_bench data --help   (loader images/s for 1 and 2 threads)\n"
@@ -442,13 +501,14 @@ int main(int argc, char **argv) {
            "                        (weak and strong scaling; under srun/mpirun: one rank count)\n");
     return argc < 2 ? 2 : 0;
   }
-  bench_opts o = {50, 64, 2, 256, 256, 19, 5, 2, 2, NULL, NULL, NULL, T2S_DEV_CPU, T2S_PRECISION_FP32};
+  bench_opts o = {50, 64, 2, 256, 256, 19, 5, 2, 2, NULL, NULL, NULL, T2S_DEV_CPU, T2S_PRECISION_FP32, 0, 0};
   if (strcmp(argv[1], "step") == 0) {
     if (!parse_args(argc, argv, &o)) return 2;
     return bench_step(&o);
   }
   if (strcmp(argv[1], "data") == 0) return t2s_bench_data(argc - 1, argv + 1);
   if (strcmp(argv[1], "ops") == 0) return t2s_bench_ops(argc - 1, argv + 1);
+  if (strcmp(argv[1], "iteration") == 0) return t2s_bench_iteration(argc - 1, argv + 1);
   if (strcmp(argv[1], "selfcheck") == 0) {
     int iters = 150;
     if (argc > 3 && strcmp(argv[2], "--iters") == 0 && !parse_int("--iters", argv[3], 1, 100000, &iters)) return 2;
@@ -458,7 +518,7 @@ int main(int argc, char **argv) {
     return t2s_bench_comm(argc - 1, argv + 1);
   if (strcmp(argv[1], "scaling") == 0) return t2s_bench_scaling(argc - 1, argv + 1);
   if (strcmp(argv[1], "peak") == 0) return t2s_bench_peak(argc - 1, argv + 1);
-  fprintf(stderr, "t2sda_bench: unknown benchmark '%s' (available: step, ops, data, "
+  fprintf(stderr, "t2sda_bench: unknown benchmark '%s' (available: step, iteration, ops, data, "
                   "allreduce, scaling, peak, selfcheck)\n", argv[1]);
   return 2;
 }

@@ -191,10 +191,15 @@ static t2s_tensor *mix_ffn(t2s_ctx *ctx, const t2s_mit_block *b, t2s_tensor *x, 
   return lin(ctx, &b->fc2, t2s_gelu(ctx, y));
 }
 
+/* One transformer block in a liveness scope (core/engine.h): its intermediates go back
+ * to the pass arena when it ends, except what its backward reads. */
 static t2s_tensor *block_forward(t2s_ctx *ctx, const t2s_mit_block *b, t2s_tensor *x, int h,
                                  int w) {
+  t2s_scope scope = t2s_scope_begin(ctx);
   x = t2s_add(ctx, x, drop_path(ctx, attention(ctx, b, ln(ctx, &b->norm1, x), h, w), b->drop_path));
-  return t2s_add(ctx, x, drop_path(ctx, mix_ffn(ctx, b, ln(ctx, &b->norm2, x), h, w), b->drop_path));
+  x = t2s_add(ctx, x, drop_path(ctx, mix_ffn(ctx, b, ln(ctx, &b->norm2, x), h, w), b->drop_path));
+  t2s_scope_end(ctx, scope, &x, 1);
+  return x;
 }
 
 t2s_status t2s_mit_forward(t2s_ctx *ctx, const t2s_mit *net, t2s_tensor *image,
@@ -202,12 +207,14 @@ t2s_status t2s_mit_forward(t2s_ctx *ctx, const t2s_mit *net, t2s_tensor *image,
   t2s_tensor *x = image;
   for (int i = 0; i < T2S_MIT_STAGES; i++) {
     const t2s_mit_stage *s = &net->stage[i];
+    t2s_scope scope = t2s_scope_begin(ctx);
     t2s_tensor *img = t2s_conv_forward(ctx, &s->patch, x);
     if (img == NULL) return ctx->err.status;
     int h = (int)img->shape[2], w = (int)img->shape[3];
     t2s_tensor *tok = ln(ctx, &s->patch_norm, t2s_nchw_to_tokens(ctx, img));
     for (int j = 0; j < s->depth; j++) tok = block_forward(ctx, &s->blocks[j], tok, h, w);
     x = outs[i] = t2s_tokens_to_nchw(ctx, ln(ctx, &s->norm, tok), h, w);
+    t2s_scope_end(ctx, scope, &x, 1);
   }
   return ctx->err.status;
 }

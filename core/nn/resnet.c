@@ -110,7 +110,10 @@ void t2s_resnet_free(t2s_resnet *net) {
   net->blocks = NULL;
 }
 
+/* One residual block in a liveness scope (core/engine.h): its intermediates go back to
+ * the pass arena when it ends, except what its backward reads. */
 static t2s_tensor *block_forward(t2s_ctx *ctx, const t2s_resnet_block *b, t2s_tensor *x) {
+  t2s_scope scope = t2s_scope_begin(ctx);
   t2s_tensor *h = t2s_conv_bn_act(ctx, &b->conv1, &b->bn1, x, 1);
   if (b->bottleneck) {
     h = t2s_conv_bn_act(ctx, &b->conv2, &b->bn2, h, 1);
@@ -119,15 +122,19 @@ static t2s_tensor *block_forward(t2s_ctx *ctx, const t2s_resnet_block *b, t2s_te
     h = t2s_conv_bn_act(ctx, &b->conv2, &b->bn2, h, 0);
   }
   t2s_tensor *identity = b->has_downsample ? t2s_conv_bn_act(ctx, &b->down, &b->down_bn, x, 0) : x;
-  return t2s_relu(ctx, t2s_add(ctx, h, identity));
+  t2s_tensor *y = t2s_relu(ctx, t2s_add(ctx, h, identity));
+  t2s_scope_end(ctx, scope, &y, 1);
+  return y;
 }
 
 t2s_status t2s_resnet_forward(t2s_ctx *ctx, const t2s_resnet *net, t2s_tensor *image,
                               t2s_tensor *outs[4]) {
   t2s_tensor *x = image;
+  t2s_scope stem = t2s_scope_begin(ctx);
   for (int i = 0; i < 3; i++) x = t2s_conv_bn_act(ctx, &net->stem[i], &net->stem_bn[i], x, 1);
   t2s_pool2d_args pool = {3, 3, 2, 2, 1, 1, 0, 1};
   x = t2s_max_pool2d(ctx, x, &pool);
+  t2s_scope_end(ctx, stem, &x, 1);
   int k = 0;
   for (int s = 0; s < 4; s++) {
     for (int j = 0; j < net->n_blocks[s]; j++, k++) x = block_forward(ctx, &net->blocks[k], x);

@@ -98,6 +98,9 @@ void t2s_segmentor_free(t2s_segmentor *m) {
 
 static t2s_status segmentor_forward(t2s_ctx *ctx, const t2s_segmentor *m, t2s_tensor *image,
                                    int attention, t2s_seg_out *out) {
+  /* A liveness scope (core/engine.h): of the whole network only its outputs outlive the
+   * call, and what the backward reads. */
+  t2s_scope scope = t2s_scope_begin(ctx);
   t2s_tensor *feats[4] = {0};
   out->attention = NULL;
   t2s_status st = m->cfg.backbone == T2S_BACKBONE_MIT
@@ -114,6 +117,8 @@ static t2s_status segmentor_forward(t2s_ctx *ctx, const t2s_segmentor *m, t2s_te
     out->attention = m->cfg.head == T2S_HEAD_DLV2
                          ? t2s_dlv2_head_forward(ctx, &m->att_dlv2, feats[3])
                          : t2s_daformer_head_forward(ctx, &m->att_daformer, feats, NULL);
+  t2s_tensor *keep[3] = {out->logits, out->features, out->attention};
+  t2s_scope_end(ctx, scope, keep, 3);
   return ctx->err.status;
 }
 

@@ -42,3 +42,38 @@ const unsigned char t2s_op_bf16[T2S_OP_COUNT] = {
     [T2S_OP_tokens_transpose] = 1, [T2S_OP_drop_path] = 1,
     [T2S_OP_to_f32] = 1,
 };
+
+/* What each op's backward reads of its forward tensors (the union over its CPU and
+ * CUDA slots; core/engine.h T2S_READS). The engine frees every other activation as
+ * soon as the forward no longer needs it, so an entry that leaves out something the
+ * backward reads makes it read freed memory: the gradient checks run every op in a
+ * liveness scope over poisoned memory (tests/harness.c) and test_liveness compares
+ * whole networks with liveness on and off. An op added without an entry is taken to
+ * read every input and its output, which is always safe. */
+#define IN(i) T2S_READS_IN(i)
+const uint32_t t2s_op_bwd_reads[T2S_OP_COUNT] = {
+    [T2S_OP_conv2d] = T2S_READS(IN(0) | IN(1)),        /* x for dW, W for dx; bias: grad only */
+    [T2S_OP_batch_norm] = T2S_READS(IN(0) | IN(1)),    /* x (x-hat from saved mean/invstd), gamma */
+    [T2S_OP_relu] = T2S_READS(T2S_READS_OUT),          /* y > 0 */
+    [T2S_OP_gelu] = T2S_READS(IN(0)),                  /* gelu'(x) */
+    [T2S_OP_max_pool2d] = T2S_READS_NOTHING,           /* the saved argmax */
+    [T2S_OP_avg_pool2d] = T2S_READS_NOTHING,
+    [T2S_OP_add] = T2S_READS_NOTHING,
+    [T2S_OP_scale] = T2S_READS_NOTHING,
+    [T2S_OP_mul] = T2S_READS(IN(0) | IN(1)),           /* each factor for the other's grad */
+    [T2S_OP_concat] = T2S_READS_NOTHING,
+    [T2S_OP_resize_bilinear] = T2S_READS_NOTHING,      /* weights from the shapes */
+    [T2S_OP_linear] = T2S_READS(IN(0) | IN(1)),
+    [T2S_OP_matmul] = T2S_READS(IN(0) | IN(1)),
+    [T2S_OP_layer_norm] = T2S_READS(IN(0) | IN(1)),    /* x (with saved mean/rstd), gamma */
+    [T2S_OP_softmax] = T2S_READS(T2S_READS_OUT),
+    [T2S_OP_dropout] = T2S_READS_NOTHING,              /* the mask is redrawn from its RNG key */
+    [T2S_OP_l2_normalize] = T2S_READS(T2S_READS_OUT),  /* y and the saved norms */
+    [T2S_OP_cross_entropy] = T2S_READS(IN(0) | IN(1) | IN(2) | IN(3)), /* logits, labels, weights */
+    [T2S_OP_weighted_sum] = T2S_READS(IN(1)),          /* the weights */
+    [T2S_OP_attention] = T2S_READS(IN(0) | IN(1) | T2S_READS_OUT), /* q, kv, o and the saved P */
+    [T2S_OP_tokens_transpose] = T2S_READS_NOTHING,
+    [T2S_OP_drop_path] = T2S_READS_NOTHING,            /* per-sample scales from the RNG key */
+    [T2S_OP_to_f32] = T2S_READS_NOTHING,
+};
+#undef IN
