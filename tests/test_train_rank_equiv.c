@@ -138,10 +138,17 @@ int main(void) {
   equivalence("t2sda", "t2sda", 1, "", 6);
   equivalence("source_only", "source_only", 0, "", 6);
   /* domain generalisation: the "other" source image of fourier_source and the batch
-   * colour statistics of color_random come from the gathered global batch */
+   * colour statistics of color_random come from the gathered global batch. Run on the
+   * reference convolution: oneDNN's kernels for 1 and 2 images per call differ in the
+   * last bits, and in this tiny DG run those differences grow to 2e-3 after 6 steps
+   * (not traced; most likely a discrete decision such as an argmax in the re-weighting's
+   * IoU flipping); with the reference the runs agree to 1e-6, which is what shows the
+   * method's rank equivalence. */
+  setenv("T2S_ONEDNN", "off", 1);
   equivalence("t2sda_dg", "t2sda_dg", 1,
               "'data.target.shards=[]' uda.pseudo_target.type=fourier_source+color_random "
               "uda.pseudo_target.beta=0.1", 6);
+  unsetenv("T2S_ONEDNN");
   /* MIC: the block masks and the masked image's jitter and blur are drawn per global sample */
   equivalence("t2sda_mic", "t2sda", 1, "uda.mic.enabled=true", 6);
   /* MiT: drop path (0.1) and the head's Dropout2d draw per global sample. 4 iterations:
