@@ -233,6 +233,16 @@ int t2s_test_file_contains(const char *path, const char *needle) {
   return strstr(buf, needle) != NULL;
 }
 
+int t2s_test_count_lines(const char *path, const char *needle) {
+  FILE *f = fopen(path, "r");
+  char line[8192];
+  int n = 0;
+  while (f && fgets(line, sizeof line, f))
+    if (strstr(line, needle)) n++;
+  if (f) fclose(f);
+  return n;
+}
+
 int t2s_test_e2e_dirs(const char *work_name, char *bin, size_t bin_size, char *src, size_t src_size,
                       char *dir, size_t dir_size) {
   const char *b = getenv("T2S_BINARY_DIR"), *s = getenv("T2S_SOURCE_DIR");

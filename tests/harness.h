@@ -36,6 +36,10 @@ int t2s_test_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* 1 when the file at path exists and its first MiB contains needle (logs of those runs). */
 int t2s_test_file_contains(const char *path, const char *needle);
 
+/* The number of lines (up to 8 KiB each) of the file at path that contain needle; 0 when
+ * it cannot be read. */
+int t2s_test_count_lines(const char *path, const char *needle);
+
 /* Runs child(arg) in a forked process (child must end the process itself) and waits for
  * it; returns its exit code, or 128 + the signal that killed it. *pid receives its pid. */
 int t2s_test_in_child(void (*child)(const char *arg), const char *arg, long *pid);

@@ -17,16 +17,6 @@
 
 static char bin[512], src[512], dir[512], opts[4096];
 
-static int count_lines(const char *path, const char *needle) {
-  FILE *f = fopen(path, "r");
-  char line[8192];
-  int n = 0;
-  while (f && fgets(line, sizeof line, f))
-    if (strstr(line, needle)) n++;
-  if (f) fclose(f);
-  return n;
-}
-
 int main(void) {
   if (t2s_test_e2e_dirs("fault_mpirun_term_work", bin, sizeof bin, src, sizeof src, dir, sizeof dir) != 0) return 1;
   if (system("command -v mpirun > /dev/null 2>&1") != 0) {
@@ -61,7 +51,7 @@ int main(void) {
   waitpid(pid, &status, 0);
   CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM to mpirun_workstation.sh: exit status %d (see %s)",
             status, log);
-  CHECK_MSG(count_lines(log, "saved checkpoint") == 1 && count_lines(log, "stopping at iteration") == 1,
+  CHECK_MSG(t2s_test_count_lines(log, "saved checkpoint") == 1 && t2s_test_count_lines(log, "stopping at iteration") == 1,
             "expected exactly one save after SIGTERM (see %s)", log);
   long long at = -1;
   FILE *f = fopen(log, "r");

@@ -66,16 +66,6 @@ static double last_loss(const char *path) {
   return loss;
 }
 
-static int count_lines(const char *path, const char *needle) {
-  FILE *f = fopen(path, "r");
-  char line[8192];
-  int n = 0;
-  while (f && fgets(line, sizeof line, f))
-    if (strstr(line, needle)) n++;
-  if (f) fclose(f);
-  return n;
-}
-
 int main(void) {
   if (t2s_test_e2e_dirs("fault_shard_work", bin, sizeof bin, src, sizeof src, dir, sizeof dir) != 0) return 1;
   /* 4 source images, 2 per iteration, 2 iterations: one epoch of the uniform sampler
@@ -110,13 +100,13 @@ int main(void) {
     snprintf(log, sizeof log, "%s/%s.log", dir, runs[r]);
     rc = t2s_test_run("%s/t2sda_train %s work_dir=%s/%s data.on_corrupt=skip > %s 2>&1", bin, opts, dir, runs[r], log);
     CHECK_MSG(rc == 0 && t2s_test_file_contains(log, "done at iteration 2"), "skip run %d: exit %d (see %s)", r, rc, log);
-    CHECK_MSG(count_lines(log, "damaged source image(s) replaced") == 1 && t2s_test_file_contains(log, want),
+    CHECK_MSG(t2s_test_count_lines(log, "damaged source image(s) replaced") == 1 && t2s_test_file_contains(log, want),
               "the replaced image is not reported once with its file and index (see %s)", log);
     CHECK_MSG(t2s_test_file_contains(log, "| 1 damaged skipped"), "the progress line lacks the count (see %s)", log);
     char metrics[700];
     snprintf(metrics, sizeof metrics, "%s/%s/metrics.jsonl", dir, runs[r]);
     /* both iterations are logged with the count; the last one's is 1 (the image is met once) */
-    CHECK_MSG(count_lines(metrics, "\"corrupt_skipped\"") == 2 && count_lines(metrics, "\"iteration\": 2,") == 1 &&
+    CHECK_MSG(t2s_test_count_lines(metrics, "\"corrupt_skipped\"") == 2 && t2s_test_count_lines(metrics, "\"iteration\": 2,") == 1 &&
               t2s_test_run("tail -n 1 %s | grep -q '\"corrupt_skipped\": 1}'", metrics) == 0,
               "metrics.jsonl does not log corrupt_skipped 1 (see %s)", metrics);
   }
@@ -135,7 +125,7 @@ int main(void) {
   CHECK_MSG(rc == 0 && fabs(l1 - l2) <= 1e-4 * fabs(l1), "2 ranks x 1 (exit %d): loss %.6g, 1 rank x 2: %.6g (see %s)",
             rc, l2, l1, log);
   CHECK_MSG(t2s_test_run("tail -n 1 %s | grep -q '\"corrupt_skipped\": 1}'", m2) == 0 &&
-            count_lines(log, "damaged source image(s) replaced") == 1, "2 ranks: the count is not 1 (see %s)", log);
+            t2s_test_count_lines(log, "damaged source image(s) replaced") == 1, "2 ranks: the count is not 1 (see %s)", log);
 
   /* skip with no damage allowed: stops, naming the key */
   snprintf(log, sizeof log, "%s/max.log", dir);

@@ -23,16 +23,6 @@
 static char bin[512], src[512], dir[512], common[4096], loud[4096];
 
 /* Lines of a file that contain needle. */
-static int count_lines(const char *path, const char *needle) {
-  FILE *f = fopen(path, "r");
-  char line[4096];
-  int n = 0;
-  while (f && fgets(line, sizeof line, f))
-    if (strstr(line, needle)) n++;
-  if (f) fclose(f);
-  return n;
-}
-
 
 static int exists(const char *path) {
   struct stat st;
@@ -139,7 +129,7 @@ static void start_checks(void) {
   CHECK_MSG(t2s_test_file_contains(log, "data.source.shards") && t2s_test_file_contains(log, "has 11 classes") &&
             t2s_test_file_contains(log, "model.num_classes is 19") && t2s_test_file_contains(log, "model.num_classes=11"),
             "see %s", log);
-  CHECK_MSG(count_lines(log, "saved checkpoint") == 0, "it trained before refusing (see %s)", log);
+  CHECK_MSG(t2s_test_count_lines(log, "saved checkpoint") == 0, "it trained before refusing (see %s)", log);
   /* the image count of each domain is printed at start */
   snprintf(log, sizeof log, "%s/start2.log", dir);
   CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --stop-after 1 > %s 2>&1", bin, loud, wd, log) == 0);
@@ -156,7 +146,7 @@ static void start_checks(void) {
   /* --overwrite starts over: metrics.jsonl holds the new run only */
   CHECK(t2s_test_run("%s/t2sda_train %s work_dir=%s --overwrite --stop-after 2 > %s 2>&1", bin, common, wd, log) == 0);
   snprintf(p, sizeof p, "%s/metrics.jsonl", wd);
-  CHECK_MSG(count_lines(p, "\"iteration\": 1,") == 1, "metrics.jsonl after --overwrite repeats iteration 1");
+  CHECK_MSG(t2s_test_count_lines(p, "\"iteration\": 1,") == 1, "metrics.jsonl after --overwrite repeats iteration 1");
 }
 
 /* A damaged latest.h5: resume auto says why it passed it over, takes the older
@@ -176,9 +166,9 @@ static void damaged_latest(void) {
   for (int it = 1; it <= 7; it++) {
     char key[64];
     snprintf(key, sizeof key, "\"iteration\": %d,", it);
-    CHECK_MSG(count_lines(p, key) == 1, "metrics.jsonl has %d lines of iteration %d, expected 1", count_lines(p, key), it);
+    CHECK_MSG(t2s_test_count_lines(p, key) == 1, "metrics.jsonl has %d lines of iteration %d, expected 1", t2s_test_count_lines(p, key), it);
   }
-  CHECK_MSG(count_lines(p, "\"iteration\": 8,") == 0, "metrics.jsonl keeps iteration 8 of the abandoned run");
+  CHECK_MSG(t2s_test_count_lines(p, "\"iteration\": 8,") == 0, "metrics.jsonl keeps iteration 8 of the abandoned run");
 }
 
 /* Temporary files of writers killed mid-write (kill -9 during a checkpoint, the latest.h5
