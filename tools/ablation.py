@@ -66,6 +66,18 @@ def synth(build, data, size, options, seed=0):
     return oracle
 
 
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or None (with a note) where it is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing (tools/setup.sh --python installs it): no plot", file=sys.stderr)
+        return None
+    return plt
+
+
 def run(build, out, name, seed, iters, data, extra):
     wd = os.path.join(out, "runs", f"{name.replace(' ', '_').replace('/', '')}_seed{seed}")
     metrics = os.path.join(wd, "metrics.jsonl")
@@ -148,12 +160,8 @@ def main():
     open(os.path.join(args.out, "ablation.md"), "w").write(table)
     json.dump({f"{k[0]}|{k[1]}": v for k, v in curves.items()}, open(os.path.join(args.out, "curves.json"), "w"))
     print(table)
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib missing (tools/setup.sh --python installs it): no plot", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for n in names:

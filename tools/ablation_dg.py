@@ -34,6 +34,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ablation  # noqa: E402  (pyplot(): matplotlib or a note that it is missing)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETS = ["val", "fog_val", "night_val", "snow_val", "storm_val"]
 
@@ -114,12 +117,8 @@ def table(a, names, res):
 
 
 def plot(a, names, summary):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib missing (tools/setup.sh --python installs it): no plot", file=sys.stderr)
+    plt = ablation.pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(8, 4.5))
     cols = SETS + ["mean"]

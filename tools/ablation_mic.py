@@ -99,12 +99,8 @@ def table(summary, caption):
 
 
 def plot(summary, out):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib missing (tools/setup.sh --python installs it): no plot", file=sys.stderr)
+    plt = ablation.pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for n, r in summary.items():
