@@ -299,6 +299,9 @@ static void depthwise_plane(const conv_geom *g, dw_pass pass, const float *w, co
 static void depthwise_forward(const conv_geom *g, const float *x, const float *w, const float *b,
                               float *y) {
   int64_t taps = g->kh * g->kw;
+  /* planes are independent: each thread owns whole (n, c) planes, so the result does
+   * not depend on the thread count */
+  #pragma omp parallel for collapse(2) schedule(static) if (g->n * g->cin > 1)
   for (int64_t n = 0; n < g->n; n++)
     for (int64_t c = 0; c < g->cin; c++) {
       float *yp = y + (n * g->cout + c) * g->p;
@@ -315,6 +318,7 @@ static t2s_status depthwise_backward(t2s_ctx *ctx, const conv_geom *g, t2s_tenso
   const float *x = t2s_f32(xt), *w = t2s_f32(wt);
   if (t2s_wants_grad(xt)) {
     if (beta[0] == 0.0f) memset(xt->grad, 0, (size_t)(g->n * g->cin * plane) * sizeof(float));
+    #pragma omp parallel for collapse(2) schedule(static) if (g->n * g->cin > 1)
     for (int64_t n = 0; n < g->n; n++)
       for (int64_t c = 0; c < g->cin; c++)
         depthwise_plane(g, DW_BACKWARD_DATA, w + c * taps, NULL, dy + (n * g->cout + c) * g->p,
@@ -324,8 +328,10 @@ static t2s_status depthwise_backward(t2s_ctx *ctx, const conv_geom *g, t2s_tenso
   double *dw = t2s_scratch(ctx, (size_t)(g->cout * taps) * sizeof(double));
   if (dw == NULL) return ctx->err.status;
   memset(dw, 0, (size_t)(g->cout * taps) * sizeof(double));
-  for (int64_t n = 0; n < g->n; n++)
-    for (int64_t c = 0; c < g->cin; c++)
+  /* a thread owns a channel's taps and sums its images in order n = 0, 1, ... */
+  #pragma omp parallel for schedule(static) if (g->cin > 1)
+  for (int64_t c = 0; c < g->cin; c++)
+    for (int64_t n = 0; n < g->n; n++)
       depthwise_plane(g, DW_BACKWARD_WEIGHT, w + c * taps, x + (n * g->cin + c) * plane,
                       dy + (n * g->cout + c) * g->p, NULL, dw + c * taps);
   for (int64_t k = 0; k < g->cout * taps; k++)
