@@ -75,5 +75,9 @@ const uint32_t t2s_op_bwd_reads[T2S_OP_COUNT] = {
     [T2S_OP_tokens_transpose] = T2S_READS_NOTHING,
     [T2S_OP_drop_path] = T2S_READS_NOTHING,            /* per-sample scales from the RNG key */
     [T2S_OP_to_f32] = T2S_READS_NOTHING,
+    [T2S_OP_crop] = T2S_READS_NOTHING,                 /* the window from the args, x's shape */
+    [T2S_OP_slide_merge] = T2S_READS_NOTHING,          /* counts from the grid */
+    [T2S_OP_hrda_gate] = T2S_READS(IN(0) | IN(1)),     /* sigmoid(att) and lr for d att */
+    [T2S_OP_hrda_fuse] = T2S_READS(IN(0) | IN(1)),     /* A for d hr, hr for d A */
 };
 #undef IN
