@@ -41,6 +41,8 @@ t2s_tensor *t2s_attention(t2s_ctx *ctx, t2s_tensor *q, t2s_tensor *kv, int heads
 
 /* Row softmax of an rows x cols block in place (max-shifted, sum in double). */
 static void softmax_rows(float *a, int64_t rows, int64_t cols) {
+  /* rows are independent: a thread owns whole rows (same sums for any thread count) */
+  #pragma omp parallel for schedule(static) if (rows * cols > (1 << 15))
   for (int64_t i = 0; i < rows; i++) {
     float *r = a + i * cols;
     float mx = r[0];
@@ -92,6 +94,7 @@ t2s_status t2s_attention_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
 /* dA = P o (dP - rowsum(O o dO)) in place over dP, for one (sample, head). */
 static void softmax_backward_rows(float *dp, const float *p, const float *o, const float *dout,
                                   int64_t rows, int64_t cols, int64_t d, int64_t ld_o) {
+  #pragma omp parallel for schedule(static) if (rows * cols > (1 << 15))
   for (int64_t i = 0; i < rows; i++) {
     double dot = 0.0;
     for (int64_t k = 0; k < d; k++) dot += (double)o[i * ld_o + k] * dout[i * ld_o + k];
