@@ -100,22 +100,41 @@ t2s_tensor *t2s_batch_norm(t2s_ctx *ctx, t2s_tensor *x, t2s_tensor *gamma, t2s_t
                       t2s_tensor_new(ctx, t2s_follow_dtype(x, NULL), x->ndim, x->shape), &a, sizeof a);
 }
 
+/* The per-channel sums run in BN_LANES interleaved double accumulators (element i of a
+ * row goes to lane i % BN_LANES, the row's tail to lane 0; the lanes are added pairwise
+ * at the end). One accumulator made each sum a chain of dependent double additions,
+ * bound by the adder's latency (scalar, 4 cycles an element); independent lanes
+ * vectorise and overlap. The order of the additions depends only on the shape, never
+ * on the thread count, so results stay reproducible. */
+enum { BN_LANES = 8 };
+
+static inline double bn_lanes_sum(const double *l) {
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
 /* stats[0..c) = per-channel sum of x, stats[c..2c) = sum of x^2, stats[2c] = count. */
 static void bn_moments(const bn_geom *g, const float *x, double *stats) {
   /* channels are independent: parallel without changing any sum */
   #pragma omp parallel for schedule(static) if (g->c * g->n * g->inner > (1 << 15))
   for (int64_t c = 0; c < g->c; c++) {
-    double s = 0.0, ss = 0.0;
+    double s[BN_LANES] = {0}, ss[BN_LANES] = {0};
     for (int64_t n = 0; n < g->n; n++) {
       const float *p = x + (n * g->c + c) * g->inner;
-      for (int64_t i = 0; i < g->inner; i++) {
+      int64_t i = 0;
+      for (; i + BN_LANES <= g->inner; i += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) {
+          double v = p[i + l];
+          s[l] += v;
+          ss[l] += v * v;
+        }
+      for (; i < g->inner; i++) {
         double v = p[i];
-        s += v;
-        ss += v * v;
+        s[0] += v;
+        ss[0] += v * v;
       }
     }
-    stats[c] = s;
-    stats[g->c + c] = ss;
+    stats[c] = bn_lanes_sum(s);
+    stats[g->c + c] = bn_lanes_sum(ss);
   }
   stats[2 * g->c] = (double)(g->n * g->inner);
 }
@@ -221,16 +240,24 @@ t2s_status t2s_batch_norm_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float
   /* channels are independent: parallel without changing any sum */
   #pragma omp parallel for schedule(static) if (g.c * g.n * g.inner > (1 << 15))
   for (int64_t c = 0; c < g.c; c++) {
-    double sd = 0.0, sdx = 0.0, mean = s->mean[c], invstd = s->invstd[c];
+    double sd[BN_LANES] = {0}, sdx[BN_LANES] = {0}, mean = s->mean[c], invstd = s->invstd[c];
     for (int64_t n = 0; n < g.n; n++) {
-      int64_t off = (n * g.c + c) * g.inner;
-      for (int64_t i = 0; i < g.inner; i++) {
-        sd += dy[off + i];
-        sdx += dy[off + i] * ((x[off + i] - mean) * invstd);
+      const float *dp = dy + (n * g.c + c) * g.inner, *xp = x + (n * g.c + c) * g.inner;
+      int64_t i = 0;
+      for (; i + BN_LANES <= g.inner; i += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) {
+          double d = dp[i + l];
+          sd[l] += d;
+          sdx[l] += d * ((xp[i + l] - mean) * invstd);
+        }
+      for (; i < g.inner; i++) {
+        double d = dp[i];
+        sd[0] += d;
+        sdx[0] += d * ((xp[i] - mean) * invstd);
       }
     }
-    sums[c] = sd;
-    sums[g.c + c] = sdx;
+    sums[c] = bn_lanes_sum(sd);
+    sums[g.c + c] = bn_lanes_sum(sdx);
   }
   for (int64_t c = 0; c < g.c; c++) {
     if (t2s_wants_grad(gt)) bn_put(gt->grad, c, (float)sums[g.c + c], beta[1]);
