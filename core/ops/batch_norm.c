@@ -16,6 +16,9 @@
  * parameter gradients, reduced over ranks with all the others. */
 #include <math.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "core/ops/batch_norm.h"
 
@@ -112,27 +115,84 @@ static inline double bn_lanes_sum(const double *l) {
   return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
+/* Adds row p[0..n) into the lanes of s (values) and ss (squares). */
+static inline void bn_row_moments(const float *p, int64_t n, double *s, double *ss) {
+  int64_t i = 0;
+#ifdef __SSE2__
+  /* the same lanes two to a register: lane-wise IEEE adds, so bit-identical to the loop
+   * below (the compiler does not vectorise that one by itself: float -> double widening) */
+  __m128d s0 = _mm_loadu_pd(s), s1 = _mm_loadu_pd(s + 2), s2 = _mm_loadu_pd(s + 4), s3 = _mm_loadu_pd(s + 6);
+  __m128d q0 = _mm_loadu_pd(ss), q1 = _mm_loadu_pd(ss + 2), q2 = _mm_loadu_pd(ss + 4), q3 = _mm_loadu_pd(ss + 6);
+  for (; i + BN_LANES <= n; i += BN_LANES) {
+    __m128 a = _mm_loadu_ps(p + i), b = _mm_loadu_ps(p + i + 4);
+    __m128d v0 = _mm_cvtps_pd(a), v1 = _mm_cvtps_pd(_mm_movehl_ps(a, a));
+    __m128d v2 = _mm_cvtps_pd(b), v3 = _mm_cvtps_pd(_mm_movehl_ps(b, b));
+    s0 = _mm_add_pd(s0, v0), q0 = _mm_add_pd(q0, _mm_mul_pd(v0, v0));
+    s1 = _mm_add_pd(s1, v1), q1 = _mm_add_pd(q1, _mm_mul_pd(v1, v1));
+    s2 = _mm_add_pd(s2, v2), q2 = _mm_add_pd(q2, _mm_mul_pd(v2, v2));
+    s3 = _mm_add_pd(s3, v3), q3 = _mm_add_pd(q3, _mm_mul_pd(v3, v3));
+  }
+  _mm_storeu_pd(s, s0), _mm_storeu_pd(s + 2, s1), _mm_storeu_pd(s + 4, s2), _mm_storeu_pd(s + 6, s3);
+  _mm_storeu_pd(ss, q0), _mm_storeu_pd(ss + 2, q1), _mm_storeu_pd(ss + 4, q2), _mm_storeu_pd(ss + 6, q3);
+#endif
+  for (; i + BN_LANES <= n; i += BN_LANES)
+    for (int l = 0; l < BN_LANES; l++) {
+      double v = p[i + l];
+      s[l] += v;
+      ss[l] += v * v;
+    }
+  for (; i < n; i++) {
+    double v = p[i];
+    s[0] += v;
+    ss[0] += v * v;
+  }
+}
+
+/* Adds the row's dy (dp) and dy xhat, xhat = (x - mean) invstd, into the lanes of sd, sdx. */
+static inline void bn_row_dy_sums(const float *dp, const float *xp, int64_t n, double mean,
+                                  double invstd, double *sd, double *sdx) {
+  int64_t i = 0;
+#ifdef __SSE2__
+  __m128d d0 = _mm_loadu_pd(sd), d1 = _mm_loadu_pd(sd + 2), d2 = _mm_loadu_pd(sd + 4), d3 = _mm_loadu_pd(sd + 6);
+  __m128d e0 = _mm_loadu_pd(sdx), e1 = _mm_loadu_pd(sdx + 2), e2 = _mm_loadu_pd(sdx + 4), e3 = _mm_loadu_pd(sdx + 6);
+  const __m128d mv = _mm_set1_pd(mean), iv = _mm_set1_pd(invstd);
+  for (; i + BN_LANES <= n; i += BN_LANES) {
+    __m128 a = _mm_loadu_ps(dp + i), b = _mm_loadu_ps(dp + i + 4);
+    __m128 xa = _mm_loadu_ps(xp + i), xb = _mm_loadu_ps(xp + i + 4);
+    __m128d g0 = _mm_cvtps_pd(a), g1 = _mm_cvtps_pd(_mm_movehl_ps(a, a));
+    __m128d g2 = _mm_cvtps_pd(b), g3 = _mm_cvtps_pd(_mm_movehl_ps(b, b));
+    __m128d h0 = _mm_mul_pd(_mm_sub_pd(_mm_cvtps_pd(xa), mv), iv);
+    __m128d h1 = _mm_mul_pd(_mm_sub_pd(_mm_cvtps_pd(_mm_movehl_ps(xa, xa)), mv), iv);
+    __m128d h2 = _mm_mul_pd(_mm_sub_pd(_mm_cvtps_pd(xb), mv), iv);
+    __m128d h3 = _mm_mul_pd(_mm_sub_pd(_mm_cvtps_pd(_mm_movehl_ps(xb, xb)), mv), iv);
+    d0 = _mm_add_pd(d0, g0), e0 = _mm_add_pd(e0, _mm_mul_pd(g0, h0));
+    d1 = _mm_add_pd(d1, g1), e1 = _mm_add_pd(e1, _mm_mul_pd(g1, h1));
+    d2 = _mm_add_pd(d2, g2), e2 = _mm_add_pd(e2, _mm_mul_pd(g2, h2));
+    d3 = _mm_add_pd(d3, g3), e3 = _mm_add_pd(e3, _mm_mul_pd(g3, h3));
+  }
+  _mm_storeu_pd(sd, d0), _mm_storeu_pd(sd + 2, d1), _mm_storeu_pd(sd + 4, d2), _mm_storeu_pd(sd + 6, d3);
+  _mm_storeu_pd(sdx, e0), _mm_storeu_pd(sdx + 2, e1), _mm_storeu_pd(sdx + 4, e2), _mm_storeu_pd(sdx + 6, e3);
+#endif
+  for (; i + BN_LANES <= n; i += BN_LANES)
+    for (int l = 0; l < BN_LANES; l++) {
+      double d = dp[i + l];
+      sd[l] += d;
+      sdx[l] += d * ((xp[i + l] - mean) * invstd);
+    }
+  for (; i < n; i++) {
+    double d = dp[i];
+    sd[0] += d;
+    sdx[0] += d * ((xp[i] - mean) * invstd);
+  }
+}
+
 /* stats[0..c) = per-channel sum of x, stats[c..2c) = sum of x^2, stats[2c] = count. */
 static void bn_moments(const bn_geom *g, const float *x, double *stats) {
   /* channels are independent: parallel without changing any sum */
   #pragma omp parallel for schedule(static) if (g->c * g->n * g->inner > (1 << 15))
   for (int64_t c = 0; c < g->c; c++) {
     double s[BN_LANES] = {0}, ss[BN_LANES] = {0};
-    for (int64_t n = 0; n < g->n; n++) {
-      const float *p = x + (n * g->c + c) * g->inner;
-      int64_t i = 0;
-      for (; i + BN_LANES <= g->inner; i += BN_LANES)
-        for (int l = 0; l < BN_LANES; l++) {
-          double v = p[i + l];
-          s[l] += v;
-          ss[l] += v * v;
-        }
-      for (; i < g->inner; i++) {
-        double v = p[i];
-        s[0] += v;
-        ss[0] += v * v;
-      }
-    }
+    for (int64_t n = 0; n < g->n; n++) bn_row_moments(x + (n * g->c + c) * g->inner, g->inner, s, ss);
     stats[c] = bn_lanes_sum(s);
     stats[g->c + c] = bn_lanes_sum(ss);
   }
@@ -240,21 +300,10 @@ t2s_status t2s_batch_norm_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float
   /* channels are independent: parallel without changing any sum */
   #pragma omp parallel for schedule(static) if (g.c * g.n * g.inner > (1 << 15))
   for (int64_t c = 0; c < g.c; c++) {
-    double sd[BN_LANES] = {0}, sdx[BN_LANES] = {0}, mean = s->mean[c], invstd = s->invstd[c];
+    double sd[BN_LANES] = {0}, sdx[BN_LANES] = {0};
     for (int64_t n = 0; n < g.n; n++) {
-      const float *dp = dy + (n * g.c + c) * g.inner, *xp = x + (n * g.c + c) * g.inner;
-      int64_t i = 0;
-      for (; i + BN_LANES <= g.inner; i += BN_LANES)
-        for (int l = 0; l < BN_LANES; l++) {
-          double d = dp[i + l];
-          sd[l] += d;
-          sdx[l] += d * ((xp[i + l] - mean) * invstd);
-        }
-      for (; i < g.inner; i++) {
-        double d = dp[i];
-        sd[0] += d;
-        sdx[0] += d * ((xp[i] - mean) * invstd);
-      }
+      int64_t off = (n * g.c + c) * g.inner;
+      bn_row_dy_sums(dy + off, x + off, g.inner, s->mean[c], s->invstd[c], sd, sdx);
     }
     sums[c] = bn_lanes_sum(sd);
     sums[g.c + c] = bn_lanes_sum(sdx);
