@@ -93,15 +93,25 @@ static inline double ce_weight(const t2s_node *node, int64_t pixel, int label) {
   return node->in[3] ? w * t2s_f32(node->in[3])[label] : w;
 }
 
-/* lse of every pixel of image n into lse[0..hw), with scratch row mx. */
+/* Pixels per block of ce_lse: the blocks are independent (OpenMP), and within one the
+ * class loop walks rows of CE_BLOCK values of each plane. */
+enum { CE_BLOCK = 1024 };
+
+/* lse of every pixel of image n into lse[0..hw), with scratch rows mx and sum of hw
+ * values. Each pixel's max and sum see the classes in order, so the result does not
+ * depend on the blocking or the threads. */
 static void ce_lse(const float *z, int64_t c, int64_t hw, float *mx, double *sum, float *lse) {
-  memcpy(mx, z, (size_t)hw * sizeof(float));
-  for (int64_t k = 1; k < c; k++)
-    for (int64_t p = 0; p < hw; p++) mx[p] = fmaxf(mx[p], z[k * hw + p]);
-  memset(sum, 0, (size_t)hw * sizeof(double));
-  for (int64_t k = 0; k < c; k++)
-    for (int64_t p = 0; p < hw; p++) sum[p] += exp((double)z[k * hw + p] - mx[p]);
-  for (int64_t p = 0; p < hw; p++) lse[p] = (float)(mx[p] + log(sum[p]));
+  #pragma omp parallel for schedule(static) if (c * hw > (1 << 16))
+  for (int64_t p0 = 0; p0 < hw; p0 += CE_BLOCK) {
+    int64_t p1 = p0 + CE_BLOCK < hw ? p0 + CE_BLOCK : hw;
+    for (int64_t p = p0; p < p1; p++) mx[p] = z[p];
+    for (int64_t k = 1; k < c; k++)
+      for (int64_t p = p0; p < p1; p++) mx[p] = fmaxf(mx[p], z[k * hw + p]);
+    for (int64_t p = p0; p < p1; p++) sum[p] = 0.0;
+    for (int64_t k = 0; k < c; k++)
+      for (int64_t p = p0; p < p1; p++) sum[p] += exp((double)z[k * hw + p] - mx[p]);
+    for (int64_t p = p0; p < p1; p++) lse[p] = (float)(mx[p] + log(sum[p]));
+  }
 }
 
 t2s_status t2s_cross_entropy_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
@@ -146,6 +156,9 @@ t2s_status t2s_cross_entropy_cpu_backward(t2s_ctx *ctx, t2s_node *node, const fl
   int64_t n = zt->shape[0], c = zt->shape[1], hw = zt->shape[2] * zt->shape[3];
   const uint8_t *lab = t2s_u8(node->in[1]);
   double scale = sv->denom != 0.0 ? node->out->grad[0] / sv->denom : 0.0;
+  const float accumulate = beta[0];
+  /* every gradient value depends on its own pixel only: the planes in parallel */
+  #pragma omp parallel for collapse(2) schedule(static) if (n * c * hw > (1 << 16))
   for (int64_t b = 0; b < n; b++)
     for (int64_t k = 0; k < c; k++) {
       int64_t base = (b * c + k) * hw;
@@ -158,7 +171,7 @@ t2s_status t2s_cross_entropy_cpu_backward(t2s_ctx *ctx, t2s_node *node, const fl
           double prob = exp((double)z[p] - sv->lse[i]);
           g = scale * ce_weight(node, i, y) * (prob - (k == y ? 1.0 : 0.0));
         }
-        put(zt->grad, base + p, (float)g, beta[0]);
+        put(zt->grad, base + p, (float)g, accumulate);
       }
     }
   return T2S_OK;

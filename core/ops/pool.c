@@ -96,6 +96,8 @@ t2s_status t2s_max_pool2d_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
     node->saved = arg;
   }
   const t2s_pool2d_args *a = &g.a;
+  /* the planes are independent */
+  #pragma omp parallel for schedule(static) if (g.nc * g.h * g.w > (1 << 16))
   for (int64_t p = 0; p < g.nc; p++) {
     const float *xp = x + p * g.h * g.w;
     for (int64_t oh = 0; oh < g.hout; oh++) {
@@ -129,9 +131,13 @@ t2s_status t2s_max_pool2d_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float
   const float *dy = node->out->grad;
   float *dx = node->in[0]->grad;
   int64_t plane = g.h * g.w, oplane = g.hout * g.wout;
-  if (beta[0] == 0.0f) memset(dx, 0, (size_t)(g.nc * plane) * sizeof(float));
-  for (int64_t p = 0; p < g.nc; p++)
+  const int zero = beta[0] == 0.0f;
+  /* each plane's argmax points into that plane: the planes are independent */
+  #pragma omp parallel for schedule(static) if (g.nc * plane > (1 << 16))
+  for (int64_t p = 0; p < g.nc; p++) {
+    if (zero) memset(dx + p * plane, 0, (size_t)plane * sizeof(float));
     for (int64_t o = 0; o < oplane; o++) dx[p * plane + arg[p * oplane + o]] += dy[p * oplane + o];
+  }
   return T2S_OK;
 }
 
