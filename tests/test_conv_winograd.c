@@ -5,9 +5,10 @@
  * written (beta 0) and accumulated (beta 1: x fans out into two convolutions), dW
  * written (a fresh gradient) and accumulated onto 0.25; dilation 1 to 4 (also
  * different in the two dimensions), sizes not divisible by the dilation or by the
- * tile, 1 to 64 channels, batch 1 and 3. Also: the selection rule (large dilations on
- * small images fall back, and so does everything that is not 3x3 / stride 1 /
- * padding = dilation) and the T2S_WINOGRAD=off switch. */
+ * tile, 1 to 64 channels, batch 1 and 3 (Winograd forced onto these small shapes,
+ * which the cost rule would mostly leave to oneDNN). Also: the cost rule on the
+ * network's layers (ResNet body chosen, ASPP and large dilations on small images not,
+ * nothing that is not 3x3 / stride 1 / padding = dilation) and T2S_WINOGRAD=off. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,12 +36,13 @@ static t2s_conv2d_args args_of(const conv_case *cc) {
   return a;
 }
 
-/* Winograd on (the cost rule as in training) or the plain reference. */
-static void use_winograd(int on) {
+/* mode 0: the plain reference; 1: Winograd where the cost rule takes it (as in
+ * training); 2: Winograd on every shape it can run (the small shapes here). */
+static void use_winograd(int mode) {
 #ifdef T2S_HAVE_DNNL
-  t2s_conv2d_set_onednn(on); /* T2S_ONEDNN=off means the reference, Winograd included */
+  t2s_conv2d_set_onednn(mode != 0); /* T2S_ONEDNN=off means the reference, Winograd too */
 #endif
-  t2s_conv2d_set_winograd(on);
+  t2s_conv2d_set_winograd(mode);
 }
 
 static float *copy_of(const float *v, int64_t n) {
@@ -127,15 +129,13 @@ static void run_case(const conv_case *cc, uint64_t seed) {
   t2s_tensor *w = t2s_test_tensor(4, ws, -1.0f, 1.0f, seed + 1, 1);
   t2s_tensor *w2 = t2s_test_tensor(4, ws, -1.0f, 1.0f, seed + 2, 1);
   t2s_tensor *b = cc->bias ? t2s_test_tensor(1, bs, -1.0f, 1.0f, seed + 3, 1) : NULL;
-  t2s_conv2d_args a = args_of(cc);
-  CHECK_MSG(t2s_conv2d_winograd_chosen(x, w, &a), "%s: Winograd was not chosen", cc->name);
   conv_result ref = {0}, got = {0};
   use_winograd(0);
   long before = t2s_conv2d_winograd_calls();
   int ok = run_once(cc, x, w, w2, b, &ref);
   CHECK_MSG(t2s_conv2d_winograd_calls() == before, "%s: Winograd ran while switched off",
             cc->name);
-  use_winograd(1);
+  use_winograd(2);
   ok = run_once(cc, x, w, w2, b, &got) && ok;
   /* two forward and two backward calls */
   CHECK_MSG(t2s_conv2d_winograd_calls() == before + 4, "%s: Winograd ran %ld times, not 4",
@@ -155,43 +155,45 @@ static void run_case(const conv_case *cc, uint64_t seed) {
   t2s_test_tensor_free(b);
 }
 
-/* Shapes that must not go to Winograd, with the reason. */
-static void check_not_chosen(const char *why, int64_t h, int64_t w, int64_t kh, int64_t kw,
-                             t2s_conv2d_args a) {
-  int64_t xs[4] = {1, 8, h, w}, ws[4] = {8, 8 / a.groups, kh, kw};
+/* Whether the cost rule takes x (2, cin, hw, hw) * w (cout, cin / groups, k, k). */
+static int chosen(int64_t cin, int64_t hw, int64_t cout, int64_t k, t2s_conv2d_args a) {
+  int64_t xs[4] = {2, cin, hw, hw}, ws[4] = {cout, cin / a.groups, k, k};
   t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 1, 0);
   t2s_tensor *wt = t2s_test_tensor(4, ws, -1.0f, 1.0f, 2, 0);
-  CHECK_MSG(!t2s_conv2d_winograd_chosen(x, wt, &a), "Winograd chosen for %s", why);
+  int c = t2s_conv2d_winograd_chosen(x, wt, &a);
   t2s_test_tensor_free(x);
   t2s_test_tensor_free(wt);
+  return c;
 }
 
 static void selection_rule(void) {
-  /* the network's layers: dense ResNet layers and dilation 2 / 4 at 32x32 are chosen,
-   * ASPP's dilation 18 and 24 at 32x32 waste most of each tile and are not */
-  static const int chosen[] = {1, 2, 4, 6, 12}, not_chosen[] = {18, 24};
-  for (size_t i = 0; i < sizeof chosen / sizeof chosen[0]; i++) {
-    int d = chosen[i];
-    int64_t xs[4] = {2, 16, 32, 32}, ws[4] = {16, 16, 3, 3};
-    t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 1, 0);
-    t2s_tensor *w = t2s_test_tensor(4, ws, -1.0f, 1.0f, 2, 0);
-    t2s_conv2d_args a = t2s_conv_args(1, d, d);
-    CHECK_MSG(t2s_conv2d_winograd_chosen(x, w, &a), "32x32 dilation %d not chosen", d);
-    t2s_test_tensor_free(x);
-    t2s_test_tensor_free(w);
-  }
-  for (size_t i = 0; i < sizeof not_chosen / sizeof not_chosen[0]; i++)
-    check_not_chosen("32x32 with a large dilation", 32, 32, 3, 3,
-                     t2s_conv_args(1, not_chosen[i], not_chosen[i]));
-  check_not_chosen("a 5x5 image (4 tiles of 36 for 25 pixels)", 5, 5, 3, 3, t2s_conv_args(1, 1, 1));
-  check_not_chosen("stride 2", 32, 32, 3, 3, t2s_conv_args(2, 1, 1));
-  check_not_chosen("padding 0", 32, 32, 3, 3, t2s_conv_args(1, 0, 1));
-  check_not_chosen("padding 1, dilation 2", 32, 32, 3, 3, t2s_conv_args(1, 1, 2));
-  check_not_chosen("1x1", 32, 32, 1, 1, t2s_conv_args(1, 0, 1));
-  check_not_chosen("5x5", 32, 32, 5, 5, t2s_conv_args(1, 1, 1));
+  use_winograd(1);
+  /* DeepLab-V2 ResNet-50 at 256x256: the body is chosen ... */
+  CHECK_MSG(chosen(32, 128, 64, 3, t2s_conv_args(1, 1, 1)), "stem 32 -> 64 at 128x128");
+  CHECK_MSG(chosen(64, 64, 64, 3, t2s_conv_args(1, 1, 1)), "layer1 64 at 64x64");
+  CHECK_MSG(chosen(128, 32, 128, 3, t2s_conv_args(1, 1, 1)), "layer2 128 at 32x32");
+  CHECK_MSG(chosen(256, 32, 256, 3, t2s_conv_args(1, 2, 2)), "layer3 256 at 32x32, dilation 2");
+  CHECK_MSG(chosen(512, 32, 512, 3, t2s_conv_args(1, 4, 4)), "layer4 512 at 32x32, dilation 4");
+  /* ... the ASPP branches (19 outputs, large dilations) are not */
+  static const int aspp[] = {6, 12, 18, 24};
+  for (size_t i = 0; i < sizeof aspp / sizeof aspp[0]; i++)
+    CHECK_MSG(!chosen(2048, 32, 19, 3, t2s_conv_args(1, aspp[i], aspp[i])),
+              "Winograd chosen for ASPP 2048 -> 19, dilation %d", aspp[i]);
+  /* large dilations on small images waste most of every tile, even with many channels */
+  CHECK_MSG(!chosen(512, 32, 512, 3, t2s_conv_args(1, 24, 24)), "512 at 32x32, dilation 24");
+  CHECK_MSG(!chosen(512, 5, 512, 3, t2s_conv_args(1, 1, 1)), "512 at 5x5");
+  /* and shapes it cannot run */
+  CHECK_MSG(!chosen(64, 32, 64, 3, t2s_conv_args(2, 1, 1)), "stride 2");
+  CHECK_MSG(!chosen(64, 32, 64, 3, t2s_conv_args(1, 0, 1)), "padding 0");
+  CHECK_MSG(!chosen(64, 32, 64, 3, t2s_conv_args(1, 1, 2)), "padding 1, dilation 2");
+  CHECK_MSG(!chosen(64, 32, 64, 1, t2s_conv_args(1, 0, 1)), "1x1");
+  CHECK_MSG(!chosen(64, 32, 64, 5, t2s_conv_args(1, 1, 1)), "5x5");
   t2s_conv2d_args grouped = t2s_conv_args(1, 1, 1);
   grouped.groups = 2;
-  check_not_chosen("groups 2", 32, 32, 3, 3, grouped);
+  CHECK_MSG(!chosen(64, 32, 64, 3, grouped), "groups 2");
+  use_winograd(2);
+  CHECK_MSG(!chosen(64, 32, 64, 3, t2s_conv_args(2, 1, 1)), "stride 2 (mode 2)");
+  CHECK_MSG(chosen(2048, 32, 19, 3, t2s_conv_args(1, 24, 24)), "mode 2 skips the cost rule");
 
   /* a shape that is not chosen runs the usual path: the results equal the reference's */
   conv_case ref_case = {"dilation 12 on 16x14 (falls back)", 1, 8, 16, 14, 5, 12, 12, 1};
@@ -200,9 +202,9 @@ static void selection_rule(void) {
   t2s_tensor *w = t2s_test_tensor(4, ws, -1.0f, 1.0f, 4, 1);
   t2s_tensor *w2 = t2s_test_tensor(4, ws, -1.0f, 1.0f, 5, 1);
   t2s_conv2d_args a = args_of(&ref_case);
+  use_winograd(1);
   CHECK_MSG(!t2s_conv2d_winograd_chosen(x, w, &a), "%s: chosen", ref_case.name);
   conv_result got = {0};
-  use_winograd(1);
   long before = t2s_conv2d_winograd_calls();
   run_once(&ref_case, x, w, w2, NULL, &got);
   CHECK_MSG(t2s_conv2d_winograd_calls() == before, "%s: Winograd ran", ref_case.name);

@@ -47,16 +47,26 @@
 #include <dnnl.h>
 #endif
 
-/* Winograd runs when 36 tiles <= WINO_MAX_COST * 9 H W (per image and channel pair).
- * Dense 3x3 layers give 0.25 (a 32x32 layer with dilation 2 or 4: 0.25; dilation 6:
- * 0.56; 12: 0.56; 18: 0.63; 24: 1.1). */
+/* The cost rule. Winograd's multiplies, 36 per tile and channel pair, plus its
+ * transforms, about WINO_TRANSFORM_MACS multiply-adds' worth of time per transformed
+ * value (36 per tile and input or output channel; memory-bound, so costed by
+ * measurement rather than by their flops), must be at most WINO_MAX_COST of the direct
+ * convolution's 9 H W per channel pair:
+ *   36 tiles (Cin Cout + WINO_TRANSFORM_MACS (Cin + Cout)) <= WINO_MAX_COST 9 H W Cin Cout
+ * ResNet-50's body at 256x256 (64..512 channels, dilation 1, 2, 4 at 64..32 pixels)
+ * comes to 0.27-0.54 and is chosen; the ASPP branches (2048 -> 19 channels, dilation 6+)
+ * come to 1.3+ and are not: with 19 outputs the input transform of 2048 channels costs
+ * more than the GEMMs save (measured: slower than oneDNN). */
 #define WINO_MAX_COST 0.6
+#define WINO_TRANSFORM_MACS 25.0
 
 enum { L = 8, P = 36 }; /* lanes per transform; positions of a 6x6 tile */
 
 /* ---- switch ---- */
 
-static int wino_state = -1; /* -1: not read from the environment yet */
+/* -1: not read from the environment yet; 0 off; 1 on (the cost rule); 2 every shape
+ * Winograd can run, whatever it costs (tests) */
+static int wino_state = -1;
 static long wino_calls;
 
 int t2s_conv2d_winograd_enabled(void) {
@@ -69,7 +79,7 @@ int t2s_conv2d_winograd_enabled(void) {
 
 int t2s_conv2d_set_winograd(int on) {
   int old = t2s_conv2d_winograd_enabled();
-  wino_state = on != 0;
+  wino_state = on < 0 ? 0 : on > 2 ? 1 : on;
   return old;
 }
 
@@ -109,8 +119,11 @@ int t2s_conv2d_winograd_chosen(const t2s_tensor *x, const t2s_tensor *w,
   int64_t h = x->shape[2], wd = x->shape[3];
   /* the tile table holds int32 coordinates */
   if (h <= 0 || wd <= 0 || h > (1 << 24) || wd > (1 << 24)) return 0;
-  double wino = 36.0 * (double)tiles_along(h, a->dil_h) * (double)tiles_along(wd, a->dil_w);
-  return wino <= WINO_MAX_COST * 9.0 * (double)h * (double)wd;
+  if (t2s_conv2d_winograd_enabled() == 2) return 1;
+  double cin = (double)x->shape[1], cout = (double)w->shape[0];
+  double tiles = (double)tiles_along(h, a->dil_h) * (double)tiles_along(wd, a->dil_w);
+  double wino = 36.0 * tiles * (cin * cout + WINO_TRANSFORM_MACS * (cin + cout));
+  return wino <= WINO_MAX_COST * 9.0 * (double)h * (double)wd * cin * cout;
 }
 
 static void geom_make(wino_geom *g, const t2s_node *node) {

@@ -6,14 +6,16 @@
 #include "core/engine.h"
 #include "core/ops/conv2d.h"
 
-/* Whether the CPU conv2d slot tries Winograd: on unless the environment says
+/* Whether the CPU conv2d slot tries Winograd: on (1) unless the environment says
  * T2S_WINOGRAD=off (or 0). t2s_conv2d_set_winograd overrides it (the tests run the
- * reference and Winograd side by side) and returns the old setting. */
+ * reference and Winograd side by side) and returns the old setting; 2 runs Winograd on
+ * every shape it can, skipping the cost rule (tests of small shapes). */
 int t2s_conv2d_winograd_enabled(void);
 int t2s_conv2d_set_winograd(int on);
 
 /* Whether Winograd would run a convolution of x (N, Cin, H, W) with w (Cout, Cin, kh,
- * kw) and a: the shape conditions and the cost rule (see conv2d_winograd.c). */
+ * kw) and a (when switched on): the shape conditions and the cost rule (see
+ * conv2d_winograd.c). */
 int t2s_conv2d_winograd_chosen(const t2s_tensor *x, const t2s_tensor *w,
                                const t2s_conv2d_args *a);
 /* How many forward / backward calls Winograd has run in this process (tests). */
