@@ -73,6 +73,7 @@ int t2s_conv2d_winograd_enabled(void) {
   if (wino_state < 0) {
     const char *v = getenv("T2S_WINOGRAD");
     wino_state = !(v && (strcmp(v, "off") == 0 || strcmp(v, "0") == 0));
+    if (v && strcmp(v, "all") == 0) wino_state = 2; /* every shape it can run: experiments */
   }
   return wino_state;
 }

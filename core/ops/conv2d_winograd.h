@@ -8,8 +8,8 @@
 
 /* Whether the CPU conv2d slot tries Winograd: on (1) unless the environment says
  * T2S_WINOGRAD=off (or 0). t2s_conv2d_set_winograd overrides it (the tests run the
- * reference and Winograd side by side) and returns the old setting; 2 runs Winograd on
- * every shape it can, skipping the cost rule (tests of small shapes). */
+ * reference and Winograd side by side) and returns the old setting; 2 (T2S_WINOGRAD=all)
+ * runs Winograd on every shape it can, skipping the cost rule (tests of small shapes). */
 int t2s_conv2d_winograd_enabled(void);
 int t2s_conv2d_set_winograd(int on);
 
