@@ -15,11 +15,18 @@
  * A 1x1 stride-1 unpadded convolution needs no im2col: x_n already is col (Cin x P).
  * Depthwise convolutions (groups = Cin = Cout) skip the GEMM: with one input channel
  * per group it would be a 1 x kh kw times kh kw x P product, bound by writing col;
- * they run as kh kw shifted multiply-adds over each plane instead. */
+ * they run as kh kw shifted multiply-adds over each plane instead.
+ *
+ * Before oneDNN, 3x3 stride-1 convolutions with padding = dilation go to Winograd
+ * F(4x4, 3x3) (core/ops/conv2d_winograd.c) where it needs clearly fewer multiplies,
+ * unless T2S_WINOGRAD=off. T2S_ONEDNN=off means the plain reference: Winograd is then
+ * off too (fast_path_winograd below), so the tests and runs that want the reference's
+ * numerics get them with one switch. */
 #include <cblas.h>
 #include <string.h>
 
 #include "core/ops/conv2d.h"
+#include "core/ops/conv2d_winograd.h"
 #ifdef T2S_HAVE_DNNL
 #include "core/ops/conv2d_dnnl.h"
 #endif
@@ -339,6 +346,15 @@ static t2s_status depthwise_backward(t2s_ctx *ctx, const conv_geom *g, t2s_tenso
   return T2S_OK;
 }
 
+/* Whether Winograd may run: its own switch, and in a oneDNN build also oneDNN's, so
+ * that T2S_ONEDNN=off keeps meaning "the im2col + sgemm reference". */
+static int fast_path_winograd(void) {
+#ifdef T2S_HAVE_DNNL
+  if (!t2s_conv2d_onednn_enabled()) return 0;
+#endif
+  return t2s_conv2d_winograd_enabled();
+}
+
 t2s_status t2s_conv2d_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const t2s_tensor *xt = node->in[0], *wt = node->in[1], *bt = node->in[2];
   conv_geom g;
@@ -346,8 +362,12 @@ t2s_status t2s_conv2d_cpu_forward(t2s_ctx *ctx, t2s_node *node) {
   const float *x = t2s_f32(xt), *w = t2s_f32(wt), *b = bt ? t2s_f32(bt) : NULL;
   float *y = t2s_f32(node->out);
   ctx->flops += 2.0 * (double)g.n * (double)g.cout * (double)g.p * (double)g.k;
-#ifdef T2S_HAVE_DNNL
   int done = 0;
+  if (fast_path_winograd()) {
+    t2s_status st = t2s_conv2d_winograd_forward(ctx, node, &done);
+    if (st != T2S_OK || done) return st;
+  }
+#ifdef T2S_HAVE_DNNL
   if (t2s_conv2d_onednn_enabled()) {
     t2s_status st = t2s_conv2d_onednn_forward(ctx, node, &done);
     if (st != T2S_OK || done) return st;
@@ -399,8 +419,12 @@ t2s_status t2s_conv2d_cpu_backward(t2s_ctx *ctx, t2s_node *node, const float *be
   int want_x = t2s_wants_grad(xt), want_w = t2s_wants_grad(wt);
   if (t2s_wants_grad(bt)) bias_backward(&g, dy, bt->grad, beta[2]);
   if (!want_x && !want_w) return T2S_OK;
-#ifdef T2S_HAVE_DNNL
   int done = 0;
+  if (fast_path_winograd()) {
+    t2s_status st = t2s_conv2d_winograd_backward(ctx, node, beta, &done);
+    if (st != T2S_OK || done) return st;
+  }
+#ifdef T2S_HAVE_DNNL
   if (t2s_conv2d_onednn_enabled()) {
     t2s_status st = t2s_conv2d_onednn_backward(ctx, node, beta, &done);
     if (st != T2S_OK || done) return st;

@@ -1,0 +1,268 @@
+// ctest-labels: unit grad
+// ctest-timeout: 300
+/* conv2d through Winograd F(4x4, 3x3) (core/ops/conv2d_winograd.c) against the im2col +
+ * sgemm reference (core/ops/conv2d.c): forward y (with and without bias), backward dx
+ * written (beta 0) and accumulated (beta 1: x fans out into two convolutions), dW
+ * written (a fresh gradient) and accumulated onto 0.25; dilation 1 to 4 (also
+ * different in the two dimensions), sizes not divisible by the dilation or by the
+ * tile, 1 to 64 channels, batch 1 and 3 (Winograd forced onto these small shapes,
+ * which the cost rule would mostly leave to oneDNN). Also: the cost rule on the
+ * network's layers (ResNet body chosen, ASPP and large dilations on small images not,
+ * nothing that is not 3x3 / stride 1 / padding = dilation) and T2S_WINOGRAD=off. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ops/conv2d_winograd.h"
+#include "tests/harness.h"
+#ifdef T2S_HAVE_DNNL
+#include "core/ops/conv2d_dnnl.h"
+#endif
+
+typedef struct conv_case {
+  const char *name;
+  int64_t n, cin, h, w, cout;
+  int dh, dw; /* dilation = padding */
+  int bias;
+} conv_case;
+
+typedef struct conv_result {
+  float *y, *dx, *dw, *dw2, *db;
+  int64_t ny, nx, nw, nb;
+} conv_result;
+
+static t2s_conv2d_args args_of(const conv_case *cc) {
+  t2s_conv2d_args a = {1, 1, cc->dh, cc->dw, cc->dh, cc->dw, 1};
+  return a;
+}
+
+/* mode 0: the plain reference; 1: Winograd where the cost rule takes it (as in
+ * training); 2: Winograd on every shape it can run (the small shapes here). */
+static void use_winograd(int mode) {
+#ifdef T2S_HAVE_DNNL
+  t2s_conv2d_set_onednn(mode != 0); /* T2S_ONEDNN=off means the reference, Winograd too */
+#endif
+  t2s_conv2d_set_winograd(mode);
+}
+
+static float *copy_of(const float *v, int64_t n) {
+  float *c = malloc((size_t)n * sizeof(float));
+  memcpy(c, v, (size_t)n * sizeof(float));
+  return c;
+}
+
+/* loss = sum(r1 conv(x, w, b)) + sum(r2 conv(x, w2)): x's gradient is written by one
+ * backward and accumulated by the other; w's grad starts at 0.25 (beta 1), w2's is
+ * fresh (beta 0). */
+static int run_once(const conv_case *cc, t2s_tensor *x, t2s_tensor *w, t2s_tensor *w2,
+                    t2s_tensor *b, conv_result *res) {
+  t2s_error err = {0};
+  t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 1 << 20, &err);
+  t2s_conv2d_args a = args_of(cc);
+  int64_t nw = t2s_numel(w);
+  float *wgrad = malloc((size_t)nw * sizeof(float));
+  for (int64_t k = 0; k < nw; k++) wgrad[k] = 0.25f;
+  w->grad = wgrad;
+  t2s_tensor *y = t2s_conv2d(ctx, x, w, b, &a);
+  t2s_tensor *y2 = t2s_conv2d(ctx, x, w2, NULL, &a);
+  t2s_tensor *r1 = y ? t2s_test_tensor(4, y->shape, -1.0f, 1.0f, 7, 0) : NULL;
+  t2s_tensor *r2 = y ? t2s_test_tensor(4, y->shape, -1.0f, 1.0f, 8, 0) : NULL;
+  t2s_tensor *l1 = y ? t2s_weighted_sum(ctx, y, r1) : NULL;
+  t2s_tensor *l2 = y2 ? t2s_weighted_sum(ctx, y2, r2) : NULL;
+  t2s_tensor *loss = l1 && l2 ? t2s_add(ctx, l1, l2) : NULL;
+  int ok = loss != NULL;
+  if (ok) {
+    res->ny = t2s_numel(y);
+    res->y = copy_of(t2s_f32(y), res->ny);
+  }
+  ok = ok && t2s_backward(ctx, loss, 1.0f) == T2S_OK;
+  CHECK_MSG(ok, "%s: %s", cc->name, ctx->err.msg);
+  if (ok) {
+    res->nx = t2s_numel(x), res->nw = nw;
+    res->dx = copy_of(x->grad, res->nx);
+    res->dw = copy_of(w->grad, nw);
+    res->dw2 = copy_of(w2->grad, nw);
+    res->nb = b ? t2s_numel(b) : 0;
+    res->db = b ? copy_of(b->grad, res->nb) : NULL;
+  }
+  x->grad = w->grad = w2->grad = NULL;
+  if (b) b->grad = NULL;
+  free(wgrad);
+  t2s_test_tensor_free(r1);
+  t2s_test_tensor_free(r2);
+  t2s_ctx_destroy(ctx);
+  return ok;
+}
+
+static double worst_rel; /* the largest error seen, relative to the scale (printed) */
+
+/* Winograd's transforms scale values by up to 8 and 1/24 before the sums, so it is
+ * compared with a bound relative to the size of the values (max |ref|): 2e-5 of the
+ * scale; the largest error on these shapes is ~5e-6 (printed). Changing one
+ * coefficient of B^T, B, G or A^T makes 9 to 27 of the checks fail. */
+static void compare(const conv_case *cc, const char *what, const float *ref, const float *got,
+                    int64_t n) {
+  double scale = 0.0, worst = 0.0;
+  for (int64_t k = 0; k < n; k++) scale = fmax(scale, fabs(ref[k]));
+  int bad = 0;
+  for (int64_t k = 0; k < n; k++) {
+    double e = fabs(ref[k] - got[k]) / (1e-3 + scale);
+    if (!(e <= worst)) worst = e; /* catches NaN */
+    if (!(e <= 2e-5) && bad++ < 3)
+      fprintf(stderr, "%s: %s[%lld] Winograd %g, reference %g (max |ref| %g)\n", cc->name, what,
+              (long long)k, got[k], ref[k], scale);
+  }
+  if (worst > worst_rel || worst != worst) worst_rel = worst;
+  CHECK_MSG(bad == 0, "%s: %d values of %s differ between Winograd and the reference", cc->name,
+            bad, what);
+}
+
+static void free_result(conv_result *r) {
+  free(r->y), free(r->dx), free(r->dw), free(r->dw2), free(r->db);
+}
+
+static void run_case(const conv_case *cc, uint64_t seed) {
+  int64_t xs[4] = {cc->n, cc->cin, cc->h, cc->w};
+  int64_t ws[4] = {cc->cout, cc->cin, 3, 3};
+  int64_t bs[1] = {cc->cout};
+  t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, seed, 1);
+  t2s_tensor *w = t2s_test_tensor(4, ws, -1.0f, 1.0f, seed + 1, 1);
+  t2s_tensor *w2 = t2s_test_tensor(4, ws, -1.0f, 1.0f, seed + 2, 1);
+  t2s_tensor *b = cc->bias ? t2s_test_tensor(1, bs, -1.0f, 1.0f, seed + 3, 1) : NULL;
+  conv_result ref = {0}, got = {0};
+  use_winograd(0);
+  long before = t2s_conv2d_winograd_calls();
+  int ok = run_once(cc, x, w, w2, b, &ref);
+  CHECK_MSG(t2s_conv2d_winograd_calls() == before, "%s: Winograd ran while switched off",
+            cc->name);
+  use_winograd(2);
+  ok = run_once(cc, x, w, w2, b, &got) && ok;
+  /* two forward and two backward calls */
+  CHECK_MSG(t2s_conv2d_winograd_calls() == before + 4, "%s: Winograd ran %ld times, not 4",
+            cc->name, t2s_conv2d_winograd_calls() - before);
+  if (ok) {
+    compare(cc, "y", ref.y, got.y, ref.ny);
+    compare(cc, "dx", ref.dx, got.dx, ref.nx);
+    compare(cc, "dw (beta 1)", ref.dw, got.dw, ref.nw);
+    compare(cc, "dw (beta 0)", ref.dw2, got.dw2, ref.nw);
+    if (b) compare(cc, "db", ref.db, got.db, ref.nb);
+  }
+  free_result(&ref);
+  free_result(&got);
+  t2s_test_tensor_free(x);
+  t2s_test_tensor_free(w);
+  t2s_test_tensor_free(w2);
+  t2s_test_tensor_free(b);
+}
+
+/* Image 1 of a batch of 3 gives bit for bit the output it gives alone (per-image
+ * GEMMs): a run that spreads its batch over ranks computes what one process does. */
+static void batch_invariance(void) {
+  int64_t xs[4] = {3, 19, 13, 17}, x1s[4] = {1, 19, 13, 17}, ws[4] = {8, 19, 3, 3};
+  t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 21, 0);
+  t2s_tensor *x1 = t2s_test_tensor(4, x1s, -1.0f, 1.0f, 22, 0);
+  t2s_tensor *w = t2s_test_tensor(4, ws, -1.0f, 1.0f, 23, 0);
+  int64_t plane = 19 * 13 * 17;
+  memcpy(t2s_f32(x1), t2s_f32(x) + plane, (size_t)plane * sizeof(float));
+  t2s_conv2d_args a = t2s_conv_args(1, 2, 2);
+  use_winograd(2);
+  t2s_error err = {0};
+  t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 1 << 20, &err);
+  t2s_tensor *y = t2s_conv2d(ctx, x, w, NULL, &a);
+  t2s_tensor *y1 = t2s_conv2d(ctx, x1, w, NULL, &a);
+  CHECK_MSG(y && y1, "batch invariance: %s", ctx->err.msg);
+  if (y && y1) {
+    int64_t out = 8 * 13 * 17;
+    CHECK_MSG(memcmp(t2s_f32(y) + out, t2s_f32(y1), (size_t)out * sizeof(float)) == 0,
+              "image 1 of 3 differs from the same image alone");
+  }
+  t2s_ctx_destroy(ctx);
+  t2s_test_tensor_free(x);
+  t2s_test_tensor_free(x1);
+  t2s_test_tensor_free(w);
+}
+
+/* Whether the cost rule takes x (2, cin, hw, hw) * w (cout, cin / groups, k, k). */
+static int chosen(int64_t cin, int64_t hw, int64_t cout, int64_t k, t2s_conv2d_args a) {
+  int64_t xs[4] = {2, cin, hw, hw}, ws[4] = {cout, cin / a.groups, k, k};
+  t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 1, 0);
+  t2s_tensor *wt = t2s_test_tensor(4, ws, -1.0f, 1.0f, 2, 0);
+  int c = t2s_conv2d_winograd_chosen(x, wt, &a);
+  t2s_test_tensor_free(x);
+  t2s_test_tensor_free(wt);
+  return c;
+}
+
+static void selection_rule(void) {
+  use_winograd(1);
+  /* DeepLab-V2 ResNet-50 at 256x256: the body is chosen ... */
+  CHECK_MSG(chosen(32, 128, 64, 3, t2s_conv_args(1, 1, 1)), "stem 32 -> 64 at 128x128");
+  CHECK_MSG(chosen(64, 64, 64, 3, t2s_conv_args(1, 1, 1)), "layer1 64 at 64x64");
+  CHECK_MSG(chosen(128, 32, 128, 3, t2s_conv_args(1, 1, 1)), "layer2 128 at 32x32");
+  CHECK_MSG(chosen(256, 32, 256, 3, t2s_conv_args(1, 2, 2)), "layer3 256 at 32x32, dilation 2");
+  CHECK_MSG(chosen(512, 32, 512, 3, t2s_conv_args(1, 4, 4)), "layer4 512 at 32x32, dilation 4");
+  /* ... the ASPP branches (19 outputs, large dilations) are not */
+  static const int aspp[] = {6, 12, 18, 24};
+  for (size_t i = 0; i < sizeof aspp / sizeof aspp[0]; i++)
+    CHECK_MSG(!chosen(2048, 32, 19, 3, t2s_conv_args(1, aspp[i], aspp[i])),
+              "Winograd chosen for ASPP 2048 -> 19, dilation %d", aspp[i]);
+  /* large dilations on small images waste most of every tile, even with many channels */
+  CHECK_MSG(!chosen(512, 32, 512, 3, t2s_conv_args(1, 24, 24)), "512 at 32x32, dilation 24");
+  CHECK_MSG(!chosen(512, 5, 512, 3, t2s_conv_args(1, 1, 1)), "512 at 5x5");
+  /* and shapes it cannot run */
+  CHECK_MSG(!chosen(64, 32, 64, 3, t2s_conv_args(2, 1, 1)), "stride 2");
+  CHECK_MSG(!chosen(64, 32, 64, 3, t2s_conv_args(1, 0, 1)), "padding 0");
+  CHECK_MSG(!chosen(64, 32, 64, 3, t2s_conv_args(1, 1, 2)), "padding 1, dilation 2");
+  CHECK_MSG(!chosen(64, 32, 64, 1, t2s_conv_args(1, 0, 1)), "1x1");
+  CHECK_MSG(!chosen(64, 32, 64, 5, t2s_conv_args(1, 1, 1)), "5x5");
+  t2s_conv2d_args grouped = t2s_conv_args(1, 1, 1);
+  grouped.groups = 2;
+  CHECK_MSG(!chosen(64, 32, 64, 3, grouped), "groups 2");
+  use_winograd(2);
+  CHECK_MSG(!chosen(64, 32, 64, 3, t2s_conv_args(2, 1, 1)), "stride 2 (mode 2)");
+  CHECK_MSG(chosen(2048, 32, 19, 3, t2s_conv_args(1, 24, 24)), "mode 2 skips the cost rule");
+
+  /* a shape that is not chosen runs the usual path: the results equal the reference's */
+  conv_case ref_case = {"dilation 12 on 16x14 (falls back)", 1, 8, 16, 14, 5, 12, 12, 1};
+  int64_t xs[4] = {1, 8, 16, 14}, ws[4] = {5, 8, 3, 3};
+  t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 3, 1);
+  t2s_tensor *w = t2s_test_tensor(4, ws, -1.0f, 1.0f, 4, 1);
+  t2s_tensor *w2 = t2s_test_tensor(4, ws, -1.0f, 1.0f, 5, 1);
+  t2s_conv2d_args a = args_of(&ref_case);
+  use_winograd(1);
+  CHECK_MSG(!t2s_conv2d_winograd_chosen(x, w, &a), "%s: chosen", ref_case.name);
+  conv_result got = {0};
+  long before = t2s_conv2d_winograd_calls();
+  run_once(&ref_case, x, w, w2, NULL, &got);
+  CHECK_MSG(t2s_conv2d_winograd_calls() == before, "%s: Winograd ran", ref_case.name);
+  free_result(&got);
+  t2s_test_tensor_free(x);
+  t2s_test_tensor_free(w);
+  t2s_test_tensor_free(w2);
+}
+
+int main(void) {
+  /* read before any convolution: the switch takes the environment once */
+  setenv("T2S_WINOGRAD", "off", 1);
+  CHECK_MSG(!t2s_conv2d_winograd_enabled(), "T2S_WINOGRAD=off did not turn Winograd off");
+  t2s_conv2d_set_winograd(1);
+  CHECK(t2s_conv2d_winograd_enabled());
+  /* name, n, cin, h, w, cout, dilation h, w, bias */
+  static const conv_case cases[] = {
+      {"64 -> 64, 12x16 (ResNet body)", 2, 64, 12, 16, 64, 1, 1, 0},
+      {"1 -> 3, 13x17, bias", 1, 1, 13, 17, 3, 1, 1, 1},
+      {"3 -> 8, 13x17, dilation 2, bias", 3, 3, 13, 17, 8, 2, 2, 1},
+      {"8 -> 19, 13x17, dilation 3", 1, 8, 13, 17, 19, 3, 3, 0},
+      {"19 -> 8, 13x17, dilation 4, bias", 3, 19, 13, 17, 8, 4, 4, 1},
+      {"64 -> 19, 20x20, dilation 2 (layer3-like)", 2, 64, 20, 20, 19, 2, 2, 1},
+      {"16 -> 16, 24x24, dilation 4 (layer4-like)", 1, 16, 24, 24, 16, 4, 4, 0},
+      {"8 -> 3, 14x11, dilation (2, 3)", 2, 8, 14, 11, 3, 2, 3, 1},
+      {"3 -> 1, 9x9 (one tile and a bit)", 1, 3, 9, 9, 1, 1, 1, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 300 + 5 * i);
+  fprintf(stderr, "test_conv_winograd: largest error %.3g of the values' scale\n", worst_rel);
+  batch_invariance();
+  selection_rule();
+  use_winograd(1);
+  return t2s_test_finish("test_conv_winograd");
+}
