@@ -258,6 +258,9 @@ int main(void) {
       {"16 -> 16, 24x24, dilation 4 (layer4-like)", 1, 16, 24, 24, 16, 4, 4, 0},
       {"8 -> 3, 14x11, dilation (2, 3)", 2, 8, 14, 11, 3, 2, 3, 1},
       {"3 -> 1, 9x9 (one tile and a bit)", 1, 3, 9, 9, 1, 1, 1, 0},
+      {"32 -> 32, 8x8, dilation 2 (the parity net's layer4.0)", 2, 32, 8, 8, 32, 2, 2, 0},
+      {"4 -> 4, 32x32 (the parity net's stem)", 2, 4, 32, 32, 4, 1, 1, 0},
+      {"16 -> 5, 8x8, dilation 12 (ASPP wider than the map)", 2, 16, 8, 8, 5, 12, 12, 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 300 + 5 * i);
   fprintf(stderr, "test_conv_winograd: largest error %.3g of the values' scale\n", worst_rel);
