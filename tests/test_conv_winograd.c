@@ -209,6 +209,10 @@ static void selection_rule(void) {
   /* large dilations on small images waste most of every tile, even with many channels */
   CHECK_MSG(!chosen(512, 32, 512, 3, t2s_conv_args(1, 24, 24)), "512 at 32x32, dilation 24");
   CHECK_MSG(!chosen(512, 5, 512, 3, t2s_conv_args(1, 1, 1)), "512 at 5x5");
+  /* fewer than 16 tiles an image: GEMMs too narrow (the synthetic demo's maps) */
+  CHECK_MSG(!chosen(128, 12, 128, 3, t2s_conv_args(1, 1, 1)), "128 at 12x12 (9 tiles)");
+  CHECK_MSG(!chosen(128, 8, 128, 3, t2s_conv_args(1, 1, 1)), "128 at 8x8 (4 tiles)");
+  CHECK_MSG(chosen(64, 16, 64, 3, t2s_conv_args(1, 1, 1)), "64 at 16x16 (16 tiles)");
   /* and shapes it cannot run */
   CHECK_MSG(!chosen(64, 32, 64, 3, t2s_conv_args(2, 1, 1)), "stride 2");
   CHECK_MSG(!chosen(64, 32, 64, 3, t2s_conv_args(1, 0, 1)), "padding 0");

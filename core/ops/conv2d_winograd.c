@@ -59,6 +59,12 @@
  * more than the GEMMs save (measured: slower than oneDNN). */
 #define WINO_MAX_COST 0.6
 #define WINO_TRANSFORM_MACS 25.0
+/* The GEMMs run per image with one column per tile: below 16 tiles an image (maps of
+ * 12x12 and 8x8, the synthetic demo's ResNet-18 at 64x64 crops) they are too narrow to
+ * run near the peak, and Winograd measured 1.4-2.2x slower than oneDNN there (1 thread:
+ * 128 -> 128 channels at 12x12 4.4 vs 6.4 ms, at 8x8 x2 3.6 vs 7.9 ms forward + backward)
+ * while from 16 tiles on it was faster (64 -> 64 at 16x16 x2: 4.0 vs 2.7 ms). */
+#define WINO_MIN_TILES 16
 
 enum { L = 8, P = 36 }; /* lanes per transform; positions of a 6x6 tile */
 
@@ -123,6 +129,7 @@ int t2s_conv2d_winograd_chosen(const t2s_tensor *x, const t2s_tensor *w,
   if (t2s_conv2d_winograd_enabled() == 2) return 1;
   double cin = (double)x->shape[1], cout = (double)w->shape[0];
   double tiles = (double)tiles_along(h, a->dil_h) * (double)tiles_along(wd, a->dil_w);
+  if (tiles < WINO_MIN_TILES) return 0;
   double wino = 36.0 * tiles * (cin * cout + WINO_TRANSFORM_MACS * (cin + cout));
   return wino <= WINO_MAX_COST * 9.0 * (double)h * (double)wd * cin * cout;
 }
