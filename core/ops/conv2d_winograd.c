@@ -9,13 +9,15 @@
  *   Y (4x4) = A^T [ (G g G^T) .* (B^T d B) ] A
  * Over all channels and tiles this is, per position p of the 6x6 tile (36 of them):
  *   U[p] (Cout x Cin) = (G g G^T)[p]        the transformed weights
- *   V[p] (Cin x T)    = (B^T d B)[p]        every input tile, T tiles over all images
+ *   V[p] (Cin x T)    = (B^T d B)[p]        the input tiles, T of them at a time
  *   M[p] (Cout x T)   = U[p] V[p]           36 GEMMs
  *   y tile            = A^T m A             (+ bias)
  * The backward passes are the transposes of the same linear maps:
  *   dM[p]             = (A dy A^T)[p]       from each 4x4 tile of dy
  *   dV[p] (Cin x T)   = U[p]^T dM[p],  dx tile += B dV B^T   (tiles overlap: scatter-add)
  *   dU[p] (Cout x Cin)= dM[p] V[p]^T,  dW = G^T dU G         (the GEMM sums over tiles)
+ * The tiles go through these in units (an image, or a block of its tiles) so that V, M,
+ * dM and dV stay under a fixed budget (see "chunks" below).
  *
  * Dilation. A 3x3 convolution with dilation d and padding d (stride 1) splits into
  * d x d interleaved sub-images: y[d i + a, d j + b] = sum_k W[k] x[d (i + kh - 1) + a,
