@@ -155,31 +155,68 @@ static void run_case(const conv_case *cc, uint64_t seed) {
   t2s_test_tensor_free(b);
 }
 
-/* Image 1 of a batch of 3 gives bit for bit the output it gives alone (per-image
- * GEMMs): a run that spreads its batch over ranks computes what one process does. */
-static void batch_invariance(void) {
-  int64_t xs[4] = {3, 19, 13, 17}, x1s[4] = {1, 19, 13, 17}, ws[4] = {8, 19, 3, 3};
-  t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 21, 0);
-  t2s_tensor *x1 = t2s_test_tensor(4, x1s, -1.0f, 1.0f, 22, 0);
-  t2s_tensor *w = t2s_test_tensor(4, ws, -1.0f, 1.0f, 23, 0);
-  int64_t plane = 19 * 13 * 17;
+/* Image 1 of a batch of 3 gives bit for bit the output and the input gradient it gives
+ * alone (per-unit GEMMs, units cut by the image's own geometry): a run that spreads its
+ * batch over ranks computes what one process does. chunk_bytes (0: the default) small
+ * cuts each image into several units. */
+static void batch_invariance(int64_t cin, int64_t h, int64_t w, int64_t cout, int dil,
+                             size_t chunk_bytes) {
+  int64_t xs[4] = {3, cin, h, w}, x1s[4] = {1, cin, h, w}, ws[4] = {cout, cin, 3, 3};
+  int64_t ys[4] = {3, cout, h, w}, y1s[4] = {1, cout, h, w};
+  t2s_tensor *x = t2s_test_tensor(4, xs, -1.0f, 1.0f, 21, 1);
+  t2s_tensor *x1 = t2s_test_tensor(4, x1s, -1.0f, 1.0f, 22, 1);
+  t2s_tensor *wt = t2s_test_tensor(4, ws, -1.0f, 1.0f, 23, 0);
+  t2s_tensor *r = t2s_test_tensor(4, ys, -1.0f, 1.0f, 24, 0);
+  t2s_tensor *r1 = t2s_test_tensor(4, y1s, -1.0f, 1.0f, 25, 0);
+  int64_t plane = cin * h * w, out = cout * h * w;
   memcpy(t2s_f32(x1), t2s_f32(x) + plane, (size_t)plane * sizeof(float));
-  t2s_conv2d_args a = t2s_conv_args(1, 2, 2);
+  memcpy(t2s_f32(r1), t2s_f32(r) + out, (size_t)out * sizeof(float));
+  t2s_conv2d_args a = t2s_conv_args(1, dil, dil);
   use_winograd(2);
+  size_t old = t2s_conv2d_winograd_set_chunk_bytes(chunk_bytes);
   t2s_error err = {0};
   t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 1 << 20, &err);
-  t2s_tensor *y = t2s_conv2d(ctx, x, w, NULL, &a);
-  t2s_tensor *y1 = t2s_conv2d(ctx, x1, w, NULL, &a);
-  CHECK_MSG(y && y1, "batch invariance: %s", ctx->err.msg);
-  if (y && y1) {
-    int64_t out = 8 * 13 * 17;
+  t2s_tensor *y = t2s_conv2d(ctx, x, wt, NULL, &a);
+  t2s_tensor *y1 = t2s_conv2d(ctx, x1, wt, NULL, &a);
+  t2s_tensor *l = y ? t2s_weighted_sum(ctx, y, r) : NULL;
+  t2s_tensor *l1 = y1 ? t2s_weighted_sum(ctx, y1, r1) : NULL;
+  t2s_tensor *loss = l && l1 ? t2s_add(ctx, l, l1) : NULL;
+  int ok = loss && t2s_backward(ctx, loss, 1.0f) == T2S_OK;
+  CHECK_MSG(ok, "batch invariance (%lld -> %lld, %lldx%lld, chunk %zu B): %s", (long long)cin,
+            (long long)cout, (long long)h, (long long)w, chunk_bytes, ctx->err.msg);
+  if (ok) {
     CHECK_MSG(memcmp(t2s_f32(y) + out, t2s_f32(y1), (size_t)out * sizeof(float)) == 0,
-              "image 1 of 3 differs from the same image alone");
+              "image 1 of 3 differs from the same image alone (chunk %zu B)", chunk_bytes);
+    CHECK_MSG(memcmp(x->grad + plane, x1->grad, (size_t)plane * sizeof(float)) == 0,
+              "dx of image 1 of 3 differs from the same image alone (chunk %zu B)",
+              chunk_bytes);
   }
+  x->grad = x1->grad = NULL;
+  t2s_conv2d_winograd_set_chunk_bytes(old);
   t2s_ctx_destroy(ctx);
   t2s_test_tensor_free(x);
   t2s_test_tensor_free(x1);
-  t2s_test_tensor_free(w);
+  t2s_test_tensor_free(wt);
+  t2s_test_tensor_free(r);
+  t2s_test_tensor_free(r1);
+}
+
+/* Images cut into several units (a tiny chunk budget): forward, dx and dW (accumulated
+ * over an image's units) equal the reference. */
+static void chunked_cases(void) {
+  /* name, n, cin, h, w, cout, dilation h, w, bias */
+  static const conv_case cases[] = {
+      /* 100 tiles, 36 x 16 x 4 B each: 55296 B takes 24 -> 5 units of 24, 24, 24, 24, 4 */
+      {"16 -> 8, 40x40, 5 units per image", 2, 16, 40, 40, 8, 1, 1, 1},
+      /* dilation 2 on 30x26: 4 sub-images, 8 x 7 tiles (+ ragged ones); 8 tiles a unit */
+      {"8 -> 16, 30x26, dilation 2, 8 tiles a unit", 3, 8, 30, 26, 16, 2, 2, 0},
+  };
+  static const size_t bytes[] = {55296, 1};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    size_t old = t2s_conv2d_winograd_set_chunk_bytes(bytes[i]);
+    run_case(&cases[i], 900 + 5 * i);
+    t2s_conv2d_winograd_set_chunk_bytes(old);
+  }
 }
 
 /* Whether the cost rule takes x (2, cin, hw, hw) * w (cout, cin / groups, k, k). */
@@ -268,7 +305,10 @@ int main(void) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 300 + 5 * i);
   fprintf(stderr, "test_conv_winograd: largest error %.3g of the values' scale\n", worst_rel);
-  batch_invariance();
+  chunked_cases();
+  batch_invariance(19, 13, 17, 8, 2, 0);
+  batch_invariance(16, 40, 40, 8, 1, 55296); /* 5 units per image */
+  batch_invariance(8, 30, 26, 16, 2, 1);     /* 8 tiles a unit */
   selection_rule();
   use_winograd(1);
   return t2s_test_finish("test_conv_winograd");

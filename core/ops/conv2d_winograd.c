@@ -9,13 +9,15 @@
  *   Y (4x4) = A^T [ (G g G^T) .* (B^T d B) ] A
  * Over all channels and tiles this is, per position p of the 6x6 tile (36 of them):
  *   U[p] (Cout x Cin) = (G g G^T)[p]        the transformed weights
- *   V[p] (Cin x T)    = (B^T d B)[p]        every input tile, T tiles over all images
+ *   V[p] (Cin x T)    = (B^T d B)[p]        the input tiles, T of them at a time
  *   M[p] (Cout x T)   = U[p] V[p]           36 GEMMs
  *   y tile            = A^T m A             (+ bias)
  * The backward passes are the transposes of the same linear maps:
  *   dM[p]             = (A dy A^T)[p]       from each 4x4 tile of dy
  *   dV[p] (Cin x T)   = U[p]^T dM[p],  dx tile += B dV B^T   (tiles overlap: scatter-add)
  *   dU[p] (Cout x Cin)= dM[p] V[p]^T,  dW = G^T dU G         (the GEMM sums over tiles)
+ * The tiles go through these in units (an image, or a block of its tiles) so that V, M,
+ * dM and dV stay under a fixed budget (see "chunks" below).
  *
  * Dilation. A 3x3 convolution with dilation d and padding d (stride 1) splits into
  * d x d interleaved sub-images: y[d i + a, d j + b] = sum_k W[k] x[d (i + kh - 1) + a,
@@ -98,7 +100,6 @@ typedef struct wino_geom {
   int64_t n, c, k, h, w; /* images, input / output channels, height, width */
   int64_t dh, dw;        /* dilation = padding */
   int64_t tiles;         /* tiles of one image, over all dh x dw sub-images */
-  int64_t t;             /* n tiles: the columns of the GEMMs */
 } wino_geom;
 
 /* One tile: the top-left pixel of its 6x6 input window in image coordinates (may be
@@ -141,7 +142,6 @@ static void geom_make(wino_geom *g, const t2s_node *node) {
   g->k = w->shape[0];
   g->dh = a->dil_h, g->dw = a->dil_w;
   g->tiles = tiles_along(g->h, g->dh) * tiles_along(g->w, g->dw);
-  g->t = g->n * g->tiles;
 }
 
 /* The tiles of one image, sub-image by sub-image, row-major inside each. */
@@ -286,24 +286,95 @@ static void store_lanes(const float *restrict buf, int np, float *restrict dst, 
   for (int p = 0; p < np; p++) memcpy(dst + p * ps, buf + p * L, (size_t)cnt * sizeof(float));
 }
 
-/* ---- the passes over planes ---- */
+/* ---- chunks ----
+ * The scratch of the tiles (V, M, dM, dV: 36 x channels x tiles floats) is not made
+ * for the whole batch at once: the tiles are processed in units, a unit being one
+ * image's tiles or, when they do not fit the budget, a block of them. The block size
+ * depends only on the image's geometry (channels and tiles), never on the batch, so an
+ * image's GEMMs (and so its results) are the same whatever batch it came in. An image
+ * of T tiles and C = max(Cin, Cout) channels takes 36 C 4 B per tile: when all T fit
+ * the budget the unit is the image, and several whole images go together (a group)
+ * while they fit; otherwise the image is cut into ceil(T / Tmax) blocks of equal size
+ * (rounded up to L tiles), Tmax the tiles that fit, one block per group. */
+#define WINO_CHUNK_BYTES ((size_t)32 << 20)
 
-/* V[p][c][t] = (B^T d B)[p] for every tile t of every image; one thread per (n, c) plane. */
-static void input_transform(const wino_geom *g, const wino_tile *tab, const float *x, float *V) {
-  int64_t ct = g->c * g->t, dh = g->dh, dw = g->dw, wd = g->w;
+static size_t chunk_bytes; /* 0: not set (T2S_WINOGRAD_CHUNK_MIB or WINO_CHUNK_BYTES) */
+
+static size_t chunk_budget(void) {
+  if (chunk_bytes == 0) {
+    const char *v = getenv("T2S_WINOGRAD_CHUNK_MIB"); /* experiments */
+    long mib = v ? atol(v) : 0;
+    chunk_bytes = mib > 0 ? (size_t)mib << 20 : WINO_CHUNK_BYTES;
+  }
+  return chunk_bytes;
+}
+
+size_t t2s_conv2d_winograd_set_chunk_bytes(size_t bytes) {
+  size_t old = chunk_budget();
+  chunk_bytes = bytes;
+  return old;
+}
+
+typedef struct wino_chunks {
+  int64_t tc;    /* tiles per unit (the last unit of an image may have fewer) */
+  int64_t nch;   /* units per image */
+  int64_t per;   /* units per group (1 when an image is cut) */
+  int64_t units; /* over the batch: n nch */
+} wino_chunks;
+
+static void chunks_make(const wino_geom *g, wino_chunks *ch) {
+  int64_t chans = g->c > g->k ? g->c : g->k;
+  int64_t tmax = (int64_t)(chunk_budget() / ((size_t)P * (size_t)chans * sizeof(float)));
+  tmax = tmax / L * L;
+  if (tmax < L) tmax = L;
+  if (g->tiles <= tmax) {
+    ch->tc = g->tiles, ch->nch = 1;
+    ch->per = tmax / g->tiles;
+  } else {
+    int64_t nch = (g->tiles + tmax - 1) / tmax;
+    ch->tc = ((g->tiles + nch - 1) / nch + L - 1) / L * L;
+    ch->nch = (g->tiles + ch->tc - 1) / ch->tc;
+    ch->per = 1;
+  }
+  ch->units = g->n * ch->nch;
+  if (ch->per > ch->units) ch->per = ch->units;
+  if (ch->per < 1) ch->per = 1;
+}
+
+/* Unit u: image *n, tiles [*ts, *ts + return value) of it. */
+static int64_t unit_span(const wino_geom *g, const wino_chunks *ch, int64_t u, int64_t *n,
+                         int64_t *ts) {
+  *n = u / ch->nch;
+  *ts = (u % ch->nch) * ch->tc;
+  return g->tiles - *ts < ch->tc ? g->tiles - *ts : ch->tc;
+}
+
+/* A group: units [u0, u0 + nu); unit u0 + i has columns [i tc, i tc + its tiles) of
+ * the group's buffers, ld = nu tc columns in all. */
+typedef struct wino_group {
+  int64_t u0, nu, ld;
+} wino_group;
+
+/* ---- the passes over planes (one group: one thread per (unit, channel) plane) ---- */
+
+/* V[p][c][.] = (B^T d B)[p] for the group's tiles. */
+static void input_transform(const wino_geom *g, const wino_chunks *ch, const wino_group *gr,
+                            const wino_tile *tab, const float *x, float *V) {
+  int64_t ct = g->c * gr->ld, dh = g->dh, dw = g->dw, wd = g->w;
   #pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < g->n * g->c; pl++) {
-    int64_t n = pl / g->c, c = pl % g->c;
-    const float *xp = x + pl * g->h * g->w;
+  for (int64_t pl = 0; pl < gr->nu * g->c; pl++) {
+    int64_t i = pl / g->c, c = pl % g->c, n, ts;
+    int64_t tw = unit_span(g, ch, gr->u0 + i, &n, &ts);
+    const float *xp = x + (n * g->c + c) * g->h * g->w;
     float d[P * L], u[P * L];
-    for (int64_t t0 = 0; t0 < g->tiles; t0 += L) {
-      int cnt = g->tiles - t0 < L ? (int)(g->tiles - t0) : L;
+    for (int64_t t0 = 0; t0 < tw; t0 += L) {
+      int cnt = tw - t0 < L ? (int)(tw - t0) : L;
       for (int l = 0; l < L; l++) {
         if (l >= cnt) {
           for (int q = 0; q < P; q++) d[q * L + l] = 0.0f;
           continue;
         }
-        const wino_tile *tl = &tab[t0 + l];
+        const wino_tile *tl = &tab[ts + t0 + l];
         if (tl->inside) {
           const float *s = xp + tl->r0 * wd + tl->c0;
           for (int r = 0; r < 6; r++)
@@ -320,27 +391,29 @@ static void input_transform(const wino_geom *g, const wino_tile *tab, const floa
         }
       }
       bt_2d(d, u);
-      store_lanes(u, P, V + c * g->t + n * g->tiles + t0, ct, cnt);
+      store_lanes(u, P, V + c * gr->ld + i * ch->tc + t0, ct, cnt);
     }
   }
 }
 
 /* y tile = A^T M A (+ bias); every output pixel belongs to exactly one tile. */
-static void output_transform(const wino_geom *g, const wino_tile *tab, const float *M,
-                             const float *bias, float *y) {
-  int64_t kt = g->k * g->t, dh = g->dh, dw = g->dw, wd = g->w;
+static void output_transform(const wino_geom *g, const wino_chunks *ch, const wino_group *gr,
+                             const wino_tile *tab, const float *M, const float *bias,
+                             float *y) {
+  int64_t kt = g->k * gr->ld, dh = g->dh, dw = g->dw, wd = g->w;
   #pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < g->n * g->k; pl++) {
-    int64_t n = pl / g->k, k = pl % g->k;
-    float *yp = y + pl * g->h * g->w;
+  for (int64_t pl = 0; pl < gr->nu * g->k; pl++) {
+    int64_t i = pl / g->k, k = pl % g->k, n, ts;
+    int64_t tw = unit_span(g, ch, gr->u0 + i, &n, &ts);
+    float *yp = y + (n * g->k + k) * g->h * g->w;
     float b0 = bias ? bias[k] : 0.0f;
     float m[P * L], o[16 * L];
-    for (int64_t t0 = 0; t0 < g->tiles; t0 += L) {
-      int cnt = g->tiles - t0 < L ? (int)(g->tiles - t0) : L;
-      load_lanes(m, P, M + k * g->t + n * g->tiles + t0, kt, cnt);
+    for (int64_t t0 = 0; t0 < tw; t0 += L) {
+      int cnt = tw - t0 < L ? (int)(tw - t0) : L;
+      load_lanes(m, P, M + k * gr->ld + i * ch->tc + t0, kt, cnt);
       at_2d(m, o);
       for (int l = 0; l < cnt; l++) {
-        const wino_tile *tl = &tab[t0 + l];
+        const wino_tile *tl = &tab[ts + t0 + l];
         for (int r = 0; r < 4; r++) {
           int64_t row = tl->r0 + (r + 1) * dh;
           if (row >= g->h) break;
@@ -355,19 +428,21 @@ static void output_transform(const wino_geom *g, const wino_tile *tab, const flo
   }
 }
 
-/* dM[p][k][t] = (A dy A^T)[p]: pixels outside the image are zero. */
-static void grad_output_transform(const wino_geom *g, const wino_tile *tab, const float *dy,
+/* dM[p][k][.] = (A dy A^T)[p]: pixels outside the image are zero. */
+static void grad_output_transform(const wino_geom *g, const wino_chunks *ch,
+                                  const wino_group *gr, const wino_tile *tab, const float *dy,
                                   float *dM) {
-  int64_t kt = g->k * g->t, dh = g->dh, dw = g->dw, wd = g->w;
+  int64_t kt = g->k * gr->ld, dh = g->dh, dw = g->dw, wd = g->w;
   #pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < g->n * g->k; pl++) {
-    int64_t n = pl / g->k, k = pl % g->k;
-    const float *dp = dy + pl * g->h * g->w;
+  for (int64_t pl = 0; pl < gr->nu * g->k; pl++) {
+    int64_t i = pl / g->k, k = pl % g->k, n, ts;
+    int64_t tw = unit_span(g, ch, gr->u0 + i, &n, &ts);
+    const float *dp = dy + (n * g->k + k) * g->h * g->w;
     float e[16 * L], m[P * L];
-    for (int64_t t0 = 0; t0 < g->tiles; t0 += L) {
-      int cnt = g->tiles - t0 < L ? (int)(g->tiles - t0) : L;
+    for (int64_t t0 = 0; t0 < tw; t0 += L) {
+      int cnt = tw - t0 < L ? (int)(tw - t0) : L;
       for (int l = 0; l < L; l++) {
-        const wino_tile *tl = &tab[t0 + (l < cnt ? l : 0)];
+        const wino_tile *tl = &tab[ts + t0 + (l < cnt ? l : 0)];
         for (int r = 0; r < 4; r++) {
           int64_t row = tl->r0 + (r + 1) * dh;
           for (int q = 0; q < 4; q++) {
@@ -377,29 +452,33 @@ static void grad_output_transform(const wino_geom *g, const wino_tile *tab, cons
         }
       }
       a_2d(e, m);
-      store_lanes(m, P, dM + k * g->t + n * g->tiles + t0, kt, cnt);
+      store_lanes(m, P, dM + k * gr->ld + i * ch->tc + t0, kt, cnt);
     }
   }
 }
 
 /* dx (+)= B dV B^T scattered back onto the tiles' windows (they overlap by two
- * rows / columns: one thread per (n, c) plane adds them in tile order); window
- * pixels on the padding are dropped. */
-static void grad_input_transform(const wino_geom *g, const wino_tile *tab, const float *dV,
+ * rows / columns: one thread per (n, c) plane adds them in tile order; a group holds
+ * distinct images, and the units of one image come in order, group after group);
+ * window pixels on the padding are dropped. beta 0: the plane is cleared before its
+ * image's first unit. */
+static void grad_input_transform(const wino_geom *g, const wino_chunks *ch,
+                                 const wino_group *gr, const wino_tile *tab, const float *dV,
                                  float *dx, float beta) {
-  int64_t ct = g->c * g->t, dh = g->dh, dw = g->dw, wd = g->w;
+  int64_t ct = g->c * gr->ld, dh = g->dh, dw = g->dw, wd = g->w;
   #pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < g->n * g->c; pl++) {
-    int64_t n = pl / g->c, c = pl % g->c;
-    float *xp = dx + pl * g->h * g->w;
-    if (beta == 0.0f) memset(xp, 0, (size_t)(g->h * g->w) * sizeof(float));
+  for (int64_t pl = 0; pl < gr->nu * g->c; pl++) {
+    int64_t i = pl / g->c, c = pl % g->c, n, ts;
+    int64_t tw = unit_span(g, ch, gr->u0 + i, &n, &ts);
+    float *xp = dx + (n * g->c + c) * g->h * g->w;
+    if (beta == 0.0f && ts == 0) memset(xp, 0, (size_t)(g->h * g->w) * sizeof(float));
     float v[P * L], e[P * L];
-    for (int64_t t0 = 0; t0 < g->tiles; t0 += L) {
-      int cnt = g->tiles - t0 < L ? (int)(g->tiles - t0) : L;
-      load_lanes(v, P, dV + c * g->t + n * g->tiles + t0, ct, cnt);
+    for (int64_t t0 = 0; t0 < tw; t0 += L) {
+      int cnt = tw - t0 < L ? (int)(tw - t0) : L;
+      load_lanes(v, P, dV + c * gr->ld + i * ch->tc + t0, ct, cnt);
       b_2d(v, e);
       for (int l = 0; l < cnt; l++) {
-        const wino_tile *tl = &tab[t0 + l];
+        const wino_tile *tl = &tab[ts + t0 + l];
         if (tl->inside) {
           float *s = xp + tl->r0 * wd + tl->c0;
           for (int r = 0; r < 6; r++)
@@ -435,6 +514,25 @@ static void weight_transform(const wino_geom *g, const float *w, float *U) {
   }
 }
 
+/* UT[p][c][k] = (G w[k][c] G^T)[p], the transpose of U, L output channels at a time:
+ * backward-data's dV = UT dM is then a plain GEMM, which on a block of tiles runs
+ * faster than U^T dM (measured on 1024 -> 256 at 128x128: the dx pass 1.55 -> 1.26 s). */
+static void weight_transform_t(const wino_geom *g, const float *w, float *UT) {
+  int64_t kc = g->k * g->c;
+  #pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < g->c; c++) {
+    float wt[9 * L], u[P * L];
+    for (int64_t k0 = 0; k0 < g->k; k0 += L) {
+      int cnt = g->k - k0 < L ? (int)(g->k - k0) : L;
+      for (int l = 0; l < L; l++)
+        for (int q = 0; q < 9; q++)
+          wt[q * L + l] = l < cnt ? w[((k0 + l) * g->c + c) * 9 + q] : 0.0f;
+      g_2d(wt, u);
+      store_lanes(u, P, UT + c * g->k + k0, kc, cnt);
+    }
+  }
+}
+
 /* dW[k][c] (+)= G^T dU[.][k][c] G, honouring beta (1: add to the gradient there). */
 static void weight_grad_transform(const wino_geom *g, const float *dU, float *dw, float beta) {
   int64_t kc = g->k * g->c;
@@ -454,11 +552,12 @@ static void weight_grad_transform(const wino_geom *g, const float *dU, float *dw
 }
 
 /* ---- the 36 GEMMs ----
- * C[p] = op(A[p]) op(B[p]) for p < 36 (row-major), one GEMM per position and image:
- * image i's operands start ia, ib, ic floats further. Per image, so that an image's
- * result does not depend on the batch it came in (the GEMM's blocking depends on its
- * width): a rank holding one image of two computes what one process holding both does,
- * which the distributed tests check.
+ * C[p] = op(A[p]) op(B[p]) (+ beta C[p]) for p < 36 (row-major), one GEMM per position
+ * and unit: unit i's operands start i ia, i ib, i ic floats further, and its tile count
+ * is the GEMM's n or k (tile_dim). Per unit, so that an image's result does not depend
+ * on the batch it came in (the GEMM's blocking depends on its width): a rank holding one
+ * image of two computes what one process holding both does, which the distributed
+ * tests check.
  * With oneDNN the GEMMs spread over the OpenMP threads, each single-threaded
  * (dnnl_sgemm runs sequentially inside a parallel region), which beats one threaded
  * GEMM after another at these sizes and gives results independent of the thread count.
@@ -466,35 +565,42 @@ static void weight_grad_transform(const wino_geom *g, const float *dU, float *dw
  * rejected its arguments. */
 typedef struct gemm_args {
   char ta, tb;
-  int64_t m, n, k;
+  int64_t m, n, k; /* the one named by tile_dim is the unit's tile count */
   const float *a, *b;
   float *c;
   int64_t lda, ldb, ldc;
   int64_t sa, sb, sc; /* per position */
-  int64_t ia, ib, ic; /* per image */
+  int64_t ia, ib, ic; /* per unit */
+  float beta;
+  char tile_dim; /* 'n' or 'k' */
 } gemm_args;
 
-static int one_gemm(const gemm_args *g, int p, int64_t img) {
-  const float *a = g->a + p * g->sa + img * g->ia, *b = g->b + p * g->sb + img * g->ib;
-  float *c = g->c + p * g->sc + img * g->ic;
+static int one_gemm(const gemm_args *g, int p, int64_t i, int64_t tiles) {
+  const float *a = g->a + p * g->sa + i * g->ia, *b = g->b + p * g->sb + i * g->ib;
+  float *c = g->c + p * g->sc + i * g->ic;
+  int64_t n = g->tile_dim == 'n' ? tiles : g->n, k = g->tile_dim == 'k' ? tiles : g->k;
 #ifdef T2S_HAVE_DNNL
-  return dnnl_sgemm(g->ta, g->tb, g->m, g->n, g->k, 1.0f, a, g->lda, b, g->ldb, 0.0f, c,
+  return dnnl_sgemm(g->ta, g->tb, g->m, n, k, 1.0f, a, g->lda, b, g->ldb, g->beta, c,
                     g->ldc) == dnnl_success;
 #else
   cblas_sgemm(CblasRowMajor, g->ta == 'T' ? CblasTrans : CblasNoTrans,
-              g->tb == 'T' ? CblasTrans : CblasNoTrans, (int)g->m, (int)g->n, (int)g->k, 1.0f, a,
-              (int)g->lda, b, (int)g->ldb, 0.0f, c, (int)g->ldc);
+              g->tb == 'T' ? CblasTrans : CblasNoTrans, (int)g->m, (int)n, (int)k, 1.0f, a,
+              (int)g->lda, b, (int)g->ldb, g->beta, c, (int)g->ldc);
   return 1;
 #endif
 }
 
-static int position_gemms(const gemm_args *g, int64_t images) {
+/* The GEMMs of units [u0, u0 + nu). */
+static int position_gemms(const gemm_args *ga, const wino_geom *g, const wino_chunks *ch,
+                          int64_t u0, int64_t nu) {
   int bad = 0;
 #ifdef T2S_HAVE_DNNL
   #pragma omp parallel for schedule(static)
 #endif
-  for (int64_t q = 0; q < P * images; q++) {
-    if (!one_gemm(g, (int)(q / images), q % images)) {
+  for (int64_t q = 0; q < P * nu; q++) {
+    int64_t i = q % nu, n, ts;
+    int64_t tw = unit_span(g, ch, u0 + i, &n, &ts);
+    if (!one_gemm(ga, (int)(q / nu), i, tw)) {
       #pragma omp atomic write
       bad = 1;
     }
@@ -532,30 +638,39 @@ t2s_status t2s_conv2d_winograd_forward(t2s_ctx *ctx, t2s_node *node, int *done) 
   __atomic_fetch_add(&wino_calls, 1, __ATOMIC_RELAXED);
   wino_geom g;
   geom_make(&g, node);
+  wino_chunks ch;
+  chunks_make(&g, &ch);
   const t2s_tensor *bt = node->in[2];
+  int64_t cols = ch.per * ch.tc; /* the columns of a group's buffers */
   t2s_arena_mark mark = t2s_scratch_mark(ctx);
   wino_tile *tab = table_alloc(ctx, &g);
   float *U = tab ? floats(ctx, P * g.k * g.c) : NULL;
-  float *V = U ? floats(ctx, P * g.c * g.t) : NULL;
-  float *M = V ? floats(ctx, P * g.k * g.t) : NULL;
-  if (M) {
-    weight_transform(&g, t2s_f32(node->in[1]), U);
-    input_transform(&g, tab, t2s_f32(node->in[0]), V);
-    /* M[p] (Cout x tiles) = U[p] (Cout x Cin) V[p] (Cin x tiles), per image */
-    gemm_args ga = {'N', 'N', g.k, g.tiles, g.c, U, V, M, g.c, g.t, g.t,
-                    g.k * g.c, g.c * g.t, g.k * g.t, 0, g.tiles, g.tiles};
-    if (position_gemms(&ga, g.n))
-      output_transform(&g, tab, M, bt ? t2s_f32(bt) : NULL, t2s_f32(node->out));
-    else
+  float *V = U ? floats(ctx, P * g.c * cols) : NULL;
+  float *M = V ? floats(ctx, P * g.k * cols) : NULL;
+  if (M) weight_transform(&g, t2s_f32(node->in[1]), U); /* once for all the groups */
+  for (int64_t u0 = 0; M && u0 < ch.units; u0 += ch.per) {
+    wino_group gr = {u0, ch.units - u0 < ch.per ? ch.units - u0 : ch.per, 0};
+    gr.ld = gr.nu * ch.tc;
+    input_transform(&g, &ch, &gr, tab, t2s_f32(node->in[0]), V);
+    /* M[p] (Cout x tiles) = U[p] (Cout x Cin) V[p] (Cin x tiles), per unit */
+    gemm_args ga = {'N', 'N', g.k, 0, g.c, U, V, M, g.c, gr.ld, gr.ld,
+                    g.k * g.c, g.c * gr.ld, g.k * gr.ld, 0, ch.tc, ch.tc, 0.0f, 'n'};
+    if (!position_gemms(&ga, &g, &ch, u0, gr.nu)) {
       gemm_fail(ctx);
+      break;
+    }
+    output_transform(&g, &ch, &gr, tab, M, bt ? t2s_f32(bt) : NULL, t2s_f32(node->out));
   }
   t2s_scratch_release(ctx, mark);
   return ctx->err.status;
 }
 
-/* dM is made once for both gradients; backward-weights recomputes V from x and
- * releases it and dU before backward-data recomputes U (cheaper than keeping U from
- * the forward: 36 Cout Cin floats per layer for the whole pass). */
+/* Backward-weights first, group by group: dM and V of the group, dU accumulated over
+ * the units of an image (beta 1 after its first), transformed back and added to dW
+ * after the image's last unit. Then backward-data: U^T (recomputed from W: cheaper than
+ * keeping U from the forward), and group by group dV = U^T dM scattered into dx. dM
+ * is made once for both when the batch is one group, else again in the second pass
+ * (the transform is cheap next to the GEMMs). dU and U are never held together. */
 t2s_status t2s_conv2d_winograd_backward(t2s_ctx *ctx, t2s_node *node, const float *beta,
                                         int *done) {
   *done = 0;
@@ -566,41 +681,60 @@ t2s_status t2s_conv2d_winograd_backward(t2s_ctx *ctx, t2s_node *node, const floa
   int want_x = t2s_wants_grad(xt), want_w = t2s_wants_grad(wt);
   wino_geom g;
   geom_make(&g, node);
+  wino_chunks ch;
+  chunks_make(&g, &ch);
+  int64_t cols = ch.per * ch.tc;
+  int one_group = ch.units <= ch.per;
+  const float *dy = node->out->grad;
   t2s_arena_mark mark = t2s_scratch_mark(ctx);
   wino_tile *tab = table_alloc(ctx, &g);
-  float *dM = tab ? floats(ctx, P * g.k * g.t) : NULL;
-  if (dM) grad_output_transform(&g, tab, node->out->grad, dM);
+  float *dM = tab ? floats(ctx, P * g.k * cols) : NULL;
   if (dM && want_w) {
     t2s_arena_mark inner = t2s_scratch_mark(ctx);
-    float *V = floats(ctx, P * g.c * g.t);
+    float *V = floats(ctx, P * g.c * cols);
     float *dU = V ? floats(ctx, P * g.k * g.c) : NULL;
-    if (dU) input_transform(&g, tab, t2s_f32(xt), V);
-    /* dW = sum over images of G^T dU_n G, dU_n[p] (Cout x Cin) = dM_n[p] V_n[p]^T:
-     * transformed back and added image by image, so that the sum over the batch is
-     * taken in weight space in image order, as the gradient all-reduce of a run that
-     * spreads the batch over ranks takes it (dU is larger than dW: G^T . G cancels) */
-    for (int64_t i = 0; dU && i < g.n && t2s_ctx_ok(ctx); i++) {
-      gemm_args ga = {'N', 'T', g.k, g.c, g.tiles, dM + i * g.tiles, V + i * g.tiles, dU,
-                      g.t, g.t, g.c, g.k * g.t, g.c * g.t, g.k * g.c, 0, 0, 0};
-      if (position_gemms(&ga, 1))
-        weight_grad_transform(&g, dU, wt->grad, i == 0 ? beta[1] : 1.0f);
-      else
-        gemm_fail(ctx);
+    for (int64_t u0 = 0; dU && u0 < ch.units && t2s_ctx_ok(ctx); u0 += ch.per) {
+      wino_group gr = {u0, ch.units - u0 < ch.per ? ch.units - u0 : ch.per, 0};
+      gr.ld = gr.nu * ch.tc;
+      grad_output_transform(&g, &ch, &gr, tab, dy, dM);
+      input_transform(&g, &ch, &gr, tab, t2s_f32(xt), V);
+      /* dW = sum over images of G^T dU_n G, dU_n[p] (Cout x Cin) = sum over the units of
+       * image n of dM_u[p] V_u[p]^T: transformed back and added image by image, so that
+       * the sum over the batch is taken in weight space in image order, as the gradient
+       * all-reduce of a run that spreads the batch over ranks takes it (dU is larger
+       * than dW: G^T . G cancels) */
+      for (int64_t i = 0; i < gr.nu; i++) {
+        int64_t n, ts;
+        int64_t tw = unit_span(&g, &ch, u0 + i, &n, &ts);
+        gemm_args ga = {'N', 'T', g.k, g.c, 0, dM + i * ch.tc, V + i * ch.tc, dU,
+                        gr.ld, gr.ld, g.c, g.k * gr.ld, g.c * gr.ld, g.k * g.c, 0, 0, 0,
+                        ts == 0 ? 0.0f : 1.0f, 'k'};
+        if (!position_gemms(&ga, &g, &ch, u0 + i, 1)) {
+          gemm_fail(ctx);
+          break;
+        }
+        if (ts + tw == g.tiles)
+          weight_grad_transform(&g, dU, wt->grad, n == 0 ? beta[1] : 1.0f);
+      }
     }
     t2s_scratch_release(ctx, inner);
   }
   if (dM && want_x && t2s_ctx_ok(ctx)) {
-    float *U = floats(ctx, P * g.k * g.c);
-    float *dV = U ? floats(ctx, P * g.c * g.t) : NULL;
-    if (dV) {
-      weight_transform(&g, t2s_f32(wt), U);
-      /* dV[p] (Cin x tiles) = U[p]^T dM[p] (Cout x tiles), per image */
-      gemm_args ga = {'T', 'N', g.c, g.tiles, g.k, U, dM, dV, g.c, g.t, g.t,
-                      g.k * g.c, g.k * g.t, g.c * g.t, 0, g.tiles, g.tiles};
-      if (position_gemms(&ga, g.n))
-        grad_input_transform(&g, tab, dV, xt->grad, beta[0]);
-      else
+    float *UT = floats(ctx, P * g.c * g.k);
+    float *dV = UT ? floats(ctx, P * g.c * cols) : NULL;
+    if (dV) weight_transform_t(&g, t2s_f32(wt), UT);
+    for (int64_t u0 = 0; dV && u0 < ch.units; u0 += ch.per) {
+      wino_group gr = {u0, ch.units - u0 < ch.per ? ch.units - u0 : ch.per, 0};
+      gr.ld = gr.nu * ch.tc;
+      if (!(one_group && want_w)) grad_output_transform(&g, &ch, &gr, tab, dy, dM);
+      /* dV[p] (Cin x tiles) = UT[p] (Cin x Cout) dM[p] (Cout x tiles), per unit */
+      gemm_args ga = {'N', 'N', g.c, 0, g.k, UT, dM, dV, g.k, gr.ld, gr.ld,
+                      g.k * g.c, g.k * gr.ld, g.c * gr.ld, 0, ch.tc, ch.tc, 0.0f, 'n'};
+      if (!position_gemms(&ga, &g, &ch, u0, gr.nu)) {
         gemm_fail(ctx);
+        break;
+      }
+      grad_input_transform(&g, &ch, &gr, tab, dV, xt->grad, beta[0]);
     }
   }
   t2s_scratch_release(ctx, mark);

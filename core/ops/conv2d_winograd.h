@@ -18,6 +18,11 @@ int t2s_conv2d_set_winograd(int on);
  * conv2d_winograd.c). */
 int t2s_conv2d_winograd_chosen(const t2s_tensor *x, const t2s_tensor *w,
                                const t2s_conv2d_args *a);
+/* The scratch budget of one group of tiles (each of V, M, dM, dV; see "chunks" in
+ * conv2d_winograd.c; default 32 MiB, T2S_WINOGRAD_CHUNK_MIB for experiments): sets it
+ * (0: back to the default) and returns the old one. Tests set a small one to force many
+ * chunks per image. */
+size_t t2s_conv2d_winograd_set_chunk_bytes(size_t bytes);
 /* How many forward / backward calls Winograd has run in this process (tests). */
 long t2s_conv2d_winograd_calls(void);
 
