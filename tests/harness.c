@@ -269,3 +269,54 @@ int t2s_test_in_child(void (*child)(const char *arg), const char *arg, long *pid
   waitpid(p, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
+
+static float *copy_floats(const float *v, int64_t n) {
+  float *c = malloc((size_t)n * sizeof(float));
+  if (c) memcpy(c, v, (size_t)n * sizeof(float));
+  return c;
+}
+
+int t2s_test_conv_fanout(const char *label, t2s_tensor *x, t2s_tensor *w, t2s_tensor *w2,
+                         t2s_tensor *b, const t2s_conv2d_args *a, t2s_test_conv_result *res) {
+  t2s_error err = {0};
+  t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 1 << 20, &err);
+  CHECK_MSG(ctx != NULL, "%s: %s", label, err.msg);
+  if (ctx == NULL) return 0;
+  int64_t nw = t2s_numel(w);
+  float *wgrad = malloc((size_t)nw * sizeof(float));
+  for (int64_t k = 0; k < nw; k++) wgrad[k] = 0.25f;
+  w->grad = wgrad;
+  t2s_tensor *y = t2s_conv2d(ctx, x, w, b, a);
+  t2s_tensor *y2 = t2s_conv2d(ctx, x, w2, NULL, a);
+  t2s_tensor *r1 = y ? t2s_test_tensor(4, y->shape, -1.0f, 1.0f, 7, 0) : NULL;
+  t2s_tensor *r2 = y ? t2s_test_tensor(4, y->shape, -1.0f, 1.0f, 8, 0) : NULL;
+  t2s_tensor *l1 = y ? t2s_weighted_sum(ctx, y, r1) : NULL;
+  t2s_tensor *l2 = y2 ? t2s_weighted_sum(ctx, y2, r2) : NULL;
+  t2s_tensor *loss = l1 && l2 ? t2s_add(ctx, l1, l2) : NULL;
+  int ok = loss != NULL;
+  if (ok) {
+    res->ny = t2s_numel(y);
+    res->y = copy_floats(t2s_f32(y), res->ny);
+  }
+  ok = ok && t2s_backward(ctx, loss, 1.0f) == T2S_OK;
+  CHECK_MSG(ok, "%s: %s", label, ctx->err.msg);
+  if (ok) {
+    res->nx = t2s_numel(x), res->nw = nw;
+    res->dx = copy_floats(x->grad, res->nx);
+    res->dw = copy_floats(w->grad, nw);
+    res->dw2 = w2->grad ? copy_floats(w2->grad, nw) : NULL; /* NULL: w2 takes no gradient */
+    res->nb = b ? t2s_numel(b) : 0;
+    res->db = b ? copy_floats(b->grad, res->nb) : NULL;
+  }
+  x->grad = w->grad = w2->grad = NULL;
+  if (b) b->grad = NULL;
+  free(wgrad);
+  t2s_test_tensor_free(r1);
+  t2s_test_tensor_free(r2);
+  t2s_ctx_destroy(ctx);
+  return ok;
+}
+
+void t2s_test_conv_result_free(t2s_test_conv_result *r) {
+  free(r->y), free(r->dx), free(r->dw), free(r->dw2), free(r->db);
+}

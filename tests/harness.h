@@ -61,6 +61,21 @@ t2s_tensor *t2s_test_tensor(int ndim, const int64_t *shape, float lo, float hi, 
 t2s_tensor *t2s_test_tensor_u8(int ndim, const int64_t *shape, const uint8_t *values);
 void t2s_test_tensor_free(t2s_tensor *t);
 
+/* One convolution pass with fan-out, for comparing two conv implementations:
+ * loss = sum(r1 conv(x, w, b)) + sum(r2 conv(x, w2)) with fixed random r1, r2, so x's
+ * gradient is written by one backward and accumulated by the other; w's grad starts at
+ * 0.25 everywhere (beta 1: must end at 0.25 + dL/dw), w2's is fresh (beta 0). The
+ * result holds malloc'd copies of y, dx, dw, dw2 (NULL when w2 takes no gradient) and db
+ * (NULL without b). Returns 1 on
+ * success; on failure records a check failure naming `label`. */
+typedef struct t2s_test_conv_result {
+  float *y, *dx, *dw, *dw2, *db;
+  int64_t ny, nx, nw, nb;
+} t2s_test_conv_result;
+int t2s_test_conv_fanout(const char *label, t2s_tensor *x, t2s_tensor *w, t2s_tensor *w2,
+                         t2s_tensor *b, const t2s_conv2d_args *a, t2s_test_conv_result *res);
+void t2s_test_conv_result_free(t2s_test_conv_result *r);
+
 /* Builds the op's output from the inputs (runs in a fresh pass each call). */
 typedef t2s_tensor *(*t2s_gc_build)(t2s_ctx *ctx, t2s_tensor **inputs, void *user);
 

@@ -26,10 +26,7 @@ typedef struct conv_case {
   int bias;
 } conv_case;
 
-typedef struct conv_result {
-  float *y, *dx, *dw, *dw2, *db;
-  int64_t ny, nx, nw, nb;
-} conv_result;
+typedef t2s_test_conv_result conv_result;
 
 static t2s_conv2d_args args_of(const conv_case *cc) {
   t2s_conv2d_args a = {1, 1, cc->dh, cc->dw, cc->dh, cc->dw, 1};
@@ -45,53 +42,13 @@ static void use_winograd(int mode) {
   t2s_conv2d_set_winograd(mode);
 }
 
-static float *copy_of(const float *v, int64_t n) {
-  float *c = malloc((size_t)n * sizeof(float));
-  memcpy(c, v, (size_t)n * sizeof(float));
-  return c;
-}
-
 /* loss = sum(r1 conv(x, w, b)) + sum(r2 conv(x, w2)): x's gradient is written by one
  * backward and accumulated by the other; w's grad starts at 0.25 (beta 1), w2's is
  * fresh (beta 0). */
 static int run_once(const conv_case *cc, t2s_tensor *x, t2s_tensor *w, t2s_tensor *w2,
                     t2s_tensor *b, conv_result *res) {
-  t2s_error err = {0};
-  t2s_ctx *ctx = t2s_ctx_create(T2S_DEV_CPU, 1 << 20, &err);
   t2s_conv2d_args a = args_of(cc);
-  int64_t nw = t2s_numel(w);
-  float *wgrad = malloc((size_t)nw * sizeof(float));
-  for (int64_t k = 0; k < nw; k++) wgrad[k] = 0.25f;
-  w->grad = wgrad;
-  t2s_tensor *y = t2s_conv2d(ctx, x, w, b, &a);
-  t2s_tensor *y2 = t2s_conv2d(ctx, x, w2, NULL, &a);
-  t2s_tensor *r1 = y ? t2s_test_tensor(4, y->shape, -1.0f, 1.0f, 7, 0) : NULL;
-  t2s_tensor *r2 = y ? t2s_test_tensor(4, y->shape, -1.0f, 1.0f, 8, 0) : NULL;
-  t2s_tensor *l1 = y ? t2s_weighted_sum(ctx, y, r1) : NULL;
-  t2s_tensor *l2 = y2 ? t2s_weighted_sum(ctx, y2, r2) : NULL;
-  t2s_tensor *loss = l1 && l2 ? t2s_add(ctx, l1, l2) : NULL;
-  int ok = loss != NULL;
-  if (ok) {
-    res->ny = t2s_numel(y);
-    res->y = copy_of(t2s_f32(y), res->ny);
-  }
-  ok = ok && t2s_backward(ctx, loss, 1.0f) == T2S_OK;
-  CHECK_MSG(ok, "%s: %s", cc->name, ctx->err.msg);
-  if (ok) {
-    res->nx = t2s_numel(x), res->nw = nw;
-    res->dx = copy_of(x->grad, res->nx);
-    res->dw = copy_of(w->grad, nw);
-    res->dw2 = copy_of(w2->grad, nw);
-    res->nb = b ? t2s_numel(b) : 0;
-    res->db = b ? copy_of(b->grad, res->nb) : NULL;
-  }
-  x->grad = w->grad = w2->grad = NULL;
-  if (b) b->grad = NULL;
-  free(wgrad);
-  t2s_test_tensor_free(r1);
-  t2s_test_tensor_free(r2);
-  t2s_ctx_destroy(ctx);
-  return ok;
+  return t2s_test_conv_fanout(cc->name, x, w, w2, b, &a, res);
 }
 
 static double worst_rel; /* the largest error seen, relative to the scale (printed) */
@@ -117,9 +74,7 @@ static void compare(const conv_case *cc, const char *what, const float *ref, con
             bad, what);
 }
 
-static void free_result(conv_result *r) {
-  free(r->y), free(r->dx), free(r->dw), free(r->dw2), free(r->db);
-}
+static void free_result(conv_result *r) { t2s_test_conv_result_free(r); }
 
 static void run_case(const conv_case *cc, uint64_t seed) {
   int64_t xs[4] = {cc->n, cc->cin, cc->h, cc->w};
